@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent set-up used by `npm test`, `npm run demo` and `.ci/run`: installs the Debian packages the
+# tests and the demo need (only those missing, so a prepared machine pays nothing) and the npm
+# dependencies (npm ci when node_modules is missing or older than the lockfile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+declare -A NEED=(
+  [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [arping]=iputils-arping [ndisc6]=ndisc6
+  [curl]=curl [stress-ng]=stress-ng [pgrep]=procps [nsenter]=util-linux [tcpdump]=tcpdump
+  [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [fusermount3]=fuse3 [pkg-config]=pkg-config
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+[ -f /usr/include/bpf/libbpf.h ] || missing+=(libbpf-dev)
+[ -f /usr/include/fuse3/fuse.h ] || missing+=(libfuse3-dev)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-fund --no-audit --loglevel=error
+fi

@@ -1,0 +1,4 @@
+// Public surface of holdfast. Everything a user imports comes from here (or from "holdfast/testing").
+export * from "./core/errors.js";
+export { decodeOrThrow } from "./core/decode.js";
+export type { CheckerAction, CheckerVerdict } from "./core/checker.js";

@@ -1,0 +1,15 @@
+import { defineConfig } from "tsup";
+
+export default defineConfig({
+  entry: {
+    index: "src/index.ts",
+    "testing/index": "src/testing/index.ts",
+    cli: "examples/daemon/cli.ts",
+  },
+  format: ["esm", "cjs"],
+  dts: { entry: { index: "src/index.ts", "testing/index": "src/testing/index.ts" } },
+  sourcemap: true,
+  clean: true,
+  target: "node20",
+  splitting: false,
+});
