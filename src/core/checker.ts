@@ -21,4 +21,10 @@ export interface CheckerVerdict {
   readonly action: CheckerAction;
   /** Human-readable reason, e.g. `connect 198.18.0.1:8080 refused (3/3 failures)`. */
   readonly reason: string;
+  /**
+   * The probe type that produced the verdict (`process`, `interface`, `ip`, `tcp`, `ping`, `custom`,
+   * `module`, `split-brain`), when known. Lets the module engine tell a split-brain checker (which gates
+   * going ALONE) from the others.
+   */
+  readonly kind?: string;
 }
