@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * holdfast farm filter: map layouts shared by the tc program (farm.bpf.c) and the loader
+ * (src/native/libbpf.ts + src/farm/filter/ebpf.ts, which mirror these structs byte for byte).
+ * Change a struct here and you must change the TS encoders and rebuild farm.bpf.o (scripts/build-bpf.sh).
+ */
+#ifndef HOLDFAST_FARM_SHARED_H
+#define HOLDFAST_FARM_SHARED_H
+
+#include <linux/types.h>
+
+#define FARM_BUCKETS 256
+
+/* How a rule identifies a client (the hash key; see src/core/buckets.ts for the exact layout). */
+#define FARM_MODE_ADDR 1      /* client address: session affinity */
+#define FARM_MODE_ADDR_PORT 2 /* client address and source port: best spread */
+
+/*
+ * Key of the `farm_rules` hash map. Every VIP has one default entry (proto 0, port 0) whose mode applies
+ * to packets that match no port rule (and to fragments and non-TCP/UDP protocols, which always use
+ * FARM_MODE_ADDR). Port rules: proto IPPROTO_TCP or IPPROTO_UDP, port = destination port.
+ * A packet whose destination has no default entry is not VIP traffic and passes untouched.
+ */
+struct farm_rule_key {
+	__u8 family;   /* 4 or 6 */
+	__u8 proto;    /* 0 (VIP default), 6 (TCP), 17 (UDP) */
+	__be16 port;   /* destination port, network order; 0 with proto 0 */
+	__u8 addr[16]; /* the VIP in network order; IPv4 uses the first 4 bytes, the rest is zero */
+};
+
+struct farm_rule {
+	__u32 mode; /* FARM_MODE_* */
+};
+
+/* One ownership table: owned[b] != 0 when this node accepts new flows of bucket b. */
+struct farm_owned {
+	__u8 owned[FARM_BUCKETS];
+};
+
+/* Flags in farm_config.flags. */
+/* In an owned bucket, drop TCP packets that do not open a connection and belong to no local socket
+ * (mid-flow packets of a flow another node still serves) instead of letting the stack answer with RST. */
+#define FARM_F_STRICT_TCP 1
+
+struct farm_config {
+	__u32 seed;  /* jhash seed, same as nftables' `seed` */
+	__u32 flags; /* FARM_F_* */
+};
+
+/* Per bucket, per CPU (farm_bstats). */
+struct farm_bucket_stats {
+	__u64 accepted; /* VIP packets of this bucket passed (owned, or kept for an existing local socket) */
+	__u64 dropped;  /* VIP packets of this bucket dropped */
+};
+
+/* Whole-program counters, per CPU (farm_gstats, one entry). */
+struct farm_global_stats {
+	__u64 not_vip;        /* passed untouched: not IPv4/IPv6 or not to a VIP */
+	__u64 broadcast;      /* ICMP errors and IPv6 neighbour discovery to a VIP: passed on every node */
+	__u64 kept_socket;    /* foreign bucket, passed because a local socket has the flow */
+	__u64 dropped_orphan; /* owned bucket, mid-flow TCP with no local socket, dropped (FARM_F_STRICT_TCP) */
+};
+
+#endif
