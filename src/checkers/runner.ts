@@ -1,0 +1,229 @@
+/**
+ * The checker driver: runs one probe every `interval`, aborts it at `timeout`, feeds each result to the
+ * pure rise/fall {@link Hysteresis} and emits a {@link CheckerVerdict} when the decision changes.
+ *
+ * Scheduling: the first run starts at `start()`; each next run starts `interval` ms after the previous one
+ * *started*, or at once when the previous run took longer than that. Runs never overlap. A probe that
+ * ignores its abort signal is still counted as failed at its timeout (its late answer is dropped).
+ *
+ * Events (typed, eventemitter3), in this order for each run: `result` (every probe run), then `verdict`
+ * (only when the hysteresis flips). Listeners run synchronously; a throwing listener does not stop the
+ * schedule (the error is re-emitted as `error` when there is a listener for it).
+ */
+import { EventEmitter } from "eventemitter3";
+import type { CheckerAction, CheckerVerdict } from "../core/checker.js";
+import { Hysteresis, type HysteresisState } from "../core/hysteresis.js";
+import { messageOf, type Probe } from "./probe.js";
+
+export interface CheckerRunnerOptions {
+  /** The probe to run. */
+  readonly probe: Probe;
+  /** Checker name in verdicts, unique within its module. Default: the probe's name. */
+  readonly name?: string;
+  /** Probe type copied into verdicts (`tcp`, `split-brain`, ...). */
+  readonly kind?: string;
+  /** What the module does when this checker fails. */
+  readonly action: CheckerAction;
+  /** Milliseconds between the starts of two runs. */
+  readonly interval: number;
+  /** Milliseconds after which a run is aborted and counted as a failure. */
+  readonly timeout: number;
+  /** Consecutive successes to turn ok again. */
+  readonly rise: number;
+  /** Consecutive failures to turn failed. */
+  readonly fall: number;
+  /** State before the first verdict. Default `unknown` (see {@link Hysteresis}). */
+  readonly initial?: HysteresisState;
+}
+
+/** One probe run, as emitted by the runner. */
+export interface CheckerResult {
+  readonly type: "result";
+  readonly checker: string;
+  readonly ok: boolean;
+  readonly detail: string;
+  /** Wall time of the run in milliseconds. */
+  readonly durationMs: number;
+  /** The run hit its timeout. */
+  readonly timedOut: boolean;
+  /** The current streak of identical results after this one. */
+  readonly streak: { readonly ok: boolean; readonly count: number };
+}
+
+/** Typed events of a {@link CheckerRunner}. */
+export interface CheckerRunnerEvents {
+  result: (result: CheckerResult) => void;
+  verdict: (verdict: CheckerVerdict) => void;
+  error: (error: unknown) => void;
+}
+
+class ProbeTimeout extends Error {}
+
+/** Schedules one probe and turns its results into verdicts. See the module comment. */
+export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
+  readonly name: string;
+  readonly options: CheckerRunnerOptions;
+  readonly #hysteresis: Hysteresis;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #running: Promise<CheckerResult> | undefined;
+  #current: AbortController | undefined;
+  #started = false;
+  #last: CheckerVerdict | undefined;
+
+  constructor(options: CheckerRunnerOptions) {
+    super();
+    for (const key of ["interval", "timeout"] as const) {
+      const v = options[key];
+      if (!Number.isFinite(v) || v <= 0) throw new RangeError(`checker ${key} must be a positive number of ms, got ${v}`);
+    }
+    this.options = options;
+    this.name = options.name ?? options.probe.name;
+    this.#hysteresis = new Hysteresis({
+      checker: this.name,
+      action: options.action,
+      rise: options.rise,
+      fall: options.fall,
+      ...(options.kind === undefined ? {} : { kind: options.kind }),
+      ...(options.initial === undefined ? {} : { initial: options.initial }),
+    });
+  }
+
+  /** The decided state: `unknown` until the first verdict. */
+  get state(): HysteresisState {
+    return this.#hysteresis.state;
+  }
+
+  /** The last verdict emitted, if any. */
+  get lastVerdict(): CheckerVerdict | undefined {
+    return this.#last;
+  }
+
+  /** Whether the schedule is running. */
+  get started(): boolean {
+    return this.#started;
+  }
+
+  /** Starts the schedule: a first run now, then one every `interval`. Idempotent. */
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#schedule(0);
+  }
+
+  /**
+   * Stops the schedule, aborts a run in progress (its result is dropped), and closes the probe's resources.
+   * The hysteresis keeps its state: `start()` again resumes from it. Resolves when the run has settled.
+   */
+  async stop(): Promise<void> {
+    this.#started = false;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#current?.abort(new Error("checker stopped"));
+    const running = this.#running;
+    if (running !== undefined) await running.catch(() => undefined);
+    this.options.probe.close?.();
+  }
+
+  /** Runs the probe once now (outside the schedule when stopped), feeding the hysteresis. */
+  runOnce(): Promise<CheckerResult> {
+    this.#running ??= this.#run().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  /** Verdicts as an async iterator (ends when the consumer breaks out). */
+  async *verdicts(): AsyncGenerator<CheckerVerdict> {
+    const queue: CheckerVerdict[] = [];
+    let wake: (() => void) | undefined;
+    const onVerdict = (v: CheckerVerdict): void => {
+      queue.push(v);
+      wake?.();
+    };
+    this.on("verdict", onVerdict);
+    try {
+      for (;;) {
+        const next = queue.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    } finally {
+      this.off("verdict", onVerdict);
+    }
+  }
+
+  #schedule(delay: number): void {
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const began = performance.now();
+      void this.runOnce().finally(() => {
+        if (!this.#started) return;
+        this.#schedule(Math.max(0, this.options.interval - (performance.now() - began)));
+      });
+    }, delay);
+  }
+
+  async #run(): Promise<CheckerResult> {
+    const ac = new AbortController();
+    this.#current = ac;
+    const { timeout } = this.options;
+    const began = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const e = new ProbeTimeout(`timed out after ${timeout} ms`);
+        ac.abort(e);
+        reject(e);
+      }, timeout);
+    });
+    timedOut.catch(() => {});
+    let ok: boolean;
+    let detail: string;
+    let hitTimeout = false;
+    try {
+      const r = await Promise.race([this.options.probe.run(ac.signal), timedOut]);
+      ok = r.ok;
+      detail = r.detail;
+    } catch (err) {
+      ok = false;
+      hitTimeout = err instanceof ProbeTimeout || ac.signal.reason instanceof ProbeTimeout;
+      detail = hitTimeout
+        ? `${this.name} timed out after ${timeout} ms${err instanceof ProbeTimeout ? "" : ` (${messageOf(err)})`}`
+        : `${this.name} failed: ${messageOf(err)}`;
+    } finally {
+      clearTimeout(timer);
+      if (this.#current === ac) this.#current = undefined;
+    }
+    const durationMs = performance.now() - began;
+    const stopped = ac.signal.aborted && !hitTimeout;
+    const verdict = stopped ? undefined : this.#hysteresis.observe({ ok, detail });
+    const result: CheckerResult = {
+      type: "result",
+      checker: this.name,
+      ok,
+      detail,
+      durationMs,
+      timedOut: hitTimeout,
+      streak: this.#hysteresis.streak,
+    };
+    if (stopped) return result;
+    this.#emitSafely("result", result);
+    if (verdict !== undefined) {
+      this.#last = verdict;
+      this.#emitSafely("verdict", verdict);
+    }
+    return result;
+  }
+
+  #emitSafely<E extends "result" | "verdict">(event: E, arg: Parameters<CheckerRunnerEvents[E]>[0]): void {
+    try {
+      (this.emit as (e: string, a: unknown) => boolean)(event, arg);
+    } catch (err) {
+      if (this.listenerCount("error") > 0) this.emit("error", err);
+    }
+  }
+}

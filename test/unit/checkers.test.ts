@@ -1,0 +1,214 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { CheckerRunner } from "../../src/checkers/runner.js";
+import { CheckerDefaults, createChecker, decodeCheckerConfig } from "../../src/checkers/config.js";
+import type { Probe, ProbeResult } from "../../src/checkers/probe.js";
+import { ConfigError } from "../../src/core/errors.js";
+import type { CheckerVerdict } from "../../src/core/checker.js";
+
+function problems(input: unknown): [string, unknown, string][] {
+  try {
+    decodeCheckerConfig(input);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).problems.map((p) => [p.path, p.value, p.expected]);
+  }
+  throw new Error("decoded without error");
+}
+
+describe("checker config", () => {
+  it("fills defaults per type", () => {
+    expect(decodeCheckerConfig({ type: "tcp", host: "198.18.0.10", port: 8080 })).toEqual({
+      type: "tcp",
+      host: "198.18.0.10",
+      port: 8080,
+      action: "restart",
+      interval: CheckerDefaults.interval,
+      timeout: CheckerDefaults.timeout,
+      rise: CheckerDefaults.rise,
+      fall: CheckerDefaults.fall,
+      initial: "unknown",
+    });
+    const custom = decodeCheckerConfig({ type: "custom", shell: "true" });
+    expect([custom.interval, custom.timeout, custom.action]).toEqual([2000, 5000, "restart"]);
+    const sb = decodeCheckerConfig({ type: "split-brain", witnesses: ["198.18.0.1"] });
+    expect(sb).toMatchObject({ method: "ping", action: "wait" });
+  });
+
+  it("reads durations as numbers or strings with units", () => {
+    const c = decodeCheckerConfig({ type: "ping", host: "fd00:4844::1", interval: "250ms", timeout: "0.2s" });
+    expect([c.interval, c.timeout]).toEqual([250, 200]);
+  });
+
+  it("names the path and the value of a wrong field", () => {
+    expect(problems({ type: "tcp", host: "198.18.0.10", port: 70000 })).toEqual([["port", 70000, "TCP port (1..65535)"]]);
+    expect(problems({ type: "ping", host: "router.example" })).toEqual([["host", "router.example", "IPv4 or IPv6 address"]]);
+    expect(problems({ type: "tcp", host: "198.18.0.10", port: 80, interval: "soon" })[0]?.slice(0, 2)).toEqual(["interval", "soon"]);
+    expect(problems({ type: "tcp", host: "198.18.0.10", port: 80, action: "reboot" })[0]?.slice(0, 2)).toEqual(["action", "reboot"]);
+    expect(problems({ type: "process", cmdline: "([" })[0]?.slice(0, 3)).toEqual(["cmdline", "([", "valid regular expression"]);
+    expect(problems({ type: "module", module: "db", states: [], source: { url: "http://198.18.0.1/x" } })[0]?.[0]).toBe("states");
+    expect(problems({ type: "module", module: "db", states: ["UP"], source: { url: "ftp://x" } })[0]?.slice(0, 2)).toEqual(["source.url", "ftp://x"]);
+  });
+
+  it("rejects an unknown type and names the known ones", () => {
+    const [p] = problems({ type: "dns", host: "x" });
+    expect(p?.[0]).toBe("type");
+    expect(p?.[1]).toBe("dns");
+    expect(p?.[2]).toContain("split-brain");
+  });
+
+  it("rejects unknown keys (typos) with their value", () => {
+    const [p] = problems({ type: "tcp", host: "198.18.0.10", port: 80, intervall: 100 });
+    expect(p?.[0]).toBe("intervall");
+    expect(p?.[1]).toBe(100);
+    expect(p?.[2]).toContain("no such option");
+  });
+
+  it("checks cross-field rules", () => {
+    expect(problems({ type: "process" })[0]?.[2]).toContain("exactly one of process, cmdline, pid, pidFile");
+    expect(problems({ type: "custom", shell: "true", script: "/bin/true" })[0]?.[2]).toContain("got script, shell");
+    expect(problems({ type: "process", process: "nginx", min: 3, max: 2 })[0]?.slice(0, 2)).toEqual(["max", 2]);
+    expect(problems({ type: "split-brain", witnesses: ["198.18.0.1"], method: "tcp" })[0]?.[0]).toBe("port");
+  });
+
+  it("the error message reads well", () => {
+    expect(() => decodeCheckerConfig({ type: "tcp", host: "198.18.0.10", port: "http" }, "checker app-port")).toThrow(
+      'invalid checker app-port: port: expected TCP port (1..65535), got "http"',
+    );
+  });
+
+  it("createChecker builds a runner with the probe's name and the config's action", () => {
+    const r = createChecker({ type: "tcp", host: "198.18.0.10", port: 8080, action: "stop" });
+    expect(r.name).toBe("tcp:198.18.0.10:8080");
+    expect(r.options.action).toBe("stop");
+    expect(createChecker({ type: "ping", host: "198.18.0.1", name: "gw" }).name).toBe("gw");
+  });
+});
+
+/** A probe whose results are scripted; `hang` never settles unless aborted. */
+class ScriptedProbe implements Probe {
+  readonly name = "scripted";
+  runs = 0;
+  closed = false;
+  constructor(private readonly script: ("ok" | "fail" | "hang" | "deaf")[]) {}
+  run(signal: AbortSignal): Promise<ProbeResult> {
+    const step = this.script[Math.min(this.runs, this.script.length - 1)];
+    this.runs++;
+    if (step === "ok") return Promise.resolve({ ok: true, detail: `run ${this.runs} ok` });
+    if (step === "fail") return Promise.resolve({ ok: false, detail: `run ${this.runs} refused` });
+    if (step === "deaf") return new Promise(() => {}); // ignores its signal
+    return new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+  }
+  close(): void {
+    this.closed = true;
+  }
+}
+
+describe("CheckerRunner", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  function runner(script: ConstructorParameters<typeof ScriptedProbe>[0], extra: Partial<ConstructorParameters<typeof CheckerRunner>[0]> = {}) {
+    const probe = new ScriptedProbe(script);
+    const r = new CheckerRunner({ probe, action: "restart", interval: 100, timeout: 50, rise: 2, fall: 3, initial: "ok", kind: "custom", ...extra });
+    const verdicts: [number, CheckerVerdict][] = [];
+    r.on("verdict", (v) => verdicts.push([Date.now(), v]));
+    return { probe, r, verdicts };
+  }
+
+  it("runs every interval and emits a verdict after `fall` failures, then after `rise` successes", async () => {
+    const t0 = Date.now();
+    const { probe, r, verdicts } = runner(["ok", "fail", "fail", "fail", "fail", "ok", "ok", "ok"]);
+    r.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(probe.runs).toBe(1);
+    await vi.advanceTimersByTimeAsync(350);
+    expect(probe.runs).toBe(4); // at 0, 100, 200, 300
+    expect(verdicts.map(([at, v]) => [at - t0, v.ok, v.reason])).toEqual([[300, false, "run 4 refused (3/3)"]]);
+    expect(verdicts[0]?.[1]).toMatchObject({ type: "checker", checker: "scripted", action: "restart", kind: "custom" });
+    await vi.advanceTimersByTimeAsync(400);
+    expect(verdicts.map(([at, v]) => [at - t0, v.ok])).toEqual([
+      [300, false],
+      [600, true],
+    ]);
+    expect(r.state).toBe("ok");
+    await r.stop();
+    expect(probe.closed).toBe(true);
+    const runs = probe.runs;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(probe.runs).toBe(runs);
+  });
+
+  it("counts a probe that hangs as failed at its timeout, even one that ignores its signal", async () => {
+    for (const kind of ["hang", "deaf"] as const) {
+      const { r, verdicts } = runner([kind], { fall: 2 });
+      const results: { timedOut: boolean; detail: string; durationMs: number }[] = [];
+      r.on("result", (x) => results.push(x));
+      r.start();
+      await vi.advanceTimersByTimeAsync(160);
+      expect(results.map((x) => x.timedOut)).toEqual([true, true]);
+      expect(results[0]?.detail).toBe("scripted timed out after 50 ms");
+      expect(results[0]?.durationMs).toBeGreaterThanOrEqual(50);
+      expect(verdicts.map(([, v]) => v.reason)).toEqual(["scripted timed out after 50 ms (2/2)"]);
+      await r.stop();
+    }
+  });
+
+  it("never overlaps runs: a slow run delays the next one", async () => {
+    const { probe, r } = runner(["hang"], { interval: 20, timeout: 50 });
+    r.start();
+    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(49);
+    expect(probe.runs).toBe(1);
+    // Timeout at 50 ms, later than the interval: the next run starts at once (not 20 ms after the end).
+    for (let i = 0; i < 5; i++) await vi.advanceTimersByTimeAsync(1);
+    expect(probe.runs).toBe(2);
+    await r.stop();
+  });
+
+  it("stop() aborts a run in progress and drops its result", async () => {
+    const { r } = runner(["hang"], { fall: 1 });
+    const results: unknown[] = [];
+    r.on("result", (x) => results.push(x));
+    r.start();
+    await vi.advanceTimersByTimeAsync(10);
+    await r.stop();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(results).toEqual([]);
+    expect(r.lastVerdict).toBeUndefined();
+  });
+
+  it("verdicts() yields the verdicts in order", async () => {
+    const { r } = runner(["fail", "fail", "fail", "ok", "ok"], { initial: "unknown" });
+    const it = r.verdicts();
+    r.start();
+    const first = it.next();
+    await vi.advanceTimersByTimeAsync(500);
+    expect((await first).value).toMatchObject({ ok: false });
+    expect((await it.next()).value).toMatchObject({ ok: true });
+    await it.return(undefined);
+    await r.stop();
+  });
+
+  it("a throwing listener does not stop the schedule", async () => {
+    const { probe, r } = runner(["ok"]);
+    r.on("result", () => {
+      throw new Error("listener bug");
+    });
+    const errors: unknown[] = [];
+    r.on("error", (e) => errors.push(e));
+    r.start();
+    await vi.advanceTimersByTimeAsync(250);
+    expect(probe.runs).toBe(3);
+    expect(errors.length).toBe(3);
+    await r.stop();
+  });
+
+  it("rejects non-positive interval or timeout", () => {
+    expect(() => runner(["ok"], { interval: 0 })).toThrow(/interval/);
+    expect(() => runner(["ok"], { timeout: -1 })).toThrow(/timeout/);
+  });
+});
