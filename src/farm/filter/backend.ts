@@ -1,0 +1,54 @@
+/**
+ * The port between the PacketFilter and its implementations (eBPF, nftables, userspace, in-memory).
+ */
+import type { FilterConfig } from "./decision.js";
+
+/** The backends, in the automatic choice order. */
+export type FilterBackendName = "ebpf" | "nftables" | "userspace" | "memory";
+
+/** Per-bucket counters (index = bucket) and whole-filter counters. Monotonic since the backend started. */
+export interface FilterCounters {
+  /** VIP packets passed, per bucket (owned, or kept because a local socket has the flow). */
+  readonly accepted: readonly number[];
+  /** VIP packets dropped, per bucket. */
+  readonly dropped: readonly number[];
+  /** ICMP errors / IPv6 neighbour discovery to a VIP, passed on every node (when the backend counts them). */
+  readonly broadcast?: number;
+  /** Foreign-bucket packets passed because a local socket has the flow (eBPF, userspace). */
+  readonly keptSocket?: number;
+  /** Owned-bucket mid-flow TCP packets without a local socket, dropped (eBPF, userspace). */
+  readonly droppedOrphan?: number;
+}
+
+/** Where and what to filter. */
+export interface FilterBackendOptions {
+  /** The interface that receives the VIP traffic (e.g. `eth0`). */
+  readonly iface: string;
+  /** VIPs, rules, seed. */
+  readonly config: FilterConfig;
+  /**
+   * Run the backend's kernel set-up inside this network namespace (a path such as `/run/netns/NAME`).
+   * For tests and labs; a daemon runs in its own namespace and leaves this unset.
+   */
+  readonly netns?: string;
+  /** A name that makes this filter's kernel objects unique on the host (default `holdfast`). */
+  readonly instance?: string;
+  /** Log sink for one-line messages. */
+  readonly log?: (line: string) => void;
+}
+
+/** One filter implementation. Methods are called one at a time (the PacketFilter serialises them). */
+export interface FilterBackend {
+  readonly name: FilterBackendName;
+  /**
+   * Installs the filter with no bucket owned (every VIP packet of a bucket is dropped until
+   * {@link setOwned}); removes stale state left by a crashed earlier run of the same instance first.
+   * Throws NotSupportedError when the backend cannot run here.
+   */
+  start(): Promise<void>;
+  /** Replaces the whole ownership table atomically: a packet sees the old table or the new one. */
+  setOwned(mask: Uint8Array): Promise<void>;
+  counters(): Promise<FilterCounters>;
+  /** Removes everything the backend added. Idempotent. */
+  stop(): Promise<void>;
+}

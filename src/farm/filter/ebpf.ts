@@ -1,0 +1,215 @@
+/**
+ * eBPF backend: the tc ingress program src/native/farm.bpf.o loaded through libbpf (koffi), attached with
+ * the clsact hook at a fixed (handle, priority), configured through its maps (layouts in
+ * src/native/farm_shared.h).
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { BUCKET_COUNT, parseIp } from "../../core/buckets.js";
+import { NotSupportedError } from "../../core/errors.js";
+import {
+  BpfError, BpfObject, ifIndex, mapLookup, mapUpdate, possibleCpus, tcAttach, tcDetach, tcHookCreate, tcQuery, withNetns,
+} from "../../native/libbpf.js";
+import type { FilterBackend, FilterBackendOptions, FilterCounters } from "./backend.js";
+import type { FilterConfig } from "./decision.js";
+
+/** tc filter handle and priority of the farm program (fixed, so a restarted run finds a stale one). */
+export const FARM_TC_HANDLE = 0x4846; // "HF"
+export const FARM_TC_PRIORITY = 1;
+
+const FARM_MODE_ADDR = 1;
+const FARM_MODE_ADDR_PORT = 2;
+const FARM_F_STRICT_TCP = 1;
+
+/** Finds the committed BPF object (source tree or published package layout). */
+export function farmObjectPath(): string {
+  const candidates = [
+    new URL("../../native/farm.bpf.o", import.meta.url), // src/farm/filter/ebpf.ts
+    new URL("../src/native/farm.bpf.o", import.meta.url), // dist/index.js (package "files" ships src/native)
+    new URL("../../src/native/farm.bpf.o", import.meta.url),
+  ];
+  for (const u of candidates) {
+    const p = fileURLToPath(u);
+    if (existsSync(p)) return p;
+  }
+  throw new NotSupportedError("ebpf", "farm.bpf.o not found next to the package (src/native/farm.bpf.o)");
+}
+
+/** `struct farm_rule_key` (20 bytes). */
+export function encodeRuleKey(address: Uint8Array, proto: number, port: number): Uint8Array {
+  const k = new Uint8Array(20);
+  k[0] = address.length === 4 ? 4 : 6;
+  k[1] = proto;
+  k[2] = (port >>> 8) & 0xff;
+  k[3] = port & 0xff;
+  k.set(address, 4);
+  return k;
+}
+
+const u32le = (...xs: number[]): Uint8Array => {
+  const b = Buffer.alloc(4 * xs.length);
+  xs.forEach((x, i) => b.writeUInt32LE(x >>> 0, 4 * i));
+  return b;
+};
+
+/** The rules map content for a configuration: [key, mode] pairs. */
+export function ruleEntries(cfg: FilterConfig): [Uint8Array, number][] {
+  const mode = (by: string): number => (by === "address+port" ? FARM_MODE_ADDR_PORT : FARM_MODE_ADDR);
+  const out: [Uint8Array, number][] = [];
+  const vips = cfg.vips.map((v) => parseIp(v));
+  for (const a of vips) out.push([encodeRuleKey(a, 0, 0), mode(cfg.defaultBy ?? "address")]);
+  for (const r of cfg.rules) {
+    const targets = r.vip === undefined ? vips : [parseIp(r.vip)];
+    for (const a of targets) out.push([encodeRuleKey(a, r.protocol === "tcp" ? 6 : 17, r.port), mode(r.by)]);
+  }
+  return out;
+}
+
+/**
+ * A loaded (not necessarily attached) farm program with typed access to its maps. Used by the backend and
+ * by BPF_PROG_TEST_RUN tests.
+ */
+export class FarmProgram {
+  readonly object: BpfObject;
+  readonly progFd: number;
+  readonly #fd: { rules: number; owned: number; active: number; config: number; bstats: number; gstats: number };
+  #active = 0;
+  readonly #ncpus: number;
+
+  private constructor(object: BpfObject) {
+    this.object = object;
+    this.progFd = object.programFd("farm_ingress");
+    this.#fd = {
+      rules: object.mapFd("farm_rules"), owned: object.mapFd("farm_owned"), active: object.mapFd("farm_active"),
+      config: object.mapFd("farm_config"), bstats: object.mapFd("farm_bstats"), gstats: object.mapFd("farm_gstats"),
+    };
+    this.#ncpus = possibleCpus();
+  }
+
+  /** Opens and loads the committed object (needs CAP_BPF + CAP_NET_ADMIN, or root). */
+  static load(path = farmObjectPath()): FarmProgram {
+    const obj = BpfObject.openMem(readFileSync(path));
+    try {
+      obj.load();
+      return new FarmProgram(obj);
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+  }
+
+  /** Writes seed, flags and rules (the program treats a destination with no default rule as not a VIP). */
+  configure(cfg: FilterConfig): void {
+    mapUpdate(this.#fd.config, u32le(0), u32le(cfg.seed ?? 0, (cfg.strictTcp ?? true) ? FARM_F_STRICT_TCP : 0));
+    for (const [key, mode] of ruleEntries(cfg)) mapUpdate(this.#fd.rules, key, u32le(mode));
+  }
+
+  /** Double-buffered swap: write the inactive table, then flip the active index (one 32-bit store). */
+  setOwned(mask: Uint8Array): void {
+    if (mask.length !== BUCKET_COUNT) throw new RangeError(`ownership mask must have ${BUCKET_COUNT} entries`);
+    const next = this.#active ^ 1;
+    mapUpdate(this.#fd.owned, u32le(next), Uint8Array.from(mask, (v) => (v ? 1 : 0)));
+    mapUpdate(this.#fd.active, u32le(0), u32le(next));
+    this.#active = next;
+  }
+
+  counters(): FilterCounters {
+    const accepted: number[] = [];
+    const dropped: number[] = [];
+    for (let b = 0; b < BUCKET_COUNT; b++) {
+      const v = mapLookup(this.#fd.bstats, u32le(b), 16 * this.#ncpus);
+      let acc = 0n;
+      let drp = 0n;
+      for (let c = 0; v && c < this.#ncpus; c++) {
+        acc += v.readBigUInt64LE(16 * c);
+        drp += v.readBigUInt64LE(16 * c + 8);
+      }
+      accepted.push(Number(acc));
+      dropped.push(Number(drp));
+    }
+    const g = mapLookup(this.#fd.gstats, u32le(0), 32 * this.#ncpus);
+    const sum = (field: number): number => {
+      let s = 0n;
+      for (let c = 0; g && c < this.#ncpus; c++) s += g.readBigUInt64LE(32 * c + 8 * field);
+      return Number(s);
+    };
+    return { accepted, dropped, broadcast: sum(1), keptSocket: sum(2), droppedOrphan: sum(3) };
+  }
+
+  close(): void {
+    this.object.close();
+  }
+}
+
+/** The eBPF backend (the default). */
+export class EbpfBackend implements FilterBackend {
+  readonly name = "ebpf" as const;
+  readonly #opts: FilterBackendOptions;
+  #prog: FarmProgram | undefined;
+  #ifindex = 0;
+
+  constructor(opts: FilterBackendOptions) {
+    this.#opts = opts;
+  }
+
+  #inNs<T>(fn: () => T): T {
+    return this.#opts.netns ? withNetns(this.#opts.netns, fn) : fn();
+  }
+
+  async start(): Promise<void> {
+    let prog: FarmProgram;
+    try {
+      prog = FarmProgram.load();
+    } catch (err) {
+      if (err instanceof BpfError) {
+        throw new NotSupportedError("ebpf", `cannot load the farm tc program: ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+    try {
+      prog.configure(this.#opts.config);
+      prog.setOwned(new Uint8Array(BUCKET_COUNT));
+      this.#inNs(() => {
+        this.#ifindex = ifIndex(this.#opts.iface);
+        if (this.#ifindex === 0) throw new NotSupportedError("ebpf", `no interface named ${this.#opts.iface}`);
+        tcHookCreate(this.#ifindex);
+        const stale = tcQuery(this.#ifindex, FARM_TC_HANDLE, FARM_TC_PRIORITY);
+        if (stale !== undefined) {
+          this.#opts.log?.(`filter: replacing a stale farm tc program (id ${stale}) left on ${this.#opts.iface} by an earlier run`);
+        }
+        tcAttach(this.#ifindex, prog.progFd, FARM_TC_HANDLE, FARM_TC_PRIORITY, true);
+      });
+    } catch (err) {
+      prog.close();
+      if (err instanceof BpfError) {
+        throw new NotSupportedError("ebpf", `cannot attach the farm tc program to ${this.#opts.iface}: ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+    this.#prog = prog;
+  }
+
+  async setOwned(mask: Uint8Array): Promise<void> {
+    if (!this.#prog) throw new Error("ebpf backend not started");
+    this.#prog.setOwned(mask);
+  }
+
+  async counters(): Promise<FilterCounters> {
+    if (!this.#prog) throw new Error("ebpf backend not started");
+    return this.#prog.counters();
+  }
+
+  async stop(): Promise<void> {
+    const prog = this.#prog;
+    this.#prog = undefined;
+    if (!prog) return;
+    try {
+      this.#inNs(() => {
+        // Detach only if the program there is still ours (another run may have replaced it).
+        tcDetach(this.#ifindex, FARM_TC_HANDLE, FARM_TC_PRIORITY);
+      });
+    } finally {
+      prog.close();
+    }
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The farm tc program run through BPF_PROG_TEST_RUN on the shared vectors (test/vectors/filter.json):
+ * its verdict must equal the TypeScript reference decision for every packet, with the packet's bucket
+ * owned and with it foreign. Also: established flows (a real local TCP socket) survive a foreign bucket.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createServer, connect, type Server, type Socket } from "node:net";
+import { once } from "node:events";
+import { BUCKET_COUNT, bucketOf } from "../../src/core/buckets.js";
+import { NotSupportedError } from "../../src/core/errors.js";
+import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
+import { craftPacket } from "../../src/farm/filter/packets.js";
+import { FarmProgram } from "../../src/farm/filter/ebpf.js";
+import { BpfError, TC_ACT_OK, TC_ACT_SHOT, testRun } from "../../src/native/libbpf.js";
+import data from "../vectors/filter.json" with { type: "json" };
+
+function tryLoad(): FarmProgram | NotSupportedError {
+  try {
+    return FarmProgram.load();
+  } catch (err) {
+    if (err instanceof BpfError || err instanceof NotSupportedError) {
+      return new NotSupportedError("ebpf", `BPF_PROG_TEST_RUN tests need root and BPF: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+}
+const probe = tryLoad();
+const supported = probe instanceof FarmProgram;
+if (!supported) console.warn(`skipping: ${probe.message}`);
+else probe.close();
+
+const verdictOf = (retval: number): "pass" | "drop" => {
+  expect([TC_ACT_OK, TC_ACT_SHOT]).toContain(retval);
+  return retval === TC_ACT_OK ? "pass" : "drop";
+};
+
+describe.skipIf(!supported)("farm tc program (BPF_PROG_TEST_RUN)", () => {
+  let prog: FarmProgram;
+  const config = data.config as FilterConfig;
+  const filter = compileFilter(config);
+  beforeAll(() => {
+    prog = FarmProgram.load();
+    prog.configure(config);
+  });
+  afterAll(() => prog?.close());
+
+  it("takes the reference decision on every shared vector, bucket owned and foreign", () => {
+    expect(data.vectors.length).toBeGreaterThan(100);
+    let hashed = 0;
+    for (const v of data.vectors) {
+      const frame = Uint8Array.from(Buffer.from(v.frame, "hex"));
+      const masks: Uint8Array[] = [];
+      if (v.kind === "bucket") {
+        const only = new Uint8Array(BUCKET_COUNT);
+        only[v.bucket!] = 1;
+        masks.push(only, only.map((x) => 1 - x));
+        hashed++;
+      } else {
+        masks.push(new Uint8Array(BUCKET_COUNT), new Uint8Array(BUCKET_COUNT).fill(1));
+      }
+      for (const mask of masks) {
+        prog.setOwned(mask);
+        const expected = decide(frame, filter, mask);
+        expect(expected.kind, v.name).toBe(v.kind);
+        expect(verdictOf(testRun(prog.progFd, frame).retval), `${v.name} owned=${mask[v.bucket ?? 0]}`).toBe(expected.verdict);
+      }
+    }
+    expect(hashed).toBeGreaterThan(100);
+  });
+
+  it("counts accepted and dropped packets in the packet's bucket", () => {
+    const spec = { src: "198.18.40.9", dst: "198.18.10.1", protocol: "udp", sport: 4242, dport: 5353 } as const;
+    const b = bucketOf(spec.src, "address+port", spec.sport, config.seed!);
+    const before = prog.counters();
+    const only = new Uint8Array(BUCKET_COUNT);
+    only[b] = 1;
+    prog.setOwned(only);
+    for (let i = 0; i < 3; i++) expect(testRun(prog.progFd, craftPacket(spec)).retval).toBe(TC_ACT_OK);
+    prog.setOwned(new Uint8Array(BUCKET_COUNT));
+    for (let i = 0; i < 2; i++) expect(testRun(prog.progFd, craftPacket(spec)).retval).toBe(TC_ACT_SHOT);
+    const after = prog.counters();
+    expect(after.accepted[b]! - before.accepted[b]!).toBe(3);
+    expect(after.dropped[b]! - before.dropped[b]!).toBe(2);
+    const others = after.accepted.reduce((s, x, i) => s + (i === b ? 0 : x - before.accepted[i]!), 0);
+    expect(others).toBe(0);
+  });
+
+  it("measures the per-packet cost of the program", () => {
+    const frame = craftPacket({ src: "198.18.40.9", dst: "198.18.10.1", protocol: "tcp", sport: 4242, dport: 80 });
+    prog.setOwned(new Uint8Array(BUCKET_COUNT).fill(1));
+    const r = testRun(prog.progFd, frame, 100_000);
+    console.log(`farm tc program: ${r.durationNs} ns per SYN (BPF_PROG_TEST_RUN, 100k repeats)`);
+    expect(r.durationNs).toBeLessThan(10_000);
+  });
+});
+
+describe.skipIf(!supported)("established flows survive a bucket move (bpf_skc_lookup_tcp)", () => {
+  let prog: FarmProgram;
+  let server: Server;
+  let client: Socket;
+  let accepted: Socket | undefined;
+  const config: FilterConfig = { seed: 99, vips: ["127.0.0.1"], rules: [{ protocol: "tcp", port: 1, by: "address+port" }] };
+  beforeAll(async () => {
+    prog = FarmProgram.load();
+    prog.configure(config);
+    server = createServer((s) => (accepted = s));
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    client = connect((server.address() as { port: number }).port, "127.0.0.1");
+    await once(client, "connect");
+  });
+  afterAll(() => {
+    client?.destroy();
+    accepted?.destroy();
+    server?.close();
+    prog?.close();
+  });
+
+  it("keeps mid-flow packets of a local connection in a foreign bucket, drops a new SYN there", () => {
+    const port = (server.address() as { port: number }).port;
+    const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
+    prog.setOwned(new Uint8Array(BUCKET_COUNT)); // nothing owned: every bucket is foreign
+    const before = prog.counters();
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK); // ACK of our flow
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x18 })).retval).toBe(TC_ACT_OK); // PSH+ACK
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x02 })).retval).toBe(TC_ACT_SHOT); // a new SYN
+    // Same ports but an unknown client port: no socket, foreign bucket -> dropped.
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x10 })).retval).toBe(TC_ACT_SHOT);
+    expect(prog.counters().keptSocket! - before.keptSocket!).toBe(2);
+  });
+
+  it("drops orphan mid-flow packets in an owned bucket instead of letting the stack reset them", () => {
+    const port = (server.address() as { port: number }).port;
+    const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", dport: port } as const;
+    prog.setOwned(new Uint8Array(BUCKET_COUNT).fill(1));
+    const before = prog.counters();
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x10 })).retval).toBe(TC_ACT_SHOT);
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x02 })).retval).toBe(TC_ACT_OK);
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: client.localPort!, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);
+    expect(prog.counters().droppedOrphan! - before.droppedOrphan!).toBe(1);
+  });
+});
