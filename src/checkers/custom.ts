@@ -100,16 +100,24 @@ function runScript(argv: string[], opts: CustomProbeOptions, signal: AbortSignal
       signal.removeEventListener("abort", onAbort);
       resolve({ ok: false, detail: `${name} could not start: ${messageOf(err)}` });
     });
-    // "exit", not "close": a background child still holding the pipes must not delay the verdict.
+    // Settle on "exit", not "close": a background child still holding the pipes must not delay the
+    // verdict. Kill what is left of the group, then give the pipes a moment to drain the last output.
     child.once("exit", (code, sig) => {
       signal.removeEventListener("abort", onAbort);
-      // The script is done; children it left in its group must not outlive the check either.
       killGroup();
-      child.stdout.destroy();
-      child.stderr.destroy();
-      const last = tail.trim().split("\n").pop()?.slice(-TAIL) ?? "";
-      const how = sig !== null ? `killed by ${sig}` : `exited with ${code}`;
-      resolve({ ok: code === 0, detail: `${name} ${how}${last === "" ? "" : `: ${last}`}` });
+      let finished = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(cap);
+        child.stdout.destroy();
+        child.stderr.destroy();
+        const last = tail.trim().split("\n").pop()?.slice(-TAIL) ?? "";
+        const how = sig !== null ? `killed by ${sig}` : `exited with ${code}`;
+        resolve({ ok: code === 0, detail: `${name} ${how}${last === "" ? "" : `: ${last}`}` });
+      };
+      const cap = setTimeout(finish, 100);
+      child.once("close", finish);
     });
   });
 }
