@@ -32,3 +32,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm ci"
   npm ci --no-fund --no-audit --loglevel=error
 fi
+
+# The mirror's replication helper is committed prebuilt; rebuild it when missing or older than its sources.
+helper=src/native/prebuilt/linux-x64/holdfast-replicator
+if [ ! -x "$helper" ] || [ -n "$(find src/native/replicator -newer "$helper" -type f 2>/dev/null | head -1)" ]; then
+  if command -v gcc >/dev/null 2>&1 && pkg-config --exists fuse3 2>/dev/null; then bash scripts/build-native.sh; fi
+fi

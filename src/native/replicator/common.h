@@ -1,0 +1,43 @@
+/* Shared by the primary and the secondary: framing, handshake, control-channel output, small utilities. */
+#ifndef HF_COMMON_H
+#define HF_COMMON_H
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include "proto.h"
+#include "sha256.h"
+
+struct conn {
+  int fd;
+  hmac_ctx tx, rx;        /* keyed session MAC contexts (copied per frame) */
+  uint64_t tx_ctr, rx_ctr;
+  pthread_mutex_t tx_lock; /* serialises frames from several threads (acks on the secondary) */
+};
+
+/* Key file: its raw bytes are the key (at least 16). Exits with a message when unusable. */
+size_t load_key(const char *path, uint8_t *key, size_t cap);
+int write_full(int fd, const void *buf, size_t len);
+int read_full(int fd, void *buf, size_t len);
+/* Handshake; returns 0 and fills c, or -1 (authentication failure or I/O error; errno-style reason in *why). */
+int handshake_primary(int fd, const uint8_t *key, size_t keylen, struct conn *c, const char **why);
+int handshake_secondary(int fd, const uint8_t *key, size_t keylen, struct conn *c, const char **why);
+/* Sends one frame: header + the concatenation of iov + MAC. Caller holds c->tx_lock if shared. 0 or -1. */
+int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const struct iovec *iov, int iovcnt);
+/* Receives one frame; *payload is malloc'd (caller frees). 0, or -1 on EOF/error/bad MAC (*why says). */
+int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char **why);
+
+/* Control channel: one JSON object per line on stdout, written whole under a lock. */
+void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* JSON-escapes s into a static-per-thread buffer. */
+const char *jstr(const char *s);
+uint64_t now_us(void);
+/* "/a/b" -> "a/b", "/" -> "." (paths relative to the backing directory fd). */
+const char *rel(const char *path);
+/* Rejects empty paths, paths not starting with '/', and any ".." component. */
+int path_ok(const char *p, size_t len);
+
+int run_primary(int argc, char **argv);
+int run_secondary(int argc, char **argv);
+#endif

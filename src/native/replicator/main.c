@@ -1,0 +1,18 @@
+/* holdfast-replicator: the replicated data path of holdfast's mirror module (see proto.h, primary.c,
+ * secondary.c). Driven by src/mirror/FileReplicator.ts through JSON lines on stdout and commands on stdin. */
+#include "common.h"
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "primary")) return run_primary(argc - 1, argv + 1);
+  if (argc >= 2 && !strcmp(argv[1], "secondary")) return run_secondary(argc - 1, argv + 1);
+  if (argc >= 2 && !strcmp(argv[1], "selftest")) {
+    int f = sha256_selftest();
+    printf("{\"event\":\"selftest\",\"failures\":%d}\n", f);
+    return f ? 1 : 0;
+  }
+  if (argc >= 2 && !strcmp(argv[1], "version")) { printf("holdfast-replicator 1 (protocol HFR1)\n"); return 0; }
+  fprintf(stderr, "usage: holdfast-replicator primary|secondary|selftest|version [options]\n");
+  return 2;
+}

@@ -1,0 +1,663 @@
+/*
+ * Primary: a FUSE passthrough of a backing directory whose every mutating operation is applied locally and
+ * replicated, in order, to the secondary before the kernel gets its reply.
+ *
+ * Ordering. One mutex (G.lk) covers "apply locally, take the next sequence number, send the frame", so the
+ * secondary applies operations in the very order the primary applied them (overlapping writes from two
+ * threads end the same on both sides). The waiting for acks happens outside the lock, so many operations are in
+ * flight at once (pipelining); one link thread reads acks and wakes the waiting FUSE threads.
+ *
+ * What a reply means. A write/create/rename/... returns once the secondary has applied it (its page cache);
+ * an fsync/fdatasync returns once the primary's and the secondary's flushes are both done (DRBD protocol C).
+ *
+ * Degraded. If an ack does not come within --ack-timeout-ms, or the link fails, the primary stops waiting:
+ * under G.lk it appends every unacked operation to the extent log, fdatasyncs it, wakes the waiters and from
+ * then on logs (append + fdatasync before the reply) instead of sending. On reconnection it resyncs from the
+ * log (see resync.c) while new operations keep replicating synchronously.
+ */
+#include "primary.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+struct primary G = {.lk = PTHREAD_MUTEX_INITIALIZER, .wl = PTHREAD_MUTEX_INITIALIZER,
+                    .gate_cv = PTHREAD_COND_INITIALIZER, .ack_timeout_ms = 2000, .reconnect_ms = 500};
+
+/* ---------- extent log ---------- */
+/* Record: u32 magic, u32 body length, 32-byte SHA-256 of the body, body = u8 type, u8 flags, u64 ino,
+ * hf_args, path, path2, data. A torn or corrupt tail (crash mid-append) ends the log at the last good record. */
+#define LOG_MAGIC 0x524c4648u
+void log_append(const struct op *o) {
+  struct hf_args a = o->a;
+  uint32_t dlen = o->type == HF_WRITE ? 0 : a.data_len; /* data extents are re-read from the file at resync */
+  a.data_len = dlen;
+  uint32_t blen = 2 + 8 + sizeof a + a.path_len + a.path2_len + dlen;
+  uint8_t *rec = malloc(8 + 32 + blen), *b = rec + 40;
+  b[0] = o->type; b[1] = o->flags;
+  memcpy(b + 2, &o->ino, 8);
+  memcpy(b + 10, &a, sizeof a);
+  uint8_t *q = b + 10 + sizeof a;
+  memcpy(q, o->path, a.path_len); q += a.path_len;
+  if (a.path2_len) memcpy(q, o->path2, a.path2_len);
+  q += a.path2_len;
+  if (dlen) memcpy(q, o->data, dlen);
+  uint32_t m = LOG_MAGIC;
+  memcpy(rec, &m, 4);
+  memcpy(rec + 4, &blen, 4);
+  sha256(b, blen, rec + 8);
+  if (write_full(G.logfd, rec, 40 + blen) < 0)
+    emit("{\"event\":\"error\",\"message\":%s}", jstr("extent log append failed"));
+  G.log_records++;
+  free(rec);
+}
+
+/* ---------- waiters ---------- */
+static void wl_add(struct op *o) {
+  pthread_mutex_lock(&G.wl);
+  o->prev = G.wtail; o->next = NULL;
+  if (G.wtail) G.wtail->next = o; else G.whead = o;
+  G.wtail = o;
+  G.inflight++;
+  pthread_mutex_unlock(&G.wl);
+}
+static void wl_del_locked(struct op *o) {
+  if (o->prev) o->prev->next = o->next; else G.whead = o->next;
+  if (o->next) o->next->prev = o->prev; else G.wtail = o->prev;
+  o->next = o->prev = NULL;
+  G.inflight--;
+}
+
+/* Called by the link thread for each ack. */
+void ack_received(uint64_t seq, int32_t status, uint8_t *data, uint32_t len) {
+  pthread_mutex_lock(&G.wl);
+  struct op *o = G.whead;
+  while (o && o->seq != seq) o = o->next;
+  if (o && status == 0) {
+    o->state = OP_ACKED;
+    uint64_t lat = now_us() - o->t0;
+    G.ack_count++; G.ack_us_sum += lat;
+    if (lat > G.ack_us_max) G.ack_us_max = lat;
+    if (o->want_reply) { o->reply = data; o->reply_len = len; data = NULL; }
+    wl_del_locked(o);
+    pthread_cond_signal(&o->cv);
+  }
+  pthread_mutex_unlock(&G.wl);
+  free(data);
+}
+
+/* Switches to degraded. Caller holds G.lk. Idempotent. */
+void degrade_locked(const char *reason) {
+  if (!G.connected) return;
+  G.connected = 0;
+  G.gen++;
+  shutdown(G.c->fd, SHUT_RDWR);
+  pthread_mutex_lock(&G.wl);
+  int n = 0;
+  for (struct op *o = G.whead; o; o = o->next) { log_append(o); n++; }
+  fdatasync(G.logfd);
+  while (G.whead) {
+    struct op *o = G.whead;
+    o->state = OP_LOGGED;
+    wl_del_locked(o);
+    pthread_cond_signal(&o->cv);
+  }
+  pthread_mutex_unlock(&G.wl);
+  G.state = ST_DEGRADED;
+  G.degraded_count++;
+  emit("{\"event\":\"degraded\",\"reason\":%s,\"logged\":%d}", jstr(reason), n);
+}
+
+void degrade(const char *reason) {
+  pthread_mutex_lock(&G.lk);
+  degrade_locked(reason);
+  pthread_mutex_unlock(&G.lk);
+}
+
+/* ---------- op lifecycle used by every mutating FUSE operation ---------- */
+void op_begin(struct op *o) {
+  pthread_mutex_lock(&G.lk);
+  while (G.gate_closed) pthread_cond_wait(&G.gate_cv, &G.lk);
+  (void)o;
+}
+
+/* Sends (connected) or logs (degraded) an operation whose local part succeeded. Caller holds G.lk. */
+void op_submit(struct op *o) {
+  o->a.path_len = (uint32_t)strlen(o->path);
+  o->a.path2_len = o->path2 ? (uint32_t)strlen(o->path2) : 0;
+  if (!o->path2) o->path2 = "";
+  if (G.connected) {
+    o->seq = ++G.seq;
+    o->state = OP_PENDING;
+    o->t0 = now_us();
+    pthread_cond_init(&o->cv, NULL);
+    wl_add(o);
+    struct iovec v[4] = {{&o->a, sizeof o->a}, {(void *)o->path, o->a.path_len},
+                         {(void *)o->path2, o->a.path2_len}, {(void *)o->data, o->a.data_len}};
+    if (send_frame(G.c, o->type, o->flags, o->seq, v, 4) < 0) degrade_locked("send to secondary failed");
+    else G.bytes_sent += o->a.data_len;
+  } else if (o->type != HF_FSYNC && o->type != HF_FSYNCDIR && o->type != HF_BARRIER) {
+    log_append(o);
+    o->state = OP_LOG_SYNC;
+  } else {
+    o->state = OP_NONE;
+  }
+}
+
+void op_end(struct op *o) {
+  (void)o;
+  pthread_mutex_unlock(&G.lk);
+}
+
+/* Waits for the ack (bounded), or for the log record to be durable. Returns 0, or -EIO if a reply was wanted
+ * but the secondary is gone. */
+int op_wait(struct op *o) {
+  if (o->state == OP_LOG_SYNC) { fdatasync(G.logfd); return 0; }
+  if (o->state == OP_NONE) return o->want_reply ? -EIO : 0;
+  pthread_mutex_lock(&G.wl);
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += G.ack_timeout_ms / 1000;
+  dl.tv_nsec += (long)(G.ack_timeout_ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+  while (o->state == OP_PENDING) {
+    if (pthread_cond_timedwait(&o->cv, &G.wl, &dl) == ETIMEDOUT && o->state == OP_PENDING) {
+      pthread_mutex_unlock(&G.wl);
+      degrade("ack timeout");
+      pthread_mutex_lock(&G.wl);
+    }
+  }
+  pthread_mutex_unlock(&G.wl);
+  pthread_cond_destroy(&o->cv);
+  return o->state == OP_ACKED ? 0 : (o->want_reply ? -EIO : 0);
+}
+
+/* ---------- FUSE operations ---------- */
+#define CTX fuse_get_context()
+#define RET(x) ((x) < 0 ? -errno : 0)
+static char *absp(const char *path, char *buf, size_t n) { snprintf(buf, n, "%s%s", G.backing, path); return buf; }
+
+static void *f_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  cfg->use_ino = 1;
+  cfg->nullpath_ok = 0;
+  cfg->hard_remove = 0; /* unlinked-open files become .fuse_hidden*: renames, replicated like any other */
+  conn->max_write = 1 << 20;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* slower and weakens the guarantee here (DESIGN.md section 5) */
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;  /* truncation arrives as its own setattr, replicated as such */
+  return NULL;
+}
+
+static int f_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  if (fi) return RET(fstat((int)fi->fh, st));
+  return RET(fstatat(G.bfd, rel(path), st, AT_SYMLINK_NOFOLLOW));
+}
+static int f_access(const char *path, int mask) { return RET(faccessat(G.bfd, rel(path), mask, AT_EACCESS)); }
+static int f_readlink(const char *path, char *buf, size_t size) {
+  ssize_t n = readlinkat(G.bfd, rel(path), buf, size - 1);
+  if (n < 0) return -errno;
+  buf[n] = 0;
+  return 0;
+}
+static int f_opendir(const char *path, struct fuse_file_info *fi) {
+  int fd = openat(G.bfd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  DIR *d = fdopendir(fd);
+  if (!d) { close(fd); return -errno; }
+  fi->fh = (uint64_t)(uintptr_t)d;
+  return 0;
+}
+static int f_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi,
+                     enum fuse_readdir_flags flags) {
+  (void)path; (void)off; (void)flags;
+  DIR *d = (DIR *)(uintptr_t)fi->fh;
+  rewinddir(d);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    struct stat st = {.st_ino = e->d_ino, .st_mode = (mode_t)DTTOIF(e->d_type)};
+    if (filler(buf, e->d_name, &st, 0, 0)) break;
+  }
+  return 0;
+}
+static int f_releasedir(const char *path, struct fuse_file_info *fi) {
+  (void)path;
+  closedir((DIR *)(uintptr_t)fi->fh);
+  return 0;
+}
+static int f_statfs(const char *path, struct statvfs *st) { (void)path; return RET(fstatvfs(G.bfd, st)); }
+
+static int f_mknod(const char *path, mode_t mode, dev_t rdev) {
+  struct op o = {.type = HF_MKNOD, .path = path};
+  op_begin(&o);
+  int r = RET(mknodat(G.bfd, rel(path), mode, rdev));
+  if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
+  if (!r) {
+    o.a.mode = mode; o.a.uid = CTX->uid; o.a.gid = CTX->gid; o.a.off = rdev;
+    op_submit(&o);
+  }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_mkdir(const char *path, mode_t mode) {
+  struct op o = {.type = HF_MKDIR, .path = path};
+  op_begin(&o);
+  int r = RET(mkdirat(G.bfd, rel(path), mode));
+  if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
+  struct stat st;
+  if (!r) r = RET(fstatat(G.bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW));
+  if (!r) {
+    o.a.mode = st.st_mode; o.a.uid = CTX->uid; o.a.gid = CTX->gid;
+    op_submit(&o);
+  }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int simple_path_op(uint8_t type, const char *path, const char *path2, int (*fn)(const char *, const char *,
+                                                                                      unsigned),
+                          unsigned flags) {
+  struct op o = {.type = type, .path = path, .path2 = path2};
+  op_begin(&o);
+  int r = fn(path, path2, flags);
+  if (!r) { o.a.flags = flags; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int do_unlink(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(unlinkat(G.bfd, rel(p), 0)); }
+static int do_rmdir(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(unlinkat(G.bfd, rel(p), AT_REMOVEDIR)); }
+static int do_link(const char *p, const char *q, unsigned f) { (void)f; return RET(linkat(G.bfd, rel(p), G.bfd, rel(q), 0)); }
+static int do_rename(const char *p, const char *q, unsigned f) { return RET(renameat2(G.bfd, rel(p), G.bfd, rel(q), f)); }
+static int f_unlink(const char *path) { return simple_path_op(HF_UNLINK, path, NULL, do_unlink, 0); }
+static int f_rmdir(const char *path) { return simple_path_op(HF_RMDIR, path, NULL, do_rmdir, 0); }
+static int f_link(const char *from, const char *to) { return simple_path_op(HF_LINK, from, to, do_link, 0); }
+static int f_rename(const char *from, const char *to, unsigned flags) {
+  return simple_path_op(HF_RENAME, from, to, do_rename, flags);
+}
+static int f_symlink(const char *target, const char *path) {
+  struct op o = {.type = HF_SYMLINK, .path = path, .path2 = target};
+  op_begin(&o);
+  int r = RET(symlinkat(target, G.bfd, rel(path)));
+  if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
+  if (!r) { o.a.uid = CTX->uid; o.a.gid = CTX->gid; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_CHMOD, .path = path};
+  op_begin(&o);
+  int r = fi ? RET(fchmod((int)fi->fh, mode)) : RET(fchmodat(G.bfd, rel(path), mode, 0));
+  if (!r) { o.a.mode = mode; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_CHOWN, .path = path};
+  op_begin(&o);
+  int r = fi ? RET(fchown((int)fi->fh, uid, gid)) : RET(fchownat(G.bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW));
+  if (!r) { o.a.uid = uid; o.a.gid = gid; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static void set_mtime(struct op *o, const struct stat *st) {
+  o->a.mtime_s = st->st_mtim.tv_sec; o->a.mtime_ns = st->st_mtim.tv_nsec;
+  o->ino = st->st_ino;
+}
+static int f_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_TRUNCATE, .path = path};
+  op_begin(&o);
+  int fd = fi ? (int)fi->fh : openat(G.bfd, rel(path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  int r = fd < 0 ? -errno : RET(ftruncate(fd, size));
+  struct stat st;
+  if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
+  if (!fi && fd >= 0) close(fd);
+  if (!r) { o.a.off = (uint64_t)size; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_file_info *fi) {
+  struct op o = {.type = HF_UTIMENS, .path = path};
+  op_begin(&o);
+  int r = fi ? RET(futimens((int)fi->fh, ts)) : RET(utimensat(G.bfd, rel(path), ts, AT_SYMLINK_NOFOLLOW));
+  struct stat st;
+  /* UTIME_NOW must mean the same instant on both sides: send what the primary actually stored */
+  if (!r) r = fi ? RET(fstat((int)fi->fh, &st)) : RET(fstatat(G.bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW));
+  if (!r) {
+    o.a.atime_s = st.st_atim.tv_sec; o.a.atime_ns = st.st_atim.tv_nsec;
+    o.a.mtime_s = st.st_mtim.tv_sec; o.a.mtime_ns = st.st_mtim.tv_nsec;
+    op_submit(&o);
+  }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_CREATE, .path = path};
+  op_begin(&o);
+  int fd = openat(G.bfd, rel(path), (fi->flags & ~O_APPEND) | O_CREAT | O_CLOEXEC, mode);
+  int r = fd < 0 ? -errno : 0;
+  if (!r && fchown(fd, CTX->uid, CTX->gid) < 0) r = -errno;
+  struct stat st;
+  if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
+  if (!r) {
+    fi->fh = (uint64_t)fd;
+    o.a.mode = st.st_mode; o.a.uid = CTX->uid; o.a.gid = CTX->gid; o.a.flags = (uint32_t)(fi->flags & O_TRUNC);
+    op_submit(&o);
+  } else if (fd >= 0) close(fd);
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_open(const char *path, struct fuse_file_info *fi) {
+  /* O_APPEND is dropped on the backing fd: the kernel hands us the append offset, and pwrite on an O_APPEND fd
+   * would ignore it (the two sides must write at the same offset). */
+  int flags = (fi->flags & ~O_APPEND) | O_CLOEXEC;
+  if (!(fi->flags & O_TRUNC)) {
+    int fd = openat(G.bfd, rel(path), flags);
+    if (fd < 0) return -errno;
+    fi->fh = (uint64_t)fd;
+    return 0;
+  }
+  struct op o = {.type = HF_TRUNCATE, .path = path};
+  op_begin(&o);
+  int fd = openat(G.bfd, rel(path), flags);
+  int r = fd < 0 ? -errno : 0;
+  struct stat st;
+  if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
+  if (!r) { fi->fh = (uint64_t)fd; o.a.off = 0; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)path;
+  ssize_t n = pread((int)fi->fh, buf, size, off);
+  return n < 0 ? -errno : (int)n;
+}
+static int f_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_WRITE, .path = path, .data = buf};
+  op_begin(&o);
+  ssize_t n = pwrite((int)fi->fh, buf, size, off);
+  int r = n < 0 ? -errno : 0;
+  struct stat st;
+  if (!r && fstat((int)fi->fh, &st) == 0) set_mtime(&o, &st);
+  if (!r && n > 0) { o.a.off = (uint64_t)off; o.a.len = (uint64_t)n; o.a.data_len = (uint32_t)n; op_submit(&o); }
+  op_end(&o);
+  if (!r && n > 0) op_wait(&o);
+  return r ? r : (int)n;
+}
+static int f_flush(const char *path, struct fuse_file_info *fi) { (void)path; (void)fi; return 0; }
+static int f_release(const char *path, struct fuse_file_info *fi) { (void)path; close((int)fi->fh); return 0; }
+static int f_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_FSYNC, .path = path};
+  o.a.flags = datasync ? 1 : 0;
+  op_begin(&o);
+  op_submit(&o); /* the secondary flushes while we flush */
+  op_end(&o);
+  int r = RET(datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh));
+  op_wait(&o);
+  return r;
+}
+static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {
+  (void)datasync;
+  struct op o = {.type = HF_FSYNCDIR, .path = path};
+  op_begin(&o);
+  op_submit(&o);
+  op_end(&o);
+  int r = RET(fsync(dirfd((DIR *)(uintptr_t)fi->fh)));
+  op_wait(&o);
+  return r;
+}
+static int f_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi) {
+  struct op o = {.type = HF_FALLOCATE, .path = path};
+  op_begin(&o);
+  int r = RET(fallocate((int)fi->fh, mode, off, len));
+  struct stat st;
+  if (!r && fstat((int)fi->fh, &st) == 0) set_mtime(&o, &st);
+  if (!r) { o.a.flags = (uint32_t)mode; o.a.off = (uint64_t)off; o.a.len = (uint64_t)len; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
+  char a[8300];
+  struct op o = {.type = HF_SETXATTR, .path = path, .path2 = name, .data = value};
+  op_begin(&o);
+  int r = RET(lsetxattr(absp(path, a, sizeof a), name, value, size, flags));
+  if (!r) { o.a.data_len = (uint32_t)size; o.a.flags = (uint32_t)flags; op_submit(&o); }
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+static int f_getxattr(const char *path, const char *name, char *value, size_t size) {
+  char a[8300];
+  ssize_t n = lgetxattr(absp(path, a, sizeof a), name, value, size);
+  return n < 0 ? -errno : (int)n;
+}
+static int f_listxattr(const char *path, char *list, size_t size) {
+  char a[8300];
+  ssize_t n = llistxattr(absp(path, a, sizeof a), list, size);
+  return n < 0 ? -errno : (int)n;
+}
+static int f_removexattr(const char *path, const char *name) {
+  char a[8300];
+  struct op o = {.type = HF_REMOVEXATTR, .path = path, .path2 = name};
+  op_begin(&o);
+  int r = RET(lremovexattr(absp(path, a, sizeof a), name));
+  if (!r) op_submit(&o);
+  op_end(&o);
+  if (!r) op_wait(&o);
+  return r;
+}
+
+static const struct fuse_operations ops = {
+  .init = f_init, .getattr = f_getattr, .access = f_access, .readlink = f_readlink, .opendir = f_opendir,
+  .readdir = f_readdir, .releasedir = f_releasedir, .statfs = f_statfs, .mknod = f_mknod, .mkdir = f_mkdir,
+  .unlink = f_unlink, .rmdir = f_rmdir, .symlink = f_symlink, .rename = f_rename, .link = f_link,
+  .chmod = f_chmod, .chown = f_chown, .truncate = f_truncate, .utimens = f_utimens, .create = f_create,
+  .open = f_open, .read = f_read, .write = f_write, .flush = f_flush, .release = f_release, .fsync = f_fsync,
+  .fsyncdir = f_fsyncdir, .fallocate = f_fallocate, .setxattr = f_setxattr, .getxattr = f_getxattr,
+  .listxattr = f_listxattr, .removexattr = f_removexattr,
+};
+
+/* ---------- link thread: connect, handshake, read acks, reconnect ---------- */
+static int dial(void) {
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai;
+  if (getaddrinfo(G.peer_host, G.peer_port, &hints, &ai) != 0) return -1;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+  struct timeval tv = {G.ack_timeout_ms / 1000, (G.ack_timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* a stuck peer cannot block a sender forever */
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) { close(fd); freeaddrinfo(ai); return -1; }
+  freeaddrinfo(ai);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  return fd;
+}
+
+static void *link_thread(void *arg) {
+  (void)arg;
+  const char *last_err = NULL;
+  while (!G.stopping) {
+    int fd = dial();
+    if (fd < 0) {
+      if (last_err != (const char *)1) emit("{\"event\":\"connecting\",\"peer\":%s}", jstr(G.peer_host));
+      last_err = (const char *)1;
+      usleep((useconds_t)G.reconnect_ms * 1000);
+      continue;
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    const char *why;
+    if (handshake_primary(fd, G.key, G.keylen, c, &why) < 0) {
+      emit("{\"event\":\"auth-failed\",\"reason\":%s}", jstr(why));
+      close(fd); free(c);
+      usleep((useconds_t)G.reconnect_ms * 1000);
+      continue;
+    }
+    last_err = NULL;
+    /* no receive timeout on the ack stream: slowness is judged by the waiters' bounded wait */
+    struct timeval tv = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pthread_mutex_lock(&G.lk);
+    G.c = c;
+    G.connected = 1;
+    G.gen++;
+    G.state = ST_RESYNC;
+    G.gate_closed = 1; /* no new operation until the resync thread has replayed the namespace log */
+    uint64_t gen = G.gen;
+    pthread_mutex_unlock(&G.lk);
+    emit("{\"event\":\"connected\"}");
+    pthread_t rt;
+    pthread_create(&rt, NULL, resync_thread, (void *)(uintptr_t)gen);
+    for (;;) {
+      struct hf_hdr h;
+      uint8_t *pl;
+      if (recv_frame(c, &h, &pl, &why) < 0) break;
+      if (h.type != HF_ACK || h.len < 4) { free(pl); why = "unexpected frame from secondary"; break; }
+      int32_t st;
+      memcpy(&st, pl, 4);
+      if (st != 0) {
+        emit("{\"event\":\"error\",\"message\":%s,\"seq\":%llu,\"errno\":%d}",
+             jstr("secondary failed to apply an operation"), (unsigned long long)h.seq, st);
+        free(pl);
+        why = "secondary apply error";
+        break;
+      }
+      uint8_t *data = malloc(h.len - 4 + 1);
+      memcpy(data, pl + 4, h.len - 4);
+      free(pl);
+      ack_received(h.seq, st, data, h.len - 4);
+    }
+    shutdown(fd, SHUT_RDWR);
+    degrade(why);
+    pthread_join(rt, NULL);
+    pthread_mutex_lock(&G.lk);
+    G.c = NULL;
+    if (G.gate_closed) { G.gate_closed = 0; pthread_cond_broadcast(&G.gate_cv); }
+    pthread_mutex_unlock(&G.lk);
+    close(fd);
+    free(c);
+    if (!G.stopping) usleep((useconds_t)G.reconnect_ms * 1000);
+  }
+  return NULL;
+}
+
+/* ---------- control channel (stdin) ---------- */
+static void *control_thread(void *arg) {
+  (void)arg;
+  char line[512];
+  while (fgets(line, sizeof line, stdin)) {
+    if (!strncmp(line, "stats", 5)) {
+      pthread_mutex_lock(&G.wl);
+      emit("{\"event\":\"stats\",\"state\":\"%s\",\"bytesReplicated\":%llu,\"acks\":%llu,\"ackUsSum\":%llu,"
+           "\"ackUsMax\":%llu,\"inflight\":%d,\"logRecords\":%llu,\"resyncBytes\":%llu,\"degradedCount\":%llu}",
+           G.state == ST_SYNC ? "sync" : G.state == ST_RESYNC ? "resync" : "degraded",
+           (unsigned long long)G.bytes_sent, (unsigned long long)G.ack_count, (unsigned long long)G.ack_us_sum,
+           (unsigned long long)G.ack_us_max, G.inflight, (unsigned long long)G.log_records,
+           (unsigned long long)G.resync_bytes, (unsigned long long)G.degraded_count);
+      G.ack_us_max = 0;
+      pthread_mutex_unlock(&G.wl);
+    } else if (!strncmp(line, "resync ", 7)) {
+      int mode = !strncmp(line + 7, "full", 4) ? RS_FULL : !strncmp(line + 7, "checksum", 8) ? RS_CHECKSUM : RS_LOG;
+      pthread_mutex_lock(&G.lk);
+      G.next_mode = mode;
+      /* when in sync, cycling the link makes the link thread reconnect and run this pass */
+      if (G.connected) degrade_locked("resync requested");
+      pthread_mutex_unlock(&G.lk);
+    } else if (!strncmp(line, "stop", 4)) {
+      break;
+    }
+  }
+  /* stop (or the supervisor is gone): unmount; the FUSE loop then ends */
+  G.stopping = 1;
+  fuse_exit(G.fuse);
+  umount2(G.mount, MNT_DETACH);
+  return NULL;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
+                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|full|checksum] [--threads N]\n");
+  exit(2);
+}
+
+int run_primary(int argc, char **argv) {
+  static struct option lopts[] = {{"backing", 1, 0, 'b'},        {"mount", 1, 0, 'm'},  {"peer", 1, 0, 'p'},
+                                  {"key-file", 1, 0, 'k'},       {"log", 1, 0, 'l'},    {"ack-timeout-ms", 1, 0, 't'},
+                                  {"reconnect-ms", 1, 0, 'r'},   {"initial", 1, 0, 'i'}, {"threads", 1, 0, 'T'},
+                                  {0, 0, 0, 0}};
+  char *peer = NULL, *keyf = NULL, *logp = NULL;
+  int o, threads = 16;
+  G.next_mode = RS_LOG;
+  while ((o = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+    switch (o) {
+    case 'b': G.backing = realpath(optarg, NULL); break;
+    case 'm': G.mount = strdup(optarg); break;
+    case 'p': peer = optarg; break;
+    case 'k': keyf = optarg; break;
+    case 'l': logp = optarg; break;
+    case 't': G.ack_timeout_ms = atoi(optarg); break;
+    case 'r': G.reconnect_ms = atoi(optarg); break;
+    case 'T': threads = atoi(optarg); break;
+    case 'i': G.next_mode = !strcmp(optarg, "full") ? RS_FULL : !strcmp(optarg, "checksum") ? RS_CHECKSUM : RS_LOG; break;
+    default: usage();
+    }
+  }
+  if (!G.backing || !G.mount || !peer || !keyf || !logp) usage();
+  char *colon = strrchr(peer, ':');
+  if (!colon) usage();
+  G.peer_host = strndup(peer[0] == '[' ? peer + 1 : peer, (size_t)(colon - peer) - (peer[0] == '[' ? 2 : 0));
+  G.peer_port = colon + 1;
+  G.keylen = load_key(keyf, G.key, sizeof G.key);
+  umask(0);
+  G.bfd = open(G.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (G.bfd < 0) { perror(G.backing); return 2; }
+  G.logfd = open(logp, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (G.logfd < 0 || flock(G.logfd, LOCK_EX | LOCK_NB) < 0) {
+    fprintf(stderr, "holdfast-replicator: cannot open/lock extent log %s: %s\n", logp, strerror(errno));
+    return 2;
+  }
+  G.state = ST_DEGRADED;
+  char *fargv[] = {argv[0], "-o", "allow_other,default_permissions,fsname=holdfast,subtype=holdfast", NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
+  G.fuse = fuse_new(&args, &ops, sizeof ops, NULL);
+  if (!G.fuse) return 2;
+  if (fuse_mount(G.fuse, G.mount) != 0) { fprintf(stderr, "holdfast-replicator: mount failed\n"); return 2; }
+  struct fuse_session *se = fuse_get_session(G.fuse);
+  fuse_set_signal_handlers(se);
+  off_t logsize = lseek(G.logfd, 0, SEEK_END);
+  emit("{\"event\":\"ready\",\"mount\":%s,\"pid\":%d,\"logBytes\":%lld}", jstr(G.mount), (int)getpid(),
+       (long long)logsize);
+  emit("{\"event\":\"degraded\",\"reason\":\"not connected yet\",\"logged\":0}");
+  pthread_t lt, ct;
+  pthread_create(&lt, NULL, link_thread, NULL);
+  pthread_create(&ct, NULL, control_thread, NULL);
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, 1);
+  fuse_loop_cfg_set_max_threads(cfg, (unsigned)threads);
+  int rc = fuse_loop_mt(G.fuse, cfg);
+  G.stopping = 1;
+  fuse_remove_signal_handlers(se);
+  fuse_unmount(G.fuse);
+  emit("{\"event\":\"stopped\",\"rc\":%d}", rc);
+  fflush(stdout);
+  _exit(0); /* link/resync threads hold no state that needs an orderly end; the log is durable */
+}

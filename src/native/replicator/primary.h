@@ -1,0 +1,57 @@
+/* Primary-side state shared by the FUSE operations (primary.c) and the resync passes (resync.c). */
+#ifndef HF_PRIMARY_H
+#define HF_PRIMARY_H
+#define FUSE_USE_VERSION 314
+#include "common.h"
+#include <fuse.h>
+
+enum { OP_NONE, OP_PENDING, OP_ACKED, OP_LOGGED, OP_LOG_SYNC };
+enum { ST_DEGRADED, ST_RESYNC, ST_SYNC };
+enum { RS_LOG, RS_CHECKSUM, RS_FULL };
+
+/* One replicated operation, on the stack of the FUSE thread that performs it. */
+struct op {
+  uint8_t type, flags;
+  struct hf_args a;
+  const char *path, *path2;
+  const void *data;
+  uint64_t ino; /* backing inode of the file (data ops), recorded in the extent log */
+  uint64_t seq, t0;
+  int state, want_reply;
+  uint8_t *reply;
+  uint32_t reply_len;
+  pthread_cond_t cv;
+  struct op *next, *prev;
+};
+
+struct primary {
+  char *backing, *mount, *peer_host, *peer_port;
+  int bfd, logfd;
+  uint8_t key[4096];
+  size_t keylen;
+  int ack_timeout_ms, reconnect_ms;
+  struct fuse *fuse;
+  volatile int stopping;
+  pthread_mutex_t lk;    /* ordering: local apply + sequence number + send (or log append) */
+  pthread_mutex_t wl;    /* waiter list and counters; never held while taking lk */
+  pthread_cond_t gate_cv;
+  int gate_closed;       /* set while a resync replays the namespace: new operations wait */
+  struct conn *c;
+  int connected, state, next_mode;
+  uint64_t gen, seq;
+  struct op *whead, *wtail;
+  int inflight;
+  uint64_t bytes_sent, ack_count, ack_us_sum, ack_us_max, log_records, resync_bytes, degraded_count;
+};
+extern struct primary G;
+
+void log_append(const struct op *o);
+void degrade_locked(const char *reason);
+void degrade(const char *reason);
+void op_begin(struct op *o);
+void op_submit(struct op *o);
+void op_end(struct op *o);
+int op_wait(struct op *o);
+void ack_received(uint64_t seq, int32_t status, uint8_t *data, uint32_t len);
+void *resync_thread(void *arg);
+#endif

@@ -1,0 +1,384 @@
+/*
+ * Resync passes, run on the primary each time the link comes up, while the application keeps writing.
+ *
+ *  log      (default) replay the namespace/metadata records of the extent log in order, then send the logged
+ *           data extents read from the files' current content (files found by inode number, so renames
+ *           after the write are followed), then each dirty file's size and mtime.
+ *  checksum the log is not trusted: recreate the namespace idempotently, remove what the secondary has and the
+ *           primary has not, then compare every file by 64 KiB block SHA-256 and send only differing blocks.
+ *  full     the secondary empties its directory and receives the whole tree.
+ *
+ * Ordering with live writes: the namespace phase runs with the gate closed (no new operation can start), and
+ * every data chunk is read and sent under G.lk, the same lock that orders live operations, so a chunk read
+ * from the file is never older on the wire than a live write to the same range.
+ */
+#include "primary.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHUNK (1u << 20)
+#define BLOCK (64u << 10)
+
+struct ext { uint64_t off, len; };
+struct dirty {
+  uint64_t ino;
+  char *path;      /* "/rel/path" found by the tree walk */
+  struct ext *ex;
+  int nex, cap;
+  int whole;       /* send the whole file (full mode, or the file could not be matched by extents) */
+};
+static struct dirty *D;
+static size_t Dn, Dcap;
+
+static struct dirty *dirty_get(uint64_t ino, int create) {
+  for (size_t i = 0; i < Dn; i++) if (D[i].ino == ino) return &D[i]; /* few files per outage: linear is fine */
+  if (!create) return NULL;
+  if (Dn == Dcap) { Dcap = Dcap * 2 + 64; D = realloc(D, Dcap * sizeof *D); }
+  memset(&D[Dn], 0, sizeof *D);
+  D[Dn].ino = ino;
+  return &D[Dn++];
+}
+static void dirty_add(uint64_t ino, uint64_t off, uint64_t len) {
+  struct dirty *d = dirty_get(ino, 1);
+  if (!len) return;
+  if (d->nex == d->cap) { d->cap = d->cap * 2 + 8; d->ex = realloc(d->ex, (size_t)d->cap * sizeof *d->ex); }
+  d->ex[d->nex++] = (struct ext){off, len};
+}
+static void dirty_free(void) {
+  for (size_t i = 0; i < Dn; i++) { free(D[i].path); free(D[i].ex); }
+  free(D); D = NULL; Dn = Dcap = 0;
+}
+static int ext_cmp(const void *a, const void *b) {
+  const struct ext *x = a, *y = b;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+static void merge(struct dirty *d) {
+  if (d->nex < 2) return;
+  qsort(d->ex, (size_t)d->nex, sizeof *d->ex, ext_cmp);
+  int k = 0;
+  for (int i = 1; i < d->nex; i++) {
+    struct ext *e = &d->ex[k];
+    if (d->ex[i].off <= e->off + e->len) {
+      uint64_t end = d->ex[i].off + d->ex[i].len;
+      if (end > e->off + e->len) e->len = end - e->off;
+    } else d->ex[++k] = d->ex[i];
+  }
+  d->nex = k + 1;
+}
+
+/* Sends a frame with no waiter (its ack is ignored; a failed apply still degrades the link). G.lk held. */
+static int send_nowait(uint8_t type, struct hf_args *a, const char *path, const char *path2, const void *data) {
+  if (!G.connected) return -1;
+  a->path_len = path ? (uint32_t)strlen(path) : 0;
+  a->path2_len = path2 ? (uint32_t)strlen(path2) : 0;
+  struct iovec v[4] = {{a, sizeof *a}, {(void *)path, a->path_len}, {(void *)path2, a->path2_len},
+                       {(void *)data, a->data_len}};
+  if (send_frame(G.c, type, HF_F_RESYNC, ++G.seq, v, 4) < 0) { degrade_locked("send to secondary failed"); return -1; }
+  G.bytes_sent += a->data_len;
+  return 0;
+}
+
+/* Sends an op and waits for its ack outside the lock. 0 when acked by the same connection generation. */
+static int send_wait(uint64_t gen, uint8_t type, struct hf_args *a, const char *path, uint8_t **reply, uint32_t *rlen) {
+  struct op o = {.type = type, .flags = HF_F_RESYNC, .path = path ? path : "/", .want_reply = reply != NULL};
+  if (a) o.a = *a;
+  pthread_mutex_lock(&G.lk);
+  if (!G.connected || G.gen != gen) { pthread_mutex_unlock(&G.lk); return -1; }
+  op_submit(&o);
+  pthread_mutex_unlock(&G.lk);
+  if (op_wait(&o) < 0 || o.state != OP_ACKED) return -1;
+  if (reply) { *reply = o.reply; *rlen = o.reply_len; }
+  return 0;
+}
+
+/* ---- tree walks ---- */
+static int walk_mode;          /* RS_* */
+static int walk_send;          /* 1: also recreate the namespace on the secondary (full/checksum) */
+static size_t bprefix;
+struct seen { uint64_t ino; char *path; };
+static struct seen *seen;
+static size_t seen_n, seen_cap;
+
+static int walk_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)flag;
+  if (ftw->level == 0) return 0;
+  const char *r = p + bprefix;
+  if (walk_send) {
+    struct hf_args a = {.mode = sb->st_mode, .uid = sb->st_uid, .gid = sb->st_gid, .mtime_ns = UTIME_OMIT};
+    if (S_ISDIR(sb->st_mode)) {
+      if (send_nowait(HF_MKDIR, &a, r, NULL, NULL) < 0) return 1;
+    } else if (S_ISLNK(sb->st_mode)) {
+      char t[4096];
+      ssize_t n = readlink(p, t, sizeof t - 1);
+      if (n < 0) return 0;
+      t[n] = 0;
+      if (walk_mode == RS_CHECKSUM) { struct hf_args u = {0}; send_nowait(HF_UNLINK, &u, r, NULL, NULL); }
+      if (send_nowait(HF_SYMLINK, &a, r, t, NULL) < 0) return 1;
+    } else if (S_ISREG(sb->st_mode) && sb->st_nlink > 1) {
+      for (size_t i = 0; i < seen_n; i++)
+        if (seen[i].ino == sb->st_ino) {
+          struct hf_args u = {0};
+          if (walk_mode == RS_CHECKSUM) send_nowait(HF_UNLINK, &u, r, NULL, NULL);
+          return send_nowait(HF_LINK, &u, seen[i].path, r, NULL) < 0;
+        }
+      if (seen_n == seen_cap) { seen_cap = seen_cap * 2 + 16; seen = realloc(seen, seen_cap * sizeof *seen); }
+      seen[seen_n++] = (struct seen){sb->st_ino, strdup(r)};
+      if (send_nowait(HF_CREATE, &a, r, NULL, NULL) < 0) return 1;
+    } else if (S_ISREG(sb->st_mode)) {
+      if (send_nowait(HF_CREATE, &a, r, NULL, NULL) < 0) return 1;
+    } else {
+      a.off = sb->st_rdev;
+      if (send_nowait(HF_MKNOD, &a, r, NULL, NULL) < 0) return 1;
+    }
+    if (!S_ISLNK(sb->st_mode)) send_nowait(HF_CHOWN, &a, r, NULL, NULL);
+    if (S_ISREG(sb->st_mode)) {
+      struct dirty *d = dirty_get(sb->st_ino, 1);
+      d->whole = 1;
+    }
+  }
+  if (S_ISREG(sb->st_mode)) {
+    struct dirty *d = dirty_get(sb->st_ino, 0);
+    if (d && !d->path) d->path = strdup(r);
+  }
+  return 0;
+}
+
+static int walk(int mode, int send) {
+  walk_mode = mode;
+  walk_send = send;
+  bprefix = strlen(G.backing);
+  int r = nftw(G.backing, walk_cb, 64, FTW_PHYS);
+  for (size_t i = 0; i < seen_n; i++) free(seen[i].path);
+  free(seen); seen = NULL; seen_n = seen_cap = 0;
+  return r;
+}
+
+/* Removes from the secondary what the primary does not have (checksum mode). G.lk held, gate closed. */
+static int prune_extras(uint64_t gen) {
+  uint8_t *rep = NULL;
+  uint32_t rlen = 0;
+  pthread_mutex_unlock(&G.lk);
+  int r = send_wait(gen, HF_LIST, NULL, "/", &rep, &rlen);
+  pthread_mutex_lock(&G.lk);
+  if (r < 0) return -1;
+  /* entries come in preorder; delete deepest first by walking the list backwards */
+  size_t n = 0, cap = 0;
+  size_t *offs = NULL;
+  for (size_t o = 0; o + sizeof(struct hf_list_entry) <= rlen;) {
+    struct hf_list_entry e;
+    memcpy(&e, rep + o, sizeof e);
+    if (n == cap) { cap = cap * 2 + 64; offs = realloc(offs, cap * sizeof *offs); }
+    offs[n++] = o;
+    o += sizeof e + e.path_len + e.target_len;
+  }
+  for (size_t i = n; i-- > 0;) {
+    struct hf_list_entry e;
+    memcpy(&e, rep + offs[i], sizeof e);
+    char p[4097];
+    snprintf(p, sizeof p, "%.*s", (int)e.path_len, (char *)rep + offs[i] + sizeof e);
+    struct stat st;
+    int gone = fstatat(G.bfd, rel(p), &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
+    int kind_differs = !gone && ((st.st_mode & S_IFMT) != (e.mode & S_IFMT));
+    if (gone || kind_differs) {
+      struct hf_args a = {0};
+      send_nowait(S_ISDIR(e.mode) ? HF_RMDIR : HF_UNLINK, &a, p, NULL, NULL);
+    }
+  }
+  free(offs);
+  free(rep);
+  return 0;
+}
+
+/* Reads [off, off+len) of the file and sends it, under G.lk. Returns bytes sent, 0 when the file moved, -1. */
+static long send_chunk(uint64_t gen, struct dirty *d, uint64_t off, uint64_t len, uint8_t *buf) {
+  pthread_mutex_lock(&G.lk);
+  if (!G.connected || G.gen != gen) { pthread_mutex_unlock(&G.lk); return -1; }
+  int fd = openat(G.bfd, rel(d->path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != d->ino) {
+    if (fd >= 0) close(fd);
+    pthread_mutex_unlock(&G.lk);
+    return 0;
+  }
+  if (off >= (uint64_t)st.st_size) { close(fd); pthread_mutex_unlock(&G.lk); return 1; }
+  if (off + len > (uint64_t)st.st_size) len = (uint64_t)st.st_size - off;
+  ssize_t n = pread(fd, buf, len, (off_t)off);
+  close(fd);
+  if (n <= 0) { pthread_mutex_unlock(&G.lk); return 1; }
+  struct hf_args a = {.off = off, .len = (uint64_t)n, .data_len = (uint32_t)n, .mtime_ns = UTIME_OMIT};
+  long r = send_nowait(HF_WRITE, &a, d->path, NULL, buf) < 0 ? -1 : n;
+  pthread_mutex_unlock(&G.lk);
+  return r;
+}
+
+/* Sends the file's current size and mtime. */
+static int send_size(uint64_t gen, struct dirty *d) {
+  pthread_mutex_lock(&G.lk);
+  int r = 0;
+  struct stat st;
+  if (!G.connected || G.gen != gen) r = -1;
+  else if (fstatat(G.bfd, rel(d->path), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == d->ino) {
+    struct hf_args a = {.off = (uint64_t)st.st_size, .mtime_s = st.st_mtim.tv_sec, .mtime_ns = st.st_mtim.tv_nsec};
+    r = send_nowait(HF_TRUNCATE, &a, d->path, NULL, NULL);
+  }
+  pthread_mutex_unlock(&G.lk);
+  return r;
+}
+
+static void progress(uint64_t done, uint64_t total) {
+  emit("{\"event\":\"resync-progress\",\"bytes\":%llu,\"total\":%llu,\"percent\":%.1f}", (unsigned long long)done,
+       (unsigned long long)total, total ? 100.0 * (double)done / (double)total : 100.0);
+}
+
+/* Data phase: every dirty file's extents (or the blocks that differ, in checksum mode). */
+static int data_phase(uint64_t gen, int mode) {
+  uint8_t *buf = malloc(CHUNK), *rep = NULL;
+  uint64_t total = 0, done = 0, since_barrier = 0;
+  for (size_t i = 0; i < Dn; i++) {
+    struct dirty *d = &D[i];
+    merge(d);
+    struct stat st;
+    if (d->path && fstatat(G.bfd, rel(d->path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (d->whole) { d->nex = 0; dirty_add(d->ino, 0, (uint64_t)st.st_size); d = &D[i]; }
+      for (int k = 0; k < d->nex; k++) {
+        uint64_t end = d->ex[k].off + d->ex[k].len;
+        if (end > (uint64_t)st.st_size) end = (uint64_t)st.st_size;
+        if (end > d->ex[k].off) total += end - d->ex[k].off;
+      }
+    }
+  }
+  emit("{\"event\":\"resync-start\",\"mode\":\"%s\",\"files\":%zu,\"total\":%llu}",
+       mode == RS_FULL ? "full" : mode == RS_CHECKSUM ? "checksum" : "log", Dn, (unsigned long long)total);
+  int rc = 0;
+  for (size_t i = 0; i < Dn && !rc; i++) {
+    struct dirty *d = &D[i];
+    if (!d->path) continue; /* deleted since: its unlink was replicated */
+    uint32_t nsum = 0;
+    uint8_t *sums = NULL;
+    if (mode == RS_CHECKSUM) {
+      struct hf_args a = {.len = BLOCK};
+      uint32_t rlen = 0;
+      if (send_wait(gen, HF_CHECKSUM, &a, d->path, &rep, &rlen) < 0) { rc = -1; break; }
+      nsum = rlen >= 8 ? (rlen - 8) / 32 : 0;
+      sums = rep + 8;
+    }
+    for (int k = 0; k < d->nex && !rc; k++) {
+      for (uint64_t off = d->ex[k].off; off < d->ex[k].off + d->ex[k].len && !rc;) {
+        uint64_t len = d->ex[k].off + d->ex[k].len - off;
+        if (mode == RS_CHECKSUM) len = BLOCK;
+        else if (len > CHUNK) len = CHUNK;
+        if (mode == RS_CHECKSUM && off / BLOCK < nsum) {
+          /* compare under the lock so a concurrent write cannot slip between read and decision */
+          pthread_mutex_lock(&G.lk);
+          int fd = openat(G.bfd, rel(d->path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+          ssize_t n = fd >= 0 ? pread(fd, buf, BLOCK, (off_t)off) : -1;
+          if (fd >= 0) close(fd);
+          uint8_t h[32];
+          int same = 0;
+          if (n > 0) { sha256(buf, (size_t)n, h); same = !memcmp(h, sums + (off / BLOCK) * 32, 32); }
+          pthread_mutex_unlock(&G.lk);
+          if (same) { done += (uint64_t)n; off += BLOCK; continue; }
+        }
+        long n = send_chunk(gen, d, off, len, buf);
+        if (n < 0) { rc = -1; break; }
+        if (n == 0) break; /* renamed or deleted meanwhile: its namespace op was replicated live */
+        G.resync_bytes += (uint64_t)n;
+        done += (uint64_t)n;
+        since_barrier += (uint64_t)n;
+        off += (uint64_t)n;
+        if (since_barrier >= (16u << 20)) {
+          since_barrier = 0;
+          if (send_wait(gen, HF_BARRIER, NULL, NULL, NULL, NULL) < 0) { rc = -1; break; }
+          progress(done, total);
+        }
+      }
+    }
+    free(rep);
+    rep = NULL;
+    if (!rc && send_size(gen, d) < 0) rc = -1;
+  }
+  free(buf);
+  if (!rc) progress(total, total);
+  return rc;
+}
+
+/* Reads the extent log: replays its namespace records (G.lk held) and collects the dirty extents. */
+static int replay_log(void) {
+  off_t size = lseek(G.logfd, 0, SEEK_END);
+  uint8_t *L = malloc((size_t)size + 1);
+  if (pread(G.logfd, L, (size_t)size, 0) != size) { free(L); return -1; }
+  int replayed = 0;
+  for (off_t o = 0; o + 40 <= size;) {
+    uint32_t m, blen;
+    memcpy(&m, L + o, 4);
+    memcpy(&blen, L + o + 4, 4);
+    if (m != 0x524c4648u || o + 40 + blen > size) break; /* torn tail */
+    uint8_t *b = L + o + 40, h[32];
+    sha256(b, blen, h);
+    if (memcmp(h, L + o + 8, 32)) break;
+    uint8_t type = b[0];
+    uint64_t ino;
+    struct hf_args a;
+    memcpy(&ino, b + 2, 8);
+    memcpy(&a, b + 10, sizeof a);
+    char *p1 = (char *)b + 10 + sizeof a;
+    char path[4097], path2[4097];
+    snprintf(path, sizeof path, "%.*s", (int)a.path_len, p1);
+    snprintf(path2, sizeof path2, "%.*s", (int)a.path2_len, p1 + a.path_len);
+    const uint8_t *data = (uint8_t *)p1 + a.path_len + a.path2_len;
+    if (type == HF_WRITE) dirty_add(ino, a.off, a.len);
+    else {
+      if (type == HF_FALLOCATE) dirty_add(ino, a.off, a.len);
+      if (type == HF_CREATE || type == HF_TRUNCATE) dirty_get(ino, 1);
+      if (send_nowait(type, &a, path, path2, data) < 0) { free(L); return -1; }
+      replayed++;
+    }
+    o += 40 + blen;
+  }
+  free(L);
+  emit("{\"event\":\"resync-replay\",\"records\":%d,\"files\":%zu}", replayed, Dn);
+  return 0;
+}
+
+void *resync_thread(void *arg) {
+  uint64_t gen = (uint64_t)(uintptr_t)arg;
+  pthread_mutex_lock(&G.lk);
+  int mode = G.next_mode, rc = 0;
+  struct hf_args z = {0};
+  if (!G.connected || G.gen != gen) rc = -1;
+  if (!rc) rc = send_nowait(HF_RESYNC_BEGIN, &z, "/", NULL, NULL);
+  if (!rc && mode == RS_FULL) {
+    rc = send_nowait(HF_RESET, &z, "/", NULL, NULL);
+    if (!rc) rc = walk(mode, 1) ? -1 : 0;
+  } else if (!rc && mode == RS_CHECKSUM) {
+    rc = prune_extras(gen);
+    if (!rc) rc = walk(mode, 1) ? -1 : 0;
+  } else if (!rc) {
+    rc = replay_log();
+    if (!rc && Dn) rc = walk(mode, 0) ? -1 : 0; /* inode -> current path */
+  }
+  G.gate_closed = 0;
+  pthread_cond_broadcast(&G.gate_cv);
+  pthread_mutex_unlock(&G.lk);
+  if (!rc) rc = data_phase(gen, mode);
+  dirty_free();
+  if (!rc) rc = send_wait(gen, HF_RESYNC_DONE, NULL, NULL, NULL, NULL);
+  if (rc) return NULL; /* the link failed: the log still holds everything; the next connection starts over */
+  pthread_mutex_lock(&G.lk);
+  if (G.connected && G.gen == gen) {
+    /* everything logged is now on the secondary, and everything since was acked live */
+    if (ftruncate(G.logfd, 0) == 0) fdatasync(G.logfd);
+    G.log_records = 0;
+    G.state = ST_SYNC;
+    G.next_mode = RS_LOG;
+    emit("{\"event\":\"synced\",\"mode\":\"%s\"}", mode == RS_FULL ? "full" : mode == RS_CHECKSUM ? "checksum" : "log");
+  }
+  pthread_mutex_unlock(&G.lk);
+  return NULL;
+}

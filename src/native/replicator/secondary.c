@@ -1,0 +1,389 @@
+/*
+ * Secondary: listens, authenticates the primary, applies its operations strictly in sequence to the backing
+ * directory and acks each one. fsync/fdatasync run on a small pool so that one slow flush does not stall the
+ * stream; their acks are sent when the flush is done (this is what makes the primary's fsync "protocol C").
+ */
+#include "common.h"
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+static struct {
+  int bfd;
+  char *backing;
+  char *state_path;
+  uint8_t key[4096];
+  size_t keylen;
+  struct conn *c; /* current connection (one at a time) */
+  uint64_t applied, bytes;
+} S;
+
+/* ---- fsync pool ---- */
+struct fjob { int fd; int datasync; uint64_t seq; struct conn *c; struct fjob *next; };
+static pthread_mutex_t fq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fq_cv = PTHREAD_COND_INITIALIZER, fq_idle = PTHREAD_COND_INITIALIZER;
+static struct fjob *fq_head, *fq_tail;
+static int fq_busy;
+
+static void send_ack(struct conn *c, uint64_t seq, int32_t status, const void *data, uint32_t len) {
+  struct iovec v[2] = {{&status, 4}, {(void *)data, len}};
+  pthread_mutex_lock(&c->tx_lock);
+  send_frame(c, HF_ACK, 0, seq, v, len ? 2 : 1); /* a failed send shows up as EOF on the reader */
+  pthread_mutex_unlock(&c->tx_lock);
+}
+
+static void *fsync_worker(void *arg) {
+  (void)arg;
+  for (;;) {
+    pthread_mutex_lock(&fq_lock);
+    while (!fq_head) pthread_cond_wait(&fq_cv, &fq_lock);
+    struct fjob *j = fq_head;
+    fq_head = j->next;
+    if (!fq_head) fq_tail = NULL;
+    fq_busy++;
+    pthread_mutex_unlock(&fq_lock);
+    int r = j->datasync ? fdatasync(j->fd) : fsync(j->fd);
+    int st = r < 0 ? errno : 0;
+    close(j->fd);
+    send_ack(j->c, j->seq, st, NULL, 0);
+    free(j);
+    pthread_mutex_lock(&fq_lock);
+    fq_busy--;
+    if (!fq_busy && !fq_head) pthread_cond_broadcast(&fq_idle);
+    pthread_mutex_unlock(&fq_lock);
+  }
+  return NULL;
+}
+
+static void fsync_drain(void) {
+  pthread_mutex_lock(&fq_lock);
+  while (fq_busy || fq_head) pthread_cond_wait(&fq_idle, &fq_lock);
+  pthread_mutex_unlock(&fq_lock);
+}
+
+static void set_state(const char *st) {
+  if (!S.state_path) { emit("{\"event\":\"%s\"}", st); return; }
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", S.state_path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    dprintf(fd, "%s\n", st);
+    fsync(fd);
+    close(fd);
+    rename(tmp, S.state_path);
+  }
+  emit("{\"event\":\"%s\"}", st);
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb; (void)flag;
+  if (ftw->level == 0) return 0;
+  return remove(p) < 0 ? -1 : 0;
+}
+
+/* ---- HF_CHECKSUM / HF_LIST replies ---- */
+struct buf { uint8_t *p; size_t n, cap; };
+static void buf_add(struct buf *b, const void *d, size_t n) {
+  if (b->n + n > b->cap) { b->cap = (b->n + n) * 2 + 4096; b->p = realloc(b->p, b->cap); }
+  memcpy(b->p + b->n, d, n);
+  b->n += n;
+}
+static struct buf list_buf;
+static size_t list_prefix;
+static int list_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)flag;
+  if (ftw->level == 0) return 0;
+  const char *r = p + list_prefix; /* "/x/y" */
+  char target[4096];
+  ssize_t tl = 0;
+  if (S_ISLNK(sb->st_mode)) { tl = readlink(p, target, sizeof target); if (tl < 0) tl = 0; }
+  struct hf_list_entry e = {.mode = sb->st_mode, .uid = sb->st_uid, .gid = sb->st_gid,
+                            .path_len = (uint32_t)strlen(r), .target_len = (uint32_t)tl,
+                            .size = (uint64_t)sb->st_size, .mtime_s = sb->st_mtim.tv_sec,
+                            .mtime_ns = sb->st_mtim.tv_nsec};
+  buf_add(&list_buf, &e, sizeof e);
+  buf_add(&list_buf, r, e.path_len);
+  buf_add(&list_buf, target, (size_t)tl);
+  return 0;
+}
+
+/* Applies one operation; returns 0 or a positive errno. May take ownership of the ack (returns -1). */
+static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
+  if (h->type == HF_BARRIER) return 0;
+  if (h->type == HF_RESYNC_BEGIN) { set_state("inconsistent"); return 0; }
+  if (h->type == HF_RESYNC_DONE) {
+    fsync_drain();
+    syncfs(S.bfd);
+    set_state("consistent");
+    return 0;
+  }
+  if (h->type == HF_RESET) {
+    fsync_drain();
+    set_state("inconsistent");
+    return nftw(S.backing, rm_cb, 32, FTW_DEPTH | FTW_PHYS) < 0 ? errno : 0;
+  }
+  if (h->type == HF_LIST) {
+    list_buf.n = 0;
+    list_prefix = strlen(S.backing);
+    if (nftw(S.backing, list_cb, 32, FTW_PHYS) < 0) return errno;
+    send_ack(c, h->seq, 0, list_buf.p, (uint32_t)list_buf.n);
+    return -1;
+  }
+  if (h->len < sizeof(struct hf_args)) return EPROTO;
+  struct hf_args a;
+  memcpy(&a, pl, sizeof a);
+  if ((uint64_t)a.path_len + a.path2_len + a.data_len + sizeof a != h->len) return EPROTO;
+  char *path = (char *)pl + sizeof a;
+  char *path2 = path + a.path_len;
+  const uint8_t *data = (const uint8_t *)path2 + a.path2_len;
+  char p1[4097], p2[4097];
+  if (a.path_len > 4096 || a.path2_len > 4096) return ENAMETOOLONG;
+  if (!path_ok(path, a.path_len)) return EPERM;
+  memcpy(p1, path, a.path_len); p1[a.path_len] = 0;
+  memcpy(p2, path2, a.path2_len); p2[a.path2_len] = 0;
+  const char *r1 = rel(p1), *r2 = rel(p2);
+  int tolerant = h->flags & HF_F_RESYNC;
+  int fd, r = 0;
+  char abs[8300];
+  switch (h->type) {
+  case HF_WRITE: {
+    fd = openat(S.bfd, r1, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno;
+    size_t done = 0;
+    while (done < a.data_len) {
+      ssize_t w = pwrite(fd, data + done, a.data_len - done, (off_t)(a.off + done));
+      if (w < 0) { r = errno; break; }
+      done += (size_t)w;
+    }
+    if (!r && a.mtime_ns != UTIME_OMIT) {
+      struct timespec ts[2] = {{0, UTIME_OMIT}, {a.mtime_s, a.mtime_ns}};
+      futimens(fd, ts);
+    }
+    close(fd);
+    S.bytes += a.data_len;
+    return r;
+  }
+  case HF_CREATE:
+    fd = openat(S.bfd, r1, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (a.flags & O_TRUNC), a.mode & 07777);
+    if (fd < 0) return errno;
+    if (fchown(fd, a.uid, a.gid) < 0 || fchmod(fd, a.mode & 07777) < 0) r = errno;
+    close(fd);
+    return r;
+  case HF_MKNOD:
+    if (mknodat(S.bfd, r1, a.mode, (dev_t)a.off) < 0 && !(tolerant && errno == EEXIST)) return errno;
+    return fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0 ? errno : 0;
+  case HF_MKDIR:
+    if (mkdirat(S.bfd, r1, a.mode & 07777) < 0 && !(tolerant && errno == EEXIST)) return errno;
+    if (fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    return fchmodat(S.bfd, r1, a.mode & 07777, 0) < 0 ? errno : 0;
+  case HF_UNLINK:
+    if (unlinkat(S.bfd, r1, 0) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    return 0;
+  case HF_RMDIR:
+    if (unlinkat(S.bfd, r1, AT_REMOVEDIR) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    return 0;
+  case HF_SYMLINK:
+    if (!path_ok(path, a.path_len)) return EPERM;
+    if (symlinkat(p2, S.bfd, r1) < 0 && !(tolerant && errno == EEXIST)) return errno;
+    return fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0 ? errno : 0;
+  case HF_LINK:
+    if (!path_ok(path2, a.path2_len)) return EPERM;
+    if (linkat(S.bfd, r1, S.bfd, r2, 0) < 0 && !(tolerant && (errno == EEXIST || errno == ENOENT))) return errno;
+    return 0;
+  case HF_RENAME:
+    if (!path_ok(path2, a.path2_len)) return EPERM;
+    if (renameat2(S.bfd, r1, S.bfd, r2, a.flags) < 0 && !(tolerant && (errno == ENOENT || errno == EEXIST)))
+      return errno;
+    return 0;
+  case HF_CHMOD:
+    if (fchmodat(S.bfd, r1, a.mode & 07777, 0) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    return 0;
+  case HF_CHOWN:
+    if (fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    return 0;
+  case HF_TRUNCATE:
+    fd = openat(S.bfd, r1, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return tolerant && errno == ENOENT ? 0 : errno;
+    if (ftruncate(fd, (off_t)a.off) < 0) r = errno;
+    if (!r && a.mtime_ns != UTIME_OMIT) {
+      struct timespec ts[2] = {{0, UTIME_OMIT}, {a.mtime_s, a.mtime_ns}};
+      futimens(fd, ts);
+    }
+    close(fd);
+    return r;
+  case HF_UTIMENS: {
+    struct timespec ts[2] = {{a.atime_s, a.atime_ns}, {a.mtime_s, a.mtime_ns}};
+    if (utimensat(S.bfd, r1, ts, AT_SYMLINK_NOFOLLOW) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    return 0;
+  }
+  case HF_SETXATTR:
+    snprintf(abs, sizeof abs, "%s%s", S.backing, p1);
+    if (lsetxattr(abs, p2, data, a.data_len, (int)a.flags) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    return 0;
+  case HF_REMOVEXATTR:
+    snprintf(abs, sizeof abs, "%s%s", S.backing, p1);
+    if (lremovexattr(abs, p2) < 0 && !(tolerant && (errno == ENOENT || errno == ENODATA))) return errno;
+    return 0;
+  case HF_FALLOCATE:
+    fd = openat(S.bfd, r1, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return tolerant && errno == ENOENT ? 0 : errno;
+    if (fallocate(fd, (int)a.flags, (off_t)a.off, (off_t)a.len) < 0) r = errno;
+    close(fd);
+    return r;
+  case HF_FSYNC:
+  case HF_FSYNCDIR: {
+    fd = openat(S.bfd, r1, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return tolerant && errno == ENOENT ? 0 : errno;
+    struct fjob *j = calloc(1, sizeof *j);
+    *j = (struct fjob){.fd = fd, .datasync = (int)(a.flags & 1), .seq = h->seq, .c = c};
+    pthread_mutex_lock(&fq_lock);
+    if (fq_tail) fq_tail->next = j; else fq_head = j;
+    fq_tail = j;
+    pthread_cond_signal(&fq_cv);
+    pthread_mutex_unlock(&fq_lock);
+    return -1;
+  }
+  case HF_CHECKSUM: {
+    fd = openat(S.bfd, r1, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct buf b = {0};
+    uint64_t size = 0;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) size = (uint64_t)st.st_size;
+    buf_add(&b, &size, 8);
+    size_t bs = a.len ? a.len : 65536;
+    uint8_t *blk = malloc(bs), sum[32];
+    for (uint64_t off = 0; fd >= 0 && off < size; off += bs) {
+      ssize_t n = pread(fd, blk, bs, (off_t)off);
+      if (n <= 0) break;
+      sha256(blk, (size_t)n, sum);
+      buf_add(&b, sum, 32);
+    }
+    free(blk);
+    if (fd >= 0) close(fd);
+    send_ack(c, h->seq, 0, b.p, (uint32_t)b.n);
+    free(b.p);
+    return -1;
+  }
+  default:
+    return EPROTO;
+  }
+}
+
+static void serve(struct conn *c) {
+  uint64_t expect = 0;
+  for (;;) {
+    struct hf_hdr h;
+    uint8_t *pl;
+    const char *why;
+    if (recv_frame(c, &h, &pl, &why) < 0) {
+      emit("{\"event\":\"peer\",\"state\":\"disconnected\",\"reason\":%s}", jstr(why));
+      break;
+    }
+    if (expect && h.seq != expect) {
+      emit("{\"event\":\"error\",\"message\":\"sequence gap: got %llu want %llu\"}", (unsigned long long)h.seq,
+           (unsigned long long)expect);
+      free(pl);
+      break;
+    }
+    expect = h.seq + 1;
+    int st = apply(c, &h, pl);
+    free(pl);
+    S.applied++;
+    if (st >= 0) send_ack(c, h.seq, st, NULL, 0);
+    if (st > 0)
+      emit("{\"event\":\"apply-error\",\"seq\":%llu,\"op\":%u,\"errno\":%d,\"message\":%s}",
+           (unsigned long long)h.seq, h.type, st, jstr(strerror(st)));
+  }
+  fsync_drain();
+}
+
+static void *serve_thread(void *arg) {
+  serve(arg);
+  return NULL;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: holdfast-replicator secondary --backing DIR --listen HOST:PORT --key-file F "
+                  "[--state-file F]\n");
+  exit(2);
+}
+
+int run_secondary(int argc, char **argv) {
+  static struct option opts[] = {{"backing", 1, 0, 'b'}, {"listen", 1, 0, 'l'}, {"key-file", 1, 0, 'k'},
+                                 {"state-file", 1, 0, 's'}, {0, 0, 0, 0}};
+  char *listen_at = NULL, *keyf = NULL;
+  int o;
+  while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (o == 'b') S.backing = realpath(optarg, NULL);
+    else if (o == 'l') listen_at = optarg;
+    else if (o == 'k') keyf = optarg;
+    else if (o == 's') S.state_path = optarg;
+    else usage();
+  }
+  if (!S.backing || !listen_at || !keyf) usage();
+  S.keylen = load_key(keyf, S.key, sizeof S.key);
+  umask(0);
+  S.bfd = open(S.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (S.bfd < 0) { perror(S.backing); return 2; }
+  char host[256];
+  const char *colon = strrchr(listen_at, ':');
+  if (!colon) usage();
+  snprintf(host, sizeof host, "%.*s", (int)(colon - listen_at), listen_at);
+  if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST}, *ai;
+  if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) { fprintf(stderr, "bad listen address\n"); return 2; }
+  int ls = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(ls, ai->ai_addr, ai->ai_addrlen) < 0 || listen(ls, 4) < 0) { perror("listen"); return 2; }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  getsockname(ls, (struct sockaddr *)&ss, &sl);
+  int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
+  for (int i = 0; i < 4; i++) { pthread_t t; pthread_create(&t, NULL, fsync_worker, NULL); }
+  emit("{\"event\":\"listening\",\"port\":%d}", port);
+  struct conn *active = NULL;
+  pthread_t active_thread;
+  for (;;) {
+    int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct conn *c = calloc(1, sizeof *c);
+    const char *why;
+    if (handshake_secondary(fd, S.key, S.keylen, c, &why) < 0) {
+      emit("{\"event\":\"auth-failed\",\"reason\":%s}", jstr(why));
+      close(fd);
+      free(c);
+      continue;
+    }
+    tv.tv_sec = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    /* A primary that reconnects wins: the old stream (maybe half-dead after a crash or a cut link) is shut
+     * down and its reader joined before the new one is served, so operations never interleave. */
+    if (active) {
+      shutdown(active->fd, SHUT_RDWR);
+      pthread_join(active_thread, NULL);
+      close(active->fd);
+      free(active);
+    }
+    active = c;
+    emit("{\"event\":\"peer\",\"state\":\"connected\"}");
+    pthread_create(&active_thread, NULL, serve_thread, c);
+  }
+}

@@ -1,0 +1,32 @@
+/* SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), self-contained so that the helper needs only libfuse3.
+ * Checked against the FIPS/RFC 4231 test vectors by `holdfast-replicator selftest`. */
+#ifndef HF_SHA256_H
+#define HF_SHA256_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  uint32_t h[8];
+  uint64_t len;
+  uint8_t buf[64];
+  size_t n;
+} sha256_ctx;
+
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *data, size_t len);
+void sha256_final(sha256_ctx *c, uint8_t out[32]);
+void sha256(const void *data, size_t len, uint8_t out[32]);
+
+typedef struct {
+  sha256_ctx inner, outer;
+} hmac_ctx;
+
+void hmac_init(hmac_ctx *h, const uint8_t *key, size_t keylen);
+void hmac_update(hmac_ctx *h, const void *data, size_t len);
+void hmac_final(hmac_ctx *h, uint8_t out[32]);
+void hmac_sha256(const uint8_t *key, size_t keylen, const void *data, size_t len, uint8_t out[32]);
+/* Constant-time comparison of two 32-byte MACs: 0 when equal. */
+int mac_differs(const uint8_t a[32], const uint8_t b[32]);
+/* Runs the known-answer tests; returns the number of failures. */
+int sha256_selftest(void);
+#endif
