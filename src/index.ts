@@ -2,3 +2,4 @@
 export * from "./core/errors.js";
 export { decodeOrThrow } from "./core/decode.js";
 export type { CheckerAction, CheckerVerdict } from "./core/checker.js";
+export * from "./core/module/index.js";

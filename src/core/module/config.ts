@@ -1,0 +1,354 @@
+/**
+ * Module definitions: the typed options (TSDoc gives unit, default and why), presets, and one io-ts
+ * codec used both for definitions written in TypeScript and for JSON/YAML files, so a file and code
+ * are validated by the same rules and a mistake is reported with its path and value.
+ */
+import * as t from "io-ts";
+import { parse as parseYaml } from "yaml";
+import { decodeOrThrow } from "../decode.js";
+import { ConfigError } from "../errors.js";
+import type { CheckerAction } from "../checker.js";
+import type { HookName, ModuleState } from "./types.js";
+import { HOOK_NAMES } from "./types.js";
+
+/** What a hook function receives. */
+export interface HookContext {
+  readonly module: string;
+  readonly hook: HookName;
+  /** Current state of the module. */
+  readonly state: ModuleState;
+  /** The state the module goes to when the hook succeeds. */
+  readonly nextState: ModuleState;
+  /** Why the transition happens, e.g. `command start` or `peer b lost -> failover`. */
+  readonly reason: string;
+  /** Aborted when the hook times out or the module is force-stopped. */
+  readonly signal: AbortSignal;
+  /** Lines written here go to the module's event log (as a script's stdout would). */
+  readonly log: (line: string) => void;
+}
+
+/** A hook written in code: resolves on success, throws (or rejects) on failure. */
+export type HookFunction = (ctx: HookContext) => Promise<void> | void;
+
+/** A hook that is a script (files) — run with `state nextState reason` appended to `args`. */
+export interface ScriptHook {
+  /** Path of an executable. */
+  readonly path: string;
+  /** Arguments placed before the three standard ones. Default: none. */
+  readonly args?: readonly string[];
+  /** Timeout, ms; default: the module's `hookTimeout`. At the timeout the whole process group is killed. */
+  readonly timeout?: number;
+}
+
+/** A hook in code with its own timeout. */
+export interface FunctionHook {
+  readonly fn: HookFunction;
+  /** Timeout, ms; default: the module's `hookTimeout`. At the timeout the hook's signal is aborted. */
+  readonly timeout?: number;
+}
+
+/** A hook: a script path, a script with args/timeout, a function, or a function with a timeout. */
+export type HookSpec = string | ScriptHook | HookFunction | FunctionHook;
+
+/** Restart policy (SafeKit's `maxloop` / `loop_interval`). */
+export interface RestartPolicy {
+  /**
+   * Local restarts allowed within `loopInterval` before escalating (mirror: fail over to the peer,
+   * or stop when there is none; farm: stop). Default 3 (as SafeKit): enough to ride over a transient
+   * fault, few enough that a broken app does not flap forever.
+   */
+  readonly maxloop: number;
+  /** The sliding window for `maxloop`, ms. Default 24 h (as SafeKit). */
+  readonly loopInterval: number;
+}
+
+/**
+ * One checker entry: the shape only (the probes validate their own options). `type` is e.g. `tcp`,
+ * `ping`, `process`, `split-brain`; every other key is passed to the probe.
+ */
+export interface CheckerEntry {
+  readonly type: string;
+  /** Name unique within the module; the verdicts carry it. Default: assigned by the checker runner. */
+  readonly name?: string;
+  /** What to do on failure. Default depends on the checker (usually `restart`). */
+  readonly action?: CheckerAction;
+  /** Probe interval, ms. */
+  readonly interval?: number;
+  /** Probe timeout, ms. */
+  readonly timeout?: number;
+  /** Consecutive successes to be ok again. */
+  readonly rise?: number;
+  /** Consecutive failures to be failed. */
+  readonly fall?: number;
+  readonly [option: string]: unknown;
+}
+
+/** Mirror-only options. */
+export interface MirrorOptions {
+  /**
+   * Node id whose data wins at the very first start (when no node has ever held a role). Default: none,
+   * so the first start waits for an explicit `prim` command: choosing whose data wins is an admin decision.
+   */
+  readonly defaultPrimary?: string;
+  /**
+   * How long a starting node that was the last sole primary waits for its peer before going ALONE, ms.
+   * Default 3000: longer than a membership join (about 1 s with the LAN preset), so two nodes booted
+   * together see each other and pick one primary instead of both going ALONE and healing later.
+   */
+  readonly peerWait?: number;
+}
+
+/** A module as users write it (in code or in a file). */
+export interface ModuleDefinition {
+  /** Unique per node; `[A-Za-z0-9_.-]{1,64}`. */
+  readonly name: string;
+  readonly kind: "farm" | "mirror";
+  /** VIPs with prefix length, e.g. `198.18.0.100/24` or `fd00:4844::100/64`. Default: none. */
+  readonly vips?: readonly string[];
+  readonly hooks?: Partial<Record<HookName, HookSpec>>;
+  /** Default hook timeout, ms. Default 60 000: an app start on a loaded machine (as SafeKit's default). */
+  readonly hookTimeout?: number;
+  readonly restart?: Partial<RestartPolicy>;
+  readonly checkers?: readonly CheckerEntry[];
+  readonly mirror?: MirrorOptions;
+}
+
+/** A definition with every default filled in (output of {@link resolveModule}). */
+export interface ResolvedModule {
+  readonly name: string;
+  readonly kind: "farm" | "mirror";
+  readonly vips: readonly string[];
+  readonly hooks: Partial<Record<HookName, HookSpec>>;
+  readonly hookTimeout: number;
+  readonly restart: RestartPolicy;
+  readonly checkers: readonly CheckerEntry[];
+  readonly mirror: { readonly defaultPrimary?: string; readonly peerWait: number };
+}
+
+/** Defaults and named presets. */
+export const ModuleDefaults = {
+  hookTimeout: 60_000,
+  restart: { maxloop: 3, loopInterval: 24 * 3600_000 } as RestartPolicy,
+  peerWait: 3_000,
+} as const;
+
+/** Named restart presets (pass as `restart:`). */
+export const RestartPresets = {
+  /** SafeKit's default: 3 restarts in 24 h, then escalate. */
+  safekit: { maxloop: 3, loopInterval: 24 * 3600_000 } as RestartPolicy,
+  /** Escalate quickly: 1 restart in 10 min, then fail over (for apps that never heal by restarting). */
+  failFast: { maxloop: 1, loopInterval: 600_000 } as RestartPolicy,
+  /** Never restart locally: the first failure escalates at once. */
+  none: { maxloop: 0, loopInterval: 60_000 } as RestartPolicy,
+} as const;
+
+// ---- codecs ----------------------------------------------------------------------------------
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration: a number of ms, or a string such as `500ms`, `5s`, `2m`, `24h` (handy in YAML). */
+export const Duration = new t.Type<number, number, unknown>(
+  "duration (ms, or a string like \"5s\")",
+  (u): u is number => typeof u === "number" && Number.isFinite(u) && u >= 0,
+  (u, c) => {
+    if (typeof u === "number" && Number.isFinite(u) && u >= 0) return t.success(u);
+    if (typeof u === "string") {
+      const m = DURATION_RE.exec(u.trim());
+      if (m && m[1] !== undefined && m[2] !== undefined) return t.success(Math.round(Number(m[1]) * (UNIT_MS[m[2]] ?? 1)));
+    }
+    return t.failure(u, c);
+  },
+  (a) => a,
+);
+
+const NonNegInt = new t.Type<number, number, unknown>(
+  "non-negative integer",
+  (u): u is number => typeof u === "number" && Number.isInteger(u) && u >= 0,
+  (u, c) => (typeof u === "number" && Number.isInteger(u) && u >= 0 ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+const PosInt = new t.Type<number, number, unknown>(
+  "positive integer",
+  (u): u is number => typeof u === "number" && Number.isInteger(u) && u > 0,
+  (u, c) => (typeof u === "number" && Number.isInteger(u) && u > 0 ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+const ModuleName = new t.Type<string, string, unknown>(
+  "module name ([A-Za-z0-9_.-]{1,64})",
+  (u): u is string => typeof u === "string" && NAME_RE.test(u),
+  (u, c) => (typeof u === "string" && NAME_RE.test(u) ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+const IPV4_CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+const IPV6_CIDR = /^[0-9A-Fa-f:]+(?:\/(\d{1,3}))$/;
+function isVip(u: unknown): u is string {
+  if (typeof u !== "string") return false;
+  const m4 = IPV4_CIDR.exec(u);
+  if (m4) return m4.slice(1, 5).every((o) => Number(o) <= 255) && Number(m4[5]) <= 32;
+  const m6 = IPV6_CIDR.exec(u);
+  return !!m6 && u.includes(":") && Number(m6[1]) <= 128 && (u.split("::").length <= 2);
+}
+/** A VIP with its prefix length: `198.18.0.100/24` or `fd00:4844::100/64`. */
+export const Vip = new t.Type<string, string, unknown>(
+  "IP address with prefix length (e.g. 198.18.0.100/24)",
+  isVip,
+  (u, c) => (isVip(u) ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+const HookFn = new t.Type<HookFunction, HookFunction, unknown>(
+  "function",
+  (u): u is HookFunction => typeof u === "function",
+  (u, c) => (typeof u === "function" ? t.success(u as HookFunction) : t.failure(u, c)),
+  (a) => a,
+);
+
+const NonEmptyString = new t.Type<string, string, unknown>(
+  "non-empty string",
+  (u): u is string => typeof u === "string" && u.length > 0,
+  (u, c) => (typeof u === "string" && u.length > 0 ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+/**
+ * An optional field that adds no level to the error path (io-ts intersections and unions of
+ * `undefined` would add an index key or a second problem).
+ */
+function optional<C extends t.Mixed>(c: C): t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown> {
+  return new t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown>(
+    c.name,
+    (u): u is t.TypeOf<C> | undefined => u === undefined || c.is(u),
+    (u, ctx) => (u === undefined ? t.success(undefined) : c.validate(u, ctx)),
+    (a) => (a === undefined ? undefined : c.encode(a)),
+  );
+}
+
+/** Drops keys whose value is undefined (so optional fields stay absent). */
+function compact<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+export const HookSpecCodec = t.union([
+  NonEmptyString,
+  t.exact(t.type({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(Duration) })),
+  HookFn,
+  t.exact(t.type({ fn: HookFn, timeout: optional(Duration) })),
+]);
+
+const hookProps: Record<string, typeof HookSpecCodec> = {};
+for (const h of HOOK_NAMES) hookProps[h] = HookSpecCodec;
+export const HooksCodec = t.exact(t.partial(hookProps));
+
+export const CheckerActionCodec = t.keyof({ restart: null, stopstart: null, failover: null, stop: null, wait: null });
+
+/** A checker entry: known fields checked here; other keys are the probe's options (kept as they are). */
+export const CheckerEntryCodec = t.type({
+  type: NonEmptyString,
+  name: optional(NonEmptyString),
+  action: optional(CheckerActionCodec),
+  interval: optional(Duration),
+  timeout: optional(Duration),
+  rise: optional(PosInt),
+  fall: optional(PosInt),
+});
+
+export const ModuleDefinitionCodec = t.exact(
+  t.type({
+    name: ModuleName,
+    kind: t.keyof({ farm: null, mirror: null }),
+    vips: optional(t.array(Vip)),
+    hooks: optional(HooksCodec),
+    hookTimeout: optional(Duration),
+    restart: optional(t.exact(t.type({ maxloop: optional(NonNegInt), loopInterval: optional(Duration) }))),
+    checkers: optional(t.array(CheckerEntryCodec)),
+    mirror: optional(t.exact(t.type({ defaultPrimary: optional(NonEmptyString), peerWait: optional(Duration) }))),
+  }),
+);
+
+/** A file holding several modules: `{ modules: [ ... ] }`. */
+export const ModulesFileCodec = t.exact(t.type({ modules: t.array(ModuleDefinitionCodec) }));
+
+/** Validates one definition (code or file) and fills defaults. Throws a path-precise ConfigError. */
+export function resolveModule(input: unknown): ResolvedModule {
+  const d = decodeOrThrow(ModuleDefinitionCodec, input, "module definition") as ModuleDefinition;
+  return fillDefaults(d);
+}
+
+function fillDefaults(d: ModuleDefinition): ResolvedModule {
+  if (d.kind === "farm" && d.mirror !== undefined) {
+    throw new ConfigError("module definition", [
+      { path: "mirror", value: d.mirror, expected: "no mirror options on a farm module" },
+    ]);
+  }
+  return {
+    name: d.name,
+    kind: d.kind,
+    vips: d.vips ?? [],
+    hooks: Object.fromEntries(
+      Object.entries(d.hooks ?? {})
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => [k, typeof v === "object" ? compact(v) : v]),
+    ) as ResolvedModule["hooks"],
+    hookTimeout: d.hookTimeout ?? ModuleDefaults.hookTimeout,
+    restart: { ...ModuleDefaults.restart, ...compact(d.restart ?? {}) },
+    checkers: (d.checkers ?? []).map((c) => compact(c)),
+    mirror: {
+      ...(d.mirror?.defaultPrimary !== undefined ? { defaultPrimary: d.mirror.defaultPrimary } : {}),
+      peerWait: d.mirror?.peerWait ?? ModuleDefaults.peerWait,
+    },
+  };
+}
+
+/** Validates several modules of one node; names must be unique. */
+export function resolveModules(input: unknown): ResolvedModule[] {
+  const f = decodeOrThrow(ModulesFileCodec, input, "modules file");
+  const seen = new Map<string, number>();
+  const out: ResolvedModule[] = [];
+  f.modules.forEach((m, i) => {
+    const prev = seen.get(m.name);
+    if (prev !== undefined) {
+      throw new ConfigError("modules file", [
+        { path: `modules.${i}.name`, value: m.name, expected: `a name not already used by modules.${prev}` },
+      ]);
+    }
+    seen.set(m.name, i);
+    try {
+      out.push(fillDefaults(m as ModuleDefinition));
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        throw new ConfigError(
+          "modules file",
+          e.problems.map((p) => ({ ...p, path: `modules.${i}.${p.path}` })),
+        );
+      }
+      throw e;
+    }
+  });
+  return out;
+}
+
+/**
+ * Parses the text of a modules file (`format` from the file extension: `.json`, `.yaml`/`.yml`) and
+ * validates it with the same codec as definitions in code.
+ */
+export function parseModulesText(text: string, format: "json" | "yaml"): ResolvedModule[] {
+  let data: unknown;
+  try {
+    data = format === "json" ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new ConfigError("modules file", [
+      { path: "", value: undefined, expected: `valid ${format.toUpperCase()} (${(e as Error).message.split("\n")[0]})` },
+    ]);
+  }
+  return resolveModules(data);
+}
+
+/** Typed helper for definitions in code (checks the shape at compile time; validation at run time). */
+export function defineModule(def: ModuleDefinition): ModuleDefinition {
+  return def;
+}

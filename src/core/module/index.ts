@@ -1,0 +1,5 @@
+export * from "./types.js";
+export * from "./config.js";
+export * from "./policy.js";
+export * from "./machine.js";
+export * from "./log.js";

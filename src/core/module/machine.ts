@@ -1,0 +1,962 @@
+/**
+ * The module state machine: pure and deterministic. One instance per module per node.
+ *
+ * Inputs (each returns the effects to carry out, in order): {@link ModuleCore.tick},
+ * {@link ModuleCore.command}, {@link ModuleCore.view}, {@link ModuleCore.peerReport},
+ * {@link ModuleCore.checker}, {@link ModuleCore.hookDone}, {@link ModuleCore.replication}.
+ * The driver must call `tick(now)` before feeding any other input at a later time (the core has no clock).
+ *
+ * Effects order contract: the driver carries effects out one after the other, in the order returned.
+ * `runHook` is always the last effect of a batch that contains it: the driver runs the hook and feeds
+ * `hookDone` when it ends (success, failure or timeout). At most one hook runs at a time per module.
+ *
+ * ## Mirror rules (two nodes)
+ * - Very first start (no node has held a role): a node becomes primary only on an explicit `prim`
+ *   command, or if it is the configured `defaultPrimary`. The other becomes SECOND when it sees it.
+ * - A node whose data is marked not up to date never becomes primary unless `prim --force` (logged).
+ * - Two nodes in WAIT that see each other pick one primary with the same deterministic rank on both:
+ *   explicit claim first, then up-to-date data, then the higher generation, then the smaller node id.
+ * - Two primaries that see each other (simultaneous starts with reports in flight, or a partition heal
+ *   where both went ALONE) keep the higher generation, ties broken by the smaller node id; the loser stops
+ *   its app, drops the VIP and becomes SECOND, marked not up to date (it needs a resync).
+ * - Failover: the peer leaves the view (or stops, or yields) while it was primary: an in-sync SECOND
+ *   whose split-brain checker (if any) is ok goes ALONE, adds the VIP, starts the app.
+ * - Generation: bumped whenever a node becomes primary, and when a primary loses its in-sync secondary;
+ *   a secondary adopts the primary's generation when in sync. A peer with a higher generation than ours
+ *   means our copy is stale.
+ */
+import { CommandRefusedError } from "../errors.js";
+import type { CheckerVerdict } from "../checker.js";
+import type { ResolvedModule } from "./config.js";
+import { decideRestart } from "./policy.js";
+import type {
+  HookName,
+  MembershipView,
+  ModuleCommand,
+  ModuleEffect,
+  ModuleEvent,
+  ModuleReport,
+  ModuleState,
+  ModuleStatus,
+  PersistedModuleState,
+} from "./types.js";
+import { INITIAL_PERSISTED, isPrimaryState } from "./types.js";
+
+type Role = "prim" | "second" | "both";
+
+type Step =
+  | { readonly k: "hook"; readonly hook: HookName; readonly critical: boolean }
+  | { readonly k: "vip"; readonly op: "add" | "remove" }
+  | { readonly k: "state"; readonly to: ModuleState }
+  | { readonly k: "do"; readonly fn: () => void };
+
+interface Plan {
+  readonly target: ModuleState;
+  readonly cause: string;
+  readonly steps: Step[];
+  index: number;
+}
+
+export interface ModuleCoreOptions {
+  readonly module: ResolvedModule;
+  /** This node's id (as in the membership view). */
+  readonly nodeId: string;
+  /** State persisted by a previous run (effects `persist`). Default: a fresh node. */
+  readonly persisted?: PersistedModuleState;
+  /** The clock at creation, ms. Default 0. */
+  readonly now?: number;
+}
+
+interface PeerInfo {
+  readonly id: string;
+  readonly report: ModuleReport;
+}
+
+const MAX_SETTLE_ROUNDS = 16;
+
+export class ModuleCore {
+  readonly module: ResolvedModule;
+  readonly nodeId: string;
+  private now: number;
+  private p: PersistedModuleState;
+  private st: ModuleState = "STOP";
+  private reason = "not started";
+  private plan: Plan | null = null;
+  private pendingHook: HookName | null = null;
+  private pendingStop: string | null = null;
+  private running: Role | null = null;
+  private vipHeld = false;
+  private prestarted = false;
+  private viewMembers: Set<string> | null = null;
+  private readonly reports = new Map<string, ModuleReport>();
+  private readonly failing = new Map<string, CheckerVerdict>();
+  private deferred: CheckerVerdict | null = null;
+  private inSync = false;
+  /** Explicit `prim` pending (value: forced or not). */
+  private claim: { forced: boolean } | null = null;
+  private secondRequested = false;
+  private yielding = false;
+  private swapRequested = false;
+  private waitSince = 0;
+  private out: ModuleEffect[] = [];
+  private lastStatusKey = "";
+  private lastReportKey = "";
+  private lastPersistKey = "";
+
+  constructor(opts: ModuleCoreOptions) {
+    this.module = opts.module;
+    this.nodeId = opts.nodeId;
+    this.now = opts.now ?? 0;
+    this.p = { ...(opts.persisted ?? INITIAL_PERSISTED) };
+    this.lastPersistKey = JSON.stringify(this.p);
+    this.lastStatusKey = this.statusKey();
+  }
+
+  // ---- read-only views ------------------------------------------------------------------------
+
+  get status(): ModuleStatus {
+    const transient = this.plan !== null;
+    return {
+      module: this.module.name,
+      state: this.st,
+      ready: this.isReady(),
+      transient,
+      ...(transient && this.plan ? { next: this.plan.target } : {}),
+      reason: this.reason,
+    };
+  }
+
+  private isReady(): boolean {
+    if (this.plan) return false;
+    if (this.st === "PRIM" || this.st === "ALONE" || this.st === "UP") return true;
+    if (this.st === "SECOND") return this.inSync;
+    return false;
+  }
+
+  get persisted(): PersistedModuleState {
+    return this.p;
+  }
+
+  /** The report this node advertises for this module. */
+  get report(): ModuleReport {
+    const r: ModuleReport = {
+      module: this.module.name,
+      state: this.st,
+      ready: this.isReady(),
+      ...(this.plan ? { next: this.plan.target } : {}),
+      upToDate: this.p.upToDate && this.p.initialized,
+      generation: this.p.generation,
+      candidate: this.isCandidate(),
+      ...(this.claimActive() ? { claim: true } : {}),
+      ...(this.swapRequested ? { swap: true } : {}),
+    };
+    return r;
+  }
+
+  /** The hook the driver is running for this core, if any. */
+  get runningHook(): HookName | null {
+    return this.pendingHook;
+  }
+
+  /** Earliest time at which `tick` may change something (peerWait), or undefined. */
+  nextDeadline(): number | undefined {
+    if (this.module.kind === "mirror" && this.st === "WAIT" && !this.plan && this.p.soleOwner && !this.peer()) {
+      return this.waitSince + this.module.mirror.peerWait;
+    }
+    return undefined;
+  }
+
+  // ---- inputs ---------------------------------------------------------------------------------
+
+  tick(now: number): ModuleEffect[] {
+    return this.input(() => {
+      if (now > this.now) this.now = now;
+    });
+  }
+
+  /** Administrator command. Throws {@link CommandRefusedError} when the state does not allow it. */
+  command(cmd: ModuleCommand): ModuleEffect[] {
+    this.validate(cmd);
+    return this.input(() => this.applyCommand(cmd));
+  }
+
+  view(view: MembershipView): ModuleEffect[] {
+    return this.input(() => {
+      this.viewMembers = new Set(view.members.map((m) => m.id));
+      for (const id of [...this.reports.keys()]) if (!this.viewMembers.has(id)) this.reports.delete(id);
+    });
+  }
+
+  peerReport(node: string, report: ModuleReport): ModuleEffect[] {
+    return this.input(() => {
+      if (node === this.nodeId || report.module !== this.module.name) return;
+      if (this.viewMembers && !this.viewMembers.has(node)) return;
+      this.reports.set(node, report);
+    });
+  }
+
+  checker(verdict: CheckerVerdict): ModuleEffect[] {
+    return this.input(() => this.applyVerdict(verdict));
+  }
+
+  /** The replication layer's report (mirror): the secondary's copy is in sync with the primary, or not. */
+  replication(r: { inSync: boolean }): ModuleEffect[] {
+    return this.input(() => {
+      const peer = this.peer();
+      if (this.st === "SECOND" && !this.plan) {
+        if (r.inSync && peer && this.isPeerPrimary(peer)) {
+          this.inSync = true;
+          this.setP({ upToDate: true, initialized: true, generation: Math.max(this.p.generation, peer.report.generation) });
+          this.reason = `in sync with ${peer.id}`;
+        } else if (!r.inSync) {
+          this.inSync = false;
+          if (peer && this.isPeerPrimary(peer)) this.reason = `resync from ${peer.id} in progress`;
+        }
+      }
+      // A primary learns about its secondary's sync from the secondary's report (one source of truth).
+    });
+  }
+
+  /** A hook ended. `ok=false` covers a non-zero exit, an exception and a timeout (see `detail`). */
+  hookDone(hook: HookName, ok: boolean, detail: string): ModuleEffect[] {
+    return this.input(() => {
+      if (this.pendingHook !== hook || !this.plan) {
+        this.decision("warn", `ignored result of hook ${hook} (not running)`);
+        return;
+      }
+      this.pendingHook = null;
+      const step = this.plan.steps[this.plan.index - 1];
+      const critical = step?.k === "hook" && step.critical;
+      if (this.pendingStop !== null) {
+        const cause = this.pendingStop;
+        this.pendingStop = null;
+        this.event({ type: "hook", hook, ok, detail, cause: `then ${cause}` });
+        this.beginStop(cause);
+        return;
+      }
+      if (ok) {
+        this.event({ type: "hook", hook, ok, detail, cause: "continue" });
+        this.advance();
+        return;
+      }
+      if (!critical) {
+        this.event({ type: "hook", hook, ok, detail, cause: "stop hooks are best effort: continue" });
+        this.advance();
+        return;
+      }
+      if (hook === "prestart") {
+        this.event({ type: "hook", hook, ok, detail, cause: "-> stop" });
+        this.plan = null;
+        this.beginStop(`prestart failed: ${detail}`);
+        return;
+      }
+      this.onStartFailure(hook, detail);
+    });
+  }
+
+  // ---- input plumbing -------------------------------------------------------------------------
+
+  private input(fn: () => void): ModuleEffect[] {
+    this.out = [];
+    fn();
+    this.settle();
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+
+  private settle(): void {
+    for (let i = 0; i < MAX_SETTLE_ROUNDS; i++) {
+      if (this.plan) break;
+      const before = this.statusKey() + this.reportKeyNow();
+      if (this.deferred) {
+        const v = this.deferred;
+        this.deferred = null;
+        if (this.failing.has(v.checker)) this.applyVerdict(v);
+      } else {
+        this.reconcile();
+      }
+      this.touch();
+      if (this.statusKey() + this.reportKeyNow() === before && !this.plan) break;
+    }
+    this.touch();
+    const pk = JSON.stringify(this.p);
+    if (pk !== this.lastPersistKey) {
+      this.lastPersistKey = pk;
+      // Persist before advertising: a peer must never learn of a state we could forget in a crash.
+      const runIdx = this.out.findIndex((e) => e.type === "runHook");
+      const eff: ModuleEffect = { type: "persist", state: this.p };
+      if (runIdx >= 0) this.out.splice(runIdx, 0, eff);
+      else this.out.push(eff);
+    }
+    const rk = this.reportKeyNow();
+    if (rk !== this.lastReportKey) {
+      this.lastReportKey = rk;
+      const eff: ModuleEffect = { type: "advertise", report: this.report };
+      const runIdx = this.out.findIndex((e) => e.type === "runHook");
+      if (runIdx >= 0) this.out.splice(runIdx, 0, eff);
+      else this.out.push(eff);
+    }
+  }
+
+  private reportKeyNow(): string {
+    return JSON.stringify(this.report);
+  }
+
+  private statusKey(): string {
+    const s = this.status;
+    return `${s.state}|${s.ready}|${s.transient}|${s.next ?? ""}`;
+  }
+
+  /** Emits a state event if the visible status changed. */
+  private touch(): void {
+    const key = this.statusKey();
+    if (key === this.lastStatusKey) return;
+    const [from] = this.lastStatusKey.split("|") as [ModuleState];
+    this.lastStatusKey = key;
+    const s = this.status;
+    this.event({
+      type: "state",
+      from,
+      to: s.state,
+      ready: s.ready,
+      transient: s.transient,
+      ...(s.next !== undefined ? { next: s.next } : {}),
+      cause: this.reason,
+    });
+  }
+
+  private event(e: ModuleEvent): void {
+    this.out.push({ type: "emit", event: e });
+  }
+
+  private decision(level: "info" | "warn" | "error", cause: string): void {
+    this.event({ type: "decision", level, cause });
+  }
+
+  private setP(patch: Partial<PersistedModuleState>): void {
+    this.p = { ...this.p, ...patch };
+  }
+
+  // ---- plans ----------------------------------------------------------------------------------
+
+  private begin(target: ModuleState, cause: string, steps: Step[]): void {
+    this.plan = { target, cause, steps, index: 0 };
+    this.reason = cause;
+    this.touch();
+    this.advance();
+  }
+
+  private advance(): void {
+    while (this.plan && this.plan.index < this.plan.steps.length) {
+      const plan = this.plan;
+      const step = plan.steps[plan.index++] as Step;
+      switch (step.k) {
+        case "hook": {
+          if (this.module.hooks[step.hook] === undefined) continue;
+          this.pendingHook = step.hook;
+          this.out.push({ type: "runHook", hook: step.hook, state: this.st, nextState: plan.target, reason: plan.cause });
+          return;
+        }
+        case "vip":
+          if (step.op === "add" && !this.vipHeld) {
+            this.vipHeld = true;
+            if (this.module.vips.length > 0) this.out.push({ type: "addVip" });
+          } else if (step.op === "remove" && this.vipHeld) {
+            this.vipHeld = false;
+            if (this.module.vips.length > 0) this.out.push({ type: "removeVip" });
+          }
+          break;
+        case "state":
+          this.st = step.to;
+          if (step.to === "WAIT") this.waitSince = this.now;
+          break;
+        case "do":
+          step.fn();
+          break;
+      }
+      if (this.plan !== plan) return; // a step replaced the plan (and advanced it)
+    }
+    if (this.plan) {
+      const done = this.plan;
+      this.plan = null;
+      this.reason = done.cause;
+      this.touch();
+    }
+  }
+
+  private stopSteps(): Step[] {
+    const steps: Step[] = [];
+    if (this.running) steps.push({ k: "hook", hook: `stop_${this.running}` as HookName, critical: false });
+    steps.push({ k: "do", fn: () => (this.running = null) });
+    steps.push({ k: "vip", op: "remove" });
+    if (this.prestarted) {
+      steps.push({ k: "hook", hook: "poststop", critical: false });
+      steps.push({ k: "do", fn: () => (this.prestarted = false) });
+    }
+    return steps;
+  }
+
+  private beginStop(cause: string): void {
+    const wasSecond = this.running === "second" || this.st === "SECOND";
+    const peer = this.peer();
+    const handsOver = isPrimaryState(this.st) && !!peer && peer.report.state === "SECOND" && peer.report.ready;
+    if (this.module.kind === "mirror" && this.p.initialized && (wasSecond || handsOver)) {
+      // The peer goes on without us: our copy will be stale.
+      this.setP({ upToDate: false, soleOwner: false });
+    }
+    this.clearIntents();
+    this.begin("STOP", cause, [...this.stopSteps(), { k: "state", to: "STOP" }]);
+  }
+
+  private beginStart(cause: string): void {
+    this.begin("WAIT", cause, [
+      { k: "do", fn: () => (this.prestarted = true) },
+      { k: "hook", hook: "prestart", critical: true },
+      { k: "state", to: "WAIT" },
+      { k: "do", fn: () => (this.inSync = false) },
+    ]);
+  }
+
+  private clearIntents(): void {
+    this.claim = null;
+    this.secondRequested = false;
+    this.yielding = false;
+    this.swapRequested = false;
+  }
+
+  /** Leaves the current role (app stopped, VIP removed) and waits. */
+  private beginLeave(cause: string): void {
+    const steps: Step[] = [];
+    if (this.running) steps.push({ k: "hook", hook: `stop_${this.running}` as HookName, critical: false });
+    steps.push({ k: "do", fn: () => (this.running = null) });
+    steps.push({ k: "vip", op: "remove" });
+    steps.push({ k: "state", to: "WAIT" });
+    this.inSync = false;
+    this.begin("WAIT", cause, steps);
+  }
+
+  /** Becomes primary: PRIM when the peer is (becoming) secondary, else ALONE. */
+  private beginPrimary(cause: string): void {
+    const peer = this.peer();
+    const to = peer && (peer.report.state === "SECOND" || peer.report.next === "SECOND") ? "PRIM" : "ALONE";
+    const peerGen = peer ? peer.report.generation : 0;
+    this.setP({
+      initialized: true,
+      upToDate: true,
+      generation: Math.max(this.p.generation, peerGen) + 1,
+      soleOwner: true,
+    });
+    this.claim = null;
+    this.yielding = false;
+    this.swapRequested = false;
+    this.secondRequested = false;
+    this.inSync = false;
+    const steps: Step[] = [];
+    if (this.running === "second") steps.push({ k: "hook", hook: "stop_second", critical: false });
+    steps.push({ k: "do", fn: () => (this.running = "prim") });
+    steps.push({ k: "vip", op: "add" });
+    steps.push({ k: "hook", hook: "start_prim", critical: true });
+    steps.push({ k: "state", to });
+    steps.push({ k: "do", fn: () => this.out.push({ type: "resetCheckers" }) });
+    this.begin(to, cause, steps);
+  }
+
+  private beginSecond(cause: string): void {
+    this.setP({ upToDate: false, soleOwner: false });
+    this.claim = null;
+    this.yielding = false;
+    this.secondRequested = false;
+    this.swapRequested = false;
+    this.inSync = false;
+    const steps: Step[] = [];
+    if (this.running === "prim") steps.push({ k: "hook", hook: "stop_prim", critical: false });
+    steps.push({ k: "vip", op: "remove" });
+    steps.push({ k: "do", fn: () => (this.running = "second") });
+    steps.push({ k: "hook", hook: "start_second", critical: true });
+    steps.push({ k: "state", to: "SECOND" });
+    this.begin("SECOND", cause, steps);
+  }
+
+  private beginUp(cause: string): void {
+    this.begin("UP", cause, [
+      { k: "do", fn: () => (this.running = "both") },
+      { k: "hook", hook: "start_both", critical: true },
+      { k: "vip", op: "add" },
+      { k: "state", to: "UP" },
+      { k: "do", fn: () => this.out.push({ type: "resetCheckers" }) },
+    ]);
+  }
+
+  /** Local restart of the current role (hooks only, no role change). */
+  private beginRestart(cause: string, target: ModuleState): void {
+    const role = this.running ?? this.roleOf(target);
+    if (!role) return;
+    this.begin(target, cause, [
+      { k: "hook", hook: `stop_${role}` as HookName, critical: false },
+      { k: "do", fn: () => (this.running = role) },
+      ...(role === "prim" || role === "both" ? [{ k: "vip", op: "add" } as Step] : []),
+      { k: "hook", hook: `start_${role}` as HookName, critical: true },
+      { k: "state", to: target },
+      { k: "do", fn: () => this.out.push({ type: "resetCheckers" }) },
+    ]);
+  }
+
+  private roleOf(s: ModuleState): Role | null {
+    if (s === "PRIM" || s === "ALONE") return "prim";
+    if (s === "SECOND") return "second";
+    if (s === "UP") return "both";
+    return null;
+  }
+
+  /** Primary hands the role over to an in-sync secondary (swap, failover on a checker). */
+  private beginYield(cause: string): void {
+    this.setP({ soleOwner: false });
+    this.yielding = true;
+    const steps: Step[] = [];
+    if (this.running) steps.push({ k: "hook", hook: `stop_${this.running}` as HookName, critical: false });
+    steps.push({ k: "do", fn: () => (this.running = null) });
+    steps.push({ k: "vip", op: "remove" });
+    steps.push({ k: "state", to: "WAIT" });
+    this.begin("WAIT", cause, steps);
+  }
+
+  // ---- policy ---------------------------------------------------------------------------------
+
+  private onStartFailure(hook: HookName, detail: string): void {
+    const target = this.plan?.target ?? this.st;
+    this.plan = null;
+    const d = decideRestart(this.p.restarts, this.module.restart, this.now);
+    if (d.allowed) {
+      this.setP({ restarts: d.history });
+      this.event({ type: "hook", hook, ok: false, detail, cause: `-> restart (${d.text})` });
+      this.beginRestart(`${hook} failed: ${detail} -> restart (${d.text})`, target);
+      return;
+    }
+    this.event({ type: "hook", hook, ok: false, detail, cause: `-> ${this.escalation()} (restart budget exhausted: ${d.text})` });
+    this.escalate(`${hook} failed: ${detail}; restart budget exhausted (${d.text})`);
+  }
+
+  private escalation(): string {
+    return this.canFailOver() ? "failover" : "stop";
+  }
+
+  private canFailOver(): boolean {
+    if (this.module.kind !== "mirror" || this.running !== "prim") return false;
+    const peer = this.peer();
+    return !!peer && peer.report.state === "SECOND" && peer.report.ready;
+  }
+
+  private escalate(cause: string): void {
+    if (this.canFailOver()) this.beginYield(`${cause} -> failover to ${this.peer()?.id}`);
+    else this.beginStop(`${cause} -> stop`);
+  }
+
+  private applyVerdict(v: CheckerVerdict): void {
+    if (v.ok) {
+      const was = this.failing.delete(v.checker);
+      if (was) this.event({ type: "checker", checker: v.checker, ok: true, action: v.action, reason: v.reason, cause: "ok again" });
+      return;
+    }
+    const isNew = !this.failing.has(v.checker);
+    this.failing.set(v.checker, v);
+    const splitBrain = this.isSplitBrain(v.checker);
+    if (splitBrain || v.action === "wait") {
+      if (isNew) {
+        const cause = splitBrain ? "split-brain witness unreachable: this node will not go ALONE" : "-> wait";
+        this.event({ type: "checker", checker: v.checker, ok: false, action: v.action, reason: v.reason, cause });
+      }
+      return; // reconcile() applies it
+    }
+    if (this.st === "STOP") return;
+    if (this.plan) {
+      this.deferred = v; // applied when the transition ends, if still failing
+      return;
+    }
+    const appRuns = this.st === "PRIM" || this.st === "ALONE" || this.st === "UP";
+    if (v.action === "stop") {
+      this.event({ type: "checker", checker: v.checker, ok: false, action: v.action, reason: v.reason, cause: "-> stop" });
+      this.beginStop(`${v.checker} failed: ${v.reason} -> stop`);
+      return;
+    }
+    if (!appRuns) {
+      this.event({
+        type: "checker",
+        checker: v.checker,
+        ok: false,
+        action: v.action,
+        reason: v.reason,
+        cause: `ignored in ${this.st} (the app does not run here)`,
+      });
+      return;
+    }
+    this.failing.delete(v.checker); // a restart/failover consumes the failure; resetCheckers re-arms the probe
+    if ((v.action === "stopstart" || v.action === "failover") && this.canFailOver()) {
+      const cause = `-> failover to ${this.peer()?.id}`;
+      this.event({ type: "checker", checker: v.checker, ok: false, action: v.action, reason: v.reason, cause });
+      this.beginYield(`${v.checker} failed: ${v.reason} ${cause}`);
+      return;
+    }
+    const d = decideRestart(this.p.restarts, this.module.restart, this.now);
+    if (d.allowed) {
+      this.setP({ restarts: d.history });
+      const cause = `-> restart (${d.text})`;
+      this.event({ type: "checker", checker: v.checker, ok: false, action: v.action, reason: v.reason, cause });
+      this.beginRestart(`${v.checker} failed: ${v.reason} ${cause}`, this.st);
+      return;
+    }
+    const cause = `-> ${this.escalation()} (restart budget exhausted: ${d.text})`;
+    this.event({ type: "checker", checker: v.checker, ok: false, action: v.action, reason: v.reason, cause });
+    this.escalate(`${v.checker} failed: ${v.reason}; restart budget exhausted (${d.text})`);
+  }
+
+  private isSplitBrain(name: string): boolean {
+    const entry = this.module.checkers.find((c) => c.name === name);
+    const type = entry?.type ?? name.split(":")[0];
+    return type === "split-brain" || type === "splitbrain";
+  }
+
+  private waitBlocker(): CheckerVerdict | undefined {
+    for (const v of this.failing.values()) if (v.action === "wait" && !this.isSplitBrain(v.checker)) return v;
+    return undefined;
+  }
+
+  private splitBrainFailing(): CheckerVerdict | undefined {
+    for (const v of this.failing.values()) if (this.isSplitBrain(v.checker)) return v;
+    return undefined;
+  }
+
+  // ---- peers ----------------------------------------------------------------------------------
+
+  /** The mirror peer: another node in the view that reports this module in a state other than STOP. */
+  private peer(): PeerInfo | undefined {
+    const ids = [...this.reports.keys()].sort();
+    for (const id of ids) {
+      const r = this.reports.get(id);
+      if (r && r.state !== "STOP") return { id, report: r };
+    }
+    return undefined;
+  }
+
+  private isPeerPrimary(peer: PeerInfo): boolean {
+    return isPrimaryState(peer.report.state) || isPrimaryState(peer.report.next);
+  }
+
+  private claimActive(): boolean {
+    if (this.module.kind !== "mirror") return false;
+    if (this.claim) return true;
+    return !this.p.initialized && this.module.mirror.defaultPrimary === this.nodeId;
+  }
+
+  private isCandidate(): boolean {
+    if (this.module.kind !== "mirror" || this.st === "STOP") return false;
+    if (this.secondRequested || this.yielding || this.waitBlocker()) return false;
+    return this.claimActive() || (this.p.initialized && this.p.upToDate);
+  }
+
+  /** Deterministic rank (same result on both nodes): true when this node beats the peer. */
+  private beats(peer: PeerInfo): boolean {
+    const me = this.report;
+    const a = [me.claim ? 1 : 0, me.upToDate ? 1 : 0, me.generation];
+    const b = [peer.report.claim ? 1 : 0, peer.report.upToDate ? 1 : 0, peer.report.generation];
+    for (let i = 0; i < a.length; i++) {
+      if ((a[i] as number) !== (b[i] as number)) return (a[i] as number) > (b[i] as number);
+    }
+    return this.nodeId < peer.id;
+  }
+
+  // ---- reconcile: decide what to do when no transition runs -----------------------------------
+
+  private reconcile(): void {
+    if (this.plan || this.st === "STOP") return;
+    const blocker = this.waitBlocker();
+    if (blocker && this.st !== "WAIT") {
+      this.beginLeave(`${blocker.checker} failed: ${blocker.reason} -> wait`);
+      return;
+    }
+    if (this.module.kind === "farm") return this.reconcileFarm();
+    return this.reconcileMirror();
+  }
+
+  private reconcileFarm(): void {
+    if (this.st === "WAIT") {
+      const blocker = this.waitBlocker();
+      if (blocker) {
+        this.reason = `waiting: ${blocker.checker} failed (${blocker.reason})`;
+        return;
+      }
+      this.beginUp(this.reason.startsWith("waiting:") ? "checkers ok -> start" : this.reason);
+    }
+  }
+
+  private reconcileMirror(): void {
+    const peer = this.peer();
+    const peerPrimary = !!peer && this.isPeerPrimary(peer);
+    // A peer with newer data makes ours stale.
+    if (peer && peer.report.generation > this.p.generation && this.p.upToDate && !isPrimaryState(this.st)) {
+      this.setP({ upToDate: false });
+      this.decision("info", `peer ${peer.id} has generation ${peer.report.generation} > ${this.p.generation}: local copy not up to date`);
+    }
+    switch (this.st) {
+      case "WAIT":
+        return this.reconcileWait(peer, peerPrimary);
+      case "SECOND":
+        return this.reconcileSecond(peer, peerPrimary);
+      case "PRIM":
+      case "ALONE":
+        return this.reconcilePrimary(peer, peerPrimary);
+      default:
+        return;
+    }
+  }
+
+  private reconcileWait(peer: PeerInfo | undefined, peerPrimary: boolean): void {
+    const blocker = this.waitBlocker();
+    if (blocker) {
+      this.reason = `waiting: ${blocker.checker} failed (${blocker.reason})`;
+      return;
+    }
+    if (peer && peerPrimary) {
+      this.beginSecond(`peer ${peer.id} is ${peer.report.next ?? peer.report.state} -> secondary`);
+      return;
+    }
+    if (this.yielding) {
+      if (!peer) {
+        this.yielding = false;
+      } else if (!(peer.report.state === "SECOND" && peer.report.ready)) {
+        this.yielding = false;
+        this.decision("warn", `handover: peer ${peer.id} no longer in sync -> take the role back`);
+      } else {
+        this.reason = `handing over to ${peer.id}`;
+        return;
+      }
+    }
+    if (this.secondRequested) {
+      this.reason = "waiting for a primary (second requested)";
+      return;
+    }
+    if (this.claim) {
+      if (!this.claim.forced && this.p.initialized && !this.p.upToDate) {
+        this.claim = null;
+        this.decision("warn", "prim cancelled: this node's data is no longer up to date");
+      } else {
+        this.beginPrimary(this.claim.forced ? "command prim --force" : "command prim");
+        return;
+      }
+    }
+    if (!this.p.initialized && !this.claimActive()) {
+      this.reason = "first start: waiting for `prim` on the node whose data wins";
+      return;
+    }
+    if (!this.isCandidate()) {
+      this.reason = "not up to date: waiting for a primary to resync from (or `prim --force`)";
+      return;
+    }
+    if (peer) {
+      if (peer.report.state === "SECOND" || !peer.report.candidate || this.beats(peer)) {
+        const why = this.claimActive() && !this.p.initialized ? `first start, default primary` : `rank over ${peer.id}`;
+        this.beginPrimary(`${why} -> primary`);
+      } else {
+        this.reason = `peer ${peer.id} ranks first: waiting for it to become primary`;
+      }
+      return;
+    }
+    if (this.claimActive()) {
+      this.beginPrimary("first start, default primary, no peer -> alone");
+      return;
+    }
+    if (!this.p.soleOwner) {
+      this.reason = "waiting for the peer (it may hold newer data; `prim` to make this node primary)";
+      return;
+    }
+    if (this.now - this.waitSince >= this.module.mirror.peerWait) {
+      this.beginPrimary(`no peer after ${this.module.mirror.peerWait}ms and this node was the last primary -> alone`);
+    } else {
+      this.reason = `waiting ${this.module.mirror.peerWait}ms for the peer`;
+    }
+  }
+
+  private reconcileSecond(peer: PeerInfo | undefined, peerPrimary: boolean): void {
+    if (peer && peerPrimary) {
+      if (this.swapRequested && !this.inSync) this.swapRequested = false;
+      return;
+    }
+    this.swapRequested = false;
+    const why = !peer ? "primary lost" : `peer ${peer.id} is ${peer.report.state}`;
+    if (peer && peer.report.candidate && peer.report.state === "WAIT") {
+      this.reason = `${why}; waiting for it to become primary`;
+      return;
+    }
+    if (!(this.inSync && this.p.upToDate)) {
+      this.beginLeave(`${why}; local copy not in sync: cannot take over -> wait`);
+      return;
+    }
+    const sb = this.splitBrainFailing();
+    if (!peer && sb) {
+      this.reason = `${why}; split-brain witness unreachable (${sb.reason}): not going ALONE`;
+      return;
+    }
+    this.beginPrimary(`${why} -> failover`);
+  }
+
+  private reconcilePrimary(peer: PeerInfo | undefined, peerPrimary: boolean): void {
+    if (peer && peerPrimary) {
+      if (!this.beats(peer)) {
+        this.setP({ upToDate: false, soleOwner: false });
+        this.beginSecond(
+          `two primaries: peer ${peer.id} wins (generation ${peer.report.generation} vs ${this.p.generation}) -> secondary, resync needed`,
+        );
+      } else {
+        this.reason = `two primaries: this node wins over ${peer.id}`;
+      }
+      return;
+    }
+    const secondReady = !!peer && peer.report.state === "SECOND" && peer.report.ready;
+    if (peer && peer.report.swap && secondReady) {
+      this.beginYield(`swap requested by ${peer.id} -> hand over`);
+      return;
+    }
+    if (secondReady) {
+      if (this.p.soleOwner) this.setP({ soleOwner: false });
+    } else if (!this.p.soleOwner) {
+      // The in-sync secondary is gone or fell behind: our data moves on without it.
+      this.setP({ soleOwner: true, generation: this.p.generation + 1 });
+      this.decision("info", `secondary ${peer ? `${peer.id} not in sync` : "lost"} -> generation ${this.p.generation}`);
+    }
+    const secondish = !!peer && (peer.report.state === "SECOND" || peer.report.next === "SECOND");
+    if (this.st === "PRIM" && !secondish) {
+      this.st = "ALONE";
+      this.reason = peer ? `peer ${peer.id} is ${peer.report.state} -> alone` : "secondary lost -> alone";
+    } else if (this.st === "ALONE" && secondish && peer) {
+      this.st = "PRIM";
+      this.reason = `peer ${peer.id} is ${peer.report.next ?? peer.report.state}`;
+    }
+  }
+
+  // ---- commands -------------------------------------------------------------------------------
+
+  private validate(cmd: ModuleCommand): void {
+    const refuse = (why: string) => {
+      throw new CommandRefusedError(`${this.module.name}: ${cmd.type}${cmd.type === "prim" && cmd.force ? " --force" : ""} refused: ${why}`);
+    };
+    const mirrorOnly = cmd.type === "swap" || cmd.type === "prim" || cmd.type === "second";
+    if (mirrorOnly && this.module.kind !== "mirror") refuse("only for mirror modules");
+    if (cmd.type === "forcestop" || cmd.type === "stop") return;
+    if (this.plan) refuse(`transition in progress (${this.st} -> ${this.plan.target}); use stop or forcestop`);
+    const peer = this.peer();
+    switch (cmd.type) {
+      case "start":
+        if (this.st !== "STOP") refuse(`already started (${this.st})`);
+        return;
+      case "restart":
+        if (!this.roleOf(this.st)) refuse(`nothing to restart in ${this.st}`);
+        return;
+      case "stopstart":
+        if (this.st === "STOP") refuse("module is stopped: use start");
+        return;
+      case "swap":
+        if (isPrimaryState(this.st)) {
+          if (!(peer && peer.report.state === "SECOND" && peer.report.ready)) refuse("no in-sync secondary to hand over to");
+        } else if (this.st === "SECOND") {
+          if (!peer || !this.isPeerPrimary(peer)) refuse("no primary to swap with");
+          if (!this.inSync) refuse("this secondary is not in sync");
+        } else refuse(`not possible in ${this.st}`);
+        return;
+      case "prim":
+        if (isPrimaryState(this.st)) refuse(`already primary (${this.st})`);
+        if (peer && this.isPeerPrimary(peer)) refuse(`peer ${peer.id} is primary: use swap`);
+        if (this.st === "SECOND" && !this.inSync && !cmd.force) refuse("this secondary is not in sync: use prim --force");
+        if (this.p.initialized && !this.p.upToDate && !cmd.force) {
+          refuse(`this node's data is not up to date (generation ${this.p.generation}); prim --force makes it win`);
+        }
+        return;
+      case "second":
+        if (this.st === "SECOND") refuse("already secondary");
+        if (isPrimaryState(this.st) && !(peer && peer.report.state === "SECOND" && peer.report.ready)) {
+          refuse("no in-sync secondary to hand over to");
+        }
+        return;
+    }
+  }
+
+  private applyCommand(cmd: ModuleCommand): void {
+    const force = cmd.type === "prim" && cmd.force === true;
+    this.event({ type: "command", command: cmd.type, ...(force ? { force } : {}), cause: `command ${cmd.type}${force ? " --force" : ""}` });
+    if (cmd.type !== "forcestop" && this.p.restarts.length > 0) this.setP({ restarts: [] }); // an admin command resets the count
+    const cause = `command ${cmd.type}${force ? " --force" : ""}`;
+    switch (cmd.type) {
+      case "start":
+        this.clearIntents();
+        this.beginStart(cause);
+        return;
+      case "stop":
+        if (this.st === "STOP" && !this.plan) return;
+        if (this.pendingHook) {
+          this.pendingStop = cause;
+          return;
+        }
+        this.plan = null;
+        this.beginStop(cause);
+        return;
+      case "forcestop": {
+        if (this.pendingHook) this.out.push({ type: "cancelHook", hook: this.pendingHook });
+        this.pendingHook = null;
+        this.pendingStop = null;
+        this.plan = null;
+        if (this.vipHeld) {
+          this.vipHeld = false;
+          if (this.module.vips.length > 0) this.out.push({ type: "removeVip" });
+        }
+        if (this.module.kind === "mirror" && this.p.initialized && (this.running === "second" || this.st === "SECOND")) {
+          this.setP({ upToDate: false, soleOwner: false });
+        }
+        if (this.running) this.decision("warn", `forcestop: stop hooks not run; the app (${this.running}) may still run`);
+        this.running = null;
+        this.prestarted = false;
+        this.clearIntents();
+        this.st = "STOP";
+        this.reason = cause;
+        return;
+      }
+      case "restart":
+        this.beginRestart(cause, this.st);
+        return;
+      case "stopstart":
+        this.beginStop(cause);
+        this.plan?.steps.push({ k: "do", fn: () => this.beginStart(cause) });
+        if (this.plan === null && this.st === "STOP") this.beginStart(cause);
+        return;
+      case "swap":
+        if (isPrimaryState(this.st)) this.beginYield(`${cause} -> hand over to ${this.peer()?.id}`);
+        else {
+          this.swapRequested = true;
+          this.reason = `${cause}: asked ${this.peer()?.id} to hand over`;
+        }
+        return;
+      case "prim":
+        this.claim = { forced: force };
+        this.secondRequested = false;
+        if (force) {
+          const stale = this.p.initialized && !this.p.upToDate;
+          this.decision(
+            "warn",
+            stale
+              ? `prim --force: this node's data (generation ${this.p.generation}) wins although not up to date; the peer's newer changes will be discarded`
+              : "prim --force",
+          );
+        }
+        if (this.st === "STOP") this.beginStart(cause);
+        else if (this.st === "SECOND") this.beginPrimary(cause);
+        return;
+      case "second":
+        this.claim = null;
+        if (isPrimaryState(this.st)) {
+          this.beginYield(`${cause} -> hand over to ${this.peer()?.id}`);
+          return;
+        }
+        this.secondRequested = true;
+        if (this.st === "STOP") this.beginStart(cause);
+        return;
+    }
+  }
+}
