@@ -1,0 +1,3 @@
+export * from "./config.js";
+export * from "./wire.js";
+export * from "./membership.js";
