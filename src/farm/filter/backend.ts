@@ -18,6 +18,11 @@ export interface FilterCounters {
   readonly keptSocket?: number;
   /** Owned-bucket mid-flow TCP packets without a local socket, dropped (eBPF, userspace). */
   readonly droppedOrphan?: number;
+  /**
+   * nftables only: mid-flow TCP of a foreign bucket with no local socket, dropped in prerouting (these are
+   * counted as accepted in the per-bucket counters, which are taken at netdev ingress before the decision).
+   */
+  readonly droppedDeferred?: number;
 }
 
 /** Where and what to filter. */

@@ -1,0 +1,206 @@
+/**
+ * nftables backend: the same decision as the eBPF program, as nftables rules generated here and loaded
+ * with `nft -f` (one atomic transaction each time).
+ *
+ * Layout (two tables per filter instance, replaced atomically on start, deleted on stop):
+ * - `table netdev holdfast_<inst>`, ingress hook on the interface, priority -500 (before anything else):
+ *   VIP packets get `meta pkttype set host`, then `meta mark set jhash <key> mod 256 seed S offset TAG`
+ *   (the same key and bucket as src/core/buckets.ts), then owned (`meta mark @mine`) -> accept,
+ *   foreign -> drop. ICMP errors and IPv6 ND are accepted on every node. Per-bucket named counters
+ *   (`a<b>` accepted, `d<b>` dropped) through objref maps keyed by the mark.
+ * - Mid-flow TCP (not SYN-only) cannot be decided at netdev (no socket lookup there): it is counted as
+ *   accepted, tagged (mark | 0x100) and decided in `table inet holdfast_<inst>` at prerouting priority
+ *   -300 (before conntrack) with the `socket` expression: foreign bucket + local socket -> accept
+ *   (established flows survive a bucket move), foreign without socket -> drop, owned without socket ->
+ *   drop (strictTcp: no RST for another node's flow).
+ *
+ * Known differences from the eBPF backend: the mark of VIP packets is overwritten (nftables has no scratch
+ * register that survives to prerouting); `socket` also finds a listener bound to the VIP itself, so with
+ * this backend TCP services should listen on the wildcard address (a listener on the VIP would answer a
+ * foreign mid-flow packet with RST); mid-flow TCP dropped in prerouting is counted in `droppedOrphan` /
+ * the inet table's counters, while the per-bucket counters count it as accepted.
+ */
+import { execFile } from "node:child_process";
+import { BUCKET_COUNT, parseIp, formatIp, type BalanceBy } from "../../core/buckets.js";
+import { NotSupportedError } from "../../core/errors.js";
+import type { FilterBackend, FilterBackendOptions, FilterCounters } from "./backend.js";
+import type { FilterConfig } from "./decision.js";
+
+/** The mark value of bucket 0 (`offset` of the jhash expression): "HF" in the high half. */
+export const NFT_MARK_TAG = 0x48460000;
+/** Added to the mark of mid-flow TCP deferred to the prerouting chain. */
+export const NFT_MARK_DEFERRED = 0x100;
+
+const hex = (n: number): string => `0x${(n >>> 0).toString(16)}`;
+
+/** The table name for an instance (letters, digits, `_` only). */
+export function nftTableName(instance = "holdfast"): string {
+  return `holdfast_${instance.replace(/[^A-Za-z0-9_]/g, "_")}`.slice(0, 64);
+}
+
+function hashExpr(family: 4 | 6, by: BalanceBy, proto: "tcp" | "udp" | undefined, seed: number): string {
+  const addr = family === 4 ? "ip saddr" : "ip6 saddr";
+  const key = by === "address+port" && proto ? `${addr} . ${proto} sport` : addr;
+  return `meta mark set jhash ${key} mod ${BUCKET_COUNT} seed ${hex(seed)} offset ${hex(NFT_MARK_TAG)}`;
+}
+
+/** Generates the complete ruleset (both tables) for a configuration: the text given to `nft -f`. */
+export function nftRuleset(iface: string, cfg: FilterConfig, instance?: string): string {
+  const table = nftTableName(instance);
+  const seed = (cfg.seed ?? 0) >>> 0;
+  const strict = cfg.strictTcp ?? true;
+  const def = cfg.defaultBy ?? "address";
+  const vips = cfg.vips.map((v) => parseIp(v));
+  const v4 = vips.filter((a) => a.length === 4).map(formatIp);
+  const v6 = vips.filter((a) => a.length === 16).map(formatIp);
+  const L: string[] = [];
+  // Create-then-delete makes the delete safe when the table does not exist: a stale table of a crashed run
+  // is replaced in the same transaction that installs the new one.
+  L.push(`table netdev ${table} {}`, `delete table netdev ${table}`, `table inet ${table} {}`, `delete table inet ${table}`);
+  L.push(`table netdev ${table} {`);
+  L.push(`  set mine { type mark; }`);
+  for (let b = 0; b < BUCKET_COUNT; b++) L.push(`  counter a${b} {}`, `  counter d${b} {}`);
+  L.push(`  counter broadcast {}`);
+  const elems = (p: string): string =>
+    Array.from({ length: BUCKET_COUNT }, (_, b) => `${hex(NFT_MARK_TAG + b)} : "${p}${b}"`).join(", ");
+  L.push(`  map acc { type mark : counter; elements = { ${elems("a")} } }`);
+  L.push(`  map drp { type mark : counter; elements = { ${elems("d")} } }`);
+  L.push(`  chain ingress {`, `    type filter hook ingress device "${iface}" priority -500; policy accept;`);
+  if (v4.length) L.push(`    ip daddr { ${v4.join(", ")} } jump vip4`);
+  if (v6.length) L.push(`    ip6 daddr { ${v6.join(", ")} } jump vip6`);
+  L.push(`  }`);
+  for (const family of [4, 6] as const) {
+    const ip = family === 4 ? "ip" : "ip6";
+    const protoMatch = (p: "tcp" | "udp"): string => (family === 4 ? `ip protocol ${p}` : `ip6 nexthdr ${p}`);
+    L.push(`  chain vip${family} {`, `    meta pkttype set host`);
+    if (family === 4) {
+      L.push(`    ip frag-off & 0x3fff != 0 ${hashExpr(4, "address", undefined, seed)} goto decide`);
+      L.push(`    ip protocol icmp icmp type { 3, 4, 11, 12 } counter name "broadcast" accept`);
+    } else {
+      L.push(`    ip6 nexthdr ipv6-frag ${hashExpr(6, "address", undefined, seed)} goto decide`);
+      L.push(`    ip6 nexthdr ipv6-icmp icmpv6 type { 1, 2, 3, 4, 133-137 } counter name "broadcast" accept`);
+    }
+    for (const r of cfg.rules) {
+      if (r.vip !== undefined && parseIp(r.vip).length !== (family === 4 ? 4 : 16)) continue;
+      if (r.vip === undefined && !(family === 4 ? v4 : v6).length) continue;
+      const dst = r.vip !== undefined ? `${ip} daddr ${formatIp(parseIp(r.vip))} ` : "";
+      const next = r.protocol === "tcp" ? "decide_tcp" : "decide";
+      L.push(`    ${dst}${protoMatch(r.protocol)} ${r.protocol} dport ${r.port} ${hashExpr(family, r.by, r.protocol, seed)} goto ${next}`);
+    }
+    L.push(`    ${protoMatch("tcp")} ${hashExpr(family, def, "tcp", seed)} goto decide_tcp`);
+    L.push(`    ${protoMatch("udp")} ${hashExpr(family, def, "udp", seed)} goto decide`);
+    L.push(`    ${hashExpr(family, "address", undefined, seed)} goto decide`);
+    L.push(`  }`);
+  }
+  L.push(`  chain decide_tcp {`);
+  L.push(`    tcp flags & (syn | ack) != syn counter name meta mark map @acc meta mark set meta mark | ${hex(NFT_MARK_DEFERRED)} accept`);
+  L.push(`    goto decide`, `  }`);
+  L.push(`  chain decide {`, `    meta mark @mine counter name meta mark map @acc accept`, `    counter name meta mark map @drp drop`, `  }`);
+  L.push(`}`);
+  L.push(`table inet ${table} {`);
+  L.push(`  set mine { type mark; }`, `  counter kept {}`, `  counter orphan {}`, `  counter foreign {}`);
+  L.push(`  chain pre {`, `    type filter hook prerouting priority -300; policy accept;`);
+  L.push(`    meta mark & 0xffffff00 != ${hex(NFT_MARK_TAG + NFT_MARK_DEFERRED)} accept`);
+  L.push(`    meta mark @mine jump owned`);
+  L.push(`    socket wildcard 0 counter name "kept" accept`);
+  L.push(`    counter name "foreign" drop`, `  }`);
+  L.push(`  chain owned {`);
+  if (strict) L.push(`    socket wildcard 0 accept`, `    counter name "orphan" drop`);
+  else L.push(`    accept`);
+  L.push(`  }`, `}`);
+  return L.join("\n") + "\n";
+}
+
+/** The transaction that swaps the owned set (both tables) atomically. */
+export function nftOwnedUpdate(mask: Uint8Array, instance?: string): string {
+  const table = nftTableName(instance);
+  const owned: number[] = [];
+  mask.forEach((v, b) => {
+    if (v) owned.push(b);
+  });
+  const L = [`flush set netdev ${table} mine`, `flush set inet ${table} mine`];
+  if (owned.length) {
+    L.push(`add element netdev ${table} mine { ${owned.map((b) => hex(NFT_MARK_TAG + b)).join(", ")} }`);
+    L.push(`add element inet ${table} mine { ${owned.map((b) => hex(NFT_MARK_TAG + NFT_MARK_DEFERRED + b)).join(", ")} }`);
+  }
+  return L.join("\n") + "\n";
+}
+
+/** Runs `nft` (inside a network namespace when `netns` is a path), feeding `input` on stdin. */
+export function runNft(args: readonly string[], input: string | undefined, netns?: string): Promise<string> {
+  const [cmd, argv] = netns ? ["nsenter", [`--net=${netns}`, "nft", ...args]] : ["nft", [...args]];
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, argv, { maxBuffer: 64 * 1024 * 1024, timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err) reject(Object.assign(new Error(`nft ${args.join(" ")}: ${stderr.trim() || err.message}`), { cause: err }));
+      else resolve(stdout);
+    });
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
+
+interface NftCounterJson {
+  counter?: { name: string; family: string; packets: number };
+}
+
+/** The nftables backend. */
+export class NftablesBackend implements FilterBackend {
+  readonly name = "nftables" as const;
+  readonly #opts: FilterBackendOptions;
+  #started = false;
+
+  constructor(opts: FilterBackendOptions) {
+    this.#opts = opts;
+  }
+
+  async start(): Promise<void> {
+    const table = nftTableName(this.#opts.instance);
+    let stale = false;
+    try {
+      const list = await runNft(["list", "tables"], undefined, this.#opts.netns);
+      stale = list.includes(` ${table}\n`) || list.endsWith(` ${table}`);
+    } catch (err) {
+      throw new NotSupportedError("nftables", `cannot run nft: ${(err as Error).message}`, { cause: err });
+    }
+    if (stale) this.#opts.log?.(`filter: replacing stale nftables tables ${table} left by an earlier run`);
+    try {
+      await runNft(["-f", "-"], nftRuleset(this.#opts.iface, this.#opts.config, this.#opts.instance), this.#opts.netns);
+    } catch (err) {
+      throw new NotSupportedError("nftables", `cannot load the farm ruleset: ${(err as Error).message}`, { cause: err });
+    }
+    this.#started = true;
+  }
+
+  async setOwned(mask: Uint8Array): Promise<void> {
+    if (!this.#started) throw new Error("nftables backend not started");
+    await runNft(["-f", "-"], nftOwnedUpdate(mask, this.#opts.instance), this.#opts.netns);
+  }
+
+  async counters(): Promise<FilterCounters> {
+    const table = nftTableName(this.#opts.instance);
+    const read = async (family: string): Promise<Map<string, number>> => {
+      const out = await runNft(["-j", "list", "counters", "table", family, table], undefined, this.#opts.netns);
+      const m = new Map<string, number>();
+      for (const item of (JSON.parse(out) as { nftables: NftCounterJson[] }).nftables) {
+        if (item.counter) m.set(item.counter.name, item.counter.packets);
+      }
+      return m;
+    };
+    const nd = await read("netdev");
+    const inet = await read("inet");
+    return {
+      accepted: Array.from({ length: BUCKET_COUNT }, (_, b) => nd.get(`a${b}`) ?? 0),
+      dropped: Array.from({ length: BUCKET_COUNT }, (_, b) => nd.get(`d${b}`) ?? 0),
+      broadcast: nd.get("broadcast") ?? 0,
+      keptSocket: inet.get("kept") ?? 0,
+      droppedOrphan: inet.get("orphan") ?? 0,
+      droppedDeferred: inet.get("foreign") ?? 0,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#started) return;
+    this.#started = false;
+    const table = nftTableName(this.#opts.instance);
+    await runNft(["-f", "-"], [`table netdev ${table} {}`, `delete table netdev ${table}`, `table inet ${table} {}`, `delete table inet ${table}`].join("\n") + "\n", this.#opts.netns);
+  }
+}
