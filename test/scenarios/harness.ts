@@ -11,7 +11,7 @@
  *   hooks ok                                         complete every running hook with success, repeatedly
  *   tick <ms>                                        advance the clock
  *   lose <a> <b> | heal <a> <b>                      cut / restore connectivity between two nodes
- *   crash <node> | boot <node>                       kill a node (keeps its persisted state) / start it again
+ *   crash <node>... | boot <node>                    kill nodes at once (persisted state kept) / start one again
  *   checker <node> <name> ok | checker <node> <name> fail <action> [reason...]
  *   sync <node> | unsync <node>                      replication reports in sync / not in sync
  *   status                                           print every node's status
@@ -97,7 +97,7 @@ export class Harness {
       case "heal":
         return this.link(args[0]!, args[1]!, true);
       case "crash":
-        return this.crash(args[0]!);
+        return this.crash(...args);
       case "boot":
         return this.boot(args[0]!);
       case "checker":
@@ -261,10 +261,13 @@ export class Harness {
     this.pushViews();
   }
 
-  crash(id: string): void {
-    const n = this.node(id);
-    n.alive = false;
-    n.lastReport = undefined;
+  /** Crashes one or several nodes at the same instant. */
+  crash(...ids: string[]): void {
+    for (const id of ids) {
+      const n = this.node(id);
+      n.alive = false;
+      n.lastReport = undefined;
+    }
     this.pushViews();
   }
 

@@ -284,7 +284,8 @@ export class ModuleCore {
     if (pk !== this.lastPersistKey) {
       this.lastPersistKey = pk;
       // Persist before advertising: a peer must never learn of a state we could forget in a crash.
-      const runIdx = this.out.findIndex((e) => e.type === "runHook");
+      // ... and before acting on it (VIP, hooks).
+      const runIdx = this.out.findIndex((e) => e.type === "runHook" || e.type === "addVip" || e.type === "removeVip");
       const eff: ModuleEffect = { type: "persist", state: this.p };
       if (runIdx >= 0) this.out.splice(runIdx, 0, eff);
       else this.out.push(eff);
@@ -782,7 +783,11 @@ export class ModuleCore {
       return;
     }
     this.swapRequested = false;
-    const why = !peer ? "primary lost" : `peer ${peer.id} is ${peer.report.state}`;
+    const why = !peer
+      ? "primary lost"
+      : peer.report.state === "WAIT"
+        ? `peer ${peer.id} left the primary role (WAIT)`
+        : `peer ${peer.id} is ${peer.report.state}`;
     if (peer && peer.report.candidate && peer.report.state === "WAIT") {
       this.reason = `${why}; waiting for it to become primary`;
       return;
@@ -803,8 +808,9 @@ export class ModuleCore {
     if (peer && peerPrimary) {
       if (!this.beats(peer)) {
         this.setP({ upToDate: false, soleOwner: false });
+        const tie = peer.report.generation === this.p.generation ? ", tie broken by node id" : "";
         this.beginSecond(
-          `two primaries: peer ${peer.id} wins (generation ${peer.report.generation} vs ${this.p.generation}) -> secondary, resync needed`,
+          `two primaries: peer ${peer.id} wins (generation ${peer.report.generation} vs ${this.p.generation}${tie}) -> secondary, resync needed`,
         );
       } else {
         this.reason = `two primaries: this node wins over ${peer.id}`;
