@@ -154,7 +154,7 @@ export class NftablesBackend implements FilterBackend {
 
   async start(): Promise<void> {
     const table = nftTableName(this.#opts.instance);
-    let stale = false;
+    let stale: boolean;
     try {
       const list = await runNft(["list", "tables"], undefined, this.#opts.netns);
       stale = list.includes(` ${table}\n`) || list.endsWith(` ${table}`);
