@@ -207,6 +207,9 @@ function defaultPrefixOf(ns: string): string | undefined {
  */
 export function cleanStaleLabsSync(opts: { prefix?: string } = {}): string[] {
   const stale = new Set<string>();
+  // Namespaces first, markers second: a lab writes its marker before its first namespace, so any lab
+  // namespace listed here has its marker visible below (no race with a lab being created meanwhile).
+  const all = listNamespaces();
   let markers: string[];
   try {
     markers = readdirSync(MARKER_DIR).filter((f) => f.endsWith(".pid"));
@@ -215,7 +218,6 @@ export function cleanStaleLabsSync(opts: { prefix?: string } = {}): string[] {
   }
   const marked = new Set(markers.map((f) => f.slice(0, -".pid".length)));
   for (const p of marked) if (!markerOwnerAlive(p)) stale.add(p);
-  const all = listNamespaces();
   for (const ns of all) {
     const p = defaultPrefixOf(ns);
     if (p !== undefined && !marked.has(p)) stale.add(p);

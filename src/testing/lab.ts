@@ -91,6 +91,56 @@ export interface LabOptions {
   mountBpffs?: boolean;
 }
 
+/**
+ * Mount options of {@link Lab.exec} and {@link Lab.spawn}. Either one runs the command in a private mount
+ * namespace of its own (`unshare --mount --propagation slave`: the host's later mounts still show inside,
+ * nothing mounted inside leaks out).
+ */
+export interface LabMountOptions {
+  /**
+   * Mount a sysfs of the host's network namespace on /sys, so that /sys/class/net shows the namespace's
+   * interfaces (as `ip netns exec` does), and put the host's /sys/fs/bpf back on top of it so that BPF pins
+   * stay shared. Other mounts under /sys (cgroups) are hidden. Default false.
+   */
+  ownSysfs?: boolean;
+  /**
+   * Bind mounts, target path (inside) -> source path (on the host), both absolute and existing: e.g. give
+   * each node its own data directory at the same path. Default none.
+   */
+  binds?: Record<string, string>;
+}
+
+/** Options of {@link Lab.spawn}. */
+export interface LabSpawnOptions extends LabMountOptions {
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  /** Working directory; default this process's. */
+  cwd?: string;
+}
+
+/** Options of {@link Lab.exec} and {@link Lab.sh}. */
+export interface LabExecOptions extends LabSpawnOptions {
+  /** Kill the command's process group after this long and report code 124. Default 30 000 ms. */
+  timeoutMs?: number;
+  /** Written to the command's stdin (then closed). Default: stdin is /dev/null. */
+  input?: string;
+}
+
+/**
+ * Run by `sh -c` inside a fresh mount namespace: `$1` = 1 to mount the namespace's own sysfs, `$2` = number of
+ * bind pairs, then the pairs (source, target), then the command. Keeps the pid (every step `exec`s).
+ */
+const PRIVATE_MOUNTS_SCRIPT = `set -e
+own=$1; n=$2; shift 2
+while [ "$n" -gt 0 ]; do mount --bind "$1" "$2"; shift 2; n=$((n - 1)); done
+if [ "$own" = 1 ]; then
+  keep=
+  if mountpoint -q /sys/fs/bpf; then keep=$(mktemp -d /tmp/holdfast-lab-bpf.XXXXXX); mount --bind /sys/fs/bpf "$keep"; fi
+  mount -t sysfs sysfs /sys
+  if [ -n "$keep" ]; then mount --move "$keep" /sys/fs/bpf; rmdir "$keep"; fi
+fi
+exec "$@"`;
+
 /** Bounds of {@link LabOptions}, set by the address plan (see the table in the module comment). */
 export const LAB_LIMITS = { nodes: 90, clients: 55, networks: 16 } as const;
 
@@ -200,6 +250,7 @@ export class Lab implements Teardown {
   private cuts: Cut[] = [];
   private readonly nftReady = new Set<string>();
   private nftQueue: Promise<void> = Promise.resolve();
+  private readonly spawnOptions = new WeakMap<LabProcess, LabSpawnOptions>();
   private destroyed = false;
   private ownsMarker = false;
 
@@ -257,7 +308,10 @@ export class Lab implements Teardown {
     if (taken.length > 0) {
       throw new ConfigError("lab options", [{ path: "prefix", value: this.prefix, expected: `a prefix no namespace uses (found ${taken.join(", ")})` }]);
     }
-    if (o.mountBpffs) await ensureBpffs();
+    if (o.mountBpffs) {
+      // Not fatal: everything but BPF pinning works without it, and BPF tests report what is missing.
+      await ensureBpffs().catch(() => false);
+    }
     for (const h of this.hosts) mkdirSync(this.dir(h), { recursive: true });
 
     // 1. All namespaces in one ip process.
@@ -406,18 +460,51 @@ export class Lab implements Teardown {
     return ["nsenter", `--net=${join(NETNS_DIR, host.ns)}`, "--"];
   }
 
+  /** The full argv (nsenter, and unshare when mounts are asked for) that runs `argv` in `host`. */
+  private wrap(host: LabHost, argv: readonly string[], opts: LabMountOptions): string[] {
+    const binds = Object.entries(opts.binds ?? {});
+    if (!opts.ownSysfs && binds.length === 0) return [...this.nsenterArgs(host), ...argv];
+    for (const [target, source] of binds) {
+      if (!target.startsWith("/") || !source.startsWith("/")) {
+        throw new RangeError(`binds need absolute paths, got ${JSON.stringify(target)} -> ${JSON.stringify(source)}`);
+      }
+    }
+    return [
+      ...this.nsenterArgs(host),
+      "unshare",
+      "--mount",
+      "--propagation",
+      "slave",
+      "--",
+      "sh",
+      "-c",
+      PRIVATE_MOUNTS_SCRIPT,
+      "lab-mounts",
+      opts.ownSysfs ? "1" : "0",
+      String(binds.length),
+      ...binds.flatMap(([target, source]) => [source, target]),
+      ...argv,
+    ];
+  }
+
   /**
    * Runs `argv` to completion inside the host's namespace. Never throws on a non-zero exit: the code is in the
    * result (124 on timeout, default 30 s, after killing the command's process group).
    */
-  exec(host: LabHost, argv: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
+  async exec(host: LabHost, argv: string[], opts: LabExecOptions = {}): Promise<ExecResult> {
     this.check(host, 0);
-    const [cmd, ...args] = [...this.nsenterArgs(host), ...argv];
-    return runCommand(cmd as string, args, { timeoutMs: opts.timeoutMs ?? 30_000, ...(opts.input === undefined ? {} : { input: opts.input }) });
+    if (argv.length === 0) throw new RangeError("exec needs a command");
+    const [cmd, ...args] = this.wrap(host, argv, opts);
+    return runCommand(cmd as string, args, {
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      env: { ...process.env, ...opts.env },
+      ...(opts.input === undefined ? {} : { input: opts.input }),
+      ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+    });
   }
 
   /** `bash -c script` inside the host's namespace (see {@link exec}). */
-  sh(host: LabHost, script: string, opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
+  sh(host: LabHost, script: string, opts: LabExecOptions = {}): Promise<ExecResult> {
     return this.exec(host, ["bash", "-c", script], opts);
   }
 
@@ -425,12 +512,13 @@ export class Lab implements Teardown {
    * Starts `argv` inside the host's namespace, detached in its own process group, and tracks it until
    * {@link destroy}. `env` is added to this process's environment; `cwd` defaults to this process's.
    */
-  spawn(host: LabHost, argv: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): LabProcess {
+  spawn(host: LabHost, argv: string[], opts: LabSpawnOptions = {}): LabProcess {
     this.check(host, 0);
     if (argv.length === 0) throw new RangeError("spawn needs a command");
-    const [cmd, ...args] = [...this.nsenterArgs(host), ...argv];
+    const [cmd, ...args] = this.wrap(host, argv, opts);
     const p = new TrackedProcess(host, argv, cmd as string, args, { env: { ...process.env, ...opts.env }, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
     this.procs.add(p);
+    this.spawnOptions.set(p, { ...opts });
     void p.exited.then(() => {
       // Forget it once it is gone for good (leader exited and no group member holds its pipes).
       const forget = (): void => {
@@ -440,6 +528,15 @@ export class Lab implements Teardown {
       forget();
     });
     return p;
+  }
+
+  /**
+   * Starts `p`'s command again on the same host with the same options (a node restarting after a crash).
+   * Kills what is left of `p`'s process group first.
+   */
+  respawn(p: LabProcess): LabProcess {
+    signalGroup(p.pid, "SIGKILL");
+    return this.spawn(p.host, [...p.argv], this.spawnOptions.get(p) ?? {});
   }
 
   /** The processes spawned in `host` (or in the whole lab) that are still tracked. */

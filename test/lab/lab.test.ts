@@ -309,6 +309,46 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
       }
     });
 
+    it("ownSysfs shows the namespace's own /sys/class/net and keeps the host's /sys/fs/bpf; binds give per-node paths", async () => {
+      const probe = `/sys/fs/bpf/${lab.prefix}probe2`;
+      mkdirSync(probe);
+      const target = mkdtempSync(join(tmpdir(), "hf-lab-bind-"));
+      try {
+        // Without the option: the host's sysfs (its interfaces, not eth1 of the namespace with the lab's MAC).
+        const plain = await lab.sh(n1, `cat /sys/class/net/${lab.iface(n1, 1)}/address 2>/dev/null || echo none`);
+        expect(plain.stdout.trim()).not.toBe(lab.mac(n1, 1));
+        const own = await lab.sh(n1, `cat /sys/class/net/${lab.iface(n1, 1)}/address; stat -f -c %T /sys/fs/bpf; ls /sys/fs/bpf`, { ownSysfs: true });
+        expect(own.code, own.stderr).toBe(0);
+        expect(own.stdout.split("\n").slice(0, 2)).toEqual([lab.mac(n1, 1), "bpf_fs"]);
+        expect(own.stdout).toContain(`${lab.prefix}probe2`);
+        // Two nodes write "the same" path; each lands in its own directory, the host's path stays empty.
+        for (const h of [n0, n1]) {
+          const r = await lab.sh(h, `echo ${h.name} > ${target}/who`, { binds: { [target]: lab.dir(h) } });
+          expect(r.code, r.stderr).toBe(0);
+          expect(readFileSync(join(lab.dir(h), "who"), "utf8")).toBe(`${h.name}\n`);
+        }
+        expect(existsSync(join(target, "who"))).toBe(false);
+        // And the host's mounts are untouched.
+        expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(target);
+      } finally {
+        rmdirSync(probe);
+        rmSync(target, { recursive: true, force: true });
+      }
+    });
+
+    it("respawn starts a killed process again with the same command and options", async () => {
+      const p = lab.spawn(n2, ["bash", "-c", 'echo "pid $$ env $HF_X"; exec sleep 300'], { env: { HF_X: "kept" } });
+      const first = await p.waitForLine(/pid (\d+) env (\w+)/, 5_000);
+      p.kill();
+      await p.exited;
+      const q = lab.respawn(p);
+      const again = await q.waitForLine(/pid (\d+) env (\w+)/, 5_000);
+      expect(again[2]).toBe("kept");
+      expect(again[1]).not.toBe(first[1]);
+      expect(q.host).toBe(n2);
+      q.kill();
+    });
+
     it("rejects hosts and networks that are not in the lab", async () => {
       expect(() => lab.addr(n0, 2)).toThrow(RangeError);
       expect(() => lab.addr({ name: "n9", ns: `${lab.prefix}n9`, kind: "node", index: 9 })).toThrow(RangeError);
