@@ -1,0 +1,156 @@
+// Runs examples/membership-node.ts in lab namespaces and follows each node's JSON event lines.
+// Shared by the membership lab tests, the demo and bench/detect.ts.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { generateKey } from "../../../src/runtime/crypto.js";
+import type { Lab, LabHost, LabProcess } from "../../../src/testing/lab.js";
+
+export const REPO = resolve(import.meta.dirname, "../../..");
+
+export interface NodeLine {
+  t: number;
+  type: string;
+  node?: string;
+  cause?: string;
+  reason?: string;
+  members?: string[];
+  agreed?: boolean;
+  epoch?: number;
+  incarnation?: number;
+  [k: string]: unknown;
+}
+
+export class ClusterNode {
+  lines: NodeLine[] = [];
+  proc: LabProcess | null = null;
+  private waiters: { pred: (l: NodeLine) => boolean; from: number; resolve: (l: NodeLine) => void }[] = [];
+  constructor(
+    readonly id: string,
+    readonly host: LabHost,
+  ) {}
+
+  attach(proc: LabProcess): void {
+    this.proc = proc;
+    void (async () => {
+      for await (const raw of proc.lines()) {
+        let l: NodeLine;
+        try {
+          l = JSON.parse(raw) as NodeLine;
+        } catch {
+          continue;
+        }
+        this.lines.push(l);
+        const idx = this.lines.length - 1;
+        this.waiters = this.waiters.filter((w) => {
+          if (idx >= w.from && w.pred(l)) {
+            w.resolve(l);
+            return false;
+          }
+          return true;
+        });
+      }
+    })();
+  }
+
+  /** Resolves with the first line from index `from` on that matches; rejects after `timeoutMs`. */
+  waitFor(pred: (l: NodeLine) => boolean, timeoutMs: number, from = 0, what = "event"): Promise<NodeLine> {
+    const found = this.lines.slice(from).find(pred);
+    if (found) return Promise.resolve(found);
+    return new Promise((res, rej) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        rej(new Error(`${this.id}: no ${what} within ${timeoutMs} ms; last lines:\n${this.lines.slice(-8).map((l) => JSON.stringify(l)).join("\n")}`));
+      }, timeoutMs);
+      const done = (l: NodeLine) => {
+        clearTimeout(timer);
+        res(l);
+      };
+      this.waiters.push({ pred, from, resolve: done });
+    });
+  }
+
+  mark(): number {
+    return this.lines.length;
+  }
+}
+
+export interface ClusterOptions {
+  networks?: number;
+  preset?: "lan" | "wan" | "slow";
+  port?: number;
+  /** Use the lab's nodes [0, count). Default all. */
+  count?: number;
+}
+
+/** A membership cluster of real processes, one per lab node. */
+export class MembershipCluster {
+  readonly nodes: ClusterNode[];
+  readonly dir: string;
+  readonly configPath: string;
+
+  private constructor(
+    readonly lab: Lab,
+    hosts: readonly LabHost[],
+    opts: ClusterOptions,
+  ) {
+    const networks = opts.networks ?? 1;
+    this.dir = mkdtempSync(join(tmpdir(), "holdfast-cluster-"));
+    this.configPath = join(this.dir, "cluster.json");
+    const cfg = {
+      clusterId: `lab-${lab.prefix}`,
+      key: generateKey(),
+      port: opts.port ?? 4844,
+      preset: opts.preset ?? "lan",
+      nodes: hosts.map((h) => ({ id: h.name, addresses: [...Array(networks).keys()].map((n) => lab.addr(h, n)) })),
+    };
+    writeFileSync(this.configPath, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+    this.nodes = hosts.map((h) => new ClusterNode(h.name, h));
+  }
+
+  static async start(lab: Lab, opts: ClusterOptions = {}): Promise<MembershipCluster> {
+    const hosts = lab.nodes.slice(0, opts.count ?? lab.nodes.length);
+    const c = new MembershipCluster(lab, hosts, opts);
+    for (const n of c.nodes) c.spawn(n);
+    await Promise.all(c.nodes.map((n) => n.waitFor((l) => l.type === "ready", 30_000, 0, "ready")));
+    return c;
+  }
+
+  spawn(n: ClusterNode): void {
+    const proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", join(REPO, "examples/membership-node.ts"), "--config", this.configPath, "--node", n.id], { cwd: REPO });
+    n.attach(proc);
+  }
+
+  /** Starts a node again (after a kill) and waits until it is ready. */
+  async restart(n: ClusterNode): Promise<number> {
+    const from = n.mark();
+    this.spawn(n);
+    await n.waitFor((l) => l.type === "ready", 30_000, from, "ready after restart");
+    return from;
+  }
+
+  node(id: string): ClusterNode {
+    const n = this.nodes.find((x) => x.id === id);
+    if (!n) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  /** Waits until each of `who` reports an agreed view with exactly `members`. */
+  async waitView(who: ClusterNode[], members: string[], timeoutMs: number, from?: Map<ClusterNode, number>): Promise<void> {
+    const want = [...members].sort().join(",");
+    await Promise.all(
+      who.map((n) => n.waitFor((l) => l.type === "viewChange" && l.agreed === true && (l.members ?? []).join(",") === want, timeoutMs, from?.get(n) ?? 0, `agreed view [${want}]`)),
+    );
+  }
+
+  marks(): Map<ClusterNode, number> {
+    return new Map(this.nodes.map((n) => [n, n.mark()]));
+  }
+
+  /** Stops every node process (SIGKILL) and removes the config directory. */
+  async stop(): Promise<void> {
+    for (const n of this.nodes) n.proc?.kill("SIGKILL");
+    await Promise.all(this.nodes.map((n) => n.proc?.exited));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
