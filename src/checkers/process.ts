@@ -25,25 +25,34 @@ export interface ProcessProbeOptions {
   readonly procRoot?: string;
 }
 
-interface ProcInfo {
-  readonly pid: number;
-  readonly comm: string;
-  readonly cmdline: string;
-}
-
-async function readProc(root: string, pid: number): Promise<ProcInfo | undefined> {
+/** Whether the process is alive (not a zombie or dead), from `/proc/PID/stat`. */
+async function isLive(root: string, pid: number): Promise<boolean> {
   try {
     const stat = await readFile(`${root}/${pid}/stat`, "utf8");
-    // Format: "pid (comm) S ...": comm may hold spaces and parentheses, so split on the last ')'.
-    const close = stat.lastIndexOf(")");
-    const state = stat.slice(close + 2, close + 3);
-    if (state === "Z" || state === "X" || state === "x") return undefined;
-    const comm = stat.slice(stat.indexOf("(") + 1, close);
-    const raw = await readFile(`${root}/${pid}/cmdline`, "utf8");
-    const cmdline = raw.replace(/\0+$/, "").split("\0").join(" ");
-    return { pid, comm, cmdline };
+    // Format: "pid (comm) S ...": comm may hold spaces and parentheses, so look after the last ')'.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X" && state !== "x";
   } catch {
-    return undefined; // gone meanwhile, or not readable
+    return false; // gone meanwhile
+  }
+}
+
+/** `/proc/PID/comm` without its newline, or undefined when the process is gone. */
+async function readComm(root: string, pid: number): Promise<string | undefined> {
+  try {
+    return (await readFile(`${root}/${pid}/comm`, "utf8")).replace(/\n$/, "");
+  } catch {
+    return undefined;
+  }
+}
+
+/** The command line, arguments joined by spaces ("" for kernel threads and zombies). */
+async function readCmdline(root: string, pid: number): Promise<string | undefined> {
+  try {
+    const raw = await readFile(`${root}/${pid}/cmdline`, "utf8");
+    return raw.replace(/\0+$/, "").split("\0").join(" ");
+  } catch {
+    return undefined;
   }
 }
 
@@ -88,20 +97,24 @@ export class ProcessProbe implements Probe {
     } else {
       pids = (await readdir(root)).filter((d) => /^\d+$/.test(d)).map(Number);
     }
-    let count = 0;
-    const matched: number[] = [];
-    for (const pid of pids) {
-      if (signal.aborted) throw signal.reason;
-      if (pid === process.pid) continue;
-      const info = await readProc(root, pid);
-      if (info === undefined) continue;
-      const hit =
-        this.#opts.name !== undefined ? info.comm === this.#opts.name : this.#re !== undefined ? this.#re.test(info.cmdline) : true;
-      if (hit) {
-        count++;
-        if (matched.length < 5) matched.push(pid);
-      }
-    }
+    // Filter every candidate in parallel on one small file (comm or cmdline), then check liveness of the hits.
+    const candidates = pids.filter((pid) => pid !== process.pid);
+    const matches = await Promise.all(
+      candidates.map(async (pid) => {
+        if (this.#opts.name !== undefined) return (await readComm(root, pid)) === this.#opts.name;
+        if (this.#re !== undefined) {
+          const cmd = await readCmdline(root, pid);
+          return cmd !== undefined && this.#re.test(cmd);
+        }
+        return true;
+      }),
+    );
+    if (signal.aborted) throw signal.reason;
+    const hits = candidates.filter((_, i) => matches[i] === true);
+    const live = await Promise.all(hits.map((pid) => isLive(root, pid)));
+    const alive = hits.filter((_, i) => live[i] === true);
+    const count = alive.length;
+    const matched = alive.slice(0, 5);
     const ok = count >= this.#min && count <= this.#max;
     const bounds =
       this.#max === Number.POSITIVE_INFINITY

@@ -191,9 +191,10 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     } catch (err) {
       ok = false;
       hitTimeout = err instanceof ProbeTimeout || ac.signal.reason instanceof ProbeTimeout;
+      const probe = this.options.probe.name;
       detail = hitTimeout
-        ? `${this.name} timed out after ${timeout} ms${err instanceof ProbeTimeout ? "" : ` (${messageOf(err)})`}`
-        : `${this.name} failed: ${messageOf(err)}`;
+        ? `${probe} timed out after ${timeout} ms${err instanceof ProbeTimeout ? "" : ` (${messageOf(err)})`}`
+        : `${probe} failed: ${messageOf(err)}`;
     } finally {
       clearTimeout(timer);
       if (this.#current === ac) this.#current = undefined;
