@@ -79,9 +79,13 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
+/** How long {@link runCommand} waits for the output pipes to close after the command exited. */
+const EXIT_GRACE_MS = 200;
+
 /**
  * Runs `cmd args` to completion in its own process group, collecting output. Never throws or rejects:
  * a command that cannot start yields code 127, a timeout kills the whole group and yields code 124.
+ * Background jobs the command leaves behind do not delay the result (see EXIT_GRACE_MS) and keep running.
  */
 export function runCommand(
   cmd: string,
@@ -115,9 +119,20 @@ export function runCommand(
     child.stdout?.on("data", (b: Buffer) => out.push(b));
     child.stderr?.on("data", (b: Buffer) => err.push(b));
     child.on("error", (e) => finish(127, `${cmd}: ${e.message}\n`));
-    child.on("close", (code, signal) => {
+    const conclude = (code: number | null, signal: NodeJS.Signals | null): void => {
       if (timedOut) finish(124, `[lab] ${cmd} timed out after ${opts.timeoutMs} ms\n`);
       else finish(code ?? (signal ? 128 + signalNumber(signal) : 1));
+    };
+    child.on("close", conclude);
+    // A background job started by the command (`daemon &`) may keep the output pipes open: do not wait for
+    // it. Shortly after the command itself exits, report what it wrote and let the job run on.
+    child.on("exit", (code, signal) => {
+      setTimeout(() => {
+        if (settled) return;
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        conclude(code, signal);
+      }, EXIT_GRACE_MS).unref();
     });
     if (opts.input !== undefined && child.stdin) {
       child.stdin.on("error", () => undefined); // EPIPE when the command does not read its input

@@ -489,7 +489,9 @@ export class Lab implements Teardown {
 
   /**
    * Runs `argv` to completion inside the host's namespace. Never throws on a non-zero exit: the code is in the
-   * result (124 on timeout, default 30 s, after killing the command's process group).
+   * result (124 on timeout, default 30 s, after killing the command's process group). A background job it
+   * starts (`sh(host, "daemon &")`) does not delay the result; it keeps running untracked until it ends,
+   * {@link signalHost} or {@link destroy} (which kills everything in the lab's namespaces).
    */
   async exec(host: LabHost, argv: string[], opts: LabExecOptions = {}): Promise<ExecResult> {
     this.check(host, 0);

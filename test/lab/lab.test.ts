@@ -288,6 +288,15 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
       const slow = await lab.exec(c0, ["sleep", "30"], { timeoutMs: 200 });
       expect(slow.code).toBe(124);
       expect(Date.now() - t).toBeLessThan(5_000);
+      // A background job holding stdout open does not hold the result back.
+      const t2 = Date.now();
+      const bg = await lab.sh(c0, "sleep 300 & echo started $!");
+      expect(Date.now() - t2).toBeLessThan(5_000);
+      expect(bg.code).toBe(0);
+      const job = Number(/started (\d+)/.exec(bg.stdout)?.[1]);
+      expect(alive(job)).toBe(true);
+      expect(lab.signalHost(c0)).toContain(job);
+      expect(await eventually(() => !alive(job), 3_000)).toBe(true);
       const missing = await lab.exec(c0, ["/nonexistent/tool"]);
       expect(missing.code).not.toBe(0);
       // The command ran in c0's namespace: it sees c0's address, not n0's.
@@ -405,10 +414,14 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
 
   it("a 5-node + 1-client lab is created in well under the budget and destroy() removes everything", async () => {
     const t0 = performance.now();
-    const lab = await Lab.create({ nodes: 5, clients: 1 });
+    const lab = await Lab.create({ nodes: 5, clients: 1, ipv6: false });
     const createMs = performance.now() - t0;
     let stray = 0;
     try {
+      const v6 = await lab.exec(lab.nodes[4] as LabHost, ["ip", "-6", "addr", "show", "scope", "global"]);
+      expect(v6).toEqual({ stdout: "", stderr: "", code: 0 }); // ipv6: false
+      const ping = await lab.exec(lab.clients[0] as LabHost, ["ping", "-n", "-c1", "-w2", lab.addr(lab.nodes[4] as LabHost)]);
+      expect(ping.code).toBe(0);
       stray = Number((await lab.sh(lab.nodes[3] as LabHost, "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!")).stdout.trim());
       lab.spawn(lab.nodes[4] as LabHost, ["sleep", "300"]);
       expect(alive(stray)).toBe(true);
