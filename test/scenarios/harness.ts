@@ -37,6 +37,8 @@ export interface HarnessNode {
   alive: boolean;
   persisted: PersistedModuleState | undefined;
   lastReport: ModuleReport | undefined;
+  /** Persisted state just before the input being processed (for property checks). */
+  before?: PersistedModuleState;
 }
 
 /** Called for every effect (after it is printed): property tests put their checks here. */
@@ -50,6 +52,8 @@ export class Harness {
   module!: ResolvedModule;
   private readonly cut = new Set<string>();
   private readonly queue: { to: string; from: string; report: ModuleReport }[] = [];
+  /** delivered.get(`${to}<${from}`): the last report of `from` that `to` received. */
+  readonly delivered = new Map<string, ModuleReport>();
   observer: EffectObserver | undefined;
   /** The input being processed, for observers (e.g. `cmd a prim --force`). */
   currentInput = "";
@@ -193,6 +197,7 @@ export class Harness {
       this.log(`  ${n.id}: (down)`);
       return;
     }
+    n.before = n.core.persisted;
     const effects = input(n.core);
     for (const e of effects) {
       this.log(`  ${n.id}: ${formatEffect(e)}`);
@@ -212,6 +217,7 @@ export class Harness {
       if (++guard > 1000) throw new Error("report exchange does not settle");
       const m = this.queue.shift()!;
       if (!this.connected(m.to, m.from)) continue;
+      this.delivered.set(`${m.to}<${m.from}`, m.report);
       this.apply(this.node(m.to), (c) => c.peerReport(m.from, m.report), false);
     }
   }
@@ -241,6 +247,7 @@ export class Harness {
 
   /** Completes every running hook with success until none runs. */
   allHooksOk(): void {
+    this.currentInput = "hooks ok";
     for (let i = 0; i < 100; i++) {
       const n = [...this.nodes.values()].find((x) => x.alive && x.core.runningHook);
       if (!n) return;
@@ -251,6 +258,7 @@ export class Harness {
   }
 
   tick(ms: number): void {
+    this.currentInput = `tick ${ms}`;
     this.now += ms;
     for (const n of this.nodes.values()) if (n.alive) this.apply(n, (c) => c.tick(this.now));
   }
@@ -284,6 +292,14 @@ export class Harness {
     this.apply(this.node(id), (c) =>
       c.checker({ type: "checker", checker: name, ok, action: act, reason: reason || (ok ? "ok" : "failed") }),
     );
+  }
+
+  /** Both alive, not cut, and each has received the other's latest report. */
+  inContact(a: string, b: string): boolean {
+    if (!this.connected(a, b)) return false;
+    const na = this.node(a);
+    const nb = this.node(b);
+    return this.delivered.get(`${a}<${b}`) === nb.lastReport && this.delivered.get(`${b}<${a}`) === na.lastReport;
   }
 
   /** Nodes that are primary (PRIM/ALONE) and not already stepping down. */

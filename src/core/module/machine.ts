@@ -227,6 +227,17 @@ export class ModuleCore {
       this.pendingHook = null;
       const step = this.plan.steps[this.plan.index - 1];
       const critical = step?.k === "hook" && step.critical;
+      if (this.supersededByPeer()) {
+        // We started becoming primary while cut off; a connected peer is primary and ranks first: give up
+        // at this hook boundary rather than finishing (VIP, app) and stepping down afterwards.
+        const peer = this.peer() as PeerInfo;
+        this.event({ type: "hook", hook, ok, detail, cause: `-> abandon: peer ${peer.id} is primary and ranks first` });
+        this.plan = null;
+        if (this.running === "second" && hook === "stop_second" && ok) this.running = null;
+        this.setP({ upToDate: false, soleOwner: false });
+        this.beginSecond(`peer ${peer.id} became primary first (generation ${peer.report.generation}) -> secondary, resync needed`);
+        return;
+      }
       if (this.pendingStop !== null) {
         const cause = this.pendingStop;
         this.pendingStop = null;
@@ -641,6 +652,13 @@ export class ModuleCore {
 
   private isPeerPrimary(peer: PeerInfo): boolean {
     return isPrimaryState(peer.report.state) || isPrimaryState(peer.report.next);
+  }
+
+  /** A transition into a primary role is running, and a connected peer is primary and ranks first. */
+  private supersededByPeer(): boolean {
+    if (!this.plan || !isPrimaryState(this.plan.target) || isPrimaryState(this.st)) return false;
+    const peer = this.peer();
+    return !!peer && this.isPeerPrimary(peer) && !this.beats(peer);
   }
 
   private claimActive(): boolean {

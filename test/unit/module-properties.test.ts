@@ -1,0 +1,162 @@
+/**
+ * Properties of the mirror state machine, over random sequences of commands, view changes (partitions,
+ * crashes, reboots), checker verdicts, replication reports and hook results, with two cores connected by
+ * a perfect in-memory exchange of reports (test/scenarios/harness.ts).
+ *
+ * "Connected": both alive, no partition, and each has received the other's latest report.
+ * 1. A node never starts becoming primary (PRIM/ALONE) while connected to a peer that is primary or
+ *    becoming primary.
+ * 2. Whenever connected and no hook is running on either node, at most one node is primary.
+ * 3. A node marked not up to date never becomes primary unless `prim --force` was accepted on it; a node
+ *    that never held a role becomes primary only on `prim` or as the configured default primary.
+ * 4. After healing everything and letting every hook succeed, the two nodes converge to one primary.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { CommandRefusedError } from "../../src/core/errors.js";
+import { isPrimaryState, type ModuleEffect } from "../../src/core/module/index.js";
+import { Harness, type HarnessNode } from "../scenarios/harness.js";
+
+const NODES = ["a", "b"] as const;
+const node = fc.constantFrom(...NODES);
+
+const action = fc.oneof(
+  { weight: 6, arbitrary: fc.tuple(node, fc.constantFrom("start", "stop", "restart", "stopstart", "swap", "prim", "prim --force", "second", "forcestop")).map(([n, c]) => `cmd ${n} ${c}`) },
+  { weight: 8, arbitrary: fc.tuple(node, fc.constantFrom("ok", "ok", "ok", "fail", "timeout")).map(([n, r]) => `hook* ${n} ${r}`) },
+  { weight: 3, arbitrary: fc.constant("hooks ok") },
+  { weight: 2, arbitrary: fc.constantFrom("lose a b", "heal a b") },
+  { weight: 1, arbitrary: fc.constantFrom("crash a", "crash b", "crash a b") },
+  { weight: 2, arbitrary: node.map((n) => `boot* ${n}`) },
+  { weight: 3, arbitrary: fc.tuple(node, fc.constantFrom("sync", "unsync")).map(([n, v]) => `${v} ${n}`) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(node, fc.constantFrom("tcp fail restart", "tcp fail stopstart", "tcp fail stop", "tcp ok", "intf fail wait", "intf ok", "sb fail wait", "sb ok"))
+      .map(([n, v]) => {
+        const [name, res, act] = v.split(" ");
+        return `checker ${n} ${name} ${res}${act ? ` ${act}` : ""}`;
+      }),
+  },
+  { weight: 2, arbitrary: fc.constantFrom(500, 1500, 3000).map((ms) => `tick ${ms}`) },
+);
+
+/** One step: an action, then (most of the time) every running hook completes with success. */
+const step = fc.tuple(action, fc.boolean(), fc.boolean()).map(([a, x, y]) => ({ a, settle: x || y }));
+
+/** Half of the runs start from a running pair (a primary, b in-sync secondary) to reach deep states. */
+const PRELUDE = ["cmd a prim", "cmd b start", "hooks ok", "sync b"];
+
+function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, prelude: boolean): void {
+  const actions: string[] = [];
+  if (prelude) actions.push(...PRELUDE);
+  for (const s of steps) {
+    actions.push(s.a);
+    if (s.settle) actions.push("hooks ok");
+  }
+  const forced = new Set<string>();
+  const claimed = new Set<string>();
+  const violations: string[] = [];
+  const h = new Harness((n: HarnessNode, e: ModuleEffect, hh: Harness) => {
+    if (e.type !== "emit" || e.event.type !== "state") return;
+    const ev = e.event;
+    const entering = (ev.transient && isPrimaryState(ev.next) && !isPrimaryState(ev.from)) || (!ev.transient && isPrimaryState(ev.to) && !isPrimaryState(ev.from) && ev.from !== ev.to);
+    if (ev.to === "STOP" && !ev.transient) {
+      forced.delete(n.id);
+      claimed.delete(n.id);
+    }
+    if (!entering || !(ev.transient || ev.from === "WAIT" || ev.from === "SECOND")) return;
+    if (ev.from === ev.to && !ev.transient) return;
+    const other = hh.node(n.id === "a" ? "b" : "a");
+    if (hh.inContact(n.id, other.id)) {
+      const os = other.core.status;
+      if (other.alive && (isPrimaryState(os.state) && !(os.transient && !isPrimaryState(os.next)) || (os.transient && isPrimaryState(os.next)))) {
+        violations.push(`${n.id} enters primary while connected peer ${other.id} is ${os.state}${os.transient ? `->${os.next}` : ""} (${hh.currentInput})`);
+      }
+    }
+    const before = n.before!;
+    if (ev.transient) {
+      if (before.initialized && !before.upToDate && !forced.has(n.id)) {
+        violations.push(`${n.id} (not up to date) becomes primary without force (${hh.currentInput})`);
+      }
+      if (!before.initialized && !claimed.has(n.id) && !forced.has(n.id) && !(defaultPrimary && n.id === "a")) {
+        violations.push(`${n.id} (never initialized) becomes primary without prim (${hh.currentInput})`);
+      }
+      forced.delete(n.id);
+      claimed.delete(n.id);
+    }
+  });
+  h.quiet = true;
+  h.exec(`mirror a b peerWait=2000${defaultPrimary ? " defaultPrimary=a" : ""}`);
+  const checkQuiescent = () => {
+    if (h.inContact("a", "b") && !h.node("a").core.runningHook && !h.node("b").core.runningHook) {
+      const prims = h.primaries();
+      if (prims.length > 1) violations.push(`two primaries while connected and idle: ${prims.map((p) => p.id).join(",")} after ${h.currentInput}`);
+    }
+  };
+  for (const a of actions) {
+    const [verb, id, arg] = a.split(" ");
+    if (verb === "hook*") {
+      const n = h.node(id!);
+      const hook = n.core.runningHook;
+      if (!n.alive || !hook) continue;
+      h.exec(`hook ${id} ${hook} ${arg}`);
+    } else if (verb === "boot*") {
+      if (h.node(id!).alive) continue;
+      h.exec(`boot ${id}`);
+    } else if (verb === "cmd") {
+      const n = h.node(id!);
+      if (!n.alive) continue;
+      // Register the claim before the command runs (the transition may start at once); undo if refused.
+      const set = arg === "prim" ? (a.endsWith("--force") ? forced : claimed) : undefined;
+      const had = set?.has(id!) ?? false;
+      set?.add(id!);
+      const len = h.lines.length;
+      h.quiet = false;
+      h.exec(a);
+      const refused = h.lines.slice(len).some((l) => l.includes("refused:"));
+      h.lines.length = len;
+      h.quiet = true;
+      if (refused && set && !had) set.delete(id!);
+    } else {
+      h.exec(a);
+    }
+    checkQuiescent();
+    if (violations.length > 0) break;
+  }
+  // Convergence: heal, boot everyone, start stopped nodes, let every hook succeed, let time pass.
+  if (violations.length === 0) {
+    h.exec("heal a b");
+    for (const id of NODES) if (!h.node(id).alive) h.exec(`boot ${id}`);
+    for (let round = 0; round < 5; round++) {
+      h.allHooksOk();
+      h.exec("checker a intf ok");
+      h.exec("checker b intf ok");
+      h.exec("checker a sb ok");
+      h.exec("checker b sb ok");
+      h.allHooksOk();
+      h.tick(3000);
+      h.allHooksOk();
+    }
+    checkQuiescent();
+    const prims = h.primaries();
+    if (prims.length > 1) violations.push(`no convergence: ${prims.map((p) => p.id).join(",")}`);
+  }
+  expect(violations).toEqual([]);
+}
+
+describe("mirror state machine properties", () => {
+  it("never two primaries while connected; stale data never primary without force", () => {
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 40 }), fc.boolean(), fc.boolean(), (steps, dp, pre) => run(steps, dp, pre)),
+      { numRuns: 1500 },
+    );
+  });
+
+  it("refused commands throw a typed error and change nothing", () => {
+    const h = new Harness();
+    h.exec("mirror a b");
+    const before = JSON.stringify(h.node("a").core.status);
+    expect(() => h.node("a").core.command({ type: "swap" })).toThrow(CommandRefusedError);
+    expect(JSON.stringify(h.node("a").core.status)).toBe(before);
+  });
+});
