@@ -180,6 +180,10 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     fd = openat(S.bfd, r1, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (a.flags & O_TRUNC), a.mode & 07777);
     if (fd < 0) return errno;
     if (fchown(fd, a.uid, a.gid) < 0 || fchmod(fd, a.mode & 07777) < 0) r = errno;
+    if (!r && (a.mtime_s || a.mtime_ns) && a.mtime_ns != UTIME_OMIT) {
+      struct timespec ts[2] = {{0, UTIME_OMIT}, {a.mtime_s, a.mtime_ns}};
+      futimens(fd, ts);
+    }
     close(fd);
     return r;
   case HF_MKNOD:

@@ -1,0 +1,524 @@
+/**
+ * FileReplicator: supervises the compiled replication helper (src/native/replicator) for one replicated
+ * directory, on one node, in one role.
+ *
+ * - **primary**: the helper mounts a FUSE passthrough of `backingDir` at `mountPoint`. The application uses the
+ *   mount. Every mutating operation is applied to `backingDir` and to the secondary's copy before the
+ *   application's call returns. What a reply means, exactly:
+ *   - `write`, `create`, `mkdir`, `rename`, `unlink`, `chmod`, `chown`, `truncate`, `utimens`, `link`,
+ *     `symlink`, `setxattr`, `fallocate`: returned once the operation is applied on this node **and** applied
+ *     by the secondary (in its page cache; not yet on its disk).
+ *   - `fsync` / `fdatasync` (and `fsyncdir`): returned once this node's flush **and** the secondary's flush of
+ *     the same file are both done (DRBD "protocol C"). So anything an application made durable with fsync is on
+ *     both disks: RPO = 0 for fsync'd data.
+ *   - If the secondary does not answer within `ackTimeoutMs`, the primary goes **degraded** (module state ALONE):
+ *     it stops waiting, records the operation in the extent log (appended and fdatasync'd before the reply),
+ *     and carries on locally. When the secondary is back, the helper **resyncs** from that log while new writes
+ *     keep replicating synchronously, then reports `synced`.
+ * - **secondary**: the helper listens on `listen`, authenticates the primary (HMAC-SHA256, shared key), applies
+ *   its operations in sequence to `backingDir` and acks. It reports whether its copy is consistent (a resync
+ *   finished) or not (a resync is under way): a node whose copy is inconsistent must not become primary.
+ *
+ * Control surface for the module engine: {@link start}, {@link stop}, {@link resync}, the `state` /
+ * `consistent` getters, typed events and {@link metrics}.
+ *
+ * Mount namespace: by default the primary's mount lives in a **private mount namespace** created for the helper
+ * (`unshare --mount --propagation private`). Other processes started meanwhile (e.g. `ip netns exec`) would
+ * otherwise inherit a copy of the mount, and a later unmount would leave the helper hanging (DESIGN.md
+ * section 5). Run the application inside it with {@link commandInMount}; reach files from outside with
+ * {@link mountPath} (`/proc/<pid>/root/<mountPoint>`).
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { statSync } from "node:fs";
+import { dirname, basename, join } from "node:path";
+import { createInterface } from "node:readline";
+import { EventEmitter } from "eventemitter3";
+import * as t from "io-ts";
+import { decodeOrThrow } from "../core/decode.js";
+import { ReplicatorError } from "./errors.js";
+import { helperPath, parseHelperLine, type HelperEvent } from "./helper.js";
+
+/** How a resync pass decides what to send. */
+export type ResyncMode = "log" | "checksum" | "full";
+
+/** Replication state of a primary (`sync` = PRIM with a secondary, `degraded`/`resyncing` = ALONE). */
+export type PrimaryReplicationState = "starting" | "degraded" | "resyncing" | "sync" | "stopped";
+
+const Endpoint = t.type({ host: t.string, port: t.number });
+
+const Common = {
+  /** Directory holding the real files on this node (any path, any file system that supports xattrs if used). */
+  backingDir: t.string,
+  /** File with the shared key (raw bytes, >= 16; e.g. 32 random bytes, mode 0600). Same content on both nodes. */
+  keyFile: t.string,
+};
+const CommonOptional = {
+  /** Path of the helper binary. Default: the committed prebuilt for this platform. */
+  helperPath: t.string,
+  /** Wait for the helper's ready/listening line, ms. Default 10000. */
+  startTimeoutMs: t.number,
+  /**
+   * Restart the helper when it dies unexpectedly: at most `maxRestarts` within `windowMs` (default 3 in 60000),
+   * then give up with an `error` event. `false` disables restarts (e.g. when the module engine prefers a failover).
+   */
+  restart: t.union([t.literal(false), t.type({ maxRestarts: t.number, windowMs: t.number })]),
+};
+
+const PrimaryOptions = t.intersection([
+  t.type({
+    role: t.literal("primary"),
+    ...Common,
+    /** Where the application sees the replicated directory (an existing empty directory). */
+    mountPoint: t.string,
+    /** The secondary's replication endpoint (IPv4 or IPv6 literal + port). */
+    peer: Endpoint,
+  }),
+  t.partial({
+    ...CommonOptional,
+    /**
+     * The crash-safe log of extents modified while degraded. Default: `<dirname(backingDir)>/.<name>.hfextents`.
+     * Must survive reboots and must not be inside `backingDir`.
+     */
+    extentLog: t.string,
+    /**
+     * Bounded wait for the secondary's ack before going degraded, ms. Default 2000: long enough for a busy
+     * secondary's fsync, short enough that the application stalls at most this long when the secondary dies.
+     */
+    ackTimeoutMs: t.number,
+    /** Delay between connection attempts while degraded, ms. Default 500. */
+    reconnectMs: t.number,
+    /**
+     * The first resync pass after start. `log` (default) sends what the extent log names (right when this
+     * node was primary before and the secondary was in sync with it); `checksum` compares every file block by
+     * block (use after a crash of this node, or when the secondary's history is unknown); `full` copies the tree.
+     */
+    initialSync: t.union([t.literal("log"), t.literal("checksum"), t.literal("full")]),
+    /** `private` (default): mount in a private mount namespace. `host`: mount in the caller's namespace. */
+    mountNamespace: t.union([t.literal("private"), t.literal("host")]),
+    /** FUSE worker threads. Default 16 (DESIGN.md section 5: enough for PostgreSQL's backends and WAL writer). */
+    threads: t.number,
+    /** Interval of the metrics poll, ms. Default 1000; 0 disables it. */
+    statsIntervalMs: t.number,
+  }),
+]);
+
+const SecondaryOptions = t.intersection([
+  t.type({
+    role: t.literal("secondary"),
+    ...Common,
+    /** Address and port to listen on for the primary (port 0: any free port, see {@link FileReplicator.port}). */
+    listen: Endpoint,
+  }),
+  t.partial({
+    ...CommonOptional,
+    /** File where the secondary records `consistent`/`inconsistent` (fsync'd). Default `<dirname>/.<name>.hfstate`. */
+    stateFile: t.string,
+  }),
+]);
+
+export const FileReplicatorOptions = t.union([PrimaryOptions, SecondaryOptions]);
+export type FileReplicatorOptions = t.TypeOf<typeof FileReplicatorOptions>;
+export type PrimaryReplicatorOptions = t.TypeOf<typeof PrimaryOptions>;
+export type SecondaryReplicatorOptions = t.TypeOf<typeof SecondaryOptions>;
+
+/** Replication counters (primary). Latency figures cover the last stats interval. */
+export interface ReplicatorMetrics {
+  /** Data bytes sent to the secondary (live writes and resync). */
+  bytesReplicated: number;
+  /** Acks received since start. */
+  acks: number;
+  /** Mean ack latency over the last interval, microseconds (0 when there was no ack). */
+  ackLatencyAvgUs: number;
+  /** Max ack latency over the last interval, microseconds. */
+  ackLatencyMaxUs: number;
+  /** Operations sent and not yet acked (the replication queue depth) at the last poll. */
+  queueDepth: number;
+  /** Records in the extent log (0 when in sync). */
+  logRecords: number;
+  /** Data bytes sent by resync passes since start. */
+  resyncBytes: number;
+  /** Times the primary went degraded since start. */
+  degradedCount: number;
+}
+
+export interface FileReplicatorEvents {
+  /** The helper is up: mounted (primary) or listening (secondary). */
+  ready: [{ pid: number; port?: number }];
+  /** Primary: the link to the secondary is up (a resync follows). Secondary: a primary connected. */
+  connected: [];
+  /** Secondary: the primary's stream ended. */
+  disconnected: [{ reason: string }];
+  /** Primary: no secondary (or it stopped answering); changes now go to the extent log. */
+  degraded: [{ reason: string; logged: number }];
+  /** Primary: a resync pass starts sending data. */
+  resyncStart: [{ mode: ResyncMode; files: number; totalBytes: number }];
+  /** Primary: resync progress. */
+  resyncProgress: [{ bytes: number; totalBytes: number; percent: number }];
+  /** Primary: the secondary is consistent and every operation is replicated synchronously again. */
+  synced: [{ mode: ResyncMode }];
+  /** Secondary: its copy became consistent (true) or a resync started (false). */
+  consistency: [{ consistent: boolean }];
+  /** A peer failed authentication (either side). */
+  authFailed: [{ reason: string }];
+  /** Primary: fresh counters (every `statsIntervalMs`). */
+  metrics: [ReplicatorMetrics];
+  /** Something went wrong; the replicator keeps running unless an `exit` follows. */
+  error: [ReplicatorError];
+  /** The helper exited. `expected` is true after {@link FileReplicator.stop}. */
+  exit: [{ code: number | null; signal: string | null; expected: boolean }];
+  /** The helper was restarted after an unexpected exit. */
+  restarted: [{ attempt: number }];
+}
+
+const DEFAULT_RESTART = { maxRestarts: 3, windowMs: 60_000 };
+
+export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
+  readonly options: FileReplicatorOptions;
+  private child: ChildProcess | undefined;
+  private stopping = false;
+  private stderrTail: string[] = [];
+  private restarts: number[] = [];
+  private statsTimer: ReturnType<typeof setInterval> | undefined;
+  private _state: PrimaryReplicationState = "starting";
+  private _consistent: boolean | undefined;
+  private _port: number | undefined;
+  private _pid: number | undefined;
+  private _metrics: ReplicatorMetrics = {
+    bytesReplicated: 0,
+    acks: 0,
+    ackLatencyAvgUs: 0,
+    ackLatencyMaxUs: 0,
+    queueDepth: 0,
+    logRecords: 0,
+    resyncBytes: 0,
+    degradedCount: 0,
+  };
+  private lastAcks = 0;
+  private lastAckUs = 0;
+
+  constructor(options: FileReplicatorOptions) {
+    super();
+    this.options = decodeOrThrow(FileReplicatorOptions, options, "FileReplicator options");
+  }
+
+  /** Primary: the replication state. Secondary: `sync` while a primary is connected, else `degraded`. */
+  get state(): PrimaryReplicationState {
+    return this._state;
+  }
+  /** Secondary: whether its copy is consistent (undefined until the helper said so). */
+  get consistent(): boolean | undefined {
+    return this._consistent;
+  }
+  /** Secondary: the port it listens on (useful with `listen.port: 0`). */
+  get port(): number | undefined {
+    return this._port;
+  }
+  /** The helper's process id (the holder of the private mount namespace). */
+  get pid(): number | undefined {
+    return this._pid;
+  }
+  /** Latest counters. */
+  metrics(): ReplicatorMetrics {
+    return { ...this._metrics };
+  }
+
+  /** The path under which this process reaches `rel` inside the mount (primary). */
+  mountPath(rel = ""): string {
+    const o = this.primaryOptions("mountPath");
+    const base = this.privateNs() ? `/proc/${this.requirePid()}/root${o.mountPoint}` : o.mountPoint;
+    return rel === "" ? base : join(base, rel);
+  }
+
+  /**
+   * The argv that runs `argv` inside the mount's namespace (primary), e.g. to start the application:
+   * `spawn(...rep.commandInMount(["pg_ctl", "start", ...]))`. In `host` mode it returns `argv` unchanged.
+   */
+  commandInMount(argv: readonly string[]): [string, ...string[]] {
+    this.primaryOptions("commandInMount");
+    if (!this.privateNs()) return [...argv] as [string, ...string[]];
+    return ["nsenter", `--mount=/proc/${this.requirePid()}/ns/mnt`, "--", ...argv];
+  }
+
+  /** Starts the helper; resolves once it is mounted (primary) or listening (secondary). */
+  async start(): Promise<void> {
+    this.stopping = false;
+    await this.spawnHelper();
+    if (this.options.role === "primary") {
+      const every = this.options.statsIntervalMs ?? 1000;
+      if (every > 0) {
+        this.statsTimer = setInterval(() => this.send("stats"), every);
+        this.statsTimer.unref();
+      }
+    }
+  }
+
+  /** Primary: runs a resync pass now (`checksum` or `full` when the extent log cannot be trusted). */
+  resync(mode: ResyncMode): void {
+    this.primaryOptions("resync");
+    this.send(`resync ${mode}`);
+  }
+
+  /** Resolves when the primary reports `synced` (or is already in sync); rejects after `timeoutMs`. */
+  waitForSync(timeoutMs: number): Promise<void> {
+    if (this._state === "sync") return Promise.resolve();
+    return this.waitFor("synced", timeoutMs).then(() => undefined);
+  }
+
+  /** Resolves on the next occurrence of `event`; rejects after `timeoutMs` or if the helper exits first. */
+  waitFor<E extends keyof FileReplicatorEvents>(event: E, timeoutMs: number): Promise<FileReplicatorEvents[E][0]> {
+    return new Promise((resolve, reject) => {
+      const onEvent = ((arg: FileReplicatorEvents[E][0]) => {
+        cleanup();
+        resolve(arg);
+      }) as never;
+      const onExit = (): void => {
+        cleanup();
+        reject(new ReplicatorError("HOLDFAST_MIRROR_HELPER_DIED", `helper exited while waiting for ${event}`));
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new ReplicatorError("HOLDFAST_MIRROR_TIMEOUT", `no ${event} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        this.off(event, onEvent);
+        if (event !== "exit") this.off("exit", onExit);
+      };
+      this.on(event, onEvent);
+      if (event !== "exit") this.on("exit", onExit);
+    });
+  }
+
+  /**
+   * Stops the helper: the primary unmounts (lazily: open files keep working until closed, then the mount is
+   * gone) and exits; the secondary exits. After `timeoutMs` (default 5000) the helper is killed and a dead
+   * mount is detached with `fusermount3 -uz`.
+   */
+  async stop(timeoutMs = 5000): Promise<void> {
+    this.stopping = true;
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    this.statsTimer = undefined;
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      this.cleanupDeadMount();
+      return;
+    }
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    if (this.options.role === "primary") this.send("stop");
+    else child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    await exited;
+    clearTimeout(timer);
+    this.cleanupDeadMount();
+    this._state = "stopped";
+  }
+
+  // ---- internals ----
+
+  private privateNs(): boolean {
+    return this.options.role === "primary" && (this.options.mountNamespace ?? "private") === "private";
+  }
+
+  private requirePid(): number {
+    if (this._pid === undefined) throw new ReplicatorError("HOLDFAST_MIRROR_HELPER_DIED", "the helper is not running");
+    return this._pid;
+  }
+
+  private primaryOptions(what: string): PrimaryReplicatorOptions {
+    if (this.options.role !== "primary") throw new TypeError(`${what}() is for a primary replicator`);
+    return this.options;
+  }
+
+  private send(line: string): void {
+    const stdin = this.child?.stdin;
+    if (stdin && !stdin.destroyed) stdin.write(`${line}\n`);
+  }
+
+  /** In host mode, a helper that died leaves a dead mount (ENOTCONN): detach it. */
+  private cleanupDeadMount(): void {
+    if (this.options.role !== "primary" || this.privateNs()) return;
+    const mp = this.options.mountPoint;
+    try {
+      statSync(mp);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOTCONN") spawnSync("fusermount3", ["-uz", mp], { stdio: "ignore" });
+    }
+  }
+
+  private helperArgs(): string[] {
+    const o = this.options;
+    const side = (suffix: string): string => join(dirname(o.backingDir), `.${basename(o.backingDir)}.${suffix}`);
+    const ep = (e: { host: string; port: number }): string => (e.host.includes(":") ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`);
+    if (o.role === "primary") {
+      return [
+        "primary",
+        "--backing", o.backingDir,
+        "--mount", o.mountPoint,
+        "--peer", ep(o.peer),
+        "--key-file", o.keyFile,
+        "--log", o.extentLog ?? side("hfextents"),
+        "--ack-timeout-ms", String(o.ackTimeoutMs ?? 2000),
+        "--reconnect-ms", String(o.reconnectMs ?? 500),
+        "--initial", o.initialSync ?? "log",
+        "--threads", String(o.threads ?? 16),
+      ];
+    }
+    return ["secondary", "--backing", o.backingDir, "--listen", ep(o.listen), "--key-file", o.keyFile, "--state-file", o.stateFile ?? side("hfstate")];
+  }
+
+  private spawnHelper(): Promise<void> {
+    this.cleanupDeadMount();
+    const bin = this.options.helperPath ?? helperPath();
+    const args = this.helperArgs();
+    const argv = this.privateNs() ? ["unshare", "--mount", "--propagation", "private", "--", bin, ...args] : [bin, ...args];
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    this.child = child;
+    this._pid = child.pid;
+    this._state = "starting";
+    this.stderrTail = [];
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (l) => {
+      this.stderrTail.push(l);
+      if (this.stderrTail.length > 20) this.stderrTail.shift();
+    });
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      const timer = setTimeout(() => {
+        if (started) return;
+        child.kill("SIGKILL");
+        reject(new ReplicatorError("HOLDFAST_MIRROR_START_FAILED", "helper did not report ready in time", { stderr: this.stderrTail.join("\n") }));
+      }, this.options.startTimeoutMs ?? 10_000);
+      lines.on("line", (line) => {
+        const ev = parseHelperLine(line);
+        if (ev instanceof Error) {
+          this.emit("error", new ReplicatorError("HOLDFAST_MIRROR_PEER", ev.message));
+          return;
+        }
+        if (!ev) return;
+        if (!started && (ev.event === "ready" || ev.event === "listening")) {
+          started = true;
+          clearTimeout(timer);
+          this.onHelperEvent(ev);
+          resolve();
+          return;
+        }
+        this.onHelperEvent(ev);
+      });
+      child.on("exit", (code, signal) => {
+        clearTimeout(timer);
+        this._pid = undefined;
+        const expected = this.stopping;
+        if (!started) {
+          reject(
+            new ReplicatorError("HOLDFAST_MIRROR_START_FAILED", `helper exited (code ${code}, signal ${signal}) before it was ready`, {
+              stderr: this.stderrTail.join("\n"),
+            }),
+          );
+        }
+        if (this.child === child) this.child = undefined;
+        this._state = "stopped";
+        this.emit("exit", { code, signal, expected });
+        if (started && !expected) this.maybeRestart(code, signal);
+      });
+    });
+  }
+
+  private maybeRestart(code: number | null, signal: string | null): void {
+    const policy = this.options.restart ?? DEFAULT_RESTART;
+    const died = new ReplicatorError("HOLDFAST_MIRROR_HELPER_DIED", `helper exited unexpectedly (code ${code}, signal ${signal})`, {
+      stderr: this.stderrTail.join("\n"),
+    });
+    if (policy === false) {
+      this.emit("error", died);
+      return;
+    }
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t0) => now - t0 < policy.windowMs);
+    if (this.restarts.length >= policy.maxRestarts) {
+      this.emit("error", died);
+      return;
+    }
+    this.restarts.push(now);
+    const attempt = this.restarts.length;
+    this.spawnHelper().then(
+      () => this.emit("restarted", { attempt }),
+      (err: unknown) => this.emit("error", err instanceof ReplicatorError ? err : died),
+    );
+  }
+
+  private onHelperEvent(ev: HelperEvent): void {
+    switch (ev.event) {
+      case "ready":
+        this._state = "degraded";
+        this.emit("ready", { pid: ev.pid });
+        break;
+      case "listening":
+        this._port = ev.port;
+        this._state = "degraded";
+        this.emit("ready", { pid: this._pid ?? -1, port: ev.port });
+        break;
+      case "connected":
+        this._state = this.options.role === "primary" ? "resyncing" : "sync";
+        this.emit("connected");
+        break;
+      case "peer":
+        if (ev.state === "connected") {
+          this._state = "sync";
+          this.emit("connected");
+        } else {
+          this._state = "degraded";
+          this.emit("disconnected", { reason: (ev as { reason?: string }).reason ?? "closed" });
+        }
+        break;
+      case "degraded":
+        this._state = "degraded";
+        this.emit("degraded", { reason: ev.reason, logged: ev.logged });
+        break;
+      case "resync-start":
+        this._state = "resyncing";
+        this.emit("resyncStart", { mode: ev.mode as ResyncMode, files: ev.files, totalBytes: ev.total });
+        break;
+      case "resync-progress":
+        this.emit("resyncProgress", { bytes: ev.bytes, totalBytes: ev.total, percent: ev.percent });
+        break;
+      case "synced":
+        this._state = "sync";
+        this.emit("synced", { mode: ev.mode as ResyncMode });
+        break;
+      case "consistent":
+      case "inconsistent":
+        this._consistent = ev.event === "consistent";
+        this.emit("consistency", { consistent: this._consistent });
+        break;
+      case "auth-failed":
+        this.emit("authFailed", { reason: ev.reason });
+        break;
+      case "apply-error":
+        this.emit("error", new ReplicatorError("HOLDFAST_MIRROR_PEER", `secondary could not apply op ${ev.op} (seq ${ev.seq}): ${ev.message}`));
+        break;
+      case "error":
+        this.emit("error", new ReplicatorError("HOLDFAST_MIRROR_PEER", ev.message));
+        break;
+      case "stats": {
+        const dAcks = ev.acks - this.lastAcks;
+        const dUs = ev.ackUsSum - this.lastAckUs;
+        this.lastAcks = ev.acks;
+        this.lastAckUs = ev.ackUsSum;
+        this._metrics = {
+          bytesReplicated: ev.bytesReplicated,
+          acks: ev.acks,
+          ackLatencyAvgUs: dAcks > 0 ? dUs / dAcks : 0,
+          ackLatencyMaxUs: ev.ackUsMax,
+          queueDepth: ev.inflight,
+          logRecords: ev.logRecords,
+          resyncBytes: ev.resyncBytes,
+          degradedCount: ev.degradedCount,
+        };
+        this.emit("metrics", this.metrics());
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}

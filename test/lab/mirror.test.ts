@@ -1,0 +1,274 @@
+/**
+ * The mirror's data path for real: the compiled helper, a FUSE mount, two backing directories ("nodes"), the
+ * secondary on loopback. Needs root and /dev/fuse.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  chmodSync,
+  existsSync,
+  fsyncSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { open as openP } from "node:fs/promises";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, describe, expect, it } from "vitest";
+import { FileReplicator } from "../../src/mirror/FileReplicator.js";
+import { pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
+
+const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
+const pairs: LoopbackPair[] = [];
+const others: FileReplicator[] = [];
+afterEach(async () => {
+  await Promise.allSettled(others.splice(0).map((r) => r.stop()));
+  await Promise.allSettled(pairs.splice(0).map((p) => p.close()));
+});
+async function pair(tag: string, extra: Parameters<typeof startLoopbackPair>[1] = {}): Promise<LoopbackPair> {
+  const p = await startLoopbackPair(tag, extra);
+  pairs.push(p);
+  return p;
+}
+
+/** Union length of [off, off+len) extents. */
+function unionBytes(extents: Array<[number, number]>): number {
+  const s = [...extents].sort((x, y) => x[0] - y[0]);
+  let total = 0;
+  let curS = -1;
+  let curE = -1;
+  for (const [o, l] of s) {
+    if (o > curE) {
+      if (curE > curS) total += curE - curS;
+      curS = o;
+      curE = o + l;
+    } else curE = Math.max(curE, o + l);
+  }
+  if (curE > curS) total += curE - curS;
+  return total;
+}
+
+describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () => {
+  it("every write is on the secondary when the call returns; every operation kind is mirrored", async () => {
+    const p = await pair("sync");
+    const f = p.primary.mountPath("log.txt");
+    const fd = openSync(f, "a");
+    let expected = "";
+    for (let i = 0; i < 200; i++) {
+      const rec = `record ${i} ${randomBytes(8).toString("hex")}\n`;
+      writeSync(fd, rec);
+      expected += rec;
+      // a plain write returned: the secondary applied it (its page cache)
+      expect(readFileSync(join(p.b, "log.txt"), "utf8")).toBe(expected);
+      if (i % 10 === 9) {
+        fsyncSync(fd);
+        expect(readFileSync(join(p.b, "log.txt"), "utf8")).toBe(expected);
+      }
+    }
+    closeSync(fd);
+    // one large write (split by the kernel into 1 MiB FUSE writes), then every namespace/metadata operation
+    const big = randomBytes(3 << 20);
+    writeFileSync(p.primary.mountPath("big.bin"), big);
+    expect(readFileSync(join(p.b, "big.bin")).equals(big)).toBe(true);
+    mkdirSync(p.primary.mountPath("d/e"), { recursive: true, mode: 0o750 });
+    writeFileSync(p.primary.mountPath("d/e/x"), "x");
+    renameSync(p.primary.mountPath("d/e/x"), p.primary.mountPath("d/y"));
+    symlinkSync("../big.bin", p.primary.mountPath("d/link"));
+    linkSync(p.primary.mountPath("big.bin"), p.primary.mountPath("d/hard"));
+    chmodSync(p.primary.mountPath("d/y"), 0o640);
+    truncateSync(p.primary.mountPath("big.bin"), 1000);
+    utimesSync(p.primary.mountPath("d/y"), new Date(1_000_000_000_000), new Date(1_200_000_000_000));
+    writeFileSync(p.primary.mountPath("gone"), "bye");
+    unlinkSync(p.primary.mountPath("gone"));
+    const sa = snapshotTree(p.a);
+    expect(sa.get("d/link")?.target).toBe("../big.bin");
+    expect(statSync(join(p.b, "d/hard")).ino).toBe(statSync(join(p.b, "big.bin")).ino);
+    expect(lstatSync(join(p.b, "d/y")).mtimeMs).toBe(1_200_000_000_000);
+    expect(treeDiff(sa, snapshotTree(p.b), { mtimes: true })).toEqual([]);
+    const m = await p.primary.waitFor("metrics", 5000);
+    expect(m.bytesReplicated).toBeGreaterThanOrEqual(big.length + expected.length);
+    expect(m.acks).toBeGreaterThan(200);
+    expect(m.ackLatencyMaxUs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("kill -9 of the primary helper during fsync'd appends: every fsync'd record is on the secondary", async () => {
+    const p = await pair("crash");
+    const file = p.primary.mountPath("wal.log");
+    // the writer prints the record number after each fsync returned
+    const code = `const fs=require("fs");const fd=fs.openSync(process.argv[1],"a");for(let i=0;;i++){try{fs.writeSync(fd,"rec "+i+" "+"x".repeat(100)+"\\n");fs.fdatasyncSync(fd);}catch(e){process.exit(0)}process.stdout.write(i+"\\n");}`;
+    const writer = spawn(process.execPath, ["-e", code, file], { stdio: ["ignore", "pipe", "inherit"] });
+    let acked = -1;
+    createInterface({ input: writer.stdout }).on("line", (l) => {
+      acked = Number(l);
+    });
+    await pollUntil(() => acked >= 300, 30_000, "300 fsync'd records");
+    process.kill(p.primary.pid as number, "SIGKILL");
+    const lastSeen = acked;
+    console.info(`crash: helper killed after ${lastSeen + 1} fsync'd records`);
+    await new Promise((r) => writer.once("exit", r));
+    expect(acked).toBeGreaterThanOrEqual(lastSeen);
+    const lines = readFileSync(join(p.b, "wal.log"), "utf8").split("\n");
+    for (let i = 0; i <= acked; i++) expect(lines[i]?.startsWith(`rec ${i} `)).toBe(true);
+  });
+
+  it("secondary down -> degraded -> writes go on -> secondary back -> resync sends ~ the modified bytes", async () => {
+    const p = await pair("resync", { ackTimeoutMs: 500 });
+    const size = 16 << 20;
+    writeFileSync(p.primary.mountPath("data.bin"), randomBytes(size));
+    mkdirSync(p.primary.mountPath("keep"));
+    for (let i = 0; i < 20; i++) writeFileSync(p.primary.mountPath(`keep/f${i}`), randomBytes(10_000));
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
+
+    const degraded = p.primary.waitFor("degraded", 5000);
+    await p.secondary.stop();
+    await degraded;
+    expect(p.primary.state).toBe("degraded");
+
+    // the known workload, while the secondary is away
+    const extents: Array<[number, number]> = [];
+    const fd = openSync(p.primary.mountPath("data.bin"), "r+");
+    for (let i = 0; i < 256; i++) {
+      const off = Math.floor(Math.random() * (size / 4096)) * 4096;
+      writeSync(fd, randomBytes(4096), 0, 4096, off);
+      extents.push([off, 4096]);
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    writeFileSync(p.primary.mountPath("new.bin"), randomBytes(1 << 20));
+    renameSync(p.primary.mountPath("new.bin"), p.primary.mountPath("keep/new.bin"));
+    renameSync(p.primary.mountPath("keep/f1"), p.primary.mountPath("keep/f1-renamed"));
+    unlinkSync(p.primary.mountPath("keep/f2"));
+    chmodSync(p.primary.mountPath("keep/f3"), 0o600);
+    mkdirSync(p.primary.mountPath("later"));
+    symlinkSync("keep/f4", p.primary.mountPath("later/s"));
+    const modified = unionBytes(extents) + (1 << 20);
+    expect(p.primary.state).toBe("degraded");
+    const before = (await p.primary.waitFor("metrics", 5000)).resyncBytes;
+    expect(existsSync(join(p.b, "keep/new.bin"))).toBe(false);
+
+    // the application keeps writing while the secondary comes back and is resynced
+    const synced = p.primary.waitFor("synced", 30_000);
+    const progress: number[] = [];
+    p.primary.on("resyncProgress", (e) => progress.push(e.percent));
+    await p.startSecondary();
+    let done = false;
+    void synced.then(() => (done = true));
+    const live = await openP(p.primary.mountPath("keep/f5"), "r+");
+    let liveWrites = 0;
+    while (!done || liveWrites < 20) {
+      await live.write(randomBytes(512), 0, 512, (liveWrites * 512) % 8192);
+      liveWrites++;
+    }
+    await live.close();
+    await synced;
+    expect(progress.at(-1)).toBe(100);
+    const after = (await p.primary.waitFor("metrics", 5000)).resyncBytes;
+    const sent = after - before;
+    console.info(`resync: modified ${modified} B, sent ${sent} B (ratio ${(sent / modified).toFixed(3)}), ${liveWrites} live writes during resync`);
+    expect(sent).toBeGreaterThanOrEqual(modified);
+    expect(sent).toBeLessThanOrEqual(1.2 * modified);
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+    expect(p.secondary.consistent).toBe(true);
+  });
+
+  it("preserves ownership and permissions of files created by an unprivileged user", async () => {
+    const p = await pair("owner");
+    mkdirSync(p.primary.mountPath("pgdata"), { mode: 0o700 });
+    spawnSync("chown", ["1000:1000", p.primary.mountPath("pgdata")]);
+    const script = `umask 077 && cd ${p.mnt}/pgdata && echo hi > f && mkdir sub && ln -s f sl && chmod 0640 f && mkfifo fifo`;
+    const [cmd, ...args] = p.primary.commandInMount(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c", script]);
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const sb = snapshotTree(p.b);
+    expect(sb.get("pgdata")).toMatchObject({ mode: 0o700, uid: 1000, gid: 1000 });
+    expect(sb.get("pgdata/f")).toMatchObject({ mode: 0o640, uid: 1000, gid: 1000 });
+    expect(sb.get("pgdata/sub")).toMatchObject({ mode: 0o700, uid: 1000 });
+    expect(sb.get("pgdata/sl")).toMatchObject({ type: "symlink", target: "f", uid: 1000 });
+    expect(sb.get("pgdata/fifo")).toMatchObject({ type: "other", uid: 1000, mode: 0o600 });
+    expect(treeDiff(snapshotTree(p.a), sb)).toEqual([]);
+  });
+
+  it("refuses a primary with another key and a forged handshake; nothing is applied", async () => {
+    const p = await pair("auth");
+    const failures: string[] = [];
+    p.secondary.on("authFailed", (e) => failures.push(e.reason));
+    // a raw client that answers the hello with random bytes
+    const port = p.secondary.port as number;
+    const closed = await new Promise<boolean>((resolve) => {
+      const s = connect(port, "127.0.0.1");
+      let got = 0;
+      s.on("data", (d) => {
+        got += d.length;
+        if (got >= 36) s.write(randomBytes(64));
+      });
+      s.on("close", () => resolve(true));
+      s.on("error", () => resolve(true));
+    });
+    expect(closed).toBe(true);
+    await pollUntil(() => failures.length >= 1, 5000, "secondary authFailed");
+    expect(failures[0]).toMatch(/authentication/);
+
+    // a second primary with a different key (the legitimate one stays connected and in sync)
+    const badKey = join(p.root, "badkey");
+    writeFileSync(badKey, randomBytes(32), { mode: 0o600 });
+    const mnt2 = join(p.root, "mnt2");
+    const a2 = join(p.root, "a2");
+    mkdirSync(mnt2);
+    mkdirSync(a2);
+    const rogue = new FileReplicator({ role: "primary", backingDir: a2, mountPoint: mnt2, keyFile: badKey, peer: { host: "127.0.0.1", port }, restart: false, reconnectMs: 100 });
+    others.push(rogue);
+    const rogueFailed = rogue.waitFor("authFailed", 5000);
+    await rogue.start();
+    expect((await rogueFailed).reason).toMatch(/refused|authentication/);
+    writeFileSync(rogue.mountPath("evil"), "x");
+    expect(existsSync(join(p.b, "evil"))).toBe(false);
+    await pollUntil(() => failures.length >= 2, 5000, "second authFailed");
+    // the legitimate stream still works
+    writeFileSync(p.primary.mountPath("ok"), "fine");
+    expect(readFileSync(join(p.b, "ok"), "utf8")).toBe("fine");
+  });
+
+  it("checksum pass repairs a secondary that diverged behind the log's back; full pass copies the tree", async () => {
+    const p = await pair("checksum");
+    writeFileSync(p.primary.mountPath("db.bin"), randomBytes(4 << 20));
+    mkdirSync(p.primary.mountPath("dir"));
+    writeFileSync(p.primary.mountPath("dir/small"), "small");
+    // damage the secondary directly: one byte in one 64 KiB block, an extra file, a missing file
+    const fd = openSync(join(p.b, "db.bin"), "r+");
+    writeSync(fd, Buffer.from([0xff ^ readFileSync(join(p.b, "db.bin"))[100_000]!]), 0, 1, 100_000);
+    closeSync(fd);
+    writeFileSync(join(p.b, "extra"), "not on the primary");
+    unlinkSync(join(p.b, "dir/small"));
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b)).length).toBe(3);
+
+    const before = (await p.primary.waitFor("metrics", 5000)).resyncBytes;
+    const synced = p.primary.waitFor("synced", 30_000);
+    p.primary.resync("checksum");
+    expect((await synced).mode).toBe("checksum");
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+    const after = (await p.primary.waitFor("metrics", 5000)).resyncBytes;
+    expect(after - before).toBeLessThanOrEqual(64 * 1024 + 5); // one block + "small"
+    expect(after - before).toBeGreaterThan(0);
+
+    const synced2 = p.primary.waitFor("synced", 30_000);
+    p.primary.resync("full");
+    expect((await synced2).mode).toBe("full");
+    const after2 = (await p.primary.waitFor("metrics", 5000)).resyncBytes;
+    expect(after2 - after).toBe((4 << 20) + 5);
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+  });
+});
