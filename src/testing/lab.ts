@@ -248,7 +248,6 @@ export class Lab implements Teardown {
   private readonly procs = new Set<TrackedProcess>();
   private readonly created: string[] = [];
   private cuts: Cut[] = [];
-  private readonly nftReady = new Set<string>();
   private nftQueue: Promise<void> = Promise.resolve();
   private readonly spawnOptions = new WeakMap<LabProcess, LabSpawnOptions>();
   private destroyed = false;
@@ -661,26 +660,24 @@ export class Lab implements Teardown {
   }
 
   private async applyCuts(host: LabHost, cuts: readonly Cut[]): Promise<void> {
-    const lines: string[] = [];
-    if (!this.nftReady.has(host.ns)) {
-      lines.push(
-        "table inet holdfast_lab {",
-        "  set cut { type ifname . ether_addr; }",
-        "  chain pre {",
-        "    type filter hook prerouting priority -300; policy accept;",
-        "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",
-        "    iifname . ether saddr @cut counter drop",
-        "  }",
-        "}",
-      );
-    }
-    lines.push("flush set inet holdfast_lab cut");
+    // Declared again on every change (the `add` forms are idempotent) and the chain rewritten, all in one
+    // nft transaction: correct even if something in the namespace flushed the ruleset meanwhile.
+    const lines = [
+      "add table inet holdfast_lab",
+      "add set inet holdfast_lab cut { type ifname . ether_addr; }",
+      "add chain inet holdfast_lab pre { type filter hook prerouting priority -300; policy accept; }",
+      "flush chain inet holdfast_lab pre",
+      // Neighbour discovery passes, as ARP does (not seen by the inet family): a one-way cut must not stop
+      // the other direction from resolving addresses.
+      "add rule inet holdfast_lab pre icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",
+      "add rule inet holdfast_lab pre iifname . ether saddr @cut counter drop",
+      "flush set inet holdfast_lab cut",
+    ];
     if (cuts.length > 0) {
       const elems = cuts.map((c) => `"${this.iface(host, c.net)}" . ${this.mac(c.from, c.net)}`);
       lines.push(`add element inet holdfast_lab cut { ${elems.join(", ")} }`);
     }
     await this.nsScript(host.ns, "nft -f -", lines.join("\n") + "\n");
-    this.nftReady.add(host.ns);
   }
 
   /**

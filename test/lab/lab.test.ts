@@ -188,7 +188,18 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
         expect(nft.stdout).toMatch(/counter packets [1-9]/);
         expect(spawnSync("nft", ["list", "table", "inet", "holdfast_lab"]).status).not.toBe(0);
 
+        // A drop survives someone flushing the namespace's ruleset between two changes.
+        await lab.exec(n1, ["nft", "flush", "ruleset"]);
+        await lab.drop(c0, n1, { oneWay: true });
+        await lab.drop(n0, n1, { net: 0, oneWay: true });
+        await send(n0, [[lab.addr(n1, 0), "a>b:0:again"]]);
+        await send(n2, [[lab.addr(n1, 0), "n2>b"]]);
+        expect((await rxB.waitForLine(/got (a>b:0:again|n2>b)/, 5_000))[1]).toBe("n2>b");
+        expect(lab.drops().sort()).toEqual(["c0->n1@0", "c0->n1@1", "n0->n1@0"]);
+
         await lab.heal(n0, n1);
+        expect(lab.drops()).toEqual(["c0->n1@0", "c0->n1@1"]);
+        await lab.heal(c0);
         expect(lab.drops()).toEqual([]);
         await send(n0, [[lab.addr(n1, 0), "a>b:0:healed"]]);
         await rxB.waitForLine(/got a>b:0:healed/, 5_000);
