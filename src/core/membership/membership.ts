@@ -235,7 +235,7 @@ export class MembershipCore {
       // Our own silence (stall): nobody is blamed until a full timeout has passed since we resumed.
       this.graceUntil = now + t.lossTimeoutMs * this.localHealth;
       this.bumpHealth(now);
-      out.push(ev({ type: "localStall", at: now, gapMs: gap, localHealth: this.localHealth, reason: `own event loop stalled ${gap} ms (> ${t.stallMs} ms): peers get ${this.graceUntil - now} ms of grace` }));
+      out.push(ev({ type: "localStall", at: now, gapMs: gap, localHealth: this.localHealth, reason: `own event loop stalled ${Math.round(gap)} ms (> ${t.stallMs} ms): peers get ${Math.round(this.graceUntil - now)} ms of grace` }));
     } else if (gap > t.tickMs + t.stallMs / 2) {
       this.bumpHealth(now);
     } else if (this.localHealth > 1 && now - this.healthChangedAt >= t.healthDecayMs) {
@@ -259,7 +259,7 @@ export class MembershipCore {
         continue;
       }
       if (now < this.graceUntil) continue;
-      const silentMs = now - Math.max(...p.proof);
+      const silentMs = Math.round(now - Math.max(...p.proof));
       const recvAgo = now - p.lastRecvAt;
       const oneWay = recvAgo <= 2 * t.pulseMs + t.tickMs; // its heartbeats still arrive: it is our echo that is missing
       this.markDown(p, now, oneWay ? "oneWay" : "silence",
