@@ -126,7 +126,9 @@ int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const 
 int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char **why) {
   *payload = NULL;
   if (read_full(c->fd, h, sizeof *h) < 0) { *why = "connection closed"; return -1; }
-  if (h->magic != HF_MAGIC || h->len > HF_MAX_PAYLOAD + 4096) { *why = "malformed frame"; return -1; }
+  /* acks may carry a tree listing or block checksums: allow them more room than operations */
+  uint32_t max = h->type == HF_ACK ? (512u << 20) : HF_MAX_PAYLOAD + 4096;
+  if (h->magic != HF_MAGIC || h->len > max) { *why = "malformed frame"; return -1; }
   uint8_t *p = malloc(h->len + 32 + 1);
   if (!p) { *why = "out of memory"; return -1; }
   if (read_full(c->fd, p, h->len + 32) < 0) { free(p); *why = "connection closed mid-frame"; return -1; }
