@@ -21,19 +21,18 @@
  */
 import { messageOf, type Probe, type ProbeResult } from "./probe.js";
 
-/** Module states, as the module engine names them. */
-export const MODULE_STATES = ["STOP", "WAIT", "UP", "ALONE", "PRIM", "SECOND"] as const;
-export type ModuleStateName = (typeof MODULE_STATES)[number];
-
-/** What a module state source reports. */
-export interface ModuleStatus {
+/**
+ * What a module state source reports: the part of the module engine's status that this probe reads (the
+ * engine's full `ModuleStatus` fits, so a local source can return it as is).
+ */
+export interface ModuleStateSnapshot {
   readonly state: string;
   /** Whether the module is ready to serve in that state (e.g. SECOND in sync). */
   readonly ready?: boolean;
 }
 
 /** A local source: returns the current status of the named module. */
-export type ModuleStatusSource = (module: string, signal: AbortSignal) => ModuleStatus | Promise<ModuleStatus>;
+export type ModuleStatusSource = (module: string, signal: AbortSignal) => ModuleStateSnapshot | Promise<ModuleStateSnapshot>;
 
 export interface ModuleProbeOptions {
   /** The module's name (used in details, and passed to a function source). */
@@ -46,7 +45,7 @@ export interface ModuleProbeOptions {
   readonly source: ModuleStatusSource | { readonly url: string; readonly token?: string };
 }
 
-function isStatus(x: unknown): x is ModuleStatus {
+function isStatus(x: unknown): x is ModuleStateSnapshot {
   if (typeof x !== "object" || x === null) return false;
   const o = x as Record<string, unknown>;
   return typeof o.state === "string" && (o.ready === undefined || typeof o.ready === "boolean");
@@ -66,7 +65,7 @@ export class ModuleProbe implements Probe {
   async run(signal: AbortSignal): Promise<ProbeResult> {
     const { module, states } = this.#opts;
     const src = this.#opts.source;
-    let status: ModuleStatus;
+    let status: ModuleStateSnapshot;
     if (typeof src === "function") {
       try {
         status = await src(module, signal);
