@@ -6,11 +6,11 @@
  * (`<prefix>br0`, ...; multicast snooping off, no STP). Each host has one veth pair per network: `eth<net>` in
  * the host, `<host ns>e<net>` on the bridge. Addresses come only from 198.18.0.0/15 and fd00:4844::/64:
  *
- * | what            | IPv4                  | IPv6                    | MAC                  |
- * |-----------------|-----------------------|-------------------------|----------------------|
- * | node i, net k   | 198.18.k.(10+i)/24    | fd00:4844::k:(10+i)/112  | 02:48:46:kk:00:ii   |
- * | client i, net k | 198.18.k.(200+i)/24   | fd00:4844::k:(200+i)/112 | 02:48:46:kk:01:ii   |
- * | spare j (VIPs)  | 198.18.k.(100+j)      | fd00:4844::k:(100+j)     | (none)              |
+ * | what            | IPv4                | IPv6                     | MAC (hex)         |
+ * |-----------------|---------------------|--------------------------|-------------------|
+ * | node i, net k   | 198.18.k.(10+i)/24  | fd00:4844::k:(10+i)/112  | 02:48:46:kk:00:ii |
+ * | client i, net k | 198.18.k.(200+i)/24 | fd00:4844::k:(200+i)/112 | 02:48:46:kk:01:ii |
+ * | spare j (VIPs)  | 198.18.k.(100+j)    | fd00:4844::k:(100+j)     | (none)            |
  *
  * In IPv6 the decimal host number is written as hex digits, so node 3 on net 1 is `fd00:4844::1:13`. Each
  * network is a /112 inside fd00:4844::/64: with one /64 on every interface the kernel would route all IPv6
@@ -19,8 +19,13 @@
  * Processes run with `nsenter --net=/run/netns/<ns>` (not `ip netns exec`, which remounts /sys and hides
  * /sys/fs/bpf), each in its own process group so that a signal reaches it and its children, as a crash would.
  * Caveat of that choice: such a process sees the host's /sys, so /sys/class/net lists the *host's* interfaces,
- * not the namespace's. Read interface state through netlink (`ip -j link`) or /proc/net/* (per namespace).
- * Faults: link down/up, nftables drops (one-way or both) per network, SIGSTOP/SIGCONT, SIGKILL.
+ * not the namespace's. Read interface state through netlink (`ip -j link`) or /proc/net/* (per namespace),
+ * or pass `{ ownSysfs: true }` to exec/spawn (a private mount namespace with the namespace's sysfs and the
+ * host's /sys/fs/bpf kept). Namespaces share the file system and the process table: {@link Lab.dir} gives each
+ * host a scratch directory, and `binds` can mount it at the same path for every node.
+ * Faults: link down/up (host or switch side), nftables drops (one-way or both, per network or all),
+ * SIGSTOP/SIGCONT/SIGKILL of a process group or of everything in a host ({@link Lab.signalHost}), restart
+ * ({@link Lab.respawn}).
  *
  * Teardown: {@link Lab.destroy} in a `finally`; an exit/SIGINT/SIGTERM handler deletes the namespaces of a lab
  * still alive when the process ends; a marker `/run/holdfast-lab/<prefix>.pid` lets {@link cleanStaleLabs}
