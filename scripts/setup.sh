@@ -10,6 +10,7 @@ declare -A NEED=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [arping]=iputils-arping [ndisc6]=ndisc6
   [curl]=curl [stress-ng]=stress-ng [pgrep]=procps [nsenter]=util-linux [tcpdump]=tcpdump
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [fusermount3]=fuse3 [pkg-config]=pkg-config
+  [iptables]=iptables
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -17,6 +18,8 @@ for cmd in "${!NEED[@]}"; do
 done
 [ -f /usr/include/bpf/libbpf.h ] || missing+=(libbpf-dev)
 [ -f /usr/include/fuse3/fuse.h ] || missing+=(libfuse3-dev)
+# the farm filter's userspace fallback (NFQUEUE through koffi)
+ls /usr/lib/*/libnetfilter_queue.so.1 >/dev/null 2>&1 || missing+=(libnetfilter-queue1)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
