@@ -59,7 +59,10 @@ describe.skipIf(!root)("userspace (NFQUEUE) backend", () => {
       let expectedSeen = 0;
       for (const f of frames) {
         const d = decide(f, filter, mask);
-        if (d.kind === "broadcast") (want.broadcast++, expectedSeen++);
+        if (d.kind === "broadcast") {
+          want.broadcast++;
+          expectedSeen++;
+        }
         if (d.kind !== "bucket") continue;
         expectedSeen++;
         if (d.verdict === "pass") want.accepted[d.bucket]!++;
