@@ -28,3 +28,4 @@ export type { MembershipOptions, MembershipEvents } from "./runtime/membership.j
 export { generateKey, parseKey, hmacSha256, MIN_KEY_BYTES } from "./runtime/crypto.js";
 export { UdpTransport, type Transport } from "./runtime/transport.js";
 export { systemClock, type Clock } from "./runtime/clock.js";
+export { CheckerGroup, type CheckerGroupEvents, type CheckerStatus } from "./checkers/group.js";

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CheckerRunner } from "../../src/checkers/runner.js";
 import { CheckerDefaults, createChecker, decodeCheckerConfig } from "../../src/checkers/config.js";
+import { CheckerGroup } from "../../src/checkers/group.js";
 import type { Probe, ProbeResult } from "../../src/checkers/probe.js";
 import { ConfigError } from "../../src/core/errors.js";
 import type { CheckerVerdict } from "../../src/core/checker.js";
@@ -210,5 +211,53 @@ describe("CheckerRunner", () => {
   it("rejects non-positive interval or timeout", () => {
     expect(() => runner(["ok"], { interval: 0 })).toThrow(/interval/);
     expect(() => runner(["ok"], { timeout: -1 })).toThrow(/timeout/);
+  });
+});
+
+describe("CheckerGroup", () => {
+  it("names the path inside the module's list, and rejects duplicate names", async () => {
+    let err: unknown;
+    try {
+      new CheckerGroup([{ type: "ping", host: "198.18.0.1" }, { type: "tcp", host: "198.18.0.10", port: 0 }], "module web");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems.map((p) => [p.path, p.value])).toEqual([["checkers.1.port", 0]]);
+    expect((err as ConfigError).message).toContain("invalid module web checkers: checkers.1.port");
+    expect(() => new CheckerGroup([{ type: "ping", host: "198.18.0.1" }, { type: "ping", host: "198.18.0.1" }])).toThrow(/checkers\.1\.name/);
+  });
+
+  it("runs its checkers together and reports the split-brain gate", async () => {
+    vi.useFakeTimers();
+    try {
+        let healthy = true;
+      const g = new CheckerGroup([
+        { type: "custom", name: "app", run: () => healthy, interval: 100, timeout: 50, rise: 1, fall: 2 },
+        { type: "module", name: "db", module: "db", states: ["PRIM"], source: () => ({ state: "PRIM" }), interval: 100, timeout: 50, rise: 1, fall: 1 },
+      ]);
+      const seen: string[] = [];
+      g.on("verdict", (v) => seen.push(`${v.checker}:${v.ok}:${v.action}`));
+      expect(g.splitBrainAllows()).toBe(true);
+      g.start();
+      await vi.advanceTimersByTimeAsync(50);
+      expect(seen.sort()).toEqual(["app:true:restart", "db:true:wait"]);
+      healthy = false;
+      await vi.advanceTimersByTimeAsync(200);
+      expect(seen.at(-1)).toBe("app:false:restart");
+      expect(g.status().map((s) => [s.checker, s.kind, s.state])).toEqual([
+        ["app", "custom", "failed"],
+        ["db", "module", "ok"],
+      ]);
+      await g.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("split-brain gate is closed until a witness answered", async () => {
+    const g = new CheckerGroup([{ type: "split-brain", witnesses: ["198.18.0.1"] }]);
+    expect(g.status()[0]).toMatchObject({ kind: "split-brain", state: "unknown", action: "wait" });
+    expect(g.splitBrainAllows()).toBe(false);
   });
 });
