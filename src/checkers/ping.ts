@@ -9,6 +9,7 @@
  */
 import raw, { type RawSocket } from "raw-socket";
 import { isIP } from "node:net";
+import { NotSupportedError } from "../core/errors.js";
 import { canonicalAddress } from "./ip.js";
 import { abortPromise, messageOf, type Probe, type ProbeResult } from "./probe.js";
 
@@ -144,8 +145,19 @@ export class PingProbe implements Probe {
     this.name = `ping:${opts.host}`;
   }
 
+  /**
+   * Sends one echo request and waits for its reply (until `signal` aborts).
+   * @throws NotSupportedError when no raw socket can be opened (no CAP_NET_RAW): the runner reports it as
+   * the failure detail, and every run retries.
+   */
   async run(signal: AbortSignal): Promise<ProbeResult> {
-    this.#pinger ??= acquire(this.#family);
+    if (this.#pinger === undefined) {
+      try {
+        this.#pinger = acquire(this.#family);
+      } catch (err) {
+        throw new NotSupportedError(`raw ICMP${this.#family === 6 ? "v6" : ""} socket`, `${messageOf(err)} (needs CAP_NET_RAW)`, { cause: err });
+      }
+    }
     try {
       const rtt = await this.#pinger.echo(this.#host, this.#size, signal);
       return { ok: true, detail: `ping ${this.#host} reply in ${rtt.toFixed(2)} ms` };

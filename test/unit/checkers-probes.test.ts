@@ -189,3 +189,35 @@ describe("InterfaceProbe and IpProbe (read-only, loopback of this namespace)", (
     expect(() => canonicalAddress("nope")).toThrow(TypeError);
   });
 });
+
+describe("PingProbe without CAP_NET_RAW", () => {
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  it.skipIf(!isRoot)("fails with a NotSupportedError that names the missing capability (no packet sent)", async () => {
+    // Run the probe in a child that dropped root (uid nobody, no capabilities): opening the raw socket fails.
+    const code = [
+      `import { PingProbe } from ${JSON.stringify(join(import.meta.dirname, "../../src/checkers/ping.ts"))};`,
+      `const p = new PingProbe({ host: "198.18.0.1" });`,
+      `try { await p.run(AbortSignal.timeout(1000)); console.log("no error"); }`,
+      `catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, feature: e.feature, message: e.message })); }`,
+    ].join("\n");
+    const out = await new Promise<string>((resolve, reject) => {
+      const c = spawn(
+        "setpriv",
+        ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", process.execPath, "--import", "tsx", "--input-type=module", "-e", code],
+        { cwd: join(import.meta.dirname, "../.."), env: { ...process.env, HOME: "/tmp" }, stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let s = "";
+      let e = "";
+      c.stdout.on("data", (d: Buffer) => (s += d.toString()));
+      c.stderr.on("data", (d: Buffer) => (e += d.toString()));
+      c.once("error", reject);
+      c.once("exit", () => (s.trim() === "" ? reject(new Error(e)) : resolve(s.trim())));
+    });
+    expect(JSON.parse(out.split("\n").pop() ?? "")).toMatchObject({
+      name: "NotSupportedError",
+      code: "HOLDFAST_NOT_SUPPORTED",
+      feature: "raw ICMP socket",
+      message: expect.stringContaining("needs CAP_NET_RAW"),
+    });
+  });
+});
