@@ -34,6 +34,16 @@ export function processStartTime(pid: number): string | undefined {
   }
 }
 
+/** Process group of a process (field 5 of /proc/PID/stat), or undefined if it is gone. */
+export function processGroupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Creates the marker exclusively; false if a lab with this prefix already claims it. */
 export function writeMarker(prefix: string): boolean {
   mkdirSync(MARKER_DIR, { recursive: true });

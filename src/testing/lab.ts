@@ -55,6 +55,7 @@ import {
   isLabNamespaceOf,
   killNamespaceProcesses,
   pidsInNamespaces,
+  processGroupOf,
   registerLive,
   removeScratchAndMarker,
   unregisterLive,
@@ -556,7 +557,9 @@ export class Lab implements Teardown {
    */
   signalHost(host: LabHost, signal: NodeJS.Signals = "SIGKILL"): number[] {
     this.check(host, 0);
-    const pids = pidsInNamespaces([host.ns]);
+    // The lab's own process groups too: a process spawned a moment ago may not have entered the namespace yet.
+    const groups = [...this.procs].filter((p) => p.host.ns === host.ns && !p.done && signalGroup(p.pid, signal)).map((p) => p.pid);
+    const pids = pidsInNamespaces([host.ns]).filter((pid) => !groups.includes(processGroupOf(pid) ?? -1));
     for (const pid of pids) {
       try {
         process.kill(pid, signal);
@@ -564,7 +567,7 @@ export class Lab implements Teardown {
         // gone meanwhile
       }
     }
-    return pids;
+    return [...groups, ...pids];
   }
 
   /**

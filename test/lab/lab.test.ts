@@ -268,14 +268,16 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
     it("signalHost kills every process in the host's namespace, spawned by the lab or not", async () => {
       const r = await lab.sh(n2, "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!");
       const stray = Number(r.stdout.trim());
-      const p = lab.spawn(n2, ["sleep", "300"]);
+      const p = lab.spawn(n2, ["bash", "-c", "sleep 300 & echo child $!; wait"]);
+      const child = Number((await p.waitForLine(/child (\d+)/, 5_000))[1]);
       const other = lab.spawn(n1, ["sleep", "300"]);
-      expect(await eventually(() => alive(stray) && alive(p.pid), 2_000)).toBe(true);
+      expect(alive(stray) && alive(p.pid) && alive(child)).toBe(true);
       const hit = lab.signalHost(n2);
       expect(hit).toEqual(expect.arrayContaining([stray, p.pid]));
+      expect(hit).not.toContain(child); // signalled once, through its group, not a second time by pid
       expect(hit).not.toContain(other.pid);
       await p.exited;
-      expect(await eventually(() => !alive(stray), 3_000)).toBe(true);
+      expect(await eventually(() => !alive(stray) && !alive(child), 3_000)).toBe(true);
       expect(alive(other.pid)).toBe(true);
       other.kill();
     });
