@@ -163,7 +163,8 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
       const app = lab.spawn(n1, [
         process.execPath,
         "-e",
-        `require("net").createServer((s) => s.end()).listen(8080, ${JSON.stringify(lab.addr(n1))}, () => console.log("listening"))`,
+        // "::" is dual-stack: the same socket answers on n1's IPv4 and IPv6 addresses.
+        `require("net").createServer((s) => s.end()).listen(8080, "::", () => console.log("listening"))`,
       ]);
       const control = lab.spawn(
         n1,
@@ -190,6 +191,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
         { type: "ip", name: "vip", address: lab.spareAddr(0), interface: "eth0" },
         { type: "ip", name: "vip6", address: lab.spareAddr6(0) },
         { type: "tcp", name: "app-port", host: lab.addr(n1), port: 8080 },
+        { type: "tcp", name: "app-port6", host: lab.addr6(n1), port: 8080 },
         { type: "ping", name: "gw", host: lab.addr(c0) },
         { type: "ping", name: "gw6", host: lab.addr6(c0) },
         { type: "custom", name: "script", shell: `echo checking; test -e ${files.flag}` },
@@ -202,6 +204,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
         { type: "module", name: "db", module: "db", states: ["PRIM", "ALONE"], ready: true, source: { url, token: "s3cret" } },
         { type: "module", name: "db-badtoken", module: "db", states: ["PRIM", "ALONE"], source: { url, token: "wrong" } },
         { type: "split-brain", name: "witness", witnesses: [lab.addr(c0), lab.addr(c1)] },
+        { type: "split-brain", name: "witness-tcp", witnesses: [lab.addr(n1)], method: "tcp", port: 7410 },
       ].map((c) => ({ ...FAST, ...c }));
       const host = lab.spawn(n0, [process.execPath, "--import", "tsx", "src/checkers/cli.ts"], {
         cwd: repo,
@@ -226,7 +229,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
   });
 
   it("every checker first reports ok; a wrong bearer token fails with 401", async () => {
-    const oks = ["app-proc", "hb-link", "vip", "vip6", "app-port", "gw", "gw6", "script", "hang", "db", "witness"];
+    const oks = ["app-proc", "hb-link", "vip", "vip6", "app-port", "app-port6", "gw", "gw6", "script", "hang", "db", "witness", "witness-tcp"];
     const got = await Promise.all(oks.map((c) => verdict(c, true, 10_000)));
     expect(got.map((v) => v.reason).join("\n")).toMatch(/connect .*:8080 ok in/);
     expect(got.find((v) => v.checker === "gw6")?.reason).toMatch(/^ping fd00:4844:.* reply in/);
@@ -281,9 +284,10 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     const { app } = fx();
     const t0 = Date.now();
     app.kill("SIGKILL");
-    const v = await verdict("app-port", false);
+    const [v, v6] = await Promise.all([verdict("app-port", false), verdict("app-port6", false)]);
     detected("tcp", t0, v);
-    expect(v.reason).toMatch(/^connect 198\.18\.0\.11:8080 refused \(2\/2\)$/);
+    expect(v.reason).toBe(`connect ${fx().lab.addr(fx().n1)}:8080 refused (2/2)`);
+    expect(v6.reason).toBe(`connect [${fx().lab.addr6(fx().n1)}]:8080 refused (2/2)`);
   });
 
   it("ping and split-brain: an unreachable target (nft drop); a witness cut off, then all of them", async () => {
@@ -347,8 +351,9 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     expect(v.reason).toBe("module db is SECOND ready, expected PRIM|ALONE and ready (2/2)");
     writeFileSync(files.state, JSON.stringify({ state: "ALONE", ready: true }));
     await verdict("db", true);
-    // The control API going away also fails it.
+    // The control API going away also fails it, and the TCP witness (the same port) is cut off.
     fx().control.kill("SIGKILL");
     expect((await verdict("db", false)).reason).toMatch(/GET .* failed: .*ECONNREFUSED/);
+    expect((await verdict("witness-tcp", false)).reason).toBe(`no witness answered: connect ${fx().lab.addr(fx().n1)}:7410 refused (2/2)`);
   });
 });
