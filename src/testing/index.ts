@@ -4,3 +4,4 @@ export { Lab, LabError, cleanStaleLabs, ensureBpffs, resolveLabOptions, LAB_LIMI
 export type { LabOptions, LabHost, LabProcess, ExecResult, LabMountOptions, LabSpawnOptions, LabExecOptions } from "./lab.js";
 export { startLoopbackPair, snapshotTree, treeDiff, pollUntil } from "../mirror/testing.js";
 export type { LoopbackPair, Entry as TreeEntry } from "../mirror/testing.js";
+export { MemoryFilterBackend, craftPacket, FrameSender, type PacketSpec } from "../farm/filter/index.js";

@@ -1,0 +1,65 @@
+/**
+ * In-memory filter backend: the reference decision with no kernel, for tests of code built on a
+ * PacketFilter (the farm module, simulations). Feed it frames with {@link MemoryFilterBackend.deliver}.
+ */
+import { BUCKET_COUNT } from "../../core/buckets.js";
+import type { FilterBackend, FilterBackendOptions, FilterCounters } from "./backend.js";
+import { compileFilter, decide, type CompiledFilter, type FilterDecision, type PacketFlow } from "./decision.js";
+
+export class MemoryFilterBackend implements FilterBackend {
+  readonly name = "memory" as const;
+  readonly #filter: CompiledFilter;
+  #owned = new Uint8Array(BUCKET_COUNT);
+  #running = false;
+  readonly #accepted = new Array<number>(BUCKET_COUNT).fill(0);
+  readonly #dropped = new Array<number>(BUCKET_COUNT).fill(0);
+  #broadcast = 0;
+  #kept = 0;
+  #orphan = 0;
+
+  constructor(opts: Pick<FilterBackendOptions, "config">) {
+    this.#filter = compileFilter(opts.config);
+  }
+
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** The ownership mask currently applied (a copy). */
+  get owned(): Uint8Array {
+    return Uint8Array.from(this.#owned);
+  }
+
+  async start(): Promise<void> {
+    this.#running = true;
+  }
+
+  async setOwned(mask: Uint8Array): Promise<void> {
+    this.#owned = Uint8Array.from(mask, (v) => (v ? 1 : 0));
+  }
+
+  /**
+   * Decides one Ethernet frame as the kernel backends would, and counts it. `hasSocket` stands for the
+   * local socket lookup. A stopped backend passes everything (as a node without a filter would).
+   */
+  deliver(frame: Uint8Array, hasSocket: (flow: PacketFlow) => boolean = () => false): FilterDecision {
+    if (!this.#running) return { verdict: "pass", kind: "not-vip" };
+    const d = decide(frame, this.#filter, this.#owned, hasSocket);
+    if (d.kind === "broadcast") this.#broadcast++;
+    if (d.kind === "bucket") {
+      if (d.verdict === "pass") this.#accepted[d.bucket]!++;
+      else this.#dropped[d.bucket]!++;
+      if (d.reason === "kept-socket") this.#kept++;
+      if (d.reason === "orphan") this.#orphan++;
+    }
+    return d;
+  }
+
+  async counters(): Promise<FilterCounters> {
+    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: this.#kept, droppedOrphan: this.#orphan };
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+  }
+}
