@@ -235,7 +235,15 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
       await p.waitForLine(/count 5$/, 10_000);
       p.stop();
       expect(await eventually(() => procState(p.pid) === "T", 2_000)).toBe(true);
-      await delay(200); // let what was already in the pipe arrive
+      // Let what was already in the pipe arrive: no new line for 150 ms.
+      let seen = latest;
+      let since = Date.now();
+      expect(
+        await eventually(() => {
+          if (latest !== seen) [seen, since] = [latest, Date.now()];
+          return Date.now() - since >= 150;
+        }, 5_000),
+      ).toBe(true);
       const frozen = latest;
       await delay(400); // an observation window: a running process prints ~40 lines in it
       expect(latest).toBe(frozen);
@@ -283,7 +291,8 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
     });
 
     it("waitForLine rejects on timeout and on exit, quoting the output", async () => {
-      const p = lab.spawn(n0, ["bash", "-c", "echo hello; echo oops >&2; sleep 0.3; exit 7"]);
+      const p = lab.spawn(n0, ["bash", "-c", "echo hello; echo oops >&2; sleep 1.5; exit 7"]);
+      await p.waitForLine(/hello/, 5_000);
       await expect(p.waitForLine(/never/, 100)).rejects.toThrow(/within 100 ms[\s\S]*hello/);
       const err = await p.waitForLine(/never/, 5_000).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(LabError);
