@@ -29,6 +29,9 @@ export { generateKey, parseKey, hmacSha256, MIN_KEY_BYTES } from "./runtime/cryp
 export { UdpTransport, type Transport } from "./runtime/transport.js";
 export { systemClock, type Clock } from "./runtime/clock.js";
 export { CheckerGroup, type CheckerGroupEvents, type CheckerStatus } from "./checkers/group.js";
+export * from "./runtime/module.js";
+export * from "./runtime/hooks.js";
+export * from "./runtime/event-log.js";
 export * from "./core/buckets.js";
 export { PacketFilter, EbpfBackend, NftablesBackend, UserspaceBackend, MemoryFilterBackend, FarmProgram, compileFilter, decide, nftRuleset } from "./farm/filter/index.js";
 export type { PacketFilterOptions, PacketFilterEvents, FilterBackend, FilterBackendName, FilterBackendOptions, FilterCounters, FilterConfig, FilterRule, FilterDecision, PacketFlow } from "./farm/filter/index.js";

@@ -273,14 +273,17 @@ export const ModuleDefinitionCodec = t.exact(
 /** A file holding several modules: `{ modules: [ ... ] }`. */
 export const ModulesFileCodec = t.exact(t.type({ modules: t.array(ModuleDefinitionCodec) }));
 
-/** Validates one definition (code or file) and fills defaults. Throws a path-precise ConfigError. */
+/**
+ * Validates one definition (code or file) and fills defaults. Throws a path-precise ConfigError.
+ * A resolved module is itself a valid definition (resolving twice gives the same result).
+ */
 export function resolveModule(input: unknown): ResolvedModule {
   const d = decodeOrThrow(ModuleDefinitionCodec, input, "module definition") as ModuleDefinition;
   return fillDefaults(d);
 }
 
 function fillDefaults(d: ModuleDefinition): ResolvedModule {
-  if (d.kind === "farm" && d.mirror !== undefined) {
+  if (d.kind === "farm" && d.mirror?.defaultPrimary !== undefined) {
     throw new ConfigError("module definition", [
       { path: "mirror", value: d.mirror, expected: "no mirror options on a farm module" },
     ]);

@@ -1,0 +1,276 @@
+/**
+ * The hook runner: runs one module hook, either an async function or a script, with a timeout.
+ *
+ * Scripts are started in their own process group (`detached`), with the current state, the next state
+ * and the reason appended to their arguments and set in the environment (`HOLDFAST_MODULE`,
+ * `HOLDFAST_HOOK`, `HOLDFAST_STATE`, `HOLDFAST_NEXT_STATE`, `HOLDFAST_REASON`). At the timeout (or on
+ * cancel) the whole group gets SIGTERM, then SIGKILL after `killGraceMs`, so that children the script
+ * started (an app launched in the background by a start script that then hangs) go too. Every output
+ * line is passed to `onOutput` (the module's event log) and the last lines are kept in the result.
+ */
+import { spawn } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
+import type { HookName, HookSpec, ModuleState } from "../core/module/index.js";
+
+export interface HookRunRequest {
+  readonly module: string;
+  readonly hook: HookName;
+  readonly spec: HookSpec;
+  readonly state: ModuleState;
+  readonly nextState: ModuleState;
+  readonly reason: string;
+  /** Timeout, ms, when the spec has none. */
+  readonly defaultTimeout: number;
+  /** SIGTERM -> SIGKILL delay, ms. Default 1000. */
+  readonly killGraceMs?: number;
+  /** Extra environment for scripts. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Aborting cancels the hook (forcestop): the process group is killed. */
+  readonly signal?: AbortSignal;
+  readonly onOutput?: (line: string, stream: "stdout" | "stderr") => void;
+}
+
+export interface HookResult {
+  readonly ok: boolean;
+  /** e.g. `exit 0 after 12ms`, `exit code 3: <last line>`, `timed out after 5000ms (process group killed)`. */
+  readonly detail: string;
+  readonly timedOut: boolean;
+  readonly cancelled: boolean;
+  /** Exit code of a script, when it exited. */
+  readonly code: number | null;
+  readonly durationMs: number;
+  /** The last output lines (at most 50). */
+  readonly output: readonly string[];
+  /** Process id of a script (its process group id too). */
+  readonly pid?: number;
+}
+
+const KEEP_LINES = 50;
+const MAX_LINE = 2000;
+
+/** Runs one hook. Never throws: every failure is a result with `ok: false`. */
+export async function runHook(req: HookRunRequest): Promise<HookResult> {
+  const spec = req.spec;
+  if (typeof spec === "function") return runFunction(req, spec, req.defaultTimeout);
+  if (typeof spec === "string") return runScript(req, spec, [], req.defaultTimeout);
+  if ("fn" in spec) return runFunction(req, spec.fn, spec.timeout ?? req.defaultTimeout);
+  return runScript(req, spec.path, spec.args ?? [], spec.timeout ?? req.defaultTimeout);
+}
+
+async function runFunction(
+  req: HookRunRequest,
+  fn: Extract<HookSpec, (...a: never[]) => unknown>,
+  timeout: number,
+): Promise<HookResult> {
+  const started = performance.now();
+  const ac = new AbortController();
+  const output: string[] = [];
+  const log = (line: string) => {
+    keep(output, line);
+    req.onOutput?.(line, "stdout");
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  const outcome = await new Promise<{ kind: "ok" | "error" | "timeout" | "cancel"; message?: string }>((resolve) => {
+    timer = setTimeout(() => {
+      ac.abort(new Error(`hook ${req.hook} timed out after ${timeout}ms`));
+      resolve({ kind: "timeout" });
+    }, timeout);
+    onAbort = () => {
+      ac.abort(new Error(`hook ${req.hook} cancelled`));
+      resolve({ kind: "cancel" });
+    };
+    if (req.signal?.aborted) onAbort();
+    req.signal?.addEventListener("abort", onAbort, { once: true });
+    Promise.resolve()
+      .then(() =>
+        fn({
+          module: req.module,
+          hook: req.hook,
+          state: req.state,
+          nextState: req.nextState,
+          reason: req.reason,
+          signal: ac.signal,
+          log,
+        }),
+      )
+      .then(
+        () => resolve({ kind: "ok" }),
+        (e: unknown) => resolve({ kind: "error", message: e instanceof Error ? e.message : String(e) }),
+      );
+  });
+  clearTimeout(timer);
+  if (onAbort) req.signal?.removeEventListener("abort", onAbort);
+  const durationMs = Math.round(performance.now() - started);
+  const base = { code: null, durationMs, output };
+  switch (outcome.kind) {
+    case "ok":
+      return { ...base, ok: true, detail: `returned after ${durationMs}ms`, timedOut: false, cancelled: false };
+    case "error":
+      return { ...base, ok: false, detail: `threw: ${outcome.message}`, timedOut: false, cancelled: false };
+    case "timeout":
+      return { ...base, ok: false, detail: `timed out after ${timeout}ms (signal aborted)`, timedOut: true, cancelled: false };
+    case "cancel":
+      return { ...base, ok: false, detail: "cancelled", timedOut: false, cancelled: true };
+  }
+}
+
+function keep(lines: string[], line: string): void {
+  lines.push(line.length > MAX_LINE ? `${line.slice(0, MAX_LINE)}...` : line);
+  if (lines.length > KEEP_LINES) lines.shift();
+}
+
+function killGroup(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // the group is gone already
+  }
+}
+
+/**
+ * True while any live process of the group `pgid` exists. Zombies do not count: a killed grandchild
+ * waits for its new parent (PID 1 or a subreaper) to reap it, which may never happen in a container.
+ */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return true; // no procfs: trust kill(0)
+  }
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    // pid (comm) state ppid pgrp ...: comm may contain spaces and parentheses, so parse after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(rest[2]) === pgid && rest[0] !== "Z" && rest[0] !== "X") return true;
+  }
+  return false;
+}
+
+async function runScript(req: HookRunRequest, path: string, args: readonly string[], timeout: number): Promise<HookResult> {
+  const started = performance.now();
+  const output: string[] = [];
+  const grace = req.killGraceMs ?? 1000;
+  const env = {
+    ...process.env,
+    ...(req.env ?? {}),
+    HOLDFAST_MODULE: req.module,
+    HOLDFAST_HOOK: req.hook,
+    HOLDFAST_STATE: req.state,
+    HOLDFAST_NEXT_STATE: req.nextState,
+    HOLDFAST_REASON: req.reason,
+  };
+  return new Promise<HookResult>((resolve) => {
+    let settled = false;
+    let timedOut = false;
+    let cancelled = false;
+    let exitCode: number | null = null;
+    let exitSignal: NodeJS.Signals | null = null;
+    let killTimer: ReturnType<typeof setTimeout> | undefined;
+    let spawnError: Error | undefined;
+    const child = spawn(path, [...args, req.state, req.nextState, req.reason], {
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+      env,
+    });
+    const pid = child.pid;
+    const partial = { stdout: "", stderr: "" };
+    const onData = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
+      const text = partial[stream] + chunk.toString("utf8");
+      const parts = text.split("\n");
+      partial[stream] = parts.pop() ?? "";
+      for (const line of parts) {
+        keep(output, line);
+        req.onOutput?.(line, stream);
+      }
+    };
+    child.stdout?.on("data", onData("stdout"));
+    child.stderr?.on("data", onData("stderr"));
+
+    const terminate = () => {
+      if (pid === undefined) return;
+      killGroup(pid, "SIGTERM");
+      killTimer = setTimeout(() => killGroup(pid, "SIGKILL"), grace);
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      terminate();
+    }, timeout);
+    const onAbort = () => {
+      cancelled = true;
+      terminate();
+    };
+    if (req.signal?.aborted) onAbort();
+    req.signal?.addEventListener("abort", onAbort, { once: true });
+
+    const finish = async () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.signal?.removeEventListener("abort", onAbort);
+      for (const s of ["stdout", "stderr"] as const) {
+        if (partial[s]) {
+          keep(output, partial[s]);
+          req.onOutput?.(partial[s], s);
+          partial[s] = "";
+        }
+      }
+      // A timed-out or cancelled script's group must be gone before we report (no leftover process).
+      if ((timedOut || cancelled) && pid !== undefined) {
+        const deadline = performance.now() + grace + 2000;
+        while (groupAlive(pid) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        if (groupAlive(pid)) killGroup(pid, "SIGKILL");
+      }
+      clearTimeout(killTimer);
+      const durationMs = Math.round(performance.now() - started);
+      const last = output.length > 0 ? `: ${output[output.length - 1]}` : "";
+      let detail: string;
+      if (spawnError) detail = `cannot run ${path}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`;
+      else if (timedOut) detail = `timed out after ${timeout}ms (process group killed)`;
+      else if (cancelled) detail = "cancelled (process group killed)";
+      else if (exitCode === 0) detail = `exit 0 after ${durationMs}ms`;
+      else if (exitSignal) detail = `killed by ${exitSignal}${last}`;
+      else detail = `exit code ${exitCode}${last}`;
+      resolve({
+        ok: !spawnError && !timedOut && !cancelled && exitCode === 0,
+        detail,
+        timedOut,
+        cancelled,
+        code: exitCode,
+        durationMs,
+        output,
+        ...(pid !== undefined ? { pid } : {}),
+      });
+    };
+    child.on("error", (e) => {
+      spawnError = e;
+      void finish();
+    });
+    child.on("exit", (code, signal) => {
+      exitCode = code;
+      exitSignal = signal;
+      // Give the pipes a moment to drain; a grandchild that escaped the group must not hold us forever.
+      const drain = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        void finish();
+      }, 200);
+      child.on("close", () => {
+        clearTimeout(drain);
+        void finish();
+      });
+    });
+  });
+}

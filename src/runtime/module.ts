@@ -1,0 +1,444 @@
+/**
+ * `Module`: the driver that runs one module on this node. It wires the pure {@link ModuleCore} to the
+ * world: hooks (scripts or functions, through {@link runHook}), the VIP (a {@link VipDriver} port),
+ * persisted state (a {@link ModuleStateStore} port), timers (a {@link Clock}), the event log, and typed
+ * events (eventemitter3), also readable as an async iterator.
+ *
+ * Order of effects: carried out one after the other in the order the core returns them (persist before
+ * advertise; VIP added before start_prim runs; stop_prim done before the VIP is removed). A hook is
+ * launched and runs in the background; its end is fed back to the core, which then continues. Inputs that
+ * arrive meanwhile (peer reports, checker verdicts, commands) are processed at once. Listeners of one
+ * module are called synchronously in decision order and never concurrently.
+ *
+ * Inputs from the other layers: `view()` and `peerReport()` from membership (and `advertise` events go
+ * back to it), `checker()` from the checker runner (and `resetCheckers` events go back to it),
+ * `replication()` from the replication layer.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { EventEmitter } from "eventemitter3";
+import type { CheckerVerdict } from "../core/checker.js";
+import {
+  ModuleCore,
+  resolveModule,
+  type HookName,
+  type MembershipView,
+  type ModuleCommand,
+  type ModuleDefinition,
+  type ModuleEffect,
+  type ModuleEvent,
+  type ModuleReport,
+  type ModuleState,
+  type ModuleStatus,
+  type PersistedModuleState,
+  type ResolvedModule,
+} from "../core/module/index.js";
+import { isPrimaryState } from "../core/module/types.js";
+import type { Clock } from "./clock.js";
+import { EventLog, type ModuleLogRecord } from "./event-log.js";
+import { runHook, type HookResult } from "./hooks.js";
+
+/** Puts a module's VIPs on this node and takes them off (VIP move, gratuitous ARP / NA: the driver's job). */
+export interface VipDriver {
+  add(vip: string, module: string): Promise<void>;
+  remove(vip: string, module: string): Promise<void>;
+}
+
+/** An in-memory VIP driver (tests, simulations): records what is held. */
+export class MemoryVipDriver implements VipDriver {
+  readonly held = new Set<string>();
+  readonly ops: string[] = [];
+  async add(vip: string): Promise<void> {
+    this.held.add(vip);
+    this.ops.push(`add ${vip}`);
+  }
+  async remove(vip: string): Promise<void> {
+    this.held.delete(vip);
+    this.ops.push(`remove ${vip}`);
+  }
+}
+
+/** Where a module's persisted state lives (generation, up-to-date flag, restart history). */
+export interface ModuleStateStore {
+  load(module: string): Promise<PersistedModuleState | undefined>;
+  save(module: string, state: PersistedModuleState): Promise<void>;
+}
+
+export class MemoryModuleStore implements ModuleStateStore {
+  readonly states = new Map<string, PersistedModuleState>();
+  async load(module: string): Promise<PersistedModuleState | undefined> {
+    return this.states.get(module);
+  }
+  async save(module: string, state: PersistedModuleState): Promise<void> {
+    this.states.set(module, state);
+  }
+}
+
+/** One JSON file per module in `dir`, replaced atomically (write + rename). */
+export class FileModuleStore implements ModuleStateStore {
+  constructor(readonly dir: string) {}
+  async load(module: string): Promise<PersistedModuleState | undefined> {
+    try {
+      return JSON.parse(readFileSync(join(this.dir, `${module}.state.json`), "utf8")) as PersistedModuleState;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw e;
+    }
+  }
+  async save(module: string, state: PersistedModuleState): Promise<void> {
+    mkdirSync(this.dir, { recursive: true });
+    const path = join(this.dir, `${module}.state.json`);
+    writeFileSync(`${path}.tmp`, JSON.stringify(state));
+    renameSync(`${path}.tmp`, path);
+  }
+}
+
+/** Wall-clock time: the restart history is persisted, so it must mean the same after a daemon restart. */
+export const wallClock: Clock = {
+  now: () => Date.now(),
+  setTimer(ms, fn) {
+    const h = setTimeout(fn, ms);
+    return () => clearTimeout(h);
+  },
+};
+
+export interface ModuleOptions {
+  /** This node's id, as in the membership view. */
+  readonly nodeId: string;
+  /** Default: a {@link MemoryVipDriver}. */
+  readonly vip?: VipDriver;
+  /** Default: a {@link MemoryModuleStore} (nothing survives a restart). */
+  readonly store?: ModuleStateStore;
+  /** Default: {@link wallClock}. */
+  readonly clock?: Clock;
+  /** Directory of the event log files; omit to keep the log in memory only. */
+  readonly logDir?: string;
+  /** Extra environment for hook scripts. */
+  readonly hookEnv?: Readonly<Record<string, string>>;
+  /** SIGTERM -> SIGKILL delay for hook scripts, ms. Default 1000. */
+  readonly killGraceMs?: number;
+}
+
+/** Typed events of a module. */
+export interface ModuleEvents {
+  /** Every record of the event log (decisions and hook output). */
+  record: (r: ModuleLogRecord) => void;
+  /** The state, ready or transient flag changed. */
+  state: (status: ModuleStatus, event: Extract<ModuleEvent, { type: "state" }>) => void;
+  /** The report to carry in heartbeats changed (membership sends it to peers). */
+  advertise: (report: ModuleReport) => void;
+  /** The persisted state changed (the save through the store is queued in effect order). */
+  persist: (state: PersistedModuleState) => void;
+  /** A (re)start completed: the checker runner should reset its hysteresis. */
+  resetCheckers: () => void;
+  /** A hook ended. */
+  hook: (hook: HookName, result: HookResult) => void;
+  /** A driver-side failure (VIP driver, store) that the core cannot see. */
+  error: (err: Error) => void;
+}
+
+export class Module extends EventEmitter<ModuleEvents> {
+  readonly definition: ResolvedModule;
+  readonly nodeId: string;
+  readonly log: EventLog;
+  private readonly core: ModuleCore;
+  private readonly vip: VipDriver;
+  private readonly store: ModuleStateStore;
+  private readonly clock: Clock;
+  private readonly opts: ModuleOptions;
+  private chain: Promise<void> = Promise.resolve();
+  private hookAbort: AbortController | null = null;
+  private hookSeq = 0;
+  private cancelTimer: (() => void) | null = null;
+  private closed = false;
+  private readonly iterators = new Set<{ push: (r: ModuleLogRecord | null) => void }>();
+
+  private constructor(def: ResolvedModule, opts: ModuleOptions, persisted: PersistedModuleState | undefined) {
+    super();
+    this.definition = def;
+    this.nodeId = opts.nodeId;
+    this.opts = opts;
+    this.vip = opts.vip ?? new MemoryVipDriver();
+    this.store = opts.store ?? new MemoryModuleStore();
+    this.clock = opts.clock ?? wallClock;
+    this.log = new EventLog(opts.nodeId, def.name, { ...(opts.logDir ? { dir: opts.logDir } : {}) });
+    this.core = new ModuleCore({
+      module: def,
+      nodeId: opts.nodeId,
+      now: this.clock.now(),
+      ...(persisted ? { persisted } : {}),
+    });
+  }
+
+  /** Validates the definition (path-precise ConfigError), loads the persisted state, and returns the module (STOP). */
+  static async create(definition: ModuleDefinition | ResolvedModule, opts: ModuleOptions): Promise<Module> {
+    const def = resolveModule(definition);
+    const persisted = await (opts.store ?? new MemoryModuleStore()).load(def.name);
+    const m = new Module(def, opts, persisted);
+    return m;
+  }
+
+  get name(): string {
+    return this.definition.name;
+  }
+  get status(): ModuleStatus {
+    return this.core.status;
+  }
+  get report(): ModuleReport {
+    return this.core.report;
+  }
+  get persisted(): PersistedModuleState {
+    return this.core.persisted;
+  }
+
+  // ---- commands (throw CommandRefusedError when refused) --------------------------------------
+
+  /** Runs a command; resolves once its immediate effects are carried out (not when the transition ends). */
+  command(cmd: ModuleCommand): Promise<void> {
+    try {
+      this.feed((c) => c.command(cmd));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.idle();
+  }
+  start(): Promise<void> {
+    return this.command({ type: "start" });
+  }
+  stop(): Promise<void> {
+    return this.command({ type: "stop" });
+  }
+  restart(): Promise<void> {
+    return this.command({ type: "restart" });
+  }
+  stopstart(): Promise<void> {
+    return this.command({ type: "stopstart" });
+  }
+  swap(): Promise<void> {
+    return this.command({ type: "swap" });
+  }
+  prim(opts: { force?: boolean } = {}): Promise<void> {
+    return this.command({ type: "prim", force: opts.force === true });
+  }
+  second(): Promise<void> {
+    return this.command({ type: "second" });
+  }
+  forcestop(): Promise<void> {
+    return this.command({ type: "forcestop" });
+  }
+
+  // ---- inputs from the other layers -----------------------------------------------------------
+
+  view(view: MembershipView): void {
+    this.feed((c) => c.view(view));
+  }
+  peerReport(node: string, report: ModuleReport): void {
+    this.feed((c) => c.peerReport(node, report));
+  }
+  checker(verdict: CheckerVerdict): void {
+    this.feed((c) => c.checker(verdict));
+  }
+  replication(r: { inSync: boolean }): void {
+    this.feed((c) => c.replication(r));
+  }
+
+  /** Resolves when every effect produced so far has been carried out (hooks may still run). */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  /**
+   * Resolves with the status once `pred` holds (checked after every state, report or persisted-state
+   * change), or rejects after
+   * `timeoutMs` with the current status in the message.
+   */
+  waitFor(pred: ModuleState | ((s: ModuleStatus) => boolean), timeoutMs = 10_000): Promise<ModuleStatus> {
+    const test = typeof pred === "string" ? (s: ModuleStatus) => s.state === pred && !s.transient : pred;
+    if (test(this.status)) return Promise.resolve(this.status);
+    return new Promise((resolve, reject) => {
+      const onState = () => {
+        const s = this.status;
+        if (!test(s)) return;
+        cleanup();
+        resolve(s);
+      };
+      const cancel = this.clock.setTimer(timeoutMs, () => {
+        cleanup();
+        const s = this.status;
+        reject(new Error(`${this.name}: condition not met within ${timeoutMs}ms (now ${s.state}${s.transient ? ` -> ${s.next}` : ""}: ${s.reason})`));
+      });
+      const cleanup = () => {
+        cancel();
+        this.off("state", onState);
+        this.off("advertise", onState);
+        this.off("persist", onState);
+      };
+      this.on("state", onState);
+      this.on("advertise", onState);
+      this.on("persist", onState);
+    });
+  }
+
+  /** The event log records as an async iterator (from now on), ending at `close()`. */
+  records(): AsyncIterableIterator<ModuleLogRecord> {
+    const queue: (ModuleLogRecord | null)[] = [];
+    let wake: (() => void) | null = null;
+    const sub = {
+      push: (r: ModuleLogRecord | null) => {
+        queue.push(r);
+        wake?.();
+        wake = null;
+      },
+    };
+    this.iterators.add(sub);
+    const iterators = this.iterators;
+    const it: AsyncIterableIterator<ModuleLogRecord> = {
+      async next(): Promise<IteratorResult<ModuleLogRecord>> {
+        while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        const r = queue.shift() as ModuleLogRecord | null;
+        if (r === null) {
+          iterators.delete(sub);
+          return { done: true, value: undefined };
+        }
+        return { done: false, value: r };
+      },
+      async return(): Promise<IteratorResult<ModuleLogRecord>> {
+        iterators.delete(sub);
+        return { done: true, value: undefined };
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
+  }
+
+  /** Stops timers, cancels a running hook (its process group is killed) and ends the iterators. The module is not stopped. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.cancelTimer?.();
+    this.cancelTimer = null;
+    this.hookAbort?.abort();
+    await this.chain;
+    for (const it of this.iterators) it.push(null);
+    this.iterators.clear();
+  }
+
+  // ---- plumbing -------------------------------------------------------------------------------
+
+  private feed(input: (c: ModuleCore) => ModuleEffect[]): void {
+    if (this.closed) return;
+    this.carryOut(this.core.tick(this.clock.now()));
+    this.carryOut(input(this.core));
+  }
+
+  private carryOut(effects: ModuleEffect[]): void {
+    // Events are delivered at once and in order; effects with I/O are chained.
+    for (const e of effects) {
+      switch (e.type) {
+        case "emit":
+          this.onEvent(e.event);
+          break;
+        case "advertise":
+          this.emit("advertise", e.report);
+          break;
+        case "resetCheckers":
+          this.emit("resetCheckers");
+          break;
+        case "persist": {
+          const state = e.state;
+          this.emit("persist", state);
+          this.chain = this.chain.then(() => this.store.save(this.name, state)).catch((err: unknown) => this.fail(err));
+          break;
+        }
+        case "addVip":
+          for (const v of this.definition.vips) {
+            this.chain = this.chain.then(() => this.vip.add(v, this.name)).catch((err: unknown) => this.fail(err));
+          }
+          break;
+        case "removeVip":
+          for (const v of this.definition.vips) {
+            this.chain = this.chain.then(() => this.vip.remove(v, this.name)).catch((err: unknown) => this.fail(err));
+          }
+          break;
+        case "cancelHook":
+          this.hookSeq++; // the result of the cancelled run is not reported
+          this.hookAbort?.abort();
+          this.hookAbort = null;
+          break;
+        case "runHook": {
+          const eff = e;
+          this.chain = this.chain.then(() => this.launch(eff));
+          break;
+        }
+      }
+    }
+    this.armTimer();
+  }
+
+  private launch(e: Extract<ModuleEffect, { type: "runHook" }>): void {
+    const spec = this.definition.hooks[e.hook];
+    const seq = ++this.hookSeq;
+    const ac = new AbortController();
+    this.hookAbort = ac;
+    if (spec === undefined) {
+      queueMicrotask(() => this.hookEnded(seq, e.hook, { ok: true, detail: "no hook", timedOut: false, cancelled: false, code: null, durationMs: 0, output: [] }));
+      return;
+    }
+    void runHook({
+      module: this.name,
+      hook: e.hook,
+      spec,
+      state: e.state,
+      nextState: e.nextState,
+      reason: e.reason,
+      defaultTimeout: this.definition.hookTimeout,
+      signal: ac.signal,
+      ...(this.opts.killGraceMs !== undefined ? { killGraceMs: this.opts.killGraceMs } : {}),
+      ...(this.opts.hookEnv ? { env: this.opts.hookEnv } : {}),
+      onOutput: (line, stream) => this.record(this.log.output(e.hook, stream, line)),
+    }).then((r) => this.hookEnded(seq, e.hook, r));
+  }
+
+  private hookEnded(seq: number, hook: HookName, r: HookResult): void {
+    this.emit("hook", hook, r);
+    if (seq !== this.hookSeq || this.closed) return; // cancelled (forcestop) or closed
+    this.hookAbort = null;
+    this.feed((c) => c.hookDone(hook, r.ok, r.detail));
+  }
+
+  private onEvent(ev: ModuleEvent): void {
+    this.record(this.log.event(ev));
+    if (ev.type === "state") this.emit("state", this.core.status, ev);
+  }
+
+  private record(r: ModuleLogRecord): void {
+    this.emit("record", r);
+    for (const it of this.iterators) it.push(r);
+  }
+
+  private fail(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    this.record(this.log.event({ type: "decision", level: "error", cause: `driver: ${e.message}` }));
+    if (this.listenerCount("error") > 0) this.emit("error", e);
+  }
+
+  private armTimer(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = null;
+    if (this.closed) return;
+    const at = this.core.nextDeadline();
+    if (at === undefined) return;
+    const delay = Math.max(0, at - this.clock.now());
+    this.cancelTimer = this.clock.setTimer(delay + 1, () => {
+      this.cancelTimer = null;
+      this.feed(() => []);
+    });
+  }
+
+  /** True when this node is primary for a mirror module (PRIM/ALONE) or UP for a farm. */
+  get serving(): boolean {
+    const s = this.status;
+    return s.ready && (isPrimaryState(s.state) || s.state === "UP");
+  }
+}

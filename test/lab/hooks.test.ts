@@ -1,0 +1,131 @@
+/**
+ * Hook scripts as real processes: arguments and environment, output captured into the module's log, a
+ * failing script, and a hanging script (which started a background child and ignores SIGTERM) killed at
+ * its timeout with its whole process group — no leftover process — and the module reacting as its restart
+ * policy says. No namespaces needed; runs in the lab project because it spawns real processes.
+ */
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Module, groupAlive, runHook } from "../../src/index.js";
+
+const dir = mkdtempSync(join(tmpdir(), "hf-hooks-"));
+const marker = `hfhook${process.pid}x${Date.now().toString(36)}`;
+
+function script(name: string, body: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, `#!/bin/sh\n${body}\n`);
+  chmodSync(p, 0o755);
+  return p;
+}
+
+/** Live (non-zombie) processes whose command line or environment carries the marker. */
+function leftovers(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+      if (state === "Z" || state === "X") continue;
+      const cmd = readFileSync(`/proc/${name}/cmdline`, "utf8");
+      const env = readFileSync(`/proc/${name}/environ`, "utf8");
+      if (cmd.includes(marker) || env.includes(marker)) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+describe("hook scripts", () => {
+  it("get state, next state and reason as arguments and environment; output is captured", async () => {
+    const p = script("args.sh", 'echo "args: $1|$2|$3|$4"; echo "env: $HOLDFAST_MODULE $HOLDFAST_HOOK $HOLDFAST_STATE $HOLDFAST_NEXT_STATE $HOLDFAST_REASON"; echo "to stderr" >&2');
+    const lines: string[] = [];
+    const r = await runHook({
+      module: "db",
+      hook: "start_prim",
+      spec: { path: p, args: ["--first"] },
+      state: "WAIT",
+      nextState: "ALONE",
+      reason: "command prim",
+      defaultTimeout: 5000,
+      onOutput: (l, s) => lines.push(`${s}: ${l}`),
+    });
+    expect(r.ok).toBe(true);
+    expect(r.detail).toMatch(/^exit 0 after \d+ms$/);
+    expect(lines).toContain("stdout: args: --first|WAIT|ALONE|command prim");
+    expect(lines).toContain("stdout: env: db start_prim WAIT ALONE command prim");
+    expect(lines).toContain("stderr: to stderr");
+  });
+
+  it("a failing script reports its exit code and last line; a missing one is a failure too", async () => {
+    const p = script("fail.sh", 'echo "cannot bind port 5432" >&2; exit 3');
+    const r = await runHook({ module: "db", hook: "start_prim", spec: p, state: "WAIT", nextState: "ALONE", reason: "x", defaultTimeout: 5000 });
+    expect(r).toMatchObject({ ok: false, code: 3, timedOut: false, detail: "exit code 3: cannot bind port 5432" });
+    const m = await runHook({ module: "db", hook: "start_prim", spec: join(dir, "nope.sh"), state: "WAIT", nextState: "ALONE", reason: "x", defaultTimeout: 5000 });
+    expect(m.ok).toBe(false);
+    expect(m.detail).toContain("ENOENT");
+  });
+
+  it("a hanging script is killed at its timeout with its whole process group (even a child ignoring SIGTERM)", async () => {
+    const p = script("hang.sh", `trap '' TERM; sleep 300 & echo "child $!"; MARK=${marker} sleep 301; echo never`);
+    const started = performance.now();
+    const r = await runHook({
+      module: "db",
+      hook: "start_prim",
+      spec: { path: p, timeout: 400 },
+      state: "WAIT",
+      nextState: "ALONE",
+      reason: "x",
+      defaultTimeout: 60_000,
+      killGraceMs: 300,
+      env: { HF_MARK: marker },
+    });
+    const elapsed = performance.now() - started;
+    expect(r.ok).toBe(false);
+    expect(r.timedOut).toBe(true);
+    expect(r.detail).toBe("timed out after 400ms (process group killed)");
+    expect(elapsed).toBeGreaterThanOrEqual(400);
+    expect(elapsed).toBeLessThan(4000);
+    const child = Number(/child (\d+)/.exec(r.output.join("\n"))?.[1]);
+    expect(child).toBeGreaterThan(0);
+    expect(groupAlive(r.pid!)).toBe(false);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it("a module whose start hook hangs: killed at the timeout, restarted per policy, then stopped; output in the log", async () => {
+    const hang = script("start-hang.sh", `echo "starting app"; sleep 300 & sleep 302`);
+    const stop = script("stop.sh", 'echo "stopping app"');
+    const logDir = mkdtempSync(join(tmpdir(), "hf-hooklog-"));
+    const m = await Module.create(
+      {
+        name: "web",
+        kind: "farm",
+        hooks: { start_both: { path: hang, timeout: 300 }, stop_both: stop },
+        restart: { maxloop: 1, loopInterval: 60_000 },
+      },
+      { nodeId: "n0", logDir, killGraceMs: 200, hookEnv: { HF_MARK: marker } },
+    );
+    const hookResults: string[] = [];
+    m.on("hook", (h, r) => hookResults.push(`${h} ${r.ok ? "ok" : r.detail}`));
+    await m.start();
+    const s = await m.waitFor("STOP", 15_000);
+    expect(s.reason).toBe(
+      "start_both failed: timed out after 300ms (process group killed); restart budget exhausted (1 of 1 in 1m) -> stop",
+    );
+    expect(hookResults).toEqual([
+      "start_both timed out after 300ms (process group killed)",
+      "stop_both ok",
+      "start_both timed out after 300ms (process group killed)",
+      "stop_both ok",
+    ]);
+    expect(leftovers()).toEqual([]);
+    const log = readFileSync(join(logDir, "web.log"), "utf8");
+    expect(log).toContain("hook start_both stdout: starting app");
+    expect(log).toContain("hook stop_both stdout: stopping app");
+    expect(log).toContain("hook start_both failed (timed out after 300ms (process group killed)) -> restart (1 of 1 in 1m)");
+    await m.close();
+  });
+});

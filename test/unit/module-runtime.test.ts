@@ -1,0 +1,182 @@
+/**
+ * The Module driver with function hooks, the in-memory VIP driver and store, real timers: commands,
+ * hooks with their context, VIP order, persisted state, the event log, the async iterator, the restart
+ * policy, a function hook that times out, and two modules wired together failing over.
+ */
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  CommandRefusedError,
+  FileModuleStore,
+  MemoryModuleStore,
+  MemoryVipDriver,
+  Module,
+  type HookContext,
+  type ModuleDefinition,
+} from "../../src/index.js";
+
+function recorder() {
+  const calls: string[] = [];
+  const hook = (name: string, behave?: (ctx: HookContext) => Promise<void> | void) => async (ctx: HookContext) => {
+    calls.push(`${name} ${ctx.state}->${ctx.nextState}`);
+    ctx.log(`${name} says hello`);
+    await behave?.(ctx);
+  };
+  return { calls, hook };
+}
+
+const view = (...ids: string[]) => ({ epoch: 1, members: ids.map((id) => ({ id, weight: 1 })) });
+
+describe("Module driver", () => {
+  it("runs a farm: start, checker restart within budget, then stop when exhausted; logs every decision", async () => {
+    const { calls, hook } = recorder();
+    const dir = mkdtempSync(join(tmpdir(), "hf-module-"));
+    const vip = new MemoryVipDriver();
+    const def: ModuleDefinition = {
+      name: "web",
+      kind: "farm",
+      vips: ["198.18.0.100/24"],
+      hooks: { start_both: hook("start_both"), stop_both: hook("stop_both") },
+      restart: { maxloop: 1, loopInterval: 60_000 },
+    };
+    const m = await Module.create(def, { nodeId: "n0", vip, logDir: dir });
+    let resets = 0;
+    m.on("resetCheckers", () => resets++);
+    await m.start();
+    const up = await m.waitFor("UP");
+    expect(up.ready).toBe(true);
+    expect(vip.held.has("198.18.0.100/24")).toBe(true);
+    await expect(m.start()).rejects.toBeInstanceOf(CommandRefusedError);
+
+    m.checker({ type: "checker", checker: "tcp:web:80", ok: false, action: "restart", reason: "connect refused (3/3)" });
+    await m.waitFor((s) => s.state === "UP" && !s.transient && calls.length >= 3);
+    m.checker({ type: "checker", checker: "tcp:web:80", ok: false, action: "restart", reason: "connect refused (3/3)" });
+    await m.waitFor("STOP");
+    expect(calls).toEqual(["start_both WAIT->UP", "stop_both UP->UP", "start_both UP->UP", "stop_both UP->STOP"]);
+    expect(vip.held.size).toBe(0);
+    expect(resets).toBe(2);
+
+    const text = readFileSync(join(dir, "web.log"), "utf8");
+    expect(text).toContain("checker tcp:web:80 failed (connect refused (3/3)) -> restart (1 of 1 in 1m)");
+    expect(text).toContain("-> stop (restart budget exhausted: 1 of 1 in 1m)");
+    expect(text).toContain("hook start_both stdout: start_both says hello");
+    const json = readFileSync(join(dir, "web.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(json.some((r) => r.kind === "event" && r.event.type === "state" && r.event.to === "STOP")).toBe(true);
+    await m.close();
+  });
+
+  it("mirror: first start with prim, hooks get state/next/reason, VIP added before start_prim, state persisted", async () => {
+    const order: string[] = [];
+    const vip = new MemoryVipDriver();
+    const store = new MemoryModuleStore();
+    const reasons: string[] = [];
+    const m = await Module.create(
+      {
+        name: "db",
+        kind: "mirror",
+        vips: ["198.18.0.101/24"],
+        hooks: {
+          start_prim: async (ctx) => {
+            order.push(`start_prim vip=${vip.held.has("198.18.0.101/24")}`);
+            reasons.push(`${ctx.module} ${ctx.hook} ${ctx.state} ${ctx.nextState} ${ctx.reason}`);
+          },
+          stop_prim: async () => {
+            order.push(`stop_prim vip=${vip.held.has("198.18.0.101/24")}`);
+          },
+        },
+      },
+      { nodeId: "n0", vip, store },
+    );
+    m.view(view("n0"));
+    const it = m.records();
+    await m.start();
+    await m.waitFor("WAIT");
+    expect(m.status.reason).toContain("first start");
+    await m.prim();
+    await m.waitFor("ALONE");
+    expect(reasons).toEqual(["db start_prim WAIT ALONE command prim"]);
+    expect(store.states.get("db")).toMatchObject({ initialized: true, upToDate: true, generation: 1, soleOwner: true });
+    await m.stop();
+    await m.waitFor("STOP");
+    expect(order).toEqual(["start_prim vip=true", "stop_prim vip=true"]);
+    expect(vip.ops).toEqual(["add 198.18.0.101/24", "remove 198.18.0.101/24"]);
+    await m.close();
+    const texts: string[] = [];
+    for await (const r of it) texts.push(r.text);
+    expect(texts[0]).toBe("command start");
+    expect(texts.at(-1)).toBe("state ALONE -> STOP: command stop");
+  });
+
+  it("a function hook that times out is a failure handled by the policy", async () => {
+    const m = await Module.create(
+      {
+        name: "slow",
+        kind: "farm",
+        hookTimeout: 100,
+        hooks: {
+          start_both: (ctx) => new Promise<void>((_, reject) => ctx.signal.addEventListener("abort", () => reject(new Error("aborted")))),
+        },
+        restart: { maxloop: 0, loopInterval: 1000 },
+      },
+      { nodeId: "n0" },
+    );
+    await m.start();
+    const s = await m.waitFor("STOP", 5000);
+    expect(s.reason).toContain("start_both failed: timed out after 100ms (signal aborted)");
+    await m.close();
+  });
+
+  it("persists to files and a restarted module remembers its generation", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hf-store-"));
+    const def: ModuleDefinition = { name: "db", kind: "mirror", mirror: { defaultPrimary: "n0", peerWait: 50 } };
+    const m1 = await Module.create(def, { nodeId: "n0", store: new FileModuleStore(dir) });
+    m1.view(view("n0"));
+    await m1.start();
+    await m1.waitFor("ALONE");
+    await m1.stop();
+    await m1.waitFor("STOP");
+    await m1.close();
+    const m2 = await Module.create(def, { nodeId: "n0", store: new FileModuleStore(dir) });
+    expect(m2.persisted).toMatchObject({ initialized: true, generation: 1, soleOwner: true, upToDate: true });
+    m2.view(view("n0"));
+    await m2.start();
+    // The last sole primary comes back alone after peerWait (50 ms, a real timer).
+    const s = await m2.waitFor("ALONE", 5000);
+    expect(s.reason).toContain("no peer after 50ms");
+    expect(m2.persisted.generation).toBe(2);
+    await m2.close();
+  });
+
+  it("two modules wired by an in-memory exchange: first start, sync, failover when the primary's node leaves", async () => {
+    const mods = new Map<string, Module>();
+    const vips = new Map<string, MemoryVipDriver>();
+    for (const id of ["n0", "n1"]) {
+      const vip = new MemoryVipDriver();
+      vips.set(id, vip);
+      const m = await Module.create({ name: "db", kind: "mirror", vips: ["198.18.0.102/24"], hooks: { start_prim: async () => {}, start_second: async () => {} } }, { nodeId: id, vip });
+      mods.set(id, m);
+    }
+    const [a, b] = [mods.get("n0")!, mods.get("n1")!];
+    a.on("advertise", (r) => queueMicrotask(() => b.peerReport("n0", r)));
+    b.on("advertise", (r) => queueMicrotask(() => a.peerReport("n1", r)));
+    a.view(view("n0", "n1"));
+    b.view(view("n0", "n1"));
+    await a.start();
+    await b.start();
+    await a.prim();
+    await a.waitFor("PRIM");
+    await b.waitFor("SECOND");
+    b.replication({ inSync: true });
+    await a.waitFor((s) => s.state === "PRIM" && a.persisted.soleOwner === false);
+    // n0 disappears from n1's view: n1 fails over.
+    b.view(view("n1"));
+    const s = await b.waitFor("ALONE");
+    expect(s.ready).toBe(true);
+    expect(vips.get("n1")!.held.has("198.18.0.102/24")).toBe(true);
+    expect(b.persisted.generation).toBe(2);
+    await a.close();
+    await b.close();
+  });
+});
