@@ -37,6 +37,8 @@ class Pinger {
   #seq = 0;
   readonly #waiting = new Map<number, Waiter>();
   users = 0;
+  /** The socket failed or was closed: no reply will come through it any more. */
+  dead = false;
 
   constructor(family: 4 | 6) {
     this.family = family;
@@ -48,9 +50,13 @@ class Pinger {
     // Identifier: low bits of the pid mixed with the family, as ping(8) does with its pid.
     this.#id = (process.pid ^ (family === 6 ? 0x5a5a : 0)) & 0xffff;
     this.#socket.on("message", (buf, source) => this.#onMessage(buf, source));
-    this.#socket.on("error", () => {
-      /* reported through send callbacks; a dead socket makes probes time out */
-    });
+    // raw-socket closes the socket after an error: mark this pinger dead so that probes open a new one.
+    const die = (): void => {
+      this.dead = true;
+      if (pingers.get(this.family) === this) pingers.delete(this.family);
+    };
+    this.#socket.on("error", die);
+    this.#socket.on("close", die);
     this.#socket.pauseRecv(); // no waiter yet: do not keep the event loop alive
   }
 
@@ -151,6 +157,7 @@ export class PingProbe implements Probe {
    * the failure detail, and every run retries.
    */
   async run(signal: AbortSignal): Promise<ProbeResult> {
+    if (this.#pinger?.dead === true) this.close();
     if (this.#pinger === undefined) {
       try {
         this.#pinger = acquire(this.#family);

@@ -68,6 +68,8 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   #running: Promise<CheckerResult> | undefined;
   #current: AbortController | undefined;
   #started = false;
+  /** Bumped by start/stop so that a run finishing after a stop (and a new start) cannot schedule twice. */
+  #generation = 0;
   #last: CheckerVerdict | undefined;
 
   constructor(options: CheckerRunnerOptions) {
@@ -107,6 +109,7 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   start(): void {
     if (this.#started) return;
     this.#started = true;
+    this.#generation++;
     this.#schedule(0);
   }
 
@@ -116,6 +119,7 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
    */
   async stop(): Promise<void> {
     this.#started = false;
+    this.#generation++;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#current?.abort(new Error("checker stopped"));
@@ -157,11 +161,12 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   }
 
   #schedule(delay: number): void {
+    const generation = this.#generation;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       const began = performance.now();
       void this.runOnce().finally(() => {
-        if (!this.#started) return;
+        if (!this.#started || generation !== this.#generation) return;
         this.#schedule(Math.max(0, this.options.interval - (performance.now() - began)));
       });
     }, delay);

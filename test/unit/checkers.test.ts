@@ -182,6 +182,23 @@ describe("CheckerRunner", () => {
     expect(r.lastVerdict).toBeUndefined();
   });
 
+  it("a stop followed at once by a start keeps a single schedule", async () => {
+    const { probe, r } = runner(["hang"], { interval: 100, timeout: 50 });
+    r.start();
+    await vi.advanceTimersByTimeAsync(10); // a run is in progress: stop() aborts it
+    const stopping = r.stop();
+    r.start();
+    await stopping;
+    // The new run hits its timeout at 60 ms; at 80 ms the only pending timer is the next run's (the aborted
+    // run must not have scheduled one of its own).
+    await vi.advanceTimersByTimeAsync(70);
+    expect(vi.getTimerCount()).toBe(1);
+    const before = probe.runs;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(probe.runs - before).toBe(10);
+    await r.stop();
+  });
+
   it("verdicts() yields the verdicts in order", async () => {
     const { r } = runner(["fail", "fail", "fail", "ok", "ok"], { initial: "unknown" });
     const it = r.verdicts();
