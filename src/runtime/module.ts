@@ -34,6 +34,7 @@ import {
   type ResolvedModule,
 } from "../core/module/index.js";
 import { isPrimaryState } from "../core/module/types.js";
+import type { CheckerGroup } from "../checkers/group.js";
 import type { Clock } from "./clock.js";
 import { EventLog, type ModuleLogRecord } from "./event-log.js";
 import { runHook, type HookResult } from "./hooks.js";
@@ -240,6 +241,37 @@ export class Module extends EventEmitter<ModuleEvents> {
   }
   replication(r: { inSync: boolean }): void {
     this.feed((c) => c.replication(r));
+  }
+
+  /**
+   * Feeds a module's checkers into it: every verdict goes to the core. Verdicts are sent on change only,
+   * so after a (re)start (`resetCheckers`) a checker still failed `interval * fall + timeout` ms later
+   * is fed again as a fresh failure: a restart that did not help counts against the budget and escalates.
+   * Returns a function that detaches.
+   */
+  attachCheckers(group: Pick<CheckerGroup, "on" | "off" | "runners">): () => void {
+    const onVerdict = (v: CheckerVerdict) => this.checker(v);
+    const timers = new Set<() => void>();
+    const onReset = () => {
+      for (const r of group.runners) {
+        if (r.state !== "failed" || r.options.action === "wait") continue;
+        const wait = r.options.interval * r.options.fall + r.options.timeout;
+        const cancel = this.clock.setTimer(wait, () => {
+          timers.delete(cancel);
+          const last = r.lastVerdict;
+          if (r.state === "failed" && last && !last.ok) this.checker({ ...last, reason: `${last.reason}; still failing after the restart` });
+        });
+        timers.add(cancel);
+      }
+    };
+    group.on("verdict", onVerdict);
+    this.on("resetCheckers", onReset);
+    return () => {
+      group.off("verdict", onVerdict);
+      this.off("resetCheckers", onReset);
+      for (const c of timers) c();
+      timers.clear();
+    };
   }
 
   /** Resolves when every effect produced so far has been carried out (hooks may still run). */

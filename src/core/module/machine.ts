@@ -572,7 +572,7 @@ export class ModuleCore {
     }
     const isNew = !this.failing.has(v.checker);
     this.failing.set(v.checker, v);
-    const splitBrain = this.isSplitBrain(v.checker);
+    const splitBrain = this.isSplitBrain(v);
     if (splitBrain || v.action === "wait") {
       if (isNew) {
         const cause = splitBrain ? "split-brain witness unreachable: this node will not go ALONE" : "-> wait";
@@ -622,19 +622,20 @@ export class ModuleCore {
     this.escalate(`${v.checker} failed: ${v.reason}; restart budget exhausted (${d.text})`);
   }
 
-  private isSplitBrain(name: string): boolean {
-    const entry = this.module.checkers.find((c) => c.name === name);
-    const type = entry?.type ?? name.split(":")[0];
+  /** A split-brain checker gates going ALONE instead of acting: known by the verdict's kind, the configured type, or the name. */
+  private isSplitBrain(v: CheckerVerdict): boolean {
+    const entry = this.module.checkers.find((c) => c.name === v.checker);
+    const type = v.kind ?? entry?.type ?? v.checker.split(":")[0];
     return type === "split-brain" || type === "splitbrain";
   }
 
   private waitBlocker(): CheckerVerdict | undefined {
-    for (const v of this.failing.values()) if (v.action === "wait" && !this.isSplitBrain(v.checker)) return v;
+    for (const v of this.failing.values()) if (v.action === "wait" && !this.isSplitBrain(v)) return v;
     return undefined;
   }
 
   private splitBrainFailing(): CheckerVerdict | undefined {
-    for (const v of this.failing.values()) if (this.isSplitBrain(v.checker)) return v;
+    for (const v of this.failing.values()) if (this.isSplitBrain(v)) return v;
     return undefined;
   }
 
