@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx tsc --noEmit -p .
 npx eslint --no-warn-ignored .
+# The package itself: ESM + CJS + d.ts build, and the built entry points load.
+npx tsup --silent
+node --input-type=module -e "const m = await import('./dist/index.js'); if (typeof m.Membership !== 'function') throw new Error('dist/index.js lacks Membership');"
+node -e "const m = require('./dist/index.cjs'); if (typeof m.Membership !== 'function') throw new Error('dist/index.cjs lacks Membership');"
 if [ "$(id -u)" -eq 0 ]; then
   npx vitest run "$@"
 else

@@ -4,4 +4,8 @@ export { Lab, LabError, cleanStaleLabs, ensureBpffs, resolveLabOptions, LAB_LIMI
 export type { LabOptions, LabHost, LabProcess, ExecResult, LabMountOptions, LabSpawnOptions, LabExecOptions } from "./lab.js";
 export { startLoopbackPair, snapshotTree, treeDiff, pollUntil } from "../mirror/testing.js";
 export type { LoopbackPair, Entry as TreeEntry } from "../mirror/testing.js";
+export { FakeClock } from "./sim/clock.js";
+export { FakeNetwork, type FakeNetworkOptions, type LinkState } from "./sim/network.js";
+export { Rng } from "./sim/rng.js";
+export { randomSchedule, runMembershipSchedule, simMac, type MembershipSchedule, type SimFault, type SimResult, type SimViolation } from "./sim/membership-sim.js";
 export { MemoryFilterBackend, craftPacket, FrameSender, type PacketSpec } from "../farm/filter/index.js";
