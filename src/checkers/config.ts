@@ -54,61 +54,90 @@ export interface CheckerCommon {
   readonly initial: HysteresisState;
 }
 
+/** `type: process` — see `ProcessProbe`. Exactly one of `process`, `cmdline`, `pid`, `pidFile`. */
 export interface ProcessCheckerConfig extends CheckerCommon {
   readonly type: "process";
-  /** Exact name in `/proc/PID/comm`. Exactly one of name, cmdline, pid, pidFile. */
+  /** Exact executable name as in `/proc/PID/comm` (at most 15 characters), e.g. `nginx`. */
   readonly process?: string;
+  /** Regular expression (JavaScript syntax) on the command line, arguments joined by spaces. */
   readonly cmdline?: string;
+  /** One process id. */
   readonly pid?: number;
+  /** A file holding the process id, read at every run (e.g. `/run/nginx.pid`). */
   readonly pidFile?: string;
-  /** Fewest instances for ok. Default 1. */
+  /** Fewest live matching processes for ok. Default 1. */
   readonly min: number;
-  /** Most instances for ok. Default: unbounded. */
+  /** Most live matching processes for ok (1 = "a single instance"). Default: unbounded. */
   readonly max?: number;
 }
+/** `type: interface` — see `InterfaceProbe`. */
 export interface InterfaceCheckerConfig extends CheckerCommon {
   readonly type: "interface";
+  /** Interface name in this node's network namespace, e.g. `eth0`. */
   readonly interface: string;
-  /** Require carrier too. Default true. */
+  /** Also require carrier (a pulled cable fails even if the interface is still administratively up). Default true. */
   readonly carrier: boolean;
 }
+/** `type: ip` — see `IpProbe`. */
 export interface IpCheckerConfig extends CheckerCommon {
   readonly type: "ip";
+  /** IPv4 or IPv6 address without prefix length. Tentative (DAD running) or DAD-failed counts as absent. */
   readonly address: string;
+  /** Only on this interface. Default: any. */
   readonly interface?: string;
 }
+/** `type: tcp` — see `TcpProbe`. */
 export interface TcpCheckerConfig extends CheckerCommon {
   readonly type: "tcp";
+  /** Address (or name, resolved at each run) to connect to. */
   readonly host: string;
+  /** TCP port, 1..65535. */
   readonly port: number;
+  /** Source address of the connection. Default: chosen by the kernel. */
   readonly localAddress?: string;
 }
+/** `type: ping` — see `PingProbe` (needs CAP_NET_RAW). */
 export interface PingCheckerConfig extends CheckerCommon {
   readonly type: "ping";
+  /** IPv4 or IPv6 address (no names: a checker must not depend on DNS). */
   readonly host: string;
 }
+/** `type: custom` — see `CustomProbe`. Exactly one of `run`, `script`, `shell`. */
 export interface CustomCheckerConfig extends CheckerCommon {
   readonly type: "custom";
+  /** A function (code only): `true`/`false`, a `ProbeResult`, or a throw (= failed). */
   readonly run?: CustomCheckFunction;
+  /** An executable; exit code 0 = ok. Killed with its whole process group at `timeout`. */
   readonly script?: string;
+  /** Arguments of `script`. */
   readonly args?: readonly string[];
+  /** A `/bin/sh -c` command line; exit code 0 = ok. */
   readonly shell?: string;
+  /** Extra environment variables of the script. */
   readonly env?: Readonly<Record<string, string>>;
+  /** Working directory of the script. Default: the daemon's. */
   readonly cwd?: string;
 }
+/** `type: module` — see `ModuleProbe` (the expected HTTP answer is documented there). */
 export interface ModuleCheckerConfig extends CheckerCommon {
   readonly type: "module";
+  /** Name of the module depended upon. */
   readonly module: string;
+  /** Accepted states, e.g. `[PRIM, ALONE]`. */
   readonly states: readonly string[];
-  /** Also require the module to be ready. Default false. */
+  /** Also require the module to report `ready: true`. Default false. */
   readonly ready: boolean;
+  /** A function (a module in this process), or the control API URL of that module and an optional bearer token. */
   readonly source: ModuleStatusSource | { readonly url: string; readonly token?: string };
 }
+/** `type: split-brain` — see `SplitBrainProbe`. ok when any witness answers. */
 export interface SplitBrainCheckerConfig extends CheckerCommon {
   readonly type: "split-brain";
+  /** Witness addresses (e.g. the router), IPv4 or IPv6. */
   readonly witnesses: readonly string[];
-  /** Default `ping`. */
+  /** `ping` (ICMP echo) or `tcp` (connect to `port`). Default `ping`. */
   readonly method: "ping" | "tcp";
+  /** Witness TCP port; required with `method: tcp`. */
   readonly port?: number;
 }
 

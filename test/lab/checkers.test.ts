@@ -222,6 +222,16 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
 
   afterAll(async () => {
     if (Object.keys(detections).length > 0) console.log(`checker detection times (ms, fault -> verdict): ${JSON.stringify(detections)}`);
+    if (log !== undefined) {
+      // Cost of one successful probe run, per checker (median wall time, ms).
+      const by = new Map<string, number[]>();
+      for (const e of log.events) {
+        if (e.event !== "result" || e.ok !== true || e.checker === undefined || e.durationMs === undefined) continue;
+        by.set(e.checker, [...(by.get(e.checker) ?? []), e.durationMs]);
+      }
+      const med = Object.fromEntries([...by].map(([k, v]) => [k, Number(v.sort((a, b) => a - b)[Math.floor(v.length / 2)]?.toFixed(1))]));
+      console.log(`probe run time when ok (median ms): ${JSON.stringify(med)}`);
+    }
     await f?.lab.destroy();
     if (f !== undefined) {
       expect(existsSync(`/run/netns/${f.lab.prefix}n0`)).toBe(false);
