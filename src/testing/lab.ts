@@ -238,6 +238,8 @@ interface Cut {
   /** Host whose frames are dropped. */
   readonly from: LabHost;
   readonly net: number;
+  /** Share of the frames dropped, in percent: 100 for a cut, less for a lossy link. */
+  readonly pct: number;
 }
 
 /** A running lab. Create with {@link Lab.create}; always {@link Lab.destroy} it in a `finally`. */
@@ -598,21 +600,31 @@ export class Lab implements Teardown {
    * the two hosts). Idempotent.
    */
   async drop(from: LabHost, to: LabHost, opts: { net?: number; oneWay?: boolean } = {}): Promise<void> {
+    await this.setLoss(from, to, 100, opts, "drop");
+  }
+
+  /**
+   * Like {@link drop} but loses only `percent` of the frames, each independently at random (nftables `numgen
+   * random`; this kernel has no netem, so there is no delay emulation). `percent` 0 removes the loss, 100 is
+   * a drop. Replaces any earlier drop or loss of the same direction and network.
+   */
+  async loss(from: LabHost, to: LabHost, percent: number, opts: { net?: number; oneWay?: boolean } = {}): Promise<void> {
+    if (!Number.isInteger(percent) || percent < 0 || percent > 100) throw new RangeError(`loss percent must be an integer from 0 to 100, got ${percent}`);
+    await this.setLoss(from, to, percent, opts, "loss");
+  }
+
+  private async setLoss(from: LabHost, to: LabHost, pct: number, opts: { net?: number; oneWay?: boolean }, what: string): Promise<void> {
     this.check(from, opts.net);
     this.check(to, opts.net);
-    if (from.ns === to.ns) throw new RangeError(`drop needs two different hosts, got ${from.name} twice`);
+    if (from.ns === to.ns) throw new RangeError(`${what} needs two different hosts, got ${from.name} twice`);
     const nets = opts.net === undefined ? [...Array(this.networks).keys()] : [opts.net];
-    const add: Cut[] = [];
+    const set: Cut[] = [];
     for (const net of nets) {
-      add.push({ at: to, from, net });
-      if (!opts.oneWay) add.push({ at: from, from: to, net });
+      set.push({ at: to, from, net, pct });
+      if (!opts.oneWay) set.push({ at: from, from: to, net, pct });
     }
-    await this.changeCuts((cuts) => {
-      for (const c of add) {
-        if (!cuts.some((x) => x.at.ns === c.at.ns && x.from.ns === c.from.ns && x.net === c.net)) cuts.push(c);
-      }
-      return cuts;
-    });
+    const same = (x: Cut, c: Cut): boolean => x.at.ns === c.at.ns && x.from.ns === c.from.ns && x.net === c.net;
+    await this.changeCuts((cuts) => [...cuts.filter((x) => !set.some((c) => same(x, c))), ...set.filter((c) => c.pct > 0)]);
   }
 
   /** Cuts every pair across the two groups, both ways, on every network (or on `net`). */
@@ -621,7 +633,7 @@ export class Lab implements Teardown {
   }
 
   /**
-   * Removes drops: all of them without arguments; every drop to or from `from` with one argument; the drops
+   * Removes drops and losses: all of them without arguments; every drop to or from `from` with one argument; the drops
    * between `from` and `to` (both directions, every network) with two.
    */
   async heal(from?: LabHost, to?: LabHost): Promise<void> {
@@ -637,9 +649,9 @@ export class Lab implements Teardown {
     );
   }
 
-  /** The drops in force, as `from->to@net` strings (for logs and assertions). */
+  /** The drops and losses in force, as `from->to@net` strings (`from->to@net 25%` for a loss), for logs and assertions. */
   drops(): string[] {
-    return this.cuts.map((c) => `${c.from.name}->${c.at.name}@${c.net}`);
+    return this.cuts.map((c) => `${c.from.name}->${c.at.name}@${c.net}${c.pct < 100 ? ` ${c.pct}%` : ""}`);
   }
 
   /** Applies a change to the set of cuts, rewriting (atomically, per namespace) every namespace whose set changed. */
@@ -647,7 +659,7 @@ export class Lab implements Teardown {
     const run = async (): Promise<void> => {
       const before = this.cuts;
       const after = change([...before]);
-      const key = (c: Cut): string => `${c.at.ns}|${c.from.ns}|${c.net}`;
+      const key = (c: Cut): string => `${c.at.ns}|${c.from.ns}|${c.net}|${c.pct}`;
       const beforeKeys = new Set(before.map(key));
       const afterKeys = new Set(after.map(key));
       const touched = new Set<string>();
@@ -681,9 +693,13 @@ export class Lab implements Teardown {
       "add rule inet holdfast_lab pre iifname . ether saddr @cut counter drop",
       "flush set inet holdfast_lab cut",
     ];
-    if (cuts.length > 0) {
-      const elems = cuts.map((c) => `"${this.iface(host, c.net)}" . ${this.mac(c.from, c.net)}`);
+    const full = cuts.filter((c) => c.pct >= 100);
+    if (full.length > 0) {
+      const elems = full.map((c) => `"${this.iface(host, c.net)}" . ${this.mac(c.from, c.net)}`);
       lines.push(`add element inet holdfast_lab cut { ${elems.join(", ")} }`);
+    }
+    for (const c of cuts.filter((x) => x.pct < 100)) {
+      lines.push(`add rule inet holdfast_lab pre iifname "${this.iface(host, c.net)}" ether saddr ${this.mac(c.from, c.net)} numgen random mod 100 < ${c.pct} counter drop`);
     }
     await this.nsScript(host.ns, "nft -f -", lines.join("\n") + "\n");
   }

@@ -226,6 +226,27 @@ describe.skipIf(!isRoot)(`namespace lab${isRoot ? "" : " (SKIPPED: needs root)"}
       expect((await reachable(n0, [0, 1].flatMap((k) => [lab.addr(n2, k), lab.addr6(n2, k)]))).size).toBe(4);
     });
 
+    it("loss drops a share of the frames at random, on one network only", async () => {
+      /** Echo requests answered out of 200 sent 2 ms apart (the loss applies to the requests only). */
+      const answered = async (addr: string): Promise<number> => {
+        const r = await lab.exec(n0, ["ping", "-n", "-q", "-c", "200", "-i", "0.002", "-W", "1", addr]);
+        return Number(/(\d+) received/.exec(r.stdout)?.[1] ?? -1);
+      };
+      await lab.loss(n0, n2, 50, { net: 0, oneWay: true });
+      try {
+        expect(lab.drops()).toEqual(["n0->n2@0 50%"]);
+        const lossy = await answered(lab.addr(n2, 0));
+        expect(lossy).toBeGreaterThan(40); // binomial(200, 0.5): 100 +- 7; these bounds are > 8 sd away
+        expect(lossy).toBeLessThan(160);
+        expect(await answered(lab.addr(n2, 1))).toBe(200);
+        await lab.loss(n0, n2, 0, { net: 0, oneWay: true });
+        expect(lab.drops()).toEqual([]);
+        expect(await answered(lab.addr6(n2, 0))).toBe(200);
+      } finally {
+        await lab.heal();
+      }
+    });
+
     it("spawn + waitForLine; stop() freezes the process, cont() resumes it, kill() ends it", async () => {
       const p = lab.spawn(n2, ["node", "-e", "let i=0;setInterval(()=>console.log('count '+(i++)),10)"]);
       let latest = -1;
