@@ -15,11 +15,12 @@
  * `replication()` from the replication layer.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { extname, join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { CheckerVerdict } from "../core/checker.js";
 import {
   ModuleCore,
+  parseModulesText,
   resolveModule,
   type HookName,
   type MembershipView,
@@ -92,6 +93,17 @@ export class FileModuleStore implements ModuleStateStore {
     writeFileSync(`${path}.tmp`, JSON.stringify(state));
     renameSync(`${path}.tmp`, path);
   }
+}
+
+/**
+ * Reads a modules file (`.json`, `.yaml` or `.yml`: `{ modules: [...] }`) and validates it with the same
+ * codec as definitions in code. Throws a ConfigError naming the path (e.g. `modules.1.hooks.start_prim`)
+ * and the value.
+ */
+export function loadModulesFile(path: string): ResolvedModule[] {
+  const ext = extname(path).toLowerCase();
+  const format = ext === ".json" ? "json" : "yaml";
+  return parseModulesText(readFileSync(path, "utf8"), format);
 }
 
 /** Wall-clock time: the restart history is persisted, so it must mean the same after a daemon restart. */

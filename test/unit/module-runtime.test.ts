@@ -3,7 +3,7 @@
  * hooks with their context, VIP order, persisted state, the event log, the async iterator, the restart
  * policy, a function hook that times out, and two modules wired together failing over.
  */
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -12,7 +12,9 @@ import {
   FileModuleStore,
   MemoryModuleStore,
   MemoryVipDriver,
+  ConfigError,
   Module,
+  loadModulesFile,
   type HookContext,
   type ModuleDefinition,
 } from "../../src/index.js";
@@ -178,5 +180,24 @@ describe("Module driver", () => {
     expect(b.persisted.generation).toBe(2);
     await a.close();
     await b.close();
+  });
+
+  it("loads several modules from a YAML file and runs them independently", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hf-modfile-"));
+    const path = join(dir, "modules.yaml");
+    writeFileSync(path, "modules:\n  - { name: web, kind: farm }\n  - { name: db, kind: mirror, mirror: { defaultPrimary: n0, peerWait: 10ms } }\n");
+    const defs = loadModulesFile(path);
+    const mods = await Promise.all(defs.map((d) => Module.create(d, { nodeId: "n0" })));
+    for (const m of mods) m.view(view("n0"));
+    await Promise.all(mods.map((m) => m.start()));
+    await mods[0]!.waitFor("UP");
+    await mods[1]!.waitFor("ALONE");
+    await mods[0]!.stop();
+    await mods[0]!.waitFor("STOP");
+    expect(mods[1]!.status.state).toBe("ALONE");
+    await Promise.all(mods.map((m) => m.close()));
+    writeFileSync(path, "modules:\n  - { name: web, kind: farm, hooks: { start_both: 42 } }\n");
+    expect(() => loadModulesFile(path)).toThrow(ConfigError);
+    expect(() => loadModulesFile(path)).toThrow(/modules\.0\.hooks\.start_both/);
   });
 });
