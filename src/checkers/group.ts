@@ -89,6 +89,11 @@ export class CheckerGroup extends EventEmitter<CheckerGroupEvents> {
     await Promise.all(this.runners.map((r) => r.stop()));
   }
 
+  /** Resets every checker's hysteresis (see {@link CheckerRunner.reset}), e.g. after a local restart. */
+  reset(): void {
+    for (const r of this.runners) r.reset();
+  }
+
   /** Each checker's decided state and last reason. */
   status(): CheckerStatus[] {
     return this.runners.map((r) => ({

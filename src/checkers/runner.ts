@@ -128,6 +128,16 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     this.options.probe.close?.();
   }
 
+  /**
+   * Forgets the hysteresis streak and returns to the `initial` state (`unknown` by default), so that the next
+   * `fall` failures (or `rise` successes) produce a fresh verdict even if it equals the last one. For the
+   * module driver after a local restart: a checker still failing then reports it again, and the restart
+   * counts against the budget. The schedule is not touched.
+   */
+  reset(): void {
+    this.#hysteresis.reset();
+  }
+
   /** Runs the probe once now (outside the schedule when stopped), feeding the hysteresis. */
   runOnce(): Promise<CheckerResult> {
     this.#running ??= this.#run().finally(() => {

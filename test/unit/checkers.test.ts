@@ -199,6 +199,23 @@ describe("CheckerRunner", () => {
     await r.stop();
   });
 
+  it("reset() makes a still-failing checker report its failure again", async () => {
+    const { r, verdicts } = runner(["fail"], { fall: 2 });
+    r.start();
+    await vi.advanceTimersByTimeAsync(150);
+    expect(verdicts.map(([, v]) => v.ok)).toEqual([false]);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(verdicts.length).toBe(1); // on change only
+    r.reset();
+    expect(r.state).toBe("ok"); // the runner's initial state in these tests
+    await vi.advanceTimersByTimeAsync(200);
+    expect(verdicts.map(([, v]) => [v.ok, v.reason])).toEqual([
+      [false, "run 2 refused (2/2)"],
+      [false, "run 9 refused (2/2)"], // runs 8 and 9, at 700 and 800 ms
+    ]);
+    await r.stop();
+  });
+
   it("verdicts() yields the verdicts in order", async () => {
     const { r } = runner(["fail", "fail", "fail", "ok", "ok"], { initial: "unknown" });
     const it = r.verdicts();
