@@ -339,7 +339,7 @@ export class Lab implements Teardown {
     }
     await this.nsScript(
       this.switchNs,
-      "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && ip -batch -",
+      "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.keep_addr_on_down=1 && ip -batch -",
       sw.join("\n") + "\n",
     );
 
@@ -593,9 +593,10 @@ export class Lab implements Teardown {
   }
 
   /**
-   * Drops every frame from `from` to `to` (IPv4, IPv6 and anything else above Ethernet except IPv6 neighbour
-   * discovery; ARP is not affected) with an nftables rule in `to`'s namespace, matching `from`'s MAC on
-   * `to`'s interface: the packets leave `from` normally and are lost on the way, as on a faulty link. Also
+   * Drops every packet from `from` to `to` (IPv4 and IPv6, to any address of `to` including VIPs; IPv6
+   * neighbour discovery passes and ARP is not affected) with an nftables rule on the input hook of `to`'s
+   * namespace (table `inet holdfast_lab`), matching `from`'s MAC on `to`'s interface: the packets leave
+   * `from` normally and are lost on the way, as on a faulty link. Also
    * `to` -> `from` unless `oneWay`. `net`: one network, or every network when omitted (a full cut between
    * the two hosts). Idempotent.
    */
@@ -681,16 +682,18 @@ export class Lab implements Teardown {
 
   private async applyCuts(host: LabHost, cuts: readonly Cut[]): Promise<void> {
     // Declared again on every change (the `add` forms are idempotent) and the chain rewritten, all in one
-    // nft transaction: correct even if something in the namespace flushed the ruleset meanwhile.
+    // nft transaction: correct even if something in the namespace flushed the ruleset meanwhile. The rules
+    // sit on the receiver's input hook, not the sender's output hook: a packet dropped on output fails the
+    // sender's send() with EPERM, which a real faulty link never does.
     const lines = [
       "add table inet holdfast_lab",
       "add set inet holdfast_lab cut { type ifname . ether_addr; }",
-      "add chain inet holdfast_lab pre { type filter hook prerouting priority -300; policy accept; }",
-      "flush chain inet holdfast_lab pre",
+      "add chain inet holdfast_lab input { type filter hook input priority -300; policy accept; }",
+      "flush chain inet holdfast_lab input",
       // Neighbour discovery passes, as ARP does (not seen by the inet family): a one-way cut must not stop
       // the other direction from resolving addresses.
-      "add rule inet holdfast_lab pre icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",
-      "add rule inet holdfast_lab pre iifname . ether saddr @cut counter drop",
+      "add rule inet holdfast_lab input icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",
+      "add rule inet holdfast_lab input iifname . ether saddr @cut counter drop",
       "flush set inet holdfast_lab cut",
     ];
     const full = cuts.filter((c) => c.pct >= 100);
@@ -699,7 +702,7 @@ export class Lab implements Teardown {
       lines.push(`add element inet holdfast_lab cut { ${elems.join(", ")} }`);
     }
     for (const c of cuts.filter((x) => x.pct < 100)) {
-      lines.push(`add rule inet holdfast_lab pre iifname "${this.iface(host, c.net)}" ether saddr ${this.mac(c.from, c.net)} numgen random mod 100 < ${c.pct} counter drop`);
+      lines.push(`add rule inet holdfast_lab input iifname "${this.iface(host, c.net)}" ether saddr ${this.mac(c.from, c.net)} numgen random mod 100 < ${c.pct} counter drop`);
     }
     await this.nsScript(host.ns, "nft -f -", lines.join("\n") + "\n");
   }
