@@ -470,7 +470,7 @@ export class ModuleCore {
     steps.push({ k: "vip", op: "add" });
     steps.push({ k: "hook", hook: "start_prim", critical: true });
     steps.push({ k: "state", to });
-    steps.push({ k: "do", fn: () => this.out.push({ type: "resetCheckers" }) });
+    steps.push({ k: "do", fn: () => this.resetCheckers() });
     this.begin(to, cause, steps);
   }
 
@@ -496,7 +496,7 @@ export class ModuleCore {
       { k: "hook", hook: "start_both", critical: true },
       { k: "vip", op: "add" },
       { k: "state", to: "UP" },
-      { k: "do", fn: () => this.out.push({ type: "resetCheckers" }) },
+      { k: "do", fn: () => this.resetCheckers() },
     ]);
   }
 
@@ -510,8 +510,20 @@ export class ModuleCore {
       ...(role === "prim" || role === "both" ? [{ k: "vip", op: "add" } as Step] : []),
       { k: "hook", hook: `start_${role}` as HookName, critical: true },
       { k: "state", to: target },
-      { k: "do", fn: () => this.out.push({ type: "resetCheckers" }) },
+      { k: "do", fn: () => this.resetCheckers() },
     ]);
+  }
+
+  /**
+   * A (re)start completed: forget the failures of app checkers (restart/stopstart/failover/stop) seen
+   * before or during it and ask the driver to reset the checkers; a failure that persists is reported
+   * again (the contract of the `resetCheckers` effect). Wait and split-brain failures are about the
+   * environment, not the app: they stay.
+   */
+  private resetCheckers(): void {
+    for (const [name, v] of [...this.failing]) if (v.action !== "wait" && !this.isSplitBrain(v)) this.failing.delete(name);
+    if (this.deferred && this.deferred.action !== "wait") this.deferred = null;
+    this.out.push({ type: "resetCheckers" });
   }
 
   private roleOf(s: ModuleState): Role | null {
@@ -582,7 +594,11 @@ export class ModuleCore {
     }
     if (this.st === "STOP") return;
     if (this.plan) {
-      this.deferred = v; // applied when the transition ends, if still failing
+      this.deferred = v; // applied when the transition ends, if still failing (a completed start forgets it)
+      if (isNew) {
+        const cause = `deferred: transition in progress (${this.st} -> ${this.plan.target})`;
+        this.event({ type: "checker", checker: v.checker, ok: false, action: v.action, reason: v.reason, cause });
+      }
       return;
     }
     const appRuns = this.st === "PRIM" || this.st === "ALONE" || this.st === "UP";

@@ -162,8 +162,9 @@ export type ModuleEffect =
   /** Abort the hook in progress (forcestop): kill its process group; do not report it back. */
   | { readonly type: "cancelHook"; readonly hook: HookName }
   /**
-   * A (re)start just completed: reset the checkers' hysteresis so that a probe still failing produces a
-   * fresh verdict after `fall` failures (verdicts are sent on change only).
+   * A (re)start just completed: the core forgot the app checkers' earlier failures; the driver must
+   * report again any checker that still fails (verdicts are sent on change only), e.g. by resetting its
+   * hysteresis or re-sending its last failed verdict after `interval * fall`.
    */
   | { readonly type: "resetCheckers" }
   | { readonly type: "addVip" }
