@@ -12,7 +12,7 @@ gcc -O2 -g0 -std=gnu11 -Wall -Wextra -Wno-unused-result -pthread -D_FILE_OFFSET_
   -ffile-prefix-map="$PWD"=. \
   $(pkg-config --cflags fuse3) \
   -o "$out.tmp" "$src"/main.c "$src"/wire.c "$src"/sha256.c "$src"/primary.c "$src"/resync.c "$src"/secondary.c \
-  $(pkg-config --libs fuse3)
+  $(pkg-config --libs fuse3) -ldl
 mv "$out.tmp" "$out"
 "$out" selftest >/dev/null
 echo "built $out"

@@ -12,7 +12,9 @@ describe("mirror helper binary", () => {
   it("is shipped for this platform and passes its SHA-256/HMAC known-answer tests", () => {
     const r = spawnSync(helperPath(), ["selftest"], { encoding: "utf8" });
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ event: "selftest", failures: 0 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ event: "selftest", failures: 0 });
+    const builtin = spawnSync(helperPath(), ["selftest"], { encoding: "utf8", env: { ...process.env, HF_NO_LIBCRYPTO: "1" } });
+    expect(JSON.parse(builtin.stdout)).toEqual({ event: "selftest", failures: 0, sha256: "builtin" });
   });
   it("rejects an unknown mode and incomplete options with a usage message", () => {
     expect(spawnSync(helperPath(), ["bogus"], { encoding: "utf8" }).status).toBe(2);
