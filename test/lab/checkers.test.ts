@@ -367,3 +367,82 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     expect((await verdict("witness-tcp", false)).reason).toBe(`no witness answered: connect ${fx().lab.addr(fx().n1)}:7410 refused (2/2)`);
   });
 });
+
+// The issue's acceptance: the expected *action* observed on a module. A farm module runs inside node n0 (a
+// script spawned in the namespace: Module + CheckerGroup from the public API). Its start_both hook starts the
+// application (a TCP server); a tcp checker (action restart) watches it and a ping checker (action wait)
+// watches the gateway (c0). Killing the application makes the module restart it; cutting the gateway off
+// sends the module to WAIT until the gateway answers again.
+describe.skipIf(!isRoot)("checker verdicts drive a module (namespaces)", () => {
+  let lab: Lab | undefined;
+  let events: HostLog | undefined;
+
+  afterAll(async () => {
+    const mod = Object.entries(detections).filter(([k]) => k.startsWith("module-"));
+    if (mod.length > 0) console.log(`module reaction times (ms): ${JSON.stringify(Object.fromEntries(mod))}`);
+    await lab?.destroy();
+  });
+
+  it("kill the app -> restart; gateway unreachable -> WAIT, then UP", async () => {
+    lab = await Lab.create({ nodes: 1, clients: 1 });
+    const [n0] = lab.nodes as [LabHost];
+    const [c0] = lab.clients as [LabHost];
+    const appAddr = lab.addr(n0);
+    const code = `
+      import { spawn } from "node:child_process";
+      import { Module, CheckerGroup } from ${JSON.stringify(join(repo, "src/index.ts"))};
+      const out = (o) => process.stdout.write(JSON.stringify(o) + "\\n");
+      let app;
+      const hooks = {
+        start_both: () => new Promise((resolve, reject) => {
+          app = spawn(process.execPath, ["-e", 'require("net").createServer((s) => s.end()).listen(8080, process.env.ADDR, () => console.log("listening"))'],
+            { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ADDR: ${JSON.stringify(appAddr)} } });
+          app.stdout.once("data", () => { out({ event: "app", pid: app.pid }); resolve(); });
+          app.once("error", reject);
+        }),
+        stop_both: async () => { app?.kill("SIGKILL"); },
+      };
+      const checkers = [
+        { type: "tcp", name: "app-port", host: ${JSON.stringify(appAddr)}, port: 8080, action: "restart", interval: 200, timeout: 300, rise: 1, fall: 2 },
+        { type: "ping", name: "gw", host: ${JSON.stringify(lab.addr(c0))}, action: "wait", interval: 200, timeout: 300, rise: 1, fall: 2 },
+      ];
+      const m = await Module.create({ name: "web", kind: "farm", hooks, checkers, restart: { maxloop: 3, loopInterval: 60000 } }, { nodeId: "n0" });
+      const group = new CheckerGroup(m.definition.checkers, "module web");
+      m.attachCheckers(group);
+      m.on("state", (s) => out({ event: "state", state: s.state, transient: s.transient, reason: s.reason, at: Date.now() }));
+      m.on("record", (r) => out({ event: "record", text: r.text, at: Date.now() }));
+      group.start();
+      await m.start();
+    `;
+    const p = lab.spawn(n0, [process.execPath, "--import", "tsx", "--input-type=module", "-e", code], { cwd: repo });
+    events = new HostLog(p);
+    const log = events;
+    type E = HostEvent & { state?: string; transient?: boolean; reason?: string; text?: string; pid?: number };
+    const up = (from: number) => log.find((e: E) => e.event === "state" && e.state === "UP" && e.transient === false, from, 20_000, "state UP");
+    const [, iUp] = await up(0);
+    const [firstApp] = (await log.find((e) => e.event === "app", 0, 5000, "app started")) as [E, number];
+
+    // 1. The application dies: the tcp checker fails (2 runs) -> restart -> start_both again -> UP.
+    const t0 = Date.now();
+    process.kill(firstApp.pid as number, "SIGKILL");
+    const [decision, iDecision] = (await log.find((e: E) => e.event === "record" && /^checker app-port failed/.test(e.text ?? ""), iUp, 5000, "restart decision")) as [E, number];
+    expect(decision.text).toMatch(/connect .*:8080 refused \(2\/2\).*-> restart \(1 of 3 in 1m\)$/);
+    const [secondApp] = (await log.find((e) => e.event === "app", iDecision, 5000, "app restarted")) as [E, number];
+    expect(secondApp.pid).not.toBe(firstApp.pid);
+    const [back, iBack] = await up(iDecision);
+    detections["module-restart(kill->UP)"] = back.at - t0;
+
+    // 2. The gateway becomes unreachable: the ping checker (action wait) sends the module to WAIT...
+    const t1 = Date.now();
+    await lab.drop(n0, c0);
+    const [waiting, iWait] = (await log.find((e: E) => e.event === "state" && e.state === "WAIT" && e.transient === false, iBack, 5000, "state WAIT")) as [E, number];
+    expect(waiting.reason).toMatch(/gw failed/);
+    detections["module-wait(drop->WAIT)"] = waiting.at - t1;
+    // ... and back to UP once it answers again, without using the restart budget.
+    await lab.heal();
+    await up(iWait);
+    const restarts = log.events.filter((e: E) => e.event === "record" && /^checker .*-> restart/.test(e.text ?? ""));
+    expect(restarts.map((e: E) => e.text)).toEqual([decision.text]);
+    p.kill();
+  });
+});
