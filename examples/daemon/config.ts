@@ -1,0 +1,413 @@
+/**
+ * The daemon's configuration file (JSON or YAML): the cluster (id, nodes with one address per heartbeat
+ * network, key file, timing preset), this node's id, the modules (each decoded by the module engine's own
+ * codec, checkers by the checker codec), the control API (bind address, port, tokens, TLS) and the
+ * directories. Decoded with io-ts through `decodeOrThrow`: every problem is reported with its dotted path
+ * and the value found there, e.g. `cluster.nodes.1.addresses.0: expected an IPv4 or IPv6 address, got "x"`.
+ *
+ * ```yaml
+ * cluster:
+ *   id: shop
+ *   keyFile: /etc/holdfast/cluster.key     # `holdfast keygen > /etc/holdfast/cluster.key`
+ *   preset: lan
+ *   nodes:
+ *     - { id: n1, addresses: [198.18.0.10, 198.18.1.10] }
+ *     - { id: n2, addresses: [198.18.0.11, 198.18.1.11] }
+ * node: n1                                  # or `--node` / HOLDFAST_NODE
+ * modules:
+ *   - { name: web, kind: farm, hooks: { start_both: ./start.sh, stop_both: ./stop.sh } }
+ * api:
+ *   port: 9453
+ *   tokens: [{ name: ops, role: admin, sha256: "<sha256 of the token in hex>" }]
+ * logDir: /var/log/holdfast
+ * stateDir: /var/lib/holdfast
+ * ```
+ *
+ * Relative paths (key file, tokens file, TLS files, hook scripts, directories) are relative to the
+ * directory of the configuration file.
+ */
+import { accessSync, constants, readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import * as t from "io-ts";
+import { parse as parseYaml } from "yaml";
+import { CheckerConfigCodec } from "../../src/checkers/config.js";
+import { decodeOrThrow } from "../../src/core/decode.js";
+import { ConfigError, type ConfigProblem } from "../../src/core/errors.js";
+import { MembershipTimingOverridesC, validateMembershipOptions, type MembershipSettings } from "../../src/core/membership/config.js";
+import { HOOK_NAMES } from "../../src/core/module/types.js";
+import { resolveModule, type ResolvedModule } from "../../src/core/module/config.js";
+import { parseKey } from "../../src/runtime/crypto.js";
+import { DEFAULT_HEARTBEAT_PORT } from "../../src/runtime/membership.js";
+import { parseTokensText, TokenEntryCodec, type TokenEntry } from "./auth.js";
+
+/** Default TCP port of the control API (HTTP or HTTPS). */
+export const DEFAULT_API_PORT = 9453;
+/** Default bind address of the control API: loopback, so nothing is exposed unless configured. */
+export const DEFAULT_API_BIND = "127.0.0.1";
+/** Default directory of the per-module event logs. */
+export const DEFAULT_LOG_DIR = "/var/log/holdfast";
+/** Default directory of the persisted module states. */
+export const DEFAULT_STATE_DIR = "/var/lib/holdfast";
+
+// ---- codecs -------------------------------------------------------------------------------------
+
+const NonEmptyString = new t.Type<string, string, unknown>(
+  "non-empty string",
+  (u): u is string => typeof u === "string" && u.length > 0,
+  (u, c) => (typeof u === "string" && u.length > 0 ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+const Port = new t.Type<number, number, unknown>(
+  "a port number in 1..65535",
+  (u): u is number => typeof u === "number" && Number.isInteger(u) && u >= 1 && u <= 65535,
+  (u, c) => (typeof u === "number" && Number.isInteger(u) && u >= 1 && u <= 65535 ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/** An optional field that adds no level to error paths. */
+function optional<C extends t.Mixed>(c: C): t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown> {
+  return new t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown>(
+    c.name,
+    (u): u is t.TypeOf<C> | undefined => u === undefined || c.is(u),
+    (u, ctx) => (u === undefined ? t.success(undefined) : c.validate(u, ctx)),
+    (a) => (a === undefined ? undefined : c.encode(a)),
+  );
+}
+
+/**
+ * An object type that also refuses unknown keys (a misspelt option is reported at its path instead of
+ * being silently ignored, which `t.exact` would do).
+ */
+function strict<P extends t.Props>(props: P, name?: string): t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown> {
+  const inner = t.type(props);
+  const known = Object.keys(props);
+  return new t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown>(
+    name ?? inner.name,
+    inner.is,
+    (u, c) => {
+      const r = inner.validate(u, c);
+      const extra = typeof u === "object" && u !== null && !Array.isArray(u) ? Object.keys(u).filter((k) => !known.includes(k)) : [];
+      if (extra.length === 0) return r;
+      const errs: t.Errors = extra.map((k) => ({
+        value: (u as Record<string, unknown>)[k],
+        context: [...c, { key: k, type: t.never, actual: (u as Record<string, unknown>)[k] }],
+        message: `no such option: known options here are ${known.join(", ")}`,
+      }));
+      return r._tag === "Left" ? t.failures([...r.left, ...errs]) : t.failures(errs);
+    },
+    inner.encode,
+  );
+}
+
+const NodeEntryCodec = strict({
+  /** Node id, unique in the cluster. */
+  id: t.string,
+  /** One address per heartbeat network, in the same order on every node. */
+  addresses: t.array(t.string),
+  /** Relative share of farm buckets. Default 1. */
+  weight: optional(t.number),
+  /**
+   * Where this node's control API listens: `bind` overrides `api.bind` on that node (e.g. its LAN
+   * address), `url` is what `holdfast --all` and the console use to reach it.
+   * Default url: `http(s)://<bind or first address>:<api.port>`.
+   */
+  api: optional(strict({ bind: optional(NonEmptyString), url: optional(NonEmptyString) })),
+});
+
+export const DaemonConfigCodec = strict(
+  {
+    cluster: strict({
+      /** Cluster name; heartbeats of another cluster are dropped. */
+      id: NonEmptyString,
+      /** File holding the cluster key (base64, from `holdfast keygen`), readable by root only. */
+      keyFile: NonEmptyString,
+      /** Timing preset: lan (default, detection < 1 s), wan, slow (SafeKit-compatible). */
+      preset: optional(t.keyof({ lan: null, wan: null, slow: null })),
+      /** Single timing overrides, ms. */
+      timing: optional(MembershipTimingOverridesC),
+      /** UDP heartbeat port on every heartbeat network. Default 4844. */
+      port: optional(Port),
+      nodes: t.array(NodeEntryCodec),
+    }),
+    /** This node's id (may also come from `--node` or HOLDFAST_NODE). */
+    node: optional(NonEmptyString),
+    /** The modules this daemon runs (module engine definitions; hooks are script paths). */
+    modules: optional(t.array(t.unknown)),
+    /** Start every module when the daemon starts (as SafeKit's boot start). Default true. */
+    autostart: optional(t.boolean),
+    api: optional(
+      strict({
+        /** Bind address. Default 127.0.0.1 (loopback only). */
+        bind: optional(NonEmptyString),
+        /** TCP port. Default 9453. */
+        port: optional(Port),
+        /** Tokens as sha256 hashes with a role. */
+        tokens: optional(t.array(TokenEntryCodec)),
+        /** A file of tokens, one per line: `ROLE SECRET [NAME]` where SECRET is `sha256:<hex>` or the token itself. */
+        tokensFile: optional(NonEmptyString),
+        /** Serve HTTPS with this certificate and key (PEM files). */
+        tls: optional(strict({ cert: NonEmptyString, key: NonEmptyString })),
+      }),
+    ),
+    /** Per-module event logs (`<module>.jsonl` + `<module>.log`). Default /var/log/holdfast. */
+    logDir: optional(NonEmptyString),
+    /** Persisted module states (generation, up-to-date flag, restart history). Default /var/lib/holdfast. */
+    stateDir: optional(NonEmptyString),
+  },
+  "holdfast daemon config",
+);
+export type DaemonConfigInput = t.TypeOf<typeof DaemonConfigCodec>;
+
+/** A node of the cluster as the daemon and the CLI see it. */
+export interface DaemonNode {
+  readonly id: string;
+  readonly addresses: readonly string[];
+  readonly weight: number;
+  /** Bind address of this node's API. */
+  readonly apiBind: string;
+  /** URL of this node's API (for the CLI's `--all` and the console). */
+  readonly apiUrl: string;
+}
+
+/** A decoded, checked configuration with every default filled in and every path made absolute. */
+export interface DaemonConfig {
+  /** Absolute path of the file it was read from ("" when built in code). */
+  readonly file: string;
+  readonly clusterId: string;
+  /** This node's id; undefined when neither the file nor the caller named it (allowed for `config check` and the CLI). */
+  readonly nodeId: string | undefined;
+  readonly nodes: readonly DaemonNode[];
+  readonly keyFile: string;
+  readonly preset: "lan" | "wan" | "slow";
+  readonly timing: MembershipSettings["timing"];
+  readonly heartbeatPort: number;
+  readonly modules: readonly ResolvedModule[];
+  readonly autostart: boolean;
+  readonly api: {
+    readonly bind: string;
+    readonly port: number;
+    readonly tokens: readonly TokenEntry[];
+    readonly tokensFile: string | undefined;
+    readonly tls: { readonly cert: string; readonly key: string } | undefined;
+  };
+  readonly logDir: string;
+  readonly stateDir: string;
+  /** The raw decoded input (for the support snapshot, with secrets redacted). */
+  readonly raw: DaemonConfigInput;
+}
+
+export interface LoadOptions {
+  /** This node's id; overrides the file's `node`. */
+  readonly nodeId?: string;
+  /** Also check the files the config names (key file, tokens file, TLS files, hook scripts). Default true. */
+  readonly checkFiles?: boolean;
+}
+
+/** Parses the text of a configuration file (`.json`, or YAML for anything else). */
+export function parseConfigText(text: string, file: string): unknown {
+  const json = file.endsWith(".json");
+  try {
+    return json ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new ConfigError("holdfast daemon config", [
+      { path: "", value: undefined, expected: `valid ${json ? "JSON" : "YAML"} (${(e as Error).message.split("\n")[0]})` },
+    ]);
+  }
+}
+
+/** Reads, decodes and checks a configuration file. Throws a {@link ConfigError} listing every problem. */
+export function loadConfig(file: string, opts: LoadOptions = {}): DaemonConfig {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, "utf8");
+  } catch (e) {
+    throw new ConfigError("holdfast daemon config", [{ path: "", value: abs, expected: `a readable file (${(e as Error).message})` }]);
+  }
+  return decodeConfig(parseConfigText(text, abs), { ...opts, file: abs });
+}
+
+/**
+ * Decodes and checks a configuration object. Structure problems are reported all at once; then the
+ * cross-checks (membership rules, modules, checkers, files) are reported all at once.
+ */
+export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string } = {}): DaemonConfig {
+  const file = opts.file ?? "";
+  const base = file === "" ? process.cwd() : dirname(file);
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const raw = decodeOrThrow(DaemonConfigCodec, input, "holdfast daemon config");
+  const problems: ConfigProblem[] = [];
+  const checkFiles = opts.checkFiles ?? true;
+  const nodeId = opts.nodeId ?? raw.node;
+
+  // Membership rules (node ids, addresses, timing), with paths mapped onto this file's layout.
+  let timing = undefined as MembershipSettings["timing"] | undefined;
+  try {
+    const s = validateMembershipOptions({
+      clusterId: raw.cluster.id,
+      nodeId: nodeId ?? raw.cluster.nodes[0]?.id ?? "",
+      nodes: raw.cluster.nodes.map((n) => ({ id: n.id, addresses: n.addresses, ...(n.weight !== undefined ? { weight: n.weight } : {}) })),
+      ...(raw.cluster.preset ? { preset: raw.cluster.preset } : {}),
+      ...(raw.cluster.timing ? { timing: raw.cluster.timing } : {}),
+    });
+    timing = s.timing;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    for (const p of e.problems) {
+      if (p.path === "nodeId") {
+        if (nodeId !== undefined) problems.push({ ...p, path: opts.nodeId !== undefined ? "(--node)" : "node" });
+      } else problems.push({ ...p, path: `cluster.${p.path}` });
+    }
+  }
+
+  // Key file.
+  const keyFile = abs(raw.cluster.keyFile);
+  if (checkFiles) {
+    try {
+      parseKey(readFileSync(keyFile, "utf8"), "cluster.keyFile");
+    } catch (e) {
+      if (e instanceof ConfigError) problems.push(...e.problems.map((p) => ({ ...p, value: keyFile })));
+      else problems.push({ path: "cluster.keyFile", value: keyFile, expected: `a readable key file (${(e as Error).message})` });
+    }
+  }
+
+  // Modules: hook script paths made absolute, then the module engine's own codec; checkers by the checker codec.
+  const rawModules = (raw.modules ?? []).map((m) => absolutiseHooks(m, abs));
+  // Each module on its own, so the problems of every module are reported at once.
+  const modules: ResolvedModule[] = [];
+  const moduleIndex: number[] = [];
+  const names = new Map<string, number>();
+  rawModules.forEach((m, i) => {
+    try {
+      const r = resolveModule(m);
+      const prev = names.get(r.name);
+      if (prev !== undefined) problems.push({ path: `modules.${i}.name`, value: r.name, expected: `a name not already used by modules.${prev}` });
+      names.set(r.name, i);
+      modules.push(r);
+      moduleIndex.push(i);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      problems.push(...e.problems.map((p) => ({ ...p, path: p.path === "" ? `modules.${i}` : `modules.${i}.${p.path}` })));
+    }
+  });
+  const ids = new Set(raw.cluster.nodes.map((n) => n.id));
+  modules.forEach((m, k) => {
+    const i = moduleIndex[k] as number;
+    try {
+      decodeOrThrow(t.type({ checkers: t.array(CheckerConfigCodec) }), { checkers: m.checkers }, `module ${m.name} checkers`);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      problems.push(...e.problems.map((p) => ({ ...p, path: `modules.${i}.${p.path}` })));
+    }
+    if (m.mirror.defaultPrimary !== undefined && !ids.has(m.mirror.defaultPrimary))
+      problems.push({ path: `modules.${i}.mirror.defaultPrimary`, value: m.mirror.defaultPrimary, expected: "the id of one of cluster.nodes" });
+    if (checkFiles) {
+      for (const [hook, spec] of Object.entries(m.hooks)) {
+        const path = typeof spec === "string" ? spec : typeof spec === "object" && spec !== null && "path" in spec ? spec.path : undefined;
+        if (path === undefined) continue;
+        try {
+          accessSync(path, constants.X_OK);
+        } catch {
+          const where = typeof spec === "string" ? `modules.${i}.hooks.${hook}` : `modules.${i}.hooks.${hook}.path`;
+          problems.push({ path: where, value: path, expected: "an executable file" });
+        }
+      }
+    }
+  });
+
+  // API: tokens inline and from a file, TLS files.
+  const api: NonNullable<DaemonConfigInput["api"]> = raw.api ?? { bind: undefined, port: undefined, tokens: undefined, tokensFile: undefined, tls: undefined };
+  const tokens: TokenEntry[] = [...(api.tokens ?? [])];
+  const tokensFile = api.tokensFile === undefined ? undefined : abs(api.tokensFile);
+  if (tokensFile !== undefined && checkFiles) {
+    try {
+      tokens.push(...parseTokensText(readFileSync(tokensFile, "utf8"), "api.tokensFile"));
+    } catch (e) {
+      if (e instanceof ConfigError) problems.push(...e.problems);
+      else problems.push({ path: "api.tokensFile", value: tokensFile, expected: `a readable tokens file (${(e as Error).message})` });
+    }
+  }
+  const tls = api.tls ? { cert: abs(api.tls.cert), key: abs(api.tls.key) } : undefined;
+  if (tls && checkFiles) {
+    for (const k of ["cert", "key"] as const) {
+      try {
+        accessSync(tls[k], constants.R_OK);
+      } catch {
+        problems.push({ path: `api.tls.${k}`, value: tls[k], expected: "a readable PEM file" });
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError("holdfast daemon config", problems);
+
+  const port = api.port ?? DEFAULT_API_PORT;
+  const scheme = tls ? "https" : "http";
+  const apiBind = api.bind ?? DEFAULT_API_BIND;
+  return {
+    file,
+    clusterId: raw.cluster.id,
+    nodeId,
+    nodes: raw.cluster.nodes.map((n) => {
+      const bind = n.api?.bind ?? apiBind;
+      const host = n.api?.bind ?? (apiBind === "127.0.0.1" || apiBind === "0.0.0.0" || apiBind === "::" ? n.addresses[0] ?? "127.0.0.1" : apiBind);
+      return {
+        id: n.id,
+        addresses: n.addresses,
+        weight: n.weight ?? 1,
+        apiBind: bind,
+        apiUrl: n.api?.url ?? `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`,
+      };
+    }),
+    keyFile,
+    preset: raw.cluster.preset ?? "lan",
+    timing: timing as MembershipSettings["timing"],
+    heartbeatPort: raw.cluster.port ?? DEFAULT_HEARTBEAT_PORT,
+    modules,
+    autostart: raw.autostart ?? true,
+    api: { bind: apiBind, port, tokens, tokensFile, tls },
+    logDir: abs(raw.logDir ?? DEFAULT_LOG_DIR),
+    stateDir: abs(raw.stateDir ?? DEFAULT_STATE_DIR),
+    raw,
+  };
+}
+
+/** Makes the script paths of a module's hooks absolute (relative to the config file). */
+function absolutiseHooks(m: unknown, abs: (p: string) => string): unknown {
+  if (typeof m !== "object" || m === null || Array.isArray(m)) return m;
+  const hooks = (m as { hooks?: unknown }).hooks;
+  if (typeof hooks !== "object" || hooks === null || Array.isArray(hooks)) return m;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(hooks)) {
+    if (!(HOOK_NAMES as readonly string[]).includes(k)) out[k] = v;
+    else if (typeof v === "string" && v.length > 0) out[k] = abs(v);
+    else if (typeof v === "object" && v !== null && typeof (v as { path?: unknown }).path === "string" && (v as { path: string }).path.length > 0)
+      out[k] = { ...v, path: abs((v as { path: string }).path) };
+    else out[k] = v;
+  }
+  return { ...m, hooks: out };
+}
+
+/** The problems of a configuration file, or [] when it is valid (what `holdfast config check` prints). */
+export function checkConfigFile(file: string, opts: LoadOptions = {}): ConfigProblem[] {
+  try {
+    loadConfig(file, opts);
+    return [];
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.problems];
+    throw e;
+  }
+}
+
+/** The node this daemon runs as; throws a ConfigError naming the option when none was given. */
+export function requireNodeId(cfg: DaemonConfig): string {
+  if (cfg.nodeId === undefined)
+    throw new ConfigError("holdfast daemon config", [{ path: "node", value: undefined, expected: "this node's id (in the file, or --node / HOLDFAST_NODE)" }]);
+  return cfg.nodeId;
+}
+
+/** The configuration as plain data with every secret replaced (for the support snapshot). */
+export function redactedConfig(cfg: DaemonConfig): unknown {
+  const r = JSON.parse(JSON.stringify(cfg.raw)) as Record<string, unknown> & { api?: { tokens?: { sha256?: string }[] } };
+  for (const tok of r.api?.tokens ?? []) tok.sha256 = "(redacted)";
+  return r;
+}
