@@ -453,7 +453,18 @@ export class Module extends EventEmitter<ModuleEvents> {
 
   private onEvent(ev: ModuleEvent): void {
     this.record(this.log.event(ev));
-    if (ev.type === "state") this.emit("state", this.core.status, ev);
+    if (ev.type === "state") {
+      // The status as of this event (a batch may hold several state changes).
+      const status: ModuleStatus = {
+        module: this.name,
+        state: ev.to,
+        ready: ev.ready,
+        transient: ev.transient,
+        ...(ev.next !== undefined ? { next: ev.next } : {}),
+        reason: ev.cause,
+      };
+      this.emit("state", status, ev);
+    }
   }
 
   private record(r: ModuleLogRecord): void {

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Module, groupAlive, runHook } from "../../src/index.js";
+import { Lab } from "../../src/testing/lab.js";
 
 const dir = mkdtempSync(join(tmpdir(), "hf-hooks-"));
 const marker = `hfhook${process.pid}x${Date.now().toString(36)}`;
@@ -128,4 +129,72 @@ describe("hook scripts", () => {
     expect(log).toContain("hook start_both failed (timed out after 300ms (process group killed)) -> restart (1 of 1 in 1m)");
     await m.close();
   });
+});
+
+// ---- A module in a node namespace reacting to real faults -------------------------------------------
+// The module runs inside lab node n0 (a small program spawned with lab.spawn), with script hooks that start
+// and stop a real app process, an interface checker on eth0 (action wait) and a process checker on the app
+// (action restart, maxloop 1). Faults: the link goes down (module -> WAIT, app stopped; back UP when the link
+// returns), then the app is killed twice (restart, then budget exhausted -> STOP).
+const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+const repo = join(import.meta.dirname, "..", "..");
+
+describe.skipIf(!isRoot)("module in a namespace, real faults", () => {
+  it("link down -> WAIT -> UP; app killed -> restart; killed again -> stop", async () => {
+    const lab = await Lab.create({ nodes: 1, clients: 1 });
+    try {
+      const n0 = lab.nodes[0]!;
+      const work = mkdtempSync(join(tmpdir(), "hf-modlab-"));
+      const appTag = `hfapp-${marker}`;
+      const pidFile = join(work, "app.pid");
+      const start = script("lab-start.sh", `sh -c 'while :; do sleep 1; done' ${appTag} >/dev/null 2>&1 &\necho $! > ${pidFile}\necho "app started $!"`);
+      const stop = script("lab-stop.sh", `[ -f ${pidFile} ] && kill $(cat ${pidFile}) 2>/dev/null; rm -f ${pidFile}; echo "app stopped"`);
+      const program = join(work, "node.mts");
+      writeFileSync(
+        program,
+        `import { Module, CheckerGroup } from ${JSON.stringify(join(repo, "src", "index.ts"))};
+const m = await Module.create({
+  name: "web", kind: "farm",
+  hooks: { start_both: ${JSON.stringify(start)}, stop_both: ${JSON.stringify(stop)} },
+  restart: { maxloop: 1, loopInterval: 600000 },
+  checkers: [
+    { type: "interface", name: "intf:eth0", interface: "eth0", action: "wait", interval: 100, timeout: 500, rise: 2, fall: 2 },
+    { type: "process", name: "proc:app", cmdline: ${JSON.stringify(appTag)}, action: "restart", interval: 100, timeout: 500, rise: 1, fall: 2 },
+  ],
+}, { nodeId: "n0" });
+const group = new CheckerGroup(m.definition.checkers, "module web");
+m.attachCheckers(group);
+m.on("record", (r) => console.log("LOG " + r.text));
+m.on("state", (s) => console.log("STATE " + s.state + (s.transient ? "->" + s.next : "") + " | " + s.reason));
+group.start();
+await m.start();
+process.on("SIGTERM", async () => { await group.stop(); await m.close(); process.exit(0); });
+`,
+      );
+      const p = lab.spawn(n0, [process.execPath, "--import", "tsx", program], { cwd: repo, env: { HF_MARK: marker } });
+      await p.waitForLine(/^STATE UP \|/, 20_000);
+
+      await lab.linkDown(n0);
+      await p.waitForLine(/^LOG checker intf:eth0 failed .* -> wait$/, 10_000);
+      await p.waitForLine(/^LOG hook stop_both stdout: app stopped$/, 10_000);
+      await p.waitForLine(/^STATE WAIT \| intf:eth0 failed/, 10_000);
+      await lab.linkUp(n0);
+      await p.waitForLine(/^STATE UP \| checkers ok -> start$/, 10_000);
+
+      const pid1 = Number(readFileSync(pidFile, "utf8").trim());
+      process.kill(pid1, "SIGKILL");
+      await p.waitForLine(/^LOG checker proc:app failed .* -> restart \(1 of 1 in 10m\)$/, 10_000);
+      await p.waitForLine(/^STATE UP \| proc:app failed/, 10_000);
+      const pid2 = Number(readFileSync(pidFile, "utf8").trim());
+      expect(pid2).not.toBe(pid1);
+      process.kill(pid2, "SIGKILL");
+      await p.waitForLine(/^LOG checker proc:app failed .* -> stop \(restart budget exhausted: 1 of 1 in 10m\)$/, 10_000);
+      await p.waitForLine(/^STATE STOP \| proc:app failed/, 10_000);
+      p.kill("SIGTERM");
+      await p.exited;
+    } finally {
+      await lab.destroy();
+    }
+    expect(leftovers()).toEqual([]);
+  }, 90_000);
 });
