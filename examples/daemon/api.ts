@@ -9,6 +9,7 @@
  * | `GET /api/v1/modules/:m/logs?n=100&follow=1`   | monitor | event log as JSON lines; `follow=1` keeps streaming; `Accept: text/event-stream` gives SSE |
  * | `POST /api/v1/modules/:m/commands/:cmd?force=1`| control | start, stop, restart, stopstart, swap, prim (force=1 for stale data), second, forcestop |
  * | `GET /api/v1/snapshot`                         | admin   | logs, redacted config, state and metrics as `{ files: { name: text } }` (the CLI archives it) |
+ * | `* /api/v1/nodes/:node/...`                    | (peer)  | the same API of another node of the cluster, proxied (the console uses it) |
  * | `GET /metrics`                                 | monitor | Prometheus text |
  * | `GET /`, `/console/*`                          | none    | the web console (static; it asks for a token and calls the API with it) |
  *
@@ -16,8 +17,8 @@
  * 404 unknown module/route, 409 command refused by the module's state, 400 bad request.
  */
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -113,6 +114,13 @@ export class ApiServer {
           : method === "POST" && /^\/api\/v1\/modules\/[^/]+\/commands\/[^/]+$/.test(path)
             ? "command"
             : undefined;
+    if ((m = /^\/api\/v1\/nodes\/([^/]+)(\/.*)$/.exec(path))) {
+      // Proxy to a peer's API (the console reaches every node through the one it was loaded from). The
+      // peer checks the token itself; here it must at least be known.
+      const a = this.auth.check(req.headers.authorization, "read");
+      if (!a.ok) return this.json(res, a.status, { error: a.error, code: a.status === 401 ? "HOLDFAST_UNAUTHENTICATED" : "HOLDFAST_FORBIDDEN" });
+      return this.proxy(req, res, decodeURIComponent(m[1] as string), `/api/v1${m[2] as string}${url.search}`);
+    }
     if (need === undefined) return this.json(res, 404, { error: `no route ${method} ${path}`, code: "HOLDFAST_NO_ROUTE" });
     const a = this.auth.check(req.headers.authorization, need);
     if (!a.ok) {
@@ -182,6 +190,41 @@ export class ApiServer {
       h.module.off("record", on);
       this.streams.delete(res);
     });
+  }
+
+  private async proxy(req: IncomingMessage, res: ServerResponse, nodeId: string, rest: string): Promise<void> {
+    const cfg = this.daemon.config;
+    const node = cfg.nodes.find((n) => n.id === nodeId);
+    if (!node) return this.json(res, 404, { error: `no node "${nodeId}" in cluster ${cfg.clusterId}`, code: "HOLDFAST_NO_SUCH_NODE" });
+    if (node.id === this.daemon.nodeId) {
+      req.url = rest;
+      return this.handle(req, res);
+    }
+    const target = new URL(rest, node.apiUrl);
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 10_000);
+    res.on("close", () => ac.abort());
+    try {
+      const preq = (target.protocol === "https:" ? httpsRequest : httpRequest)(target, {
+        method: req.method ?? "GET",
+        headers: { ...(req.headers.authorization ? { Authorization: req.headers.authorization } : {}), Accept: req.headers.accept ?? "application/json" },
+        signal: ac.signal,
+        // Peers of one cluster share the certificate setup; a private CA is the operator's (NODE_EXTRA_CA_CERTS).
+      });
+      const pres = await new Promise<IncomingMessage>((resolve, reject) => {
+        preq.on("response", resolve);
+        preq.on("error", reject);
+        preq.end();
+      });
+      clearTimeout(timer);
+      res.writeHead(pres.statusCode ?? 502, { "Content-Type": pres.headers["content-type"] ?? "application/octet-stream" });
+      for await (const chunk of pres) res.write(chunk);
+      res.end();
+    } catch (e) {
+      clearTimeout(timer);
+      if (!res.headersSent) this.json(res, 502, { error: `node ${nodeId} (${node.apiUrl}) not reachable: ${(e as Error).message}`, code: "HOLDFAST_PEER_UNREACHABLE" });
+      else res.end();
+    }
   }
 
   private snapshot(): { files: Record<string, string> } {
