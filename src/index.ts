@@ -35,3 +35,7 @@ export * from "./runtime/event-log.js";
 export * from "./core/buckets.js";
 export { PacketFilter, EbpfBackend, NftablesBackend, UserspaceBackend, MemoryFilterBackend, FarmProgram, compileFilter, decide, nftRuleset } from "./farm/filter/index.js";
 export type { PacketFilterOptions, PacketFilterEvents, FilterBackend, FilterBackendName, FilterBackendOptions, FilterCounters, FilterConfig, FilterRule, FilterDecision, PacketFlow } from "./farm/filter/index.js";
+export { ApiReplicator, ApiReplicatorOptions, ReplicatedFile } from "./mirror/ApiReplicator.js";
+export type { ApiReplicatorEvents } from "./mirror/ApiReplicator.js";
+export { readExtentLog, summarizeExtentLog } from "./mirror/extentLog.js";
+export type { ExtentRecord } from "./mirror/extentLog.js";

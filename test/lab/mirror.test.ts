@@ -28,6 +28,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
+import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
 import { pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
 
@@ -158,6 +159,10 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect(p.primary.state).toBe("degraded");
     const before = (await p.primary.waitFor("metrics", 5000)).resyncBytes;
     expect(existsSync(join(p.b, "keep/new.bin"))).toBe(false);
+    // the helper's log, read by the TS codec: every write of the outage is there
+    const logged = summarizeExtentLog(join(p.root, ".a.hfextents"));
+    expect(logged.dataBytes).toBeGreaterThanOrEqual(256 * 4096 + (1 << 20));
+    expect(logged.records).toBeGreaterThan(logged.dataRecords);
 
     // the application keeps writing while the secondary comes back and is resynced
     const synced = p.primary.waitFor("synced", 30_000);

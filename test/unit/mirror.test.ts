@@ -7,6 +7,8 @@ import { ConfigError } from "../../src/core/errors.js";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
 import { helperPath, parseHelperLine } from "../../src/mirror/helper.js";
 import { generateReplicationKey } from "../../src/mirror/key.js";
+import { ARGS_LEN, decodeOp, encodeOp, HDR_LEN, wirePath } from "../../src/mirror/wire.js";
+import { ExtentLogWriter, parseExtentLog } from "../../src/mirror/extentLog.js";
 
 describe("mirror helper binary", () => {
   it("is shipped for this platform and passes its SHA-256/HMAC known-answer tests", () => {
@@ -14,7 +16,7 @@ describe("mirror helper binary", () => {
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ event: "selftest", failures: 0 });
     const builtin = spawnSync(helperPath(), ["selftest"], { encoding: "utf8", env: { ...process.env, HF_NO_LIBCRYPTO: "1" } });
-    expect(JSON.parse(builtin.stdout)).toEqual({ event: "selftest", failures: 0, sha256: "builtin" });
+    expect(JSON.parse(builtin.stdout)).toEqual({ event: "selftest", failures: 0, sha256: "builtin", hdr: HDR_LEN, args: ARGS_LEN });
   });
   it("rejects an unknown mode and incomplete options with a usage message", () => {
     expect(spawnSync(helperPath(), ["bogus"], { encoding: "utf8" }).status).toBe(2);
@@ -75,6 +77,44 @@ describe("generateReplicationKey", () => {
       expect(readFileSync(p).equals(k)).toBe(true);
       expect(statSync(p).mode & 0o777).toBe(0o600);
       expect(() => generateReplicationKey(p)).toThrow(/EEXIST/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("wire and extent log codecs", () => {
+  it("round-trip operation payloads", () => {
+    const p = encodeOp({ off: 2 ** 40, len: 7, mode: 0o100644, uid: 1000, gid: 1001, flags: 3, mtimeS: 1_700_000_000, mtimeNs: 5 }, "/a/b", "/c", Buffer.from("payload"));
+    const d = decodeOp(p);
+    expect(d.args).toMatchObject({ off: 2 ** 40, len: 7, mode: 0o100644, uid: 1000, gid: 1001, flags: 3, mtimeS: 1_700_000_000, mtimeNs: 5 });
+    expect([d.path, d.path2, d.data.toString()]).toEqual(["/a/b", "/c", "payload"]);
+  });
+  it("normalises paths and refuses to leave the directory", () => {
+    expect(wirePath("a//b/./c")).toBe("/a/b/c");
+    expect(wirePath("")).toBe("/");
+    expect(() => wirePath("a/../../etc")).toThrow(RangeError);
+  });
+  it("extent log: records survive, a torn tail is cut at the last good record", () => {
+    const dir = mkdtempSync(join(tmpdir(), "hf-log-"));
+    try {
+      const path = join(dir, "log");
+      const w = new ExtentLogWriter(path);
+      w.append(2, 0, 42, { off: 4096, len: 8192 }, "/f", "", Buffer.alloc(8192));
+      w.append(10, 0, 0, {}, "/f", "/g");
+      w.syncNow();
+      w.close();
+      const full = readFileSync(path);
+      const parsed = parseExtentLog(full);
+      expect(parsed.records.map((r) => [r.op, r.ino, r.args.off, r.args.len, r.path, r.path2, r.data.length])).toEqual([
+        [2, 42, 4096, 8192, "/f", "", 0],
+        [10, 0, 0, 0, "/f", "/g", 0],
+      ]);
+      const torn = parseExtentLog(full.subarray(0, full.length - 3));
+      expect(torn.records.length).toBe(1);
+      const corrupt = Buffer.from(full);
+      corrupt[50] = (corrupt[50] as number) ^ 0xff;
+      expect(parseExtentLog(corrupt).records.length).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -312,6 +312,7 @@ static void serve(struct conn *c) {
            (unsigned long long)h.seq, h.type, st, jstr(strerror(st)));
   }
   fsync_drain();
+  shutdown(c->fd, SHUT_RDWR); /* the primary sees the end at once; the fd is closed when replaced */
 }
 
 static void *serve_thread(void *arg) {

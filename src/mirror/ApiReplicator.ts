@@ -1,0 +1,424 @@
+/**
+ * API mode: synchronous replication without FUSE, for vendors who call it directly (or run where /dev/fuse is
+ * missing). `open(path)` gives a handle whose `write`/`fsync`/`truncate` apply locally and replicate to the
+ * same compiled secondary as the FUSE helper (src/native/replicator), over the same authenticated stream.
+ *
+ * Semantics (the same as the FUSE mode): a `write` resolves once applied here and by the secondary (its page
+ * cache); `fsync`/`datasync` resolve once both flushes are done. The local part of each operation runs
+ * synchronously, in call order, and takes its sequence number in the same tick, so the secondary applies
+ * operations in exactly the local order; the waits for acks overlap (pipelining).
+ *
+ * Degraded: when the secondary does not ack within `ackTimeoutMs` or the link drops, unacked operations and
+ * every later one go to the extent log (same format as the helper's, fdatasync'd before the promise
+ * resolves). On reconnection the log is replayed (namespace operations in order, data extents re-read from
+ * the files' current content) while new operations keep replicating, then `synced` is emitted.
+ */
+import { fstatSync, ftruncateSync, fsync as fsyncCb, fdatasync as fdatasyncCb, lstatSync, mkdirSync, openSync, closeSync, readSync, readdirSync, renameSync, unlinkSync, writeSync, readFileSync, constants } from "node:fs";
+import { connect } from "node:net";
+import { dirname, basename, join } from "node:path";
+import { EventEmitter } from "eventemitter3";
+import * as t from "io-ts";
+import { decodeOrThrow } from "../core/decode.js";
+import { ReplicatorError } from "./errors.js";
+import { ExtentLogWriter, readExtentLog } from "./extentLog.js";
+import { encodeOp, F_RESYNC, Op, type Frame, type OpArgs, WireConnection, wirePath } from "./wire.js";
+import type { ResyncMode } from "./FileReplicator.js";
+
+export const ApiReplicatorOptions = t.intersection([
+  t.type({
+    /** The replicated directory on this node; paths given to `open` are relative to it. */
+    baseDir: t.string,
+    /** The secondary's replication endpoint. */
+    peer: t.type({ host: t.string, port: t.number }),
+    /** Shared key file (same as the helper's). */
+    keyFile: t.string,
+  }),
+  t.partial({
+    /** Extent log path. Default `<dirname(baseDir)>/.<name>.hfextents`. Not inside `baseDir`. */
+    extentLog: t.string,
+    /** Bounded wait for an ack before going degraded, ms. Default 2000. */
+    ackTimeoutMs: t.number,
+    /** Delay between connection attempts while degraded, ms. Default 500. */
+    reconnectMs: t.number,
+  }),
+]);
+export type ApiReplicatorOptions = t.TypeOf<typeof ApiReplicatorOptions>;
+
+export interface ApiReplicatorEvents {
+  connected: [];
+  degraded: [{ reason: string; logged: number }];
+  resyncProgress: [{ bytes: number; totalBytes: number; percent: number }];
+  synced: [{ mode: ResyncMode }];
+  authFailed: [{ reason: string }];
+}
+
+interface Pending {
+  seq: bigint;
+  op: number;
+  ino: number;
+  args: OpArgs;
+  path: string;
+  path2: string;
+  data: Uint8Array | undefined;
+  resolve: () => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const CHUNK = 1 << 20;
+
+/** A file opened through {@link ApiReplicator.open}. */
+export class ReplicatedFile {
+  private pos = 0;
+  private closed = false;
+  constructor(
+    private readonly rep: ApiReplicator,
+    readonly fd: number,
+    readonly path: string,
+    private readonly append: boolean,
+  ) {}
+
+  /**
+   * Writes `data` at `position` (default: the current position, or the end in append mode). Resolves with the
+   * byte count once the secondary has applied it.
+   */
+  write(data: Uint8Array, position?: number): Promise<number> {
+    this.check();
+    const off = position ?? (this.append ? fstatSync(this.fd).size : this.pos);
+    const n = writeSync(this.fd, data, 0, data.length, off);
+    if (position === undefined) this.pos = off + n;
+    const st = fstatSync(this.fd, { bigint: true });
+    const args: OpArgs = { off, len: n, mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) };
+    return this.rep.submit(Op.WRITE, Number(st.ino), args, this.path, "", data.subarray(0, n)).then(() => n);
+  }
+
+  /** fsync here and on the secondary; resolves when both are done. */
+  fsync(): Promise<void> {
+    return this.flush(false);
+  }
+  /** fdatasync here and on the secondary. */
+  datasync(): Promise<void> {
+    return this.flush(true);
+  }
+
+  truncate(len: number): Promise<void> {
+    this.check();
+    ftruncateSync(this.fd, len);
+    const st = fstatSync(this.fd, { bigint: true });
+    return this.rep.submit(Op.TRUNCATE, Number(st.ino), { off: len, mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) }, this.path);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
+  }
+
+  private flush(data: boolean): Promise<void> {
+    this.check();
+    const remote = this.rep.submit(Op.FSYNC, 0, { flags: data ? 1 : 0 }, this.path);
+    const local = new Promise<void>((resolve, reject) => (data ? fdatasyncCb : fsyncCb)(this.fd, (e) => (e ? reject(e) : resolve())));
+    return Promise.all([local, remote]).then(() => undefined);
+  }
+
+  private check(): void {
+    if (this.closed) throw new ReplicatorError("HOLDFAST_MIRROR_PEER", `${this.path} is closed`);
+  }
+}
+
+export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
+  readonly options: ApiReplicatorOptions;
+  private readonly key: Buffer;
+  private readonly log: ExtentLogWriter;
+  private conn: WireConnection | undefined;
+  private connected = false;
+  private gen = 0;
+  private seq = 0n;
+  private readonly pending = new Map<bigint, Pending>();
+  private stopped = false;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private _state: "degraded" | "resyncing" | "sync" = "degraded";
+  private _bytesReplicated = 0;
+  private _resyncBytes = 0;
+
+  constructor(options: ApiReplicatorOptions) {
+    super();
+    this.options = decodeOrThrow(ApiReplicatorOptions, options, "ApiReplicator options");
+    this.key = readFileSync(this.options.keyFile);
+    if (this.key.length < 16) throw new ReplicatorError("HOLDFAST_MIRROR_PEER", "the key file must hold at least 16 bytes");
+    const o = this.options;
+    this.log = new ExtentLogWriter(o.extentLog ?? join(dirname(o.baseDir), `.${basename(o.baseDir)}.hfextents`));
+  }
+
+  get state(): "degraded" | "resyncing" | "sync" {
+    return this._state;
+  }
+  get bytesReplicated(): number {
+    return this._bytesReplicated;
+  }
+  get resyncBytes(): number {
+    return this._resyncBytes;
+  }
+
+  /** Starts connecting (and reconnecting) to the secondary. Operations work at once (degraded until synced). */
+  start(): void {
+    this.stopped = false;
+    this.dial();
+  }
+
+  /** Stops: closes the link (pending operations are logged, as for any link loss). */
+  stop(): void {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.degrade("stopped");
+    this.log.close();
+  }
+
+  /**
+   * Opens (and with `create`, creates) a file under `baseDir`. Flags as for `fs.open` ("r+", "w", "a", "wx"...).
+   * Creation and truncation are replicated before the promise resolves.
+   */
+  async open(rel: string, flags: "r" | "r+" | "w" | "w+" | "wx" | "a" | "a+" = "r+", mode = 0o644): Promise<ReplicatedFile> {
+    const path = wirePath(rel);
+    const abs = join(this.options.baseDir, path);
+    const existed = (() => {
+      try {
+        lstatSync(abs);
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+    const fd = openSync(abs, flags, mode);
+    const append = flags.startsWith("a");
+    const st = fstatSync(fd, { bigint: true });
+    const mt = { mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) };
+    const truncates = flags.startsWith("w");
+    if (!existed) {
+      await this.submit(Op.CREATE, Number(st.ino), { mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), flags: truncates ? constants.O_TRUNC : 0, ...mt }, path);
+    } else if (truncates) {
+      await this.submit(Op.TRUNCATE, Number(st.ino), { off: 0, ...mt }, path);
+    }
+    return new ReplicatedFile(this, fd, path, append);
+  }
+
+  /** mkdir, replicated. */
+  mkdir(rel: string, mode = 0o755): Promise<void> {
+    const path = wirePath(rel);
+    const abs = join(this.options.baseDir, path);
+    mkdirSync(abs, mode);
+    const st = lstatSync(abs);
+    return this.submit(Op.MKDIR, 0, { mode: st.mode, uid: st.uid, gid: st.gid }, path);
+  }
+
+  /** rename, replicated. */
+  rename(from: string, to: string): Promise<void> {
+    const p1 = wirePath(from);
+    const p2 = wirePath(to);
+    renameSync(join(this.options.baseDir, p1), join(this.options.baseDir, p2));
+    return this.submit(Op.RENAME, 0, {}, p1, p2);
+  }
+
+  /** unlink, replicated. */
+  unlink(rel: string): Promise<void> {
+    const path = wirePath(rel);
+    unlinkSync(join(this.options.baseDir, path));
+    return this.submit(Op.UNLINK, 0, {}, path);
+  }
+
+  /**
+   * Replicates an operation whose local part is done. Sends it (connected) or logs it (degraded). Resolves when
+   * acked, or when logged durably after the link was lost. @internal
+   */
+  submit(op: number, ino: number, args: OpArgs, path: string, path2 = "", data?: Uint8Array): Promise<void> {
+    if (!this.connected || !this.conn) {
+      if (op === Op.FSYNC || op === Op.BARRIER) return Promise.resolve();
+      this.log.append(op, 0, ino, { ...args, len: args.len ?? data?.length ?? 0 }, path, path2, data);
+      return this.log.sync();
+    }
+    const seq = ++this.seq;
+    return new Promise<void>((resolve) => {
+      const p: Pending = { seq, op, ino, args, path, path2, data, resolve, timer: undefined };
+      p.timer = setTimeout(() => this.degrade("ack timeout"), this.options.ackTimeoutMs ?? 2000);
+      this.pending.set(seq, p);
+      this.conn?.send(op, 0, seq, encodeOp(args, path, path2, data));
+      this._bytesReplicated += data?.length ?? 0;
+    });
+  }
+
+  private dial(): void {
+    if (this.stopped) return;
+    const sock = connect(this.options.peer.port, this.options.peer.host);
+    sock.setNoDelay(true);
+    let retried = false;
+    const retry = (): void => {
+      if (this.stopped || retried) return;
+      retried = true;
+      this.reconnectTimer = setTimeout(() => this.dial(), this.options.reconnectMs ?? 500);
+    };
+    sock.once("error", () => undefined);
+    sock.once("connect", () => {
+      WireConnection.handshakePrimary(sock, this.key, (f) => this.onFrame(f), (reason) => {
+        this.degrade(reason);
+        retry();
+      }).then(
+        (conn) => {
+          if (this.stopped) {
+            conn.close();
+            return;
+          }
+          this.conn = conn;
+          this.connected = true;
+          this.gen++;
+          this._state = "resyncing";
+          this.emit("connected");
+          void this.resync(this.gen);
+        },
+        (err: Error) => {
+          sock.destroy();
+          this.emit("authFailed", { reason: err.message });
+          retry();
+        },
+      );
+    });
+    sock.once("close", () => {
+      if (!this.conn || this.conn.socket !== sock) retry();
+    });
+  }
+
+  private onFrame(f: Frame): void {
+    if (f.type !== Op.ACK) return this.degrade("unexpected frame from secondary");
+    const status = f.payload.readInt32LE(0);
+    if (status !== 0) return this.degrade(`secondary failed to apply seq ${f.seq}: errno ${status}`);
+    const p = this.pending.get(f.seq);
+    if (!p) return;
+    this.pending.delete(f.seq);
+    if (p.timer) clearTimeout(p.timer);
+    p.resolve();
+  }
+
+  private degrade(reason: string): void {
+    if (!this.connected) return;
+    this.connected = false;
+    this.gen++;
+    this.conn?.close(reason);
+    this.conn = undefined;
+    const waiting = [...this.pending.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1));
+    this.pending.clear();
+    let logged = 0;
+    for (const p of waiting) {
+      if (p.timer) clearTimeout(p.timer);
+      if (p.op === Op.FSYNC || p.op === Op.BARRIER || p.op === Op.RESYNC_BEGIN || p.op === Op.RESYNC_DONE) continue;
+      this.log.append(p.op, 0, p.ino, { ...p.args, len: p.args.len ?? p.data?.length ?? 0 }, p.path, p.path2, p.data);
+      logged++;
+    }
+    this.log.syncNow();
+    for (const p of waiting) p.resolve();
+    this._state = "degraded";
+    this.emit("degraded", { reason, logged });
+  }
+
+  /** Sends with no waiter (resync frames; their acks are ignored, a failed apply still degrades). */
+  private sendRaw(op: number, args: OpArgs, path: string, path2 = "", data?: Uint8Array): boolean {
+    if (!this.connected || !this.conn) return false;
+    this.conn.send(op, F_RESYNC, ++this.seq, encodeOp(args, path, path2, data));
+    return true;
+  }
+
+  /** Sends and waits for the ack; false when the link went away (generation changed). */
+  private async sendWait(gen: number, op: number): Promise<boolean> {
+    if (gen !== this.gen || !this.connected) return false;
+    await this.submit(op, 0, {}, "/");
+    return gen === this.gen && this.connected;
+  }
+
+  /** Log-mode resync (see the helper's resync.c for the ordering argument; here "under the lock" = one tick). */
+  private async resync(gen: number): Promise<void> {
+    const { records } = readExtentLog(this.log.path);
+    const dirty = new Map<number, Array<[number, number]>>();
+    this.sendRaw(Op.RESYNC_BEGIN, {}, "/");
+    for (const r of records) {
+      if (r.op === Op.WRITE) {
+        const l = dirty.get(r.ino) ?? [];
+        l.push([r.args.off, r.args.len]);
+        dirty.set(r.ino, l);
+        continue;
+      }
+      if (r.op === Op.CREATE || r.op === Op.TRUNCATE) dirty.set(r.ino, dirty.get(r.ino) ?? []);
+      this.sendRaw(r.op, r.args, r.path, r.path2, r.data);
+    }
+    // inode -> current path
+    const paths = new Map<number, string>();
+    if (dirty.size) {
+      const walk = (rel: string): void => {
+        for (const name of readdirSync(join(this.options.baseDir, rel))) {
+          const r = `${rel}/${name}`;
+          const st = lstatSync(join(this.options.baseDir, r));
+          if (st.isDirectory()) walk(r);
+          else if (st.isFile() && dirty.has(st.ino) && !paths.has(st.ino)) paths.set(st.ino, r);
+        }
+      };
+      walk("");
+    }
+    let total = 0;
+    for (const [ino, ex] of dirty) {
+      if (!paths.has(ino)) continue;
+      ex.sort((a, b) => a[0] - b[0]);
+      const merged: Array<[number, number]> = [];
+      for (const [o, l] of ex) {
+        const last = merged.at(-1);
+        if (last && o <= last[0] + last[1]) last[1] = Math.max(last[1], o + l - last[0]);
+        else merged.push([o, l]);
+      }
+      dirty.set(ino, merged);
+      total += merged.reduce((s, [, l]) => s + l, 0);
+    }
+    let done = 0;
+    let sinceBarrier = 0;
+    const buf = Buffer.alloc(CHUNK);
+    for (const [ino, ex] of dirty) {
+      const path = paths.get(ino);
+      if (path === undefined) continue;
+      for (const [o, l] of ex) {
+        for (let off = o; off < o + l; ) {
+          if (gen !== this.gen) return;
+          // read + send in one tick: no live write can come between them
+          let fd: number;
+          try {
+            fd = openSync(join(this.options.baseDir, path), "r");
+          } catch {
+            break;
+          }
+          const st = fstatSync(fd);
+          if (st.ino !== ino || off >= st.size) {
+            closeSync(fd);
+            break;
+          }
+          const n = readSync(fd, buf, 0, Math.min(CHUNK, o + l - off, st.size - off), off);
+          closeSync(fd);
+          this.sendRaw(Op.WRITE, { off, len: n }, path, "", buf.subarray(0, n));
+          this._resyncBytes += n;
+          this._bytesReplicated += n;
+          done += n;
+          sinceBarrier += n;
+          off += n;
+          if (sinceBarrier >= 16 << 20) {
+            sinceBarrier = 0;
+            if (!(await this.sendWait(gen, Op.BARRIER))) return;
+            this.emit("resyncProgress", { bytes: done, totalBytes: total, percent: total ? (100 * done) / total : 100 });
+          }
+        }
+      }
+      try {
+        const st = lstatSync(join(this.options.baseDir, path), { bigint: true });
+        if (Number(st.ino) === ino) this.sendRaw(Op.TRUNCATE, { off: Number(st.size), mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) }, path);
+      } catch {
+        /* deleted meanwhile: its unlink was replicated live */
+      }
+    }
+    this.emit("resyncProgress", { bytes: total, totalBytes: total, percent: 100 });
+    if (!(await this.sendWait(gen, Op.RESYNC_DONE))) return;
+    this.log.clear();
+    this._state = "sync";
+    this.emit("synced", { mode: "log" });
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * The replication stream (src/native/replicator/proto.h) in TypeScript: handshake, framing, HMAC-SHA256.
+ * Used by the API mode ({@link ApiReplicator}), which speaks to the same compiled secondary as the FUSE helper,
+ * and by tests that forge frames. Keep in step with proto.h: the sizes below are asserted in the unit tests.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Socket } from "node:net";
+
+export const HF_MAGIC = 0x31524648;
+export const HDR_LEN = 24;
+export const ARGS_LEN = 80;
+export const MAC_LEN = 32;
+export const NONCE_LEN = 32;
+export const UTIME_OMIT = (1 << 30) - 2;
+export const F_RESYNC = 1;
+
+/** Operation codes (enum hf_op). */
+export const Op = {
+  ACK: 1,
+  WRITE: 2,
+  CREATE: 3,
+  MKNOD: 4,
+  MKDIR: 5,
+  UNLINK: 6,
+  RMDIR: 7,
+  SYMLINK: 8,
+  LINK: 9,
+  RENAME: 10,
+  CHMOD: 11,
+  CHOWN: 12,
+  TRUNCATE: 13,
+  UTIMENS: 14,
+  SETXATTR: 15,
+  REMOVEXATTR: 16,
+  FSYNC: 17,
+  FALLOCATE: 18,
+  BARRIER: 19,
+  RESYNC_BEGIN: 20,
+  RESYNC_DONE: 21,
+  LIST: 22,
+  CHECKSUM: 23,
+  RESET: 24,
+  FSYNCDIR: 25,
+} as const;
+
+/** struct hf_args. Numbers are safe integers (offsets < 2^53). */
+export interface OpArgs {
+  off?: number;
+  len?: number;
+  atimeS?: number;
+  atimeNs?: number;
+  mtimeS?: number;
+  mtimeNs?: number;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  flags?: number;
+}
+
+/** Encodes hf_args + path + path2 + data (an operation frame's payload). */
+export function encodeOp(a: OpArgs, path: string, path2 = "", data: Uint8Array = new Uint8Array(0)): Buffer {
+  const p1 = Buffer.from(path);
+  const p2 = Buffer.from(path2);
+  const b = Buffer.alloc(ARGS_LEN);
+  b.writeBigUInt64LE(BigInt(a.off ?? 0), 0);
+  b.writeBigUInt64LE(BigInt(a.len ?? 0), 8);
+  b.writeBigInt64LE(BigInt(a.atimeS ?? 0), 16);
+  b.writeBigInt64LE(BigInt(a.atimeNs ?? 0), 24);
+  b.writeBigInt64LE(BigInt(a.mtimeS ?? 0), 32);
+  b.writeBigInt64LE(BigInt(a.mtimeNs ?? UTIME_OMIT), 40);
+  b.writeUInt32LE(a.mode ?? 0, 48);
+  b.writeUInt32LE(a.uid ?? 0, 52);
+  b.writeUInt32LE(a.gid ?? 0, 56);
+  b.writeUInt32LE(a.flags ?? 0, 60);
+  b.writeUInt32LE(p1.length, 64);
+  b.writeUInt32LE(p2.length, 68);
+  b.writeUInt32LE(data.length, 72);
+  return Buffer.concat([b, p1, p2, data]);
+}
+
+/** Decodes an operation payload (inverse of {@link encodeOp}). */
+export function decodeOp(payload: Buffer): { args: Required<OpArgs>; path: string; path2: string; data: Buffer } {
+  const n = (o: number): number => Number(payload.readBigUInt64LE(o));
+  const s = (o: number): number => Number(payload.readBigInt64LE(o));
+  const l1 = payload.readUInt32LE(64);
+  const l2 = payload.readUInt32LE(68);
+  const ld = payload.readUInt32LE(72);
+  return {
+    args: {
+      off: n(0),
+      len: n(8),
+      atimeS: s(16),
+      atimeNs: s(24),
+      mtimeS: s(32),
+      mtimeNs: s(40),
+      mode: payload.readUInt32LE(48),
+      uid: payload.readUInt32LE(52),
+      gid: payload.readUInt32LE(56),
+      flags: payload.readUInt32LE(60),
+    },
+    path: payload.subarray(ARGS_LEN, ARGS_LEN + l1).toString(),
+    path2: payload.subarray(ARGS_LEN + l1, ARGS_LEN + l1 + l2).toString(),
+    data: payload.subarray(ARGS_LEN + l1 + l2, ARGS_LEN + l1 + l2 + ld),
+  };
+}
+
+function derive(key: Buffer, label: string, sn: Buffer, cn: Buffer): Buffer {
+  return createHmac("sha256", key).update(label).update(sn).update(cn).digest();
+}
+
+/** A received frame. For acks, `status` is the secondary's errno (0 = applied) and `data` its reply. */
+export interface Frame {
+  type: number;
+  flags: number;
+  seq: bigint;
+  payload: Buffer;
+}
+
+/**
+ * One authenticated stream over a connected socket (primary side). `onFrame` gets every verified frame;
+ * `onClose` once, with the reason, when the socket ends or a frame fails verification.
+ */
+export class WireConnection {
+  private txCtr = 0n;
+  private rxCtr = 0n;
+  private buf: Buffer = Buffer.alloc(0);
+  private closed = false;
+
+  private constructor(
+    readonly socket: Socket,
+    private readonly kTx: Buffer,
+    private readonly kRx: Buffer,
+    private readonly onFrame: (f: Frame) => void,
+    private readonly onClose: (reason: string) => void,
+  ) {
+    socket.on("data", (d: Buffer) => this.onData(d));
+    socket.on("close", () => this.fail("connection closed"));
+    socket.on("error", (e) => this.fail(`socket error: ${e.message}`));
+  }
+
+  /**
+   * Runs the primary's side of the handshake on a connected socket. Rejects when the peer is not a holdfast
+   * secondary or does not hold the key.
+   */
+  static handshakePrimary(socket: Socket, key: Buffer, onFrame: (f: Frame) => void, onClose: (reason: string) => void): Promise<WireConnection> {
+    return new Promise((resolve, reject) => {
+      let acc = Buffer.alloc(0);
+      let stage = 0;
+      let sn = Buffer.alloc(0);
+      const cn = randomBytes(NONCE_LEN);
+      const cleanup = (): void => {
+        socket.off("data", onData);
+        socket.off("close", onEnd);
+        socket.off("error", onEnd);
+      };
+      const onEnd = (): void => {
+        cleanup();
+        reject(new Error(stage === 0 ? "no hello from secondary" : "secondary refused the key (connection closed)"));
+      };
+      const onData = (d: Buffer): void => {
+        acc = Buffer.concat([acc, d]);
+        if (stage === 0 && acc.length >= 4 + NONCE_LEN) {
+          if (acc.readUInt32LE(0) !== HF_MAGIC) {
+            cleanup();
+            reject(new Error("peer is not a holdfast secondary"));
+            return;
+          }
+          sn = Buffer.from(acc.subarray(4, 4 + NONCE_LEN));
+          acc = acc.subarray(4 + NONCE_LEN);
+          socket.write(Buffer.concat([cn, derive(key, "hf-p", sn, cn)]));
+          stage = 1;
+        }
+        if (stage === 1 && acc.length >= MAC_LEN) {
+          cleanup();
+          const want = derive(key, "hf-s", sn, cn);
+          if (!timingSafeEqual(acc.subarray(0, MAC_LEN), want)) {
+            reject(new Error("secondary failed authentication"));
+            return;
+          }
+          const conn = new WireConnection(socket, derive(key, "p2s", sn, cn), derive(key, "s2p", sn, cn), onFrame, onClose);
+          const rest = acc.subarray(MAC_LEN);
+          resolve(conn);
+          if (rest.length) conn.onData(rest);
+        }
+      };
+      socket.on("data", onData);
+      socket.on("close", onEnd);
+      socket.on("error", onEnd);
+    });
+  }
+
+  /** Encodes one frame (header + payload + MAC) and advances the counter. */
+  encode(type: number, flags: number, seq: bigint, payload: Buffer): Buffer {
+    const h = Buffer.alloc(HDR_LEN);
+    h.writeUInt32LE(HF_MAGIC, 0);
+    h.writeUInt8(type, 4);
+    h.writeUInt8(flags, 5);
+    h.writeUInt32LE(payload.length, 8);
+    h.writeBigUInt64LE(seq, 16);
+    const ctr = Buffer.alloc(8);
+    ctr.writeBigUInt64LE(this.txCtr++);
+    const mac = createHmac("sha256", this.kTx).update(ctr).update(h).update(payload).digest();
+    return Buffer.concat([h, payload, mac]);
+  }
+
+  /** Sends one frame; false when the connection is already closed. */
+  send(type: number, flags: number, seq: bigint, payload: Buffer): boolean {
+    if (this.closed) return false;
+    this.socket.write(this.encode(type, flags, seq, payload));
+    return true;
+  }
+
+  close(reason = "closed by us"): void {
+    this.fail(reason);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private fail(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.destroy();
+    this.onClose(reason);
+  }
+
+  private onData(d: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+    while (!this.closed && this.buf.length >= HDR_LEN) {
+      if (this.buf.readUInt32LE(0) !== HF_MAGIC) return this.fail("malformed frame");
+      const len = this.buf.readUInt32LE(8);
+      if (this.buf.length < HDR_LEN + len + MAC_LEN) return;
+      const h = this.buf.subarray(0, HDR_LEN);
+      const payload = this.buf.subarray(HDR_LEN, HDR_LEN + len);
+      const mac = this.buf.subarray(HDR_LEN + len, HDR_LEN + len + MAC_LEN);
+      const ctr = Buffer.alloc(8);
+      ctr.writeBigUInt64LE(this.rxCtr);
+      const want = createHmac("sha256", this.kRx).update(ctr).update(h).update(payload).digest();
+      if (!timingSafeEqual(mac, want)) return this.fail("frame failed authentication");
+      this.rxCtr++;
+      const frame: Frame = { type: h.readUInt8(4), flags: h.readUInt8(5), seq: h.readBigUInt64LE(16), payload: Buffer.from(payload) };
+      this.buf = this.buf.subarray(HDR_LEN + len + MAC_LEN);
+      this.onFrame(frame);
+    }
+  }
+}
+
+/** Rejects what the secondary would refuse: not absolute, or a ".." component. Returns "/a/b". */
+export function wirePath(rel: string): string {
+  const p = "/" + rel.split("/").filter((c) => c !== "" && c !== ".").join("/");
+  if (p.split("/").includes("..")) throw new RangeError(`path escapes the replicated directory: ${rel}`);
+  return p;
+}
