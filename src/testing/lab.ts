@@ -559,9 +559,11 @@ export class Lab implements Teardown {
    */
   signalHost(host: LabHost, signal: NodeJS.Signals = "SIGKILL"): number[] {
     this.check(host, 0);
+    // Who is inside (and in which group) is read before anything is signalled: a killed process leaves /proc.
+    const inside = pidsInNamespaces([host.ns]).map((pid) => ({ pid, pgid: processGroupOf(pid) }));
     // The lab's own process groups too: a process spawned a moment ago may not have entered the namespace yet.
     const groups = [...this.procs].filter((p) => p.host.ns === host.ns && !p.done && signalGroup(p.pid, signal)).map((p) => p.pid);
-    const pids = pidsInNamespaces([host.ns]).filter((pid) => !groups.includes(processGroupOf(pid) ?? -1));
+    const pids = inside.filter((x) => x.pgid !== undefined && !groups.includes(x.pgid)).map((x) => x.pid);
     for (const pid of pids) {
       try {
         process.kill(pid, signal);
