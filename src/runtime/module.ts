@@ -33,10 +33,12 @@ import {
   type ModuleStatus,
   type PersistedModuleState,
   type ResolvedModule,
+  decodeModuleReport,
 } from "../core/module/index.js";
 import { isPrimaryState } from "../core/module/types.js";
 import type { CheckerGroup } from "../checkers/group.js";
 import type { Clock } from "./clock.js";
+import type { Membership } from "./membership.js";
 import { EventLog, type ModuleLogRecord } from "./event-log.js";
 import { runHook, type HookResult } from "./hooks.js";
 
@@ -368,6 +370,11 @@ export class Module extends EventEmitter<ModuleEvents> {
     this.iterators.clear();
   }
 
+  /** Records a decision of the driver layer (e.g. a malformed peer report) in the module's log. */
+  note(level: "info" | "warn" | "error", cause: string): void {
+    this.record(this.log.event({ type: "decision", level, cause }));
+  }
+
   // ---- plumbing -------------------------------------------------------------------------------
 
   private feed(input: (c: ModuleCore) => ModuleEffect[]): void {
@@ -496,4 +503,65 @@ export class Module extends EventEmitter<ModuleEvents> {
     const s = this.status;
     return s.ready && (isPrimaryState(s.state) || s.state === "UP");
   }
+}
+
+/** The part of the membership driver that modules use (the {@link Membership} class fits). */
+export type ModuleMembership = Pick<Membership, "view" | "nodeId" | "setMeta" | "peerMeta" | "on" | "off">;
+
+/**
+ * Connects this node's modules to the membership protocol: each module gets the agreed view and its
+ * peers' reports; this node publishes its modules' reports as its heartbeat metadata
+ * (`{ modules: { <name>: report } }`, see {@link ModulesMeta}). Reports from the network are validated
+ * ({@link decodeModuleReport}); a malformed one is logged and ignored. Returns a function that unbinds.
+ */
+export function bindMembership(membership: ModuleMembership, modules: readonly Module[]): () => void {
+  const reports: Record<string, ModuleReport> = {};
+  for (const m of modules) reports[m.name] = m.report;
+  const publish = () => membership.setMeta({ modules: { ...reports } });
+  const deliver = (node: string, meta: unknown) => {
+    if (node === membership.nodeId || typeof meta !== "object" || meta === null) return;
+    const theirs = (meta as { modules?: unknown }).modules;
+    if (typeof theirs !== "object" || theirs === null) return;
+    for (const m of modules) {
+      const raw = (theirs as Record<string, unknown>)[m.name];
+      if (raw === undefined) continue;
+      let report: ModuleReport;
+      try {
+        report = decodeModuleReport(raw);
+      } catch (e) {
+        m.note("warn", `ignored malformed report from ${node}: ${(e as Error).message}`);
+        continue;
+      }
+      if (report.module === m.name) m.peerReport(node, report);
+    }
+  };
+  const toView = (v: ModuleMembership["view"]): MembershipView => ({
+    epoch: v.epoch,
+    members: v.members.map((x) => ({ id: x.id, weight: x.weight })),
+  });
+  const onView = (e: { view: ModuleMembership["view"] }) => {
+    const view = toView(e.view);
+    for (const m of modules) m.view(view);
+    // Peers that just joined: their latest reports came with their heartbeats.
+    for (const x of e.view.members) deliver(x.id, membership.peerMeta(x.id));
+  };
+  const onMeta = (e: { node: string; meta: unknown }) => deliver(e.node, e.meta);
+  const onAdvertise = new Map<Module, (r: ModuleReport) => void>();
+  for (const m of modules) {
+    const fn = (r: ModuleReport) => {
+      reports[m.name] = r;
+      publish();
+    };
+    onAdvertise.set(m, fn);
+    m.on("advertise", fn);
+  }
+  membership.on("viewChange", onView);
+  membership.on("peerMeta", onMeta);
+  publish();
+  onView({ view: membership.view });
+  return () => {
+    membership.off("viewChange", onView);
+    membership.off("peerMeta", onMeta);
+    for (const [m, fn] of onAdvertise) m.off("advertise", fn);
+  };
 }

@@ -10,6 +10,7 @@ import { ConfigError } from "../errors.js";
 import type { CheckerAction } from "../checker.js";
 import type { HookName, ModuleState } from "./types.js";
 import { HOOK_NAMES } from "./types.js";
+import { optional } from "./codec-util.js";
 
 /** What a hook function receives. */
 export interface HookContext {
@@ -214,19 +215,6 @@ const NonEmptyString = new t.Type<string, string, unknown>(
   (u, c) => (typeof u === "string" && u.length > 0 ? t.success(u) : t.failure(u, c)),
   (a) => a,
 );
-
-/**
- * An optional field that adds no level to the error path (io-ts intersections and unions of
- * `undefined` would add an index key or a second problem).
- */
-function optional<C extends t.Mixed>(c: C): t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown> {
-  return new t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown>(
-    c.name,
-    (u): u is t.TypeOf<C> | undefined => u === undefined || c.is(u),
-    (u, ctx) => (u === undefined ? t.success(undefined) : c.validate(u, ctx)),
-    (a) => (a === undefined ? undefined : c.encode(a)),
-  );
-}
 
 /** Drops keys whose value is undefined (so optional fields stay absent). */
 function compact<T extends object>(o: T): T {
