@@ -10,6 +10,8 @@
  * 3. A node marked not up to date never becomes primary unless `prim --force` was accepted on it; a node
  *    that never held a role becomes primary only on `prim` or as the configured default primary.
  * 4. After healing everything and letting every hook succeed, the two nodes converge to one primary.
+ * 5. The VIP is added and removed in pairs, held by every settled primary and by no other settled node,
+ *    and never by two connected idle nodes.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -56,7 +58,16 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
   const forced = new Set<string>();
   const claimed = new Set<string>();
   const violations: string[] = [];
+  const vip = new Map<string, boolean>();
   const h = new Harness((n: HarnessNode, e: ModuleEffect, hh: Harness) => {
+    if (e.type === "addVip") {
+      if (vip.get(n.id)) violations.push(`${n.id} adds the VIP twice (${hh.currentInput})`);
+      vip.set(n.id, true);
+    }
+    if (e.type === "removeVip") {
+      if (!vip.get(n.id)) violations.push(`${n.id} removes a VIP it does not hold (${hh.currentInput})`);
+      vip.set(n.id, false);
+    }
     if (e.type !== "emit" || e.event.type !== "state") return;
     const ev = e.event;
     const entering = (ev.transient && isPrimaryState(ev.next) && !isPrimaryState(ev.from)) || (!ev.transient && isPrimaryState(ev.to) && !isPrimaryState(ev.from) && ev.from !== ev.to);
@@ -87,6 +98,23 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
   });
   h.quiet = true;
   h.exec(`mirror a b peerWait=2000${defaultPrimary ? " defaultPrimary=a" : ""}`);
+  /** VIP held exactly by settled primaries; never by two connected nodes at once. */
+  const checkVip = () => {
+    for (const id of NODES) {
+      const n = h.node(id);
+      if (!n.alive) {
+        vip.set(id, false); // a crashed node's addresses are gone with it
+        continue;
+      }
+      const s = n.core.status;
+      if (s.transient) continue;
+      const should = isPrimaryState(s.state);
+      if ((vip.get(id) ?? false) !== should) violations.push(`${id} is ${s.state} with the VIP ${vip.get(id) ? "held" : "not held"} after ${h.currentInput}`);
+    }
+    if (h.connected("a", "b") && vip.get("a") && vip.get("b") && h.inContact("a", "b") && !h.node("a").core.runningHook && !h.node("b").core.runningHook) {
+      violations.push(`both connected nodes hold the VIP after ${h.currentInput}`);
+    }
+  };
   const checkQuiescent = () => {
     if (h.inContact("a", "b") && !h.node("a").core.runningHook && !h.node("b").core.runningHook) {
       const prims = h.primaries();
@@ -121,6 +149,7 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
       h.exec(a);
     }
     checkQuiescent();
+    checkVip();
     if (violations.length > 0) break;
   }
   // Convergence: heal, boot everyone, start stopped nodes, let every hook succeed, let time pass.
@@ -138,6 +167,7 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
       h.allHooksOk();
     }
     checkQuiescent();
+    checkVip();
     const prims = h.primaries();
     if (prims.length > 1) violations.push(`no convergence: ${prims.map((p) => p.id).join(",")}`);
   }
