@@ -142,8 +142,11 @@ export interface ReplicatorMetrics {
 }
 
 export interface FileReplicatorEvents {
-  /** The helper is up: mounted (primary) or listening (secondary). */
-  ready: [{ pid: number; port?: number }];
+  /**
+   * The helper is up: mounted (primary) or listening (secondary). `uncleanStart` (primary): the previous run
+   * crashed, so the first resync is a checksum pass whatever `initialSync` says (unless `full`).
+   */
+  ready: [{ pid: number; port?: number; uncleanStart?: boolean }];
   /** Primary: the link to the secondary is up (a resync follows). Secondary: a primary connected. */
   connected: [];
   /** Secondary: the primary's stream ended. */
@@ -164,8 +167,11 @@ export interface FileReplicatorEvents {
   metrics: [ReplicatorMetrics];
   /** Something went wrong; the replicator keeps running unless an `exit` follows. */
   error: [ReplicatorError];
-  /** The helper exited. `expected` is true after {@link FileReplicator.stop}. */
-  exit: [{ code: number | null; signal: string | null; expected: boolean }];
+  /**
+   * The helper exited. `expected` is true after {@link FileReplicator.stop}; `restarting` when the restart
+   * policy brings it back (a `restarted` event follows).
+   */
+  exit: [{ code: number | null; signal: string | null; expected: boolean; restarting: boolean }];
   /** The helper was restarted after an unexpected exit. */
   restarted: [{ attempt: number }];
 }
@@ -271,7 +277,8 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         cleanup();
         resolve(arg);
       }) as never;
-      const onExit = (): void => {
+      const onExit = (e: { restarting: boolean }): void => {
+        if (e.restarting) return;
         cleanup();
         reject(new ReplicatorError("HOLDFAST_MIRROR_HELPER_DIED", `helper exited while waiting for ${event}`));
       };
@@ -417,28 +424,32 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         }
         if (this.child === child) this.child = undefined;
         this._state = "stopped";
-        this.emit("exit", { code, signal, expected });
-        if (started && !expected) this.maybeRestart(code, signal);
+        const restarting = started && !expected && this.restartAllowed();
+        this.emit("exit", { code, signal, expected, restarting });
+        if (started && !expected) this.afterUnexpectedExit(code, signal, restarting);
       });
     });
   }
 
-  private maybeRestart(code: number | null, signal: string | null): void {
+  /** Applies the restart policy's window; true when one more restart is allowed now (and counts it). */
+  private restartAllowed(): boolean {
     const policy = this.options.restart ?? DEFAULT_RESTART;
+    if (policy === false) return false;
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t0) => now - t0 < policy.windowMs);
+    if (this.restarts.length >= policy.maxRestarts) return false;
+    this.restarts.push(now);
+    return true;
+  }
+
+  private afterUnexpectedExit(code: number | null, signal: string | null, restarting: boolean): void {
     const died = new ReplicatorError("HOLDFAST_MIRROR_HELPER_DIED", `helper exited unexpectedly (code ${code}, signal ${signal})`, {
       stderr: this.stderrTail.join("\n"),
     });
-    if (policy === false) {
+    if (!restarting) {
       this.emit("error", died);
       return;
     }
-    const now = Date.now();
-    this.restarts = this.restarts.filter((t0) => now - t0 < policy.windowMs);
-    if (this.restarts.length >= policy.maxRestarts) {
-      this.emit("error", died);
-      return;
-    }
-    this.restarts.push(now);
     const attempt = this.restarts.length;
     this.spawnHelper().then(
       () => this.emit("restarted", { attempt }),
@@ -450,7 +461,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     switch (ev.event) {
       case "ready":
         this._state = "degraded";
-        this.emit("ready", { pid: ev.pid });
+        this.emit("ready", { pid: ev.pid, uncleanStart: ev.uncleanStart });
         break;
       case "listening":
         this._port = ev.port;

@@ -30,7 +30,7 @@ export function helperPath(): string {
 
 const num = t.number;
 export const HelperEvent = t.union([
-  t.type({ event: t.literal("ready"), mount: t.string, pid: num, logBytes: num }),
+  t.type({ event: t.literal("ready"), mount: t.string, pid: num, logBytes: num, uncleanStart: t.boolean }),
   t.type({ event: t.literal("listening"), port: num }),
   t.type({ event: t.literal("connecting"), peer: t.string }),
   t.type({ event: t.literal("connected") }),

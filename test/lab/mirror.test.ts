@@ -276,4 +276,22 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect(after2 - after).toBe((4 << 20) + 5);
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
   });
+
+  it("a killed primary helper is restarted; its unclean start forces a checksum pass that repairs unlogged changes", async () => {
+    const p = await pair("restart", { restart: { maxRestarts: 2, windowMs: 60_000 } });
+    writeFileSync(p.primary.mountPath("before"), "replicated");
+    const restarted = p.primary.waitFor("restarted", 20_000);
+    const ready = p.primary.waitFor("ready", 20_000);
+    const synced = p.primary.waitFor("synced", 30_000);
+    process.kill(p.primary.pid as number, "SIGKILL");
+    // what a crash can leave behind: a local change that was neither acked nor logged
+    writeFileSync(join(p.a, "unlogged"), "applied locally only");
+    expect((await restarted).attempt).toBe(1);
+    expect((await ready).uncleanStart).toBe(true);
+    expect((await synced).mode).toBe("checksum");
+    expect(readFileSync(join(p.b, "unlogged"), "utf8")).toBe("applied locally only");
+    writeFileSync(p.primary.mountPath("after"), "again");
+    expect(readFileSync(join(p.b, "after"), "utf8")).toBe("again");
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
+  });
 });

@@ -635,6 +635,14 @@ int run_primary(int argc, char **argv) {
     fprintf(stderr, "holdfast-replicator: cannot open/lock extent log %s: %s\n", logp, strerror(errno));
     return 2;
   }
+  /* A marker that exists only while a primary runs. Found at start, it means the last run crashed: operations
+   * applied locally but neither acked nor logged may exist, so the log alone cannot be trusted for the first
+   * resync and a checksum pass is used instead (unless a full one was asked for). */
+  snprintf(G.marker, sizeof G.marker, "%s.running", logp);
+  int unclean = access(G.marker, F_OK) == 0;
+  if (unclean && G.next_mode == RS_LOG) G.next_mode = RS_CHECKSUM;
+  int mfd = open(G.marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (mfd >= 0) { fsync(mfd); close(mfd); }
   G.state = ST_DEGRADED;
   char *fargv[] = {argv[0], "-o", "allow_other,default_permissions,fsname=holdfast,subtype=holdfast", NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
@@ -644,8 +652,8 @@ int run_primary(int argc, char **argv) {
   struct fuse_session *se = fuse_get_session(G.fuse);
   fuse_set_signal_handlers(se);
   off_t logsize = lseek(G.logfd, 0, SEEK_END);
-  emit("{\"event\":\"ready\",\"mount\":%s,\"pid\":%d,\"logBytes\":%lld}", jstr(G.mount), (int)getpid(),
-       (long long)logsize);
+  emit("{\"event\":\"ready\",\"mount\":%s,\"pid\":%d,\"logBytes\":%lld,\"uncleanStart\":%s}", jstr(G.mount),
+       (int)getpid(), (long long)logsize, unclean ? "true" : "false");
   emit("{\"event\":\"degraded\",\"reason\":\"not connected yet\",\"logged\":0}");
   pthread_t lt, ct;
   pthread_create(&lt, NULL, link_thread, NULL);
@@ -657,6 +665,9 @@ int run_primary(int argc, char **argv) {
   G.stopping = 1;
   fuse_remove_signal_handlers(se);
   fuse_unmount(G.fuse);
+  /* a clean stop: every operation the application saw complete is on the secondary or in the log */
+  fdatasync(G.logfd);
+  unlink(G.marker);
   emit("{\"event\":\"stopped\",\"rc\":%d}", rc);
   fflush(stdout);
   _exit(0); /* link/resync threads hold no state that needs an orderly end; the log is durable */

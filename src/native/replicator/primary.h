@@ -26,6 +26,7 @@ struct op {
 
 struct primary {
   char *backing, *mount, *peer_host, *peer_port;
+  char marker[4200];
   int bfd, logfd;
   uint8_t key[4096];
   size_t keylen;
