@@ -11,6 +11,7 @@ declare -A NEED=(
   [curl]=curl [stress-ng]=stress-ng [pgrep]=procps [nsenter]=util-linux [tcpdump]=tcpdump
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [fusermount3]=fuse3 [pkg-config]=pkg-config
   [iptables]=iptables [chromium]=chromium
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

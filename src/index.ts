@@ -39,3 +39,4 @@ export { ApiReplicator, ApiReplicatorOptions, ReplicatedFile } from "./mirror/Ap
 export type { ApiReplicatorEvents } from "./mirror/ApiReplicator.js";
 export { readExtentLog, summarizeExtentLog } from "./mirror/extentLog.js";
 export type { ExtentRecord } from "./mirror/extentLog.js";
+export type { ModuleHttpSource } from "./checkers/module.js";

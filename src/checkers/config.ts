@@ -24,7 +24,7 @@ import type { HysteresisState } from "../core/hysteresis.js";
 import { CustomProbe, type CustomCheckFunction } from "./custom.js";
 import { InterfaceProbe } from "./interface.js";
 import { IpProbe } from "./ip.js";
-import { ModuleProbe, type ModuleStatusSource } from "./module.js";
+import { ModuleProbe, type ModuleHttpSource, type ModuleStatusSource } from "./module.js";
 import { PingProbe } from "./ping.js";
 import type { Probe } from "./probe.js";
 import { ProcessProbe } from "./process.js";
@@ -127,8 +127,8 @@ export interface ModuleCheckerConfig extends CheckerCommon {
   readonly states: readonly string[];
   /** Also require the module to report `ready: true`. Default false. */
   readonly ready: boolean;
-  /** A function (a module in this process), or the control API URL of that module and an optional bearer token. */
-  readonly source: ModuleStatusSource | { readonly url: string; readonly token?: string };
+  /** A function (a module in this process), or the control API of that module (URL, bearer token, CA). */
+  readonly source: ModuleStatusSource | ModuleHttpSource;
 }
 /** `type: split-brain` — see `SplitBrainProbe`. ok when any witness answers. */
 export interface SplitBrainCheckerConfig extends CheckerCommon {
@@ -266,12 +266,16 @@ function common(type: CheckerType): Props {
 }
 
 const ModuleSource = new t.Type<ModuleCheckerConfig["source"], unknown, unknown>(
-  "function or { url, token? }",
+  "function or { url, token?, ca? }",
   (u): u is ModuleCheckerConfig["source"] => typeof u === "function" || (typeof u === "object" && u !== null),
   (u, c) => {
     if (typeof u === "function") return t.success(u as ModuleStatusSource);
     if (typeof u !== "object" || u === null || Array.isArray(u)) return t.failure(u, c);
-    return strictType({ url: refined("http(s) URL", (v): v is string => typeof v === "string" && /^https?:\/\/\S+$/.test(v)), token: optional(t.string) }).validate(u, c) as t.Validation<ModuleCheckerConfig["source"]>;
+    return strictType({
+      url: refined("http(s) URL", (v): v is string => typeof v === "string" && /^https?:\/\/\S+$/.test(v)),
+      token: optional(t.string),
+      ca: optional(NonEmptyString),
+    }).validate(u, c) as t.Validation<ModuleCheckerConfig["source"]>;
   },
   t.identity,
 );

@@ -6,7 +6,7 @@
  * that runs the module:
  *
  * ```
- * GET <url>                          (e.g. http://198.18.0.10:7410/api/modules/db)
+ * GET <url>                          (e.g. https://198.18.0.10:7410/api/v1/modules/db)
  * Authorization: Bearer <token>      (when `token` is set)
  * Accept: application/json
  *
@@ -16,9 +16,13 @@
  * ```
  *
  * `state` is one of `STOP`, `WAIT`, `UP`, `ALONE`, `PRIM`, `SECOND` (other members are ignored, so the
- * endpoint may return a richer object). Any other status, a body that is not such JSON, a refused or timed
+ * endpoint may return a richer object: the reference daemon's `GET /api/v1/modules/:m` answers the module's
+ * full status). For `https://`, a private CA is given with `ca`. Any other status, a body that is not such JSON, a refused or timed
  * out connection: the probe fails and says why.
  */
+import { readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { messageOf, type Probe, type ProbeResult } from "./probe.js";
 
 /**
@@ -41,8 +45,55 @@ export interface ModuleProbeOptions {
   readonly states: readonly string[];
   /** Also require `ready: true` from the source. Default `false`. */
   readonly ready?: boolean;
-  /** Where the status comes from: a function, or the URL of the daemon's control API for this module. */
-  readonly source: ModuleStatusSource | { readonly url: string; readonly token?: string };
+  /** Where the status comes from: a function, or the daemon's control API for this module. */
+  readonly source: ModuleStatusSource | ModuleHttpSource;
+}
+
+/** The control API of the daemon that runs the module. */
+export interface ModuleHttpSource {
+  /** `http://` or `https://` URL of the module's status, e.g. `https://198.18.0.10:7410/api/v1/modules/db`. */
+  readonly url: string;
+  /** Bearer token sent as `Authorization: Bearer <token>` (a `monitor` role is enough). Default: none. */
+  readonly token?: string;
+  /**
+   * Certificate authority to trust for `https://` (PEM text, or the path of a PEM file), for a daemon with a
+   * private CA or a self-signed certificate. Default: the system's CAs.
+   */
+  readonly ca?: string;
+}
+
+/** Largest response body read, bytes: a status is a few hundred bytes; more is a wrong endpoint. */
+const MAX_BODY = 64 * 1024;
+
+/** GET with node:http/https (not fetch, so that a private CA can be given), abortable, body size bounded. */
+function httpGet(src: ModuleHttpSource, signal: AbortSignal): Promise<{ status: number; text: string }> {
+  const url = new URL(src.url);
+  const tls = url.protocol === "https:";
+  const ca = src.ca === undefined ? undefined : src.ca.includes("-----BEGIN") ? src.ca : readFileSync(src.ca, "utf8");
+  return new Promise((resolve, reject) => {
+    const req = (tls ? httpsRequest : httpRequest)(url, {
+      method: "GET",
+      signal,
+      headers: { accept: "application/json", ...(src.token === undefined ? {} : { authorization: `Bearer ${src.token}` }) },
+      ...(tls && ca !== undefined ? { ca } : {}),
+    });
+    req.once("error", reject);
+    req.once("response", (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_BODY) {
+          req.destroy(new Error(`response larger than ${MAX_BODY} bytes`));
+          return;
+        }
+        chunks.push(c);
+      });
+      res.once("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+      res.once("error", reject);
+    });
+    req.end();
+  });
 }
 
 function isStatus(x: unknown): x is ModuleStateSnapshot {
@@ -74,18 +125,14 @@ export class ModuleProbe implements Probe {
         return { ok: false, detail: `module ${module}: source failed: ${messageOf(err)}` };
       }
     } else {
-      let res: Response;
+      let res: { status: number; text: string };
       try {
-        res = await fetch(src.url, {
-          signal,
-          headers: { accept: "application/json", ...(src.token === undefined ? {} : { authorization: `Bearer ${src.token}` }) },
-        });
+        res = await httpGet(src, signal);
       } catch (err) {
         if (signal.aborted) throw err;
-        const cause = (err as { cause?: unknown }).cause;
-        return { ok: false, detail: `module ${module}: GET ${src.url} failed: ${messageOf(cause ?? err)}` };
+        return { ok: false, detail: `module ${module}: GET ${src.url} failed: ${messageOf(err)}` };
       }
-      const text = await res.text();
+      const text = res.text;
       if (res.status !== 200) return { ok: false, detail: `module ${module}: GET ${src.url} answered ${res.status}` };
       let body: unknown;
       try {

@@ -166,25 +166,39 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
         // "::" is dual-stack: the same socket answers on n1's IPv4 and IPv6 addresses.
         `require("net").createServer((s) => s.end()).listen(8080, "::", () => console.log("listening"))`,
       ]);
+      // A self-signed certificate for n1's address, so that the control API is also served over TLS.
+      const cert = join(lab.dir(n1), "api.crt");
+      const key = join(lab.dir(n1), "api.key");
+      const ossl = await lab.exec(n1, [
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-subj", "/CN=holdfast-test", "-addext", `subjectAltName=IP:${lab.addr(n1)}`, "-keyout", key, "-out", cert,
+      ]);
+      expect(ossl.code, ossl.stderr).toBe(0);
       const control = lab.spawn(
         n1,
         [
           process.execPath,
           "-e",
           `const fs = require("fs");
-           require("http").createServer((req, res) => {
+           const handler = (req, res) => {
              if (req.headers.authorization !== "Bearer s3cret") { res.writeHead(401); res.end(); return; }
-             if (req.url !== "/api/modules/db") { res.writeHead(404); res.end(); return; }
+             if (req.url !== "/api/v1/modules/db") { res.writeHead(404); res.end(); return; }
              res.writeHead(200, { "content-type": "application/json" });
              res.end(fs.readFileSync(process.env.STATE_FILE, "utf8"));
-           }).listen(7410, ${JSON.stringify(lab.addr(n1))}, () => console.log("listening"));`,
+           };
+           const addr = ${JSON.stringify(lab.addr(n1))};
+           require("http").createServer(handler).listen(7410, addr, () => {
+             require("https").createServer({ cert: fs.readFileSync(process.env.CERT), key: fs.readFileSync(process.env.KEY) }, handler)
+               .listen(7411, addr, () => console.log("listening"));
+           });`,
         ],
-        { env: { STATE_FILE: files.state } },
+        { env: { STATE_FILE: files.state, CERT: cert, KEY: key } },
       );
       await app.waitForLine(/listening/, 10_000);
       await control.waitForLine(/listening/, 10_000);
 
-      const url = `http://${lab.addr(n1)}:7410/api/modules/db`;
+      const url = `http://${lab.addr(n1)}:7410/api/v1/modules/db`;
+      const tlsUrl = `https://${lab.addr(n1)}:7411/api/v1/modules/db`;
       const checkers = [
         { type: "process", name: "app-proc", cmdline: `^sleep 3600\\.${marker}$`, min: 1, max: 1 },
         { type: "interface", name: "hb-link", interface: "eth1" },
@@ -203,6 +217,8 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
         },
         { type: "module", name: "db", module: "db", states: ["PRIM", "ALONE"], ready: true, source: { url, token: "s3cret" } },
         { type: "module", name: "db-badtoken", module: "db", states: ["PRIM", "ALONE"], source: { url, token: "wrong" } },
+        { type: "module", name: "db-tls", module: "db", states: ["PRIM", "ALONE"], source: { url: tlsUrl, token: "s3cret", ca: cert } },
+        { type: "module", name: "db-tls-untrusted", module: "db", states: ["PRIM", "ALONE"], source: { url: tlsUrl, token: "s3cret" } },
         { type: "split-brain", name: "witness", witnesses: [lab.addr(c0), lab.addr(c1)] },
         { type: "split-brain", name: "witness-tcp", witnesses: [lab.addr(n1)], method: "tcp", port: 7410 },
       ].map((c) => ({ ...FAST, ...c }));
@@ -239,12 +255,14 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
   });
 
   it("every checker first reports ok; a wrong bearer token fails with 401", async () => {
-    const oks = ["app-proc", "hb-link", "vip", "vip6", "app-port", "app-port6", "gw", "gw6", "script", "hang", "db", "witness", "witness-tcp"];
+    const oks = ["app-proc", "hb-link", "vip", "vip6", "app-port", "app-port6", "gw", "gw6", "script", "hang", "db", "db-tls", "witness", "witness-tcp"];
     const got = await Promise.all(oks.map((c) => verdict(c, true, 10_000)));
     expect(got.map((v) => v.reason).join("\n")).toMatch(/connect .*:8080 ok in/);
     expect(got.find((v) => v.checker === "gw6")?.reason).toMatch(/^ping fd00:4844:.* reply in/);
     const bad = await verdict("db-badtoken", false);
     expect(bad.reason).toContain("answered 401");
+    // Over TLS, a certificate the checker was not told to trust is refused.
+    expect((await verdict("db-tls-untrusted", false)).reason).toMatch(/failed: .*self-signed certificate/i);
   });
 
   it("process: a killed process fails the checker; a new one restores it", async () => {
@@ -356,11 +374,12 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     const { files } = fx();
     const t0 = Date.now();
     writeFileSync(files.state, JSON.stringify({ state: "SECOND", ready: true }));
-    const v = await verdict("db", false);
+    const [v, vt] = await Promise.all([verdict("db", false), verdict("db-tls", false)]);
     detected("module", t0, v);
     expect(v.reason).toBe("module db is SECOND ready, expected PRIM|ALONE and ready (2/2)");
+    expect(vt.reason).toBe("module db is SECOND ready, expected PRIM|ALONE (2/2)");
     writeFileSync(files.state, JSON.stringify({ state: "ALONE", ready: true }));
-    await verdict("db", true);
+    await Promise.all([verdict("db", true), verdict("db-tls", true)]);
     // The control API going away also fails it, and the TCP witness (the same port) is cut off.
     fx().control.kill("SIGKILL");
     expect((await verdict("db", false)).reason).toMatch(/GET .* failed: .*ECONNREFUSED/);
@@ -411,6 +430,7 @@ describe.skipIf(!isRoot)("checker verdicts drive a module (namespaces)", () => {
       m.attachCheckers(group);
       m.on("state", (s) => out({ event: "state", state: s.state, transient: s.transient, reason: s.reason, at: Date.now() }));
       m.on("record", (r) => out({ event: "record", text: r.text, at: Date.now() }));
+      group.on("verdict", (v) => out({ event: "verdict", checker: v.checker, ok: v.ok, reason: v.reason, at: Date.now() }));
       group.start();
       await m.start();
     `;
@@ -421,15 +441,18 @@ describe.skipIf(!isRoot)("checker verdicts drive a module (namespaces)", () => {
     const up = (from: number) => log.find((e: E) => e.event === "state" && e.state === "UP" && e.transient === false, from, 20_000, "state UP");
     const [, iUp] = await up(0);
     const [firstApp] = (await log.find((e) => e.event === "app", 0, 5000, "app started")) as [E, number];
+    // The checkers start with the module: wait until both saw the application and the gateway healthy.
+    await log.find((e) => e.event === "verdict" && e.checker === "app-port" && e.ok === true, 0, 5000, "app-port ok");
+    await log.find((e) => e.event === "verdict" && e.checker === "gw" && e.ok === true, 0, 5000, "gw ok");
 
     // 1. The application dies: the tcp checker fails (2 runs) -> restart -> start_both again -> UP.
     const t0 = Date.now();
     process.kill(firstApp.pid as number, "SIGKILL");
     const [decision, iDecision] = (await log.find((e: E) => e.event === "record" && /^checker app-port failed/.test(e.text ?? ""), iUp, 5000, "restart decision")) as [E, number];
     expect(decision.text).toMatch(/connect .*:8080 refused \(2\/2\).*-> restart \(1 of 3 in 1m\)$/);
-    const [secondApp] = (await log.find((e) => e.event === "app", iDecision, 5000, "app restarted")) as [E, number];
+    const [secondApp, iSecond] = (await log.find((e) => e.event === "app", iDecision, 5000, "app restarted")) as [E, number];
     expect(secondApp.pid).not.toBe(firstApp.pid);
-    const [back, iBack] = await up(iDecision);
+    const [back, iBack] = await up(iSecond);
     detections["module-restart(kill->UP)"] = back.at - t0;
 
     // 2. The gateway becomes unreachable: the ping checker (action wait) sends the module to WAIT...
