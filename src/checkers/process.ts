@@ -56,6 +56,28 @@ async function readCmdline(root: string, pid: number): Promise<string | undefine
   }
 }
 
+/**
+ * Files read at once. Enough to hide the latency of each read, far below the usual 1024 open-file limit:
+ * reading thousands of /proc files at once could hit EMFILE, and a read that fails looks like a process that
+ * is gone, which would be a false failure.
+ */
+const READ_CONCURRENCY = 32;
+
+/** `Promise.all(items.map(fn))` with at most `limit` calls in flight; throws the abort reason when aborted. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, signal: AbortSignal, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      if (signal.aborted) throw signal.reason;
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
 /** Counts live processes matching a name, a command-line pattern or a pid. See {@link ProcessProbeOptions}. */
 export class ProcessProbe implements Probe {
   readonly name: string;
@@ -95,23 +117,20 @@ export class ProcessProbe implements Probe {
       if (!Number.isInteger(pid) || pid <= 0) return { ok: false, detail: `pid file ${this.#opts.pidFile} holds no pid` };
       pids = [pid];
     } else {
-      pids = (await readdir(root)).filter((d) => /^\d+$/.test(d)).map(Number);
+      pids = (await readdir(root)).filter((d) => /^\d+$/.test(d)).map(Number).sort((a, b) => a - b);
     }
     // Filter every candidate in parallel on one small file (comm or cmdline), then check liveness of the hits.
     const candidates = pids.filter((pid) => pid !== process.pid);
-    const matches = await Promise.all(
-      candidates.map(async (pid) => {
-        if (this.#opts.name !== undefined) return (await readComm(root, pid)) === this.#opts.name;
-        if (this.#re !== undefined) {
-          const cmd = await readCmdline(root, pid);
-          return cmd !== undefined && this.#re.test(cmd);
-        }
-        return true;
-      }),
-    );
-    if (signal.aborted) throw signal.reason;
+    const matches = await mapBounded(candidates, READ_CONCURRENCY, signal, async (pid) => {
+      if (this.#opts.name !== undefined) return (await readComm(root, pid)) === this.#opts.name;
+      if (this.#re !== undefined) {
+        const cmd = await readCmdline(root, pid);
+        return cmd !== undefined && this.#re.test(cmd);
+      }
+      return true;
+    });
     const hits = candidates.filter((_, i) => matches[i] === true);
-    const live = await Promise.all(hits.map((pid) => isLive(root, pid)));
+    const live = await mapBounded(hits, READ_CONCURRENCY, signal, (pid) => isLive(root, pid));
     const alive = hits.filter((_, i) => live[i] === true);
     const count = alive.length;
     const matched = alive.slice(0, 5);

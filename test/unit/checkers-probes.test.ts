@@ -3,7 +3,7 @@
 // (tcp, ping, split-brain, module over HTTP) and the fault injections run in namespaces: test/lab/checkers.test.ts.
 import { afterEach, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProcessProbe } from "../../src/checkers/process.js";
@@ -105,6 +105,30 @@ describe("ProcessProbe", () => {
     expect(await until(() => readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z "), 2000)).toBe(true);
     expect((await once(new ProcessProbe({ pid }))).ok).toBe(false);
     sh.kill("SIGKILL");
+  });
+});
+
+describe("ProcessProbe on a synthetic /proc", () => {
+  it("counts exactly among 3000 processes, with odd names, zombies excluded, pids listed in order", async () => {
+    const root = mkdtempSync(join(tmpdir(), "hf-fakeproc-"));
+    try {
+      for (let pid = 1; pid <= 3000; pid++) {
+        const mine = pid % 30 === 0; // 100 processes
+        const zombie = mine && pid % 300 === 0; // 10 of them
+        const comm = mine ? "my app) (x" : `worker${pid}`;
+        const dir = join(root, String(pid));
+        mkdirSync(dir);
+        writeFileSync(join(dir, "stat"), `${pid} (${comm}) ${zombie ? "Z" : "S"} 1 ${pid} ${pid} 0 -1`);
+        writeFileSync(join(dir, "comm"), `${comm}\n`);
+        writeFileSync(join(dir, "cmdline"), zombie ? "" : mine ? "/usr/bin/my-app\0--port\08080\0" : `/usr/bin/worker\0${pid}\0`);
+      }
+      const byName = await once(new ProcessProbe({ name: "my app) (x", procRoot: root }), 10_000);
+      expect(byName.detail).toMatch(/^process name=my app\) \(x: 90 running \[30,60,90,120,150,\.\.\.\], expected at least 1$/);
+      const byCmd = await once(new ProcessProbe({ cmdline: "^/usr/bin/my-app --port 8080$", procRoot: root, max: 89 }), 10_000);
+      expect(byCmd).toMatchObject({ ok: false, detail: expect.stringContaining("90 running") });
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 
