@@ -120,7 +120,7 @@ describe("ProcessProbe on a synthetic /proc", () => {
         mkdirSync(dir);
         writeFileSync(join(dir, "stat"), `${pid} (${comm}) ${zombie ? "Z" : "S"} 1 ${pid} ${pid} 0 -1`);
         writeFileSync(join(dir, "comm"), `${comm}\n`);
-        writeFileSync(join(dir, "cmdline"), zombie ? "" : mine ? "/usr/bin/my-app\0--port\08080\0" : `/usr/bin/worker\0${pid}\0`);
+        writeFileSync(join(dir, "cmdline"), zombie ? "" : mine ? "/usr/bin/my-app\x00--port\x008080\x00" : `/usr/bin/worker\x00${pid}\x00`);
       }
       const byName = await once(new ProcessProbe({ name: "my app) (x", procRoot: root }), 10_000);
       expect(byName.detail).toMatch(/^process name=my app\) \(x: 90 running \[30,60,90,120,150,\.\.\.\], expected at least 1$/);
