@@ -1,7 +1,7 @@
 /**
  * A real farm on 3 nodes + a client with 50 addresses: the VIP on every node with a shared unicast MAC
- * (FarmVip), each node's PacketFilter (eBPF by default; HOLDFAST_FILTER_BACKEND=nftables|userspace to
- * run the same test on another backend) owning its rendezvous buckets, a plain Node HTTP server on each
+ * (FarmVip), each node's PacketFilter (the whole test once per backend: ebpf, nftables, userspace)
+ * owning its rendezvous buckets, a plain Node HTTP server on each
  * node. Checks: 3,000 requests answered once with no reset, spread follows bucket ownership, the address
  * rule pins each client to one node, and long-lived connections survive a node leaving (link down) and
  * coming back, with no reset anywhere (the new owners drop the mid-flow packets they have no socket for).
@@ -14,7 +14,10 @@ import { Lab, type LabHost, type LabProcess } from "../../src/testing/lab.js";
 
 const root = typeof process.getuid === "function" && process.getuid() === 0;
 if (!root) console.warn("skipping: the farm lab test needs root");
-const backend = (process.env.HOLDFAST_FILTER_BACKEND ?? "auto") as "auto" | "ebpf" | "nftables" | "userspace";
+// Every backend by default; HOLDFAST_FILTER_BACKEND=ebpf|nftables|userspace|auto runs one.
+const backends = (process.env.HOLDFAST_FILTER_BACKEND ? [process.env.HOLDFAST_FILTER_BACKEND] : ["ebpf", "nftables", "userspace"]) as (
+  | "auto" | "ebpf" | "nftables" | "userspace"
+)[];
 
 const SERVER = `
 const http = require("node:http");
@@ -68,7 +71,7 @@ async function worker() { while (next < count) await one(next++); }
 
 interface ClientResult { ok: number; byNode: Record<string, number>; byAddr: Record<string, Record<string, number>>; errors: Record<string, number> }
 
-describe.skipIf(!root)(`farm: 3 nodes + client, filter backend ${backend}`, () => {
+describe.skipIf(!root).each(backends)("farm: 3 nodes + client, filter backend %s", (backend) => {
   let lab: Lab;
   let client: LabHost;
   let vip: string;

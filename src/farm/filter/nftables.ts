@@ -15,9 +15,11 @@
  *   drop (strictTcp: no RST for another node's flow).
  *
  * Known differences from the eBPF backend: the mark of VIP packets is overwritten (nftables has no scratch
- * register that survives to prerouting); `socket` also finds a listener bound to the VIP itself, so with
- * this backend TCP services should listen on the wildcard address (a listener on the VIP would answer a
- * foreign mid-flow packet with RST); mid-flow TCP dropped in prerouting is counted in `droppedOrphan` /
+ * register that survives to prerouting); `socket` also finds listeners, and only a listener on the
+ * wildcard address can be told apart from a flow (`socket wildcard 1`), so with this backend TCP services
+ * should listen on the wildcard address (a listener bound to the VIP itself would answer a foreign
+ * mid-flow packet with RST); a handshake completed by a SYN cookie (no request socket) in an owned bucket
+ * is dropped under strictTcp; mid-flow TCP dropped in prerouting is counted in `droppedOrphan` /
  * the inet table's counters, while the per-bucket counters count it as accepted.
  */
 import { execFile } from "node:child_process";
@@ -102,11 +104,24 @@ export function nftRuleset(iface: string, cfg: FilterConfig, instance?: string):
   L.push(`  chain pre {`, `    type filter hook prerouting priority -300; policy accept;`);
   L.push(`    meta mark & 0xffffff00 != ${hex(NFT_MARK_TAG + NFT_MARK_DEFERRED)} accept`);
   L.push(`    meta mark @mine jump owned`);
-  L.push(`    socket wildcard 0 counter name "kept" accept`);
-  L.push(`    counter name "foreign" drop`, `  }`);
-  L.push(`  chain owned {`);
-  if (strict) L.push(`    socket wildcard 0 accept`, `    counter name "orphan" drop`);
-  else L.push(`    accept`);
+  L.push(`    jump foreign`, `  }`);
+  // Does a local socket have this flow? `socket wildcard` tells full sockets apart (1: a listener on the
+  // wildcard address, which is not a flow); it does not answer for request and time-wait sockets, which
+  // `socket transparent` (0 or 1) does. No socket at all: every `socket` match fails.
+  const flowRules = (noSocket: string): string[] => [
+    `    socket wildcard 1 goto ${noSocket}`,
+    `    socket wildcard 0 accept`,
+    `    socket transparent 0 accept`,
+    `    socket transparent 1 accept`,
+    `    goto ${noSocket}`,
+  ];
+  L.push(`  chain owned {`, ...flowRules("owned_nosock"), `  }`);
+  L.push(`  chain owned_nosock {`, strict ? `    counter name "orphan" drop` : `    accept`, `  }`);
+  L.push(`  chain foreign {`);
+  L.push(`    socket wildcard 1 goto foreign_nosock`, `    socket wildcard 0 counter name "kept" accept`);
+  L.push(`    socket transparent 0 counter name "kept" accept`, `    socket transparent 1 counter name "kept" accept`);
+  L.push(`    goto foreign_nosock`, `  }`);
+  L.push(`  chain foreign_nosock {`, `    counter name "foreign" drop`);
   L.push(`  }`, `}`);
   return L.join("\n") + "\n";
 }
