@@ -227,6 +227,14 @@ export class ModuleCore {
       this.pendingHook = null;
       const step = this.plan.steps[this.plan.index - 1];
       const critical = step?.k === "hook" && step.critical;
+      if (this.pendingStop !== null) {
+        const cause = this.pendingStop;
+        this.pendingStop = null;
+        if (this.running && hook === `stop_${this.running}`) this.running = null; // the app is stopped already
+        this.event({ type: "hook", hook, ok, detail, cause: `then ${cause}` });
+        this.beginStop(cause);
+        return;
+      }
       if (this.supersededByPeer()) {
         // We started becoming primary while cut off; a connected peer is primary and ranks first: give up
         // at this hook boundary rather than finishing (VIP, app) and stepping down afterwards.
@@ -236,13 +244,6 @@ export class ModuleCore {
         if (this.running === "second" && hook === "stop_second" && ok) this.running = null;
         this.setP({ upToDate: false, soleOwner: false });
         this.beginSecond(`peer ${peer.id} became primary first (generation ${peer.report.generation}) -> secondary, resync needed`);
-        return;
-      }
-      if (this.pendingStop !== null) {
-        const cause = this.pendingStop;
-        this.pendingStop = null;
-        this.event({ type: "hook", hook, ok, detail, cause: `then ${cause}` });
-        this.beginStop(cause);
         return;
       }
       if (ok) {
@@ -932,6 +933,7 @@ export class ModuleCore {
         return;
       case "stop":
         if (this.st === "STOP" && !this.plan) return;
+        if (this.plan?.target === "STOP") return; // already stopping
         if (this.pendingHook) {
           this.pendingStop = cause;
           return;
