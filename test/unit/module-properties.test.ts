@@ -59,7 +59,10 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
   const claimed = new Set<string>();
   const violations: string[] = [];
   const vip = new Map<string, boolean>();
+  /** The app roles each node has started and not stopped yet (start_x launched, stop_x not yet). */
+  const apps = new Map<string, Set<string>>();
   const h = new Harness((n: HarnessNode, e: ModuleEffect, hh: Harness) => {
+    appCheck(n.id, e, hh.currentInput, apps, violations);
     if (e.type === "addVip") {
       if (vip.get(n.id)) violations.push(`${n.id} adds the VIP twice (${hh.currentInput})`);
       vip.set(n.id, true);
@@ -98,18 +101,22 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
   });
   h.quiet = true;
   h.exec(`mirror a b peerWait=2000${defaultPrimary ? " defaultPrimary=a" : ""}`);
-  /** VIP held exactly by settled primaries; never by two connected nodes at once. */
+  /** VIP held exactly by settled primaries, never by two connected nodes at once; the app role matches the state. */
   const checkVip = () => {
     for (const id of NODES) {
       const n = h.node(id);
       if (!n.alive) {
         vip.set(id, false); // a crashed node's addresses are gone with it
+        apps.delete(id); // and its processes
         continue;
       }
       const s = n.core.status;
       if (s.transient) continue;
       const should = isPrimaryState(s.state);
       if ((vip.get(id) ?? false) !== should) violations.push(`${id} is ${s.state} with the VIP ${vip.get(id) ? "held" : "not held"} after ${h.currentInput}`);
+      const started = [...(apps.get(id) ?? [])].sort().join(",");
+      const expected = should ? "prim" : s.state === "SECOND" ? "second" : "";
+      if (started !== expected) violations.push(`${id} is ${s.state} with app roles [${started}] started after ${h.currentInput}`);
     }
     if (h.connected("a", "b") && vip.get("a") && vip.get("b") && h.inContact("a", "b") && !h.node("a").core.runningHook && !h.node("b").core.runningHook) {
       violations.push(`both connected nodes hold the VIP after ${h.currentInput}`);
@@ -142,6 +149,7 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
       h.quiet = false;
       h.exec(a);
       const refused = h.lines.slice(len).some((l) => l.includes("refused:"));
+      if (!refused && arg === "forcestop") apps.delete(id!); // documented: stop hooks skipped, the app may remain
       h.lines.length = len;
       h.quiet = true;
       if (refused && set && !had) set.delete(id!);
@@ -173,6 +181,82 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
   }
   expect(violations).toEqual([]);
 }
+
+/**
+ * 6. Hooks pair up: a role's start hook never runs while that role's app is already started (a stop hook
+ *    runs first), and a stop hook only runs for a started role.
+ */
+function appCheck(id: string, e: ModuleEffect, input: string, apps: Map<string, Set<string>>, violations: string[]): void {
+  if (e.type !== "runHook") return;
+  const m = /^(start|stop)_(prim|second|both)$/.exec(e.hook);
+  if (!m) return;
+  const set = apps.get(id) ?? new Set<string>();
+  apps.set(id, set);
+  const role = m[2]!;
+  if (m[1] === "start") {
+    if (set.has(role)) violations.push(`${id} runs ${e.hook} while ${role} is already started (${input})`);
+    set.add(role);
+  } else {
+    if (!set.has(role)) violations.push(`${id} runs ${e.hook} for a role not started (${input})`);
+    set.delete(role);
+  }
+}
+
+/** Farm: random commands, checker verdicts, hook results and crashes on two nodes. */
+function runFarm(steps: { a: string; settle: boolean }[]): void {
+  const violations: string[] = [];
+  const vip = new Map<string, boolean>();
+  const apps = new Map<string, Set<string>>();
+  const h = new Harness((n, e, hh) => {
+    appCheck(n.id, e, hh.currentInput, apps, violations);
+    if (e.type === "addVip") vip.set(n.id, true);
+    if (e.type === "removeVip") vip.set(n.id, false);
+  });
+  h.quiet = true;
+  h.exec("farm a b maxloop=2 interval=5000");
+  for (const s of steps) {
+    const [verb, id, arg] = s.a.split(" ");
+    if (verb === "hook*") {
+      const n = h.node(id!);
+      if (n.alive && n.core.runningHook) h.exec(`hook ${id} ${n.core.runningHook} ${arg}`);
+    } else if (verb === "boot*") {
+      if (!h.node(id!).alive) h.exec(`boot ${id}`);
+    } else if (verb === "cmd") {
+      if (!h.node(id!).alive || /swap|prim|second/.test(s.a)) continue;
+      h.quiet = false;
+      const len = h.lines.length;
+      h.exec(s.a);
+      const refused = h.lines.slice(len).some((l) => l.includes("refused:"));
+      h.lines.length = len;
+      h.quiet = true;
+      if (!refused && arg === "forcestop") apps.delete(id!);
+    } else if (!/^(sync|unsync|lose|heal)/.test(s.a)) {
+      h.exec(s.a);
+    }
+    if (s.settle) h.allHooksOk();
+    for (const nid of NODES) {
+      const n = h.node(nid);
+      if (!n.alive) {
+        vip.set(nid, false);
+        apps.delete(nid);
+        continue;
+      }
+      const st = n.core.status;
+      if (st.transient) continue;
+      if ((vip.get(nid) ?? false) !== (st.state === "UP")) violations.push(`${nid} is ${st.state} with the VIP ${vip.get(nid) ? "held" : "not held"} after ${s.a}`);
+      if (st.state === "STOP" && (apps.get(nid)?.size ?? 0) > 0) violations.push(`${nid} is STOP with its app started after ${s.a}`);
+      if (st.state === "UP" && !apps.get(nid)?.has("both")) violations.push(`${nid} is UP without its app after ${s.a}`);
+    }
+    if (violations.length > 0) break;
+  }
+  expect(violations).toEqual([]);
+}
+
+describe("farm state machine properties", () => {
+  it("VIP held exactly when UP; the app runs when UP and never when STOP; hooks pair up", () => {
+    fc.assert(fc.property(fc.array(step, { minLength: 1, maxLength: 40 }), (steps) => runFarm(steps)), { numRuns: 800 });
+  });
+});
 
 describe("mirror state machine properties", () => {
   it("never two primaries while connected; stale data never primary without force", () => {
