@@ -150,6 +150,12 @@ export const DaemonConfigCodec = strict(
         tls: optional(strict({ cert: NonEmptyString, key: NonEmptyString })),
       }),
     ),
+    /**
+     * Replication of mirror modules, by module name. `none`: the module has no replicated data (the app
+     * keeps its state elsewhere), so its secondary is in sync as soon as it sees the primary. Mirror
+     * modules with replicated directories get their mode from the mirror wiring (FileReplicator).
+     */
+    replication: optional(t.record(t.string, strict({ mode: t.keyof({ none: null }) }))),
     /** Per-module event logs (`<module>.jsonl` + `<module>.log`). Default /var/log/holdfast. */
     logDir: optional(NonEmptyString),
     /** Persisted module states (generation, up-to-date flag, restart history). Default /var/lib/holdfast. */
@@ -184,6 +190,7 @@ export interface DaemonConfig {
   readonly heartbeatPort: number;
   readonly modules: readonly ResolvedModule[];
   readonly autostart: boolean;
+  readonly replication: Readonly<Record<string, { readonly mode: "none" }>>;
   readonly api: {
     readonly bind: string;
     readonly port: number;
@@ -316,6 +323,11 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     }
   });
 
+  for (const [name, r] of Object.entries(raw.replication ?? {})) {
+    const m = modules.find((x) => x.name === name);
+    if (!m || m.kind !== "mirror") problems.push({ path: `replication.${name}`, value: r, expected: "the name of a mirror module of this config" });
+  }
+
   // API: tokens inline and from a file, TLS files.
   const api: NonNullable<DaemonConfigInput["api"]> = raw.api ?? { bind: undefined, port: undefined, tokens: undefined, tokensFile: undefined, tls: undefined };
   const tokens: TokenEntry[] = [...(api.tokens ?? [])];
@@ -364,6 +376,7 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     heartbeatPort: raw.cluster.port ?? DEFAULT_HEARTBEAT_PORT,
     modules,
     autostart: raw.autostart ?? true,
+    replication: raw.replication ?? {},
     api: { bind: apiBind, port, tokens, tokensFile, tls },
     logDir: abs(raw.logDir ?? DEFAULT_LOG_DIR),
     stateDir: abs(raw.stateDir ?? DEFAULT_STATE_DIR),

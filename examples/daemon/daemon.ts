@@ -26,6 +26,7 @@ import type { ModuleCommand, ModuleReport, ModuleState, ModuleStatus } from "../
 import { FileModuleStore, MemoryVipDriver, Module, type VipDriver } from "../../src/runtime/module.js";
 import { Membership } from "../../src/runtime/membership.js";
 import { requireNodeId, type DaemonConfig } from "./config.js";
+import { BUILTIN_EXTENSIONS } from "./extensions.js";
 import { IpCommandVipDriver } from "./vip.js";
 
 /** One Prometheus sample an extension exposes. */
@@ -183,7 +184,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       const host: ModuleHost = { module, checkers: undefined, extensions: [], counts: { transitions: new Map(), failovers: 0, commands: new Map() } };
       this.modules.set(def.name, host);
       this.wireModule(host);
-      for (const ext of this.opts.extensions ?? []) {
+      for (const ext of [...BUILTIN_EXTENSIONS, ...(this.opts.extensions ?? [])]) {
         const x = await ext.attach({ daemon: this, module, nodeId: this.nodeId, config: this.config });
         if (x) host.extensions.push(x);
       }

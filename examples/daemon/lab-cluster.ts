@@ -1,0 +1,141 @@
+/**
+ * Runs `holdfast daemon` on the nodes of a namespace {@link Lab}: one config file per node (own log and
+ * state directories: lab nodes share the file system), one shared cluster key and token set, each node's
+ * API bound to its own lab address. Used by the daemon lab test, the browser test and the demo.
+ */
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { generateKey } from "../../src/runtime/crypto.js";
+import type { Lab, LabHost, LabProcess } from "../../src/testing/lab.js";
+import { generateToken, hashToken } from "./auth.js";
+
+export const REPO = resolve(import.meta.dirname, "../..");
+export const CLI = join(REPO, "examples/daemon/cli.ts");
+export const API_PORT = 9453;
+
+export interface DaemonClusterOptions {
+  /** Lab nodes to use, from the first. Default all. */
+  readonly count?: number;
+  /** Module definitions (hooks may name the scripts written by {@link writeHookScripts}: `$DIR/hooks/NAME.sh`). */
+  readonly modules: (dir: string, node: string) => unknown[];
+  /** `replication:` section of the config. */
+  readonly replication?: (node: string) => Record<string, { mode: "none" }> | undefined;
+  /** Extra top-level config. */
+  readonly extra?: Record<string, unknown>;
+}
+
+export interface DaemonNodeRun {
+  readonly id: string;
+  readonly host: LabHost;
+  readonly config: string;
+  readonly url: string;
+  proc: LabProcess | null;
+}
+
+/**
+ * Hook scripts that record what they did in `$DIR/<node>.events` (one line per call: hook, state, next
+ * state) and, for start hooks, keep a `<node>.<module>.running` marker file that stop hooks remove.
+ */
+export function writeHookScripts(dir: string): void {
+  mkdirSync(join(dir, "hooks"), { recursive: true });
+  const script = (name: string, body: string) => {
+    const p = join(dir, "hooks", `${name}.sh`);
+    writeFileSync(p, `#!/bin/sh\n# $1 = state, $2 = next state, $3 = reason\necho "$(date +%s.%N) $HOLDFAST_NODE $HOLDFAST_MODULE ${name} $1 -> $2" >> "${dir}/$HOLDFAST_NODE.events"\n${body}\necho "${name}: $HOLDFAST_MODULE on $HOLDFAST_NODE ($1 -> $2)"\n`);
+    chmodSync(p, 0o755);
+  };
+  for (const h of ["start_prim", "start_both", "start_second"]) script(h, `touch "${dir}/$HOLDFAST_NODE.$HOLDFAST_MODULE.${h}"`);
+  for (const h of ["stop_prim", "stop_both", "stop_second"]) script(h, `rm -f "${dir}/$HOLDFAST_NODE.$HOLDFAST_MODULE.${h.replace("stop", "start")}"`);
+}
+
+export class DaemonCluster {
+  readonly dir: string;
+  readonly nodes: DaemonNodeRun[];
+  readonly tokens: { admin: string; control: string; monitor: string };
+
+  private constructor(
+    readonly lab: Lab,
+    opts: DaemonClusterOptions,
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), "holdfast-daemons-"));
+    chmodSync(this.dir, 0o755);
+    writeHookScripts(this.dir);
+    const keyFile = join(this.dir, "cluster.key");
+    writeFileSync(keyFile, generateKey() + "\n", { mode: 0o600 });
+    this.tokens = { admin: generateToken(), control: generateToken(), monitor: generateToken() };
+    const hosts = lab.nodes.slice(0, opts.count ?? lab.nodes.length);
+    const nodes = hosts.map((h) => ({ id: h.name, addresses: [...Array(lab.networks).keys()].map((n) => lab.addr(h, n)), api: { bind: lab.addr(h, 0) } }));
+    this.nodes = hosts.map((h) => {
+      const config = join(this.dir, `${h.name}.json`);
+      const cfg = {
+        cluster: { id: `lab-${lab.prefix}`, keyFile, nodes },
+        node: h.name,
+        modules: opts.modules(this.dir, h.name),
+        ...(opts.replication?.(h.name) ? { replication: opts.replication(h.name) } : {}),
+        api: {
+          port: API_PORT,
+          tokens: (["admin", "control", "monitor"] as const).map((role) => ({ name: `lab-${role}`, role, sha256: hashToken(this.tokens[role]) })),
+        },
+        logDir: join(this.dir, h.name, "logs"),
+        stateDir: join(this.dir, h.name, "state"),
+        ...(opts.extra ?? {}),
+      };
+      writeFileSync(config, JSON.stringify(cfg, null, 2));
+      return { id: h.name, host: h, config, url: `http://${lab.addr(h, 0)}:${API_PORT}`, proc: null };
+    });
+  }
+
+  /** Writes the configs, starts every daemon and waits for each one's `ready` line. */
+  static async start(lab: Lab, opts: DaemonClusterOptions): Promise<DaemonCluster> {
+    const c = new DaemonCluster(lab, opts);
+    try {
+      await Promise.all(c.nodes.map((n) => c.startNode(n)));
+    } catch (e) {
+      await c.stop();
+      throw e;
+    }
+    return c;
+  }
+
+  node(id: string): DaemonNodeRun {
+    const n = this.nodes.find((x) => x.id === id);
+    if (!n) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  /** Starts (or restarts) one node's daemon and waits until it is ready. */
+  async startNode(n: DaemonNodeRun, timeoutMs = 30_000): Promise<void> {
+    n.proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", CLI, "daemon", "--config", n.config], { cwd: REPO });
+    const proc = n.proc;
+    await Promise.race([
+      proc.waitForLine(/"event":"ready"/, timeoutMs),
+      proc.exited.then((x) => {
+        throw new Error(`daemon ${n.id} exited before ready (code ${x.code}, signal ${x.signal})`);
+      }),
+    ]);
+  }
+
+  /** Runs the CLI inside a node's namespace (so it reaches the API as a local operator would). */
+  cli(on: DaemonNodeRun, args: string[], opts: { token?: string; timeoutMs?: number } = {}) {
+    return this.lab.exec(on.host, [process.execPath, "--import", "tsx", CLI, ...args], {
+      cwd: REPO,
+      env: { HOLDFAST_URL: on.url, ...(opts.token !== undefined ? { HOLDFAST_TOKEN: opts.token } : {}) },
+      timeoutMs: opts.timeoutMs ?? 30_000,
+    });
+  }
+
+  /** SIGTERM to every daemon (clean shutdown: stop hooks run), SIGKILL after `graceMs`, then removes the directory. */
+  async stop(graceMs = 15_000): Promise<void> {
+    const running = this.nodes.filter((n) => n.proc);
+    for (const n of running) n.proc?.kill("SIGTERM");
+    await Promise.all(
+      running.map(async (n) => {
+        const p = n.proc as LabProcess;
+        const t = setTimeout(() => p.kill("SIGKILL"), graceMs);
+        await p.exited;
+        clearTimeout(t);
+      }),
+    );
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
