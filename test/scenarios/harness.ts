@@ -128,7 +128,12 @@ export class Harness {
     return n;
   }
 
+  /** Starts a new cluster (a script may hold several): previous nodes, links and messages are dropped. */
   private setup(kind: "mirror" | "farm", args: string[]): void {
+    this.nodes.clear();
+    this.cut.clear();
+    this.queue.length = 0;
+    this.delivered.clear();
     const ids = args.filter((a) => !a.includes("=") && a !== "splitbrain");
     const opt = new Map(args.filter((a) => a.includes("=")).map((a) => a.split("=") as [string, string]));
     const noHooks = new Set((opt.get("nohooks") ?? "").split(",").filter(Boolean));

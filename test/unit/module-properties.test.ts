@@ -48,7 +48,7 @@ const step = fc.tuple(action, fc.boolean(), fc.boolean()).map(([a, x, y]) => ({ 
 /** Half of the runs start from a running pair (a primary, b in-sync secondary) to reach deep states. */
 const PRELUDE = ["cmd a prim", "cmd b start", "hooks ok", "sync b"];
 
-function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, prelude: boolean): void {
+function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, prelude: boolean, splitBrain = false): void {
   const actions: string[] = [];
   if (prelude) actions.push(...PRELUDE);
   for (const s of steps) {
@@ -100,7 +100,7 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
     }
   });
   h.quiet = true;
-  h.exec(`mirror a b peerWait=2000${defaultPrimary ? " defaultPrimary=a" : ""}`);
+  h.exec(`mirror a b peerWait=2000${defaultPrimary ? " defaultPrimary=a" : ""}${splitBrain ? " splitbrain" : ""}`);
   /** VIP held exactly by settled primaries, never by two connected nodes at once; the app role matches the state. */
   const checkVip = () => {
     for (const id of NODES) {
@@ -261,7 +261,7 @@ describe("farm state machine properties", () => {
 describe("mirror state machine properties", () => {
   it("never two primaries while connected; stale data never primary without force", () => {
     fc.assert(
-      fc.property(fc.array(step, { minLength: 1, maxLength: 40 }), fc.boolean(), fc.boolean(), (steps, dp, pre) => run(steps, dp, pre)),
+      fc.property(fc.array(step, { minLength: 1, maxLength: 40 }), fc.boolean(), fc.boolean(), fc.boolean(), (steps, dp, pre, sb) => run(steps, dp, pre, sb)),
       { numRuns: 1500 },
     );
   });

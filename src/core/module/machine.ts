@@ -20,7 +20,8 @@
  *   where both went ALONE) keep the higher generation, ties broken by the smaller node id; the loser stops
  *   its app, drops the VIP and becomes SECOND, marked not up to date (it needs a resync).
  * - Failover: the peer leaves the view (or stops, or yields) while it was primary: an in-sync SECOND
- *   whose split-brain checker (if any) is ok goes ALONE, adds the VIP, starts the app.
+ *   goes ALONE, adds the VIP, starts the app — if the module has split-brain checkers, only when each of
+ *   them last said ok (one never heard from, or failed, keeps the node SECOND).
  * - Generation: bumped whenever a node becomes primary, and when a primary loses its in-sync secondary;
  *   a secondary adopts the primary's generation when in sync. A peer with a higher generation than ours
  *   means our copy is stale.
@@ -91,6 +92,8 @@ export class ModuleCore {
   private readonly reports = new Map<string, ModuleReport>();
   private readonly failing = new Map<string, CheckerVerdict>();
   private deferred: CheckerVerdict | null = null;
+  /** Split-brain checkers whose last verdict was ok (a configured one never heard from blocks ALONE). */
+  private readonly splitBrainOk = new Set<string>();
   private inSync = false;
   /** Explicit `prim` pending (value: forced or not). */
   private claim: { forced: boolean } | null = null;
@@ -578,6 +581,13 @@ export class ModuleCore {
   }
 
   private applyVerdict(v: CheckerVerdict): void {
+    if (this.isSplitBrain(v)) {
+      if (v.ok && !this.splitBrainOk.has(v.checker) && !this.failing.has(v.checker)) {
+        this.event({ type: "checker", checker: v.checker, ok: true, action: v.action, reason: v.reason, cause: "split-brain witness confirmed" });
+      }
+      if (v.ok) this.splitBrainOk.add(v.checker);
+      else this.splitBrainOk.delete(v.checker);
+    }
     if (v.ok) {
       const was = this.failing.delete(v.checker);
       if (was) this.event({ type: "checker", checker: v.checker, ok: true, action: v.action, reason: v.reason, cause: "ok again" });
@@ -835,6 +845,11 @@ export class ModuleCore {
     const sb = this.splitBrainFailing();
     if (!peer && sb) {
       this.reason = `${why}; split-brain witness unreachable (${sb.reason}): not going ALONE`;
+      return;
+    }
+    const configured = this.module.checkers.filter((c) => c.type === "split-brain" || c.type === "splitbrain").length;
+    if (!peer && this.splitBrainOk.size < configured) {
+      this.reason = `${why}; split-brain witness not confirmed yet (${this.splitBrainOk.size} of ${configured} checkers ok): not going ALONE`;
       return;
     }
     this.beginPrimary(`${why} -> failover`);
