@@ -12,7 +12,7 @@
  *   tick <ms>                                        advance the clock
  *   lose <a> <b> | heal <a> <b>                      cut / restore connectivity between two nodes
  *   crash <node>... | boot <node>                    kill nodes at once (persisted state kept) / start one again
- *   checker <node> <name> ok | checker <node> <name> fail <action> [reason...]
+ *   checker <node> <name> ok [reason...] | checker <node> <name> fail <action> [reason...]
  *   sync <node> | unsync <node>                      replication reports in sync / not in sync
  *   status                                           print every node's status
  */
@@ -105,7 +105,10 @@ export class Harness {
       case "boot":
         return this.boot(args[0]!);
       case "checker":
-        return this.checker(args[0]!, args[1]!, args[2]!, args[3], args.slice(4).join(" "));
+        // ok: every further word is the reason; fail: the action, then the reason.
+        return args[2] === "ok"
+          ? this.checker(args[0]!, args[1]!, "ok", undefined, args.slice(3).join(" "))
+          : this.checker(args[0]!, args[1]!, args[2]!, args[3], args.slice(4).join(" "));
       case "sync":
       case "unsync":
         return this.apply(this.node(args[0]!), (c) => c.replication({ inSync: verb === "sync" }));
@@ -293,7 +296,7 @@ export class Harness {
 
   private checker(id: string, name: string, result: string, action: string | undefined, reason: string): void {
     const ok = result === "ok";
-    const act = (ok ? (action ?? "restart") : (action ?? "restart")) as CheckerAction;
+    const act = (action ?? (this.module.checkers.some((c) => c.name === name && c.type === "split-brain") ? "wait" : "restart")) as CheckerAction;
     this.apply(this.node(id), (c) =>
       c.checker({ type: "checker", checker: name, ok, action: act, reason: reason || (ok ? "ok" : "failed") }),
     );
