@@ -5,7 +5,10 @@
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
-const COMMANDS = ["start", "stop", "restart", "swap", "prim", "second", "forcestop"];
+const COMMANDS = {
+  farm: ["start", "stop", "restart", "forcestop"],
+  mirror: ["start", "stop", "restart", "swap", "prim", "second", "forcestop"],
+};
 
 let token = sessionStorage.getItem("holdfast.token") || "";
 let last = null; // last state
@@ -138,7 +141,7 @@ function cell(node, m) {
       ? el(
           "div",
           { class: "buttons" },
-          COMMANDS.map((c) => el("button", { type: "button", "data-command": c, onclick: () => confirmCommand(node.id, m.name, c) }, c)),
+          (COMMANDS[m.kind] || COMMANDS.mirror).map((c) => el("button", { type: "button", "data-command": c, onclick: () => confirmCommand(node.id, m.name, c) }, c)),
         )
       : null,
   );
