@@ -149,7 +149,7 @@ const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** A duration: a number of ms, or a string such as `500ms`, `5s`, `2m`, `24h` (handy in YAML). */
-export const Duration = new t.Type<number, number, unknown>(
+export const DurationMs = new t.Type<number, number, unknown>(
   "duration (ms, or a string like \"5s\")",
   (u): u is number => typeof u === "number" && Number.isFinite(u) && u >= 0,
   (u, c) => {
@@ -195,7 +195,7 @@ function isVip(u: unknown): u is string {
   return !!m6 && u.includes(":") && Number(m6[1]) <= 128 && (u.split("::").length <= 2);
 }
 /** A VIP with its prefix length: `198.18.0.100/24` or `fd00:4844::100/64`. */
-export const Vip = new t.Type<string, string, unknown>(
+export const VipCidr = new t.Type<string, string, unknown>(
   "IP address with prefix length (e.g. 198.18.0.100/24)",
   isVip,
   (u, c) => (isVip(u) ? t.success(u) : t.failure(u, c)),
@@ -223,9 +223,9 @@ function compact<T extends object>(o: T): T {
 
 export const HookSpecCodec = t.union([
   NonEmptyString,
-  t.exact(t.type({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(Duration) })),
+  t.exact(t.type({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(DurationMs) })),
   HookFn,
-  t.exact(t.type({ fn: HookFn, timeout: optional(Duration) })),
+  t.exact(t.type({ fn: HookFn, timeout: optional(DurationMs) })),
 ]);
 
 const hookProps: Record<string, typeof HookSpecCodec> = {};
@@ -239,8 +239,8 @@ export const CheckerEntryCodec = t.type({
   type: NonEmptyString,
   name: optional(NonEmptyString),
   action: optional(CheckerActionCodec),
-  interval: optional(Duration),
-  timeout: optional(Duration),
+  interval: optional(DurationMs),
+  timeout: optional(DurationMs),
   rise: optional(PosInt),
   fall: optional(PosInt),
 });
@@ -249,12 +249,12 @@ export const ModuleDefinitionCodec = t.exact(
   t.type({
     name: ModuleName,
     kind: t.keyof({ farm: null, mirror: null }),
-    vips: optional(t.array(Vip)),
+    vips: optional(t.array(VipCidr)),
     hooks: optional(HooksCodec),
-    hookTimeout: optional(Duration),
-    restart: optional(t.exact(t.type({ maxloop: optional(NonNegInt), loopInterval: optional(Duration) }))),
+    hookTimeout: optional(DurationMs),
+    restart: optional(t.exact(t.type({ maxloop: optional(NonNegInt), loopInterval: optional(DurationMs) }))),
     checkers: optional(t.array(CheckerEntryCodec)),
-    mirror: optional(t.exact(t.type({ defaultPrimary: optional(NonEmptyString), peerWait: optional(Duration) }))),
+    mirror: optional(t.exact(t.type({ defaultPrimary: optional(NonEmptyString), peerWait: optional(DurationMs) }))),
   }),
 );
 
