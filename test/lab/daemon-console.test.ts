@@ -29,6 +29,11 @@ let wrapDir: string;
 
 const cell = (node: string, module: string) => `td.cell[data-node="${node}"][data-module="${module}"]`;
 
+/** Waits until the element's text contains `text`. */
+async function waitText(selector: string, text: string): Promise<void> {
+  await page.locator(selector, { hasText: text }).waitFor({ timeout: 20_000 });
+}
+
 async function expectCell(node: string, module: string, state: string, ready = true): Promise<void> {
   await page.waitForSelector(`${cell(node, module)}[data-state="${state}"][data-ready="${ready}"][data-transient="false"]`, { timeout: 20_000 });
 }
@@ -81,7 +86,7 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     await page.waitForSelector("#login:not([hidden])");
     await page.fill("#token", "not-a-token");
     await page.click("#login-form button[type=submit]");
-    await page.waitForFunction(() => (document.getElementById("login-error")?.textContent ?? "").includes("401"));
+    await waitText("#login-error", "401");
     await page.fill("#token", cluster.tokens.control);
     await page.click("#login-form button[type=submit]");
     await page.waitForSelector("#main:not([hidden])");
@@ -96,7 +101,7 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     expect(headers).toEqual(["module", "n0", "n1"]);
     expect(await page.textContent("#view")).toMatch(/\[n0, n1\]/);
     // The mirror's (placeholder) replication progress comes from the API's module details.
-    await page.waitForFunction(() => (document.getElementById("details-body")?.textContent ?? "").includes("replication"));
+    await waitText("#details-body", "replication");
   });
 
   it("swaps the mirror from the console after confirmation, and shows the new roles", async () => {
@@ -110,12 +115,12 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     await page.click(`${cell("n1", "db")} button[data-command="swap"]`);
     await page.waitForSelector("#confirm[open]");
     await page.click("#confirm-ok");
-    await page.waitForFunction(() => (document.getElementById("command-result")?.textContent ?? "").includes("accepted"));
+    await waitText("#command-result", "accepted");
     await expectCell("n1", "db", "PRIM");
     await expectCell("n0", "db", "SECOND");
     // The event log panel shows the module's decisions.
     await page.selectOption("#log-module", "db");
-    await page.waitForFunction(() => (document.getElementById("log")?.textContent ?? "").includes("state"));
+    await waitText("#log", "state");
     mkdirSync(join(REPO, "artifacts"), { recursive: true });
     await page.screenshot({ path: join(REPO, "artifacts", "console-after-swap.png"), fullPage: true });
     expect(existsSync(join(REPO, "artifacts", "console-after-swap.png"))).toBe(true);
@@ -125,7 +130,7 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     await page.click(`${cell("n1", "db")} button[data-command="prim"]`);
     await page.waitForSelector("#confirm[open]");
     await page.click("#confirm-ok");
-    await page.waitForFunction(() => (document.getElementById("command-result")?.textContent ?? "").includes("refused"));
+    await waitText("#command-result", "refused");
     expect(await page.textContent("#command-result")).toMatch(/already primary/);
   });
 });
