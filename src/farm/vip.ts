@@ -17,8 +17,12 @@
  * The packet-type fix (frames to the shared MAC arrive as OTHERHOST/MULTICAST and TCP would drop them) is
  * done by the PacketFilter (eBPF `bpf_skb_change_type`, or `meta pkttype set host` in nftables).
  *
- * IPv6 (not done here yet): the VIP is added, but neighbour advertisements are not rewritten to the shared
- * MAC; see DESIGN.md for the two working recipes (tc egress rewrite, or VIP on lo + NS responder).
+ * IPv6 (no arp_announce there): the tc egress program `farm_egress` of src/native/farm.bpf.o writes the
+ * shared MAC into the link-layer option of neighbour advertisements for the VIP and of neighbour
+ * solicitations sent from it (checksum fixed incrementally), and start() sends an unsolicited neighbour
+ * advertisement (RFC 4861 section 7.2.6; Override set) with the shared MAC. This needs BPF: without it the
+ * IPv6 VIP is still added but clients learn one node's own MAC (logged; that node alone gets the IPv6
+ * traffic).
  *
  * stop() removes everything start() added and restores the sysctls it changed. start() first removes what a
  * crashed earlier run of the same instance may have left.
@@ -26,6 +30,8 @@
 import { execFile } from "node:child_process";
 import { parseIp, formatIp } from "../core/buckets.js";
 import { ConfigError } from "../core/errors.js";
+import { BPF_TC_EGRESS, ifIndex, tcAttach, tcDetach, tcHookCreate, tcQuery, withNetns } from "../native/libbpf.js";
+import { FarmProgram, FARM_TC_HANDLE, FARM_TC_PRIORITY } from "./filter/ebpf.js";
 import { FrameSender } from "./filter/inject.js";
 
 /** Options of a {@link FarmVip}. */
@@ -73,6 +79,31 @@ export function arpAnnouncement(ethSource: Uint8Array, sharedMac: Uint8Array, vi
   ]);
 }
 
+function icmp6Checksum(src: Uint8Array, dst: Uint8Array, msg: Uint8Array): number {
+  const pseudo = new Uint8Array(40 + msg.length);
+  pseudo.set(src, 0);
+  pseudo.set(dst, 16);
+  pseudo[34] = (msg.length >> 8) & 0xff;
+  pseudo[35] = msg.length & 0xff;
+  pseudo[39] = 58;
+  pseudo.set(msg, 40);
+  let sum = 0;
+  for (let i = 0; i < pseudo.length; i += 2) sum += ((pseudo[i] ?? 0) << 8) | (pseudo[i + 1] ?? 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** An unsolicited neighbour advertisement (RFC 4861 7.2.6) for `vip` with `sharedMac`, to all nodes (ff02::1). */
+export function unsolicitedNa(ethSource: Uint8Array, sharedMac: Uint8Array, vip: Uint8Array): Uint8Array {
+  const allNodes = parseIp("ff02::1");
+  const msg = Uint8Array.from([136, 0, 0, 0, 0x20, 0, 0, 0, ...vip, 2, 1, ...sharedMac]);
+  const cs = icmp6Checksum(vip, allNodes, msg);
+  msg[2] = cs >> 8;
+  msg[3] = cs & 0xff;
+  const ip = [0x60, 0, 0, 0, 0, msg.length, 58, 255, ...vip, ...allNodes];
+  return Uint8Array.from([0x33, 0x33, 0, 0, 0, 1, ...ethSource, 0x86, 0xdd, ...ip, ...msg]);
+}
+
 /** The farm VIP on one node. */
 export class FarmVip {
   readonly options: FarmVipOptions;
@@ -81,6 +112,7 @@ export class FarmVip {
   readonly #v6: string[];
   #saved: [string, string][] = [];
   #started = false;
+  #nd: { prog: FarmProgram; ifindex: number } | undefined;
 
   constructor(options: FarmVipOptions) {
     this.#mac = parseMac(options.mac);
@@ -130,14 +162,42 @@ export class FarmVip {
       const rules = this.#v4.map((a) => `    arp saddr ip ${a} arp saddr ether set ${this.options.mac}`).join("\n");
       await run(["nft", "-f", "-"], netns, `table arp ${this.#table} {\n  chain out {\n    type filter hook output priority 0; policy accept;\n${rules}\n  }\n}\n`);
     }
+    if (this.#v6.length) this.#attachNd();
     this.#started = true;
     log?.(`vip: ${[...this.#v4, ...this.#v6].join(", ")} on ${iface} with shared ${this.mode} MAC ${this.options.mac}`);
     await this.announce();
   }
 
-  /** Sends the RFC 5227 announcements (twice, 200 ms apart) for every IPv4 VIP. */
+  #inNs<T>(fn: () => T): T {
+    return this.options.netns ? withNetns(this.options.netns, fn) : fn();
+  }
+
+  /** Loads and attaches the egress ND rewrite for the IPv6 VIPs (logs and goes on without it if BPF fails). */
+  #attachNd(): void {
+    const { iface, log } = this.options;
+    let prog: FarmProgram | undefined;
+    try {
+      prog = FarmProgram.load();
+      for (const a of this.#v6) prog.setNeighbourMac(parseIp(a), this.#mac);
+      const p = prog;
+      const ifindex = this.#inNs(() => {
+        const index = ifIndex(iface);
+        tcHookCreate(index);
+        const stale = tcQuery(index, FARM_TC_HANDLE, FARM_TC_PRIORITY, BPF_TC_EGRESS);
+        if (stale !== undefined) log?.(`vip: replacing a stale neighbour-discovery tc program (id ${stale}) on ${iface}`);
+        tcAttach(index, p.egressFd, FARM_TC_HANDLE, FARM_TC_PRIORITY, true, BPF_TC_EGRESS);
+        return index;
+      });
+      this.#nd = { prog, ifindex };
+    } catch (err) {
+      prog?.close();
+      log?.(`vip: IPv6 neighbour advertisements keep this node's own MAC (the BPF rewrite failed: ${(err as Error).message}): clients reach the IPv6 VIP through one node only`);
+    }
+  }
+
+  /** Sends the RFC 5227 announcements (IPv4) and unsolicited neighbour advertisements (IPv6), twice, 200 ms apart. */
   async announce(): Promise<void> {
-    if (!this.#v4.length) return;
+    if (!this.#v4.length && !(this.#v6.length && this.#nd)) return;
     const { iface, netns } = this.options;
     const link = JSON.parse(await run(["ip", "-j", "link", "show", "dev", iface], netns)) as { address: string }[];
     const own = Uint8Array.from((link[0]?.address ?? "00:00:00:00:00:00").split(":").map((h) => parseInt(h, 16)));
@@ -146,6 +206,7 @@ export class FarmVip {
       for (let i = 0; i < 2; i++) {
         if (i) await new Promise((r) => setTimeout(r, 200));
         for (const a of this.#v4) sender.send(arpAnnouncement(own, this.#mac, parseIp(a)));
+        if (this.#nd) for (const a of this.#v6) sender.send(unsolicitedNa(own, this.#mac, parseIp(a)));
       }
     } finally {
       sender.close();
@@ -156,6 +217,15 @@ export class FarmVip {
   async stop(): Promise<void> {
     if (!this.#started) return;
     this.#started = false;
+    const nd = this.#nd;
+    this.#nd = undefined;
+    if (nd) {
+      try {
+        this.#inNs(() => tcDetach(nd.ifindex, FARM_TC_HANDLE, FARM_TC_PRIORITY, BPF_TC_EGRESS));
+      } finally {
+        nd.prog.close();
+      }
+    }
     await this.#cleanup();
     for (const [k, v] of this.#saved.reverse()) await run(["sysctl", "-qw", `${k}=${v}`], this.options.netns).catch(() => undefined);
     this.#saved = [];

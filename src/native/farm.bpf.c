@@ -81,6 +81,13 @@ struct {
 	__type(value, struct farm_global_stats);
 } farm_gstats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct in6_addr);
+	__type(value, struct farm_nd);
+} farm_nd SEC(".maps");
+
 #define ETH_HLEN_ 14
 #define IPV6_FRAG_HDR 44
 #define TCP_FLAG_SYN 0x02
@@ -301,5 +308,60 @@ int farm_ingress(struct __sk_buff *skb)
 
 not_vip:
 	count_global(0);
+	return TC_ACT_OK;
+}
+
+/*
+ * tc egress: neighbour discovery for IPv6 VIPs. A neighbour advertisement whose target is a VIP, or a
+ * neighbour solicitation sent from a VIP, gets the VIP's shared MAC in its link-layer address option (the
+ * first option, where Linux puts its only one), with the ICMPv6 checksum fixed incrementally. Everything
+ * else passes untouched.
+ */
+#define ND_OPT_OFF (ETH_HLEN_ + 40 + 8 + 16) /* after the IPv6 header, the ICMPv6 header and the target */
+
+SEC("tc")
+int farm_egress(struct __sk_buff *skb)
+{
+	struct ipv6hdr ip6;
+	__be16 h_proto;
+	__u8 type;
+	struct farm_nd *nd;
+	__be32 old[2], new[2];
+
+	if (bpf_skb_load_bytes(skb, 12, &h_proto, sizeof(h_proto)) < 0 || h_proto != bpf_htons(ETH_P_IPV6))
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN_, &ip6, sizeof(ip6)) < 0 || ip6.nexthdr != IPPROTO_ICMPV6)
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN_ + 40, &type, 1) < 0)
+		return TC_ACT_OK;
+	if (type == 136) { /* neighbour advertisement: is the target a VIP? */
+		struct in6_addr target;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN_ + 40 + 8, &target, sizeof(target)) < 0)
+			return TC_ACT_OK;
+		nd = bpf_map_lookup_elem(&farm_nd, &target);
+	} else if (type == 135) { /* neighbour solicitation: sent from a VIP? */
+		nd = bpf_map_lookup_elem(&farm_nd, &ip6.saddr);
+	} else {
+		return TC_ACT_OK;
+	}
+	if (!nd)
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, ND_OPT_OFF, old, sizeof(old)) < 0)
+		return TC_ACT_OK;
+	/* option type 2 (target link-layer address) in an NA, 1 (source) in an NS; length 1 (8 bytes) */
+	__u8 *o = (__u8 *)old;
+	if (o[0] != (type == 136 ? 2 : 1) || o[1] != 1)
+		return TC_ACT_OK;
+	__u8 *n = (__u8 *)new;
+	n[0] = o[0];
+	n[1] = o[1];
+	__builtin_memcpy(n + 2, nd->mac, 6);
+	__s64 diff = bpf_csum_diff(old, sizeof(old), new, sizeof(new), 0);
+	if (diff < 0)
+		return TC_ACT_OK;
+	if (bpf_skb_store_bytes(skb, ND_OPT_OFF, new, sizeof(new), 0) < 0)
+		return TC_ACT_OK;
+	bpf_l4_csum_replace(skb, ETH_HLEN_ + 40 + 2, 0, (__u32)diff, 0);
 	return TC_ACT_OK;
 }

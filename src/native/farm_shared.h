@@ -61,4 +61,14 @@ struct farm_global_stats {
 	__u64 dropped_orphan; /* owned bucket, mid-flow TCP with no local socket, dropped (FARM_F_STRICT_TCP) */
 };
 
+/*
+ * Value of the `farm_nd` hash map (key: an IPv6 VIP, 16 bytes): the shared MAC that the egress program
+ * writes into the link-layer address option of neighbour advertisements for the VIP and of neighbour
+ * solicitations sent from the VIP (IPv6 has no arp_announce; DESIGN.md section 4).
+ */
+struct farm_nd {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
 #endif

@@ -218,7 +218,7 @@ function hook(ifindex: number, attachPoint: number): Record<string, unknown> {
   return { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 };
 }
 
-/** Creates the clsact qdisc on an interface (EEXIST is fine: it may already be there). */
+/** Creates the clsact qdisc on an interface (EEXIST is fine: it may already be there); one call serves both hooks. */
 export function tcHookCreate(ifindex: number, attachPoint = BPF_TC_INGRESS): void {
   const rc = Number(bind().hook_create(hook(ifindex, attachPoint)));
   if (rc < 0 && rc !== -17) check("bpf_tc_hook_create", rc);
@@ -231,25 +231,25 @@ export function tcHookDestroy(ifindex: number): void {
 }
 
 /** Attaches a tc program (direct action) at (handle, priority); returns the kernel program id. */
-export function tcAttach(ifindex: number, progFd: number, handle: number, priority: number, replace = true): number {
+export function tcAttach(ifindex: number, progFd: number, handle: number, priority: number, replace = true, attachPoint = BPF_TC_INGRESS): number {
   const opts = { sz: koffi.sizeof(TcOpts), prog_fd: progFd, flags: replace ? 1 : 0, prog_id: 0, handle, priority };
-  check("bpf_tc_attach", bind().attach(hook(ifindex, BPF_TC_INGRESS), opts));
+  check("bpf_tc_attach", bind().attach(hook(ifindex, attachPoint), opts));
   return opts.prog_id;
 }
 
 /** Detaches the tc filter at (handle, priority). Returns false when there was none. */
-export function tcDetach(ifindex: number, handle: number, priority: number): boolean {
+export function tcDetach(ifindex: number, handle: number, priority: number, attachPoint = BPF_TC_INGRESS): boolean {
   const opts = { sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, handle, priority };
-  const rc = Number(bind().detach(hook(ifindex, BPF_TC_INGRESS), opts));
+  const rc = Number(bind().detach(hook(ifindex, attachPoint), opts));
   if (rc === -2 || rc === -22) return false;
   check("bpf_tc_detach", rc);
   return true;
 }
 
 /** The program id attached at (handle, priority), or undefined. */
-export function tcQuery(ifindex: number, handle: number, priority: number): number | undefined {
+export function tcQuery(ifindex: number, handle: number, priority: number, attachPoint = BPF_TC_INGRESS): number | undefined {
   const opts = { sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, handle, priority };
-  const rc = Number(bind().query(hook(ifindex, BPF_TC_INGRESS), opts));
+  const rc = Number(bind().query(hook(ifindex, attachPoint), opts));
   if (rc === -2 || rc === -22) return undefined;
   check("bpf_tc_query", rc);
   return opts.prog_id;

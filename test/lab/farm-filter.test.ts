@@ -33,7 +33,7 @@ const handler = (req, res) => {
   res.end(name);
 };
 let up = 0;
-for (const port of [80, 8080]) http.createServer(handler).listen(port, "0.0.0.0", () => { if (++up === 2) console.log("ready"); });
+for (const port of [80, 8080]) http.createServer(handler).listen(port, "::", () => { if (++up === 2) console.log("ready"); });
 `;
 
 const CLIENT = `
@@ -75,7 +75,9 @@ describe.skipIf(!root).each(backends)("farm: 3 nodes + client, filter backend %s
   let lab: Lab;
   let client: LabHost;
   let vip: string;
+  let vip6: string;
   let clientAddrs: string[];
+  let clientAddrs6: string[];
   const filters: PacketFilter[] = [];
   const vips: FarmVip[] = [];
   const servers: LabProcess[] = [];
@@ -100,8 +102,8 @@ describe.skipIf(!root).each(backends)("farm: 3 nodes + client, filter backend %s
     return vals[keys.indexOf("AttemptFails")]! + vals[keys.indexOf("EstabResets")]!;
   }
 
-  async function runClient(opts: { port: number; count: number; concurrency: number; path?: string; addrs?: string[] }): Promise<ClientResult> {
-    const arg = JSON.stringify({ vip, port: opts.port, addrs: opts.addrs ?? clientAddrs, count: opts.count, concurrency: opts.concurrency, path: opts.path ?? "/" });
+  async function runClient(opts: { port: number; count: number; concurrency: number; path?: string; addrs?: string[]; to?: string }): Promise<ClientResult> {
+    const arg = JSON.stringify({ vip: opts.to ?? vip, port: opts.port, addrs: opts.addrs ?? clientAddrs, count: opts.count, concurrency: opts.concurrency, path: opts.path ?? "/" });
     const r = await lab.exec(client, ["node", "-e", CLIENT, arg], { timeoutMs: 120_000 });
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout.trim().split("\n").pop()!) as ClientResult;
@@ -111,15 +113,18 @@ describe.skipIf(!root).each(backends)("farm: 3 nodes + client, filter backend %s
     lab = await Lab.create({ nodes: 3, clients: 1 });
     client = lab.clients[0]!;
     vip = lab.spareAddr(0);
+    vip6 = lab.spareAddr6(0);
     clientAddrs = Array.from({ length: 50 }, (_, j) => lab.spareAddr(50 + j));
+    clientAddrs6 = Array.from({ length: 10 }, (_, j) => lab.spareAddr6(50 + j));
     for (const a of clientAddrs) await lab.exec(client, ["ip", "addr", "add", `${a}/24`, "dev", lab.iface(client)]);
+    for (const a of clientAddrs6) await lab.exec(client, ["ip", "-6", "addr", "add", `${a}/112`, "dev", lab.iface(client), "nodad"]);
     for (const node of lab.nodes) {
       const netns = `/run/netns/${node.ns}`;
-      const v = new FarmVip({ iface: lab.iface(node), addresses: [vip], mac: "02:bf:c6:12:00:64", netns, log: (l) => logs.push(`${node.name} ${l}`) });
+      const v = new FarmVip({ iface: lab.iface(node), addresses: [vip, vip6], mac: "02:bf:c6:12:00:64", netns, log: (l) => logs.push(`${node.name} ${l}`) });
       await v.start();
       vips.push(v);
       const f = new PacketFilter({
-        iface: lab.iface(node), vips: [vip], netns, backend, instance: "farm", queueNum: 100 + node.index,
+        iface: lab.iface(node), vips: [vip, vip6], netns, backend, instance: "farm", queueNum: 100 + node.index,
         rules: [{ protocol: "tcp", port: 80, by: "address+port" }, { protocol: "tcp", port: 8080, by: "address" }],
         log: (l) => logs.push(`${node.name} ${l}`),
       });
@@ -161,6 +166,20 @@ describe.skipIf(!root).each(backends)("farm: 3 nodes + client, filter backend %s
     const counters = await Promise.all(filters.map((f) => f.counters()));
     const accepted = counters.map((c) => c.accepted.reduce((s, x) => s + x, 0));
     for (const a of accepted) expect(a).toBeGreaterThan(0);
+  });
+
+  it("serves an IPv6 VIP too: the shared MAC in neighbour advertisements, each request answered once", async () => {
+    await applyOwnership(ids);
+    const resetsBefore = await tcpResets();
+    const r = await runClient({ port: 80, count: 300, concurrency: 16, addrs: clientAddrs6, to: vip6 });
+    const resets = (await tcpResets()) - resetsBefore;
+    const neigh = (await lab.exec(client, ["ip", "-6", "neigh", "show", vip6])).stdout;
+    console.log(`IPv6: ${JSON.stringify(r.byNode)} errors ${JSON.stringify(r.errors)} resets ${resets}; client neighbour entry: ${neigh.trim()}`);
+    expect(neigh).toContain("02:bf:c6:12:00:64");
+    expect(r.errors).toEqual({});
+    expect(r.ok).toBe(300);
+    expect(resets).toBe(0);
+    expect(Object.keys(r.byNode).length).toBeGreaterThan(1);
   });
 
   it("pins every client address to one node on the address rule", async () => {

@@ -72,16 +72,20 @@ export function ruleEntries(cfg: FilterConfig): [Uint8Array, number][] {
 export class FarmProgram {
   readonly object: BpfObject;
   readonly progFd: number;
-  readonly #fd: { rules: number; owned: number; active: number; config: number; bstats: number; gstats: number };
+  /** The egress program (IPv6 neighbour discovery rewrite for farm VIPs; used by FarmVip). */
+  readonly egressFd: number;
+  readonly #fd: { rules: number; owned: number; active: number; config: number; bstats: number; gstats: number; nd: number };
   #active = 0;
   readonly #ncpus: number;
 
   private constructor(object: BpfObject) {
     this.object = object;
     this.progFd = object.programFd("farm_ingress");
+    this.egressFd = object.programFd("farm_egress");
     this.#fd = {
       rules: object.mapFd("farm_rules"), owned: object.mapFd("farm_owned"), active: object.mapFd("farm_active"),
       config: object.mapFd("farm_config"), bstats: object.mapFd("farm_bstats"), gstats: object.mapFd("farm_gstats"),
+      nd: object.mapFd("farm_nd"),
     };
     this.#ncpus = possibleCpus();
   }
@@ -111,6 +115,14 @@ export class FarmProgram {
     mapUpdate(this.#fd.owned, u32le(next), Uint8Array.from(mask, (v) => (v ? 1 : 0)));
     mapUpdate(this.#fd.active, u32le(0), u32le(next));
     this.#active = next;
+  }
+
+  /** The shared MAC the egress program writes into neighbour discovery for an IPv6 VIP (`struct farm_nd`). */
+  setNeighbourMac(vip6: Uint8Array, mac: Uint8Array): void {
+    if (vip6.length !== 16 || mac.length !== 6) throw new RangeError("setNeighbourMac: 16-byte IPv6 address and 6-byte MAC");
+    const v = new Uint8Array(8);
+    v.set(mac, 0);
+    mapUpdate(this.#fd.nd, vip6, v);
   }
 
   counters(): FilterCounters {
