@@ -40,3 +40,4 @@ export type { ApiReplicatorEvents } from "./mirror/ApiReplicator.js";
 export { readExtentLog, summarizeExtentLog } from "./mirror/extentLog.js";
 export type { ExtentRecord } from "./mirror/extentLog.js";
 export type { ModuleHttpSource } from "./checkers/module.js";
+export { FarmVip, type FarmVipOptions } from "./farm/vip.js";

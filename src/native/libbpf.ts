@@ -195,6 +195,8 @@ export interface TestRunResult {
   readonly retval: number;
   /** Average run time per repetition, in ns. */
   readonly durationNs: number;
+  /** The packet as the program left it (after rewrites). */
+  readonly dataOut: Uint8Array;
 }
 
 /** Runs a loaded program once (or `repeat` times) on a crafted packet, without attaching it anywhere. */
@@ -206,7 +208,7 @@ export function testRun(progFd: number, packet: Uint8Array, repeat = 1): TestRun
     ctx_in: null, ctx_out: null, ctx_size_in: 0, ctx_size_out: 0, retval: 0, repeat, duration: 0, flags: 0, cpu: 0, batch_size: 0,
   };
   check("bpf_prog_test_run_opts", bind().test_run(progFd, opts));
-  return { retval: opts.retval, durationNs: opts.duration };
+  return { retval: opts.retval, durationNs: opts.duration, dataOut: Uint8Array.from(out.subarray(0, opts.data_size_out)) };
 }
 
 /** The network interface index of `name` in the calling thread's network namespace (0 when absent). */

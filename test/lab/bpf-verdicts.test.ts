@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { once } from "node:events";
-import { BUCKET_COUNT, bucketOf } from "../../src/core/buckets.js";
+import { BUCKET_COUNT, bucketOf, parseIp } from "../../src/core/buckets.js";
 import { NotSupportedError } from "../../src/core/errors.js";
 import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
 import { craftPacket } from "../../src/farm/filter/packets.js";
@@ -138,5 +138,54 @@ describe.skipIf(!supported)("established flows survive a bucket move (bpf_skc_lo
     expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x02 })).retval).toBe(TC_ACT_OK);
     expect(testRun(prog.progFd, craftPacket({ ...base, sport: client.localPort!, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);
     expect(prog.counters().droppedOrphan! - before.droppedOrphan!).toBe(1);
+  });
+});
+
+describe.skipIf(!supported)("farm egress program: IPv6 neighbour discovery for the VIP (BPF_PROG_TEST_RUN)", () => {
+  const vip = parseIp("fd00:4844::100");
+  const shared = Uint8Array.from([0x02, 0xbf, 0xc6, 0x12, 0x00, 0x64]);
+  const own = Uint8Array.from([0x02, 0x48, 0x46, 0x00, 0x00, 0x01]);
+  let prog: FarmProgram;
+  beforeAll(() => {
+    prog = FarmProgram.load();
+    prog.setNeighbourMac(vip, shared);
+  });
+  afterAll(() => prog?.close());
+
+  /** A neighbour advertisement (or solicitation) as the kernel sends it: own MAC in the option. */
+  function nd(type: 135 | 136, src: Uint8Array, target: Uint8Array): Uint8Array {
+    const dst = parseIp("fd00:4844::200");
+    const msg = Uint8Array.from([type, 0, 0, 0, type === 136 ? 0x60 : 0, 0, 0, 0, ...target, type === 136 ? 2 : 1, 1, ...own]);
+    const cs = icmp6Checksum(src, dst, msg);
+    msg[2] = cs >> 8;
+    msg[3] = cs & 0xff;
+    return Uint8Array.from([...own, ...own, 0x86, 0xdd, 0x60, 0, 0, 0, 0, msg.length, 58, 255, ...src, ...dst, ...msg]);
+  }
+  function icmp6Checksum(src: Uint8Array, dst: Uint8Array, msg: Uint8Array): number {
+    const p = [...src, ...dst, 0, 0, msg.length >> 8, msg.length & 0xff, 0, 0, 0, 58, ...msg];
+    let sum = 0;
+    for (let i = 0; i < p.length; i += 2) sum += ((p[i] ?? 0) << 8) | (p[i + 1] ?? 0);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    return ~sum & 0xffff;
+  }
+  const optionMac = (frame: Uint8Array): number[] => Array.from(frame.subarray(14 + 40 + 24 + 2, 14 + 40 + 24 + 8));
+  const checksumOk = (frame: Uint8Array): boolean =>
+    icmp6Checksum(frame.subarray(22, 38), frame.subarray(38, 54), Uint8Array.from(frame.subarray(54)).fill(0, 2, 4)) ===
+    ((frame[56]! << 8) | frame[57]!);
+
+  it("writes the shared MAC into an NA for the VIP and keeps the checksum valid", () => {
+    const r = testRun(prog.egressFd, nd(136, parseIp("fd00:4844::10"), vip));
+    expect(r.retval).toBe(TC_ACT_OK);
+    expect(optionMac(r.dataOut)).toEqual(Array.from(shared));
+    expect(checksumOk(r.dataOut)).toBe(true);
+  });
+
+  it("writes it into an NS sent from the VIP, and leaves other ND alone", () => {
+    const ns = testRun(prog.egressFd, nd(135, vip, parseIp("fd00:4844::200")));
+    expect(optionMac(ns.dataOut)).toEqual(Array.from(shared));
+    expect(checksumOk(ns.dataOut)).toBe(true);
+    const other = nd(136, parseIp("fd00:4844::10"), parseIp("fd00:4844::10"));
+    const r = testRun(prog.egressFd, other);
+    expect(Array.from(r.dataOut)).toEqual(Array.from(other));
   });
 });
