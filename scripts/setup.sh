@@ -10,7 +10,7 @@ declare -A NEED=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [arping]=iputils-arping [ndisc6]=ndisc6
   [curl]=curl [stress-ng]=stress-ng [pgrep]=procps [nsenter]=util-linux [tcpdump]=tcpdump
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [fusermount3]=fuse3 [pkg-config]=pkg-config
-  [iptables]=iptables [chromium]=chromium
+  [iptables]=iptables [chromium]=chromium [capsh]=libcap2-bin
   [openssl]=openssl
 )
 missing=()
