@@ -21,6 +21,7 @@ import { isIP } from "node:net";
 import type { CheckerAction } from "../core/checker.js";
 import { decodeOrThrow } from "../core/decode.js";
 import type { HysteresisState } from "../core/hysteresis.js";
+import type { Clock } from "../runtime/clock.js";
 import { CustomProbe, type CustomCheckFunction } from "./custom.js";
 import { InterfaceProbe } from "./interface.js";
 import { IpProbe } from "./ip.js";
@@ -433,7 +434,7 @@ export function createProbe(config: CheckerConfig): Probe {
  * Decodes a checker entry (raw, from code or a file) and builds its runner (not started).
  * Throws `ConfigError` on a bad entry.
  */
-export function createChecker(input: unknown, what?: string): CheckerRunner {
+export function createChecker(input: unknown, what?: string, options: { readonly clock?: Clock } = {}): CheckerRunner {
   const config = decodeCheckerConfig(input, what);
   return new CheckerRunner({
     probe: createProbe(config),
@@ -445,5 +446,6 @@ export function createChecker(input: unknown, what?: string): CheckerRunner {
     fall: config.fall,
     initial: config.initial,
     ...(config.name === undefined ? {} : { name: config.name }),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
   });
 }

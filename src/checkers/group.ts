@@ -13,6 +13,7 @@ import type { CheckerVerdict } from "../core/checker.js";
 import { decodeOrThrow } from "../core/decode.js";
 import { ConfigError } from "../core/errors.js";
 import type { HysteresisState } from "../core/hysteresis.js";
+import type { Clock } from "../runtime/clock.js";
 import { CheckerConfigCodec, createProbe, type CheckerConfig } from "./config.js";
 import { CheckerRunner, type CheckerResult } from "./runner.js";
 
@@ -41,9 +42,10 @@ export class CheckerGroup extends EventEmitter<CheckerGroupEvents> {
   /**
    * @param entries the module's `checkers:` list, raw (from code or a file) or already decoded.
    * @param what names the owner in error messages, e.g. `module web`.
+   * @param options.clock time source of every runner (default: the system clock; a `FakeClock` in simulations).
    * @throws ConfigError with paths such as `checkers.1.port`, or `checkers.2.name` for a duplicate name.
    */
-  constructor(entries: readonly unknown[], what = "module") {
+  constructor(entries: readonly unknown[], what = "module", options: { readonly clock?: Clock } = {}) {
     super();
     const { checkers } = decodeOrThrow(t.type({ checkers: t.array(CheckerConfigCodec) }), { checkers: entries }, `${what} checkers`);
     const runners = checkers.map(
@@ -58,6 +60,7 @@ export class CheckerGroup extends EventEmitter<CheckerGroupEvents> {
           fall: c.fall,
           initial: c.initial,
           ...(c.name === undefined ? {} : { name: c.name }),
+          ...(options.clock === undefined ? {} : { clock: options.clock }),
         }),
     );
     const seen = new Map<string, number>();

@@ -13,6 +13,7 @@
 import { EventEmitter } from "eventemitter3";
 import type { CheckerAction, CheckerVerdict } from "../core/checker.js";
 import { Hysteresis, type HysteresisState } from "../core/hysteresis.js";
+import { systemClock, type Clock } from "../runtime/clock.js";
 import { messageOf, type Probe } from "./probe.js";
 
 export interface CheckerRunnerOptions {
@@ -34,6 +35,8 @@ export interface CheckerRunnerOptions {
   readonly fall: number;
   /** State before the first verdict. Default `unknown` (see {@link Hysteresis}). */
   readonly initial?: HysteresisState;
+  /** Time source for the schedule, the timeouts and the durations. Default: the system clock (a fake in tests). */
+  readonly clock?: Clock;
 }
 
 /** One probe run, as emitted by the runner. */
@@ -64,7 +67,8 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   readonly name: string;
   readonly options: CheckerRunnerOptions;
   readonly #hysteresis: Hysteresis;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #clock: Clock;
+  #cancelTimer: (() => void) | undefined;
   #running: Promise<CheckerResult> | undefined;
   #current: AbortController | undefined;
   #started = false;
@@ -79,6 +83,7 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
       if (!Number.isFinite(v) || v <= 0) throw new RangeError(`checker ${key} must be a positive number of ms, got ${v}`);
     }
     this.options = options;
+    this.#clock = options.clock ?? systemClock;
     this.name = options.name ?? options.probe.name;
     this.#hysteresis = new Hysteresis({
       checker: this.name,
@@ -120,8 +125,8 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   async stop(): Promise<void> {
     this.#started = false;
     this.#generation++;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancelTimer?.();
+    this.#cancelTimer = undefined;
     this.#current?.abort(new Error("checker stopped"));
     const running = this.#running;
     if (running !== undefined) await running.catch(() => undefined);
@@ -172,28 +177,28 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
 
   #schedule(delay: number): void {
     const generation = this.#generation;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      const began = performance.now();
+    this.#cancelTimer = this.#clock.setTimer(delay, () => {
+      this.#cancelTimer = undefined;
+      const began = this.#clock.now();
       void this.runOnce().finally(() => {
         if (!this.#started || generation !== this.#generation) return;
-        this.#schedule(Math.max(0, this.options.interval - (performance.now() - began)));
+        this.#schedule(Math.max(0, this.options.interval - (this.#clock.now() - began)));
       });
-    }, delay);
+    });
   }
 
   async #run(): Promise<CheckerResult> {
     const ac = new AbortController();
     this.#current = ac;
     const { timeout } = this.options;
-    const began = performance.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    const began = this.#clock.now();
+    let cancelTimeout: (() => void) | undefined;
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      cancelTimeout = this.#clock.setTimer(timeout, () => {
         const e = new ProbeTimeout(`timed out after ${timeout} ms`);
         ac.abort(e);
         reject(e);
-      }, timeout);
+      });
     });
     timedOut.catch(() => {});
     let ok: boolean;
@@ -211,10 +216,10 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
         ? `${probe} timed out after ${timeout} ms${err instanceof ProbeTimeout ? "" : ` (${messageOf(err)})`}`
         : `${probe} failed: ${messageOf(err)}`;
     } finally {
-      clearTimeout(timer);
+      cancelTimeout?.();
       if (this.#current === ac) this.#current = undefined;
     }
-    const durationMs = performance.now() - began;
+    const durationMs = this.#clock.now() - began;
     const stopped = ac.signal.aborted && !hitTimeout;
     const verdict = stopped ? undefined : this.#hysteresis.observe({ ok, detail });
     const result: CheckerResult = {

@@ -100,6 +100,8 @@ describe("ProcessProbe", () => {
     const pid = Number((await new Promise<Buffer>((r) => sh.stdout?.once("data", r))).toString().trim());
     const re = `^sleep 30\\.${marker}$`;
     expect(await until(() => readFileSync(`/proc/${sh.pid}/stat`, "utf8").includes(") T "), 2000)).toBe(true);
+    // The background child may not have exec'd sleep yet (still a forked sh): wait for its command line.
+    expect(await until(() => readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("sleep\0"), 2000)).toBe(true);
     expect((await once(new ProcessProbe({ cmdline: re }))).ok).toBe(true);
     process.kill(pid, "SIGKILL");
     expect(await until(() => readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z "), 2000)).toBe(true);

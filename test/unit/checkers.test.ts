@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CheckerRunner } from "../../src/checkers/runner.js";
 import { CheckerDefaults, createChecker, decodeCheckerConfig } from "../../src/checkers/config.js";
 import { CheckerGroup } from "../../src/checkers/group.js";
+import { FakeClock } from "../../src/testing/sim/clock.js";
 import type { Probe, ProbeResult } from "../../src/checkers/probe.js";
 import { ConfigError } from "../../src/core/errors.js";
 import type { CheckerVerdict } from "../../src/core/checker.js";
@@ -293,5 +294,47 @@ describe("CheckerGroup", () => {
     const g = new CheckerGroup([{ type: "split-brain", witnesses: ["198.18.0.1"] }]);
     expect(g.status()[0]).toMatchObject({ kind: "split-brain", state: "unknown", action: "wait" });
     expect(g.splitBrainAllows()).toBe(false);
+  });
+});
+
+describe("CheckerRunner on a FakeClock (virtual time, as in the simulator)", () => {
+  it("schedules, times out and decides on virtual time only", async () => {
+    const clock = new FakeClock(1000);
+    let healthy = true;
+    let hang = false;
+    const probe: Probe = {
+      name: "virtual",
+      run: (signal) =>
+        hang
+          ? new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)))
+          : Promise.resolve({ ok: healthy, detail: healthy ? "fine" : "broken" }),
+    };
+    const r = new CheckerRunner({ probe, action: "wait", interval: 100, timeout: 40, rise: 1, fall: 2, clock });
+    const verdicts: string[] = [];
+    r.on("verdict", (v) => verdicts.push(`${clock.now()} ${v.ok} ${v.reason}`));
+    const timeouts: number[] = [];
+    r.on("result", (x) => {
+      if (x.timedOut) timeouts.push(x.durationMs);
+    });
+    const step = async (ms: number): Promise<void> => {
+      for (let i = 0; i < ms; i += 10) {
+        clock.advance(10);
+        for (let k = 0; k < 5; k++) await Promise.resolve(); // let probe promises settle between ticks
+      }
+    };
+    r.start();
+    await step(10);
+    healthy = false;
+    await step(300);
+    hang = true;
+    healthy = true;
+    await step(300);
+    hang = false;
+    await step(200);
+    await r.stop();
+    // Runs at 1000, 1100, ...: ok at 1000 (seen once the tick settles, 1010); broken at 1100 and 1200; hung
+    // from 1400 to 1600 (timed out each time, still failed); ok again at 1700.
+    expect(verdicts).toEqual(["1010 true fine (1/1)", "1200 false broken (2/2)", "1700 true fine (1/1)"]);
+    expect(timeouts).toEqual([40, 40, 40]);
   });
 });
