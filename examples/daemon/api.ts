@@ -30,7 +30,8 @@ import { redactedConfig } from "./config.js";
 import { COMMANDS, type CommandName, type Daemon } from "./daemon.js";
 import { renderMetrics } from "./metrics.js";
 
-const HERE = dirname(fileURLToPath(import.meta.url));
+// `import.meta` is empty in the CommonJS build of the bin: use __dirname there.
+const HERE = typeof __dirname === "string" ? __dirname : dirname(fileURLToPath(import.meta.url));
 /** Where the console's static files are: beside this file, or (bundled in dist/) in the package's examples. */
 export const CONSOLE_DIR = [join(HERE, "console"), join(HERE, "../examples/daemon/console")].find((d) => existsSync(join(d, "index.html"))) ?? join(HERE, "console");
 
