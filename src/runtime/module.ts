@@ -163,7 +163,9 @@ export class Module extends EventEmitter<ModuleEvents> {
   private readonly opts: ModuleOptions;
   private chain: Promise<void> = Promise.resolve();
   private hookAbort: AbortController | null = null;
-  private hookSeq = 0;
+  /** Hook runs issued (runHook effects seen) and the highest one cancelled (forcestop). */
+  private hooksIssued = 0;
+  private hooksCancelled = 0;
   private cancelTimer: (() => void) | null = null;
   private closed = false;
   private readonly iterators = new Set<{ push: (r: ModuleLogRecord | null) => void }>();
@@ -413,13 +415,15 @@ export class Module extends EventEmitter<ModuleEvents> {
           }
           break;
         case "cancelHook":
-          this.hookSeq++; // the result of the cancelled run is not reported
+          // Cancels the running hook and any still queued behind a VIP/persist effect; their results are not reported.
+          this.hooksCancelled = this.hooksIssued;
           this.hookAbort?.abort();
           this.hookAbort = null;
           break;
         case "runHook": {
           const eff = e;
-          this.chain = this.chain.then(() => this.launch(eff));
+          const token = ++this.hooksIssued;
+          this.chain = this.chain.then(() => this.launch(eff, token));
           break;
         }
       }
@@ -427,9 +431,9 @@ export class Module extends EventEmitter<ModuleEvents> {
     this.armTimer();
   }
 
-  private launch(e: Extract<ModuleEffect, { type: "runHook" }>): void {
+  private launch(e: Extract<ModuleEffect, { type: "runHook" }>, seq: number): void {
+    if (seq <= this.hooksCancelled || this.closed) return; // cancelled before it started
     const spec = this.definition.hooks[e.hook];
-    const seq = ++this.hookSeq;
     const ac = new AbortController();
     this.hookAbort = ac;
     if (spec === undefined) {
@@ -453,7 +457,7 @@ export class Module extends EventEmitter<ModuleEvents> {
 
   private hookEnded(seq: number, hook: HookName, r: HookResult): void {
     this.emit("hook", hook, r);
-    if (seq !== this.hookSeq || this.closed) return; // cancelled (forcestop) or closed
+    if (seq <= this.hooksCancelled || this.closed) return; // cancelled (forcestop) or closed
     this.hookAbort = null;
     this.feed((c) => c.hookDone(hook, r.ok, r.detail));
   }

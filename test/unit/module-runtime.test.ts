@@ -200,4 +200,45 @@ describe("Module driver", () => {
     expect(() => loadModulesFile(path)).toThrow(ConfigError);
     expect(() => loadModulesFile(path)).toThrow(/modules\.0\.hooks\.start_both/);
   });
+
+  it("forcestop cancels the running hook (its signal aborts) and a hook still queued behind a slow VIP add", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slowVip = { ...new MemoryVipDriver(), add: async () => gate, remove: async () => {} };
+    const calls: string[] = [];
+    const m = await Module.create(
+      { name: "db", kind: "mirror", vips: ["198.18.0.103/24"], hooks: { start_prim: async () => void calls.push("start_prim") } },
+      { nodeId: "n0", vip: slowVip },
+    );
+    m.view(view("n0"));
+    await m.start();
+    await m.waitFor("WAIT");
+    void m.prim(); // add VIP (held by the gate), then start_prim queued behind it
+    const stopped = m.forcestop(); // resolves once the queued effects (the held VIP add) are through
+    expect(m.status.state).toBe("STOP");
+    release();
+    await stopped;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(calls).toEqual([]);
+    expect(m.status.state).toBe("STOP");
+
+    let aborted = false;
+    const f = await Module.create(
+      {
+        name: "web",
+        kind: "farm",
+        hooks: { start_both: (ctx) => new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => ((aborted = true), resolve()))) },
+      },
+      { nodeId: "n0" },
+    );
+    await f.start();
+    await f.waitFor((s) => s.transient && s.next === "UP");
+    await f.forcestop();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(aborted).toBe(true);
+    expect(f.status).toMatchObject({ state: "STOP", transient: false });
+    expect(f.log.recent().some((r) => r.text.includes("ignored result"))).toBe(false);
+    await m.close();
+    await f.close();
+  });
 });
