@@ -240,3 +240,53 @@ describe.skipIf(!root).each(backends)("farm: 3 nodes + client, filter backend %s
     expect(resets).toBe(0);
   });
 });
+
+describe.skipIf(!root)("farm VIP in multicast mode (NLB-style 03:bf MAC), and its clean-up", () => {
+  it("serves requests once through a multicast shared MAC, then removes everything it added", async () => {
+    const lab = await Lab.create({ nodes: 2, clients: 1 });
+    const vipsUp: FarmVip[] = [];
+    const filtersUp: PacketFilter[] = [];
+    try {
+      const client = lab.clients[0]!;
+      const vip = lab.spareAddr(1);
+      const mac = "03:bf:c6:12:00:65";
+      const ids = lab.nodes.map((n) => n.name);
+      const a = assignBuckets(ids.map((id) => ({ id, weight: 1 })));
+      for (const node of lab.nodes) {
+        const netns = `/run/netns/${node.ns}`;
+        const v = new FarmVip({ iface: lab.iface(node), addresses: [vip], mac, netns, instance: "mc" });
+        expect(v.mode).toBe("multicast");
+        await v.start();
+        vipsUp.push(v);
+        const f = new PacketFilter({ iface: lab.iface(node), vips: [vip], netns, backend: "ebpf", instance: "mc", rules: [{ protocol: "tcp", port: 80, by: "address+port" }] });
+        await f.start();
+        await f.setOwned(ownedMask(a, node.name));
+        filtersUp.push(f);
+        const p = lab.spawn(node, ["node", "-e", SERVER, node.name]);
+        await p.waitForLine(/ready/, 10_000);
+      }
+      const arg = JSON.stringify({ vip, port: 80, addrs: [lab.addr(client)], count: 200, concurrency: 8, path: "/" });
+      const r = await lab.exec(client, ["node", "-e", CLIENT, arg], { timeoutMs: 60_000 });
+      const res = JSON.parse(r.stdout.trim().split("\n").pop()!) as ClientResult;
+      const neigh = (await lab.exec(client, ["ip", "neigh", "show", vip])).stdout;
+      console.log(`multicast MAC: ${JSON.stringify(res.byNode)} errors ${JSON.stringify(res.errors)}; client ARP entry: ${neigh.trim()}`);
+      expect(neigh).toContain(mac);
+      expect(res.errors).toEqual({});
+      expect(res.ok).toBe(200);
+      expect(Object.keys(res.byNode).sort()).toEqual(ids);
+      // Clean-up: nothing of the VIP or the filter left on the node.
+      const node = lab.nodes[0]!;
+      await filtersUp.shift()!.stop();
+      await vipsUp.shift()!.stop();
+      expect((await lab.exec(node, ["ip", "addr", "show", "dev", "eth0"])).stdout).not.toContain(`${vip}/32`);
+      expect((await lab.exec(node, ["ip", "maddr", "show", "dev", "eth0"])).stdout).not.toContain(mac);
+      expect((await lab.exec(node, ["nft", "list", "tables"])).stdout).not.toContain("holdfast_vip_mc");
+      expect((await lab.exec(node, ["tc", "filter", "show", "dev", "eth0", "ingress"])).stdout).not.toContain("farm_ingress");
+      expect((await lab.exec(node, ["sysctl", "-n", "net.ipv4.conf.eth0.arp_announce"])).stdout.trim()).toBe("0");
+    } finally {
+      for (const f of filtersUp) await f.stop().catch(() => undefined);
+      for (const v of vipsUp) await v.stop().catch(() => undefined);
+      await lab.destroy();
+    }
+  });
+});
