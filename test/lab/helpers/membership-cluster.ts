@@ -81,6 +81,10 @@ export interface ClusterOptions {
   port?: number;
   /** Use the lab's nodes [0, count). Default all. */
   count?: number;
+  /** Program to run on each node (path relative to the repository). Default examples/membership-node.ts. */
+  program?: string;
+  /** Extra arguments for a node's program. */
+  args?: (host: LabHost) => string[];
 }
 
 /** A membership cluster of real processes, one per lab node. */
@@ -92,7 +96,7 @@ export class MembershipCluster {
   private constructor(
     readonly lab: Lab,
     hosts: readonly LabHost[],
-    opts: ClusterOptions,
+    readonly opts: ClusterOptions,
   ) {
     const networks = opts.networks ?? 1;
     this.dir = mkdtempSync(join(tmpdir(), "holdfast-cluster-"));
@@ -117,7 +121,9 @@ export class MembershipCluster {
   }
 
   spawn(n: ClusterNode): void {
-    const proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", join(REPO, "examples/membership-node.ts"), "--config", this.configPath, "--node", n.id], { cwd: REPO });
+    const program = join(REPO, this.opts.program ?? "examples/membership-node.ts");
+    const extra = this.opts.args?.(n.host) ?? [];
+    const proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", program, "--config", this.configPath, "--node", n.id, ...extra], { cwd: REPO });
     n.attach(proc);
   }
 
