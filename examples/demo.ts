@@ -4,6 +4,8 @@
 import { Lab } from "../src/testing/lab.js";
 import { LAN } from "../src/core/membership/config.js";
 import { MembershipCluster } from "../test/lab/helpers/membership-cluster.js";
+import { DaemonCluster } from "./daemon/lab-cluster.js";
+import type { ClusterState } from "./daemon/daemon.js";
 
 const now = () => performance.timeOrigin + performance.now();
 const say = (s: string) => console.log(s);
@@ -17,6 +19,7 @@ const started = now();
 say("holdfast demo: 3 nodes, 2 heartbeat networks, in network namespaces on this machine\n");
 const lab = await Lab.create({ nodes: 3, clients: 0, networks: 2 });
 let cluster: MembershipCluster | undefined;
+let daemons: DaemonCluster | undefined;
 let ok = false;
 try {
   say(`  lab ${lab.prefix}: nodes ${lab.nodes.map((n) => `${n.name}=${lab.addr(n, 0)},${lab.addr(n, 1)}`).join("  ")}`);
@@ -44,11 +47,41 @@ try {
   await cluster.restart(victim);
   await cluster.waitView(cluster.nodes, ids, 30_000, after);
   say(`     ${victim.id} rejoined: every node agrees on [${ids.join(", ")}] again (${Math.round(now() - r)} ms including process start)\n`);
+
+  // Part 2: the reference daemon with modules whose hooks are shell scripts, driven through the CLI.
+  await cluster.stop();
+  cluster = undefined;
+  say("  >> 3 holdfast daemons: farm module web on every node, mirror module db on n0 + n1");
+  daemons = await DaemonCluster.start(lab, {
+    modules: (dir, node) => [
+      { name: "web", kind: "farm", hooks: { start_both: `${dir}/hooks/start_both.sh`, stop_both: `${dir}/hooks/stop_both.sh` } },
+      ...(node === "n2" ? [] : [{ name: "db", kind: "mirror", mirror: { defaultPrimary: "n0" }, hooks: Object.fromEntries(["start_prim", "stop_prim", "start_second", "stop_second"].map((h) => [h, `${dir}/hooks/${h}.sh`])) }]),
+    ],
+    replication: (node) => (node === "n2" ? undefined : { db: { mode: "none" } }),
+  });
+  const d = daemons;
+  const [d0, d1] = [d.node("n0"), d.node("n1")];
+  const db = async (want: Record<string, string>) => {
+    for (const end = now() + 20_000; now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      const s = JSON.parse((await d.cli(d0, ["state", "--json"], { token: d.tokens.monitor })).stdout || "{}") as ClusterState;
+      if (Object.entries(want).every(([n, st]) => s.nodes?.find((x) => x.id === n)?.modules.db?.state === st && s.nodes.find((x) => x.id === n)?.modules.db?.ready)) return;
+    }
+    throw new Error(`db did not reach ${JSON.stringify(want)}`);
+  };
+  await db({ n0: "PRIM", n1: "SECOND" });
+  say((await d.cli(d0, ["state"], { token: d.tokens.monitor })).stdout.trimEnd().replace(/^/gm, "     "));
+  say(`  >> holdfast swap db (on n1, control token)`);
+  const sw = now();
+  await d.cli(d1, ["swap", "db"], { token: d.tokens.control });
+  await db({ n0: "SECOND", n1: "PRIM" });
+  say(`     db is PRIM on n1 and SECOND on n0 after ${Math.round(now() - sw)} ms (CLI start included)`);
+  say(`  console: ${d0.url}/ (inside the lab network; token ${d.tokens.monitor.slice(0, 6)}..., monitor role)\n`);
   ok = true;
 } catch (e) {
   console.error(`demo failed: ${(e as Error).message}`);
 } finally {
   await cluster?.stop();
+  await daemons?.stop();
   await lab.destroy();
   say(`  cleaned up: namespaces of lab ${lab.prefix} deleted`);
 }
