@@ -41,3 +41,23 @@ export function describeFailures(b: Batch): string {
     `\nreplay with: npm run sim -- --seed ${seeds[0]} (failing seeds: ${seeds.slice(0, 20).join(", ")})`
   );
 }
+
+/**
+ * Declares one part of the membership simulation (the schedules are split over two files so that vitest
+ * runs them on both cores): `HOLDFAST_SIM_SCHEDULES` in all (default 5,000), this part's share of them.
+ */
+export function simulationPart(part: 0 | 1, it: typeof import("vitest").it, expect: typeof import("vitest").expect): void {
+  const perFile = Number(process.env.HOLDFAST_SIM_SCHEDULES ?? 5000) / 2;
+  it(`membership invariants hold over ${perFile} seeded fault schedules (part ${part})`, () => {
+    const base = baseSeed();
+    const first = (base + part * perFile) >>> 0;
+    const batch = runBatch(first, perFile);
+    console.log(
+      `membership sim part ${part}: ${batch.schedules} schedules from seed ${first} (HOLDFAST_SIM_SEED=${base}), ` +
+        `${batch.adversarial} forged/replayed datagrams, slowest agreement ${batch.maxConvergedAfterMs} ms after faults stopped (bound ${batch.boundMs} ms)`,
+    );
+    if (batch.violations.length > 0) expect.fail(describeFailures(batch));
+    expect(batch.schedules).toBe(perFile);
+    expect(batch.adversarial).toBeGreaterThan(perFile); // the adversary really attacked
+  });
+}
