@@ -51,17 +51,30 @@ interface Api {
 let api: Api | undefined;
 let loadError: unknown;
 
-const TcHook = koffi.struct("holdfast_bpf_tc_hook", {
+/**
+ * Defines a named koffi type once per process: a second evaluation of this module (ESM and CJS builds
+ * both loaded, or a test runner re-evaluating modules) would otherwise fail with "Duplicate type name".
+ */
+export function koffiType<T>(name: string, define: () => T): T {
+  try {
+    return define();
+  } catch (err) {
+    if (String(err).includes("Duplicate type name")) return koffi.type(name) as T;
+    throw err;
+  }
+}
+
+const TcHook = koffiType("holdfast_bpf_tc_hook", () => koffi.struct("holdfast_bpf_tc_hook", {
   sz: "size_t", ifindex: "int", attach_point: "int", parent: "uint32_t",
-});
-const TcOpts = koffi.struct("holdfast_bpf_tc_opts", {
+}));
+const TcOpts = koffiType("holdfast_bpf_tc_opts", () => koffi.struct("holdfast_bpf_tc_opts", {
   sz: "size_t", prog_fd: "int", flags: "uint32_t", prog_id: "uint32_t", handle: "uint32_t", priority: "uint32_t",
-});
-const TestRunOpts = koffi.struct("holdfast_bpf_test_run_opts", {
+}));
+const TestRunOpts = koffiType("holdfast_bpf_test_run_opts", () => koffi.struct("holdfast_bpf_test_run_opts", {
   sz: "size_t", data_in: "void *", data_out: "void *", data_size_in: "uint32_t", data_size_out: "uint32_t",
   ctx_in: "void *", ctx_out: "void *", ctx_size_in: "uint32_t", ctx_size_out: "uint32_t",
   retval: "uint32_t", repeat: "int", duration: "uint32_t", flags: "uint32_t", cpu: "uint32_t", batch_size: "uint32_t",
-});
+}));
 
 function bind(): Api {
   if (api) return api;

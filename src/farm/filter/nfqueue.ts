@@ -5,7 +5,7 @@
  */
 import koffi from "koffi";
 import { NotSupportedError } from "../../core/errors.js";
-import { withNetns } from "../../native/libbpf.js";
+import { koffiType, withNetns } from "../../native/libbpf.js";
 
 type Fn = (...args: unknown[]) => unknown;
 interface Api {
@@ -13,7 +13,7 @@ interface Api {
   handle_packet: Fn; get_hdr: Fn; get_payload: Fn; set_verdict: Fn; recv: Fn; setsockopt: Fn;
 }
 let api: Api | undefined;
-const CallbackProto = koffi.proto("int holdfast_nfq_cb(void *qh, void *nfmsg, void *nfad, void *data)");
+const CallbackProto = koffiType("holdfast_nfq_cb", () => koffi.proto("int holdfast_nfq_cb(void *qh, void *nfmsg, void *nfad, void *data)"));
 
 function bind(): Api {
   if (api) return api;
