@@ -18,16 +18,15 @@ describe("daemon: checkers", () => {
   it("feeds verdicts to the module, re-creates the checkers after a restart, and stops them in STOP", async () => {
     const s = tempSetup();
     const fail = join(s.dir, "fail");
-    const cfg = loadConfig(s.file);
-    const withChecker = {
-      ...cfg,
-      modules: cfg.modules.map((m) => ({
-        ...m,
-        restart: { maxloop: 1, loopInterval: 60_000 },
-        checkers: [{ type: "custom", name: "flag", shell: `test ! -e ${fail}`, interval: 100, timeout: 2000, fall: 2, rise: 1, action: "restart" }],
-      })),
-    };
-    const d = new Daemon(withChecker, { vip: new MemoryVipDriver() });
+    const file = join(s.dir, "checker.json");
+    const raw = JSON.parse(readFileSync(s.file, "utf8")) as { modules: Record<string, unknown>[] };
+    raw.modules = raw.modules.map((m) => ({
+      ...m,
+      restart: { maxloop: 1, loopInterval: "1m" },
+      checkers: [{ type: "custom", name: "flag", shell: `test ! -e ${fail}`, interval: 100, timeout: 2000, fall: 2, rise: 1, action: "restart" }],
+    }));
+    writeFileSync(file, JSON.stringify(raw));
+    const d = new Daemon(loadConfig(file), { vip: new MemoryVipDriver() });
     try {
       await d.start();
       const m = d.host("web").module;
