@@ -26,13 +26,17 @@ interface IpAddrLink {
   readonly addr_info?: readonly IpAddrInfo[];
 }
 
-/** Canonical text of an address so that `fd00:4844:0::1` and `fd00:4844::1` compare equal. */
+/**
+ * Canonical text of an address so that `fd00:4844:0::1` and `fd00:4844::1` compare equal. A zone
+ * (`fe80::1%eth0`) is dropped: replies and address listings name the interface separately.
+ */
 export function canonicalAddress(addr: string): string {
   const family = isIP(addr);
   if (family === 4) return addr;
   if (family !== 6) throw new TypeError(`not an IP address: ${addr}`);
+  const bare = addr.split("%")[0] as string;
   // Let the URL parser compress and lower-case IPv6 (RFC 5952 form).
-  return new URL(`http://[${addr}]/`).hostname.slice(1, -1);
+  return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
 }
 
 /** An address present on this node. See {@link IpProbeOptions}. */

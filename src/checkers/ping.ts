@@ -14,7 +14,10 @@ import { canonicalAddress } from "./ip.js";
 import { abortPromise, messageOf, type Probe, type ProbeResult } from "./probe.js";
 
 export interface PingProbeOptions {
-  /** Target address, IPv4 or IPv6 literal (no name resolution: a checker must not depend on DNS). */
+  /**
+   * Target address, IPv4 or IPv6 literal (no name resolution: a checker must not depend on DNS). A link-local
+   * IPv6 address needs its zone: `fe80::1%eth0`.
+   */
   readonly host: string;
   /** Payload size in bytes (after the 8-byte ICMP header). Default 16. */
   readonly size?: number;
@@ -76,7 +79,9 @@ class Pinger {
 
   /** Sends one echo request; resolves with the round-trip time, rejects on send error or abort. */
   echo(target: string, size: number, signal: AbortSignal): Promise<number> {
-    const to = canonicalAddress(target);
+    // Replies are matched without the zone (the kernel reports the bare source); the send keeps it, since a
+    // link-local target (`fe80::1%eth0`, e.g. a router as split-brain witness) needs its interface.
+    const from = canonicalAddress(target);
     let seq = this.#seq;
     for (let i = 0; i < 65536 && this.#waiting.has(seq); i++) seq = (seq + 1) & 0xffff;
     this.#seq = (seq + 1) & 0xffff;
@@ -89,9 +94,9 @@ class Pinger {
     if (this.family === 4) raw.writeChecksum(packet, 2, raw.createChecksum(packet));
     const abort = abortPromise(signal);
     const reply = new Promise<number>((resolve, reject) => {
-      this.#waiting.set(seq, { from: to, resolve, sent: performance.now() });
+      this.#waiting.set(seq, { from, resolve, sent: performance.now() });
       if (this.#socket.recvPaused) this.#socket.resumeRecv();
-      this.#socket.send(packet, 0, packet.length, to, (err) => {
+      this.#socket.send(packet, 0, packet.length, target, (err) => {
         if (err !== null) {
           this.#forget(seq);
           reject(err);

@@ -197,6 +197,18 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
       await app.waitForLine(/listening/, 10_000);
       await control.waitForLine(/listening/, 10_000);
 
+      // c0's link-local address (a router is often a witness only by its fe80:: address), once DAD is done.
+      let linkLocal = "";
+      for (const end = Date.now() + 5000; linkLocal === "" && Date.now() < end; ) {
+        const r = await lab.exec(c0, ["ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", "link"]);
+        // (`ip -j` leaves an empty object for each address that the scope filter hides.)
+        const links = JSON.parse(r.stdout || "[]") as { addr_info?: { local?: string; tentative?: boolean }[] }[];
+        const info = links[0]?.addr_info?.find((a) => a.local?.startsWith("fe80:") === true);
+        if (info?.local !== undefined && info.tentative !== true) linkLocal = info.local;
+        else await new Promise((res) => setTimeout(res, 100));
+      }
+      expect(linkLocal).toMatch(/^fe80:/);
+
       const url = `http://${lab.addr(n1)}:7410/api/v1/modules/db`;
       const tlsUrl = `https://${lab.addr(n1)}:7411/api/v1/modules/db`;
       const checkers = [
@@ -208,6 +220,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
         { type: "tcp", name: "app-port6", host: lab.addr6(n1), port: 8080 },
         { type: "ping", name: "gw", host: lab.addr(c0) },
         { type: "ping", name: "gw6", host: lab.addr6(c0) },
+        { type: "ping", name: "gw6ll", host: `${linkLocal}%eth0` },
         { type: "custom", name: "script", shell: `echo checking; test -e ${files.flag}` },
         {
           type: "custom",
@@ -255,7 +268,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
   });
 
   it("every checker first reports ok; a wrong bearer token fails with 401", async () => {
-    const oks = ["app-proc", "hb-link", "vip", "vip6", "app-port", "app-port6", "gw", "gw6", "script", "hang", "db", "db-tls", "witness", "witness-tcp"];
+    const oks = ["app-proc", "hb-link", "vip", "vip6", "app-port", "app-port6", "gw", "gw6", "gw6ll", "script", "hang", "db", "db-tls", "witness", "witness-tcp"];
     const got = await Promise.all(oks.map((c) => verdict(c, true, 10_000)));
     expect(got.map((v) => v.reason).join("\n")).toMatch(/connect .*:8080 ok in/);
     expect(got.find((v) => v.checker === "gw6")?.reason).toMatch(/^ping fd00:4844:.* reply in/);
@@ -322,7 +335,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     const { lab, n0, c0, c1 } = fx();
     const t0 = Date.now();
     await lab.drop(n0, c0, { net: 0 });
-    const [v4, v6] = await Promise.all([verdict("gw", false), verdict("gw6", false)]);
+    const [v4, v6] = await Promise.all([verdict("gw", false), verdict("gw6", false), verdict("gw6ll", false)]);
     detected("ping", t0, v4);
     expect(v4.reason).toBe(`ping:${lab.addr(c0)} timed out after 300 ms (2/2)`);
     expect(v6.action).toBe("wait");
@@ -336,7 +349,7 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     expect(w.kind).toBe("split-brain");
     expect(w.reason).toContain("no witness answered");
     await lab.heal();
-    await Promise.all([verdict("gw", true), verdict("gw6", true), verdict("witness", true)]);
+    await Promise.all([verdict("gw", true), verdict("gw6", true), verdict("gw6ll", true), verdict("witness", true)]);
   });
 
   it("custom: a failing script", async () => {

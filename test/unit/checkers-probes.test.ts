@@ -212,6 +212,7 @@ describe("InterfaceProbe and IpProbe (read-only, loopback of this namespace)", (
 
   it("canonicalises IPv6 text", () => {
     expect(canonicalAddress("FD00:4844:0:0::0A")).toBe("fd00:4844::a");
+    expect(canonicalAddress("fe80:0::1%eth0")).toBe("fe80::1");
     expect(() => canonicalAddress("nope")).toThrow(TypeError);
   });
 });
