@@ -174,6 +174,9 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     const store = new FileModuleStore(this.config.stateDir);
     const vip = this.opts.vip ?? (this.config.modules.some((m) => m.vips.length > 0) ? new IpCommandVipDriver() : new MemoryVipDriver());
     for (const def of this.config.modules) {
+      // A VIP left behind by a crashed run of this daemon would answer for a node that is not primary:
+      // every module starts in STOP, so none of its VIPs may be here yet.
+      for (const v of def.vips) await vip.remove(v, def.name).catch((e: unknown) => this.fail(e));
       const module = await Module.create(def, {
         nodeId: this.nodeId,
         store,

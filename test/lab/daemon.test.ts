@@ -39,6 +39,16 @@ async function stateOf(node: string, token = cluster.tokens.monitor): Promise<Cl
 
 const own = (s: ClusterState, module: string) => s.nodes.find((n) => n.self)?.modules[module];
 
+/** Which of n0, n1 hold the mirror's VIP (iproute2 in their namespaces). */
+async function vipHolders(): Promise<string[]> {
+  const out: string[] = [];
+  for (const id of ["n0", "n1"]) {
+    const r = await lab.exec(lab.host(id), ["ip", "-j", "addr", "show"]);
+    if ((JSON.parse(r.stdout) as { addr_info?: { local: string }[] }[]).some((l) => l.addr_info?.some((a) => a.local === lab.spareAddr(0)))) out.push(id);
+  }
+  return out;
+}
+
 describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
   beforeAll(async () => {
     lab = await Lab.create({ nodes: 3, clients: 0, networks: 1 });
@@ -52,6 +62,7 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
                 name: "db",
                 kind: "mirror",
                 mirror: { defaultPrimary: "n0" },
+                vips: [`${lab.spareAddr(0)}/24`],
                 hooks: Object.fromEntries(["start_prim", "stop_prim", "start_second", "stop_second"].map((h) => [h, `${dir}/hooks/${h}.sh`])),
               },
             ]),
@@ -79,6 +90,7 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
       return ok ? s : undefined;
     });
     expect(s.nodes.map((n) => n.id)).toEqual(["n0", "n1", "n2"]);
+    expect(await vipHolders()).toEqual(["n0"]);
     expect(readFileSync(join(cluster.dir, "n0.events"), "utf8")).toMatch(/n0 db start_prim \S+ -> (PRIM|ALONE)/);
     expect(readFileSync(join(cluster.dir, "n1.events"), "utf8")).toMatch(/n1 db start_second \S+ -> SECOND/);
   });
@@ -125,6 +137,7 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
     const stopAt = Number(/(\S+) n0 db stop_prim/.exec(n0)?.[1]);
     const startAt = Number([...n1.matchAll(/(\S+) n1 db start_prim/g)].at(-1)?.[1]);
     expect(stopAt).toBeLessThan(startAt); // the old primary stops its app before the new one starts it
+    expect(await vipHolders()).toEqual(["n1"]);
     const logs = await cluster.cli(cluster.node("n1"), ["logs", "db", "-n", "50"], { token: cluster.tokens.monitor });
     expect(logs.code).toBe(0);
     expect(logs.stdout).toMatch(/n1 db command swap/);
@@ -139,6 +152,8 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
       return own(s, "db")?.state === "ALONE" && own(s, "db")?.ready ? s : undefined;
     });
     expect(s.nodes.find((n) => n.id === "n1")?.up).toBe(false);
+    // n1's namespace outlives its daemon (a crash leaves the address): both hold it until n1's daemon restarts.
+    expect(await vipHolders()).toEqual(["n0", "n1"]);
     const m = await cluster.cli(cluster.node("n0"), ["state", "db"], { token: cluster.tokens.monitor });
     expect(m.code).toBe(0);
     const metrics = await lab.exec(cluster.node("n0").host, ["curl", "-s", "-H", `Authorization: Bearer ${cluster.tokens.monitor}`, `${cluster.node("n0").url}/metrics`]);
@@ -150,6 +165,7 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
     // n1 comes back and rejoins as SECOND.
     await cluster.startNode(cluster.node("n1"));
     await until("n1 SECOND again", async () => (own(await stateOf("n1"), "db")?.state === "SECOND" ? true : undefined));
+    expect(await vipHolders()).toEqual(["n0"]); // the restarted daemon removed the stale VIP before starting
   });
 
   it("stops cleanly on SIGTERM: stop hooks run, exit 0", async () => {
