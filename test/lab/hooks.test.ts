@@ -254,3 +254,70 @@ await m.start();
     expect(leftovers()).toEqual([]);
   }, 90_000);
 });
+
+// ---- Split brain: the secondary that loses the network reaches no witness and does not go ALONE ------------
+describe.skipIf(!isRoot)("split-brain witness in namespaces", () => {
+  it("n1 (secondary) has its link cut: it loses n0 and the witness; it stays SECOND while n0 carries on ALONE", async () => {
+    const lab = await Lab.create({ nodes: 2, clients: 1 });
+    try {
+      const [n0, n1, c0] = [lab.nodes[0]!, lab.nodes[1]!, lab.clients[0]!];
+      const work = mkdtempSync(join(tmpdir(), "hf-sblab-"));
+      const program = join(work, "node.mts");
+      writeFileSync(
+        program,
+        `import { CheckerGroup, Membership, Module, bindMembership } from ${JSON.stringify(join(repo, "src", "index.ts"))};
+const id = process.env.NODE_ID!;
+const membership = new Membership({
+  clusterId: "sblab", nodeId: id, key: process.env.KEY!,
+  nodes: [{ id: "n0", addresses: [${JSON.stringify(lab.addr(n0))}] }, { id: "n1", addresses: [${JSON.stringify(lab.addr(n1))}] }],
+});
+const m = await Module.create({
+  name: "db", kind: "mirror",
+  hooks: { start_prim: async () => {}, start_second: async () => {} },
+  checkers: [{ type: "split-brain", name: "split-brain:witness", witnesses: [${JSON.stringify(lab.addr(c0))}], interval: 100, timeout: 90, rise: 1, fall: 2 }],
+  mirror: { defaultPrimary: "n0" },
+}, { nodeId: id });
+const group = new CheckerGroup(m.definition.checkers, "module db");
+m.attachCheckers(group);
+bindMembership(membership, [m]);
+m.on("record", (r) => console.log("LOG " + r.text));
+m.on("state", (s) => {
+  console.log("STATE " + s.state + " " + (s.ready ? "ready" : "-") + (s.transient ? " transient" : "") + " | " + s.reason);
+  if (s.state === "SECOND" && !s.transient) setTimeout(() => m.replication({ inSync: true }), 100);
+});
+group.start();
+await membership.start();
+await m.start();
+`,
+      );
+      const key = generateKey();
+      const p0 = lab.spawn(n0, [process.execPath, "--import", "tsx", program], { cwd: repo, env: { NODE_ID: "n0", KEY: key, HF_MARK: marker } });
+      const p1 = lab.spawn(n1, [process.execPath, "--import", "tsx", program], { cwd: repo, env: { NODE_ID: "n1", KEY: key, HF_MARK: marker } });
+      await p0.waitForLine(/^STATE PRIM ready/, 30_000);
+      await p1.waitForLine(/^LOG checker split-brain:witness ok .* split-brain witness confirmed$/, 30_000);
+      await p1.waitForLine(/^STATE SECOND ready/, 30_000);
+
+      await lab.linkDown(n1);
+      await p1.waitForLine(/^LOG checker split-brain:witness failed .* this node will not go ALONE$/, 10_000);
+      await p1.waitForLine(/^LOG WARN: primary lost; split-brain witness unreachable .*: not going ALONE$/, 10_000);
+      await p0.waitForLine(/^STATE ALONE ready \| secondary lost -> alone$/, 10_000);
+      // An observation window well past membership's loss detection (about 0.6 s): n1 must not move.
+      await new Promise((r) => setTimeout(r, 2000));
+      p1.kill("SIGKILL");
+      await p1.exited;
+      const lines: string[] = [];
+      for await (const l of p1.lines()) lines.push(l);
+      const cut = lines.findIndex((l) => l.includes("this node will not go ALONE"));
+      expect(cut).toBeGreaterThan(0);
+      const after = lines.slice(cut);
+      expect(after.filter((l) => l.startsWith("STATE "))).toEqual([]);
+      expect(after.some((l) => /ALONE \[|-> ALONE\]|transient -> ALONE/.test(l))).toBe(false);
+      await lab.linkUp(n1);
+      p0.kill("SIGKILL");
+      await p0.exited;
+    } finally {
+      await lab.destroy();
+    }
+    expect(leftovers()).toEqual([]);
+  }, 90_000);
+});

@@ -844,15 +844,21 @@ export class ModuleCore {
     }
     const sb = this.splitBrainFailing();
     if (!peer && sb) {
-      this.reason = `${why}; split-brain witness unreachable (${sb.reason}): not going ALONE`;
+      this.holdSecond(`${why}; split-brain witness unreachable (${sb.reason}): not going ALONE`);
       return;
     }
     const configured = this.module.checkers.filter((c) => c.type === "split-brain" || c.type === "splitbrain").length;
     if (!peer && this.splitBrainOk.size < configured) {
-      this.reason = `${why}; split-brain witness not confirmed yet (${this.splitBrainOk.size} of ${configured} checkers ok): not going ALONE`;
+      this.holdSecond(`${why}; split-brain witness not confirmed yet (${this.splitBrainOk.size} of ${configured} checkers ok): not going ALONE`);
       return;
     }
     this.beginPrimary(`${why} -> failover`);
+  }
+
+  /** A secondary decides not to take over: logged once per distinct reason (the state does not change). */
+  private holdSecond(reason: string): void {
+    if (this.reason !== reason) this.decision("warn", reason);
+    this.reason = reason;
   }
 
   private reconcilePrimary(peer: PeerInfo | undefined, peerPrimary: boolean): void {
