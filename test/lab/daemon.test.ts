@@ -168,6 +168,25 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
     expect(await vipHolders()).toEqual(["n0"]); // the restarted daemon removed the stale VIP before starting
   });
 
+  it("bundles a support snapshot of every node (admin only) into one tar.gz", async () => {
+    const out = join(cluster.dir, "snap.tar.gz");
+    const args = ["snapshot", "--all", "--config", cluster.node("n0").config, "-o", out];
+    const refused = await cluster.cli(cluster.node("n0"), args, { token: cluster.tokens.control });
+    expect(refused.code).toBe(10);
+    const r = await cluster.cli(cluster.node("n0"), args, { token: cluster.tokens.admin });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const list = (await lab.exec(cluster.node("n0").host, ["tar", "tzf", out])).stdout.split("\n");
+    for (const n of ["n0", "n1", "n2"]) {
+      expect(list.some((f) => f.endsWith(`/${n}/state.json`))).toBe(true);
+      expect(list.some((f) => f.endsWith(`/${n}/logs/web.jsonl`))).toBe(true);
+      expect(list.some((f) => f.endsWith(`/${n}/config.redacted.json`))).toBe(true);
+    }
+    const cfg = (await lab.exec(cluster.node("n0").host, ["sh", "-c", `tar xzOf ${out} --wildcards '*/n1/config.redacted.json'`])).stdout;
+    expect(cfg).toContain("(redacted)");
+    expect(cfg).not.toMatch(/[0-9a-f]{64}/);
+  });
+
   it("stops cleanly on SIGTERM: stop hooks run, exit 0", async () => {
     const n2 = cluster.node("n2");
     n2.proc?.kill("SIGTERM");

@@ -102,6 +102,10 @@ describe("control API", () => {
     expect(lines.some((l) => l.text.includes("hook start_both stdout: start.sh"))).toBe(true);
     expect(lines.every((l) => l.module === "web")).toBe(true);
 
+    const sse = await fetch(`${base}/api/v1/modules/web/logs?n=2`, { headers: { Authorization: `Bearer ${TOKENS.monitor}`, Accept: "text/event-stream" } });
+    expect(sse.headers.get("content-type")).toBe("text/event-stream");
+    expect(await sse.text()).toMatch(/^data: \{.*\}\n\ndata: \{.*\}\n\n$/s);
+
     const ac = new AbortController();
     const res = await fetch(`${base}/api/v1/modules/web/logs?n=1&follow=1`, { headers: { Authorization: `Bearer ${TOKENS.monitor}` }, signal: ac.signal });
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();

@@ -75,4 +75,17 @@ describe.skipIf(!hasOpenssl())("control API over TLS", () => {
     expect(await runCli(["logs", "web", "-n", "20", "--node", url, "--ca", cert], l)).toBe(0);
     expect(l.stdout).toMatch(/ a web command restart/);
   });
+
+  it("follows the log (logs -f) until the daemon closes the stream", async () => {
+    const f = io({ HOLDFAST_TOKEN: TOKENS.monitor });
+    const following = runCli(["logs", "web", "-f", "-n", "1", "--node", url, "--ca", cert], f);
+    await new Promise((r) => setTimeout(r, 300));
+    await daemon.command("web", "stop");
+    const end = Date.now() + 10_000;
+    while (!/hook stop_both stdout/.test(f.stdout) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(f.stdout).toMatch(/ a web command stop\n/);
+    expect(f.stdout).toMatch(/hook stop_both stdout: stop.sh UP -> STOP/);
+    await api.close();
+    expect(await following).toBe(0);
+  });
 });
