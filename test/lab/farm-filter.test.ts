@@ -44,7 +44,7 @@ let next = 0, ok = 0;
 function one(i) {
   return new Promise((resolve) => {
     const localAddress = addrs[i % addrs.length];
-    const req = http.get({ host: vip, port, path, localAddress, agent: false, timeout: 5000 }, (res) => {
+    const req = http.get({ host: vip, port, path, localAddress, agent: false, timeout: path === "/slow" ? 20000 : 5000 }, (res) => {
       let body = "";
       res.on("data", (d) => (body += d));
       res.on("end", () => {
