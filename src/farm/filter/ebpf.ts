@@ -153,7 +153,11 @@ export class FarmProgram {
   }
 }
 
-/** The eBPF backend (the default). */
+/**
+ * The eBPF backend (the default). stop() detaches the farm filter (handle 0x4846, priority 1) and frees the
+ * program and maps; the clsact qdisc itself is left in place, empty, because other tc programs (the farm
+ * VIP's egress program, or anyone else's) may share it.
+ */
 export class EbpfBackend implements FilterBackend {
   readonly name = "ebpf" as const;
   readonly #opts: FilterBackendOptions;
