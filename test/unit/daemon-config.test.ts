@@ -106,3 +106,12 @@ function catchConfig(f: () => unknown): ConfigError {
   }
   throw new Error("expected a ConfigError");
 }
+
+describe("the example config", () => {
+  it("decodes (files it names aside: they live on a real node)", () => {
+    const cfg = loadConfig(join(import.meta.dirname, "../../examples/daemon/holdfast.example.yaml"), { checkFiles: false });
+    expect(cfg.modules.map((m) => `${m.name}:${m.kind}`)).toEqual(["web:farm", "db:mirror"]);
+    expect(cfg.nodes.map((n) => n.apiUrl)).toEqual(["http://198.18.0.10:9453", "http://198.18.0.11:9453"]);
+    expect(cfg.replication).toEqual({ db: { mode: "none" } });
+  });
+});
