@@ -25,6 +25,10 @@ const { values: a } = parseArgs({
     vip: { type: "string" },
     mac: { type: "string", default: "02:bf:00:00:00:64" },
     port: { type: "string", default: "80" },
+    /** More balanced TCP ports besides --port (comma-separated), e.g. for iperf3 in benchmarks. */
+    "extra-ports": { type: "string", default: "" },
+    /** "http" (default): the app below, started by start_both; "none": the app runs on its own. */
+    app: { type: "string", default: "http" },
     by: { type: "string", default: "address+port" },
     backend: { type: "string", default: "auto" },
     avoid: { type: "string" },
@@ -81,7 +85,7 @@ const stopApp = () =>
 const filter = new PacketFilter({
   iface: a.iface,
   vips: [a.vip],
-  rules: [{ protocol: "tcp", port, by: a.by as "address" | "address+port" }],
+  rules: [port, ...(a["extra-ports"] ? a["extra-ports"].split(",").map(Number) : [])].map((p) => ({ protocol: "tcp" as const, port: p, by: a.by as "address" | "address+port" })),
   backend: a.backend as "auto",
   ...(a.avoid ? { avoid: a.avoid.split(",") as ("ebpf" | "nftables" | "userspace")[] } : {}),
   log: (line) => out({ type: "log", line }),
@@ -97,7 +101,7 @@ const module = await Module.create(
     name: "web",
     kind: "farm",
     vips: [`${a.vip}/32`],
-    hooks: { start_both: { fn: startApp, timeout: 10_000 }, stop_both: { fn: stopApp, timeout: 10_000 } },
+    hooks: a.app === "none" ? {} : { start_both: { fn: startApp, timeout: 10_000 }, stop_both: { fn: stopApp, timeout: 10_000 } },
   },
   { nodeId, vip: farm },
 );
