@@ -241,7 +241,9 @@ export class Daemon extends EventEmitter<DaemonEvents> {
           modules[name] = { state: r.state, ready: r.ready, transient: x?.t ?? r.next !== undefined, ...(r.next ? { next: r.next } : {}), reason: x?.why ?? "" };
         }
       } else {
-        for (const name of this.modules.keys()) modules[name] = { state: "STOP", ready: false, transient: false, reason: `node ${n.id} not in this node's view` };
+        // Down: its modules as it last advertised them (else ours), shown as STOP.
+        const last = this.membership.peerMeta(n.id) as MetaEnvelope | undefined;
+        for (const name of last?.r ? Object.keys(last.r) : this.modules.keys()) modules[name] = { state: "STOP", ready: false, transient: false, reason: `node ${n.id} not in this node's view` };
       }
       return { id: n.id, self, up: members.has(n.id), apiUrl: n.apiUrl, modules };
     });

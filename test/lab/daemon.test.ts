@@ -194,6 +194,13 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
     expect(x?.code).toBe(0);
     expect(readFileSync(join(cluster.dir, "n2.events"), "utf8")).toMatch(/n2 web stop_both UP -> STOP/);
     n2.proc = null;
-    await until("n2 out of n0's view", async () => ((await stateOf("n0")).view.members.includes("n2") ? undefined : true));
+    const s = await until("n2 out of n0's view", async () => {
+      const s = await stateOf("n0");
+      return s.view.members.includes("n2") ? undefined : s;
+    });
+    const n2s = s.nodes.find((n) => n.id === "n2");
+    expect(n2s?.up).toBe(false);
+    expect(Object.keys(n2s?.modules ?? {})).toEqual(["web"]); // as n2 last advertised (it runs no db)
+    expect(n2s?.modules.web?.state).toBe("STOP");
   });
 });
