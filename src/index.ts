@@ -41,3 +41,4 @@ export { readExtentLog, summarizeExtentLog } from "./mirror/extentLog.js";
 export type { ExtentRecord } from "./mirror/extentLog.js";
 export type { ModuleHttpSource } from "./checkers/module.js";
 export { FarmVip, type FarmVipOptions } from "./farm/vip.js";
+export { MirrorVip, garpFrames, type MirrorVipOptions, type NeighbourAdvertiser, type CommandRunner as MirrorVipCommandRunner } from "./mirror/vip.js";
