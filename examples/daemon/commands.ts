@@ -229,7 +229,7 @@ export async function runCli(argv: readonly string[], io: CliIO = processIO): Pr
       return EXIT.usage;
     }
     if (e instanceof ConfigError) {
-      io.err(`holdfast: ${e.message}\n`);
+      io.err(`holdfast: ${e.message.split(":")[0]}:\n${e.problems.map((p) => `  ${p.path === "" ? "(root)" : p.path}: expected ${p.expected}, got ${describeValue(p.value)}\n`).join("")}`);
       return EXIT.failure;
     }
     if (e instanceof ApiError) {
