@@ -6,6 +6,10 @@
  * *started*, or at once when the previous run took longer than that. Runs never overlap. A probe that
  * ignores its abort signal is still counted as failed at its timeout (its late answer is dropped).
  *
+ * Stalls of this process (CPU starvation, a long GC pause, SIGSTOP) are not blamed on the checked thing: when
+ * the timeout timer itself fires late, answers that arrived meanwhile are delivered first (a few event-loop
+ * turns) before the timeout counts. A daemon starved of CPU must not restart a healthy application.
+ *
  * Events (typed, eventemitter3), in this order for each run: `result` (every probe run), then `verdict`
  * (only when the hysteresis flips). Listeners run synchronously; a throwing listener does not stop the
  * schedule (the error is re-emitted as `error` when there is a listener for it).
@@ -61,6 +65,11 @@ export interface CheckerRunnerEvents {
 }
 
 class ProbeTimeout extends Error {}
+
+/** A timeout timer this late (ms) is taken as a sign that the process itself was stalled. */
+const LATE_TIMER_MS = 20;
+/** Event-loop turns given to I/O that completed during a stall before a late timeout counts. */
+const LATE_GRACE_TURNS = 3;
 
 /** Schedules one probe and turns its results into verdicts. See the module comment. */
 export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
@@ -193,11 +202,28 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     const { timeout } = this.options;
     const began = this.#clock.now();
     let cancelTimeout: (() => void) | undefined;
+    let settled = false;
     const timedOut = new Promise<never>((_, reject) => {
-      cancelTimeout = this.#clock.setTimer(timeout, () => {
+      const fire = (): void => {
+        if (settled) return;
         const e = new ProbeTimeout(`timed out after ${timeout} ms`);
         ac.abort(e);
         reject(e);
+      };
+      cancelTimeout = this.#clock.setTimer(timeout, () => {
+        // A timer that fires late means this process was stalled (CPU starvation, a GC pause, SIGSTOP): the
+        // probe's answer may be waiting in the event loop's I/O queue, which runs after timers. Give it a few
+        // loop turns before declaring a timeout, so a stalled daemon does not fail a healthy application.
+        if (this.#clock.now() - began - timeout <= LATE_TIMER_MS) {
+          fire();
+          return;
+        }
+        let turns = 0;
+        const next = (): void => {
+          if (settled || ++turns > LATE_GRACE_TURNS) fire();
+          else setImmediate(next);
+        };
+        setImmediate(next);
       });
     });
     timedOut.catch(() => {});
@@ -216,6 +242,7 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
         ? `${probe} timed out after ${timeout} ms${err instanceof ProbeTimeout ? "" : ` (${messageOf(err)})`}`
         : `${probe} failed: ${messageOf(err)}`;
     } finally {
+      settled = true;
       cancelTimeout?.();
       if (this.#current === ac) this.#current = undefined;
     }

@@ -3,7 +3,7 @@
 // (tcp, ping, split-brain, module over HTTP) and the fault injections run in namespaces: test/lab/checkers.test.ts.
 import { afterEach, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, read, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProcessProbe } from "../../src/checkers/process.js";
@@ -246,5 +246,52 @@ describe("PingProbe without CAP_NET_RAW", () => {
       feature: "raw ICMP socket",
       message: expect.stringContaining("needs CAP_NET_RAW"),
     });
+  });
+});
+
+describe("CheckerRunner when this process stalls", () => {
+  it("does not fail a probe whose answer arrived while the event loop was blocked past the timeout", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hf-stall-"));
+    try {
+      const file = join(dir, "status");
+      writeFileSync(file, "ok");
+      const fd = openSync(file, "r");
+      // The probe's answer comes from real I/O (one read on the thread pool), done within a millisecond...
+      const probe: Probe = {
+        name: "file",
+        run: () =>
+          new Promise((resolve, reject) => {
+            const buf = Buffer.alloc(2);
+            read(fd, buf, 0, 2, 0, (err) => (err ? reject(err) : resolve({ ok: buf.toString() === "ok", detail: "read" })));
+          }),
+      };
+      const r = new CheckerRunner({ probe, action: "restart", interval: 10_000, timeout: 50, rise: 1, fall: 1, initial: "ok" });
+      const run = r.runOnce();
+      // ... but this process is frozen for 150 ms (3x the timeout) before it can look at it.
+      const until = performance.now() + 150;
+      while (performance.now() < until) {
+        /* busy: a stalled event loop */
+      }
+      const result = await run;
+      expect(result).toMatchObject({ ok: true, timedOut: false });
+      expect(result.durationMs).toBeGreaterThanOrEqual(150);
+      expect(r.lastVerdict).toBeUndefined();
+      await r.stop();
+      closeSync(fd);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("still times out a probe that really hangs, even after a stall", async () => {
+    const probe: Probe = { name: "hung", run: (signal) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason))) };
+    const r = new CheckerRunner({ probe, action: "restart", interval: 10_000, timeout: 50, rise: 1, fall: 1, initial: "ok" });
+    const run = r.runOnce();
+    const until = performance.now() + 150;
+    while (performance.now() < until) {
+      /* busy */
+    }
+    expect(await run).toMatchObject({ ok: false, timedOut: true, detail: "hung timed out after 50 ms" });
+    await r.stop();
   });
 });
