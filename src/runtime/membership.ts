@@ -111,9 +111,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.cancelTick?.();
     this.cancelTick = null;
     this.apply(this.core.leave(this.clock.now()));
-    // Let the leave datagrams go out before the sockets close.
-    await new Promise<void>((r) => setImmediate(r));
-    await this.transport.close();
+    await this.transport.close(); // sends the leave datagrams first
   }
 
   /** Publishes this node's module metadata (small JSON) to every peer at once. */

@@ -18,6 +18,8 @@ export interface Transport {
 /** UDP transport: one socket per heartbeat network, bound to this node's address on that network. */
 export class UdpTransport implements Transport {
   private readonly sockets = new Map<number, Socket>();
+  private pending = 0;
+  private drained: (() => void) | null = null;
   sendErrors = 0;
 
   async bind(network: number, address: string, port: number, onDatagram: (bytes: Uint8Array, from: string) => void): Promise<void> {
@@ -39,12 +41,25 @@ export class UdpTransport implements Transport {
   send(network: number, address: string, port: number, bytes: Uint8Array): void {
     const sock = this.sockets.get(network);
     if (!sock) return;
+    this.pending++;
     sock.send(bytes, port, address, (err) => {
       if (err) this.sendErrors++;
+      if (--this.pending === 0) this.drained?.();
     });
   }
 
+  /** Closes the sockets once the datagrams already handed over are sent (at most 200 ms). */
   async close(): Promise<void> {
+    if (this.pending > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 200);
+        this.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.drained = null;
+    }
     await Promise.all([...this.sockets.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.sockets.clear();
   }

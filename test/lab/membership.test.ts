@@ -2,6 +2,7 @@
 // heartbeat networks; each fault is injected for real and must be detected by every survivor.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab } from "../../src/testing/lab.js";
+import { LAN } from "../../src/core/membership/config.js";
 import { MembershipCluster, type ClusterNode, type NodeLine } from "./helpers/membership-cluster.js";
 
 const root = process.getuid?.() === 0;
@@ -43,6 +44,22 @@ describe.skipIf(!root)("membership in namespaces (5 nodes, 2 heartbeat networks)
     await rejoined(after);
     const ups = await Promise.all(others("n4").map((n) => n.waitFor((l) => l.type === "nodeUp" && l.node === "n4", 5_000, after.get(n))));
     for (const u of ups) expect(u.incarnation as number).toBeGreaterThan(old);
+  });
+
+  it("SIGTERM: the node leaves gracefully; every peer sees it at once (before any timeout could fire)", async () => {
+    const victim = cluster.node("n4");
+    const marks = cluster.marks();
+    const t0 = performance.timeOrigin + performance.now();
+    victim.proc?.kill("SIGTERM");
+    const downs = await downSeen(others("n4"), "n4", marks);
+    for (const d of downs) {
+      expect(d.cause).toBe("left");
+      expect(d.t - t0).toBeLessThan(LAN.lossTimeoutMs);
+    }
+    expect((await victim.proc?.exited)?.code).toBe(0);
+    const after = cluster.marks();
+    await cluster.restart(victim);
+    await rejoined(after);
   });
 
   it("SIGSTOP: every survivor detects the frozen node; after SIGCONT it rejoins without blaming anyone", async () => {
