@@ -278,6 +278,28 @@ describe.skipIf(!isRoot)("checkers against the real thing (namespaces)", () => {
     expect((await verdict("db-tls-untrusted", false)).reason).toMatch(/failed: .*self-signed certificate/i);
   });
 
+  it("a checker host frozen 5 times for 400 ms (SIGSTOP, beyond the 300 ms timeouts) does not blame the checked things", async () => {
+    const { host } = fx();
+    const l = log as HostLog;
+    const from = l.events.length;
+    let resumed = 0;
+    for (let i = 0; i < 5; i++) {
+      host.stop();
+      await new Promise((r) => setTimeout(r, 400));
+      resumed = Date.now();
+      host.cont();
+      await new Promise((r) => setTimeout(r, 50 + 37 * i));
+    }
+    // Every run that was in flight during the freeze reports within a second after it.
+    await l.find((e) => e.event === "result" && e.at >= resumed + 1000, from, 5000, "results after the freeze");
+    const failed = l.events
+      .slice(from)
+      .filter((e) => e.event === "result" && e.ok === false && !["db-badtoken", "db-tls-untrusted"].includes(e.checker ?? ""));
+    const verdicts = l.events.slice(from).filter((e) => e.event === "verdict");
+    expect(verdicts).toEqual([]);
+    expect(failed.map((e) => `${e.checker}: ${e.detail}`)).toEqual([]);
+  });
+
   it("process: a killed process fails the checker; a new one restores it", async () => {
     const { lab, n0, sleeper, marker } = fx();
     const t0 = Date.now();
