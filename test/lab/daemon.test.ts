@@ -145,8 +145,26 @@ describe.skipIf(!isRoot)("holdfast daemons in namespaces", () => {
 
   it("fails over when the primary's daemon is killed: n1's peer n0 takes over as ALONE", async () => {
     // db is PRIM on n1 now; kill n1's whole process group (a crash: no stop hook).
+    // n0's daemon output from the kill on: the line where db becomes ALONE and ready gives the time.
+    let after = "";
+    const collect = (c: Buffer) => void (after += String(c));
+    const n0proc = cluster.node("n0").proc;
+    n0proc?.stdout.on("data", collect);
+    const killedAt = Date.now();
     cluster.node("n1").proc?.kill("SIGKILL");
     await cluster.node("n1").proc?.exited;
+    const aloneTs = await until("n0 prints db ALONE and ready", async () => {
+      for (const l of after.split("\n")) {
+        if (!l.includes('"ALONE"')) continue;
+        const o = JSON.parse(l) as { ts: string; module?: string; state?: string; ready?: boolean; transient?: boolean };
+        if (o.module === "db" && o.state === "ALONE" && o.ready && !o.transient) return Date.parse(o.ts);
+      }
+      return undefined;
+    });
+    n0proc?.stdout.off("data", collect);
+    const failoverMs = aloneTs - killedAt;
+    console.info(`daemon failover (kill -9 of the primary's daemon -> peer ALONE and ready, hooks included): ${failoverMs} ms`);
+    expect(failoverMs).toBeLessThan(5_000);
     const s = await until("n0 ALONE", async () => {
       const s = await stateOf("n0");
       return own(s, "db")?.state === "ALONE" && own(s, "db")?.ready ? s : undefined;
