@@ -1,0 +1,494 @@
+/**
+ * MirrorDriver: ties a mirror module (the engine's states and hooks) to the replication data path
+ * ({@link FileReplicator}) on one node.
+ *
+ * ```ts
+ * const driver = new MirrorDriver({ nodeId: "n1", backingDir: "/srv/db.data", mountPoint: "/srv/db", keyFile,
+ *   listen: { host: "198.18.0.10", port: 7790 }, peer: { host: "198.18.0.11", port: 7790 } });
+ * const db = await Module.create({ name: "db", kind: "mirror", vips: ["198.18.0.100/24"],
+ *   hooks: driver.hooks({ start_prim: startDb, stop_prim: stopDb }), mirror: { defaultPrimary: "n1" } },
+ *   { nodeId: "n1", vip: new MirrorVip() });
+ * driver.bind(db, membership);
+ * ```
+ *
+ * What the driver does, by role:
+ * - **Primary** (`start_prim`, which the engine runs after adding the VIP): stops this node's secondary helper,
+ *   then starts the primary helper, which mounts the replicated directory, and only then runs the application's
+ *   `start_prim`. The application finds its files at {@link mountPath} (or runs inside the mount's namespace with
+ *   {@link commandInMount}). The first resync pass towards the peer is `log` after a handover from a live peer
+ *   (swap, `second`, a checker's failover: the old primary stopped its application, every write was acked, so
+ *   only this node's extent log differs) and `checksum` otherwise (after a failover the old primary may hold
+ *   writes it applied but never got acked: a log of this node's changes would not undo them; also first start
+ *   and `prim --force`).
+ * - **Secondary** (`start_second`): stops the primary helper if it runs (the VIP is already gone), starts the
+ *   secondary helper, and reports `module.replication({ inSync })` from its events: in sync when a resync pass
+ *   finished (`consistent`), out of sync when a pass starts; and out of sync when the primary's stream ended and,
+ *   `disconnectGraceMs` later, the primary is still a member of the view (it went on without this node). A stream
+ *   that ended because the primary died is not reported: the failover must still be possible.
+ * - **Stop order**: the application's `stop_prim` (hook) -> VIP removed (engine) -> unmount (`poststop`, or this
+ *   driver when the module settles in WAIT or STOP). The mount is never taken away under a running application.
+ * - **Never primary on stale data**: a node whose secondary helper recorded an unfinished resync (state file
+ *   `inconsistent`) refuses to mount as primary unless the transition was caused by `prim --force`; the
+ *   engine's own rule (not up to date -> no primary without force) comes first, this is the data path's check.
+ *
+ * Resync on reintegration is the helper's: when the peer comes back as secondary, the primary helper connects and
+ * resyncs while the application keeps writing; progress and byte counters are re-emitted here.
+ */
+import { existsSync, readFileSync, writeFileSync, renameSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { EventEmitter } from "eventemitter3";
+import { HoldfastError } from "../core/errors.js";
+import type { FunctionHook, HookContext, HookFunction, HookSpec } from "../core/module/config.js";
+import type { HookName, ModuleStatus } from "../core/module/types.js";
+import type { Module } from "../runtime/module.js";
+import {
+  FileReplicator,
+  type FileReplicatorEvents,
+  type FileReplicatorOptions,
+  type ReplicatorMetrics,
+  type ResyncMode,
+} from "./FileReplicator.js";
+
+/** A refusal or failure of the mirror driver. Codes: `HOLDFAST_MIRROR_STALE_DATA`, `HOLDFAST_MIRROR_NOT_PRIMARY`. */
+export class MirrorError extends HoldfastError {
+  constructor(code: "HOLDFAST_MIRROR_STALE_DATA" | "HOLDFAST_MIRROR_NOT_PRIMARY", message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** What the driver needs of a replicator ({@link FileReplicator} fits; tests pass a fake). */
+export interface ReplicatorLike {
+  readonly state: string;
+  readonly consistent: boolean | undefined;
+  readonly pid: number | undefined;
+  start(): Promise<void>;
+  stop(timeoutMs?: number): Promise<void>;
+  resync(mode: ResyncMode): void;
+  metrics(): ReplicatorMetrics;
+  mountPath(rel?: string): string;
+  commandInMount(argv: readonly string[]): [string, ...string[]];
+  on<E extends keyof FileReplicatorEvents>(event: E, fn: (...args: FileReplicatorEvents[E]) => void): unknown;
+  removeAllListeners(): unknown;
+}
+
+/** What the driver needs of membership: who is in the view (the {@link Membership} class fits). */
+export interface MirrorMembership {
+  readonly view: { readonly members: readonly { readonly id: string }[] };
+}
+
+/** A replication endpoint: IPv4 or IPv6 literal and TCP port. */
+export interface MirrorEndpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Options passed through to each {@link FileReplicator} (see its options for units and defaults). */
+export interface MirrorReplicatorTuning {
+  readonly ackTimeoutMs?: number;
+  readonly reconnectMs?: number;
+  readonly threads?: number;
+  readonly statsIntervalMs?: number;
+  readonly mountNamespace?: "private" | "host";
+  readonly helperPath?: string;
+  readonly extentLog?: string;
+  readonly stateFile?: string;
+  readonly startTimeoutMs?: number;
+}
+
+export interface MirrorDriverOptions {
+  /** This node's id, as in the membership view. */
+  readonly nodeId: string;
+  /** The real files on this node (any directory; not inside `mountPoint`). */
+  readonly backingDir: string;
+  /** Where the application sees the replicated directory while this node is primary (an existing empty directory). */
+  readonly mountPoint: string;
+  /** Shared replication key file (same bytes on both nodes, see `generateReplicationKey`). */
+  readonly keyFile: string;
+  /** Where this node's secondary helper listens for the primary. */
+  readonly listen: MirrorEndpoint;
+  /** The peer's secondary endpoint (where this node connects while primary). */
+  readonly peer: MirrorEndpoint;
+  /** Passed to the replicators. */
+  readonly replicator?: MirrorReplicatorTuning;
+  /**
+   * Secondary: how long after the primary's stream ended, with the primary still in the view, this node reports
+   * itself out of sync, ms. Default 3000: longer than the membership's detection of a dead node (about 1 s on the
+   * LAN preset), so a primary that died is seen as gone first and the failover stays possible; a primary that is
+   * alive and went on alone (degraded: it logs what this node misses) has made this node's copy stale.
+   */
+  readonly disconnectGraceMs?: number;
+  /** Extra time granted to `start_prim` for the helper's start on top of the application's timeout, ms. Default 15000. */
+  readonly helperStartMs?: number;
+  /** Sink for one-line log messages (also emitted as `log` events). */
+  readonly log?: (line: string) => void;
+  /** Replicator factory (tests). Default: `new FileReplicator(options)`. */
+  readonly createReplicator?: (options: FileReplicatorOptions) => ReplicatorLike;
+}
+
+/** Typed events of the driver. */
+export interface MirrorDriverEvents {
+  /** The data path's role on this node changed. `initialSync`: the primary's first resync pass. */
+  role: [{ role: "primary" | "secondary" | "none"; initialSync?: ResyncMode; reason: string }];
+  /** Secondary: what this node reported to the module (`module.replication`). */
+  sync: [{ inSync: boolean; reason: string }];
+  /** Primary: replication stopped (no secondary, or it stopped answering); changes go to the extent log. */
+  degraded: [{ reason: string; logged: number }];
+  /** Primary: a resync pass started. */
+  resyncStart: [{ mode: ResyncMode; files: number; totalBytes: number }];
+  /** Primary: resync progress. */
+  resyncProgress: [{ bytes: number; totalBytes: number; percent: number }];
+  /** Primary: the secondary is consistent; `resyncBytes` counts the data bytes sent by resync passes so far. */
+  synced: [{ mode: ResyncMode; resyncBytes: number }];
+  /** Primary: fresh counters. */
+  metrics: [ReplicatorMetrics];
+  /** One log line. */
+  log: [string];
+  /** A failure of the data path (the helper died, a peer was refused, ...). */
+  error: [Error];
+}
+
+type AppHook = HookFunction | FunctionHook;
+
+/** The secondary helper's state file default (as FileReplicator computes it). */
+function sideFile(backingDir: string, suffix: string): string {
+  return join(dirname(backingDir), `.${basename(backingDir)}.${suffix}`);
+}
+
+export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
+  readonly options: MirrorDriverOptions;
+  private prim: ReplicatorLike | undefined;
+  private sec: ReplicatorLike | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private module: Module | undefined;
+  private membership: MirrorMembership | undefined;
+  private graceTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastStatus: ModuleStatus | undefined;
+  private lastMetrics: ReplicatorMetrics | undefined;
+  private unbinders: (() => void)[] = [];
+
+  constructor(options: MirrorDriverOptions) {
+    super();
+    this.options = options;
+  }
+
+  /** The role the data path has on this node now. */
+  get role(): "primary" | "secondary" | "none" {
+    return this.prim ? "primary" : this.sec ? "secondary" : "none";
+  }
+
+  /** The running primary replicator, if any. */
+  get primary(): ReplicatorLike | undefined {
+    return this.prim;
+  }
+
+  /** The running secondary replicator, if any. */
+  get secondary(): ReplicatorLike | undefined {
+    return this.sec;
+  }
+
+  /** Latest primary counters (kept after the primary stops). */
+  metrics(): ReplicatorMetrics | undefined {
+    return this.prim?.metrics() ?? this.lastMetrics;
+  }
+
+  /** Where this process reaches `rel` inside the replicated mount. Throws unless this node is primary. */
+  mountPath(rel = ""): string {
+    return this.requirePrimary("mountPath").mountPath(rel);
+  }
+
+  /** The argv that runs `argv` inside the mount's namespace (see {@link FileReplicator.commandInMount}). */
+  commandInMount(argv: readonly string[]): [string, ...string[]] {
+    return this.requirePrimary("commandInMount").commandInMount(argv);
+  }
+
+  /** Runs a resync pass now (`fullsync` is `resync("full")`; `checksum` when the log cannot be trusted). */
+  resync(mode: ResyncMode): void {
+    this.requirePrimary("resync").resync(mode);
+    this.note(`resync ${mode} requested`);
+  }
+
+  /** The secondary helper's record of its copy: consistent, inconsistent (a resync did not finish), or unknown. */
+  localCopy(): "consistent" | "inconsistent" | "unknown" {
+    const f = this.stateFile();
+    if (!existsSync(f)) return "unknown";
+    const s = readFileSync(f, "utf8").trim();
+    return s === "consistent" || s === "inconsistent" ? s : "unknown";
+  }
+
+  /**
+   * The module's hooks with the data path woven in: pass the result as the definition's `hooks`. The
+   * application's own hooks (functions) run where the comment of this file says; other hooks pass through.
+   */
+  hooks(app: Partial<Record<HookName, AppHook>> = {}, defaultTimeoutMs = 60_000): Partial<Record<HookName, HookSpec>> {
+    const fnOf = (h: AppHook | undefined): HookFunction | undefined => (h === undefined ? undefined : typeof h === "function" ? h : h.fn);
+    const timeoutOf = (h: AppHook | undefined): number => (h !== undefined && typeof h !== "function" && h.timeout !== undefined ? h.timeout : defaultTimeoutMs);
+    const extra = this.options.helperStartMs ?? 15_000;
+    const out: Partial<Record<HookName, HookSpec>> = { ...app };
+    const userStartPrim = fnOf(app.start_prim);
+    out.start_prim = {
+      fn: async (ctx) => {
+        await this.becomePrimary(ctx);
+        await userStartPrim?.(ctx);
+      },
+      timeout: timeoutOf(app.start_prim) + extra,
+    };
+    const userStartSecond = fnOf(app.start_second);
+    out.start_second = {
+      fn: async (ctx) => {
+        await this.becomeSecondary(ctx);
+        await userStartSecond?.(ctx);
+      },
+      timeout: timeoutOf(app.start_second) + extra,
+    };
+    const userPoststop = fnOf(app.poststop);
+    out.poststop = {
+      fn: async (ctx) => {
+        await userPoststop?.(ctx);
+        await this.serial(() => this.stopAll(ctx.reason));
+      },
+      timeout: timeoutOf(app.poststop) + extra,
+    };
+    return out;
+  }
+
+  /**
+   * Follows `module`'s states (unmount once the module settles outside the primary role, re-report sync when it
+   * settles in SECOND); `membership` tells whether the peer is still alive. Returns a function that unbinds.
+   */
+  bind(module: Module, membership?: MirrorMembership): () => void {
+    this.module = module;
+    this.membership = membership;
+    const onState = (s: ModuleStatus): void => this.onModuleState(s);
+    module.on("state", onState);
+    const un = () => {
+      module.off("state", onState);
+      if (this.module === module) this.module = undefined;
+    };
+    this.unbinders.push(un);
+    return un;
+  }
+
+  /** Stops every helper (primary: unmount). For shutdown after the module stopped. */
+  async close(): Promise<void> {
+    for (const u of this.unbinders.splice(0)) u();
+    await this.serial(() => this.stopAll("driver closed"));
+  }
+
+  // ---- transitions -------------------------------------------------------------------------------
+
+  private async becomePrimary(ctx: HookContext): Promise<void> {
+    await this.serial(async () => {
+      if (this.prim) return; // a restart of the primary role: the mount stays
+      const forced = ctx.reason.includes("--force");
+      const wasSecond = this.sec;
+      const handover = !!wasSecond && wasSecond.consistent === true && this.peerInView();
+      if (this.sec) await this.stopSecondary("becoming primary");
+      const copy = this.localCopy();
+      if (copy === "inconsistent" && !forced) {
+        throw new MirrorError(
+          "HOLDFAST_MIRROR_STALE_DATA",
+          `${this.options.nodeId}: local copy is inconsistent (a resync from the peer did not finish): refusing to mount as primary without prim --force`,
+        );
+      }
+      const initialSync: ResyncMode = handover && !forced ? "log" : "checksum";
+      const o = this.options;
+      const t = o.replicator ?? {};
+      const rep = this.create({
+        role: "primary",
+        backingDir: o.backingDir,
+        mountPoint: o.mountPoint,
+        keyFile: o.keyFile,
+        peer: { host: o.peer.host, port: o.peer.port },
+        initialSync,
+        ...(t.ackTimeoutMs !== undefined ? { ackTimeoutMs: t.ackTimeoutMs } : {}),
+        ...(t.reconnectMs !== undefined ? { reconnectMs: t.reconnectMs } : {}),
+        ...(t.threads !== undefined ? { threads: t.threads } : {}),
+        ...(t.statsIntervalMs !== undefined ? { statsIntervalMs: t.statsIntervalMs } : {}),
+        ...(t.mountNamespace !== undefined ? { mountNamespace: t.mountNamespace } : {}),
+        ...(t.helperPath !== undefined ? { helperPath: t.helperPath } : {}),
+        ...(t.extentLog !== undefined ? { extentLog: t.extentLog } : {}),
+        ...(t.startTimeoutMs !== undefined ? { startTimeoutMs: t.startTimeoutMs } : {}),
+      });
+      rep.on("ready", (e) => this.note(`primary helper ready (pid ${e.pid}${e.uncleanStart ? ", previous run crashed: first resync by checksum" : ""})`));
+      rep.on("degraded", (e) => {
+        this.note(`replication degraded: ${e.reason} (${e.logged} operations logged)`);
+        this.emit("degraded", e);
+      });
+      rep.on("connected", () => this.note("secondary connected: resync"));
+      rep.on("resyncStart", (e) => {
+        this.note(`resync ${e.mode}: ${e.files} files, ${e.totalBytes} bytes to examine`);
+        this.emit("resyncStart", e);
+      });
+      rep.on("resyncProgress", (e) => this.emit("resyncProgress", e));
+      rep.on("synced", (e) => {
+        const m = rep.metrics();
+        this.note(`secondary in sync (resync ${e.mode})`);
+        this.emit("synced", { mode: e.mode, resyncBytes: m.resyncBytes });
+      });
+      rep.on("metrics", (m) => {
+        this.lastMetrics = m;
+        this.emit("metrics", m);
+      });
+      rep.on("authFailed", (e) => this.fail(new Error(`replication peer refused: ${e.reason}`)));
+      rep.on("error", (e) => this.fail(e));
+      rep.on("exit", (e) => {
+        if (!e.expected) this.note(`primary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
+      });
+      await rep.start();
+      this.prim = rep;
+      // This node's copy is now the reference: a later start as primary must not be refused for a resync it
+      // received (and may not have finished) as a secondary long ago.
+      this.writeLocalCopy("consistent");
+      this.emit("role", { role: "primary", initialSync, reason: ctx.reason });
+      this.note(`primary: mounted ${o.mountPoint} (first resync: ${initialSync}; ${ctx.reason})`);
+    });
+  }
+
+  private async becomeSecondary(ctx: HookContext): Promise<void> {
+    await this.serial(async () => {
+      if (this.prim) await this.stopPrimary("becoming secondary");
+      if (this.sec) return; // already listening (e.g. back from WAIT)
+      const o = this.options;
+      const t = o.replicator ?? {};
+      const rep = this.create({
+        role: "secondary",
+        backingDir: o.backingDir,
+        keyFile: o.keyFile,
+        listen: { host: o.listen.host, port: o.listen.port },
+        ...(t.helperPath !== undefined ? { helperPath: t.helperPath } : {}),
+        ...(t.stateFile !== undefined ? { stateFile: t.stateFile } : {}),
+        ...(t.startTimeoutMs !== undefined ? { startTimeoutMs: t.startTimeoutMs } : {}),
+      });
+      rep.on("connected", () => {
+        this.cancelGrace();
+        this.note("primary connected");
+      });
+      rep.on("disconnected", (e) => {
+        this.note(`primary's stream ended (${e.reason})`);
+        this.armGrace();
+      });
+      rep.on("consistency", (e) => this.report(e.consistent, e.consistent ? "resync finished: copy consistent" : "resync started: copy inconsistent"));
+      rep.on("authFailed", (e) => this.fail(new Error(`replication peer refused: ${e.reason}`)));
+      rep.on("error", (e) => this.fail(e));
+      rep.on("exit", (e) => {
+        if (!e.expected) this.note(`secondary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
+      });
+      await rep.start();
+      this.sec = rep;
+      this.emit("role", { role: "secondary", reason: ctx.reason });
+      this.note(`secondary: listening on ${o.listen.host}:${o.listen.port} (${ctx.reason})`);
+    });
+  }
+
+  private onModuleState(s: ModuleStatus): void {
+    this.lastStatus = s;
+    if (s.transient) return;
+    if ((s.state === "WAIT" || s.state === "STOP") && this.prim) {
+      // stop_prim ran and the VIP is gone (both come before the state in the engine's plans): unmount now.
+      void this.serial(() => this.stopPrimary(`module ${s.state}: ${s.reason}`)).catch((e: unknown) => this.fail(e));
+    }
+    if (s.state === "STOP" && this.sec) void this.serial(() => this.stopSecondary(`module STOP: ${s.reason}`)).catch((e: unknown) => this.fail(e));
+    if (s.state === "SECOND" && this.sec && !s.ready && this.sec.consistent === true && this.sec.state === "sync") {
+      // Back in SECOND with a live, consistent stream (e.g. after a WAIT): the engine forgot it was in sync.
+      this.report(true, "stream up and copy consistent");
+    }
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------------
+
+  private report(inSync: boolean, reason: string): void {
+    if (inSync) this.cancelGrace();
+    this.note(`report ${inSync ? "in sync" : "out of sync"}: ${reason}`);
+    this.emit("sync", { inSync, reason });
+    this.module?.replication({ inSync });
+  }
+
+  private armGrace(): void {
+    this.cancelGrace();
+    const ms = this.options.disconnectGraceMs ?? 3000;
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = undefined;
+      const s = this.lastStatus ?? this.module?.status;
+      if (!this.sec || this.sec.state === "sync") return; // reconnected meanwhile
+      if (s && (s.state !== "SECOND" || s.transient)) return; // taking over, or no longer secondary
+      if (this.membership && !this.peerInView()) return; // the primary is gone: the failover decides
+      this.report(false, `primary's stream ended ${ms} ms ago and the primary is still alive: it goes on without this node`);
+    }, ms);
+    this.graceTimer.unref?.();
+  }
+
+  private cancelGrace(): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+  }
+
+  private peerInView(): boolean {
+    const m = this.membership;
+    if (!m) return false;
+    return m.view.members.some((x) => x.id !== this.options.nodeId);
+  }
+
+  private async stopPrimary(why: string): Promise<void> {
+    const p = this.prim;
+    if (!p) return;
+    this.lastMetrics = p.metrics();
+    this.prim = undefined;
+    await p.stop();
+    p.removeAllListeners();
+    this.note(`primary: unmounted (${why})`);
+    if (!this.sec) this.emit("role", { role: "none", reason: why });
+  }
+
+  private async stopSecondary(why: string): Promise<void> {
+    const s = this.sec;
+    if (!s) return;
+    this.cancelGrace();
+    this.sec = undefined;
+    await s.stop();
+    s.removeAllListeners();
+    this.note(`secondary: stopped (${why})`);
+    if (!this.prim) this.emit("role", { role: "none", reason: why });
+  }
+
+  private async stopAll(why: string): Promise<void> {
+    await this.stopPrimary(why);
+    await this.stopSecondary(why);
+  }
+
+  private create(options: FileReplicatorOptions): ReplicatorLike {
+    return this.options.createReplicator ? this.options.createReplicator(options) : new FileReplicator(options);
+  }
+
+  private stateFile(): string {
+    return this.options.replicator?.stateFile ?? sideFile(this.options.backingDir, "hfstate");
+  }
+
+  private writeLocalCopy(state: "consistent"): void {
+    const f = this.stateFile();
+    writeFileSync(`${f}.tmp`, `${state}\n`);
+    renameSync(`${f}.tmp`, f);
+  }
+
+  private requirePrimary(what: string): ReplicatorLike {
+    if (!this.prim) throw new MirrorError("HOLDFAST_MIRROR_NOT_PRIMARY", `${what}: this node is not primary (data path role: ${this.role})`);
+    return this.prim;
+  }
+
+  /** Runs helper operations one at a time, in order. */
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private note(line: string): void {
+    this.options.log?.(line);
+    this.emit("log", line);
+  }
+
+  private fail(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    this.note(`error: ${e.message}`);
+    if (this.listenerCount("error") > 0) this.emit("error", e);
+  }
+}
