@@ -140,7 +140,9 @@ void op_submit(struct op *o) {
   o->a.path_len = (uint32_t)strlen(o->path);
   o->a.path2_len = o->path2 ? (uint32_t)strlen(o->path2) : 0;
   if (!o->path2) o->path2 = "";
-  if (G.connected) {
+  if (G.standalone) {
+    o->state = OP_NONE;
+  } else if (G.connected) {
     o->seq = ++G.seq;
     o->state = OP_PENDING;
     o->t0 = now_us();
@@ -595,7 +597,8 @@ static void *control_thread(void *arg) {
 
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
-                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|full|checksum] [--threads N]\n");
+                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|full|checksum] [--threads N]\n"
+                  "       holdfast-replicator primary --standalone --backing DIR --mount DIR --log FILE (no replication)\n");
   exit(2);
 }
 
@@ -603,6 +606,7 @@ int run_primary(int argc, char **argv) {
   static struct option lopts[] = {{"backing", 1, 0, 'b'},        {"mount", 1, 0, 'm'},  {"peer", 1, 0, 'p'},
                                   {"key-file", 1, 0, 'k'},       {"log", 1, 0, 'l'},    {"ack-timeout-ms", 1, 0, 't'},
                                   {"reconnect-ms", 1, 0, 'r'},   {"initial", 1, 0, 'i'}, {"threads", 1, 0, 'T'},
+                                  {"standalone", 0, 0, 'S'},
                                   {0, 0, 0, 0}};
   char *peer = NULL, *keyf = NULL, *logp = NULL;
   int o, threads = 16;
@@ -617,16 +621,19 @@ int run_primary(int argc, char **argv) {
     case 't': G.ack_timeout_ms = atoi(optarg); break;
     case 'r': G.reconnect_ms = atoi(optarg); break;
     case 'T': threads = atoi(optarg); break;
+    case 'S': G.standalone = 1; break; /* FUSE passthrough only, no replication: to measure FUSE's own cost */
     case 'i': G.next_mode = !strcmp(optarg, "full") ? RS_FULL : !strcmp(optarg, "checksum") ? RS_CHECKSUM : RS_LOG; break;
     default: usage();
     }
   }
+  if (G.standalone && !peer) peer = "127.0.0.1:0";
+  if (G.standalone && !keyf) keyf = "/dev/null";
   if (!G.backing || !G.mount || !peer || !keyf || !logp) usage();
   char *colon = strrchr(peer, ':');
   if (!colon) usage();
   G.peer_host = strndup(peer[0] == '[' ? peer + 1 : peer, (size_t)(colon - peer) - (peer[0] == '[' ? 2 : 0));
   G.peer_port = colon + 1;
-  G.keylen = load_key(keyf, G.key, sizeof G.key);
+  if (!G.standalone) G.keylen = load_key(keyf, G.key, sizeof G.key);
   umask(0);
   G.bfd = open(G.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (G.bfd < 0) { perror(G.backing); return 2; }
@@ -654,9 +661,9 @@ int run_primary(int argc, char **argv) {
   off_t logsize = lseek(G.logfd, 0, SEEK_END);
   emit("{\"event\":\"ready\",\"mount\":%s,\"pid\":%d,\"logBytes\":%lld,\"uncleanStart\":%s}", jstr(G.mount),
        (int)getpid(), (long long)logsize, unclean ? "true" : "false");
-  emit("{\"event\":\"degraded\",\"reason\":\"not connected yet\",\"logged\":0}");
+  if (!G.standalone) emit("{\"event\":\"degraded\",\"reason\":\"not connected yet\",\"logged\":0}");
   pthread_t lt, ct;
-  pthread_create(&lt, NULL, link_thread, NULL);
+  if (!G.standalone) pthread_create(&lt, NULL, link_thread, NULL);
   pthread_create(&ct, NULL, control_thread, NULL);
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);

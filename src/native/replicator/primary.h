@@ -33,6 +33,7 @@ struct primary {
   int ack_timeout_ms, reconnect_ms;
   struct fuse *fuse;
   volatile int stopping;
+  int standalone;        /* --standalone: passthrough without replication (benchmarks) */
   pthread_mutex_t lk;    /* ordering: local apply + sequence number + send (or log append) */
   pthread_mutex_t wl;    /* waiter list and counters; never held while taking lk */
   pthread_cond_t gate_cv;
