@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiServer } from "../../examples/daemon/api.js";
 import { loadConfig } from "../../examples/daemon/config.js";
 import { Daemon, type ClusterState } from "../../examples/daemon/daemon.js";
+import { ModuleProbe } from "../../src/checkers/module.js";
 import { MemoryVipDriver } from "../../src/runtime/module.js";
 import { tempSetup, TOKENS } from "./daemon-helpers.js";
 
@@ -76,6 +77,14 @@ describe("control API", () => {
     const one = (await (await call("GET", "/api/v1/modules/web", TOKENS.monitor)).json()) as { state: string; ready: boolean };
     expect(one).toMatchObject({ state: "UP", ready: true });
     expect((await call("GET", "/api/v1/modules/nope", TOKENS.monitor)).status).toBe(404);
+  });
+
+  it("answers the `module` checker of another module or cluster (its documented endpoint shape)", async () => {
+    const probe = (states: string[], token?: string) =>
+      new ModuleProbe({ module: "web", states, ready: true, source: { url: `${base}/api/v1/modules/web`, ...(token ? { token } : {}) } }).run(new AbortController().signal);
+    expect((await probe(["UP"], TOKENS.monitor)).ok).toBe(true);
+    expect((await probe(["PRIM", "ALONE"], TOKENS.monitor)).ok).toBe(false);
+    expect((await probe(["UP"])).ok).toBe(false);
   });
 
   it("runs commands with a control token, answers 409 when the state refuses, 400 for an unknown command", async () => {
