@@ -321,9 +321,14 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       });
       rep.on("resyncProgress", (e) => this.emit("resyncProgress", e));
       rep.on("synced", (e) => {
-        const m = rep.metrics();
-        this.note(`secondary in sync (resync ${e.mode})`);
-        this.emit("synced", { mode: e.mode, resyncBytes: m.resyncBytes });
+        // The byte counters come with the helper's next stats line: report them with it (or the last known).
+        const done = (m: ReplicatorMetrics) => {
+          this.note(`secondary in sync (resync ${e.mode}, ${m.resyncBytes} bytes sent by resync passes)`);
+          this.emit("synced", { mode: e.mode, resyncBytes: m.resyncBytes });
+        };
+        const w = (rep as Partial<Pick<FileReplicator, "waitFor">>).waitFor;
+        if (typeof w !== "function") return done(rep.metrics());
+        (w.call(rep, "metrics", 5000) as Promise<ReplicatorMetrics>).then(done, () => done(rep.metrics()));
       });
       rep.on("metrics", (m) => {
         this.lastMetrics = m;

@@ -2,9 +2,15 @@
 // 1. MirrorVip: the client switches to the new holder at once after the announcement (and not without it).
 // 2+. examples/mirror-node.ts on each node (membership + module engine + MirrorDriver + MirrorVip + an app that
 //     appends fsync'd records in the replicated directory): failover, failback with resync, swap, split brain, faults.
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
 import { MirrorVip } from "../../src/mirror/vip.js";
+import { MembershipCluster, type NodeLine } from "./helpers/membership-cluster.js";
 
 const root = process.getuid?.() === 0;
 const netnsOf = (h: LabHost): string => `/run/netns/${h.ns}`;
@@ -77,4 +83,208 @@ describe.skipIf(!root)("MirrorVip in namespaces (2 nodes + 1 client)", () => {
       }
     });
   }
+});
+
+// ---- the mirror module: examples/mirror-node.ts on 2 nodes, a writer in the client namespace ---------------
+
+const RECORD_BYTES = 4096;
+const REPL_PORT = 7790;
+
+/** Appends records through the VIP (POST /append?id=N), one at a time; prints a JSON line per request. Bounded. */
+const WRITER = `
+const http = require("http");
+const o = JSON.parse(process.argv[1]);
+const end = Date.now() + o.maxMs;
+function post(id) {
+  return new Promise((res) => {
+    const req = http.request({ host: o.vip, port: o.port, method: "POST", path: "/append?id=" + id, agent: false, timeout: o.timeoutMs }, (r) => {
+      let b = "";
+      r.setEncoding("utf8");
+      r.on("data", (d) => (b += d));
+      r.on("end", () => res(r.statusCode === 200 && b.startsWith("ok " + id + " ") ? { ok: true, node: b.trim().split(" ")[2] } : { ok: false, err: "status " + r.statusCode }));
+      r.on("error", (e) => res({ ok: false, err: e.code || e.message }));
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
+    req.on("error", (e) => res({ ok: false, err: e.code || e.message }));
+    req.end();
+  });
+}
+(async () => {
+  let id = o.from, n = 0;
+  while (n < o.count && Date.now() < end) {
+    const r = await post(id);
+    console.log(JSON.stringify(r.ok ? { acked: id, node: r.node, t: Date.now() } : { failed: id, err: r.err, t: Date.now() }));
+    if (r.ok) n++;
+    else await new Promise((s) => setTimeout(s, 50));
+    id++;
+    if (o.pauseMs) await new Promise((s) => setTimeout(s, o.pauseMs));
+  }
+  console.log(JSON.stringify({ done: true, total: n }));
+})();
+`;
+
+interface WriterLine {
+  acked?: number;
+  failed?: number;
+  node?: string;
+  err?: string;
+  t?: number;
+  done?: boolean;
+}
+
+class Writer {
+  readonly lines: WriterLine[] = [];
+  readonly finished: Promise<void>;
+  constructor(lab: Lab, client: LabHost, opts: { vip: string; from: number; count: number; maxMs: number; pauseMs?: number }) {
+    const proc = lab.spawn(client, [process.execPath, "-e", WRITER, JSON.stringify({ port: 80, timeoutMs: 3000, ...opts })]);
+    this.finished = (async () => {
+      for await (const raw of proc.lines()) {
+        try {
+          this.lines.push(JSON.parse(raw) as WriterLine);
+        } catch {
+          // not ours
+        }
+      }
+    })();
+  }
+  get acked(): WriterLine[] {
+    return this.lines.filter((l) => l.acked !== undefined);
+  }
+  async until(pred: () => boolean, ms: number, what: string): Promise<void> {
+    const t0 = Date.now();
+    while (!pred()) {
+      if (Date.now() - t0 > ms) throw new Error(`writer: no ${what} within ${ms} ms (last: ${JSON.stringify(this.lines.slice(-3))})`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/** A command or status request on a node's control socket (a unix socket: reachable whatever the namespace). */
+function control(sock: string, method: "GET" | "POST", path: string, body?: object): Promise<{ code: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: sock, method, path, headers: { "content-type": "application/json" } }, (res) => {
+      let s = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (s += d));
+      res.on("end", () => resolve({ code: res.statusCode ?? 0, json: JSON.parse(s || "{}") as Record<string, unknown> }));
+    });
+    req.on("error", reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+}
+
+const isState = (state: string, ready = true) => (l: NodeLine) => l.type === "state" && l.state === state && l.ready === ready && l.transient === false;
+const fileSha = (p: string): string => (existsSync(p) ? createHash("sha256").update(readFileSync(p)).digest("hex") : "missing");
+const idsIn = (p: string): Set<number> =>
+  new Set(
+    (existsSync(p) ? readFileSync(p, "utf8") : "")
+      .split("\n")
+      .filter((l) => l.length > 0)
+      .map((l) => Number(l.split(" ")[0])),
+  );
+
+async function mirrorLab(opts: { witness?: boolean } = {}) {
+  const lab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
+  const [n0, n1] = lab.nodes as [LabHost, LabHost];
+  const client = lab.clients[0] as LabHost;
+  const vipAddr = lab.spareAddr(0);
+  const keyDir = mkdtempSync(join(tmpdir(), "holdfast-mirror-key-"));
+  const key = join(keyDir, "repl.key");
+  writeFileSync(key, randomBytes(32), { mode: 0o600 });
+  const peerOf = (h: LabHost) => (h === n0 ? n1 : n0);
+  const cluster = await MembershipCluster.start(lab, {
+    program: "examples/mirror-node.ts",
+    args: (h) => [
+      "--dir", lab.dir(h),
+      "--vip", `${vipAddr}/24`,
+      "--listen", `${lab.addr(h)}:${REPL_PORT}`,
+      "--peer", `${lab.addr(peerOf(h))}:${REPL_PORT}`,
+      "--key", key,
+      "--default-primary", n0.name,
+      "--record-bytes", String(RECORD_BYTES),
+      ...(opts.witness ? ["--witness", lab.addr(client)] : []),
+    ],
+  });
+  const sock = (h: LabHost) => join(lab.dir(h), "control.sock");
+  const data = (h: LabHost) => join(lab.dir(h), "data", "records.log");
+  const close = async () => {
+    await cluster.stop().catch(() => undefined);
+    await lab.destroy();
+    rmSync(keyDir, { recursive: true, force: true });
+  };
+  return { lab, n0, n1, client, vipAddr, cluster, sock, data, close };
+}
+
+describe.skipIf(!root)("mirror module: failover, failback with resync, swap (2 nodes + 1 client)", () => {
+  it("acknowledged records survive a crash of the primary, the old primary resyncs only what changed, swap brings the roles back", async () => {
+    const m = await mirrorLab();
+    try {
+      const { lab, n0, n1, client, vipAddr, cluster } = m;
+      const c0 = cluster.node(n0.name);
+      const c1 = cluster.node(n1.name);
+      // First start: n0 is the default primary; n1 becomes SECOND and gets in sync.
+      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
+      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+
+      // Phase 1: records acknowledged by n0 (synchronous replication to n1).
+      const w1 = new Writer(lab, client, { vip: vipAddr, from: 1, count: 500, maxMs: 90_000, pauseMs: 2 });
+      await w1.until(() => w1.acked.length >= 60, 30_000, "60 acks");
+      // Failover: every process of n0 killed and its link down.
+      const from1 = c1.mark();
+      const tKill = Date.now();
+      lab.signalHost(n0, "SIGKILL");
+      await lab.linkDown(n0);
+      await c1.waitFor(isState("ALONE"), 15_000, from1, "n1 ALONE");
+      await w1.finished;
+      const acked1 = w1.acked;
+      expect(acked1.length).toBe(500);
+      const afterKill = acked1.filter((l) => (l.t ?? 0) > tKill);
+      expect(afterKill.length).toBeGreaterThan(300);
+      expect(afterKill.every((l) => l.node === n1.name)).toBe(true);
+      const firstOnN1 = afterKill[0]?.t ?? 0;
+      console.log(`failover: first ack from ${n1.name} ${firstOnN1 - tKill} ms after the kill`);
+      // Every acknowledged record is in n1's copy (the app's file, through n1's backing directory).
+      const onN1 = idsIn(m.data(n1));
+      expect(acked1.filter((l) => !onN1.has(l.acked as number)).map((l) => l.acked)).toEqual([]);
+
+      // Failback: n0 comes back, becomes SECOND; n1 resyncs it (checksum pass: only differing blocks are sent).
+      await lab.linkUp(n0);
+      const from0 = c0.mark();
+      const mark1 = c1.mark();
+      await cluster.restart(c0);
+      await c0.waitFor(isState("SECOND"), 60_000, from0, "n0 SECOND in sync after failback");
+      const synced = await c1.waitFor((l) => l.type === "synced", 10_000, mark1, "n1 synced");
+      const written = afterKill.length * RECORD_BYTES;
+      const resyncBytes = synced.resyncBytes as number;
+      console.log(`failback: resync ${synced.mode} sent ${resyncBytes} bytes for ${written} bytes written while n0 was away (${(resyncBytes / written).toFixed(3)}x)`);
+      expect(resyncBytes).toBeGreaterThan(0);
+      expect(resyncBytes).toBeLessThanOrEqual(1.2 * written);
+      await c1.waitFor(isState("PRIM"), 10_000, mark1, "n1 PRIM");
+      expect(fileSha(m.data(n0))).toBe(fileSha(m.data(n1)));
+
+      // Swap under load: n1 hands over to n0; no acknowledged record lost.
+      const w2 = new Writer(lab, client, { vip: vipAddr, from: 10_001, count: 300, maxMs: 90_000, pauseMs: 2 });
+      await w2.until(() => w2.acked.length >= 50, 30_000, "50 acks before the swap");
+      const s0 = c0.mark();
+      const s1 = c1.mark();
+      const r = await control(m.sock(n1), "POST", "/command", { type: "swap" });
+      expect(r.code).toBe(200);
+      await c0.waitFor(isState("PRIM"), 30_000, s0, "n0 PRIM after swap");
+      await c1.waitFor(isState("SECOND"), 30_000, s1, "n1 SECOND in sync after swap");
+      await w2.finished;
+      expect(w2.acked.length).toBe(300);
+      expect(new Set(w2.acked.map((l) => l.node))).toEqual(new Set([n0.name, n1.name]));
+      const s = c0.lines.slice(s0).find((l) => l.type === "role" && l.role === "primary");
+      expect(s?.initialSync).toBe("log"); // a handover from a live peer: the log is enough
+      const onN0 = idsIn(m.data(n0));
+      const all = [...acked1, ...w2.acked].map((l) => l.acked as number);
+      expect(all.filter((id) => !onN0.has(id))).toEqual([]);
+      await new Promise((r2) => setTimeout(r2, 300)); // the last ack and the copy's fsync happen together; let the files settle
+      expect(fileSha(m.data(n0))).toBe(fileSha(m.data(n1)));
+      // Never two primaries at any time (both nodes' state lines, in order).
+      for (const c of [c0, c1]) expect(c.lines.some((l) => l.type === "error")).toBe(false);
+    } finally {
+      await m.close();
+    }
+  }, 300_000);
 });
