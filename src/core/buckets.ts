@@ -8,7 +8,7 @@
  * The hash is the Linux kernel's `jhash()` (include/linux/jhash.h, Bob Jenkins' lookup3 as the kernel
  * implements it) over a key laid out exactly as nftables lays out the concatenation
  * `ip saddr . tcp sport` in its registers, scaled to a bucket exactly as `nft_jhash_eval` does
- * (`reciprocal_scale(h, 256)`, i.e. the hash's top byte):
+ * (`reciprocal_scale(h, 4096)` = `(h * 4096) >> 32`, i.e. the hash's top 12 bits):
  *
  * | rule             | key bytes (network order)                        | length |
  * | ---------------- | ------------------------------------------------ | ------ |
@@ -17,8 +17,8 @@
  * | address+port, v4 | saddr[4] . sport[2] . 00 00 (register padding)   | 8      |
  * | address+port, v6 | saddr[16] . sport[2] . 00 00                     | 20     |
  *
- * `bucket = jhash(key, length, seed) >>> 24`, which is what nftables computes for
- * `jhash <key> mod 256 seed <seed>`. The kernel reads 32-bit words in CPU order; the eBPF program and the
+ * `bucket = jhash(key, length, seed) >>> 20`, which is what nftables computes for
+ * `jhash <key> mod 4096 seed <seed>`. The kernel reads 32-bit words in CPU order; the eBPF program and the
  * nftables kernel code run on the same CPU, and this file reads words little-endian (x86-64, arm64): on a
  * big-endian host the three would need the same byte swap (not supported).
  *
@@ -28,10 +28,26 @@
  * see `memberUniforms`). Each bucket goes to
  * the member with the highest score, independently of the others, so removing a member moves only its
  * buckets, and adding one moves only buckets to it.
+ *
+ * ## Why 4096 buckets
+ * SafeKit uses 256. With 256, a node's share is a sample of 256 draws: 3 equal nodes get e.g. 95/86/75
+ * buckets (ids n0, n1, n2: the largest 1.11x the mean), beyond the farm's +-10% spread target. Rendezvous
+ * hashing is kept because its movement is minimal (a leaver moves only its buckets, a joiner only takes
+ * buckets), so the spread can only shrink with more samples: 4096 buckets bring the binomial standard
+ * deviation of a node's share to ~2% of the mean for 3 nodes (~1.8% after the stratification below), i.e.
+ * balance within a few percent, for a cost that stays small: a 4 KiB ownership table per node (BPF array
+ * value, nftables set of at most 4096 marks) and 4096 per-bucket counters.
  */
 
-/** Number of buckets (as SafeKit). Fixed: the eBPF program and the nftables rules are built for it. */
-export const BUCKET_COUNT = 256;
+/**
+ * Number of buckets (a power of two: the bucket is the hash's top 12 bits). Fixed: the eBPF program
+ * (`FARM_BUCKETS` in src/native/farm_shared.h) and the nftables rules (`mod 4096`) are built for it, and
+ * every node of a farm must use the same value. See "Why 4096 buckets" above.
+ */
+export const BUCKET_COUNT = 4096;
+
+/** log2({@link BUCKET_COUNT}): the bucket is the top `BUCKET_BITS` bits of the 32-bit hash. */
+export const BUCKET_BITS = 12;
 
 /** How a load-balancing rule identifies a client. */
 export type BalanceBy = "address" | "address+port";
@@ -101,9 +117,9 @@ export function flowKey(address: Uint8Array, by: BalanceBy, sourcePort = 0): Uin
   return key;
 }
 
-/** The bucket of a hash key: `jhash(key, len, seed)` scaled to 256 as nftables' `mod 256` does. */
+/** The bucket of a hash key: `jhash(key, len, seed)` scaled to 4096 as nftables' `mod 4096` does (top 12 bits). */
 export function bucketOfKey(key: Uint8Array, seed: number): number {
-  return jhash(key, seed >>> 0) >>> 24;
+  return jhash(key, seed >>> 0) >>> (32 - BUCKET_BITS);
 }
 
 /** The bucket of a client (address, and source port for the `address+port` rule). */
@@ -210,48 +226,60 @@ function utf8(s: string): Uint8Array {
   return new TextEncoder().encode(s);
 }
 
+/** splitmix32-style step: a well-mixed 32-bit stream from a 32-bit state (pure, no global state). */
+function mix32(x: number): number {
+  let z = (x + 0x9e3779b9) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
 /**
- * The member's 256 uniforms in (0,1), one per bucket, *stratified*: bucket b gets
- * `(perm[b] + jitter(b)) / 256` where `perm` is a pseudo-random permutation of 0..255 seeded by the id
- * (Fisher-Yates driven by jhash). Each value is still uniform for its bucket and independent of the other
- * members' values, so the rendezvous properties and the weight-proportional probabilities hold as with
- * plain hashing; but a member's values cover (0,1) evenly, which cuts the spread of the bucket counts
- * (3 equal nodes: max/mean <= 1.10 for about 95% of id sets, instead of about 60% with independent hashes).
+ * The member's {@link BUCKET_COUNT} uniforms in (0,1), one per bucket, *stratified*: bucket b gets
+ * `(perm[b] + jitter(b)) / BUCKET_COUNT` where `perm` is a pseudo-random permutation of the bucket numbers
+ * seeded by the id (Fisher-Yates driven by a counter-mode mix of `jhash(id)`). Each value is still
+ * uniform for its bucket and independent of the other members' values, so the rendezvous properties and
+ * the weight-proportional probabilities hold as with plain hashing; but a member's values cover (0,1)
+ * evenly, which removes the member's own share of the sampling noise (for 3 equal nodes the standard
+ * deviation of a node's bucket count drops from the binomial 30 buckets to about 24).
  */
 function memberUniforms(idBytes: Uint8Array): Float64Array {
-  const perm = Array.from({ length: BUCKET_COUNT }, (_, i) => i);
+  const k1 = jhash(idBytes, 0x51ed270b);
+  const k2 = jhash(idBytes, 0x9e3779b9);
+  const perm = new Uint16Array(BUCKET_COUNT);
+  for (let i = 0; i < BUCKET_COUNT; i++) perm[i] = i;
   for (let i = BUCKET_COUNT - 1; i > 0; i--) {
-    const j = jhash(idBytes, (0x51ed270b + i) >>> 0) % (i + 1);
+    const j = mix32((k1 ^ Math.imul(i, 0x2545f491)) >>> 0) % (i + 1);
     const tmp = perm[i]!;
     perm[i] = perm[j]!;
     perm[j] = tmp;
   }
   const out = new Float64Array(BUCKET_COUNT);
   for (let b = 0; b < BUCKET_COUNT; b++) {
-    const jitter = ((jhash(idBytes, (0x9e3779b9 + b) >>> 0) >>> 6) + 0.5) / 2 ** 26; // in (0,1)
+    const jitter = ((mix32((k2 ^ Math.imul(b, 0x27d4eb2f)) >>> 0) >>> 6) + 0.5) / 2 ** 26; // in (0,1)
     out[b] = (perm[b]! + jitter) / BUCKET_COUNT;
   }
   return out;
 }
 
 /**
- * Weighted rendezvous ownership: the owner of each of the 256 buckets.
+ * Weighted rendezvous ownership: the owner of each of the {@link BUCKET_COUNT} buckets.
  *
  * Properties (tested with fast-check): every bucket has exactly one owner when some weight is > 0; a
  * member leaving moves only its own buckets; a member joining only takes buckets; shares are proportional
- * to weights (within sampling tolerance for 256 buckets). The result depends only on the set of members
+ * to weights (within sampling tolerance: a few percent with 4096 buckets). The result depends only on the set of members
  * (not on their order); ties (practically impossible) break on the smaller id.
  */
 export function assignBuckets(members: readonly BucketMember[]): BucketAssignment {
   const live = members
     .filter((m) => m.weight > 0 && Number.isFinite(m.weight))
-    .map((m) => ({ id: m.id, weight: m.weight, u: memberUniforms(utf8(m.id)) }));
+    .map((m) => ({ id: m.id, weight: m.weight, u: memberUniforms(utf8(m.id)).map((u) => -1 / Math.log(u)) }));
   const out: (string | undefined)[] = new Array<string | undefined>(BUCKET_COUNT).fill(undefined);
   for (let b = 0; b < BUCKET_COUNT; b++) {
     let best: string | undefined;
     let bestScore = -Infinity;
     for (const m of live) {
-      const score = -m.weight / Math.log(m.u[b]!);
+      const score = m.weight * m.u[b]!; // = -weight / ln(u)
       if (score > bestScore || (score === bestScore && best !== undefined && m.id < best)) {
         best = m.id;
         bestScore = score;
@@ -262,7 +290,7 @@ export function assignBuckets(members: readonly BucketMember[]): BucketAssignmen
   return out;
 }
 
-/** The buckets owned by `id` in an assignment, as a 256-byte mask (1 = owned). */
+/** The buckets owned by `id` in an assignment, as a {@link BUCKET_COUNT}-byte mask (1 = owned). */
 export function ownedMask(assignment: BucketAssignment, id: string): Uint8Array {
   const mask = new Uint8Array(BUCKET_COUNT);
   assignment.forEach((owner, b) => {
@@ -271,7 +299,7 @@ export function ownedMask(assignment: BucketAssignment, id: string): Uint8Array 
   return mask;
 }
 
-/** Normalises a set of buckets or a 256-entry mask to a 256-byte mask (1 = owned); validates the input. */
+/** Normalises a set of buckets or a {@link BUCKET_COUNT}-entry mask to a mask (1 = owned); validates the input. */
 export function toMask(buckets: Uint8Array | ReadonlySet<number> | readonly number[]): Uint8Array {
   const mask = new Uint8Array(BUCKET_COUNT);
   if (buckets instanceof Uint8Array) {

@@ -7,7 +7,7 @@
  *   1. not IPv4/IPv6, or destination not a VIP (no default rule)       -> pass (TC_ACT_OK), untouched
  *   2. ICMP errors (v4 types 3,4,11,12; v6 types 1-4) and IPv6 neighbour
  *      discovery (133-137), unfragmented                                -> pass on every node
- *   3. bucket = jhash(key, len, seed) >> 24 (= nftables `jhash ... mod 256 seed S`), with the key
+ *   3. bucket = jhash(key, len, seed) >> 20, the top 12 bits (= nftables `jhash ... mod 4096 seed S`), with the key
  *      - fragments (v4 MF or offset; v6 fragment header) and non-TCP/UDP: client address
  *      - TCP/UDP: the mode of the (proto, dport) rule, else the VIP's default mode
  *   4. owned bucket: pass, except (FARM_F_STRICT_TCP) TCP that does not open a connection
@@ -259,7 +259,7 @@ int farm_ingress(struct __sk_buff *skb)
 	struct farm_config *cfg = bpf_map_lookup_elem(&farm_config, &zero);
 	__u32 seed = cfg ? cfg->seed : 0;
 	__u32 flags = cfg ? cfg->flags : 0;
-	__u32 bucket = farm_jhash(key, klen, seed) >> 24;
+	__u32 bucket = farm_jhash(key, klen, seed) >> (32 - FARM_BUCKET_BITS);
 
 	__u32 *active = bpf_map_lookup_elem(&farm_active, &zero);
 	__u32 table = active ? (*active & 1) : 0;

@@ -9,7 +9,10 @@
 
 #include <linux/types.h>
 
-#define FARM_BUCKETS 256
+/* Buckets: the top FARM_BUCKET_BITS bits of the 32-bit jhash (= nftables `jhash ... mod 4096`). 4096 rather than
+ * SafeKit's 256 keeps each node's share within a few percent of its weight (src/core/buckets.ts, BUCKET_COUNT). */
+#define FARM_BUCKET_BITS 12
+#define FARM_BUCKETS (1u << FARM_BUCKET_BITS)
 
 /* How a rule identifies a client (the hash key; see src/core/buckets.ts for the exact layout). */
 #define FARM_MODE_ADDR 1      /* client address: session affinity */

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ConfigError } from "../../src/core/errors.js";
+import { BUCKET_COUNT } from "../../src/core/buckets.js";
 import { PacketFilter, MemoryFilterBackend, craftPacket } from "../../src/farm/filter/index.js";
 import { Lab } from "../../src/testing/lab.js";
 
@@ -31,7 +32,7 @@ describe("PacketFilter options", () => {
     expect(f.backend).toBe("memory");
     const syn = craftPacket({ src: "198.18.0.201", dst: "198.18.0.100", protocol: "tcp", sport: 5555, dport: 80 });
     expect(mem.deliver(syn).verdict).toBe("drop");
-    await f.setOwned(new Set(Array.from({ length: 256 }, (_, i) => i)));
+    await f.setOwned(new Set(Array.from({ length: BUCKET_COUNT }, (_, i) => i)));
     expect(mem.deliver(syn).verdict).toBe("pass");
     const c = await f.counters();
     expect(c.accepted.reduce((s, x) => s + x, 0)).toBe(1);
@@ -67,7 +68,7 @@ describe.skipIf(!root)("PacketFilter backends in a namespace", () => {
     expect(logs.join("\n")).toMatch(/using the ebpf backend on eth0 \(first choice/);
     expect(await tcFilters()).toContain("farm_ingress");
     await f.setOwned([1, 2, 3]);
-    expect((await f.counters()).accepted).toHaveLength(256);
+    expect((await f.counters()).accepted).toHaveLength(BUCKET_COUNT);
     await f.stop();
     expect(await tcFilters()).not.toContain("farm_ingress");
   });

@@ -5,6 +5,7 @@
  */
 import { craftPacket, type PacketSpec } from "../../src/farm/filter/packets.js";
 import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
+import { BUCKET_COUNT } from "../../src/core/buckets.js";
 
 export const config: FilterConfig = {
   seed: 0x5eed1234,
@@ -46,7 +47,7 @@ add("v4 not a VIP", { src: "198.18.20.1", dst: "198.18.10.2", protocol: "tcp", s
 add("v6 not a VIP", { src: "fd00:4844::20:1", dst: "fd00:4844::11", protocol: "udp", sport: 1234, dport: 5353 });
 
 const filter = compileFilter(config);
-const none = new Uint8Array(256);
+const none = new Uint8Array(BUCKET_COUNT);
 const out = specs.map(({ name, spec }) => {
   const frame = craftPacket(spec);
   const d = decide(frame, filter, none);

@@ -110,7 +110,7 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
 }
 
 /**
- * Decides one Ethernet frame. `owned` is the 256-entry ownership mask (non-zero = owned); `hasSocket` says
+ * Decides one Ethernet frame. `owned` is the BUCKET_COUNT-entry (4096) ownership mask (non-zero = owned); `hasSocket` says
  * whether a local TCP socket (not a listener) has this flow (only asked for mid-flow TCP).
  */
 export function decide(

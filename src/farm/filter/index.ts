@@ -179,7 +179,7 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
     });
   }
 
-  /** Replaces the owned buckets (a 256-entry mask, a set or a list of bucket numbers) atomically. */
+  /** Replaces the owned buckets (a BUCKET_COUNT-entry (4096) mask, a set or a list of bucket numbers) atomically. */
   setOwned(buckets: Uint8Array | ReadonlySet<number> | readonly number[]): Promise<void> {
     const mask = toMask(buckets);
     return this.#serial(async () => {

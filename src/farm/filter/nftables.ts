@@ -4,12 +4,12 @@
  *
  * Layout (two tables per filter instance, replaced atomically on start, deleted on stop):
  * - `table netdev holdfast_<inst>`, ingress hook on the interface, priority -500 (before anything else):
- *   VIP packets get `meta pkttype set host`, then `meta mark set jhash <key> mod 256 seed S offset TAG`
+ *   VIP packets get `meta pkttype set host`, then `meta mark set jhash <key> mod 4096 seed S offset TAG`
  *   (the same key and bucket as src/core/buckets.ts), then owned (`meta mark @mine`) -> accept,
  *   foreign -> drop. ICMP errors and IPv6 ND are accepted on every node. Per-bucket named counters
  *   (`a<b>` accepted, `d<b>` dropped) through objref maps keyed by the mark.
  * - Mid-flow TCP (not SYN-only) cannot be decided at netdev (no socket lookup there): it is counted as
- *   accepted, tagged (mark | 0x100) and decided in `table inet holdfast_<inst>` at prerouting priority
+ *   accepted, tagged (mark | 0x1000) and decided in `table inet holdfast_<inst>` at prerouting priority
  *   -300 (before conntrack) with the `socket` expression: foreign bucket + local socket -> accept
  *   (established flows survive a bucket move), foreign without socket -> drop, owned without socket ->
  *   drop (strictTcp: no RST for another node's flow).
@@ -30,8 +30,8 @@ import type { FilterConfig } from "./decision.js";
 
 /** The mark value of bucket 0 (`offset` of the jhash expression): "HF" in the high half. */
 export const NFT_MARK_TAG = 0x48460000;
-/** Added to the mark of mid-flow TCP deferred to the prerouting chain. */
-export const NFT_MARK_DEFERRED = 0x100;
+/** Added to the mark of mid-flow TCP deferred to the prerouting chain (the bit above the 12 bucket bits). */
+export const NFT_MARK_DEFERRED = 0x1000;
 
 const hex = (n: number): string => `0x${(n >>> 0).toString(16)}`;
 
@@ -102,7 +102,7 @@ export function nftRuleset(iface: string, cfg: FilterConfig, instance?: string):
   L.push(`table inet ${table} {`);
   L.push(`  set mine { type mark; }`, `  counter kept {}`, `  counter orphan {}`, `  counter foreign {}`);
   L.push(`  chain pre {`, `    type filter hook prerouting priority -300; policy accept;`);
-  L.push(`    meta mark & 0xffffff00 != ${hex(NFT_MARK_TAG + NFT_MARK_DEFERRED)} accept`);
+  L.push(`    meta mark & ${hex(~(NFT_MARK_DEFERRED - 1))} != ${hex(NFT_MARK_TAG + NFT_MARK_DEFERRED)} accept`);
   L.push(`    meta mark @mine jump owned`);
   L.push(`    jump foreign`, `  }`);
   // Does a local socket have this flow? `socket wildcard` tells full sockets apart (1: a listener on the
