@@ -294,4 +294,69 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect(readFileSync(join(p.b, "after"), "utf8")).toBe("again");
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
   });
+
+  it("link flapping and a secondary killed mid-resync: ends identical, every acknowledged record kept", async () => {
+    const p = await pair("flap", { ackTimeoutMs: 500, reconnectMs: 100 });
+    let stop = false;
+    let acked = 0;
+    const fh = await openP(p.primary.mountPath("journal"), "a");
+    const writer = (async () => {
+      while (!stop) {
+        await fh.write(`rec ${acked}\n`);
+        await fh.datasync();
+        acked++;
+      }
+    })();
+    let interrupted = 0;
+    for (let cycle = 0; cycle < 4; cycle++) {
+      const degraded = p.primary.waitFor("degraded", 5000);
+      await p.secondary.stop();
+      await degraded;
+      writeFileSync(p.primary.mountPath(`bulk${cycle}`), randomBytes(16 << 20));
+      const resyncStart = p.primary.waitFor("resyncStart", 10_000);
+      let synced = p.primary.waitFor("synced", 30_000);
+      let syncedEarly = false;
+      void synced.then(() => (syncedEarly = true), () => undefined);
+      await p.startSecondary();
+      await resyncStart;
+      if (cycle % 2 === 0) {
+        const deg = p.primary.waitFor("degraded", 5000);
+        process.kill(p.secondary.pid as number, "SIGKILL");
+        await deg;
+        if (!syncedEarly) interrupted++;
+        synced = p.primary.waitFor("synced", 30_000);
+        await p.startSecondary();
+      }
+      await synced;
+      expect(p.primary.state).toBe("sync");
+    }
+    stop = true;
+    await writer;
+    await fh.close();
+    console.info(`flapping: ${acked} fsync'd records during 4 outages, ${interrupted} resyncs interrupted by a kill`);
+    expect(interrupted).toBeGreaterThan(0);
+    expect(acked).toBeGreaterThan(10);
+    const lines = readFileSync(join(p.b, "journal"), "utf8").split("\n");
+    for (let i = 0; i < acked; i++) expect(lines[i]).toBe(`rec ${i}`);
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+  });
+
+  it("primary helper killed during a resync: restarted, the checksum pass completes it", async () => {
+    const p = await pair("primkill", { restart: { maxRestarts: 2, windowMs: 60_000 }, ackTimeoutMs: 500 });
+    writeFileSync(p.primary.mountPath("base"), randomBytes(4 << 20));
+    const degraded = p.primary.waitFor("degraded", 5000);
+    await p.secondary.stop();
+    await degraded;
+    for (let i = 0; i < 4; i++) writeFileSync(p.primary.mountPath(`outage${i}`), randomBytes(8 << 20));
+    const resyncStart = p.primary.waitFor("resyncStart", 10_000);
+    await p.startSecondary();
+    await resyncStart;
+    const restarted = p.primary.waitFor("restarted", 20_000);
+    const synced = p.primary.waitFor("synced", 60_000);
+    process.kill(p.primary.pid as number, "SIGKILL");
+    await restarted;
+    expect((await synced).mode).toBe("checksum");
+    expect(p.secondary.consistent).toBe(true);
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+  });
 });

@@ -1,10 +1,13 @@
 /* holdfast-replicator: the replicated data path of holdfast's mirror module (see proto.h, primary.c,
  * secondary.c). Driven by src/mirror/FileReplicator.ts through JSON lines on stdout and commands on stdin. */
 #include "common.h"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 int main(int argc, char **argv) {
+  /* a peer that vanishes must show up as EPIPE on the stream, not kill the helper */
+  signal(SIGPIPE, SIG_IGN);
   if (argc >= 2 && !strcmp(argv[1], "primary")) return run_primary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "secondary")) return run_secondary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "selftest")) {
