@@ -15,6 +15,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   symlinkSync,
   truncateSync,
@@ -30,6 +31,7 @@ import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
 import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
+import { helperPath } from "../../src/mirror/helper.js";
 import { pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
@@ -358,5 +360,48 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect((await synced).mode).toBe("checksum");
     expect(p.secondary.consistent).toBe(true);
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+  });
+
+  it("secondary disk full: the primary goes degraded and keeps every write; when space is back the resync completes", async () => {
+    const root = join("/tmp", `hf-mirror-full-${process.pid}-${randomBytes(3).toString("hex")}`);
+    const a = join(root, "a");
+    const b = join(root, "b");
+    const mnt = join(root, "mnt");
+    for (const d of [a, b, mnt]) mkdirSync(d, { recursive: true });
+    const key = join(root, "key");
+    writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    // the secondary in its own mount namespace, its backing directory an 8 MiB tmpfs
+    const sec = spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", `mount -t tmpfs -o size=8m hf-full ${b} && exec ${helperPath()} secondary --backing ${b} --listen 127.0.0.1:0 --key-file ${key}`], { stdio: ["ignore", "pipe", "inherit"] });
+    let primary: FileReplicator | undefined;
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        createInterface({ input: sec.stdout }).on("line", (l) => {
+          const m = /"port":(\d+)/.exec(l);
+          if (m) resolve(Number(m[1]));
+        });
+        sec.once("exit", () => reject(new Error("secondary exited")));
+      });
+      primary = new FileReplicator({ role: "primary", backingDir: a, mountPoint: mnt, keyFile: key, peer: { host: "127.0.0.1", port }, restart: false, ackTimeoutMs: 1000 });
+      const synced = primary.waitFor("synced", 10_000);
+      await primary.start();
+      await synced;
+      const degraded = primary.waitFor("degraded", 10_000);
+      const data = randomBytes(12 << 20);
+      writeFileSync(primary.mountPath("big"), data); // larger than the secondary's disk: must still succeed here
+      expect((await degraded).reason).toMatch(/apply error/);
+      expect(readFileSync(join(a, "big")).equals(data)).toBe(true);
+      // space comes back on the secondary
+      const again = primary.waitFor("synced", 30_000);
+      const r = spawnSync("nsenter", [`--mount=/proc/${sec.pid}/ns/mnt`, "--", "mount", "-o", "remount,size=64m", b]);
+      expect(r.status).toBe(0);
+      await again;
+      const remote = `/proc/${sec.pid}/root${b}`;
+      expect(readFileSync(join(remote, "big")).equals(data)).toBe(true);
+      expect(treeDiff(snapshotTree(a), snapshotTree(remote), { mtimes: true })).toEqual([]);
+    } finally {
+      await primary?.stop();
+      sec.kill("SIGKILL");
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
