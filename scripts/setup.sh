@@ -13,6 +13,12 @@ declare -A NEED=(
   [iptables]=iptables [chromium]=chromium [capsh]=libcap2-bin
   [openssl]=openssl
 )
+# Benchmarks only (`npm run bench:*` sets HOLDFAST_SETUP_BENCH=1): the tools and the peers we measure against.
+if [ "${HOLDFAST_SETUP_BENCH:-}" = 1 ]; then
+  NEED[iperf3]=iperf3
+  NEED[wrk]=wrk
+  NEED[haproxy]=haproxy
+fi
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
@@ -39,6 +45,6 @@ fi
 
 # The mirror's replication helper is committed prebuilt; rebuild it when missing or older than its sources.
 helper=src/native/prebuilt/linux-x64/holdfast-replicator
-if [ ! -x "$helper" ] || [ -n "$(find src/native/replicator -newer "$helper" -type f 2>/dev/null | head -1)" ]; then
+if [ ! -x "$helper" ] || [ -n "$(find src/native/replicator -newer "$helper" -type f \( -name "*.c" -o -name "*.h" \) 2>/dev/null | head -1)" ]; then
   if command -v gcc >/dev/null 2>&1 && pkg-config --exists fuse3 2>/dev/null; then bash scripts/build-native.sh; fi
 fi
