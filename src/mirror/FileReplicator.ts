@@ -39,7 +39,7 @@ import { ReplicatorError } from "./errors.js";
 import { helperPath, parseHelperLine, type HelperEvent } from "./helper.js";
 
 /** How a resync pass decides what to send. */
-export type ResyncMode = "log" | "checksum" | "full";
+export type ResyncMode = "log" | "verify" | "checksum" | "full";
 
 /** Replication state of a primary (`sync` = PRIM with a secondary, `degraded`/`resyncing` = ALONE). */
 export type PrimaryReplicationState = "starting" | "degraded" | "resyncing" | "sync" | "stopped";
@@ -88,11 +88,17 @@ const PrimaryOptions = t.intersection([
     /** Delay between connection attempts while degraded, ms. Default 500. */
     reconnectMs: t.number,
     /**
-     * The first resync pass after start. `log` (default) sends what the extent log names (right when this
-     * node was primary before and the secondary was in sync with it); `checksum` compares every file block by
-     * block (use after a crash of this node, or when the secondary's history is unknown); `full` copies the tree.
+     * The first resync pass after start (later reconnections use `log`).
+     * - `log` (default): send what the extent log names. Right when this node was primary before and its
+     *   secondary was in sync with it (a link or secondary-helper outage).
+     * - `verify`: `log`, then rsync's quick check over the tree (size/mtime differ, or named by the log ->
+     *   block comparison). Use it when a failed primary returns as secondary (it may hold writes it applied but
+     *   never got acked), or after a crash of the secondary's machine. Chosen automatically after an unclean
+     *   start of this helper. Sends about what changed; reads the compared files on both sides.
+     * - `checksum`: compare every file block by block (64 KiB), send what differs.
+     * - `full`: the secondary empties its directory and receives the whole tree.
      */
-    initialSync: t.union([t.literal("log"), t.literal("checksum"), t.literal("full")]),
+    initialSync: t.union([t.literal("log"), t.literal("verify"), t.literal("checksum"), t.literal("full")]),
     /** `private` (default): mount in a private mount namespace. `host`: mount in the caller's namespace. */
     mountNamespace: t.union([t.literal("private"), t.literal("host")]),
     /** FUSE worker threads. Default 16 (DESIGN.md section 5: enough for PostgreSQL's backends and WAL writer). */
@@ -144,7 +150,7 @@ export interface ReplicatorMetrics {
 export interface FileReplicatorEvents {
   /**
    * The helper is up: mounted (primary) or listening (secondary). `uncleanStart` (primary): the previous run
-   * crashed, so the first resync is a checksum pass whatever `initialSync` says (unless `full`).
+   * crashed, so the first resync is a `verify` pass when `initialSync` was `log`.
    */
   ready: [{ pid: number; port?: number; uncleanStart?: boolean }];
   /** Primary: the link to the secondary is up (a resync follows). Secondary: a primary connected. */
@@ -258,7 +264,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     }
   }
 
-  /** Primary: runs a resync pass now (`checksum` or `full` when the extent log cannot be trusted). */
+  /** Primary: runs a resync pass now (`verify`, `checksum` or `full` when the extent log cannot be trusted). */
   resync(mode: ResyncMode): void {
     this.primaryOptions("resync");
     this.send(`resync ${mode}`);

@@ -21,10 +21,14 @@
  *   writes it applied but never got acked: a log of this node's changes would not undo them; also first start
  *   and `prim --force`).
  * - **Secondary** (`start_second`): stops the primary helper if it runs (the VIP is already gone), starts the
- *   secondary helper, and reports `module.replication({ inSync })` from its events: in sync when a resync pass
- *   finished (`consistent`), out of sync when a pass starts; and out of sync when the primary's stream ended and,
- *   `disconnectGraceMs` later, the primary is still a member of the view (it went on without this node). A stream
- *   that ended because the primary died is not reported: the failover must still be possible.
+ *   secondary helper, and reports `module.replication({ inSync })` from its events: in sync only when a resync
+ *   pass finished on the current stream (`consistent`), out of sync when a pass starts; out of sync when the
+ *   primary's stream ended and, `disconnectGraceMs` later, the primary is still a member of the view (it went on
+ *   without this node). A stream that ended because the primary died is not reported: the failover must still be
+ *   possible. When the primary comes back into the view after it was out of it (a partition), the stream is
+ *   suspect (the primary may have gone on alone without noticing that its old stream is dead, or noticed and
+ *   logged writes this node has not seen): this node reports out of sync and restarts its secondary helper, so
+ *   the primary reconnects and resyncs before this node is in sync again.
  * - **Stop order**: the application's `stop_prim` (hook) -> VIP removed (engine) -> unmount (`poststop`, or this
  *   driver when the module settles in WAIT or STOP). The mount is never taken away under a running application.
  * - **Never primary on stale data**: a node whose secondary helper recorded an unfinished resync (state file
@@ -71,9 +75,11 @@ export interface ReplicatorLike {
   removeAllListeners(): unknown;
 }
 
-/** What the driver needs of membership: who is in the view (the {@link Membership} class fits). */
+/** What the driver needs of membership: who is in the view, and its changes (the {@link Membership} class fits). */
 export interface MirrorMembership {
   readonly view: { readonly members: readonly { readonly id: string }[] };
+  on(event: "viewChange", fn: (e: { view: { readonly members: readonly { readonly id: string }[] } }) => void): unknown;
+  off(event: "viewChange", fn: (e: { view: { readonly members: readonly { readonly id: string }[] } }) => void): unknown;
 }
 
 /** A replication endpoint: IPv4 or IPv6 literal and TCP port. */
@@ -165,6 +171,10 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private lastStatus: ModuleStatus | undefined;
   private lastMetrics: ReplicatorMetrics | undefined;
   private unbinders: (() => void)[] = [];
+  /** Secondary: a resync finished on the current stream and nothing since said otherwise. */
+  private inSyncBelief = false;
+  /** Secondary: the peer left the view since the stream was established. */
+  private suspect = false;
 
   constructor(options: MirrorDriverOptions) {
     super();
@@ -259,9 +269,21 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     this.module = module;
     this.membership = membership;
     const onState = (s: ModuleStatus): void => this.onModuleState(s);
+    const onPersist = (p: { upToDate: boolean }): void => {
+      // The primary moved its generation on (it saw this node not ready for a moment) after this node adopted
+      // it: the engine now calls the copy stale. If the stream that made it consistent is still the one in
+      // use, it is in sync: say so again (the engine adopts the primary's generation on an in-sync report).
+      const st = module.status;
+      if (!p.upToDate && st.state === "SECOND" && !st.transient && this.inSyncBelief && this.sec) this.report(true, "still in sync on the same stream");
+    };
+    const onView = (e: { view: { readonly members: readonly { readonly id: string }[] } }): void => this.onView(e.view.members);
     module.on("state", onState);
+    module.on("persist", onPersist);
+    membership?.on("viewChange", onView);
     const un = () => {
       module.off("state", onState);
+      module.off("persist", onPersist);
+      membership?.off("viewChange", onView);
       if (this.module === module) this.module = undefined;
     };
     this.unbinders.push(un);
@@ -352,37 +374,51 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private async becomeSecondary(ctx: HookContext): Promise<void> {
     await this.serial(async () => {
       if (this.prim) await this.stopPrimary("becoming secondary");
-      if (this.sec) return; // already listening (e.g. back from WAIT)
-      const o = this.options;
-      const t = o.replicator ?? {};
-      const rep = this.create({
-        role: "secondary",
-        backingDir: o.backingDir,
-        keyFile: o.keyFile,
-        listen: { host: o.listen.host, port: o.listen.port },
-        ...(t.helperPath !== undefined ? { helperPath: t.helperPath } : {}),
-        ...(t.stateFile !== undefined ? { stateFile: t.stateFile } : {}),
-        ...(t.startTimeoutMs !== undefined ? { startTimeoutMs: t.startTimeoutMs } : {}),
-      });
-      rep.on("connected", () => {
-        this.cancelGrace();
-        this.note("primary connected");
-      });
-      rep.on("disconnected", (e) => {
-        this.note(`primary's stream ended (${e.reason})`);
-        this.armGrace();
-      });
-      rep.on("consistency", (e) => this.report(e.consistent, e.consistent ? "resync finished: copy consistent" : "resync started: copy inconsistent"));
-      rep.on("authFailed", (e) => this.fail(new Error(`replication peer refused: ${e.reason}`)));
-      rep.on("error", (e) => this.fail(e));
-      rep.on("exit", (e) => {
-        if (!e.expected) this.note(`secondary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
-      });
-      await rep.start();
-      this.sec = rep;
-      this.emit("role", { role: "secondary", reason: ctx.reason });
-      this.note(`secondary: listening on ${o.listen.host}:${o.listen.port} (${ctx.reason})`);
+      if (this.sec && !this.suspect) return; // already listening (e.g. back from WAIT)
+      if (this.sec) await this.stopSecondary("stream suspect after a partition: a fresh stream and resync");
+      await this.startSecondaryHelper(ctx.reason);
     });
+  }
+
+  /** Starts the secondary helper (the caller holds the serial chain and has stopped any other helper). */
+  private async startSecondaryHelper(reason: string): Promise<void> {
+    const o = this.options;
+    const t = o.replicator ?? {};
+    const rep = this.create({
+      role: "secondary",
+      backingDir: o.backingDir,
+      keyFile: o.keyFile,
+      listen: { host: o.listen.host, port: o.listen.port },
+      ...(t.helperPath !== undefined ? { helperPath: t.helperPath } : {}),
+      ...(t.stateFile !== undefined ? { stateFile: t.stateFile } : {}),
+      ...(t.startTimeoutMs !== undefined ? { startTimeoutMs: t.startTimeoutMs } : {}),
+    });
+    rep.on("connected", () => {
+      this.cancelGrace();
+      this.inSyncBelief = false; // a new stream always starts with a resync pass
+      this.note("primary connected");
+    });
+    rep.on("disconnected", (e) => {
+      this.inSyncBelief = false;
+      this.note(`primary's stream ended (${e.reason})`);
+      this.armGrace();
+    });
+    rep.on("consistency", (e) => {
+      this.inSyncBelief = e.consistent;
+      if (e.consistent) this.suspect = false;
+      this.report(e.consistent, e.consistent ? "resync finished: copy consistent" : "resync started: copy inconsistent");
+    });
+    rep.on("authFailed", (e) => this.fail(new Error(`replication peer refused: ${e.reason}`)));
+    rep.on("error", (e) => this.fail(e));
+    rep.on("exit", (e) => {
+      if (!e.expected) this.note(`secondary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
+    });
+    this.inSyncBelief = false;
+    this.suspect = false;
+    await rep.start();
+    this.sec = rep;
+    this.emit("role", { role: "secondary", reason });
+    this.note(`secondary: listening on ${o.listen.host}:${o.listen.port} (${reason})`);
   }
 
   private onModuleState(s: ModuleStatus): void {
@@ -393,10 +429,29 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       void this.serial(() => this.stopPrimary(`module ${s.state}: ${s.reason}`)).catch((e: unknown) => this.fail(e));
     }
     if (s.state === "STOP" && this.sec) void this.serial(() => this.stopSecondary(`module STOP: ${s.reason}`)).catch((e: unknown) => this.fail(e));
-    if (s.state === "SECOND" && this.sec && !s.ready && this.sec.consistent === true && this.sec.state === "sync") {
-      // Back in SECOND with a live, consistent stream (e.g. after a WAIT): the engine forgot it was in sync.
-      this.report(true, "stream up and copy consistent");
+    if (s.state === "SECOND" && this.sec && !s.ready && this.inSyncBelief && !this.suspect) {
+      // Back in SECOND on the stream a resync completed on (e.g. after a WAIT): the engine forgot it was in sync.
+      this.report(true, "still in sync on the same stream");
     }
+  }
+
+  /** Secondary: tracks the peer's presence; a peer back after an absence makes the stream suspect. */
+  private onView(members: readonly { readonly id: string }[]): void {
+    const peerIn = members.some((m) => m.id !== this.options.nodeId);
+    if (!peerIn) {
+      // Not reported now: if the primary died, this node must stay able to take over.
+      if (this.sec) this.suspect = true;
+      return;
+    }
+    if (!this.suspect || !this.sec) return;
+    this.inSyncBelief = false;
+    const st = this.module?.status;
+    if (st?.state === "SECOND" && !st.transient) this.report(false, "the primary was out of view: stream suspect, fresh stream and resync");
+    void this.serial(async () => {
+      if (!this.sec || !this.suspect) return;
+      await this.stopSecondary("stream suspect after a partition");
+      await this.startSecondaryHelper("peer back after a partition");
+    }).catch((e: unknown) => this.fail(e));
   }
 
   // ---- helpers -----------------------------------------------------------------------------------

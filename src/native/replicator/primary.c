@@ -562,6 +562,10 @@ static void *link_thread(void *arg) {
   return NULL;
 }
 
+int parse_mode(const char *s) {
+  return !strcmp(s, "full") ? RS_FULL : !strcmp(s, "checksum") ? RS_CHECKSUM : !strcmp(s, "verify") ? RS_VERIFY : RS_LOG;
+}
+
 /* ---------- control channel (stdin) ---------- */
 static void *control_thread(void *arg) {
   (void)arg;
@@ -578,7 +582,8 @@ static void *control_thread(void *arg) {
       G.ack_us_max = 0;
       pthread_mutex_unlock(&G.wl);
     } else if (!strncmp(line, "resync ", 7)) {
-      int mode = !strncmp(line + 7, "full", 4) ? RS_FULL : !strncmp(line + 7, "checksum", 8) ? RS_CHECKSUM : RS_LOG;
+      line[strcspn(line, "\r\n")] = 0;
+      int mode = parse_mode(line + 7);
       pthread_mutex_lock(&G.lk);
       G.next_mode = mode;
       /* when in sync, cycling the link makes the link thread reconnect and run this pass */
@@ -597,7 +602,7 @@ static void *control_thread(void *arg) {
 
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
-                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|full|checksum] [--threads N]\n"
+                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|verify|checksum|full] [--threads N]\n"
                   "       holdfast-replicator primary --standalone --backing DIR --mount DIR --log FILE (no replication)\n");
   exit(2);
 }
@@ -622,7 +627,7 @@ int run_primary(int argc, char **argv) {
     case 'r': G.reconnect_ms = atoi(optarg); break;
     case 'T': threads = atoi(optarg); break;
     case 'S': G.standalone = 1; break; /* FUSE passthrough only, no replication: to measure FUSE's own cost */
-    case 'i': G.next_mode = !strcmp(optarg, "full") ? RS_FULL : !strcmp(optarg, "checksum") ? RS_CHECKSUM : RS_LOG; break;
+    case 'i': G.next_mode = parse_mode(optarg); break;
     default: usage();
     }
   }
@@ -647,7 +652,7 @@ int run_primary(int argc, char **argv) {
    * resync and a checksum pass is used instead (unless a full one was asked for). */
   snprintf(G.marker, sizeof G.marker, "%s.running", logp);
   int unclean = access(G.marker, F_OK) == 0;
-  if (unclean && G.next_mode == RS_LOG) G.next_mode = RS_CHECKSUM;
+  if (unclean && G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
   int mfd = open(G.marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (mfd >= 0) { fsync(mfd); close(mfd); }
   G.state = ST_DEGRADED;

@@ -7,7 +7,8 @@
 
 enum { OP_NONE, OP_PENDING, OP_ACKED, OP_LOGGED, OP_LOG_SYNC };
 enum { ST_DEGRADED, ST_RESYNC, ST_SYNC };
-enum { RS_LOG, RS_CHECKSUM, RS_FULL };
+enum { RS_LOG, RS_CHECKSUM, RS_FULL, RS_VERIFY };
+int parse_mode(const char *s);
 
 /* One replicated operation, on the stack of the FUSE thread that performs it. */
 struct op {

@@ -7,6 +7,11 @@
  *  checksum the log is not trusted: recreate the namespace idempotently, remove what the secondary has and the
  *           primary has not, then compare every file by 64 KiB block SHA-256 and send only differing blocks.
  *  full     the secondary empties its directory and receives the whole tree.
+ *  verify   log, then rsync's quick check over the whole tree: files whose size or mtime differ from the
+ *           secondary's (mtimes are replicated exactly), and files the log names, are compared block by block
+ *           after their logged extents were sent. Catches what a crash left unlogged (an operation applied on
+ *           the old primary but never acked) while still sending about what changed. Used after an unclean
+ *           start, and the right first pass when a failed primary returns as secondary.
  *
  * Ordering with live writes: the namespace phase runs with the gate closed (no new operation can start), and
  * every data chunk is read and sent under G.lk, the same lock that orders live operations, so a chunk read
@@ -31,7 +36,8 @@ struct dirty {
   char *path;      /* "/rel/path" found by the tree walk */
   struct ext *ex;
   int nex, cap;
-  int whole;       /* send the whole file (full mode, or the file could not be matched by extents) */
+  int whole;       /* send the whole file (full mode) */
+  int compare;     /* then compare it block by block with the secondary's copy (checksum/verify) */
 };
 static struct dirty *D;
 static size_t Dn, Dcap;
@@ -97,6 +103,22 @@ static int send_wait(uint64_t gen, uint8_t type, struct hf_args *a, const char *
   return 0;
 }
 
+/* The secondary's regular files (from HF_LIST), sorted by path, for the quick check of the verify mode. */
+struct remote { char *path; uint64_t size; int64_t mt_s, mt_ns; };
+static struct remote *R;
+static size_t Rn;
+static int remote_cmp(const void *a, const void *b) {
+  return strcmp(((const struct remote *)a)->path, ((const struct remote *)b)->path);
+}
+static const struct remote *remote_find(const char *path) {
+  struct remote key = {.path = (char *)path};
+  return Rn ? bsearch(&key, R, Rn, sizeof *R, remote_cmp) : NULL;
+}
+static void remote_free(void) {
+  for (size_t i = 0; i < Rn; i++) free(R[i].path);
+  free(R); R = NULL; Rn = 0;
+}
+
 /* ---- tree walks ---- */
 static int walk_mode;          /* RS_* */
 static int walk_send;          /* 1: also recreate the namespace on the secondary (full/checksum) */
@@ -118,13 +140,13 @@ static int walk_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
       ssize_t n = readlink(p, t, sizeof t - 1);
       if (n < 0) return 0;
       t[n] = 0;
-      if (walk_mode == RS_CHECKSUM) { struct hf_args u = {0}; send_nowait(HF_UNLINK, &u, r, NULL, NULL); }
+      if (walk_mode != RS_FULL) { struct hf_args u = {0}; send_nowait(HF_UNLINK, &u, r, NULL, NULL); }
       if (send_nowait(HF_SYMLINK, &a, r, t, NULL) < 0) return 1;
     } else if (S_ISREG(sb->st_mode) && sb->st_nlink > 1) {
       for (size_t i = 0; i < seen_n; i++)
         if (seen[i].ino == sb->st_ino) {
           struct hf_args u = {0};
-          if (walk_mode == RS_CHECKSUM) send_nowait(HF_UNLINK, &u, r, NULL, NULL);
+          if (walk_mode != RS_FULL) send_nowait(HF_UNLINK, &u, r, NULL, NULL);
           return send_nowait(HF_LINK, &u, seen[i].path, r, NULL) < 0;
         }
       if (seen_n == seen_cap) { seen_cap = seen_cap * 2 + 16; seen = realloc(seen, seen_cap * sizeof *seen); }
@@ -138,8 +160,15 @@ static int walk_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
     }
     if (!S_ISLNK(sb->st_mode)) send_nowait(HF_CHOWN, &a, r, NULL, NULL);
     if (S_ISREG(sb->st_mode)) {
-      struct dirty *d = dirty_get(sb->st_ino, 1);
-      d->whole = 1;
+      if (walk_mode == RS_FULL) dirty_get(sb->st_ino, 1)->whole = 1;
+      else if (walk_mode == RS_CHECKSUM) dirty_get(sb->st_ino, 1)->compare = 1;
+      else { /* verify: the quick check, plus every file the log names */
+        const struct remote *rm = remote_find(r);
+        struct dirty *d = dirty_get(sb->st_ino, 0);
+        if (d || !rm || rm->size != (uint64_t)sb->st_size || rm->mt_s != sb->st_mtim.tv_sec ||
+            rm->mt_ns != sb->st_mtim.tv_nsec)
+          dirty_get(sb->st_ino, 1)->compare = 1;
+      }
     }
   }
   if (S_ISREG(sb->st_mode)) {
@@ -159,7 +188,7 @@ static int walk(int mode, int send) {
   return r;
 }
 
-/* Removes from the secondary what the primary does not have (checksum mode). G.lk held, gate closed. */
+/* Removes from the secondary what the primary does not have (checksum/verify). G.lk held, gate closed. */
 static int prune_extras(uint64_t gen) {
   uint8_t *rep = NULL;
   uint32_t rlen = 0;
@@ -183,7 +212,11 @@ static int prune_extras(uint64_t gen) {
     char p[4097];
     snprintf(p, sizeof p, "%.*s", (int)e.path_len, (char *)rep + offs[i] + sizeof e);
     struct stat st;
-    int gone = fstatat(G.bfd, rel(p), &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
+    if (S_ISREG(e.mode)) {
+      R = realloc(R, (Rn + 1) * sizeof *R);
+      R[Rn++] = (struct remote){strdup(p), e.size, e.mtime_s, e.mtime_ns};
+    }
+    int gone = fstatat(G.bfd, rel(p), &st, AT_SYMLINK_NOFOLLOW) < 0 && (errno == ENOENT || errno == ENOTDIR);
     int kind_differs = !gone && ((st.st_mode & S_IFMT) != (e.mode & S_IFMT));
     if (gone || kind_differs) {
       struct hf_args a = {0};
@@ -192,6 +225,7 @@ static int prune_extras(uint64_t gen) {
   }
   free(offs);
   free(rep);
+  qsort(R, Rn, sizeof *R, remote_cmp);
   return 0;
 }
 
@@ -236,9 +270,51 @@ static void progress(uint64_t done, uint64_t total) {
        (unsigned long long)total, total ? 100.0 * (double)done / (double)total : 100.0);
 }
 
-/* Data phase: every dirty file's extents (or the blocks that differ, in checksum mode). */
+static const char *mode_name(int mode) {
+  return mode == RS_FULL ? "full" : mode == RS_CHECKSUM ? "checksum" : mode == RS_VERIFY ? "verify" : "log";
+}
+
+/* Compares the file with the secondary's copy block by block and sends the blocks that differ. */
+static int compare_file(uint64_t gen, struct dirty *d, uint8_t *buf, uint64_t *done, uint64_t *since_barrier) {
+  uint8_t *rep = NULL;
+  uint32_t rlen = 0;
+  struct hf_args a = {.len = BLOCK};
+  if (send_wait(gen, HF_CHECKSUM, &a, d->path, &rep, &rlen) < 0) return -1;
+  uint32_t nsum = rlen >= 8 ? (rlen - 8) / 32 : 0;
+  const uint8_t *sums = rep + 8;
+  int rc = 0;
+  for (uint64_t off = 0;; off += BLOCK) {
+    /* read and decide under the lock so a concurrent write cannot slip between read and decision */
+    pthread_mutex_lock(&G.lk);
+    int fd = openat(G.bfd, rel(d->path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    ssize_t n = -1;
+    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == d->ino) n = pread(fd, buf, BLOCK, (off_t)off);
+    if (fd >= 0) close(fd);
+    if (n <= 0) { pthread_mutex_unlock(&G.lk); break; }
+    uint8_t h[32];
+    sha256(buf, (size_t)n, h);
+    int same = off / BLOCK < nsum && !memcmp(h, sums + (off / BLOCK) * 32, 32);
+    if (!same) {
+      struct hf_args w = {.off = off, .len = (uint64_t)n, .data_len = (uint32_t)n, .mtime_ns = UTIME_OMIT};
+      if (!G.connected || G.gen != gen || send_nowait(HF_WRITE, &w, d->path, NULL, buf) < 0) rc = -1;
+      else { G.resync_bytes += (uint64_t)n; *since_barrier += (uint64_t)n; }
+    }
+    pthread_mutex_unlock(&G.lk);
+    if (rc) break;
+    *done += (uint64_t)n;
+    if (*since_barrier >= (16u << 20)) {
+      *since_barrier = 0;
+      if (send_wait(gen, HF_BARRIER, NULL, NULL, NULL, NULL) < 0) { rc = -1; break; }
+    }
+  }
+  free(rep);
+  return rc;
+}
+
+/* Data phase: every dirty file's extents (whole files in full mode), then the block comparison if asked. */
 static int data_phase(uint64_t gen, int mode) {
-  uint8_t *buf = malloc(CHUNK), *rep = NULL;
+  uint8_t *buf = malloc(CHUNK);
   uint64_t total = 0, done = 0, since_barrier = 0;
   for (size_t i = 0; i < Dn; i++) {
     struct dirty *d = &D[i];
@@ -251,40 +327,19 @@ static int data_phase(uint64_t gen, int mode) {
         if (end > (uint64_t)st.st_size) end = (uint64_t)st.st_size;
         if (end > d->ex[k].off) total += end - d->ex[k].off;
       }
+      if (d->compare) total += (uint64_t)st.st_size;
     }
   }
-  emit("{\"event\":\"resync-start\",\"mode\":\"%s\",\"files\":%zu,\"total\":%llu}",
-       mode == RS_FULL ? "full" : mode == RS_CHECKSUM ? "checksum" : "log", Dn, (unsigned long long)total);
+  emit("{\"event\":\"resync-start\",\"mode\":\"%s\",\"files\":%zu,\"total\":%llu}", mode_name(mode), Dn,
+       (unsigned long long)total);
   int rc = 0;
   for (size_t i = 0; i < Dn && !rc; i++) {
     struct dirty *d = &D[i];
     if (!d->path) continue; /* deleted since: its unlink was replicated */
-    uint32_t nsum = 0;
-    uint8_t *sums = NULL;
-    if (mode == RS_CHECKSUM) {
-      struct hf_args a = {.len = BLOCK};
-      uint32_t rlen = 0;
-      if (send_wait(gen, HF_CHECKSUM, &a, d->path, &rep, &rlen) < 0) { rc = -1; break; }
-      nsum = rlen >= 8 ? (rlen - 8) / 32 : 0;
-      sums = rep + 8;
-    }
     for (int k = 0; k < d->nex && !rc; k++) {
       for (uint64_t off = d->ex[k].off; off < d->ex[k].off + d->ex[k].len && !rc;) {
         uint64_t len = d->ex[k].off + d->ex[k].len - off;
-        if (mode == RS_CHECKSUM) len = BLOCK;
-        else if (len > CHUNK) len = CHUNK;
-        if (mode == RS_CHECKSUM && off / BLOCK < nsum) {
-          /* compare under the lock so a concurrent write cannot slip between read and decision */
-          pthread_mutex_lock(&G.lk);
-          int fd = openat(G.bfd, rel(d->path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-          ssize_t n = fd >= 0 ? pread(fd, buf, BLOCK, (off_t)off) : -1;
-          if (fd >= 0) close(fd);
-          uint8_t h[32];
-          int same = 0;
-          if (n > 0) { sha256(buf, (size_t)n, h); same = !memcmp(h, sums + (off / BLOCK) * 32, 32); }
-          pthread_mutex_unlock(&G.lk);
-          if (same) { done += (uint64_t)n; off += BLOCK; continue; }
-        }
+        if (len > CHUNK) len = CHUNK;
         long n = send_chunk(gen, d, off, len, buf);
         if (n < 0) { rc = -1; break; }
         if (n == 0) break; /* renamed or deleted meanwhile: its namespace op was replicated live */
@@ -299,9 +354,9 @@ static int data_phase(uint64_t gen, int mode) {
         }
       }
     }
-    free(rep);
-    rep = NULL;
+    if (!rc && d->compare) rc = compare_file(gen, d, buf, &done, &since_barrier);
     if (!rc && send_size(gen, d) < 0) rc = -1;
+    if (!rc && d->compare) progress(done, total);
   }
   free(buf);
   if (!rc) progress(total, total);
@@ -359,6 +414,10 @@ void *resync_thread(void *arg) {
   } else if (!rc && mode == RS_CHECKSUM) {
     rc = prune_extras(gen);
     if (!rc) rc = walk(mode, 1) ? -1 : 0;
+  } else if (!rc && mode == RS_VERIFY) {
+    rc = replay_log();
+    if (!rc) rc = prune_extras(gen);
+    if (!rc) rc = walk(mode, 1) ? -1 : 0;
   } else if (!rc) {
     rc = replay_log();
     if (!rc && Dn) rc = walk(mode, 0) ? -1 : 0; /* inode -> current path */
@@ -368,6 +427,7 @@ void *resync_thread(void *arg) {
   pthread_mutex_unlock(&G.lk);
   if (!rc) rc = data_phase(gen, mode);
   dirty_free();
+  remote_free();
   if (!rc) rc = send_wait(gen, HF_RESYNC_DONE, NULL, NULL, NULL, NULL);
   if (rc) return NULL; /* the link failed: the log still holds everything; the next connection starts over */
   pthread_mutex_lock(&G.lk);
@@ -377,7 +437,7 @@ void *resync_thread(void *arg) {
     G.log_records = 0;
     G.state = ST_SYNC;
     G.next_mode = RS_LOG;
-    emit("{\"event\":\"synced\",\"mode\":\"%s\"}", mode == RS_FULL ? "full" : mode == RS_CHECKSUM ? "checksum" : "log");
+    emit("{\"event\":\"synced\",\"mode\":\"%s\"}", mode_name(mode));
   }
   pthread_mutex_unlock(&G.lk);
   return NULL;
