@@ -276,7 +276,10 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     return this.waitFor("synced", timeoutMs).then(() => undefined);
   }
 
-  /** Resolves on the next occurrence of `event`; rejects after `timeoutMs` or if the helper exits first. */
+  /**
+   * Resolves on the next occurrence of `event`; rejects after `timeoutMs`, or if the helper exits for good
+   * first (not when a restart follows).
+   */
   waitFor<E extends keyof FileReplicatorEvents>(event: E, timeoutMs: number): Promise<FileReplicatorEvents[E][0]> {
     return new Promise((resolve, reject) => {
       const onEvent = ((arg: FileReplicatorEvents[E][0]) => {
@@ -292,13 +295,15 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         cleanup();
         reject(new ReplicatorError("HOLDFAST_MIRROR_TIMEOUT", `no ${event} within ${timeoutMs} ms`));
       }, timeoutMs);
+      // waiting for "exit" or "error" (which follows a fatal exit) must not be cut short by the exit itself
+      const watchExit = event !== "exit" && event !== "error";
       const cleanup = (): void => {
         clearTimeout(timer);
         this.off(event, onEvent);
-        if (event !== "exit") this.off("exit", onExit);
+        if (watchExit) this.off("exit", onExit);
       };
       this.on(event, onEvent);
-      if (event !== "exit") this.on("exit", onExit);
+      if (watchExit) this.on("exit", onExit);
     });
   }
 
