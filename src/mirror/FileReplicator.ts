@@ -253,6 +253,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
 
   /** Starts the helper; resolves once it is mounted (primary) or listening (secondary). */
   async start(): Promise<void> {
+    if (this.child) throw new TypeError("FileReplicator already started");
     this.stopping = false;
     await this.spawnHelper();
     if (this.options.role === "primary") {
@@ -264,7 +265,11 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     }
   }
 
-  /** Primary: runs a resync pass now (`verify`, `checksum` or `full` when the extent log cannot be trusted). */
+  /**
+   * Primary: runs a resync pass now (`verify`, `checksum` or `full` when the extent log cannot be trusted).
+   * The link is cycled to start it: expect a short `degraded` (changes go to the log meanwhile), then
+   * `connected`, `resyncStart`, `resyncProgress`... and `synced`.
+   */
   resync(mode: ResyncMode): void {
     this.primaryOptions("resync");
     this.send(`resync ${mode}`);
