@@ -100,6 +100,22 @@ function strict<P extends t.Props>(props: P, name?: string): t.Type<t.TypeOf<t.T
   );
 }
 
+const FarmEntryCodec = strict({
+  iface: NonEmptyString,
+  mac: optional(t.string),
+  rules: optional(
+    t.array(
+      strict({
+        protocol: t.keyof({ tcp: null, udp: null }),
+        port: Port,
+        by: t.keyof({ address: null, "address+port": null }),
+      }),
+    ),
+  ),
+  backend: optional(t.keyof({ auto: null, ebpf: null, nftables: null, userspace: null })),
+  seed: optional(t.number),
+});
+
 const NodeEntryCodec = strict({
   /** Node id, unique in the cluster. */
   id: t.string,
@@ -156,6 +172,11 @@ export const DaemonConfigCodec = strict(
      * modules with replicated directories get their mode from the mirror wiring (FileReplicator).
      */
     replication: optional(t.record(t.string, strict({ mode: t.keyof({ none: null }) }))),
+    /**
+     * Farm modules, by module name: where the VIP lives and how the load is balanced (see
+     * examples/daemon/farm.ts). The VIPs are the module's `vips`; every node holds them.
+     */
+    farm: optional(t.record(t.string, FarmEntryCodec)),
     /** Per-module event logs (`<module>.jsonl` + `<module>.log`). Default /var/log/holdfast. */
     logDir: optional(NonEmptyString),
     /** Persisted module states (generation, up-to-date flag, restart history). Default /var/lib/holdfast. */
@@ -164,6 +185,23 @@ export const DaemonConfigCodec = strict(
   "holdfast daemon config",
 );
 export type DaemonConfigInput = t.TypeOf<typeof DaemonConfigCodec>;
+
+/** A farm module's data path (module `vips` are the farm's VIPs). */
+export interface FarmEntry {
+  /** The interface that carries the VIP on every node, e.g. `eth0`. */
+  readonly iface: string;
+  /**
+   * Shared MAC announced for the VIP by every node. Unicast (`02:bf:..`, flooded by switches) or multicast
+   * (`01:00:5e:..`, `03:bf:..`). Default `02:bf:` + the first VIP's IPv4 bytes.
+   */
+  readonly mac?: string;
+  /** Load-balancing rules; default one rule per port in `ports` on the client address and port. */
+  readonly rules?: readonly { readonly protocol: "tcp" | "udp"; readonly port: number; readonly by: "address" | "address+port" }[];
+  /** Filter backend: auto (default: ebpf, then nftables, then userspace), or one forced. */
+  readonly backend?: "auto" | "ebpf" | "nftables" | "userspace";
+  /** jhash seed, the same on every node. Default 0. */
+  readonly seed?: number;
+}
 
 /** A node of the cluster as the daemon and the CLI see it. */
 export interface DaemonNode {
@@ -191,6 +229,7 @@ export interface DaemonConfig {
   readonly modules: readonly ResolvedModule[];
   readonly autostart: boolean;
   readonly replication: Readonly<Record<string, { readonly mode: "none" }>>;
+  readonly farm: Readonly<Record<string, FarmEntry>>;
   readonly api: {
     readonly bind: string;
     readonly port: number;
@@ -323,6 +362,11 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     }
   });
 
+  for (const [name, f] of Object.entries(raw.farm ?? {})) {
+    const m = modules.find((x) => x.name === name);
+    if (!m || m.kind !== "farm") problems.push({ path: `farm.${name}`, value: f, expected: "the name of a farm module of this config" });
+    else if (m.vips.length === 0) problems.push({ path: `farm.${name}`, value: f, expected: `module ${name} to have vips (the farm's VIPs)` });
+  }
   for (const [name, r] of Object.entries(raw.replication ?? {})) {
     const m = modules.find((x) => x.name === name);
     if (!m || m.kind !== "mirror") problems.push({ path: `replication.${name}`, value: r, expected: "the name of a mirror module of this config" });
@@ -377,6 +421,7 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     modules,
     autostart: raw.autostart ?? true,
     replication: raw.replication ?? {},
+    farm: (raw.farm ?? {}) as Record<string, FarmEntry>,
     api: { bind: apiBind, port, tokens, tokensFile, tls },
     logDir: abs(raw.logDir ?? DEFAULT_LOG_DIR),
     stateDir: abs(raw.stateDir ?? DEFAULT_STATE_DIR),

@@ -49,6 +49,8 @@ export interface ModuleExtension {
   metrics?(): MetricSample[];
   /** Called at daemon shutdown, after the module is stopped. */
   close?(): Promise<void>;
+  /** Takes over the module's VIPs (e.g. the farm: VIP on every node + filter), instead of the daemon's driver. */
+  readonly vip?: VipDriver;
 }
 
 export interface ExtensionContext {
@@ -172,7 +174,13 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     mkdirSync(this.config.logDir, { recursive: true });
     mkdirSync(this.config.stateDir, { recursive: true });
     const store = new FileModuleStore(this.config.stateDir);
-    const vip = this.opts.vip ?? (this.config.modules.some((m) => m.vips.length > 0) ? new IpCommandVipDriver() : new MemoryVipDriver());
+    const fallbackVip = this.opts.vip ?? (this.config.modules.some((m) => m.vips.length > 0) ? new IpCommandVipDriver() : new MemoryVipDriver());
+    // Extensions may take over a module's VIPs (the farm); the others use the daemon's driver.
+    const vipOf = new Map<string, VipDriver>();
+    const vip: VipDriver = {
+      add: (v, m) => (vipOf.get(m) ?? fallbackVip).add(v, m),
+      remove: (v, m) => (vipOf.get(m) ?? fallbackVip).remove(v, m),
+    };
     for (const def of this.config.modules) {
       // A VIP left behind by a crashed run of this daemon would answer for a node that is not primary:
       // every module starts in STOP, so none of its VIPs may be here yet.
@@ -190,6 +198,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       for (const ext of [...BUILTIN_EXTENSIONS, ...(this.opts.extensions ?? [])]) {
         const x = await ext.attach({ daemon: this, module, nodeId: this.nodeId, config: this.config });
         if (x) host.extensions.push(x);
+        if (x?.vip) vipOf.set(def.name, x.vip);
       }
       this.reports.set(def.name, module.report);
       this.extras.set(def.name, { t: module.status.transient, why: short(module.status.reason) });

@@ -3,6 +3,7 @@
  * (FileReplicator) will join them as {@link DaemonExtension}s of their own.
  */
 import type { DaemonExtension, ModuleExtension } from "./daemon.js";
+import { farmExtension } from "./farm.js";
 
 /**
  * `replication: { <module>: { mode: none } }`: a mirror module with no replicated data. Its secondary is in
@@ -44,4 +45,4 @@ function isPrimary(s: string): boolean {
 }
 
 /** Extensions every daemon runs (before those given in its options). */
-export const BUILTIN_EXTENSIONS: readonly DaemonExtension[] = [noReplication];
+export const BUILTIN_EXTENSIONS: readonly DaemonExtension[] = [noReplication, farmExtension];

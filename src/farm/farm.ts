@@ -44,7 +44,15 @@ export interface FarmDriverOptions {
    */
   readonly settleMs?: number;
   readonly clock?: Clock;
+  /**
+   * Where a peer's report of this module sits in its heartbeat metadata. Default: `meta.modules[module]`
+   * (the layout of `bindMembership`); the reference daemon publishes `meta.r[module]`.
+   */
+  readonly reportIn?: (meta: unknown, module: string) => unknown;
 }
+
+const modulesLayout = (meta: unknown, module: string): unknown =>
+  (meta as { modules?: Record<string, unknown> } | null | undefined)?.modules?.[module];
 
 export interface FarmDriverEvents {
   /** A new ownership table is in force. */
@@ -137,7 +145,7 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
 
   private noteMeta(node: string, meta: unknown): boolean {
     if (node === this.options.nodeId) return false;
-    const raw = (meta as { modules?: Record<string, unknown> } | null | undefined)?.modules?.[this.options.module];
+    const raw = (this.options.reportIn ?? modulesLayout)(meta, this.options.module);
     if (raw === undefined) return this.reports.delete(node);
     try {
       const r = decodeModuleReport(raw);

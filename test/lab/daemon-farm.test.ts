@@ -1,0 +1,85 @@
+// The reference daemon running a farm module for real: 3 daemons in namespaces, each with `farm:` config,
+// an HTTP app started by start_both, the VIP on every node and the packet filter; a client's requests are
+// answered by every node, once each; a clean stop removes the VIP and the filter.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chmodSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BUCKET_COUNT } from "../../src/core/buckets.js";
+import { Lab, type LabHost } from "../../src/testing/lab.js";
+import { DaemonCluster } from "../../examples/daemon/lab-cluster.js";
+
+const root = process.getuid?.() === 0;
+
+describe.skipIf(!root)("daemon with a farm module (3 nodes + client)", () => {
+  let lab: Lab;
+  let cluster: DaemonCluster;
+  let vip: string;
+  let client: LabHost;
+
+  beforeAll(async () => {
+    lab = await Lab.create({ nodes: 3, clients: 1, networks: 1 });
+    vip = lab.spareAddr(0);
+    client = lab.clients[0] as LabHost;
+    cluster = await DaemonCluster.start(lab, {
+      modules: (dir) => {
+        // The app: a detached HTTP server answering this node's id; its pid in a file for stop_both.
+        const start = join(dir, "hooks", "web_start.sh");
+        const stop = join(dir, "hooks", "web_stop.sh");
+        writeFileSync(start, `#!/bin/sh\nsetsid ${process.execPath} -e 'require("http").createServer((q,s)=>s.end(process.env.HOLDFAST_NODE+"\\n")).listen(8080)' >/dev/null 2>&1 < /dev/null &\necho $! > "${dir}/$HOLDFAST_NODE.web.pid"\nfor i in $(seq 1 50); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; done; exit 1\n`);
+        writeFileSync(stop, `#!/bin/sh\nkill "$(cat "${dir}/$HOLDFAST_NODE.web.pid")" 2>/dev/null; exit 0\n`);
+        chmodSync(start, 0o755);
+        chmodSync(stop, 0o755);
+        return [{ name: "web", kind: "farm", vips: [`${vip}/32`], hooks: { start_both: start, stop_both: stop } }];
+      },
+      extra: { farm: { web: { iface: "eth0", rules: [{ protocol: "tcp", port: 8080, by: "address+port" }] } } },
+    });
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+    await lab?.destroy();
+  });
+
+  async function bucketsOwned(): Promise<number[]> {
+    return Promise.all(
+      cluster.nodes.map(async (n) => {
+        const r = await lab.exec(n.host, ["curl", "-s", "-H", `authorization: Bearer ${cluster.tokens.monitor}`, `${n.url}/api/v1/state`]);
+        const s = JSON.parse(r.stdout) as { nodes: { id: string; modules: Record<string, { state: string; details?: { buckets?: { owned: number[] } } }> }[] };
+        const self = s.nodes.find((x) => x.id === n.id);
+        return self?.modules.web?.details?.buckets?.owned.length ?? -1;
+      }),
+    );
+  }
+
+  it("every node is UP and the buckets are shared among the three", async () => {
+    let owned: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      owned = await bucketsOwned();
+      if (owned.every((x) => x > 0) && owned.reduce((a, b) => a + b, 0) === BUCKET_COUNT) break;
+      await new Promise((r) => setTimeout(r, 200)); // polling the API, bounded
+    }
+    expect(owned.reduce((a, b) => a + b, 0)).toBe(BUCKET_COUNT);
+    expect(owned.every((x) => x > 0)).toBe(true);
+  });
+
+  it("the client's requests to the VIP are answered once each, by every node", async () => {
+    const r = await lab.sh(client, `for i in $(seq 1 90); do curl -s -m 3 http://${vip}:8080/ || echo FAIL; done`);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines).toHaveLength(90);
+    expect(lines.filter((l) => l === "FAIL")).toEqual([]);
+    expect(new Set(lines)).toEqual(new Set(["n0", "n1", "n2"]));
+  });
+
+  it("a clean stop of a daemon removes its VIP and its filter; the others serve everything", async () => {
+    const n2 = cluster.node("n2");
+    n2.proc?.kill("SIGTERM");
+    expect((await n2.proc?.exited)?.code).toBe(0);
+    const addrs = await lab.exec(n2.host, ["ip", "-j", "addr", "show", "dev", "eth0"]);
+    expect(addrs.stdout).not.toContain(vip);
+    const tc = await lab.exec(n2.host, ["tc", "filter", "show", "dev", "eth0", "ingress"]);
+    expect(tc.stdout.trim()).toBe("");
+    const r = await lab.sh(client, `for i in $(seq 1 30); do curl -s -m 3 http://${vip}:8080/ || echo FAIL; done`);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines.filter((l) => l === "FAIL")).toEqual([]);
+    expect(new Set(lines)).toEqual(new Set(["n0", "n1"]));
+  });
+});
