@@ -69,6 +69,8 @@ const driver = new MirrorDriver({
   listen: endpoint(a.listen),
   peer: endpoint(a.peer),
   replicator: { statsIntervalMs: 500, ackTimeoutMs: Number(a["ack-timeout-ms"]) },
+  // With a witness: the peer's isolation check runs every 50 ms; 300 ms covers it and the spread of detection.
+  ...(a.witness ? { failoverFenceMs: 300 } : {}),
   log: (line) => out({ type: "log", line }),
 });
 driver.on("role", (e) => out({ type: "role", ...e }));
@@ -168,7 +170,34 @@ const vip = new MirrorVip({ iface: a.iface, log: (line) => out({ type: "log", li
 const stale = await vip.removeStale([a.vip]);
 if (stale.length > 0) out({ type: "staleVip", removed: stale });
 
-const checkers = a.witness ? [{ type: "split-brain", name: "witness", witnesses: [a.witness], interval: 200, timeout: 400, rise: 1, fall: 2 }] : [];
+// With a witness: the split-brain checker (a secondary that lost its primary and the witness does not go ALONE) and
+// an `isolation` checker (action wait) for the other half of the rule: a node that sees neither its peer nor the
+// witness is the one cut off, so even a primary leaves the role (app stopped, VIP removed) and waits. It keeps
+// waiting until it sees its peer again (then it becomes its secondary): the witness answering again is not enough,
+// since the peer has most likely taken over meanwhile (the engine would otherwise let a last sole primary go
+// ALONE again after peerWait, with data older than the peer's).
+let witness: "unknown" | "ok" | "failed" = "unknown";
+let cutOff = false;
+const isolation = () => {
+  if (membership.view.members.some((m) => m.id !== nodeId)) {
+    cutOff = false;
+    return true;
+  }
+  if (cutOff) return { ok: false, detail: "cut off from the peer and the witness: waiting for the peer" };
+  if (witness === "failed") {
+    cutOff = true;
+    return { ok: false, detail: "neither the peer nor the witness answers: this node is cut off" };
+  }
+  return true;
+};
+const checkers = a.witness
+  ? [
+      // Judged within 300 ms of a cut, before membership declares the peer lost (0.5-0.75 s on the LAN preset):
+      // the witness's verdict must be known when the failover is decided.
+      { type: "split-brain", name: "witness", witnesses: [a.witness], interval: 100, timeout: 200, rise: 1, fall: 1 },
+      { type: "custom", name: "isolation", run: isolation, action: "wait" as const, interval: 50, timeout: 100, rise: 1, fall: 1 },
+    ]
+  : [];
 const module = await Module.create(
   {
     name: "db",
@@ -195,7 +224,10 @@ let group: CheckerGroup | undefined;
 if (checkers.length > 0) {
   group = new CheckerGroup(checkers, "module db");
   module.attachCheckers(group);
-  group.on("verdict", (v) => out({ type: "checker", checker: v.checker, ok: v.ok, reason: v.reason }));
+  group.on("verdict", (v) => {
+    if (v.checker === "witness") witness = v.ok ? "ok" : "failed";
+    out({ type: "checker", checker: v.checker, ok: v.ok, reason: v.reason });
+  });
 }
 
 bindMembership(membership, [module]);

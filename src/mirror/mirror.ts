@@ -123,6 +123,14 @@ export interface MirrorDriverOptions {
    * alive and went on alone (degraded: it logs what this node misses) has made this node's copy stale.
    */
   readonly disconnectGraceMs?: number;
+  /**
+   * Failover only (this node takes over a primary that left the view): wait this long before mounting and
+   * starting the application, ms. Default 0. With a witness, set it above the time a cut-off primary needs to
+   * notice that it is cut off and begin leaving the role (its isolation check's interval plus the spread of the
+   * two nodes' loss detection, e.g. 300 ms for a 100 ms check): then the two nodes never run the application as
+   * primary at the same time. It adds to the failover time.
+   */
+  readonly failoverFenceMs?: number;
   /** Extra time granted to `start_prim` for the helper's start on top of the application's timeout, ms. Default 15000. */
   readonly helperStartMs?: number;
   /** Sink for one-line log messages (also emitted as `log` events). */
@@ -313,6 +321,11 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
         );
       }
       const initialSync: ResyncMode = handover && !forced ? "log" : "checksum";
+      const fence = this.options.failoverFenceMs ?? 0;
+      if (wasSecond && !this.peerInView() && fence > 0) {
+        this.note(`failover: waiting ${fence} ms for a cut-off primary to leave the role`);
+        await new Promise((r) => setTimeout(r, fence));
+      }
       const o = this.options;
       const t = o.replicator ?? {};
       const rep = this.create({

@@ -208,6 +208,8 @@ async function mirrorLab(opts: { witness?: boolean } = {}) {
   const sock = (h: LabHost) => join(lab.dir(h), "control.sock");
   const data = (h: LabHost) => join(lab.dir(h), "data", "records.log");
   const close = async () => {
+    // Each node's JSON lines, kept for a post-mortem (overwritten by the next run).
+    for (const c of cluster.nodes) writeFileSync(join(tmpdir(), `holdfast-mirror-module-${c.id}.jsonl`), c.lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
     await cluster.stop().catch(() => undefined);
     await lab.destroy();
     rmSync(keyDir, { recursive: true, force: true });
@@ -238,9 +240,13 @@ describe.skipIf(!root)("mirror module: failover, failback with resync, swap (2 n
       await w1.finished;
       const acked1 = w1.acked;
       expect(acked1.length).toBe(500);
-      const afterKill = acked1.filter((l) => (l.t ?? 0) > tKill);
+      // Acks from n0 end at the kill (one may still be on the wire); from the first ack by n1 on, all are n1's.
+      const firstN1 = acked1.findIndex((l) => l.node === n1.name);
+      expect(firstN1).toBeGreaterThan(0);
+      const afterKill = acked1.slice(firstN1);
       expect(afterKill.length).toBeGreaterThan(300);
       expect(afterKill.every((l) => l.node === n1.name)).toBe(true);
+      expect(acked1.slice(0, firstN1).filter((l) => (l.t ?? 0) > tKill + 100)).toEqual([]);
       const firstOnN1 = afterKill[0]?.t ?? 0;
       console.log(`failover: first ack from ${n1.name} ${firstOnN1 - tKill} ms after the kill`);
       // Every acknowledged record is in n1's copy (the app's file, through n1's backing directory).
@@ -283,6 +289,105 @@ describe.skipIf(!root)("mirror module: failover, failback with resync, swap (2 n
       expect(fileSha(m.data(n0))).toBe(fileSha(m.data(n1)));
       // Never two primaries at any time (both nodes' state lines, in order).
       for (const c of [c0, c1]) expect(c.lines.some((l) => l.type === "error")).toBe(false);
+    } finally {
+      await m.close();
+    }
+  }, 300_000);
+});
+
+/** Samples both nodes' module status through their control sockets every `everyMs` until stopped. */
+class Sampler {
+  readonly samples: { t: number; states: (string | undefined)[] }[] = [];
+  private running = true;
+  readonly done: Promise<void>;
+  constructor(socks: string[], everyMs: number) {
+    this.done = (async () => {
+      while (this.running) {
+        const t = Date.now();
+        const states = await Promise.all(
+          socks.map((s) =>
+            control(s, "GET", "/status").then(
+              (r) => {
+                const st = r.json.status as { state?: string; transient?: boolean; next?: string } | undefined;
+                const prim = (x: string | undefined) => x === "PRIM" || x === "ALONE";
+                if (!st) return undefined;
+                return prim(st.state) && !(st.transient && !prim(st.next)) ? "primary" : st.state;
+              },
+              () => undefined, // a node that is down or restarting holds no role
+            ),
+          ),
+        );
+        this.samples.push({ t, states });
+        await new Promise((r) => setTimeout(r, everyMs));
+      }
+    })();
+  }
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.done;
+  }
+  /**
+   * Samples where both nodes are primary: in PRIM or ALONE and not leaving the role (a node whose transition goes
+   * to WAIT or SECOND has stopped accepting requests: its app's server is closed first).
+   */
+  bothPrimary(): { t: number; states: (string | undefined)[] }[] {
+    return this.samples.filter((x) => x.states.every((s) => s === "primary"));
+  }
+}
+
+describe.skipIf(!root)("mirror module: split brain (witness = the client namespace)", () => {
+  it("a partition where only one side reaches the witness: only that side is primary, never both", async () => {
+    const m = await mirrorLab({ witness: true });
+    try {
+      const { lab, n0, n1, client, vipAddr, cluster } = m;
+      const c0 = cluster.node(n0.name);
+      const c1 = cluster.node(n1.name);
+      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
+      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const sampler = new Sampler([m.sock(n0), m.sock(n1)], 25);
+
+      // A: the secondary n1 is cut from n0 and from the witness. It must not take over; n0 stays primary.
+      let a0 = c0.mark();
+      let a1 = c1.mark();
+      await lab.drop(n1, n0);
+      await lab.drop(n1, client);
+      await c0.waitFor(isState("ALONE"), 10_000, a0, "n0 ALONE (secondary lost)");
+      await c1.waitFor((l) => l.type === "checker" && l.checker === "witness" && l.ok === false, 10_000, a1, "n1's witness failing");
+      await new Promise((r) => setTimeout(r, 3000)); // well past detection (~1 s): a wrong takeover would have happened
+      expect(c1.lines.slice(a1).filter((l) => l.type === "state" && (l.state === "ALONE" || l.state === "PRIM"))).toEqual([]);
+      a0 = c0.mark();
+      a1 = c1.mark();
+      await lab.heal();
+      await c1.waitFor(isState("SECOND"), 30_000, a1, "n1 SECOND in sync after heal");
+      await c0.waitFor(isState("PRIM"), 10_000, a0, "n0 PRIM after heal");
+
+      // B: the primary n0 is cut from n1 and from the witness (clients reach n1 only). n1 takes over; n0 leaves
+      // the primary role (isolation checker -> WAIT); when the partition heals it becomes SECOND of n1.
+      const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 150, maxMs: 60_000, pauseMs: 5 });
+      await w.until(() => w.acked.length >= 30, 20_000, "30 acks before the partition");
+      const b0 = c0.mark();
+      const b1 = c1.mark();
+      await lab.drop(n0, n1);
+      await lab.drop(n0, client);
+      await c1.waitFor(isState("ALONE"), 15_000, b1, "n1 ALONE");
+      await c0.waitFor(isState("WAIT", false), 15_000, b0, "n0 WAIT (cut off)");
+      await w.finished;
+      expect(w.acked.length).toBe(150);
+      const h0 = c0.mark();
+      const h1 = c1.mark();
+      await lab.heal();
+      await c0.waitFor(isState("SECOND"), 30_000, h0, "n0 SECOND in sync after heal");
+      await c1.waitFor(isState("PRIM"), 10_000, h1, "n1 PRIM after heal");
+      await sampler.stop();
+
+      console.log(`split brain: ${sampler.samples.length} samples of both nodes' states`);
+      expect(sampler.samples.length).toBeGreaterThan(100);
+      expect(sampler.bothPrimary()).toEqual([]);
+      // Every record acknowledged (by n0 before the partition, by n1 after) is in the final primary's copy and in n0's.
+      await new Promise((r) => setTimeout(r, 300));
+      const onN1 = idsIn(m.data(n1));
+      expect(w.acked.filter((l) => !onN1.has(l.acked as number)).map((l) => l.acked)).toEqual([]);
+      expect(fileSha(m.data(n0))).toBe(fileSha(m.data(n1)));
     } finally {
       await m.close();
     }
