@@ -4,7 +4,7 @@
 import { Lab } from "../src/testing/lab.js";
 import { LAN } from "../src/core/membership/config.js";
 import { MembershipCluster } from "../test/lab/helpers/membership-cluster.js";
-import { DaemonCluster } from "./daemon/lab-cluster.js";
+import { DaemonCluster, writeHttpAppHooks } from "./daemon/lab-cluster.js";
 import type { ClusterState } from "./daemon/daemon.js";
 
 const now = () => performance.timeOrigin + performance.now();
@@ -17,7 +17,7 @@ if (process.getuid?.() !== 0) {
 
 const started = now();
 say("holdfast demo: 3 nodes, 2 heartbeat networks, in network namespaces on this machine\n");
-const lab = await Lab.create({ nodes: 3, clients: 0, networks: 2 });
+const lab = await Lab.create({ nodes: 3, clients: 1, networks: 2 });
 let cluster: MembershipCluster | undefined;
 let daemons: DaemonCluster | undefined;
 let ok = false;
@@ -51,14 +51,51 @@ try {
   // Part 2: the reference daemon with modules whose hooks are shell scripts, driven through the CLI.
   await cluster.stop();
   cluster = undefined;
-  say("  >> 3 holdfast daemons: farm module web on every node, mirror module db on n0 + n1");
+  const vip = lab.spareAddr(0);
+  const client = lab.clients[0]!;
+  say(`  >> 3 holdfast daemons: farm module web (HTTP app, VIP ${vip} on every node, in-kernel filter), mirror module db on n0 + n1`);
   daemons = await DaemonCluster.start(lab, {
     modules: (dir, node) => [
-      { name: "web", kind: "farm", hooks: { start_both: `${dir}/hooks/start_both.sh`, stop_both: `${dir}/hooks/stop_both.sh` } },
+      { name: "web", kind: "farm", vips: [`${vip}/32`], hooks: (({ start, stop }) => ({ start_both: start, stop_both: stop }))(writeHttpAppHooks(dir)) },
       ...(node === "n2" ? [] : [{ name: "db", kind: "mirror", mirror: { defaultPrimary: "n0" }, hooks: Object.fromEntries(["start_prim", "stop_prim", "start_second", "stop_second"].map((h) => [h, `${dir}/hooks/${h}.sh`])) }]),
     ],
     replication: (node) => (node === "n2" ? undefined : { db: { mode: "none" } }),
+    extra: { farm: { web: { iface: "eth0", rules: [{ protocol: "tcp", port: 8080, by: "address+port" }] } } },
   });
+  // The client: a burst of requests to the VIP, each on a new connection, answered by whichever node owns it.
+  const burst = async (n: number) => {
+    const r = await lab.sh(client, `for i in $(seq 1 ${n}); do curl -s -m 0.5 http://${vip}:8080/ || echo FAIL; done`);
+    const counts: Record<string, number> = {};
+    for (const l of r.stdout.trim().split("\n")) counts[l] = (counts[l] ?? 0) + 1;
+    return counts;
+  };
+  for (const end = now() + 30_000; ; await new Promise((r) => setTimeout(r, 200))) {
+    const c = await burst(30);
+    if (!c.FAIL && Object.keys(c).length === 3) break;
+    if (now() > end) throw new Error(`the farm does not serve on all nodes: ${JSON.stringify(c)}`);
+  }
+  say(`     client -> ${vip}:8080, 60 requests: ${JSON.stringify(await burst(60))}`);
+  say(`  >> n2's network cables pulled (link down on both networks)`);
+  const cut = now();
+  await lab.linkDown(lab.nodes[2]!, 0);
+  await lab.linkDown(lab.nodes[2]!, 1);
+  let served = 0;
+  for (const end = now() + 15_000; now() < end; ) {
+    const c = await burst(10);
+    if (!c.FAIL) {
+      served = now() - cut;
+      break;
+    }
+  }
+  say(`     every request served by the survivors again within ${Math.round(served)} ms of the cut (curl bursts): ${JSON.stringify(await burst(30))}`);
+  await lab.linkUp(lab.nodes[2]!, 0);
+  await lab.linkUp(lab.nodes[2]!, 1);
+  const back = now();
+  for (const end = now() + 20_000; now() < end; await new Promise((r) => setTimeout(r, 100))) {
+    const c = await burst(30);
+    if (!c.FAIL && c.n2) break;
+  }
+  say(`  >> cables back: n2 serves its share again after ${Math.round(now() - back)} ms: ${JSON.stringify(await burst(60))}\n`);
   const d = daemons;
   const [d0, d1] = [d.node("n0"), d.node("n1")];
   const db = async (want: Record<string, string>) => {

@@ -48,6 +48,33 @@ export function writeHookScripts(dir: string): void {
   for (const h of ["stop_prim", "stop_both", "stop_second"]) script(h, `rm -f "${dir}/$HOLDFAST_NODE.$HOLDFAST_MODULE.${h.replace("stop", "start")}"`);
 }
 
+/**
+ * Hooks of a small HTTP app for farm demos and tests: `web_start.sh` starts a detached HTTP server on `port`
+ * answering this node's id (`$HOLDFAST_NODE`) and waits until it listens; `web_stop.sh` stops it.
+ * Returns the two paths.
+ */
+export function writeHttpAppHooks(dir: string, port = 8080): { start: string; stop: string } {
+  mkdirSync(join(dir, "hooks"), { recursive: true });
+  const start = join(dir, "hooks", "web_start.sh");
+  const stop = join(dir, "hooks", "web_stop.sh");
+  const server = `require("http").createServer((q,s)=>s.end(process.env.HOLDFAST_NODE+"\\n")).listen(${port})`;
+  writeFileSync(
+    start,
+    `#!/bin/sh
+setsid ${process.execPath} -e '${server}' >/dev/null 2>&1 < /dev/null &
+echo $! > "${dir}/$HOLDFAST_NODE.web.pid"
+` +
+      `for i in $(seq 1 50); do ss -ltn | grep -q ':${port} ' && exit 0; sleep 0.1; done; exit 1
+`,
+  );
+  writeFileSync(stop, `#!/bin/sh
+kill "$(cat "${dir}/$HOLDFAST_NODE.web.pid")" 2>/dev/null; exit 0
+`);
+  chmodSync(start, 0o755);
+  chmodSync(stop, 0o755);
+  return { start, stop };
+}
+
 export class DaemonCluster {
   readonly dir: string;
   readonly nodes: DaemonNodeRun[];

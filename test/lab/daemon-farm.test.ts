@@ -2,11 +2,9 @@
 // an HTTP app started by start_both, the VIP on every node and the packet filter; a client's requests are
 // answered by every node, once each; a clean stop removes the VIP and the filter.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chmodSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { BUCKET_COUNT } from "../../src/core/buckets.js";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
-import { DaemonCluster } from "../../examples/daemon/lab-cluster.js";
+import { DaemonCluster, writeHttpAppHooks } from "../../examples/daemon/lab-cluster.js";
 
 const root = process.getuid?.() === 0;
 
@@ -22,14 +20,8 @@ describe.skipIf(!root)("daemon with a farm module (3 nodes + client)", () => {
     client = lab.clients[0] as LabHost;
     cluster = await DaemonCluster.start(lab, {
       modules: (dir) => {
-        // The app: a detached HTTP server answering this node's id; its pid in a file for stop_both.
-        const start = join(dir, "hooks", "web_start.sh");
-        const stop = join(dir, "hooks", "web_stop.sh");
-        writeFileSync(start, `#!/bin/sh\nsetsid ${process.execPath} -e 'require("http").createServer((q,s)=>s.end(process.env.HOLDFAST_NODE+"\\n")).listen(8080)' >/dev/null 2>&1 < /dev/null &\necho $! > "${dir}/$HOLDFAST_NODE.web.pid"\nfor i in $(seq 1 50); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; done; exit 1\n`);
-        writeFileSync(stop, `#!/bin/sh\nkill "$(cat "${dir}/$HOLDFAST_NODE.web.pid")" 2>/dev/null; exit 0\n`);
-        chmodSync(start, 0o755);
-        chmodSync(stop, 0o755);
-        return [{ name: "web", kind: "farm", vips: [`${vip}/32`], hooks: { start_both: start, stop_both: stop } }];
+        const app = writeHttpAppHooks(dir);
+        return [{ name: "web", kind: "farm", vips: [`${vip}/32`], hooks: { start_both: app.start, stop_both: app.stop } }];
       },
       extra: { farm: { web: { iface: "eth0", rules: [{ protocol: "tcp", port: 8080, by: "address+port" }] } } },
     });
