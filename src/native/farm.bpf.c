@@ -10,7 +10,8 @@
  *   3. bucket = jhash(key, len, seed) >> 20, the top 12 bits (= nftables `jhash ... mod 4096 seed S`), with the key
  *      - fragments (v4 MF or offset; v6 fragment header) and non-TCP/UDP: client address
  *      - TCP/UDP: the mode of the (proto, dport) rule, else the VIP's default mode
- *   4. owned bucket: pass, except (FARM_F_STRICT_TCP) TCP that does not open a connection
+ *   4. owned bucket (and, with FARM_F_LEASE, the lease not expired: otherwise the bucket counts as
+ *      foreign, see farm_config.lease_until_ns): pass, except (FARM_F_STRICT_TCP) TCP that does not open a connection
  *      (not SYN-only) and has no local socket -> drop (another node's flow: no RST from us)
  *   5. foreign bucket: pass when TCP, not SYN-only, and a local socket has the flow
  *      (bpf_skc_lookup_tcp: established connections survive a bucket move), else drop
@@ -145,6 +146,7 @@ static __always_inline void count_global(int field)
 	case 1: g->broadcast++; break;
 	case 2: g->kept_socket++; break;
 	case 3: g->dropped_orphan++; break;
+	case 4: g->lease_expired++; break;
 	}
 }
 
@@ -265,6 +267,12 @@ int farm_ingress(struct __sk_buff *skb)
 	__u32 table = active ? (*active & 1) : 0;
 	struct farm_owned *own = bpf_map_lookup_elem(&farm_owned, &table);
 	int owned = own ? own->owned[bucket & (FARM_BUCKETS - 1)] != 0 : 0;
+
+	/* Fail closed when the holdfast process stopped renewing its lease (dead or frozen). */
+	if (owned && (flags & FARM_F_LEASE) && cfg && bpf_ktime_get_ns() >= cfg->lease_until_ns) {
+		count_global(4);
+		owned = 0;
+	}
 
 	/* TCP that does not open a connection: it may belong to a flow a node already has a socket for. */
 	int midflow = !frag && l4proto == IPPROTO_TCP &&

@@ -44,10 +44,14 @@ struct farm_owned {
 /* In an owned bucket, drop TCP packets that do not open a connection and belong to no local socket
  * (mid-flow packets of a flow another node still serves) instead of letting the stack answer with RST. */
 #define FARM_F_STRICT_TCP 1
+/* The ownership table holds only while bpf_ktime_get_ns() < lease_until_ns: the holdfast process renews the
+ * lease every leaseMs/4, so when it dies or freezes every bucket turns foreign within leaseMs (fail closed). */
+#define FARM_F_LEASE 2
 
 struct farm_config {
-	__u32 seed;  /* jhash seed, same as nftables' `seed` */
-	__u32 flags; /* FARM_F_* */
+	__u32 seed;           /* jhash seed, same as nftables' `seed` */
+	__u32 flags;          /* FARM_F_* */
+	__u64 lease_until_ns; /* CLOCK_MONOTONIC ns (bpf_ktime_get_ns); used with FARM_F_LEASE */
 };
 
 /* Per bucket, per CPU (farm_bstats). */
@@ -62,6 +66,7 @@ struct farm_global_stats {
 	__u64 broadcast;      /* ICMP errors and IPv6 neighbour discovery to a VIP: passed on every node */
 	__u64 kept_socket;    /* foreign bucket, passed because a local socket has the flow */
 	__u64 dropped_orphan; /* owned bucket, mid-flow TCP with no local socket, dropped (FARM_F_STRICT_TCP) */
+	__u64 lease_expired;  /* owned bucket, but the lease had expired: decided as foreign */
 };
 
 /*

@@ -23,6 +23,8 @@ export interface FilterCounters {
    * counted as accepted in the per-bucket counters, which are taken at netdev ingress before the decision).
    */
   readonly droppedDeferred?: number;
+  /** Packets of owned buckets decided as foreign because the lease had expired (see `renewLease`). */
+  readonly leaseExpired?: number;
 }
 
 /** Where and what to filter. */
@@ -54,6 +56,15 @@ export interface FilterBackend {
   /** Replaces the whole ownership table atomically: a packet sees the old table or the new one. */
   setOwned(mask: Uint8Array): Promise<void>;
   counters(): Promise<FilterCounters>;
+  /**
+   * Extends the lease to `untilNs` (CLOCK_MONOTONIC nanoseconds, the clock of `process.hrtime.bigint()`):
+   * the ownership table holds only until then; afterwards every bucket counts as foreign (new flows are
+   * dropped; established flows with a local socket still pass), enforced without this process (in the kernel,
+   * or by the kernel dropping what a dead process no longer reads). Touches only the lease, never the
+   * ownership table, so it commutes with {@link setOwned}. May be called at any time after start, also while
+   * another method runs; must be cheap (it runs every leaseMs/4). Backends without it have no lease.
+   */
+  renewLease?(untilNs: bigint): void | Promise<void>;
   /** Removes everything the backend added. Idempotent. */
   stop(): Promise<void>;
 }

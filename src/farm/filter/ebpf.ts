@@ -20,6 +20,16 @@ export const FARM_TC_PRIORITY = 1;
 const FARM_MODE_ADDR = 1;
 const FARM_MODE_ADDR_PORT = 2;
 const FARM_F_STRICT_TCP = 1;
+const FARM_F_LEASE = 2;
+
+/** `struct farm_config` (16 bytes). */
+function encodeConfig(seed: number, flags: number, leaseUntilNs: bigint): Uint8Array {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(seed >>> 0, 0);
+  b.writeUInt32LE(flags >>> 0, 4);
+  b.writeBigUInt64LE(leaseUntilNs, 8);
+  return b;
+}
 
 /** Finds the committed BPF object (source tree or published package layout). */
 export function farmObjectPath(): string {
@@ -76,6 +86,8 @@ export class FarmProgram {
   readonly egressFd: number;
   readonly #fd: { rules: number; owned: number; active: number; config: number; bstats: number; gstats: number; nd: number };
   #active = 0;
+  #seed = 0;
+  #flags = 0;
   readonly #ncpus: number;
 
   private constructor(object: BpfObject) {
@@ -102,10 +114,24 @@ export class FarmProgram {
     }
   }
 
-  /** Writes seed, flags and rules (the program treats a destination with no default rule as not a VIP). */
+  /**
+   * Writes seed, flags and rules (the program treats a destination with no default rule as not a VIP).
+   * No lease yet: the table holds without one until the first {@link renewLease}.
+   */
   configure(cfg: FilterConfig): void {
-    mapUpdate(this.#fd.config, u32le(0), u32le(cfg.seed ?? 0, (cfg.strictTcp ?? true) ? FARM_F_STRICT_TCP : 0));
+    this.#seed = (cfg.seed ?? 0) >>> 0;
+    this.#flags = (cfg.strictTcp ?? true) ? FARM_F_STRICT_TCP : 0;
+    mapUpdate(this.#fd.config, u32le(0), encodeConfig(this.#seed, this.#flags, 0n));
     for (const [key, mode] of ruleEntries(cfg)) mapUpdate(this.#fd.rules, key, u32le(mode));
+  }
+
+  /**
+   * Sets the lease: from now on the ownership table holds only while the kernel's CLOCK_MONOTONIC
+   * (`bpf_ktime_get_ns`, the clock of `process.hrtime`) is below `untilNs`; after that every bucket counts as
+   * foreign. One map update of the config entry; the ownership tables are not touched.
+   */
+  renewLease(untilNs: bigint): void {
+    mapUpdate(this.#fd.config, u32le(0), encodeConfig(this.#seed, this.#flags | FARM_F_LEASE, untilNs));
   }
 
   /** Double-buffered swap: write the inactive table, then flip the active index (one 32-bit store). */
@@ -139,13 +165,14 @@ export class FarmProgram {
       accepted.push(Number(acc));
       dropped.push(Number(drp));
     }
-    const g = mapLookup(this.#fd.gstats, u32le(0), 32 * this.#ncpus);
+    const G = 40; // sizeof(struct farm_global_stats)
+    const g = mapLookup(this.#fd.gstats, u32le(0), G * this.#ncpus);
     const sum = (field: number): number => {
       let s = 0n;
-      for (let c = 0; g && c < this.#ncpus; c++) s += g.readBigUInt64LE(32 * c + 8 * field);
+      for (let c = 0; g && c < this.#ncpus; c++) s += g.readBigUInt64LE(G * c + 8 * field);
       return Number(s);
     };
-    return { accepted, dropped, broadcast: sum(1), keptSocket: sum(2), droppedOrphan: sum(3) };
+    return { accepted, dropped, broadcast: sum(1), keptSocket: sum(2), droppedOrphan: sum(3), leaseExpired: sum(4) };
   }
 
   close(): void {
@@ -208,6 +235,10 @@ export class EbpfBackend implements FilterBackend {
   async setOwned(mask: Uint8Array): Promise<void> {
     if (!this.#prog) throw new Error("ebpf backend not started");
     this.#prog.setOwned(mask);
+  }
+
+  renewLease(untilNs: bigint): void {
+    this.#prog?.renewLease(untilNs);
   }
 
   async counters(): Promise<FilterCounters> {

@@ -11,6 +11,11 @@
  * await filter.setOwned(ownedMask(assignBuckets(members), myId));
  * ...
  * await filter.stop();
+ *
+ * Fail closed: the table holds only under a lease that this object renews from a timer every `leaseMs / 4`
+ * (see {@link PacketFilterOptions.leaseMs}). When the process dies or freezes, the kernel stops accepting
+ * new flows for this node's buckets within `leaseMs`, before the peers (which detect the loss after the
+ * membership loss timeout) take them over.
  */
 import * as t from "io-ts";
 import { EventEmitter } from "eventemitter3";
@@ -32,6 +37,7 @@ export { NftablesBackend, nftRuleset } from "./nftables.js";
 export { UserspaceBackend } from "./userspace.js";
 export { craftPacket, type PacketSpec } from "./packets.js";
 export { FrameSender } from "./inject.js";
+export { NftRunner } from "./libnftables.js";
 
 /** Options of a {@link PacketFilter}. */
 export interface PacketFilterOptions extends FilterConfig {
@@ -59,7 +65,30 @@ export interface PacketFilterOptions extends FilterConfig {
   readonly avoid?: readonly ("ebpf" | "nftables" | "userspace")[];
   /** Sink for one-line log messages (backend choice, stale state removed). Default: none. */
   readonly log?: (line: string) => void;
+  /**
+   * Lease on the ownership table, in ms. Default 400. `0` disables it (not recommended: a dead or frozen
+   * process then leaves its last table in the kernel, and the node answers its buckets' new SYNs with RST,
+   * or holds them, while the peers serve the same buckets).
+   *
+   * The filter renews the lease every `leaseMs / 4` from a timer in this process; the kernel (eBPF:
+   * `bpf_ktime_get_ns()` against a deadline; nftables: a set element with a timeout; userspace: the queue
+   * dies with the process) treats every bucket as foreign once the lease has run out. A dead process, or a
+   * frozen event loop (SIGSTOP, a hung synchronous call), stops renewing: that is the point. Formula:
+   * the node stops accepting at most `leaseMs` after its last renewal, and its last renewal is no earlier
+   * than its last heartbeat minus one renewal period, while its peers take its buckets no earlier than
+   * `lossTimeoutMs` (+ the farm's settle time) after its last heartbeat; so choose
+   * `leaseMs <= lossTimeoutMs - leaseMs / 4 - margin`: with the LAN preset (pulse 100 ms, loss 600 ms),
+   * 400 ms leaves 100 ms for one renewal period and 100 ms for timer jitter and the heartbeat's own delay.
+   * The other side of the trade-off: an event loop blocked for more than `3/4 * leaseMs` (300 ms) lets the
+   * lease lapse for the rest of the block (a `lease-lapsed` event and a log line tell), although peers
+   * will not have taken over yet; raise `leaseMs` together with the loss timeout for slow presets.
+   * Integer, 0 or 20..600000.
+   */
+  readonly leaseMs?: number;
 }
+
+/** Default lease (ms): shorter than the LAN membership loss timeout (600 ms); see PacketFilterOptions.leaseMs. */
+export const DEFAULT_LEASE_MS = 400;
 
 /** Events of a {@link PacketFilter}. */
 export interface PacketFilterEvents {
@@ -67,6 +96,11 @@ export interface PacketFilterEvents {
   backend: (e: { type: "backend"; name: FilterBackendName; reason: string }) => void;
   /** A new ownership table is in force. */
   owned: (e: { type: "owned"; count: number }) => void;
+  /**
+   * A renewal found the lease already run out: for `lapsedMs` the node accepted no new flow (the event loop
+   * was frozen or blocked for longer than 3/4 of leaseMs, or renewals failed).
+   */
+  "lease-lapsed": (e: { type: "lease-lapsed"; lapsedMs: number }) => void;
 }
 
 const BACKENDS = ["ebpf", "nftables", "userspace"] as const;
@@ -90,6 +124,7 @@ const OptionsCodec = t.intersection([
     instance: t.string,
     queueNum: t.number,
     avoid: t.array(t.union([t.literal("ebpf"), t.literal("nftables"), t.literal("userspace")])),
+    leaseMs: t.number,
   }),
 ]);
 
@@ -100,6 +135,10 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
   readonly options: PacketFilterOptions;
   #backend: FilterBackend | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  #leaseTimer: ReturnType<typeof setInterval> | undefined;
+  #leaseUntil: bigint | undefined;
+  #renewing = false;
+  #renewFailing = false;
 
   /** Validates the options (ConfigError naming the path and value that are wrong). Touches nothing yet. */
   constructor(options: PacketFilterOptions) {
@@ -112,6 +151,10 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
     compileFilter(options); // addresses, ports, rule VIPs (RangeError with the culprit)
     if (options.instance !== undefined && !/^[A-Za-z0-9_]{1,20}$/.test(options.instance)) {
       throw new RangeError(`instance must be 1-20 letters, digits or _: ${JSON.stringify(options.instance)}`);
+    }
+    const lease = options.leaseMs;
+    if (lease !== undefined && !(Number.isInteger(lease) && (lease === 0 || (lease >= 20 && lease <= 600_000)))) {
+      throw new ConfigError("packet filter options", [{ path: "leaseMs", value: lease, expected: "an integer number of ms: 0 (no lease) or 20..600000" }]);
     }
     this.options = options;
   }
@@ -149,6 +192,7 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
         await choice.start();
         this.#backend = choice;
         this.emit("backend", { type: "backend", name: choice.name, reason: "given by the caller" });
+        await this.#startLease(choice);
         return;
       }
       const order = choice === "auto" ? (["ebpf", "nftables", "userspace"] as const) : ([choice] as const);
@@ -173,10 +217,65 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
           choice !== "auto" ? `forced by the backend option` : skipped.length === 0 ? "first choice, available" : `fallback after ${skipped.join("; ")}`;
         log(`filter: using the ${name} backend on ${this.options.iface} (${reason})`);
         this.emit("backend", { type: "backend", name, reason });
+        await this.#startLease(b);
         return;
       }
       throw new NotSupportedError("packet filter", `no backend can run on ${this.options.iface}: ${skipped.join("; ")}`);
     });
+  }
+
+  /** Grants the first lease (before start() returns), then renews it every leaseMs/4 from a timer. */
+  async #startLease(backend: FilterBackend): Promise<void> {
+    const ms = this.options.leaseMs ?? DEFAULT_LEASE_MS;
+    const log = this.options.log ?? (() => undefined);
+    if (ms === 0) {
+      log(`filter: no lease (leaseMs 0): if this process dies, its last ownership table stays in force`);
+      return;
+    }
+    if (!backend.renewLease) {
+      log(`filter: the ${backend.name} backend has no lease: if this process dies, its last ownership table stays in force`);
+      return;
+    }
+    this.#leaseUntil = undefined;
+    this.#renewFailing = false;
+    const until = process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
+    try {
+      await backend.renewLease(until); // the first lease must be granted, or start fails
+    } catch (err) {
+      this.#backend = undefined;
+      await backend.stop().catch(() => undefined);
+      throw err;
+    }
+    this.#leaseUntil = until;
+    // Not serialised with setOwned and counters: a renewal touches only the lease (a deadline, or one set
+    // element), never the ownership table, so the two commute; and a renewal must not wait behind a slow
+    // counters() read. Unref'd: the lease is about this process being alive, not a reason to keep it alive.
+    this.#leaseTimer = setInterval(() => void this.#renew(backend, ms), Math.max(1, Math.floor(ms / 4)));
+    this.#leaseTimer.unref();
+  }
+
+  async #renew(backend: FilterBackend, ms: number): Promise<void> {
+    if (this.#renewing || this.#backend !== backend || !backend.renewLease) return; // one at a time; not after stop
+    this.#renewing = true;
+    const log = this.options.log ?? (() => undefined);
+    try {
+      const now = process.hrtime.bigint();
+      if (this.#leaseUntil !== undefined && now >= this.#leaseUntil) {
+        const lapsedMs = Math.round(Number(now - this.#leaseUntil) / 1e6);
+        log(`filter: the lease had run out for ${lapsedMs} ms (event loop frozen or blocked, or renewals failing): no new flow was accepted meanwhile`);
+        this.emit("lease-lapsed", { type: "lease-lapsed", lapsedMs });
+      }
+      const until = now + BigInt(ms) * 1_000_000n;
+      await backend.renewLease(until);
+      this.#leaseUntil = until;
+      if (this.#renewFailing) log(`filter: lease renewal works again`);
+      this.#renewFailing = false;
+    } catch (err) {
+      if (!this.#renewFailing) log(`filter: lease renewal failed (${(err as Error).message}): new flows stop being accepted when the lease runs out`);
+      this.#renewFailing = true;
+    } finally {
+      this.#renewing = false;
+    }
   }
 
   /** Replaces the owned buckets (a BUCKET_COUNT-entry (4096) mask, a set or a list of bucket numbers) atomically. */
@@ -200,6 +299,9 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
   /** Removes everything the filter added. Idempotent. */
   stop(): Promise<void> {
     return this.#serial(async () => {
+      clearInterval(this.#leaseTimer);
+      this.#leaseTimer = undefined;
+      this.#leaseUntil = undefined;
       const b = this.#backend;
       this.#backend = undefined;
       await b?.stop();

@@ -16,9 +16,26 @@ export class MemoryFilterBackend implements FilterBackend {
   #broadcast = 0;
   #kept = 0;
   #orphan = 0;
+  #expired = 0;
+  #leaseUntil: bigint | undefined;
+  readonly #now: () => bigint;
 
-  constructor(opts: Pick<FilterBackendOptions, "config">) {
+  /**
+   * `now`: the clock the lease is checked against, CLOCK_MONOTONIC ns (default `process.hrtime.bigint`,
+   * the clock PacketFilter computes leases with); a fake clock for tests.
+   */
+  constructor(opts: Pick<FilterBackendOptions, "config"> & { now?: () => bigint }) {
     this.#filter = compileFilter(opts.config);
+    this.#now = opts.now ?? (() => process.hrtime.bigint());
+  }
+
+  /** The lease's end (CLOCK_MONOTONIC ns), or undefined before the first renewal (no lease: the table holds). */
+  get leaseUntil(): bigint | undefined {
+    return this.#leaseUntil;
+  }
+
+  renewLease(untilNs: bigint): void {
+    this.#leaseUntil = untilNs;
   }
 
   get running(): boolean {
@@ -39,14 +56,16 @@ export class MemoryFilterBackend implements FilterBackend {
   }
 
   /**
-   * Decides one Ethernet frame as the kernel backends would, and counts it. `hasSocket` stands for the
+   * Decides one Ethernet frame as the kernel backends would (with an expired lease every bucket is foreign), and counts it. `hasSocket` stands for the
    * local socket lookup. A stopped backend passes everything (as a node without a filter would).
    */
   deliver(frame: Uint8Array, hasSocket: (flow: PacketFlow) => boolean = () => false): FilterDecision {
     if (!this.#running) return { verdict: "pass", kind: "not-vip" };
-    const d = decide(frame, this.#filter, this.#owned, hasSocket);
+    const leased = this.#leaseUntil === undefined || this.#now() < this.#leaseUntil;
+    const d = decide(frame, this.#filter, leased ? this.#owned : new Uint8Array(BUCKET_COUNT), hasSocket);
     if (d.kind === "broadcast") this.#broadcast++;
     if (d.kind === "bucket") {
+      if (!leased && this.#owned[d.bucket]) this.#expired++;
       if (d.verdict === "pass") this.#accepted[d.bucket]!++;
       else this.#dropped[d.bucket]!++;
       if (d.reason === "kept-socket") this.#kept++;
@@ -56,7 +75,7 @@ export class MemoryFilterBackend implements FilterBackend {
   }
 
   async counters(): Promise<FilterCounters> {
-    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: this.#kept, droppedOrphan: this.#orphan };
+    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: this.#kept, droppedOrphan: this.#orphan, leaseExpired: this.#expired };
   }
 
   async stop(): Promise<void> {

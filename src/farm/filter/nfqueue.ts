@@ -108,10 +108,20 @@ export class NfQueue {
     const size = Buffer.alloc(4);
     size.writeInt32LE(RCVBUF, 0);
     a.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4);
-    this.#poll = koffi.node.poll(fd, { readable: true }, () => this.#drain(fd));
+    this.#poll = koffi.node.poll(fd, { readable: true }, () => void this.#drain(fd));
   }
 
-  #drain(fd: number): void {
+  /**
+   * Handles every message waiting in the queue's socket now (bounded: at most 64k messages), without
+   * waiting for the event loop's poll phase.
+   */
+  drain(): void {
+    if (!this.#h) return;
+    const fd = Number(bind().fd(this.#h));
+    for (let i = 0; i < 64 && this.#drain(fd) === "more"; i++);
+  }
+
+  #drain(fd: number): "empty" | "more" {
     const a = bind();
     for (let i = 0; i < 1024; i++) {
       const n = Number(a.recv(fd, this.#buf, this.#buf.length, MSG_DONTWAIT));
@@ -120,8 +130,9 @@ export class NfQueue {
         continue;
       }
       // ENOBUFS (messages lost) is reported once and the data behind it is still there: keep reading.
-      if (n === 0 || koffi.errno() === EAGAIN) return;
+      if (n === 0 || koffi.errno() === EAGAIN) return "empty";
     }
+    return "more";
   }
 
   /** Stops receiving; packets still queued are dropped by the kernel when the queue goes away. */

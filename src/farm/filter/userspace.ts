@@ -15,8 +15,15 @@
  * - Packets to the VIP on a shared MAC arrive as OTHERHOST; the stack drops them before iptables sees them.
  *   The pkttype fix needs nftables (`meta pkttype set host` at netdev ingress); when `nft` fails, the
  *   backend logs that only frames addressed to the node's own MAC can be served.
- * Without the holdfast process (crash) the queue has no listener and the kernel drops the queued packets:
- * the node stops taking new flows, which is what the cluster expects of a dead node.
+ * The lease (fail closed), without any timer in the kernel:
+ * - process dead (SIGKILL, crash): the queue has no listener and the kernel drops what the rules queue (the
+ *   rules never use `--queue-bypass`, which would accept instead, and the queue is not opened with
+ *   NFQA_CFG_F_FAIL_OPEN): no new flow is taken, no SYN answered, established TCP flows (not queued) go on.
+ * - process frozen (SIGSTOP, a stuck event loop): queued packets wait unanswered in the kernel queue (up to
+ *   4096, then the kernel drops). When the process runs again, packets are decided against the lease as
+ *   `renewLease` last set it: a packet handled after the lease's end is decided with no bucket owned, and the
+ *   first renewal after a lapse first drains the queue with the expired lease, so SYNs that waited through the
+ *   freeze (whose clients the peers have served meanwhile) are dropped, not answered late.
  * Cost: one user-kernel round trip per queued packet (see the report in the lab test for a measurement).
  */
 import { execFile } from "node:child_process";
@@ -68,6 +75,9 @@ export class UserspaceBackend implements FilterBackend {
   #dropped = new Array<number>(BUCKET_COUNT).fill(0);
   #broadcast = 0;
   #orphan = 0;
+  #expired = 0;
+  /** The lease's end (CLOCK_MONOTONIC ns); undefined = no lease yet (the table holds). */
+  #leaseUntil: bigint | undefined;
   #started = false;
 
   /** `queueNum`: the NFQUEUE number (0-65535), unique per filter on the host. Default 0x4846. */
@@ -89,10 +99,13 @@ export class UserspaceBackend implements FilterBackend {
       return f;
     };
     try {
+      const none = new Uint8Array(BUCKET_COUNT);
       this.#queue = new NfQueue(this.#queueNum, (pkt) => {
-        const d = decide(frame(pkt), filter, this.#owned);
+        const leased = this.#leaseUntil === undefined || process.hrtime.bigint() < this.#leaseUntil;
+        const d = decide(frame(pkt), filter, leased ? this.#owned : none);
         if (d.kind === "broadcast") this.#broadcast++;
         if (d.kind !== "bucket") return true;
+        if (!leased && this.#owned[d.bucket]) this.#expired++;
         if (d.verdict === "pass") this.#accepted[d.bucket]!++;
         else this.#dropped[d.bucket]!++;
         if (d.reason === "orphan") this.#orphan++;
@@ -161,8 +174,15 @@ export class UserspaceBackend implements FilterBackend {
     this.#owned = Uint8Array.from(mask, (v) => (v ? 1 : 0));
   }
 
+  renewLease(untilNs: bigint): void {
+    // After a lapse (the process was frozen or starved), decide what waited in the queue with the lease
+    // expired before granting the new one.
+    if (this.#leaseUntil !== undefined && process.hrtime.bigint() >= this.#leaseUntil) this.#queue?.drain();
+    this.#leaseUntil = untilNs;
+  }
+
   async counters(): Promise<FilterCounters> {
-    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: 0, droppedOrphan: this.#orphan };
+    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: 0, droppedOrphan: this.#orphan, leaseExpired: this.#expired };
   }
 
   async stop(): Promise<void> {
