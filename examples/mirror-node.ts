@@ -10,8 +10,10 @@
 // Layout under --dir: data/ (backing directory), mnt/ (mount point), state/ (module state), log/ (event log),
 // control.sock (a unix socket: `POST /command {"type":"swap"}`, `POST /resync {"mode":"full"}`, `GET /status`).
 // The app: `POST /append?id=N` appends one record (`N <node> <padding>\n`, --record-bytes long), fdatasyncs it and
-// answers `ok N <node>` only then; `GET /records` lists the ids present; `GET /` answers the node id.
+// answers `ok N <node>` only then; `POST /blob?mib=N` writes N MiB to blob.bin (fdatasync'd); `GET /records` lists
+// the ids present; `GET /` answers the node id.
 // SIGTERM stops the module (app stopped, VIP removed, unmounted) and leaves the cluster.
+import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
@@ -104,6 +106,20 @@ function appendRecord(id: string): Promise<void> {
   return p;
 }
 
+async function writeBlob(mib: number): Promise<void> {
+  const chunk = randomBytes(1 << 20);
+  const fh = await open(driver.mountPath("blob.bin"), "w");
+  try {
+    for (let i = 0; i < mib; i++) {
+      chunk.writeUInt32LE(i, 0); // every MiB differs
+      await fh.write(chunk, 0, chunk.length, i << 20);
+    }
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+}
+
 async function listRecords(): Promise<string> {
   let text = "";
   try {
@@ -131,6 +147,15 @@ const startApp = () =>
         if (!/^[0-9A-Za-z_-]{1,40}$/.test(id)) return reply(400, "bad id\n");
         appendRecord(id).then(
           () => reply(200, `ok ${id} ${nodeId}\n`),
+          (e: Error) => reply(500, `error ${e.message}\n`),
+        );
+        return;
+      }
+      if (req.method === "POST" && u.pathname === "/blob") {
+        // A bulk write (N MiB into blob.bin, fdatasync'd): gives a resync something to chew on in fault tests.
+        const mib = Math.min(512, Math.max(1, Number(u.searchParams.get("mib") ?? 1)));
+        writeBlob(mib).then(
+          () => reply(200, `ok blob ${mib} ${nodeId}\n`),
           (e: Error) => reply(500, `error ${e.message}\n`),
         );
         return;
