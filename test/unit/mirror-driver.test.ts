@@ -1,0 +1,253 @@
+/**
+ * MirrorDriver with the real module engine (Module, in-memory VIP and store) and fake replicators: the order of
+ * mount, VIP and application hooks, the secondary's in-sync reports, the grace after a lost stream, the first
+ * resync mode, the refusal to mount a copy whose resync did not finish, and the fence before a failover.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EventEmitter } from "eventemitter3";
+import { afterEach, describe, expect, it } from "vitest";
+import { Module, type VipDriver } from "../../src/runtime/module.js";
+import type { ModuleReport } from "../../src/core/module/types.js";
+import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
+import type { FileReplicatorEvents, FileReplicatorOptions, ReplicatorMetrics } from "../../src/mirror/FileReplicator.js";
+
+const METRICS: ReplicatorMetrics = { bytesReplicated: 0, acks: 0, ackLatencyAvgUs: 0, ackLatencyMaxUs: 0, queueDepth: 0, logRecords: 0, resyncBytes: 0, degradedCount: 0 };
+
+class FakeRep extends EventEmitter<FileReplicatorEvents> implements ReplicatorLike {
+  state = "starting";
+  consistent: boolean | undefined;
+  pid: number | undefined;
+  constructor(
+    readonly options: FileReplicatorOptions,
+    private readonly ops: string[],
+  ) {
+    super();
+  }
+  get role(): string {
+    return this.options.role;
+  }
+  async start(): Promise<void> {
+    this.pid = 4242;
+    this.state = "degraded";
+    this.ops.push(this.options.role === "primary" ? `mount (first resync ${this.options.initialSync})` : "listen");
+  }
+  async stop(): Promise<void> {
+    this.state = "stopped";
+    this.pid = undefined;
+    this.ops.push(this.options.role === "primary" ? "unmount" : "stop listening");
+  }
+  resync(): void {}
+  metrics(): ReplicatorMetrics {
+    return METRICS;
+  }
+  mountPath(rel = ""): string {
+    if (this.pid === undefined) throw new Error("not mounted");
+    return `/proc/${this.pid}/root/mnt/${rel}`;
+  }
+  commandInMount(argv: readonly string[]): [string, ...string[]] {
+    return ["nsenter", ...argv];
+  }
+  /** Secondary: a primary connects and resyncs. */
+  resynced(): void {
+    this.state = "sync";
+    this.emit("connected");
+    this.consistent = false;
+    this.emit("consistency", { consistent: false });
+    this.consistent = true;
+    this.emit("consistency", { consistent: true });
+  }
+}
+
+class FakeMembership {
+  view: { members: { id: string }[] } = { members: [] };
+  private readonly ee = new EventEmitter<{ viewChange: [{ view: { members: { id: string }[] } }] }>();
+  set(ids: string[]): void {
+    this.view = { members: ids.map((id) => ({ id })) };
+    this.ee.emit("viewChange", { view: this.view });
+  }
+  on(_e: "viewChange", fn: (e: { view: { members: { id: string }[] } }) => void): void {
+    this.ee.on("viewChange", fn);
+  }
+  off(_e: "viewChange", fn: (e: { view: { members: { id: string }[] } }) => void): void {
+    this.ee.off("viewChange", fn);
+  }
+}
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: number; fenceMs?: number } = {}) {
+  const ops: string[] = [];
+  const reps: FakeRep[] = [];
+  const dir = mkdtempSync(join(tmpdir(), "hf-mirror-driver-"));
+  dirs.push(dir);
+  const driver = new MirrorDriver({
+    nodeId,
+    backingDir: join(dir, "data"),
+    mountPoint: join(dir, "mnt"),
+    keyFile: join(dir, "key"),
+    listen: { host: "198.18.0.10", port: 7790 },
+    peer: { host: "198.18.0.11", port: 7790 },
+    disconnectGraceMs: 50,
+    ...(opts.fenceMs !== undefined ? { failoverFenceMs: opts.fenceMs } : {}),
+    createReplicator: (o) => {
+      const r = new FakeRep(o, ops);
+      reps.push(r);
+      return r;
+    },
+  });
+  const vip: VipDriver = {
+    add: async (v) => void ops.push(`vip add ${v}`),
+    remove: async (v) => void ops.push(`vip remove ${v}`),
+  };
+  const module = await Module.create(
+    {
+      name: "db",
+      kind: "mirror",
+      vips: ["198.18.0.100/24"],
+      hooks: driver.hooks({
+        start_prim: async () => void ops.push(`app start in ${driver.mountPath("x")}`),
+        stop_prim: async () => void ops.push("app stop"),
+      }),
+      restart: { maxloop: opts.maxloop ?? 3 },
+      mirror: { ...(opts.defaultPrimary ? { defaultPrimary: opts.defaultPrimary } : {}), peerWait: 100 },
+    },
+    { nodeId, vip },
+  );
+  const membership = new FakeMembership();
+  driver.bind(module, membership);
+  const syncs: string[] = [];
+  driver.on("sync", (e) => syncs.push(`${e.inSync ? "in" : "out"}: ${e.reason}`));
+  const setView = (ids: string[]) => {
+    membership.set(ids);
+    module.view({ epoch: ids.length, members: ids.map((id) => ({ id, weight: 1 })) });
+  };
+  return { ops, reps, dir, driver, module, setView, syncs };
+}
+
+const report = (state: ModuleReport["state"], extra: Partial<ModuleReport> = {}): ModuleReport => ({
+  module: "db",
+  state,
+  ready: state !== "WAIT",
+  upToDate: true,
+  generation: 1,
+  candidate: true,
+  ...extra,
+});
+
+describe("MirrorDriver", () => {
+  it("primary: VIP, then mount, then the app; stop: app, VIP, then unmount", async () => {
+    const n = await node("n0", { defaultPrimary: "n0" });
+    n.setView(["n0"]);
+    await n.module.start();
+    await n.module.waitFor("ALONE");
+    expect(n.driver.role).toBe("primary");
+    await n.module.stop();
+    await n.module.waitFor("STOP");
+    await n.driver.close();
+    expect(n.ops).toEqual([
+      "vip add 198.18.0.100/24",
+      "mount (first resync checksum)", // first start: the peer's copy is unknown
+      "app start in /proc/4242/root/mnt/x",
+      "app stop",
+      "vip remove 198.18.0.100/24",
+      "unmount",
+    ]);
+    expect(() => n.driver.mountPath()).toThrow(/not primary/);
+    await n.module.close();
+  });
+
+  it("secondary: in sync only when a resync finished; out of sync when the stream ended and the primary is still alive", async () => {
+    const n = await node("n1");
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("ALONE"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    expect(n.ops).toEqual(["listen"]);
+    expect(n.module.status.ready).toBe(false);
+    const sec = n.reps[0] as FakeRep;
+    sec.resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    expect(n.module.persisted).toMatchObject({ upToDate: true, generation: 1 });
+    // The stream ends; the primary stays in the view (it went on alone): after the grace, out of sync.
+    sec.state = "degraded";
+    sec.emit("disconnected", { reason: "connection closed" });
+    await n.module.waitFor((s) => s.state === "SECOND" && !s.ready, 1000);
+    expect(n.syncs.at(-1)).toMatch(/^out: primary's stream ended 50 ms ago and the primary is still alive/);
+    sec.resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    await n.module.close();
+  });
+
+  it("failover: a stream that ended because the primary died is not reported; the takeover resyncs by checksum", async () => {
+    const n = await node("n1");
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("PRIM"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    (n.reps[0] as FakeRep).resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    const sec = n.reps[0] as FakeRep;
+    sec.state = "degraded";
+    sec.emit("disconnected", { reason: "connection reset" });
+    n.setView(["n1"]); // membership declares n0 lost before the grace ends
+    await n.module.waitFor("ALONE", 2000);
+    await new Promise((r) => setTimeout(r, 100)); // past the grace: nothing may be reported now
+    expect(n.syncs.filter((x) => x.includes("still alive"))).toEqual([]);
+    expect(n.ops).toEqual(["listen", "vip add 198.18.0.100/24", "stop listening", "mount (first resync checksum)", "app start in /proc/4242/root/mnt/x"]);
+    await n.module.close();
+  });
+
+  it("handover from a live peer (swap): the first resync uses the extent log", async () => {
+    const n = await node("n1");
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("PRIM"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    (n.reps[0] as FakeRep).resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    n.module.peerReport("n0", report("WAIT", { candidate: false, ready: false })); // n0 yielded: app stopped, VIP gone
+    await n.module.waitFor("ALONE", 2000);
+    expect(n.ops).toContain("mount (first resync log)");
+    await n.module.close();
+  });
+
+  it("refuses to mount a copy whose resync did not finish, unless prim --force", async () => {
+    const n = await node("n0", { defaultPrimary: "n0", maxloop: 0 });
+    writeFileSync(join(n.dir, ".data.hfstate"), "inconsistent\n");
+    expect(n.driver.localCopy()).toBe("inconsistent");
+    const errors: string[] = [];
+    n.module.on("hook", (h, r) => {
+      if (!r.ok) errors.push(`${h}: ${r.detail}`);
+    });
+    n.setView(["n0"]);
+    await n.module.start();
+    await n.module.waitFor("STOP", 2000);
+    expect(errors.join("\n")).toMatch(/start_prim: .*local copy is inconsistent.*refusing to mount as primary without prim --force/);
+    expect(n.ops.some((o) => o.startsWith("mount"))).toBe(false);
+    await n.module.prim({ force: true });
+    await n.module.waitFor("ALONE", 2000);
+    expect(n.ops).toContain("mount (first resync checksum)");
+    expect(n.driver.localCopy()).toBe("consistent"); // this copy is the reference now
+    await n.module.close();
+  });
+
+  it("failover fence: the mount and the app wait failoverFenceMs after the peer left the view", async () => {
+    const n = await node("n1", { fenceMs: 200 });
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("PRIM"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    (n.reps[0] as FakeRep).resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    const t0 = performance.now();
+    n.setView(["n1"]);
+    await n.module.waitFor("ALONE", 2000);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(195);
+    await n.module.close();
+  });
+});
