@@ -44,6 +44,7 @@ async function must(host: LabHost, script: string): Promise<string> {
 }
 async function iperf(target: string): Promise<number> {
   const r = await lab.exec(c0, ["iperf3", "-c", target, "-p", "5201", "-t", String(SECS), "-J"], { timeoutMs: (SECS + 20) * 1000 });
+  if (r.stdout.trim() === "") throw new Error(`iperf3 to ${target}: no output (code ${r.code}): ${r.stderr}`);
   const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
   if (!j.end?.sum_received?.bits_per_second) throw new Error(`iperf3 to ${target}: ${j.error ?? r.stderr}`);
   return j.end.sum_received.bits_per_second / 1e9;
@@ -61,7 +62,7 @@ async function startFarm(backend: string): Promise<MembershipCluster> {
   const extra = backend === "ebpf" ? ["--backend", "ebpf"] : ["--backend", backend];
   const c = await MembershipCluster.start(lab, {
     program: "examples/farm-node.ts",
-    args: () => ["--vip", vip, "--iface", "eth0", "--mac", MAC, "--port", "8080", "--extra-ports", "5201", "--app", "none", "--by", "address+port", ...extra],
+    args: () => ["--vip", vip, "--iface", "eth0", "--mac", MAC, "--port", "8080", "--extra-ports", "5201:address", "--app", "none", "--by", "address+port", ...extra],
   });
   await Promise.all(c.nodes.map((n) => n.waitFor((l) => l.type === "buckets" && (l.owners as string[]).length === 3, 30_000)));
   return c;
@@ -157,7 +158,7 @@ try {
   const hcfg = `global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n` +
     `frontend web\n  bind ${lab.addr(c1)}:8080\n  default_backend apps\nbackend apps\n  balance roundrobin\n` +
     lab.nodes.map((n) => `  server ${n.name} ${lab.addr(n)}:8080\n`).join("") +
-    `frontend perf\n  bind ${lab.addr(c1)}:5201\n  default_backend perfs\nbackend perfs\n  balance roundrobin\n` +
+    `frontend perf\n  bind ${lab.addr(c1)}:5201\n  default_backend perfs\nbackend perfs\n  balance source\n` +
     lab.nodes.map((n) => `  server ${n.name} ${lab.addr(n)}:5201\n`).join("");
   const hdir = lab.dir(c1);
   mkdirSync(hdir, { recursive: true });

@@ -25,7 +25,8 @@ const { values: a } = parseArgs({
     vip: { type: "string" },
     mac: { type: "string", default: "02:bf:00:00:00:64" },
     port: { type: "string", default: "80" },
-    /** More balanced TCP ports besides --port (comma-separated), e.g. for iperf3 in benchmarks. */
+    /** More balanced TCP ports besides --port: `PORT[:address|address+port]`, comma-separated (e.g. iperf3, which
+     *  opens several connections per test, needs `5201:address`). */
     "extra-ports": { type: "string", default: "" },
     /** "http" (default): the app below, started by start_both; "none": the app runs on its own. */
     app: { type: "string", default: "http" },
@@ -85,7 +86,10 @@ const stopApp = () =>
 const filter = new PacketFilter({
   iface: a.iface,
   vips: [a.vip],
-  rules: [port, ...(a["extra-ports"] ? a["extra-ports"].split(",").map(Number) : [])].map((p) => ({ protocol: "tcp" as const, port: p, by: a.by as "address" | "address+port" })),
+  rules: [`${port}`, ...(a["extra-ports"] ? a["extra-ports"].split(",") : [])].map((spec) => {
+    const [p, by] = spec.split(":");
+    return { protocol: "tcp" as const, port: Number(p), by: (by ?? a.by) as "address" | "address+port" };
+  }),
   backend: a.backend as "auto",
   ...(a.avoid ? { avoid: a.avoid.split(",") as ("ebpf" | "nftables" | "userspace")[] } : {}),
   log: (line) => out({ type: "log", line }),
