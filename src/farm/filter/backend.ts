@@ -42,7 +42,15 @@ export interface FilterBackendOptions {
   readonly instance?: string;
   /** Log sink for one-line messages. */
   readonly log?: (line: string) => void;
+  /**
+   * The lease length the PacketFilter renews (ms; see PacketFilterOptions.leaseMs), for backends that
+   * build it into kernel rules (nftables). Default 400.
+   */
+  readonly leaseMs?: number;
 }
+
+/** Default lease (ms): shorter than the LAN membership loss timeout (600 ms); see PacketFilterOptions.leaseMs. */
+export const DEFAULT_LEASE_MS = 400;
 
 /** One filter implementation. Methods are called one at a time (the PacketFilter serialises them). */
 export interface FilterBackend {

@@ -22,13 +22,14 @@ import { EventEmitter } from "eventemitter3";
 import { toMask } from "../../core/buckets.js";
 import { decodeOrThrow } from "../../core/decode.js";
 import { ConfigError, NotSupportedError } from "../../core/errors.js";
-import type { FilterBackend, FilterBackendName, FilterBackendOptions, FilterCounters } from "./backend.js";
+import { DEFAULT_LEASE_MS, type FilterBackend, type FilterBackendName, type FilterBackendOptions, type FilterCounters } from "./backend.js";
 import { compileFilter, type FilterConfig } from "./decision.js";
 import { EbpfBackend } from "./ebpf.js";
 import { NftablesBackend } from "./nftables.js";
 import { UserspaceBackend } from "./userspace.js";
 
 export type { FilterBackend, FilterBackendName, FilterBackendOptions, FilterCounters } from "./backend.js";
+export { DEFAULT_LEASE_MS } from "./backend.js";
 export type { FilterConfig, FilterRule, FilterDecision, PacketFlow } from "./decision.js";
 export { compileFilter, decide } from "./decision.js";
 export { MemoryFilterBackend } from "./memory.js";
@@ -37,7 +38,6 @@ export { NftablesBackend, nftRuleset } from "./nftables.js";
 export { UserspaceBackend } from "./userspace.js";
 export { craftPacket, type PacketSpec } from "./packets.js";
 export { FrameSender } from "./inject.js";
-export { NftRunner } from "./libnftables.js";
 
 /** Options of a {@link PacketFilter}. */
 export interface PacketFilterOptions extends FilterConfig {
@@ -87,8 +87,6 @@ export interface PacketFilterOptions extends FilterConfig {
   readonly leaseMs?: number;
 }
 
-/** Default lease (ms): shorter than the LAN membership loss timeout (600 ms); see PacketFilterOptions.leaseMs. */
-export const DEFAULT_LEASE_MS = 400;
 
 /** Events of a {@link PacketFilter}. */
 export interface PacketFilterEvents {
@@ -172,7 +170,7 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
 
   #make(name: "ebpf" | "nftables" | "userspace"): FilterBackend {
     const o = this.options;
-    const bo: FilterBackendOptions = { iface: o.iface, config: o, netns: o.netns, instance: o.instance, log: o.log };
+    const bo: FilterBackendOptions = { iface: o.iface, config: o, netns: o.netns, instance: o.instance, log: o.log, leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS };
     if (name === "ebpf") return new EbpfBackend(bo);
     if (name === "nftables") return new NftablesBackend(bo);
     return new UserspaceBackend(bo, o.queueNum);

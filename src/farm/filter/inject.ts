@@ -59,6 +59,17 @@ export class FrameSender {
     if (n !== frame.length) throw new Error(`sendto: ${n} (errno ${koffi.errno()})`);
   }
 
+  /**
+   * Sends one frame and reports the outcome instead of throwing: `errno` 0 when the frame was handed to the
+   * interface, else the errno (ENOBUFS = 105 when an egress hook dropped it).
+   */
+  trySend(frame: Uint8Array): { errno: number } {
+    if (this.#fd < 0) throw new Error("FrameSender closed");
+    this.#addr.set(frame.subarray(0, 6), 12);
+    const n = Number(bind().sendto(this.#fd, Buffer.from(frame), frame.length, 0, this.#addr, this.#addr.length));
+    return { errno: n === frame.length ? 0 : koffi.errno() || 5 };
+  }
+
   close(): void {
     if (this.#fd >= 0) bind().close(this.#fd);
     this.#fd = -1;
