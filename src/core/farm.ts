@@ -5,7 +5,10 @@
  *
  * - buckets a node **loses** are released at once;
  * - buckets a node **gains** are taken only after the owner set has been stable for `settleMs`, so that the
- *   previous owner (which learns of the change by the same heartbeats, within one pulse) has released them.
+ *   previous owner (which learns of the change by the same heartbeats, within one pulse) has released them —
+ *   except when the owner set only shrank (a node failed or stopped serving): its buckets have no live owner
+ *   to wait for (a frozen node's filter lease has expired before membership declares it lost), so the survivors
+ *   take them at once.
  *
  * With rendezvous hashing, a node that leaves moves only its own buckets (to survivors, who gain them after
  * `settleMs`; the failed node serves nothing meanwhile) and a node that joins only takes buckets (its peers
@@ -50,6 +53,9 @@ const key = (owners: readonly BucketMember[]) =>
 export class OwnershipPlanner {
   private applied: Uint8Array = new Uint8Array(BUCKET_COUNT);
   private ownersKey = "";
+  private ownerIds = new Set<string>();
+  private onlyShrank = false;
+  private weightKeys = new Map<string, string>();
   private stableSince = 0;
   private desiredMask: Uint8Array = new Uint8Array(BUCKET_COUNT);
 
@@ -66,6 +72,14 @@ export class OwnershipPlanner {
   update(now: number, owners: readonly BucketMember[]): OwnershipStep {
     const k = key(owners);
     if (k !== this.ownersKey) {
+      const ids = new Set(owners.map((o) => o.id));
+      const weightsSame = owners.every((o) => key([o]) === this.weightKeys.get(o.id));
+      // Taking at once is safe only when the previous set had settled (every survivor then held exactly its
+      // share of it) and the change only removed members: what we gain was the removed members' alone.
+      const prevSettled = now - this.stableSince >= this.settleMs;
+      this.onlyShrank = this.ownersKey !== "" && prevSettled && weightsSame && [...ids].every((id) => this.ownerIds.has(id)) && ids.size < this.ownerIds.size;
+      this.ownerIds = ids;
+      this.weightKeys = new Map(owners.map((o) => [o.id, key([o])]));
       this.ownersKey = k;
       this.stableSince = now;
       this.desiredMask = owners.some((o) => o.id === this.self) ? ownedMask(assignBuckets(owners), this.self) : new Uint8Array(BUCKET_COUNT);
@@ -84,7 +98,7 @@ export class OwnershipPlanner {
       this.applied = keep;
       return { apply: keep, reason: `released ${lost} bucket(s), now own ${count(keep)}` };
     }
-    const settleAt = this.stableSince + this.settleMs;
+    const settleAt = this.onlyShrank ? this.stableSince : this.stableSince + this.settleMs;
     if (now >= settleAt) {
       this.applied = desired;
       return { apply: desired, reason: `took ${gained} bucket(s)${lost ? `, released ${lost}` : ""}: now own ${count(desired)} (owners ${k || "none"})` };
