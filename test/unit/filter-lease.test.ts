@@ -93,6 +93,38 @@ describe("PacketFilter lease (in-memory backend)", () => {
     expect(f.backend).toBeUndefined();
   });
 
+  it("reports failing renewals once, and the lapse once when renewals work again", async () => {
+    const mem = new MemoryFilterBackend({ config });
+    let failing = false;
+    let calls = 0;
+    const flaky: FilterBackend = {
+      name: "memory", start: () => mem.start(), setOwned: (m) => mem.setOwned(m), counters: () => mem.counters(), stop: () => mem.stop(),
+      renewLease: (until) => {
+        calls++;
+        if (failing) throw new Error("interface down");
+        mem.renewLease(until);
+      },
+    };
+    const logs: string[] = [];
+    const lapses: number[] = [];
+    const f = new PacketFilter({ iface: "eth0", ...config, rules: [...config.rules], backend: flaky, leaseMs: 40, log: (l) => logs.push(l) });
+    f.on("lease-lapsed", (e) => lapses.push(e.lapsedMs));
+    await f.start();
+    await f.setOwned(all);
+    failing = true;
+    const from = calls;
+    while (calls < from + 6) await new Promise((r) => setTimeout(r, 10)); // several failed renewals (> one lease)
+    expect(mem.deliver(syn).verdict).toBe("drop");
+    failing = false;
+    await new Promise<void>((resolve) => f.once("lease-lapsed", () => resolve()));
+    expect(mem.deliver(syn).verdict).toBe("pass");
+    await f.stop();
+    expect(logs.filter((l) => l.includes("renewal failed (interface down)"))).toHaveLength(1);
+    expect(logs.filter((l) => l.includes("renewal works again"))).toHaveLength(1);
+    expect(lapses).toHaveLength(1);
+    expect(lapses[0]).toBeGreaterThan(0);
+  });
+
   it("validates leaseMs and defaults it to 400 ms", () => {
     expect(DEFAULT_LEASE_MS).toBe(400);
     for (const bad of [-1, 5, 1.5, 700_000]) {

@@ -95,8 +95,8 @@ export interface PacketFilterEvents {
   /** A new ownership table is in force. */
   owned: (e: { type: "owned"; count: number }) => void;
   /**
-   * A renewal found the lease already run out: for `lapsedMs` the node accepted no new flow (the event loop
-   * was frozen or blocked for longer than 3/4 of leaseMs, or renewals failed).
+   * The lease is back after it had run out: for `lapsedMs` the node accepted no new flow (the event loop
+   * was frozen or blocked for longer than 3/4 of leaseMs, or renewals failed). Once per lapse.
    */
   "lease-lapsed": (e: { type: "lease-lapsed"; lapsedMs: number }) => void;
 }
@@ -258,13 +258,14 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
     const log = this.options.log ?? (() => undefined);
     try {
       const now = process.hrtime.bigint();
+      const until = now + BigInt(ms) * 1_000_000n;
+      await backend.renewLease(until);
+      // Reported once per lapse, when the lease is back (failed renewals in between do not repeat it).
       if (this.#leaseUntil !== undefined && now >= this.#leaseUntil) {
         const lapsedMs = Math.round(Number(now - this.#leaseUntil) / 1e6);
         log(`filter: the lease had run out for ${lapsedMs} ms (event loop frozen or blocked, or renewals failing): no new flow was accepted meanwhile`);
         this.emit("lease-lapsed", { type: "lease-lapsed", lapsedMs });
       }
-      const until = now + BigInt(ms) * 1_000_000n;
-      await backend.renewLease(until);
       this.#leaseUntil = until;
       if (this.#renewFailing) log(`filter: lease renewal works again`);
       this.#renewFailing = false;

@@ -21,7 +21,9 @@
  *   when this process dies or freezes every bucket turns foreign within leaseMs, and a renewal after a
  *   freeze adds the element again. One element is refreshed rather than a timeout on each owned mark: the
  *   renewal never touches the ownership table (so it cannot reorder with `setOwned`) and costs the same
- *   whatever the node owns.
+ *   whatever the node owns. While the interface is down the frames cannot be sent (ENETDOWN) and the
+ *   lease lapses, which costs nothing (nothing arrives on a down link); the first frame after it comes
+ *   back adds the element again.
  * - Mid-flow TCP (not SYN-only) cannot be decided at netdev (no socket lookup there): it is counted as
  *   accepted, tagged (mark | 0x1000, plus 0x2000 when its bucket is not owned under a live lease) and
  *   decided in `table inet holdfast_<inst>` at prerouting priority -300 (before conntrack) with the
