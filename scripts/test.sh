@@ -13,9 +13,21 @@ node -e "const m = require('./dist/index.cjs'); if (typeof m.Membership !== 'fun
 if [ "$(id -u)" -eq 0 ]; then
   # One layer after the other: the simulation saturates both cores, and the lab's timing assertions
   # (detection, takeover within 1 s) must not run beside it.
-  npx vitest run --project unit "$@"
-  npx vitest run --project lab "$@"
+  layers=(unit lab)
 else
   echo "test: not root: running the unit and simulation layers only (the namespace lab needs root)"
-  npx vitest run --project unit "$@"
+  layers=(unit)
 fi
+mkdir -p .test-results
+for layer in "${layers[@]}"; do
+  npx vitest run --project "$layer" --passWithNoTests --reporter=default --reporter=json --outputFile=".test-results/$layer.json" "$@"
+done
+# One plain closing line over every layer.
+node -e '
+  let p = 0, f = 0, s = 0;
+  for (const l of process.argv.slice(1)) {
+    const r = JSON.parse(require("fs").readFileSync(`.test-results/${l}.json`, "utf8"));
+    p += r.numPassedTests; f += r.numFailedTests; s += r.numPendingTests + r.numTodoTests;
+  }
+  console.log(`tests: ${p} passed, ${f} failed, ${s} skipped`);
+' "${layers[@]}"
