@@ -73,15 +73,16 @@ export interface PacketFilterOptions extends FilterConfig {
    * The filter renews the lease every `leaseMs / 4` from a timer in this process; the kernel (eBPF:
    * `bpf_ktime_get_ns()` against a deadline; nftables: a set element with a timeout; userspace: the queue
    * dies with the process) treats every bucket as foreign once the lease has run out. A dead process, or a
-   * frozen event loop (SIGSTOP, a hung synchronous call), stops renewing: that is the point. Formula:
-   * the node stops accepting at most `leaseMs` after its last renewal, and its last renewal is no earlier
-   * than its last heartbeat minus one renewal period, while its peers take its buckets no earlier than
-   * `lossTimeoutMs` (+ the farm's settle time) after its last heartbeat; so choose
-   * `leaseMs <= lossTimeoutMs - leaseMs / 4 - margin`: with the LAN preset (pulse 100 ms, loss 600 ms),
-   * 400 ms leaves 100 ms for one renewal period and 100 ms for timer jitter and the heartbeat's own delay.
-   * The other side of the trade-off: an event loop blocked for more than `3/4 * leaseMs` (300 ms) lets the
-   * lease lapse for the rest of the block (a `lease-lapsed` event and a log line tell), although peers
-   * will not have taken over yet; raise `leaseMs` together with the loss timeout for slow presets.
+   * frozen event loop (SIGSTOP, a hung synchronous call), stops renewing: that is the point. Formula: when
+   * the process dies or freezes at time F, its renewals and its heartbeats stop together; the node stops
+   * accepting by `F + leaseMs` (the last renewal was at most F), while its peers take its buckets no earlier
+   * than `lossTimeoutMs` after its last heartbeat, which left at `F - pulseMs` at the earliest. So choose
+   * `leaseMs <= lossTimeoutMs - pulseMs - margin`: with the LAN preset (pulse 100 ms, loss 600 ms), 400 ms
+   * leaves a 100 ms margin for timer jitter and the heartbeat's own delay (the farm's settle time, when
+   * there is one, adds to it). The other side of the trade-off: an event loop blocked for more than
+   * `leaseMs - leaseMs / 4` (300 ms) lets the lease lapse for the rest of the block (a `lease-lapsed` event
+   * and a log line tell), although peers will not have taken over yet; raise `leaseMs` together with the
+   * loss timeout for slower presets (WAN).
    * Integer, 0 or 20..600000.
    */
   readonly leaseMs?: number;

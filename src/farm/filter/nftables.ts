@@ -23,7 +23,8 @@
  *   renewal never touches the ownership table (so it cannot reorder with `setOwned`) and costs the same
  *   whatever the node owns. While the interface is down the frames cannot be sent (ENETDOWN) and the
  *   lease lapses, which costs nothing (nothing arrives on a down link); the first frame after it comes
- *   back adds the element again.
+ *   back adds the element again. Needs the netdev egress hook (Linux >= 5.16, nftables >= 1.0.1); where
+ *   it is missing the ruleset does not load and "auto" falls back to the userspace backend.
  * - Mid-flow TCP (not SYN-only) cannot be decided at netdev (no socket lookup there): it is counted as
  *   accepted, tagged (mark | 0x1000, plus 0x2000 when its bucket is not owned under a live lease) and
  *   decided in `table inet holdfast_<inst>` at prerouting priority -300 (before conntrack) with the
