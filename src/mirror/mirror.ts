@@ -29,16 +29,26 @@
  *   suspect (the primary may have gone on alone without noticing that its old stream is dead, or noticed and
  *   logged writes this node has not seen): this node reports out of sync and restarts its secondary helper, so
  *   the primary reconnects and resyncs before this node is in sync again.
- * - **Stop order**: the application's `stop_prim` (hook) -> VIP removed (engine) -> unmount (`poststop`, or this
- *   driver when the module settles in WAIT or STOP). The mount is never taken away under a running application.
+ * - **Stop order**: the application's `stop_prim` (hook) -> VIP removed (engine) -> unmount (`poststop`, STOP,
+ *   or `start_second`). The mount is never taken away under a running application. A primary that only leaves
+ *   the role (WAIT: a swap in progress, a checker's `wait`, a cut-off node) keeps its mount, with no application,
+ *   so its stream to the peer stays up until the peer has taken over (the peer then knows that nothing was logged
+ *   past it and resyncs by log); if the handover fails, the engine takes the role back on the same mount. When
+ *   it becomes secondary, its extent log is discarded: the new primary's copy wins.
  * - **Never primary on stale data**: a node whose secondary helper recorded an unfinished resync (state file
  *   `inconsistent`) refuses to mount as primary unless the transition was caused by `prim --force`; the
  *   engine's own rule (not up to date -> no primary without force) comes first, this is the data path's check.
  *
  * Resync on reintegration is the helper's: when the peer comes back as secondary, the primary helper connects and
  * resyncs while the application keeps writing; progress and byte counters are re-emitted here.
+ *
+ * Known limit: the secondary learns that its primary went on alone (degraded, acking writes it logs) from the end
+ * of the stream, `disconnectGraceMs` later, or from the primary leaving the view. A cut that TCP does not notice
+ * (nothing in flight) reaches the secondary only when the primary reconnects. A failover of the primary inside
+ * that window would start from a copy without what the primary logged meanwhile (DRBD without fencing has the
+ * same window); the isolation/witness rules of the example keep a cut-off primary from acking for long.
  */
-import { existsSync, readFileSync, writeFileSync, renameSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import { HoldfastError } from "../core/errors.js";
@@ -311,7 +321,9 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       if (this.prim) return; // a restart of the primary role: the mount stays
       const forced = ctx.reason.includes("--force");
       const wasSecond = this.sec;
-      const handover = !!wasSecond && wasSecond.consistent === true && this.peerInView();
+      // A handover: the peer is alive and our stream from it is still up after a finished resync, so nothing was
+      // logged past this node (a yielding primary keeps its mount and stream until this node takes over).
+      const handover = !!wasSecond && wasSecond.state === "sync" && this.inSyncBelief && !this.suspect && this.peerInView();
       if (this.sec) await this.stopSecondary("becoming primary");
       const copy = this.localCopy();
       if (copy === "inconsistent" && !forced) {
@@ -387,6 +399,9 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private async becomeSecondary(ctx: HookContext): Promise<void> {
     await this.serial(async () => {
       if (this.prim) await this.stopPrimary("becoming secondary");
+      // What this node logged as a primary is void now: the peer's copy wins and its resync overwrites ours. Left
+      // in place, the records would be replayed the next time this node is primary.
+      this.discardExtentLog();
       if (this.sec && !this.suspect) return; // already listening (e.g. back from WAIT)
       if (this.sec) await this.stopSecondary("stream suspect after a partition: a fresh stream and resync");
       await this.startSecondaryHelper(ctx.reason);
@@ -437,11 +452,11 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private onModuleState(s: ModuleStatus): void {
     this.lastStatus = s;
     if (s.transient) return;
-    if ((s.state === "WAIT" || s.state === "STOP") && this.prim) {
-      // stop_prim ran and the VIP is gone (both come before the state in the engine's plans): unmount now.
-      void this.serial(() => this.stopPrimary(`module ${s.state}: ${s.reason}`)).catch((e: unknown) => this.fail(e));
+    if (s.state === "STOP" && (this.prim || this.sec)) {
+      // stop_prim ran and the VIP is gone (both come before the state in the engine's plans): unmount now
+      // (poststop did already, unless the module was force-stopped).
+      void this.serial(() => this.stopAll(`module STOP: ${s.reason}`)).catch((e: unknown) => this.fail(e));
     }
-    if (s.state === "STOP" && this.sec) void this.serial(() => this.stopSecondary(`module STOP: ${s.reason}`)).catch((e: unknown) => this.fail(e));
     if (s.state === "SECOND" && this.sec && !s.ready && this.inSyncBelief && !this.suspect) {
       // Back in SECOND on the stream a resync completed on (e.g. after a WAIT): the engine forgot it was in sync.
       this.report(true, "still in sync on the same stream");
@@ -534,6 +549,14 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   private stateFile(): string {
     return this.options.replicator?.stateFile ?? sideFile(this.options.backingDir, "hfstate");
+  }
+
+  private discardExtentLog(): void {
+    const f = this.options.replicator?.extentLog ?? sideFile(this.options.backingDir, "hfextents");
+    if (existsSync(f) && statSync(f).size > 0) {
+      truncateSync(f, 0);
+      this.note(`extent log of this node's time as primary discarded (${f}): the peer's copy wins`);
+    }
   }
 
   private writeLocalCopy(state: "consistent"): void {

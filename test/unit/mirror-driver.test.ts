@@ -3,7 +3,7 @@
  * mount, VIP and application hooks, the secondary's in-sync reports, the grace after a lost stream, the first
  * resync mode, the refusal to mount a copy whose resync did not finish, and the fence before a failover.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
@@ -213,6 +213,26 @@ describe("MirrorDriver", () => {
     n.module.peerReport("n0", report("WAIT", { candidate: false, ready: false })); // n0 yielded: app stopped, VIP gone
     await n.module.waitFor("ALONE", 2000);
     expect(n.ops).toContain("mount (first resync log)");
+    await n.module.close();
+  });
+
+  it("swap on the primary: the mount (and its stream) stays through WAIT; unmount and extent log discarded when it becomes secondary", async () => {
+    const n = await node("n0", { defaultPrimary: "n0" });
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n1", report("SECOND", { generation: 0, upToDate: false }));
+    await n.module.start();
+    await n.module.waitFor("PRIM");
+    n.module.peerReport("n1", report("SECOND", { generation: n.module.persisted.generation }));
+    await n.module.idle();
+    writeFileSync(join(n.dir, ".data.hfextents"), "records of this node's time as primary");
+    await n.module.swap();
+    await n.module.waitFor("WAIT");
+    expect(n.driver.role).toBe("primary"); // no app, but the stream to n1 stays up until n1 has taken over
+    expect(n.ops.slice(-2)).toEqual(["app stop", "vip remove 198.18.0.100/24"]);
+    n.module.peerReport("n1", report("ALONE", { generation: n.module.persisted.generation + 1 }));
+    await n.module.waitFor("SECOND");
+    expect(n.ops.slice(-2)).toEqual(["unmount", "listen"]);
+    expect(readFileSync(join(n.dir, ".data.hfextents"), "utf8")).toBe("");
     await n.module.close();
   });
 
