@@ -88,7 +88,6 @@ export interface PacketFilterOptions extends FilterConfig {
   readonly leaseMs?: number;
 }
 
-
 /** Events of a {@link PacketFilter}. */
 export interface PacketFilterEvents {
   /** The backend that start() chose, with the reasons the earlier candidates were passed over. */
