@@ -18,7 +18,7 @@ export interface DaemonClusterOptions {
   /** Lab nodes to use, from the first. Default all. */
   readonly count?: number;
   /** Module definitions (hooks may name the scripts written by {@link writeHookScripts}: `$DIR/hooks/NAME.sh`). */
-  readonly modules: (dir: string, node: string) => unknown[];
+  readonly modules: (dir: string, node: string, tokens: { admin: string; control: string; monitor: string }) => unknown[];
   /** `replication:` section of the config. */
   readonly replication?: (node: string) => Record<string, { mode: "none" }> | undefined;
   /** Extra top-level config. */
@@ -97,7 +97,7 @@ export class DaemonCluster {
       const cfg = {
         cluster: { id: `lab-${lab.prefix}`, keyFile, nodes },
         node: h.name,
-        modules: opts.modules(this.dir, h.name),
+        modules: opts.modules(this.dir, h.name, this.tokens),
         ...(opts.replication?.(h.name) ? { replication: opts.replication(h.name) } : {}),
         api: {
           port: API_PORT,
@@ -134,10 +134,12 @@ export class DaemonCluster {
   async startNode(n: DaemonNodeRun, timeoutMs = 30_000): Promise<void> {
     n.proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", CLI, "daemon", "--config", n.config], { cwd: REPO });
     const proc = n.proc;
+    let stderr = "";
+    proc.stderr.on("data", (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
     await Promise.race([
       proc.waitForLine(/"event":"ready"/, timeoutMs),
       proc.exited.then((x) => {
-        throw new Error(`daemon ${n.id} exited before ready (code ${x.code}, signal ${x.signal})`);
+        throw new Error(`daemon ${n.id} exited before ready (code ${x.code}, signal ${x.signal}): ${stderr.trim()}`);
       }),
     ]);
   }
