@@ -268,8 +268,9 @@ int farm_ingress(struct __sk_buff *skb)
 	struct farm_owned *own = bpf_map_lookup_elem(&farm_owned, &table);
 	int owned = own ? own->owned[bucket & (FARM_BUCKETS - 1)] != 0 : 0;
 
-	/* Fail closed when the holdfast process stopped renewing its lease (dead or frozen). */
-	if (owned && (flags & FARM_F_LEASE) && cfg && bpf_ktime_get_ns() >= cfg->lease_until_ns) {
+	/* Fail closed when the holdfast process stopped renewing its lease (dead or frozen). The coarse clock
+	 * (CLOCK_MONOTONIC at the last tick) costs ~2 ns where bpf_ktime_get_ns costs ~28 ns. */
+	if (owned && (flags & FARM_F_LEASE) && cfg && bpf_ktime_get_coarse_ns() >= cfg->lease_until_ns) {
 		count_global(4);
 		owned = 0;
 	}

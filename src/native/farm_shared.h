@@ -44,14 +44,14 @@ struct farm_owned {
 /* In an owned bucket, drop TCP packets that do not open a connection and belong to no local socket
  * (mid-flow packets of a flow another node still serves) instead of letting the stack answer with RST. */
 #define FARM_F_STRICT_TCP 1
-/* The ownership table holds only while bpf_ktime_get_ns() < lease_until_ns: the holdfast process renews the
+/* The ownership table holds only while bpf_ktime_get_coarse_ns() < lease_until_ns: the holdfast process renews the
  * lease every leaseMs/4, so when it dies or freezes every bucket turns foreign within leaseMs (fail closed). */
 #define FARM_F_LEASE 2
 
 struct farm_config {
 	__u32 seed;           /* jhash seed, same as nftables' `seed` */
 	__u32 flags;          /* FARM_F_* */
-	__u64 lease_until_ns; /* CLOCK_MONOTONIC ns (bpf_ktime_get_ns); used with FARM_F_LEASE */
+	__u64 lease_until_ns; /* CLOCK_MONOTONIC ns; used with FARM_F_LEASE */
 };
 
 /* Per bucket, per CPU (farm_bstats). */

@@ -71,7 +71,7 @@ export interface PacketFilterOptions extends FilterConfig {
    * or holds them, while the peers serve the same buckets).
    *
    * The filter renews the lease every `leaseMs / 4` from a timer in this process; the kernel (eBPF:
-   * `bpf_ktime_get_ns()` against a deadline; nftables: a set element with a timeout; userspace: the queue
+   * the monotonic clock against a deadline; nftables: a set element with a timeout; userspace: the queue
    * dies with the process) treats every bucket as foreign once the lease has run out. A dead process, or a
    * frozen event loop (SIGSTOP, a hung synchronous call), stops renewing: that is the point. Formula: when
    * the process dies or freezes at time F, its renewals and its heartbeats stop together; the node stops
