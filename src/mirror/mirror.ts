@@ -193,6 +193,8 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private inSyncBelief = false;
   /** Secondary: the peer left the view since the stream was established. */
   private suspect = false;
+  /** Secondary taking over: whether the stream was up and in sync, with the peer alive, when the engine decided. */
+  private handoverSnapshot: boolean | undefined;
 
   constructor(options: MirrorDriverOptions) {
     super();
@@ -321,9 +323,11 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       if (this.prim) return; // a restart of the primary role: the mount stays
       const forced = ctx.reason.includes("--force");
       const wasSecond = this.sec;
-      // A handover: the peer is alive and our stream from it is still up after a finished resync, so nothing was
-      // logged past this node (a yielding primary keeps its mount and stream until this node takes over).
-      const handover = !!wasSecond && wasSecond.state === "sync" && this.inSyncBelief && !this.suspect && this.peerInView();
+      // A handover: when the engine decided, the peer was alive and our stream from it was up after a finished
+      // resync, so nothing had been logged past this node; its app was already stopped (it yielded), so nothing
+      // was written since. (By now its stream may be gone: it unmounts as soon as it sees this node take over.)
+      const handover = !!wasSecond && this.handoverSnapshot === true;
+      this.handoverSnapshot = undefined;
       if (this.sec) await this.stopSecondary("becoming primary");
       const copy = this.localCopy();
       if (copy === "inconsistent" && !forced) {
@@ -451,7 +455,12 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   private onModuleState(s: ModuleStatus): void {
     this.lastStatus = s;
-    if (s.transient) return;
+    if (s.transient) {
+      if (s.state === "SECOND" && (s.next === "PRIM" || s.next === "ALONE")) {
+        this.handoverSnapshot = !!this.sec && this.sec.state === "sync" && this.inSyncBelief && !this.suspect && this.peerInView();
+      }
+      return;
+    }
     if (s.state === "STOP" && (this.prim || this.sec)) {
       // stop_prim ran and the VIP is gone (both come before the state in the engine's plans): unmount now
       // (poststop did already, unless the module was force-stopped).
