@@ -385,7 +385,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
         this.lastMetrics = m;
         this.emit("metrics", m);
       });
-      rep.on("authFailed", (e) => this.fail(new Error(`replication peer refused: ${e.reason}`)));
+      rep.on("authFailed", (e) => this.onHandshakeFailed(e.reason));
       rep.on("error", (e) => this.fail(e));
       rep.on("exit", (e) => {
         if (!e.expected) this.note(`primary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
@@ -440,7 +440,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       if (e.consistent) this.suspect = false;
       this.report(e.consistent, e.consistent ? "resync finished: copy consistent" : "resync started: copy inconsistent");
     });
-    rep.on("authFailed", (e) => this.fail(new Error(`replication peer refused: ${e.reason}`)));
+    rep.on("authFailed", (e) => this.onHandshakeFailed(e.reason));
     rep.on("error", (e) => this.fail(e));
     rep.on("exit", (e) => {
       if (!e.expected) this.note(`secondary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
@@ -558,6 +558,16 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   private stateFile(): string {
     return this.options.replicator?.stateFile ?? sideFile(this.options.backingDir, "hfstate");
+  }
+
+  /**
+   * The helper reports every handshake that did not complete as `authFailed`. A peer that proved the wrong key
+   * (or is no holdfast peer) is an error; a handshake cut short (a peer killed or a link cut mid-handshake) is
+   * ordinary weather and only logged.
+   */
+  private onHandshakeFailed(reason: string): void {
+    if (/authentication|not a holdfast/.test(reason)) this.fail(new Error(`replication peer refused: ${reason}`));
+    else this.note(`replication handshake did not complete: ${reason}`);
   }
 
   private discardExtentLog(): void {
