@@ -310,6 +310,11 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     return un;
   }
 
+  /** Resolves when the helper operations queued so far (starts, stops, restarts) are done. */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
   /** Stops every helper (primary: unmount). For shutdown after the module stopped. */
   async close(): Promise<void> {
     for (const u of this.unbinders.splice(0)) u();

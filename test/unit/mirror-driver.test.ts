@@ -80,7 +80,7 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: number; fenceMs?: number } = {}) {
+async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: number; fenceMs?: number; witness?: boolean } = {}) {
   const ops: string[] = [];
   const reps: FakeRep[] = [];
   const dir = mkdtempSync(join(tmpdir(), "hf-mirror-driver-"));
@@ -114,6 +114,7 @@ async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: n
         stop_prim: async () => void ops.push("app stop"),
       }),
       restart: { maxloop: opts.maxloop ?? 3 },
+      ...(opts.witness ? { checkers: [{ type: "split-brain", name: "sb", witnesses: ["198.18.0.1"] }] } : {}),
       mirror: { ...(opts.defaultPrimary ? { defaultPrimary: opts.defaultPrimary } : {}), peerWait: 100 },
     },
     { nodeId, vip },
@@ -233,6 +234,36 @@ describe("MirrorDriver", () => {
     await n.module.waitFor("SECOND");
     expect(n.ops.slice(-2)).toEqual(["unmount", "listen"]);
     expect(readFileSync(join(n.dir, ".data.hfextents"), "utf8")).toBe("");
+    await n.module.close();
+  });
+
+  it("after a partition the secondary's stream is suspect: out of sync, a fresh helper, in sync only after a new resync", async () => {
+    const n = await node("n1", { witness: true });
+    n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok: true, action: "wait", reason: "witness answers" });
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("PRIM"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    (n.reps[0] as FakeRep).resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    // Cut off from the primary and the witness: no takeover (the engine's split-brain rule), nothing reported.
+    n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok: false, action: "wait", reason: "no witness answered" });
+    n.setView(["n1"]);
+    await n.module.idle();
+    expect(n.module.status).toMatchObject({ state: "SECOND", ready: true });
+    expect(n.syncs.filter((x) => x.startsWith("out"))).toEqual(["out: resync started: copy inconsistent"]);
+    // The partition heals: the primary may have gone on alone over a stream this node never saw end.
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("ALONE", { generation: 2 }));
+    n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok: true, action: "wait", reason: "witness answers" });
+    await n.module.waitFor((s) => s.state === "SECOND" && !s.ready, 1000);
+    expect(n.syncs.at(-1)).toMatch(/^out: the primary was out of view: stream suspect/);
+    await n.driver.idle();
+    expect(n.ops).toEqual(["listen", "stop listening", "listen"]);
+    const fresh = n.reps[1] as FakeRep;
+    fresh.resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    expect(n.module.persisted.generation).toBe(2);
     await n.module.close();
   });
 
