@@ -131,3 +131,40 @@ export async function pollUntil(cond: () => boolean, ms: number, what: string): 
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Pids of the processes whose mount namespace is `ns` (the text of a `/proc/<pid>/ns/mnt` link). */
+export function processesInMountNamespace(ns: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readlinkSync(`/proc/${name}/ns/mnt`) === ns && Number(name) !== process.pid) pids.push(Number(name));
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return pids;
+}
+
+/**
+ * Crashes a "node" whose processes share the primary helper's private mount namespace (the helper and the
+ * application started with `commandInMount`): SIGKILL to every process in that namespace at once. Process groups
+ * are not enough: PostgreSQL's backends run in sessions of their own. `ns` comes from {@link mountNamespaceOf}
+ * (taken while the helper is alive). Returns the pids killed.
+ */
+export function killMountNamespace(ns: string): number[] {
+  const pids = processesInMountNamespace(ns);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+  return pids;
+}
+
+/** The mount namespace of `pid` (e.g. `mnt:[4026532712]`), for {@link killMountNamespace}. */
+export function mountNamespaceOf(pid: number): string {
+  return readlinkSync(`/proc/${pid}/ns/mnt`);
+}

@@ -2,7 +2,7 @@
 export {};
 export { Lab, LabError, cleanStaleLabs, ensureBpffs, resolveLabOptions, LAB_LIMITS, MAX_RETAINED_LINES } from "./lab.js";
 export type { LabOptions, LabHost, LabProcess, ExecResult, LabMountOptions, LabSpawnOptions, LabExecOptions } from "./lab.js";
-export { startLoopbackPair, snapshotTree, treeDiff, pollUntil } from "../mirror/testing.js";
+export { startLoopbackPair, snapshotTree, treeDiff, pollUntil, killMountNamespace, mountNamespaceOf, processesInMountNamespace } from "../mirror/testing.js";
 export type { LoopbackPair, Entry as TreeEntry } from "../mirror/testing.js";
 export { FakeClock } from "./sim/clock.js";
 export { FakeNetwork, type FakeNetworkOptions, type LinkState } from "./sim/network.js";

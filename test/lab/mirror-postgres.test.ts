@@ -8,23 +8,28 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { pollUntil, startLoopbackPair, type LoopbackPair } from "../../src/mirror/testing.js";
+import { killMountNamespace, mountNamespaceOf, pollUntil, startLoopbackPair, type LoopbackPair } from "../../src/mirror/testing.js";
 
 const PG = "/usr/lib/postgresql/15/bin";
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse") && existsSync(`${PG}/postgres`);
 const pgUid = canRun ? Number(spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }).stdout) : 0;
 const pgGid = canRun ? Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout) : 0;
 
-const groups: ChildProcess[] = [];
+const servers: Array<{ wrap: (a: string[]) => string[]; dataDir: string; child: ChildProcess }> = [];
+const namespaces: string[] = [];
 const pairs: LoopbackPair[] = [];
 afterEach(async () => {
-  for (const g of groups.splice(0)) {
+  // PostgreSQL backends run in sessions of their own: stop servers with pg_ctl, crash nodes by namespace
+  for (const s of servers.splice(0)) {
+    if (s.child.exitCode !== null || s.child.signalCode !== null) continue;
     try {
-      process.kill(-(g.pid as number), "SIGKILL");
+      const [cmd, ...args] = s.wrap(["runuser", "-u", "postgres", "--", `${PG}/pg_ctl`, "-D", s.dataDir, "-m", "immediate", "-w", "stop"]);
+      spawnSync(cmd as string, args, { stdio: "ignore", timeout: 30_000 });
     } catch {
-      /* already gone */
+      /* its node's namespace is gone: killed below */
     }
   }
+  for (const ns of namespaces.splice(0)) killMountNamespace(ns);
   await Promise.allSettled(pairs.splice(0).map((p) => p.close()));
 });
 
@@ -42,7 +47,7 @@ async function startPostgres(wrap: (argv: string[]) => string[], dataDir: string
   const child = spawn(cmd as string, args, { detached: true, stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
   child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
-  groups.push(child);
+  servers.push({ wrap, dataDir, child });
   await pollUntil(
     () => spawnSync(`${PG}/pg_isready`, ["-q", "-h", sock, "-p", String(port)]).status === 0 || child.exitCode !== null,
     60_000,
@@ -100,14 +105,18 @@ describe.skipIf(!canRun)("mirror: PostgreSQL on the replicated mount", () => {
   it("kill -9 of the primary node mid-pgbench: every reported commit is present after recovery on the secondary", async () => {
     const { p, sock, wrap, data } = await setUpCluster("pgcrash");
     const port = 15432 + (process.pid % 1000);
-    const pg = await startPostgres(wrap, data, sock, port);
+    await startPostgres(wrap, data, sock, port);
+    const node = mountNamespaceOf(p.primary.pid as number);
+    namespaces.push(node);
     psql(sock, port, "CREATE TABLE commits (client int NOT NULL, id bigserial PRIMARY KEY)");
     writeFileSync(join(p.root, "insert.sql"), "INSERT INTO commits(client) VALUES (:client_id);\n");
     const bench = pgbench(sock, port, ["-n", "-c", "4", "-j", "2", "-T", "60", "-f", join(p.root, "insert.sql"), "-l", "--log-prefix=pgb"], p.root);
     await pollUntil(() => psqlCount(sock, port) >= 500, 60_000, "500 commits");
     // the crash: the helper and every PostgreSQL process of this node at once
-    process.kill(p.primary.pid as number, "SIGKILL");
-    process.kill(-(pg.pid as number), "SIGKILL");
+    const killed = killMountNamespace(node);
+    expect(killed.length).toBeGreaterThanOrEqual(6); // helper, postmaster, 4 backends, ...
+    // gone and reaped (the recovering postmaster refuses to start while the old pid still exists)
+    await pollUntil(() => killed.every((pid) => !existsSync(`/proc/${pid}`)), 10_000, "killed processes reaped");
     const { code } = await bench;
     expect(code).not.toBe(0); // pgbench saw its server die
     const logged = loggedCommits(p.root, "pgb");
@@ -134,12 +143,13 @@ describe.skipIf(!canRun)("mirror: PostgreSQL on the replicated mount", () => {
     chownSync(local, pgUid, pgGid);
     asPostgres((a) => a, [`${PG}/initdb`, "-D", local, "-A", "trust", "-U", "postgres"]);
     const tps = async (dir: string, w: (a: string[]) => string[], prt: number): Promise<number> => {
-      const pg = await startPostgres(w, dir, sock, prt);
+      await startPostgres(w, dir, sock, prt);
       const init = await pgbench(sock, prt, ["-i", "-s", "4", "-q"], p.root);
       expect(init.code).toBe(0);
       const r = await pgbench(sock, prt, ["-c", "4", "-j", "2", "-T", "10"], p.root);
       expect(r.code).toBe(0);
-      process.kill(-(pg.pid as number), "SIGKILL");
+      const [cmd, ...args] = w(["runuser", "-u", "postgres", "--", `${PG}/pg_ctl`, "-D", dir, "-m", "fast", "-w", "stop"]);
+      expect(spawnSync(cmd as string, args, { stdio: "ignore" }).status).toBe(0);
       const m = /tps = ([\d.]+)/.exec(r.out);
       return Number(m?.[1]);
     };

@@ -354,7 +354,7 @@ static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_
 static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct op o = {.type = HF_CREATE, .path = path};
   op_begin(&o);
-  int fd = openat(G.bfd, rel(path), (fi->flags & ~O_APPEND) | O_CREAT | O_CLOEXEC, mode);
+  int fd = openat(G.bfd, rel(path), (fi->flags & ~(O_APPEND | O_DIRECT)) | O_CREAT | O_CLOEXEC, mode);
   int r = fd < 0 ? -errno : 0;
   if (!r && fchown(fd, CTX->uid, CTX->gid) < 0) r = -errno;
   struct stat st;
@@ -370,8 +370,9 @@ static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 }
 static int f_open(const char *path, struct fuse_file_info *fi) {
   /* O_APPEND is dropped on the backing fd: the kernel hands us the append offset, and pwrite on an O_APPEND fd
-   * would ignore it (the two sides must write at the same offset). */
-  int flags = (fi->flags & ~O_APPEND) | O_CLOEXEC;
+   * would ignore it (the two sides must write at the same offset). O_DIRECT is dropped too: FUSE's buffers are
+   * not aligned for it, and it promises no durability anyway (fsync does, on both sides). */
+  int flags = (fi->flags & ~(O_APPEND | O_DIRECT)) | O_CLOEXEC;
   if (!(fi->flags & O_TRUNC)) {
     int fd = openat(G.bfd, rel(path), flags);
     if (fd < 0) return -errno;
