@@ -107,16 +107,16 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
     const { lab, client, vip, addrs, cluster } = env;
     const victim = cluster.node("n2");
     const survivors = cluster.nodes.filter((n) => n !== victim);
-    const p = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 15, streamMs: 5000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 5000 });
+    const p = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 24, streamMs: 5000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 5000 });
     // Wait until every stream has started, so we know who serves it.
-    for (let i = 0; i < 200 && p.lines.filter((l) => l.type === "streamStart").length < 15; i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 200 && p.lines.filter((l) => l.type === "streamStart").length < 24; i++) await new Promise((r) => setTimeout(r, 25));
     const marks = cluster.marks();
     const tKill = Date.now();
     victim.proc?.kill("SIGKILL");
     await p.done;
     const streams = p.lines.filter((l) => l.type === "stream");
     const onSurvivors = streams.filter((s) => s.node !== victim.id);
-    expect(onSurvivors.length).toBeGreaterThanOrEqual(1);
+    expect(onSurvivors.length).toBeGreaterThanOrEqual(10); // the issue asks for at least 10 long-lived connections on the survivors
     expect(onSurvivors.filter((s) => !s.complete)).toEqual([]);
     const probes = p.lines.filter((l) => l.type === "probe");
     const lastFail = probes.filter((x) => !x.ok && (x.t as number) >= tKill).map((x) => x.t as number);
@@ -146,8 +146,8 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
     const { lab, client, vip, addrs, cluster } = env;
     const victim = cluster.node("n1");
     const survivors = cluster.nodes.filter((n) => n !== victim);
-    const p = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 12, streamMs: 4000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 4000 });
-    for (let i = 0; i < 200 && p.lines.filter((l) => l.type === "streamStart").length < 12; i++) await new Promise((r) => setTimeout(r, 25));
+    const p = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 24, streamMs: 4000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 4000 });
+    for (let i = 0; i < 200 && p.lines.filter((l) => l.type === "streamStart").length < 24; i++) await new Promise((r) => setTimeout(r, 25));
     const marks = cluster.marks();
     const tDown = Date.now();
     await lab.linkDown(victim.host, 0);
@@ -155,6 +155,7 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
       await p.done;
       const streams = p.lines.filter((l) => l.type === "stream" && l.node !== victim.id);
       if (process.env.FARM_DEBUG) console.log(JSON.stringify(streams));
+      expect(streams.length).toBeGreaterThanOrEqual(10);
       expect(streams.filter((s) => !s.complete)).toEqual([]);
       expect(p.lines.filter((x) => x.type === "probe" && (x.t as number) >= tDown + 1000 && !x.ok)).toEqual([]);
       await waitServing(cluster, survivors, 5_000, marks);
