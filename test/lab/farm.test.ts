@@ -64,12 +64,20 @@ async function load(lab: Lab, client: LabHost, o: object): Promise<LoadResult> {
   return JSON.parse(r.stdout.trim().split("\n").at(-1) as string) as LoadResult;
 }
 
-function probe(lab: Lab, client: LabHost, o: object): { proc: LabProcess; lines: ProbeLine[]; done: Promise<void> } {
+/** Starts the probe program and resolves once all its long-lived streams have started (so we know who serves each). */
+async function probe(lab: Lab, client: LabHost, o: { streams: number } & Record<string, unknown>): Promise<{ proc: LabProcess; lines: ProbeLine[]; done: Promise<void> }> {
   const proc = lab.spawn(client, [process.execPath, "--import", "tsx", join(REPO, "test/lab/helpers/http-probe.mts"), JSON.stringify(o)], { cwd: REPO });
   const lines: ProbeLine[] = [];
+  let started!: () => void;
+  const allStarted = new Promise<void>((r) => (started = r));
   const done = (async () => {
-    for await (const raw of proc.lines()) lines.push(JSON.parse(raw) as ProbeLine);
+    for await (const raw of proc.lines()) {
+      lines.push(JSON.parse(raw) as ProbeLine);
+      if (lines.filter((l) => l.type === "streamStart").length === o.streams) started();
+    }
+    started();
   })();
+  if (o.streams > 0) await allStarted;
   return { proc, lines, done };
 }
 
@@ -107,9 +115,7 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
     const { lab, client, vip, addrs, cluster } = env;
     const victim = cluster.node("n2");
     const survivors = cluster.nodes.filter((n) => n !== victim);
-    const p = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 24, streamMs: 5000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 5000 });
-    // Wait until every stream has started, so we know who serves it.
-    for (let i = 0; i < 200 && p.lines.filter((l) => l.type === "streamStart").length < 24; i++) await new Promise((r) => setTimeout(r, 25));
+    const p = await probe(lab, client, { vip, port: 80, addresses: addrs, streams: 24, streamMs: 5000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 5000 });
     const marks = cluster.marks();
     const tKill = Date.now();
     victim.proc?.kill("SIGKILL");
@@ -130,8 +136,7 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
     await waitServing(cluster, survivors, 5_000, marks);
 
     // Rejoin: long-lived connections everywhere must survive the buckets moving to the returning node.
-    const p2 = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 15, streamMs: 5000, probeEveryMs: 50, probeTimeoutMs: 3000, durationMs: 4000 });
-    for (let i = 0; i < 200 && p2.lines.filter((l) => l.type === "streamStart").length < 15; i++) await new Promise((r) => setTimeout(r, 25));
+    const p2 = await probe(lab, client, { vip, port: 80, addresses: addrs, streams: 15, streamMs: 5000, probeEveryMs: 50, probeTimeoutMs: 3000, durationMs: 4000 });
     const back = cluster.marks();
     await cluster.restart(victim);
     await waitServing(cluster, cluster.nodes, 20_000, back);
@@ -146,8 +151,7 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
     const { lab, client, vip, addrs, cluster } = env;
     const victim = cluster.node("n1");
     const survivors = cluster.nodes.filter((n) => n !== victim);
-    const p = probe(lab, client, { vip, port: 80, addresses: addrs, streams: 24, streamMs: 4000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 4000 });
-    for (let i = 0; i < 200 && p.lines.filter((l) => l.type === "streamStart").length < 24; i++) await new Promise((r) => setTimeout(r, 25));
+    const p = await probe(lab, client, { vip, port: 80, addresses: addrs, streams: 24, streamMs: 4000, probeEveryMs: 20, probeTimeoutMs: 250, durationMs: 4000 });
     const marks = cluster.marks();
     const tDown = Date.now();
     await lab.linkDown(victim.host, 0);
