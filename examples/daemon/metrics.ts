@@ -66,6 +66,13 @@ export function daemonSamples(d: Daemon): MetricSample[] {
   s.push({ name: "holdfast_view_epoch", help: "Epoch of this node's membership view", type: "gauge", labels: { node }, value: st.view.epoch });
   s.push({ name: "holdfast_view_agreed", help: "1 when every member advertises the same view", type: "gauge", labels: { node }, value: st.view.agreed ? 1 : 0 });
   for (const n of st.nodes) s.push({ name: "holdfast_node_up", help: "1 when the node is in this node's view", type: "gauge", labels: { node, peer: n.id }, value: n.up ? 1 : 0 });
+  for (const n of st.nodes) {
+    if (n.id === node) continue;
+    d.membership.heartbeatRtt(n.id).forEach((ms, network) => {
+      if (Number.isNaN(ms)) return;
+      s.push({ name: "holdfast_heartbeat_rtt_seconds", help: "Smoothed heartbeat round-trip time to a peer, per heartbeat network", type: "gauge", labels: { node, peer: n.id, network: String(network) }, value: ms / 1000 });
+    });
+  }
   s.push({ name: "holdfast_daemon_start_time_seconds", help: "Start time of the daemon, Unix seconds", type: "gauge", labels: { node }, value: Math.round(d.startedAt / 1000) });
   return s;
 }

@@ -119,6 +119,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.apply(this.core.setMeta(this.clock.now(), meta));
   }
 
+  /** Smoothed heartbeat round-trip time to a peer, per heartbeat network, ms (NaN until measured). */
+  heartbeatRtt(nodeId: string): number[] {
+    return this.core.heartbeatRtt(nodeId);
+  }
+
   /** Latest metadata a peer published (undefined if never heard). */
   peerMeta(nodeId: string): unknown {
     return this.core.peerMeta(nodeId);

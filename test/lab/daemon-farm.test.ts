@@ -51,6 +51,15 @@ describe.skipIf(!root)("daemon with a farm module (3 nodes + client)", () => {
     }
     expect(owned.reduce((a, b) => a + b, 0)).toBe(BUCKET_COUNT);
     expect(owned.every((x) => x > 0)).toBe(true);
+    // /metrics: this node's share of the buckets and the heartbeat round-trip time to each peer.
+    const n0 = cluster.node("n0");
+    const m = await lab.exec(n0.host, ["curl", "-s", "-H", `authorization: Bearer ${cluster.tokens.monitor}`, `${n0.url}/metrics`]);
+    expect(m.stdout).toMatch(new RegExp(`holdfast_farm_buckets_owned\\{node="n0",module="web"\\} ${owned[0]}`));
+    for (const peer of ["n1", "n2"]) {
+      const rtt = new RegExp(`holdfast_heartbeat_rtt_seconds\\{node="n0",peer="${peer}",network="0"\\} ([0-9.e-]+)`).exec(m.stdout);
+      expect(rtt, `rtt to ${peer}`).not.toBeNull();
+      expect(Number(rtt?.[1])).toBeLessThan(0.1); // a few ms on a lab bridge
+    }
   });
 
   it("the client's requests to the VIP are answered once each, by every node", async () => {

@@ -213,3 +213,31 @@ describe("membership core", () => {
     expect(b.stateDigest()).toBe(before);
   });
 });
+
+describe("heartbeat round-trip time", () => {
+  it("measures twice the one-way delay on each network, net of the peer's hold time", async () => {
+    const { FakeClock } = await import("../../src/testing/sim/clock.js");
+    const { FakeNetwork } = await import("../../src/testing/sim/network.js");
+    const { Rng } = await import("../../src/testing/sim/rng.js");
+    const clock = new FakeClock(0);
+    const net = new FakeNetwork(clock, new Rng(1), { networks: 2, minDelayMs: 7, maxDelayMs: 7, duplicate: 0 });
+    const ids = ["a", "b"];
+    const cores = new Map(ids.map((id, i) => [id, new MembershipCore(settings(id, ids, 2), 100 + i, mac)]));
+    const apply = (id: string, effects: MembershipEffect[]) => {
+      for (const e of effects) if (e.type === "send") net.send(id, e.to, e.network, e.bytes);
+    };
+    for (const [id, c] of cores) {
+      net.attach(id, (n, _from, bytes) => apply(id, c.receive(clock.now(), n, bytes)));
+      apply(id, c.start(clock.now()));
+      const tick = () => {
+        apply(id, c.tick(clock.now()));
+        clock.setTimer(LAN.tickMs, tick);
+      };
+      clock.setTimer(LAN.tickMs, tick);
+    }
+    clock.advance(3000);
+    const rtt = cores.get("a")?.heartbeatRtt("b") ?? [];
+    expect(rtt).toHaveLength(2);
+    for (const r of rtt) expect(r).toBeCloseTo(14, 0);
+  });
+});

@@ -51,6 +51,10 @@ interface Peer {
   up: boolean;
   /** Newest sequence number accepted from this peer, per network (replay filter). */
   lastSeq: number[];
+  /** When (our clock) the newest sequence number of each network was received: the echo's hold time. */
+  lastSeqAt: number[];
+  /** Heartbeat round-trip time per network, ms (EWMA, 1/8 as TCP's SRTT); NaN until measured. */
+  rtt: number[];
   /** Newest sequence number accepted on any network (state updates). */
   lastSeqAny: number;
   /** Send time (our clock) of our newest heartbeat this peer echoed, per network: two-way proof. */
@@ -144,6 +148,8 @@ export class MembershipCore {
         incarnation: 0,
         up: false,
         lastSeq: new Array<number>(nets).fill(0),
+        lastSeqAt: new Array<number>(nets).fill(NEVER),
+        rtt: new Array<number>(nets).fill(Number.NaN),
         lastSeqAny: 0,
         proof: new Array<number>(nets).fill(NEVER),
         netUp: new Array<boolean>(nets).fill(false),
@@ -175,6 +181,14 @@ export class MembershipCore {
   upPeers(): string[] {
     return [...this.peers.values()].filter((p) => p.up).map((p) => p.id);
   }
+  /**
+   * Heartbeat round-trip time to a peer per network, ms (smoothed; NaN until measured): our send time of the
+   * echoed heartbeat to its arrival back, minus the time the peer held it before replying.
+   */
+  heartbeatRtt(id: string): number[] {
+    return [...(this.peers.get(id)?.rtt ?? [])];
+  }
+
   /** Latest metadata advertised by a peer (undefined if never heard). */
   peerMeta(id: string): unknown {
     const p = this.peers.get(id);
@@ -297,11 +311,13 @@ export class MembershipCore {
       if (p.up) this.markDown(p, now, "restarted", `${p.id} restarted (incarnation ${p.incarnation} -> ${hb.i})`, out);
       p.incarnation = hb.i;
       p.lastSeq.fill(0);
+      p.lastSeqAt.fill(NEVER);
       p.lastSeqAny = 0;
       p.proof.fill(NEVER);
       p.netUp.fill(false);
     }
     p.lastSeq[network] = hb.s;
+    p.lastSeqAt[network] = now;
     p.lastRecvAt = now;
     const proofTime = hb.ai === this.incarnation ? this.sentAt.get(hb.a) : undefined;
     if (proofTime === undefined) {
@@ -309,6 +325,13 @@ export class MembershipCore {
       return out;
     }
     if (proofTime > (p.proof[network] ?? NEVER)) p.proof[network] = proofTime;
+    if (hb.ah !== undefined) {
+      const sample = now - proofTime - hb.ah;
+      if (sample >= 0 && sample <= this.settings.timing.lossTimeoutMs) {
+        const prev = p.rtt[network] ?? Number.NaN;
+        p.rtt[network] = Number.isNaN(prev) ? sample : prev + (sample - prev) / 8;
+      }
+    }
     if (hb.s > p.lastSeqAny) {
       p.lastSeqAny = hb.s;
       if (p.weight !== hb.w) this.viewDirty = true;
@@ -375,7 +398,9 @@ export class MembershipCore {
     for (const p of this.peers.values()) {
       for (let n = 0; n < this.settings.networks; n++) {
         this.counters.sent++;
-        const bytes = encodeHeartbeatFast({ to: p.id, n, a: p.lastSeq[n] ?? 0, ai: p.incarnation }, shared, this.mac);
+        const heldAt = p.lastSeqAt[n] ?? NEVER;
+        const ah = heldAt === NEVER ? undefined : Math.max(0, Math.round(now - heldAt));
+        const bytes = encodeHeartbeatFast({ to: p.id, n, a: p.lastSeq[n] ?? 0, ai: p.incarnation, ...(ah !== undefined ? { ah } : {}) }, shared, this.mac);
         out.push({ type: "send", to: p.id, network: n, bytes });
       }
     }

@@ -40,7 +40,7 @@ const Id = new t.Type<string, string, unknown>(
   t.identity,
 );
 
-export const HeartbeatC = t.type({
+const HeartbeatRequiredC = t.type({
   /** kind: heartbeat or a graceful leave */
   k: t.keyof({ hb: null, leave: null }),
   /** cluster id */
@@ -67,6 +67,12 @@ export const HeartbeatC = t.type({
   /** opaque module metadata (JSON), or null */
   m: t.unknown,
 });
+/** Optional fields (absent in datagrams of older versions). */
+const HeartbeatOptionalC = t.partial({
+  /** ms the sender held the echoed sequence number `a` before sending this datagram (for round-trip time) */
+  ah: Uint,
+});
+export const HeartbeatC = t.intersection([HeartbeatRequiredC, HeartbeatOptionalC]);
 export type Heartbeat = t.TypeOf<typeof HeartbeatC>;
 
 const enc = new TextEncoder();
@@ -81,11 +87,12 @@ export function encodeHeartbeat(hb: Heartbeat, mac: MacFn): Uint8Array {
  * fields: one JSON.stringify per round instead of one per datagram.
  */
 export function encodeHeartbeatFast(
-  perRecipient: { to: string; n: number; a: number; ai: number },
+  perRecipient: { to: string; n: number; a: number; ai: number; ah?: number },
   sharedJson: string,
   mac: MacFn,
 ): Uint8Array {
-  const head = `{"to":${JSON.stringify(perRecipient.to)},"n":${perRecipient.n},"a":${perRecipient.a},"ai":${perRecipient.ai},`;
+  const hold = perRecipient.ah === undefined ? "" : `"ah":${perRecipient.ah},`;
+  const head = `{"to":${JSON.stringify(perRecipient.to)},"n":${perRecipient.n},"a":${perRecipient.a},"ai":${perRecipient.ai},${hold}`;
   return encodePayload(head + sharedJson.slice(1), mac);
 }
 
