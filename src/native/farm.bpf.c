@@ -14,7 +14,10 @@
  *      foreign, see farm_config.lease_until_ns): pass, except (FARM_F_STRICT_TCP) TCP that does not open a connection
  *      (not SYN-only) and has no local socket -> drop (another node's flow: no RST from us)
  *   5. foreign bucket: pass when TCP, not SYN-only, and a local socket has the flow
- *      (bpf_skc_lookup_tcp: established connections survive a bucket move), else drop
+ *      (bpf_skc_lookup_tcp: established connections survive a bucket move), else drop. The lookup is
+ *      made only when the bucket's farm_mayhold flag is set (or for a SYN+ACK): otherwise drop at once
+ *   6. a passed TCP packet with SYN set (a connection accepted, or one opened from the VIP) sets its
+ *      bucket's farm_mayhold flag (written only when still 0; never cleared)
  * Passed VIP packets get pkt_type = PACKET_HOST: they arrive on a shared (flooded or multicast) MAC and
  * the stack would otherwise discard them as OTHERHOST/MULTICAST.
  *
@@ -67,6 +70,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct farm_config);
 } farm_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct farm_mayhold);
+} farm_mayhold SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -267,6 +277,8 @@ int farm_ingress(struct __sk_buff *skb)
 	__u32 table = active ? (*active & 1) : 0;
 	struct farm_owned *own = bpf_map_lookup_elem(&farm_owned, &table);
 	int owned = own ? own->owned[bucket & (FARM_BUCKETS - 1)] != 0 : 0;
+	struct farm_mayhold *mh = bpf_map_lookup_elem(&farm_mayhold, &zero);
+	__u8 *may = mh ? &mh->mayhold[bucket & (FARM_BUCKETS - 1)] : 0;
 
 	/* Fail closed when the holdfast process stopped renewing its lease (dead or frozen). The coarse clock
 	 * (CLOCK_MONOTONIC at the last tick) costs ~2 ns where bpf_ktime_get_ns costs ~28 ns. */
@@ -298,11 +310,16 @@ int farm_ingress(struct __sk_buff *skb)
 		}
 	} else {
 		verdict = TC_ACT_SHOT;
-		if (midflow && has_socket(skb, &tuple, tlen)) {
+		/* Without the flag no local connection can exist in this bucket: no lookup. A SYN+ACK (reply to a
+		 * connection this node opened from the VIP) is rare and always looked up. */
+		if (midflow && ((may && *may) || (tcp_flags & TCP_FLAG_SYN)) && has_socket(skb, &tuple, tlen)) {
 			count_global(2);
 			verdict = TC_ACT_OK;
 		}
 	}
+	/* A connection may now live here: flag the bucket (one store per connection, none per packet). */
+	if (verdict == TC_ACT_OK && !frag && l4proto == IPPROTO_TCP && (tcp_flags & TCP_FLAG_SYN) && may && !*may)
+		*may = 1;
 
 	struct farm_bucket_stats *bs = bpf_map_lookup_elem(&farm_bstats, &bucket);
 	if (bs) {

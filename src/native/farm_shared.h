@@ -40,6 +40,19 @@ struct farm_owned {
 	__u8 owned[FARM_BUCKETS];
 };
 
+/*
+ * The `farm_mayhold` array (one entry): mayhold[b] != 0 when this node may hold TCP connections of bucket b.
+ * The program sets it (only when still 0) when it passes a packet with SYN set in bucket b (a connection it
+ * accepts, or one it opened from the VIP whose SYN+ACK came back); the loader seeds it at start from the local
+ * TCP sockets on a VIP (a daemon restarted under a serving app). A foreign mid-flow TCP packet gets the socket
+ * lookup only when its bucket's flag is set (a foreign SYN+ACK always gets it): no local connection can exist
+ * in a bucket where this node never passed a SYN. Flags are never cleared (a later cleanup could clear the
+ * buckets with no local socket).
+ */
+struct farm_mayhold {
+	__u8 mayhold[FARM_BUCKETS];
+};
+
 /* Flags in farm_config.flags. */
 /* In an owned bucket, drop TCP packets that do not open a connection and belong to no local socket
  * (mid-flow packets of a flow another node still serves) instead of letting the stack answer with RST. */

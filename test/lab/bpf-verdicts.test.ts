@@ -10,7 +10,7 @@ import { BUCKET_COUNT, bucketOf, parseIp } from "../../src/core/buckets.js";
 import { NotSupportedError } from "../../src/core/errors.js";
 import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
 import { craftPacket } from "../../src/farm/filter/packets.js";
-import { FarmProgram } from "../../src/farm/filter/ebpf.js";
+import { FarmProgram, listLocalTcpSockets, mayHoldFromSockets } from "../../src/farm/filter/ebpf.js";
 import { BpfError, TC_ACT_OK, TC_ACT_SHOT, testRun } from "../../src/native/libbpf.js";
 import data from "../vectors/filter.json" with { type: "json" };
 
@@ -44,8 +44,10 @@ describe.skipIf(!supported)("farm tc program (BPF_PROG_TEST_RUN)", () => {
   });
   afterAll(() => prog?.close());
 
-  it("takes the reference decision on every shared vector, bucket owned and foreign", () => {
+  it("takes the reference decision on every shared vector, bucket owned and foreign, may-hold flag set and clear", () => {
     expect(data.vectors.length).toBeGreaterThan(100);
+    const ones = new Uint8Array(BUCKET_COUNT).fill(1);
+    const zeros = new Uint8Array(BUCKET_COUNT);
     let hashed = 0;
     for (const v of data.vectors) {
       const frame = Uint8Array.from(Buffer.from(v.frame, "hex"));
@@ -59,10 +61,13 @@ describe.skipIf(!supported)("farm tc program (BPF_PROG_TEST_RUN)", () => {
         masks.push(new Uint8Array(BUCKET_COUNT), new Uint8Array(BUCKET_COUNT).fill(1));
       }
       for (const mask of masks) {
-        prog.setOwned(mask);
-        const expected = decide(frame, filter, mask);
-        expect(expected.kind, v.name).toBe(v.kind);
-        expect(verdictOf(testRun(prog.progFd, frame).retval), `${v.name} owned=${mask[v.bucket ?? 0]}`).toBe(expected.verdict);
+        for (const flag of [true, false]) {
+          prog.setOwned(mask);
+          prog.setMayHold(flag ? ones : zeros); // a passed SYN sets a flag: reset before every packet
+          const expected = decide(frame, filter, mask, () => false, () => flag);
+          expect(expected.kind, v.name).toBe(v.kind);
+          expect(verdictOf(testRun(prog.progFd, frame).retval), `${v.name} owned=${mask[v.bucket ?? 0]} mayhold=${flag}`).toBe(expected.verdict);
+        }
       }
     }
     expect(hashed).toBeGreaterThan(100);
@@ -142,10 +147,68 @@ describe.skipIf(!supported)("established flows survive a bucket move (bpf_skc_lo
     prog?.close();
   });
 
+  const flowBucket = (): number => bucketOf("127.0.0.1", "address", client.localPort!, config.seed!); // no rule for the port: address
+
+  it("drops a foreign mid-flow packet at once, without a socket lookup, when its bucket's may-hold flag is clear", () => {
+    const port = (server.address() as { port: number }).port;
+    const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
+    prog.setOwned(new Uint8Array(BUCKET_COUNT));
+    prog.setMayHold(new Uint8Array(BUCKET_COUNT)); // the program never passed a SYN of this bucket
+    const before = prog.counters();
+    // The local socket exists (a lookup would find it, see below), but no lookup is made: dropped.
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_SHOT);
+    expect(prog.counters().keptSocket! - before.keptSocket!).toBe(0);
+    expect(prog.mayHold()[flowBucket()]).toBe(0);
+  });
+
+  it("seeds the flag from the sockets that already exist (ss -Htn), so the same packet passes", () => {
+    const port = (server.address() as { port: number }).port;
+    const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
+    const seeded = mayHoldFromSockets(config, listLocalTcpSockets());
+    expect(seeded[flowBucket()]).toBe(1);
+    prog.setOwned(new Uint8Array(BUCKET_COUNT));
+    prog.setMayHold(seeded);
+    const before = prog.counters();
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);
+    expect(prog.counters().keptSocket! - before.keptSocket!).toBe(1);
+  });
+
+  it("sets the flag when it passes a SYN in an owned bucket; after the bucket moves away the flow's packets still pass", () => {
+    const port = (server.address() as { port: number }).port;
+    const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
+    const b = flowBucket();
+    prog.setMayHold(new Uint8Array(BUCKET_COUNT));
+    const only = new Uint8Array(BUCKET_COUNT);
+    only[b] = 1;
+    prog.setOwned(only);
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK); // owned mid-flow: no flag
+    expect(prog.mayHold()[b]).toBe(0);
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: 3, tcpFlags: 0x02 })).retval).toBe(TC_ACT_OK); // SYN passed
+    const flags = prog.mayHold();
+    expect(flags[b]).toBe(1);
+    expect(flags.reduce((s, x) => s + x, 0)).toBe(1);
+    prog.setOwned(new Uint8Array(BUCKET_COUNT)); // the bucket moved to another node
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x10 })).retval).toBe(TC_ACT_SHOT); // no socket
+    expect(prog.mayHold()[b]).toBe(1); // never cleared
+  });
+
+  it("a foreign SYN+ACK is looked up even with the flag clear (connection opened from the VIP) and sets the flag", () => {
+    const port = (server.address() as { port: number }).port;
+    const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
+    prog.setOwned(new Uint8Array(BUCKET_COUNT));
+    prog.setMayHold(new Uint8Array(BUCKET_COUNT));
+    expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x12 })).retval).toBe(TC_ACT_SHOT); // no socket
+    expect(prog.mayHold()[flowBucket()]).toBe(0);
+    expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x12 })).retval).toBe(TC_ACT_OK);
+    expect(prog.mayHold()[flowBucket()]).toBe(1);
+  });
+
   it("keeps mid-flow packets of a local connection in a foreign bucket, drops a new SYN there", () => {
     const port = (server.address() as { port: number }).port;
     const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
     prog.setOwned(new Uint8Array(BUCKET_COUNT)); // nothing owned: every bucket is foreign
+    prog.setMayHold(new Uint8Array(BUCKET_COUNT).fill(1));
     const before = prog.counters();
     expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK); // ACK of our flow
     expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x18 })).retval).toBe(TC_ACT_OK); // PSH+ACK
@@ -170,6 +233,7 @@ describe.skipIf(!supported)("established flows survive a bucket move (bpf_skc_lo
     const port = (server.address() as { port: number }).port;
     const base = { src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port } as const;
     prog.setOwned(new Uint8Array(BUCKET_COUNT).fill(1));
+    prog.setMayHold(new Uint8Array(BUCKET_COUNT).fill(1));
     prog.renewLease(process.hrtime.bigint() - 50_000_000n);
     try {
       expect(testRun(prog.progFd, craftPacket({ ...base, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { BUCKET_COUNT, bucketOf, type BalanceBy } from "../../src/core/buckets.js";
 import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
 import { craftPacket, type PacketSpec } from "../../src/farm/filter/packets.js";
+import { mayHoldFromSockets, parseSsTcp } from "../../src/farm/filter/ebpf.js";
 import data from "../vectors/filter.json" with { type: "json" };
 
 const config = data.config as FilterConfig;
@@ -62,6 +63,45 @@ describe("decide", () => {
   it("keeps mid-flow TCP of a local socket in a foreign bucket, never a new SYN", () => {
     expect(decide(ack, filter, none, () => true)).toMatchObject({ verdict: "pass", reason: "kept-socket" });
     expect(decide(syn, filter, none, () => true)).toMatchObject({ verdict: "drop", reason: "foreign" });
+  });
+
+  it("in a foreign bucket whose may-hold flag is clear, drops mid-flow TCP without asking for a socket (except a SYN+ACK)", () => {
+    const asked: number[] = [];
+    const lookup = (): boolean => (asked.push(1), true);
+    const bucket = bucketOf("198.18.20.1", "address+port", 1000, config.seed!);
+    expect(decide(ack, filter, none, lookup, (b) => b !== bucket)).toMatchObject({ verdict: "drop", reason: "foreign", bucket });
+    expect(asked).toHaveLength(0);
+    expect(decide(ack, filter, none, lookup, (b) => b === bucket)).toMatchObject({ verdict: "pass", reason: "kept-socket" });
+    expect(asked).toHaveLength(1);
+    const synAck = craftPacket({ src: "198.18.20.1", dst: "198.18.10.1", protocol: "tcp", sport: 1000, dport: 80, tcpFlags: 0x12 });
+    expect(decide(synAck, filter, none, lookup, () => false)).toMatchObject({ verdict: "pass", reason: "kept-socket" });
+    // Owned buckets ignore the flag; the default (no flag input) is every flag set.
+    expect(decide(ack, filter, all, () => true, () => false)).toMatchObject({ verdict: "pass", reason: "owned" });
+    expect(decide(ack, filter, none, () => true)).toMatchObject({ verdict: "pass", reason: "kept-socket" });
+  });
+
+  it("seeds may-hold flags from `ss -Htn` lines: the bucket of each socket on a VIP, hashed with its port's rule", () => {
+    const text = [
+      "ESTAB      0      0        198.18.10.1:80      198.18.20.1:1000",
+      "ESTAB 0 0 198.18.10.1:22 198.18.22.3:30002",
+      "TIME-WAIT 0 0 [::ffff:198.18.10.1]:80 [::ffff:198.18.20.2]:1001",
+      "ESTAB 0 0 [fd00:4844::10]:8443 [fd00:4844::22:1]:30000",
+      "ESTAB 0 0 198.18.10.2:80 198.18.20.9:5555", // not a VIP
+      "ESTAB 0 0 [fe80::1]%eth0:22 [fe80::2]%eth0:4000", // not a VIP
+      "garbage",
+    ].join("\n");
+    const sockets = parseSsTcp(text);
+    expect(sockets).toHaveLength(6);
+    expect(sockets[2]!.local).toEqual(Uint8Array.from([198, 18, 10, 1]));
+    expect(sockets[5]!.remotePort).toBe(4000);
+    const mask = mayHoldFromSockets(config, sockets);
+    const expected = new Set([
+      bucketOf("198.18.20.1", "address+port", 1000, config.seed!),
+      bucketOf("198.18.22.3", "address", 30002, config.seed!),
+      bucketOf("198.18.20.2", "address+port", 1001, config.seed!),
+      bucketOf("fd00:4844::22:1", "address", 30000, config.seed!),
+    ]);
+    expect(new Set([...mask.keys()].filter((b) => mask[b] === 1))).toEqual(expected);
   });
 
   it("drops orphan mid-flow TCP in an owned bucket unless strictTcp is off", () => {

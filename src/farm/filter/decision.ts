@@ -110,14 +110,34 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
 }
 
 /**
+ * The bucket of a TCP connection seen from this node (`local` = the VIP side, `remote` = the client), hashed
+ * with the rule of its local port as the filter does; undefined when `local` is not one of the filter's VIPs.
+ * Used to seed the eBPF program's per-bucket flags from the sockets that already exist.
+ */
+export function tcpConnectionBucket(
+  filter: CompiledFilter, local: Uint8Array, localPort: number, remote: Uint8Array, remotePort: number,
+): number | undefined {
+  const base = `${local.length === 4 ? 4 : 6}|${hex(local)}`;
+  const def = filter.vipDefault.get(base);
+  if (def === undefined) return undefined;
+  const by = filter.ruleMode.get(`${base}|${IPPROTO_TCP}|${localPort}`) ?? def;
+  return bucketOfKey(flowKey(remote, by, remotePort), filter.seed);
+}
+
+/**
  * Decides one Ethernet frame. `owned` is the BUCKET_COUNT-entry (4096) ownership mask (non-zero = owned); `hasSocket` says
- * whether a local TCP socket (not a listener) has this flow (only asked for mid-flow TCP).
+ * whether a local TCP socket (not a listener) has this flow (only asked for mid-flow TCP). `mayHold` says whether
+ * the bucket's "this node may hold connections here" flag is set (the eBPF program's `farm_mayhold`, set when a
+ * SYN passes): in a foreign bucket whose flag is clear, mid-flow TCP is dropped without asking `hasSocket`, except
+ * a SYN+ACK (reply to a connection opened from the VIP), which is always asked. Default: every flag set (the
+ * behaviour of the backends that keep no such flag).
  */
 export function decide(
   frame: Uint8Array,
   filter: CompiledFilter,
   owned: Uint8Array,
   hasSocket: (flow: PacketFlow) => boolean = () => false,
+  mayHold: (bucket: number) => boolean = () => true,
 ): FilterDecision {
   const NOT_VIP = { verdict: "pass", kind: "not-vip" } as const;
   if (frame.length < 14) return NOT_VIP;
@@ -185,6 +205,7 @@ export function decide(
     if (midflow && filter.strictTcp && !hasSocket(flow)) return { verdict: "drop", kind: "bucket", bucket, reason: "orphan", flow };
     return { verdict: "pass", kind: "bucket", bucket, reason: "owned", flow };
   }
-  if (midflow && hasSocket(flow)) return { verdict: "pass", kind: "bucket", bucket, reason: "kept-socket", flow };
+  const synAck = (tcpFlags & 0x02) !== 0;
+  if (midflow && (synAck || mayHold(bucket)) && hasSocket(flow)) return { verdict: "pass", kind: "bucket", bucket, reason: "kept-socket", flow };
   return { verdict: "drop", kind: "bucket", bucket, reason: "foreign", flow };
 }

@@ -3,6 +3,7 @@
  * the clsact hook at a fixed (handle, priority), configured through its maps (layouts in
  * src/native/farm_shared.h).
  */
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { BUCKET_COUNT, parseIp } from "../../core/buckets.js";
@@ -11,7 +12,7 @@ import {
   BpfError, BpfObject, ifIndex, mapLookup, mapUpdate, possibleCpus, tcAttach, tcDetach, tcHookCreate, tcQuery, withNetns,
 } from "../../native/libbpf.js";
 import type { FilterBackend, FilterBackendOptions, FilterCounters } from "./backend.js";
-import type { FilterConfig } from "./decision.js";
+import { compileFilter, tcpConnectionBucket, type FilterConfig } from "./decision.js";
 
 /** tc filter handle and priority of the farm program (fixed, so a restarted run finds a stale one). */
 export const FARM_TC_HANDLE = 0x4846; // "HF"
@@ -62,6 +63,69 @@ const u32le = (...xs: number[]): Uint8Array => {
   return b;
 };
 
+/** One local TCP socket (not a listener), as listed by `ss -Htn`. */
+export interface LocalTcpSocket {
+  readonly local: Uint8Array;
+  readonly localPort: number;
+  readonly remote: Uint8Array;
+  readonly remotePort: number;
+}
+
+/** `198.18.0.1:80`, `[fd00:4844::1]:80`, `[::ffff:198.18.0.1]:80`, `[fe80::1]%eth0:22` -> address bytes and port. */
+function parseEndpoint(text: string): { address: Uint8Array; port: number } | undefined {
+  const m = /^\[?([^\]%]+?)\]?(?:%[^:]+)?:(\d+)$/.exec(text);
+  if (!m) return undefined;
+  let host = m[1]!;
+  // A dual-stack socket shows an IPv4 peer as IPv4-mapped; the filter sees the IPv4 packet.
+  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(host)) host = host.slice(7);
+  try {
+    return { address: parseIp(host), port: Number(m[2]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Parses the output of `ss -Htn` (no header, numeric, TCP, every state but LISTEN): `State Recv-Q Send-Q
+ * Local:Port Peer:Port`. Lines that do not parse are skipped.
+ */
+export function parseSsTcp(text: string): LocalTcpSocket[] {
+  const out: LocalTcpSocket[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5) continue;
+    const local = parseEndpoint(f[3]!);
+    const remote = parseEndpoint(f[4]!);
+    if (local && remote) out.push({ local: local.address, localPort: local.port, remote: remote.address, remotePort: remote.port });
+  }
+  return out;
+}
+
+/**
+ * The local TCP sockets of a network namespace (the current one without `netns`), from `ss -Htn` (iproute2, run
+ * through `nsenter --net` for another namespace). Chosen over a sock_diag netlink client of our own: one
+ * process spawn at start only, and iproute2 is already required (the VIP and lab code use `ip`).
+ */
+export function listLocalTcpSockets(netns?: string): LocalTcpSocket[] {
+  const [cmd, args] = netns ? ["nsenter", [`--net=${netns}`, "ss", "-Htn"]] : ["ss", ["-Htn"]];
+  return parseSsTcp(execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024, timeout: 30_000 }));
+}
+
+/**
+ * The initial `farm_mayhold` flags: set for the bucket of every socket whose local address is a VIP (each hashed
+ * with the rule of its local port), clear elsewhere.
+ */
+export function mayHoldFromSockets(cfg: FilterConfig, sockets: readonly LocalTcpSocket[]): Uint8Array {
+  const filter = compileFilter(cfg);
+  const mask = new Uint8Array(BUCKET_COUNT);
+  for (const s of sockets) {
+    if (s.local.length !== s.remote.length) continue;
+    const b = tcpConnectionBucket(filter, s.local, s.localPort, s.remote, s.remotePort);
+    if (b !== undefined) mask[b] = 1;
+  }
+  return mask;
+}
+
 /** The rules map content for a configuration: [key, mode] pairs. */
 export function ruleEntries(cfg: FilterConfig): [Uint8Array, number][] {
   const mode = (by: string): number => (by === "address+port" ? FARM_MODE_ADDR_PORT : FARM_MODE_ADDR);
@@ -84,7 +148,9 @@ export class FarmProgram {
   readonly progFd: number;
   /** The egress program (IPv6 neighbour discovery rewrite for farm VIPs; used by FarmVip). */
   readonly egressFd: number;
-  readonly #fd: { rules: number; owned: number; active: number; config: number; bstats: number; gstats: number; nd: number };
+  readonly #fd: {
+    rules: number; owned: number; active: number; config: number; bstats: number; gstats: number; nd: number; mayhold: number;
+  };
   #active = 0;
   #seed = 0;
   #flags = 0;
@@ -97,7 +163,7 @@ export class FarmProgram {
     this.#fd = {
       rules: object.mapFd("farm_rules"), owned: object.mapFd("farm_owned"), active: object.mapFd("farm_active"),
       config: object.mapFd("farm_config"), bstats: object.mapFd("farm_bstats"), gstats: object.mapFd("farm_gstats"),
-      nd: object.mapFd("farm_nd"),
+      nd: object.mapFd("farm_nd"), mayhold: object.mapFd("farm_mayhold"),
     };
     this.#ncpus = possibleCpus();
   }
@@ -143,6 +209,23 @@ export class FarmProgram {
     mapUpdate(this.#fd.owned, u32le(next), Uint8Array.from(mask, (v) => (v ? 1 : 0)));
     mapUpdate(this.#fd.active, u32le(0), u32le(next));
     this.#active = next;
+  }
+
+  /**
+   * Overwrites the per-bucket "this node may hold connections here" flags (`farm_mayhold`: a foreign mid-flow
+   * TCP packet gets a socket lookup only when its bucket's flag is set; the program sets a flag when it passes a
+   * SYN there and never clears one). A whole-table write: call it before the program is attached (the backend
+   * seeds it at start), or in tests; once attached it could overwrite a flag the program has just set.
+   */
+  setMayHold(mask: Uint8Array): void {
+    if (mask.length !== BUCKET_COUNT) throw new RangeError(`may-hold mask must have ${BUCKET_COUNT} entries`);
+    mapUpdate(this.#fd.mayhold, u32le(0), Uint8Array.from(mask, (v) => (v ? 1 : 0)));
+  }
+
+  /** The current `farm_mayhold` flags (1 = set). */
+  mayHold(): Uint8Array {
+    const v = mapLookup(this.#fd.mayhold, u32le(0), BUCKET_COUNT);
+    return v ? Uint8Array.from(v) : new Uint8Array(BUCKET_COUNT);
   }
 
   /** The shared MAC the egress program writes into neighbour discovery for an IPv6 VIP (`struct farm_nd`). */
@@ -214,6 +297,7 @@ export class EbpfBackend implements FilterBackend {
     try {
       prog.configure(this.#opts.config);
       prog.setOwned(new Uint8Array(BUCKET_COUNT));
+      prog.setMayHold(this.#seedMayHold());
       this.#inNs(() => {
         this.#ifindex = ifIndex(this.#opts.iface);
         if (this.#ifindex === 0) throw new NotSupportedError("ebpf", `no interface named ${this.#opts.iface}`);
@@ -232,6 +316,24 @@ export class EbpfBackend implements FilterBackend {
       throw err;
     }
     this.#prog = prog;
+  }
+
+  /**
+   * Flags for the buckets of the connections that already exist (a daemon restarted while the app serves):
+   * their mid-flow packets must still get the socket lookup. If the sockets cannot be listed, every flag is set
+   * (every foreign mid-flow packet looked up, as without the flags): slower, never wrong.
+   */
+  #seedMayHold(): Uint8Array {
+    try {
+      const sockets = listLocalTcpSockets(this.#opts.netns);
+      const mask = mayHoldFromSockets(this.#opts.config, sockets);
+      const n = mask.reduce((s, x) => s + x, 0);
+      if (n > 0) this.#opts.log?.(`filter: ${n} bucket(s) flagged for existing connections on a VIP`);
+      return mask;
+    } catch (err) {
+      this.#opts.log?.(`filter: cannot list local TCP sockets (${(err as Error).message}); socket lookups in every bucket`);
+      return new Uint8Array(BUCKET_COUNT).fill(1);
+    }
   }
 
   async setOwned(mask: Uint8Array): Promise<void> {
