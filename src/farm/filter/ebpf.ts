@@ -345,6 +345,15 @@ export class EbpfBackend implements FilterBackend {
     this.#prog?.renewLease(untilNs);
   }
 
+  /**
+   * The per-bucket "this node may hold connections here" flags (1 = set): seeded at start from the local
+   * sockets on a VIP, then set by the program for each bucket where it passes a SYN; never cleared.
+   */
+  mayHold(): Uint8Array {
+    if (!this.#prog) throw new Error("ebpf backend not started");
+    return this.#prog.mayHold();
+  }
+
   async counters(): Promise<FilterCounters> {
     if (!this.#prog) throw new Error("ebpf backend not started");
     return this.#prog.counters();
