@@ -16,6 +16,7 @@ import type { HysteresisState } from "../core/hysteresis.js";
 import type { Clock } from "../runtime/clock.js";
 import { CheckerConfigCodec, createProbe, type CheckerConfig } from "./config.js";
 import { CheckerRunner, type CheckerResult } from "./runner.js";
+import { iterate } from "../runtime/iterate.js";
 
 /** Typed events of a {@link CheckerGroup}. */
 export interface CheckerGroupEvents {
@@ -117,26 +118,10 @@ export class CheckerGroup extends EventEmitter<CheckerGroupEvents> {
   }
 
   /** Verdicts of all checkers as an async iterator (ends when the consumer breaks out). */
-  async *verdicts(): AsyncGenerator<CheckerVerdict> {
-    const queue: CheckerVerdict[] = [];
-    let wake: (() => void) | undefined;
-    const on = (v: CheckerVerdict): void => {
-      queue.push(v);
-      wake?.();
-    };
-    this.on("verdict", on);
-    try {
-      for (;;) {
-        const next = queue.shift();
-        if (next !== undefined) {
-          yield next;
-          continue;
-        }
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
-    } finally {
-      this.off("verdict", on);
-    }
+  verdicts(): AsyncGenerator<CheckerVerdict> {
+    return iterate<CheckerVerdict>((fn) => {
+      this.on("verdict", fn);
+      return () => this.off("verdict", fn);
+    });
   }
 }

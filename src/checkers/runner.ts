@@ -19,6 +19,7 @@ import type { CheckerAction, CheckerVerdict } from "../core/checker.js";
 import { Hysteresis, type HysteresisState } from "../core/hysteresis.js";
 import { systemClock, type Clock } from "../runtime/clock.js";
 import { messageOf, type Probe } from "./probe.js";
+import { iterate } from "../runtime/iterate.js";
 
 export interface CheckerRunnerOptions {
   /** The probe to run. */
@@ -161,27 +162,11 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   }
 
   /** Verdicts as an async iterator (ends when the consumer breaks out). */
-  async *verdicts(): AsyncGenerator<CheckerVerdict> {
-    const queue: CheckerVerdict[] = [];
-    let wake: (() => void) | undefined;
-    const onVerdict = (v: CheckerVerdict): void => {
-      queue.push(v);
-      wake?.();
-    };
-    this.on("verdict", onVerdict);
-    try {
-      for (;;) {
-        const next = queue.shift();
-        if (next !== undefined) {
-          yield next;
-          continue;
-        }
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
-    } finally {
-      this.off("verdict", onVerdict);
-    }
+  verdicts(): AsyncGenerator<CheckerVerdict> {
+    return iterate<CheckerVerdict>((fn) => {
+      this.on("verdict", fn);
+      return () => this.off("verdict", fn);
+    });
   }
 
   #schedule(delay: number): void {

@@ -5,6 +5,7 @@ import type { DropReason } from "../core/membership/wire.js";
 import { systemClock, type Clock } from "./clock.js";
 import { hmacSha256, parseKey } from "./crypto.js";
 import { UdpTransport, type Transport } from "./transport.js";
+import { iterate } from "./iterate.js";
 
 /** Default UDP port of the heartbeat protocol on every heartbeat network. */
 export const DEFAULT_HEARTBEAT_PORT = 4844;
@@ -130,30 +131,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /** All events as an async iterator (buffered from the moment of the call). */
-  async *events(signal?: AbortSignal): AsyncGenerator<MembershipEvent> {
-    const queue: MembershipEvent[] = [];
-    let wake: (() => void) | null = null;
-    const on = (e: MembershipEvent) => {
-      queue.push(e);
-      wake?.();
-    };
-    this.on("event", on);
-    const onAbort = () => wake?.();
-    signal?.addEventListener("abort", onAbort);
-    try {
-      while (!signal?.aborted) {
-        const e = queue.shift();
-        if (e) {
-          yield e;
-          continue;
-        }
-        await new Promise<void>((r) => (wake = r));
-        wake = null;
-      }
-    } finally {
-      this.off("event", on);
-      signal?.removeEventListener("abort", onAbort);
-    }
+  events(signal?: AbortSignal): AsyncGenerator<MembershipEvent> {
+    return iterate<MembershipEvent>((fn) => {
+      this.on("event", fn);
+      return () => this.off("event", fn);
+    }, signal);
   }
 
   private scheduleTick(): void {
