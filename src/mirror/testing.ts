@@ -20,7 +20,11 @@ export interface LoopbackPair {
   close(): Promise<void>;
 }
 
-export async function startLoopbackPair(tag: string, primaryExtra: Partial<PrimaryReplicatorOptions> = {}): Promise<LoopbackPair> {
+/**
+ * The directories of a two-node pair on this machine: `a` (primary backing), `b` (secondary backing), `mnt`
+ * (the primary's mount point) and a fresh 32-byte replication `key` file, all under a unique `root` in /tmp.
+ */
+export function makePairDirs(tag: string): { root: string; a: string; b: string; mnt: string; key: string } {
   const root = join("/tmp", `hf-mirror-${tag}-${process.pid}-${randomBytes(3).toString("hex")}`);
   const a = join(root, "a");
   const b = join(root, "b");
@@ -28,6 +32,11 @@ export async function startLoopbackPair(tag: string, primaryExtra: Partial<Prima
   for (const d of [a, b, mnt]) mkdirSync(d, { recursive: true });
   const key = join(root, "key");
   writeFileSync(key, randomBytes(32), { mode: 0o600 });
+  return { root, a, b, mnt, key };
+}
+
+export async function startLoopbackPair(tag: string, primaryExtra: Partial<PrimaryReplicatorOptions> = {}): Promise<LoopbackPair> {
+  const { root, a, b, mnt, key } = makePairDirs(tag);
   let port = 0;
   const pair: LoopbackPair = {
     root,

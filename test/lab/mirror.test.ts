@@ -32,7 +32,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
 import { helperPath } from "../../src/mirror/helper.js";
-import { pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
+import { makePairDirs, pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
 const pairs: LoopbackPair[] = [];
@@ -363,13 +363,7 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
   });
 
   it("secondary disk full: the primary goes degraded and keeps every write; when space is back the resync completes", async () => {
-    const root = join("/tmp", `hf-mirror-full-${process.pid}-${randomBytes(3).toString("hex")}`);
-    const a = join(root, "a");
-    const b = join(root, "b");
-    const mnt = join(root, "mnt");
-    for (const d of [a, b, mnt]) mkdirSync(d, { recursive: true });
-    const key = join(root, "key");
-    writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const { root, a, b, mnt, key } = makePairDirs("full");
     // the secondary in its own mount namespace, its backing directory an 8 MiB tmpfs
     const sec = spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", `mount -t tmpfs -o size=8m hf-full ${b} && exec ${helperPath()} secondary --backing ${b} --listen 127.0.0.1:0 --key-file ${key}`], { stdio: ["ignore", "pipe", "inherit"] });
     let primary: FileReplicator | undefined;
