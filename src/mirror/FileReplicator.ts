@@ -396,6 +396,9 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     const argv = this.privateNs() ? ["unshare", "--mount", "--propagation", "private", "--", bin, ...args] : [bin, ...args];
     const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     this.child = child;
+    // A command written just as the helper dies fails with EPIPE: the exit handler deals with the death, the
+    // lost command (stats, resync, stop) has no one left to act on it.
+    child.stdin.on("error", () => undefined);
     this._pid = child.pid;
     this._state = "starting";
     this.stderrTail = [];
