@@ -52,8 +52,9 @@ import { existsSync, readFileSync, renameSync, statSync, truncateSync, writeFile
 import { basename, dirname, join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import { HoldfastError } from "../core/errors.js";
-import type { FunctionHook, HookContext, HookFunction, HookSpec } from "../core/module/config.js";
+import type { FunctionHook, HookContext, HookFunction, HookSpec, ScriptHook } from "../core/module/config.js";
 import type { HookName, ModuleStatus } from "../core/module/types.js";
+import { runHook } from "../runtime/hooks.js";
 import type { Module } from "../runtime/module.js";
 import {
   FileReplicator,
@@ -109,6 +110,12 @@ export interface MirrorReplicatorTuning {
   readonly extentLog?: string;
   readonly stateFile?: string;
   readonly startTimeoutMs?: number;
+  /**
+   * Further {@link FileReplicator} options passed as they are to both roles' replicators (for options the
+   * replicator grows, e.g. encryption or include/exclude patterns); the replicator validates them. The options
+   * above and the driver's own (role, directories, endpoints, key) take precedence.
+   */
+  readonly extra?: Readonly<Record<string, unknown>>;
 }
 
 export interface MirrorDriverOptions {
@@ -143,6 +150,12 @@ export interface MirrorDriverOptions {
   readonly failoverFenceMs?: number;
   /** Extra time granted to `start_prim` for the helper's start on top of the application's timeout, ms. Default 15000. */
   readonly helperStartMs?: number;
+  /**
+   * Extra environment of the script hooks passed to {@link MirrorDriver.hooks} (e.g. `HOLDFAST_NODE`). Those
+   * scripts also get `HOLDFAST_MODULE`, `HOLDFAST_HOOK`, `HOLDFAST_STATE`, `HOLDFAST_NEXT_STATE`,
+   * `HOLDFAST_REASON` (as the engine's own script hooks) and `HOLDFAST_MOUNT` (the mount point). Default none.
+   */
+  readonly hookEnv?: Readonly<Record<string, string>>;
   /** Sink for one-line log messages (also emitted as `log` events). */
   readonly log?: (line: string) => void;
   /** Replicator factory (tests). Default: `new FileReplicator(options)`. */
@@ -247,38 +260,80 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   /**
    * The module's hooks with the data path woven in: pass the result as the definition's `hooks`. The
-   * application's own hooks (functions) run where the comment of this file says; other hooks pass through.
+   * application's own hooks run where the comment of this file says. Script hooks (a path, or `{ path, args,
+   * timeout }`) run inside the mount's namespace while this node is primary (see {@link commandInMount}), so an
+   * application that `start_prim` launches sees the replicated directory at the mount point; with the
+   * environment of {@link MirrorDriverOptions.hookEnv} and the engine's `HOLDFAST_*` variables.
    */
-  hooks(app: Partial<Record<HookName, AppHook>> = {}, defaultTimeoutMs = 60_000): Partial<Record<HookName, HookSpec>> {
+  hooks(app: Partial<Record<HookName, HookSpec>> = {}, defaultTimeoutMs = 60_000): Partial<Record<HookName, HookSpec>> {
+    // Script hooks become functions that run the script inside the mount's namespace while this node is primary
+    // (so the application it starts sees the replicated directory), and as the engine would otherwise.
+    const asFn = (name: HookName, h: HookSpec | undefined): AppHook | undefined => {
+      if (h === undefined || typeof h === "function" || (typeof h === "object" && "fn" in h)) return h;
+      return { fn: this.scriptHook(name, h, defaultTimeoutMs), timeout: (typeof h === "string" ? undefined : h.timeout) ?? defaultTimeoutMs };
+    };
     const fnOf = (h: AppHook | undefined): HookFunction | undefined => (h === undefined ? undefined : typeof h === "function" ? h : h.fn);
     const timeoutOf = (h: AppHook | undefined): number => (h !== undefined && typeof h !== "function" && h.timeout !== undefined ? h.timeout : defaultTimeoutMs);
     const extra = this.options.helperStartMs ?? 15_000;
-    const out: Partial<Record<HookName, HookSpec>> = { ...app };
-    const userStartPrim = fnOf(app.start_prim);
+    const out: Partial<Record<HookName, HookSpec>> = {};
+    for (const [k, v] of Object.entries(app) as [HookName, HookSpec | undefined][]) {
+      const f = asFn(k, v);
+      if (f !== undefined) out[k] = f;
+    }
+    const fns = out as Partial<Record<HookName, AppHook>>;
+    const userStartPrim = fnOf(fns.start_prim);
     out.start_prim = {
       fn: async (ctx) => {
         await this.becomePrimary(ctx);
         await userStartPrim?.(ctx);
       },
-      timeout: timeoutOf(app.start_prim) + extra,
+      timeout: timeoutOf(fns.start_prim) + extra,
     };
-    const userStartSecond = fnOf(app.start_second);
+    const userStartSecond = fnOf(fns.start_second);
     out.start_second = {
       fn: async (ctx) => {
         await this.becomeSecondary(ctx);
         await userStartSecond?.(ctx);
       },
-      timeout: timeoutOf(app.start_second) + extra,
+      timeout: timeoutOf(fns.start_second) + extra,
     };
-    const userPoststop = fnOf(app.poststop);
+    const userPoststop = fnOf(fns.poststop);
     out.poststop = {
       fn: async (ctx) => {
         await userPoststop?.(ctx);
         await this.serial(() => this.stopAll(ctx.reason));
       },
-      timeout: timeoutOf(app.poststop) + extra,
+      timeout: timeoutOf(fns.poststop) + extra,
     };
     return out;
+  }
+
+  /**
+   * A script hook as a function: runs `spec` (with the engine's arguments and environment) inside the mount's
+   * namespace when this node is primary, plainly otherwise; its output goes to the module's log, a failure
+   * (exit code, timeout, signal) throws with the runner's detail.
+   */
+  private scriptHook(name: HookName, spec: string | ScriptHook, defaultTimeoutMs: number): HookFunction {
+    return async (ctx) => {
+      const path = typeof spec === "string" ? spec : spec.path;
+      const args = typeof spec === "string" ? [] : [...(spec.args ?? [])];
+      const timeout = (typeof spec === "string" ? undefined : spec.timeout) ?? defaultTimeoutMs;
+      const p = this.prim;
+      const argv: [string, ...string[]] = p && p.pid !== undefined ? p.commandInMount([path, ...args]) : [path, ...args];
+      const r = await runHook({
+        module: ctx.module,
+        hook: name,
+        spec: { path: argv[0], args: argv.slice(1), timeout },
+        state: ctx.state,
+        nextState: ctx.nextState,
+        reason: ctx.reason,
+        defaultTimeout: timeout,
+        env: { ...(this.options.hookEnv ?? {}), HOLDFAST_MOUNT: this.options.mountPoint },
+        signal: ctx.signal,
+        onOutput: (line) => ctx.log(line),
+      });
+      if (!r.ok) throw new Error(`${path}${p ? " (in the mount namespace)" : ""}: ${r.detail}`);
+    };
   }
 
   /**
@@ -350,6 +405,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       const o = this.options;
       const t = o.replicator ?? {};
       const rep = this.create({
+        ...(t.extra ?? {}),
         role: "primary",
         backingDir: o.backingDir,
         mountPoint: o.mountPoint,
@@ -422,6 +478,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     const o = this.options;
     const t = o.replicator ?? {};
     const rep = this.create({
+      ...(t.extra ?? {}),
       role: "secondary",
       backingDir: o.backingDir,
       keyFile: o.keyFile,
