@@ -18,6 +18,9 @@ if [ "${HOLDFAST_SETUP_BENCH:-}" = 1 ]; then
   NEED[iperf3]=iperf3
   NEED[wrk]=wrk
   NEED[haproxy]=haproxy
+  NEED[keepalived]=keepalived
+  NEED[lsyncd]=lsyncd
+  NEED[rsync]=rsync
 fi
 missing=()
 for cmd in "${!NEED[@]}"; do
