@@ -26,8 +26,9 @@
  * Relative paths (key file, tokens file, TLS files, hook scripts, directories) are relative to the
  * directory of the configuration file.
  */
-import { accessSync, constants, readFileSync } from "node:fs";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { accessSync, constants, readFileSync, statSync } from "node:fs";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { isIP } from "node:net";
 import * as t from "io-ts";
 import { parse as parseYaml } from "yaml";
 import { CheckerConfigCodec } from "../../src/checkers/config.js";
@@ -116,6 +117,38 @@ const FarmEntryCodec = strict({
   seed: optional(t.number),
 });
 
+const ReplicationSyncCodec = strict({
+  mode: t.literal("sync"),
+  directories: t.array(strict({ path: NonEmptyString, backing: NonEmptyString })),
+  keyFile: optional(NonEmptyString),
+  port: optional(Port),
+  nodes: optional(t.record(t.string, strict({ address: optional(NonEmptyString), port: optional(Port) }))),
+  ackTimeoutMs: optional(t.number),
+  reconnectMs: optional(t.number),
+  disconnectGraceMs: optional(t.number),
+  failoverFenceMs: optional(t.number),
+  threads: optional(t.number),
+  statsIntervalMs: optional(t.number),
+  mountNamespace: optional(t.keyof({ private: null, host: null })),
+  helperPath: optional(NonEmptyString),
+  options: optional(t.record(t.string, t.unknown)),
+});
+
+const ReplicationNoneCodec = strict({ mode: t.literal("none") });
+
+/** `mode` picks the branch, so a mistake is reported against that branch only (not against every union member). */
+const ReplicationEntryCodec = new t.Type<t.TypeOf<typeof ReplicationNoneCodec> | t.TypeOf<typeof ReplicationSyncCodec>, unknown, unknown>(
+  "replication entry",
+  (u): u is t.TypeOf<typeof ReplicationNoneCodec> | t.TypeOf<typeof ReplicationSyncCodec> => ReplicationNoneCodec.is(u) || ReplicationSyncCodec.is(u),
+  (u, c) => {
+    const mode = typeof u === "object" && u !== null ? (u as { mode?: unknown }).mode : undefined;
+    if (mode === "none") return ReplicationNoneCodec.validate(u, c);
+    if (mode === "sync") return ReplicationSyncCodec.validate(u, c);
+    return t.failure(mode, [...c, { key: "mode", type: t.keyof({ none: null, sync: null }), actual: mode }]);
+  },
+  t.identity,
+);
+
 const NodeEntryCodec = strict({
   /** Node id, unique in the cluster. */
   id: t.string,
@@ -168,10 +201,11 @@ export const DaemonConfigCodec = strict(
     ),
     /**
      * Replication of mirror modules, by module name. `none`: the module has no replicated data (the app
-     * keeps its state elsewhere), so its secondary is in sync as soon as it sees the primary. Mirror
-     * modules with replicated directories get their mode from the mirror wiring (FileReplicator).
+     * keeps its state elsewhere), so its secondary is in sync as soon as it sees the primary. `sync`:
+     * directories replicated synchronously by the FUSE helper ({@link ReplicationSyncEntry}, wired by
+     * examples/daemon/mirror.ts).
      */
-    replication: optional(t.record(t.string, strict({ mode: t.keyof({ none: null }) }))),
+    replication: optional(t.record(t.string, ReplicationEntryCodec)),
     /**
      * Farm modules, by module name: where the VIP lives and how the load is balanced (see
      * examples/daemon/farm.ts). The VIPs are the module's `vips`; every node holds them.
@@ -203,6 +237,63 @@ export interface FarmEntry {
   readonly seed?: number;
 }
 
+/** Default TCP port of a mirror module's replication stream (each node's secondary listens on it). */
+export const DEFAULT_REPLICATION_PORT = 7790;
+
+/**
+ * A mirror module's replicated data (`replication: { <module>: { mode: sync, ... } }`), decoded, with paths
+ * made absolute and each of the module's two nodes resolved to its replication endpoint.
+ *
+ * ```yaml
+ * replication:
+ *   db:
+ *     mode: sync
+ *     directories: [{ path: /srv/db, backing: /srv/db.backing }]
+ *     keyFile: /etc/holdfast/db.key          # default: the cluster key file
+ *     nodes: { n1: {}, n2: { address: 198.18.1.11 } }   # needed when the cluster has more than 2 nodes
+ *     ackTimeoutMs: 1000
+ * ```
+ */
+export interface ReplicationSyncEntry {
+  readonly mode: "sync";
+  /**
+   * The replicated directory: `path` is where the application sees it on the primary (a FUSE mount; an empty
+   * directory, created when missing), `backing` holds the real files on each node (any directory on any local
+   * file system, also the system disk; not inside `path`). One per module for now: put the module's data under
+   * one directory.
+   */
+  readonly directories: readonly { readonly path: string; readonly backing: string }[];
+  /** File whose bytes authenticate the replication stream (>= 16 bytes, the same on both nodes). Default: the cluster key file. */
+  readonly keyFile: string;
+  /**
+   * The module's two nodes and where each one's secondary listens for the primary: `address` (default: the
+   * node's first heartbeat address), `port` (default `port` of this section, else 7790).
+   */
+  readonly nodes: Readonly<Record<string, { readonly host: string; readonly port: number }>>;
+  /**
+   * Bounded wait for the secondary's ack before the primary goes degraded (ALONE: changes go to the extent
+   * log), ms. Default 2000 (FileReplicator's): a busy secondary's fsync fits; the app stalls at most this long
+   * when the secondary dies.
+   */
+  readonly ackTimeoutMs?: number;
+  /** Delay between the primary's connection attempts while degraded, ms. Default 500. */
+  readonly reconnectMs?: number;
+  /** See {@link MirrorDriverOptions.disconnectGraceMs}. Default 3000. */
+  readonly disconnectGraceMs?: number;
+  /** See {@link MirrorDriverOptions.failoverFenceMs}. Default 0 (set it with a split-brain witness). */
+  readonly failoverFenceMs?: number;
+  /** FUSE worker threads of the primary helper. Default 16. */
+  readonly threads?: number;
+  /** Interval of the replication counters (metrics, API), ms. Default 1000 here. */
+  readonly statsIntervalMs?: number;
+  /** Mount in a private mount namespace (`private`, default; hooks run inside it) or the daemon's (`host`). */
+  readonly mountNamespace?: "private" | "host";
+  /** The replication helper binary. Default: the committed prebuilt. */
+  readonly helperPath?: string;
+  /** Further FileReplicator options, passed as they are (it validates them). */
+  readonly options?: Readonly<Record<string, unknown>>;
+}
+
 /** A node of the cluster as the daemon and the CLI see it. */
 export interface DaemonNode {
   readonly id: string;
@@ -228,7 +319,7 @@ export interface DaemonConfig {
   readonly heartbeatPort: number;
   readonly modules: readonly ResolvedModule[];
   readonly autostart: boolean;
-  readonly replication: Readonly<Record<string, { readonly mode: "none" }>>;
+  readonly replication: Readonly<Record<string, { readonly mode: "none" } | ReplicationSyncEntry>>;
   readonly farm: Readonly<Record<string, FarmEntry>>;
   readonly api: {
     readonly bind: string;
@@ -367,9 +458,23 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     if (!m || m.kind !== "farm") problems.push({ path: `farm.${name}`, value: f, expected: "the name of a farm module of this config" });
     else if (m.vips.length === 0) problems.push({ path: `farm.${name}`, value: f, expected: `module ${name} to have vips (the farm's VIPs)` });
   }
+  const replication: Record<string, { readonly mode: "none" } | ReplicationSyncEntry> = {};
   for (const [name, r] of Object.entries(raw.replication ?? {})) {
     const m = modules.find((x) => x.name === name);
     if (!m || m.kind !== "mirror") problems.push({ path: `replication.${name}`, value: r, expected: "the name of a mirror module of this config" });
+    if (r.mode === "none") {
+      replication[name] = { mode: "none" };
+      continue;
+    }
+    const e = resolveSyncEntry(name, r, raw, abs, problems);
+    if (e) replication[name] = e;
+    if (e && checkFiles) {
+      try {
+        if (statSync(e.keyFile).size < 16) problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: "a key file of at least 16 bytes" });
+      } catch (err) {
+        problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: `a readable key file (${(err as Error).message})` });
+      }
+    }
   }
 
   // API: tokens inline and from a file, TLS files.
@@ -420,12 +525,68 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     heartbeatPort: raw.cluster.port ?? DEFAULT_HEARTBEAT_PORT,
     modules,
     autostart: raw.autostart ?? true,
-    replication: raw.replication ?? {},
+    replication,
     farm: (raw.farm ?? {}) as Record<string, FarmEntry>,
     api: { bind: apiBind, port, tokens, tokensFile, tls },
     logDir: abs(raw.logDir ?? DEFAULT_LOG_DIR),
     stateDir: abs(raw.stateDir ?? DEFAULT_STATE_DIR),
     raw,
+  };
+}
+
+/** Checks a `mode: sync` replication entry and resolves its paths and endpoints (problems go to `problems`). */
+function resolveSyncEntry(
+  name: string,
+  r: t.TypeOf<typeof ReplicationSyncCodec>,
+  raw: DaemonConfigInput,
+  abs: (p: string) => string,
+  problems: ConfigProblem[],
+): ReplicationSyncEntry | undefined {
+  const at = `replication.${name}`;
+  const n0 = problems.length;
+  if (r.directories.length !== 1)
+    problems.push({ path: `${at}.directories`, value: r.directories, expected: "exactly one directory (one replicated directory per module for now: put the module's data under it)" });
+  const directories = r.directories.map((d, i) => {
+    const path = abs(d.path);
+    const backing = abs(d.backing);
+    const inside = (a: string, b: string) => a === b || !relative(b, a).startsWith("..");
+    if (inside(path, backing) || inside(backing, path))
+      problems.push({ path: `${at}.directories.${i}.backing`, value: d.backing, expected: `a directory neither inside nor containing path ${path}` });
+    return { path, backing };
+  });
+  const all = raw.cluster.nodes.map((n) => n.id);
+  const named = r.nodes ? Object.keys(r.nodes) : all;
+  if (!r.nodes && all.length !== 2) problems.push({ path: `${at}.nodes`, value: undefined, expected: `the module's two nodes (the cluster has ${all.length}: ${all.join(", ")})` });
+  else if (named.length !== 2) problems.push({ path: `${at}.nodes`, value: r.nodes, expected: "exactly two nodes (a mirror module runs on two nodes)" });
+  for (const id of named) if (!all.includes(id)) problems.push({ path: `${at}.nodes.${id}`, value: r.nodes?.[id], expected: "the id of one of cluster.nodes" });
+  for (const k of ["ackTimeoutMs", "reconnectMs", "disconnectGraceMs", "failoverFenceMs", "threads", "statsIntervalMs"] as const) {
+    const v = r[k];
+    if (v !== undefined && !(Number.isInteger(v) && v >= (k === "failoverFenceMs" ? 0 : 1)))
+      problems.push({ path: `${at}.${k}`, value: v, expected: k === "failoverFenceMs" ? "an integer >= 0" : "an integer >= 1" });
+  }
+  const nodes: Record<string, { host: string; port: number }> = {};
+  for (const id of named) {
+    const own = r.nodes?.[id];
+    const host = own?.address ?? raw.cluster.nodes.find((n) => n.id === id)?.addresses[0];
+    if (host === undefined) continue;
+    if (isIP(host) === 0) problems.push({ path: `${at}.nodes.${id}.address`, value: host, expected: "an IPv4 or IPv6 address" });
+    nodes[id] = { host, port: own?.port ?? r.port ?? DEFAULT_REPLICATION_PORT };
+  }
+  if (problems.length > n0) return undefined;
+  return {
+    mode: "sync",
+    directories,
+    keyFile: abs(r.keyFile ?? raw.cluster.keyFile),
+    nodes,
+    ...(r.ackTimeoutMs !== undefined ? { ackTimeoutMs: r.ackTimeoutMs } : {}),
+    ...(r.reconnectMs !== undefined ? { reconnectMs: r.reconnectMs } : {}),
+    ...(r.disconnectGraceMs !== undefined ? { disconnectGraceMs: r.disconnectGraceMs } : {}),
+    ...(r.failoverFenceMs !== undefined ? { failoverFenceMs: r.failoverFenceMs } : {}),
+    ...(r.threads !== undefined ? { threads: r.threads } : {}),
+    ...(r.statsIntervalMs !== undefined ? { statsIntervalMs: r.statsIntervalMs } : {}),
+    ...(r.mountNamespace !== undefined ? { mountNamespace: r.mountNamespace } : {}),
+    ...(r.helperPath !== undefined ? { helperPath: abs(r.helperPath) } : {}),
+    ...(r.options !== undefined ? { options: r.options } : {}),
   };
 }
 

@@ -22,6 +22,7 @@ import { EventEmitter } from "eventemitter3";
 import { CheckerGroup } from "../../src/checkers/group.js";
 import { CommandRefusedError, HoldfastError } from "../../src/core/errors.js";
 import type { View } from "../../src/core/membership/membership.js";
+import type { ResolvedModule } from "../../src/core/module/config.js";
 import type { ModuleCommand, ModuleReport, ModuleState, ModuleStatus } from "../../src/core/module/types.js";
 import { FileModuleStore, MemoryVipDriver, Module, type VipDriver } from "../../src/runtime/module.js";
 import { Membership } from "../../src/runtime/membership.js";
@@ -60,12 +61,24 @@ export interface ExtensionContext {
   readonly config: DaemonConfig;
 }
 
+/** What {@link DaemonExtension.prepare} gets: a module's definition before the module exists. */
+export interface PrepareContext {
+  readonly daemon: Daemon;
+  readonly definition: ResolvedModule;
+  readonly nodeId: string;
+  readonly config: DaemonConfig;
+}
+
 /**
- * Wires a capability into modules (e.g. farm: VIP + filter + buckets; mirror: replication). `attach` is
- * called once per module before anything starts; return undefined when the module is not yours.
+ * Wires a capability into modules (e.g. farm: VIP + filter + buckets; mirror: replication). `prepare` (optional)
+ * is called once per module before the module is created and may return a changed definition (e.g. the mirror
+ * wiring weaves its data path into the hooks); each extension sees the previous one's result. `attach` is called
+ * once per module, after it is created and before anything starts. Return undefined from either when the module
+ * is not yours.
  */
 export interface DaemonExtension {
   readonly name: string;
+  prepare?(ctx: PrepareContext): ResolvedModule | undefined | Promise<ResolvedModule | undefined>;
   attach(ctx: ExtensionContext): ModuleExtension | undefined | Promise<ModuleExtension | undefined>;
 }
 
@@ -181,10 +194,13 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       add: (v, m) => (vipOf.get(m) ?? fallbackVip).add(v, m),
       remove: (v, m) => (vipOf.get(m) ?? fallbackVip).remove(v, m),
     };
-    for (const def of this.config.modules) {
+    const extensions = [...BUILTIN_EXTENSIONS, ...(this.opts.extensions ?? [])];
+    for (const configured of this.config.modules) {
       // A VIP left behind by a crashed run of this daemon would answer for a node that is not primary:
       // every module starts in STOP, so none of its VIPs may be here yet.
-      for (const v of def.vips) await vip.remove(v, def.name).catch((e: unknown) => this.fail(e));
+      for (const v of configured.vips) await vip.remove(v, configured.name).catch((e: unknown) => this.fail(e));
+      let def = configured;
+      for (const ext of extensions) def = (await ext.prepare?.({ daemon: this, definition: def, nodeId: this.nodeId, config: this.config })) ?? def;
       const module = await Module.create(def, {
         nodeId: this.nodeId,
         store,
@@ -195,7 +211,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       const host: ModuleHost = { module, checkers: undefined, extensions: [], counts: { transitions: new Map(), failovers: 0, commands: new Map() } };
       this.modules.set(def.name, host);
       this.wireModule(host);
-      for (const ext of [...BUILTIN_EXTENSIONS, ...(this.opts.extensions ?? [])]) {
+      for (const ext of extensions) {
         const x = await ext.attach({ daemon: this, module, nodeId: this.nodeId, config: this.config });
         if (x) host.extensions.push(x);
         if (x?.vip) vipOf.set(def.name, x.vip);

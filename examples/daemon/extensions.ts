@@ -1,9 +1,10 @@
 /**
- * Built-in daemon extensions. The farm wiring (VIP + filter + buckets) and the mirror wiring
- * (FileReplicator) will join them as {@link DaemonExtension}s of their own.
+ * Built-in daemon extensions: no replication (`mode: none`), the farm wiring (VIP + filter + buckets,
+ * farm.ts) and the mirror wiring (`mode: sync`: MirrorDriver + MirrorVip, mirror.ts).
  */
 import type { DaemonExtension, ModuleExtension } from "./daemon.js";
 import { farmExtension } from "./farm.js";
+import { mirrorExtension } from "./mirror.js";
 
 /**
  * `replication: { <module>: { mode: none } }`: a mirror module with no replicated data. Its secondary is in
@@ -45,4 +46,4 @@ function isPrimary(s: string): boolean {
 }
 
 /** Extensions every daemon runs (before those given in its options). */
-export const BUILTIN_EXTENSIONS: readonly DaemonExtension[] = [noReplication, farmExtension];
+export const BUILTIN_EXTENSIONS: readonly DaemonExtension[] = [noReplication, farmExtension, mirrorExtension];

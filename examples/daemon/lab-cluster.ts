@@ -19,8 +19,8 @@ export interface DaemonClusterOptions {
   readonly count?: number;
   /** Module definitions (hooks may name the scripts written by {@link writeHookScripts}: `$DIR/hooks/NAME.sh`). */
   readonly modules: (dir: string, node: string, tokens: { admin: string; control: string; monitor: string }) => unknown[];
-  /** `replication:` section of the config. */
-  readonly replication?: (node: string) => Record<string, { mode: "none" }> | undefined;
+  /** `replication:` section of the config (`{ db: { mode: "none" } }`, or `mode: "sync"` with directories). */
+  readonly replication?: (node: string, dir: string) => Record<string, unknown> | undefined;
   /** Extra top-level config. */
   readonly extra?: Record<string, unknown>;
 }
@@ -75,6 +75,45 @@ kill "$(cat "${dir}/$HOLDFAST_NODE.web.pid")" 2>/dev/null; exit 0
   return { start, stop };
 }
 
+/** Where the record app and its writer live (plain Node scripts, see examples/daemon/apps/). */
+export const RECORDS_APP = join(REPO, "examples/daemon/apps/records-app.mjs");
+export const RECORDS_WRITER = join(REPO, "examples/daemon/apps/records-writer.mjs");
+
+/**
+ * Hooks of the replicated record app ({@link RECORDS_APP}) for a mirror module with `mode: sync`: `records_start.sh`
+ * (start_prim: runs inside the replication mount's namespace, starts the app on `port` with its data in
+ * `$HOLDFAST_MOUNT`, waits until it listens) and `records_stop.sh` (stop_prim: stops it and waits until it is gone,
+ * so no file of the mount is open when it is unmounted). Returns the two paths.
+ */
+export function writeRecordAppHooks(dir: string, port = 8090, recordBytes = 256): { start: string; stop: string } {
+  mkdirSync(join(dir, "hooks"), { recursive: true });
+  const start = join(dir, "hooks", "records_start.sh");
+  const stop = join(dir, "hooks", "records_stop.sh");
+  const pid = `${dir}/$HOLDFAST_NODE.records.pid`;
+  writeFileSync(
+    start,
+    `#!/bin/sh
+setsid ${process.execPath} ${RECORDS_APP} ${port} ${recordBytes} >> "${dir}/$HOLDFAST_NODE.records-app.log" 2>&1 < /dev/null &
+echo $! > "${pid}"
+for i in $(seq 1 200); do ss -ltn | grep -q ':${port} ' && exit 0; sleep 0.05; done
+echo "records app did not listen on ${port}"; exit 1
+`,
+  );
+  writeFileSync(
+    stop,
+    `#!/bin/sh
+pid=$(cat "${pid}" 2>/dev/null) || exit 0
+alive() { s=$(awk '{print $3}' /proc/$pid/stat 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
+kill "$pid" 2>/dev/null
+for i in $(seq 1 100); do alive || exit 0; sleep 0.05; done
+kill -9 "$pid" 2>/dev/null; exit 0
+`,
+  );
+  chmodSync(start, 0o755);
+  chmodSync(stop, 0o755);
+  return { start, stop };
+}
+
 export class DaemonCluster {
   readonly dir: string;
   readonly nodes: DaemonNodeRun[];
@@ -98,7 +137,7 @@ export class DaemonCluster {
         cluster: { id: `lab-${lab.prefix}`, keyFile, nodes },
         node: h.name,
         modules: opts.modules(this.dir, h.name, this.tokens),
-        ...(opts.replication?.(h.name) ? { replication: opts.replication(h.name) } : {}),
+        ...(opts.replication?.(h.name, this.dir) ? { replication: opts.replication(h.name, this.dir) } : {}),
         api: {
           port: API_PORT,
           tokens: (["admin", "control", "monitor"] as const).map((role) => ({ name: `lab-${role}`, role, sha256: hashToken(this.tokens[role]) })),
