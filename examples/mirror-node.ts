@@ -5,19 +5,25 @@
 //
 //   tsx examples/mirror-node.ts --config cluster.json --node n0 --dir /srv/n0 --vip 198.18.0.100/24 \
 //       --listen 198.18.0.10:7790 --peer 198.18.0.11:7790 --key repl.key [--default-primary n0] \
-//       [--iface eth0] [--port 80] [--witness 198.18.0.200] [--record-bytes 4096]
+//       [--iface eth0] [--port 80] [--witness 198.18.0.200] [--record-bytes 4096] \
+//       [--app records|postgres] [--pg-port 5432] [--pg-bin /usr/lib/postgresql/15/bin] [--pg-allow CIDR]
 //
 // Layout under --dir: data/ (backing directory), mnt/ (mount point), state/ (module state), log/ (event log),
 // control.sock (a unix socket: `POST /command {"type":"swap"}`, `POST /resync {"mode":"full"}`, `GET /status`).
 // The app: `POST /append?id=N` appends one record (`N <node> <padding>\n`, --record-bytes long), fdatasyncs it and
 // answers `ok N <node>` only then; `POST /blob?mib=N` writes N MiB to blob.bin (fdatasync'd); `GET /records` lists
 // the ids present; `GET /` answers the node id.
+// `--app postgres` runs Debian's PostgreSQL instead (see the postgres section below): its data directory is
+// pgdata/ in the replicated directory (initdb'ed by the first primary), it listens on the VIP and on loopback,
+// and it dies with this process (a parent-death signal), as it would with the machine.
 // SIGTERM stops the module (app stopped, VIP removed, unmounted) and leaves the cluster.
 import { randomBytes } from "node:crypto";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Membership, type MembershipOptions } from "../src/runtime/membership.js";
 import { FileModuleStore, Module, bindMembership } from "../src/runtime/module.js";
@@ -42,10 +48,18 @@ const { values: a } = parseArgs({
     witness: { type: "string" },
     "record-bytes": { type: "string", default: "256" },
     "ack-timeout-ms": { type: "string", default: "1000" },
+    app: { type: "string", default: "records" },
+    "pg-port": { type: "string", default: "5432" },
+    "pg-bin": { type: "string", default: "/usr/lib/postgresql/15/bin" },
+    "pg-allow": { type: "string" },
   },
 });
 if (!a.config || !a.node || !a.dir || !a.vip || !a.listen || !a.peer || !a.key) {
   console.error("usage: mirror-node --config FILE --node ID --dir DIR --vip ADDR/LEN --listen HOST:PORT --peer HOST:PORT --key FILE [--default-primary ID] [--witness ADDR]");
+  process.exit(2);
+}
+if (a.app !== "records" && a.app !== "postgres") {
+  console.error(`mirror-node: --app must be records or postgres, not ${a.app}`);
   process.exit(2);
 }
 const now = () => performance.timeOrigin + performance.now();
@@ -134,7 +148,7 @@ async function listRecords(): Promise<string> {
     .join("\n");
 }
 
-const startApp = () =>
+const startRecords = () =>
   new Promise<void>((resolve, reject) => {
     const s = createServer((req, res) => {
       const u = new URL(req.url ?? "/", "http://x");
@@ -176,7 +190,7 @@ const startApp = () =>
       resolve();
     });
   });
-const stopApp = () =>
+const stopRecords = () =>
   new Promise<void>((resolve) => {
     if (!server) return resolve();
     const s = server;
@@ -189,6 +203,158 @@ const stopApp = () =>
     });
     s.closeAllConnections();
   });
+
+// ---- the app, --app postgres: Debian's PostgreSQL on the replicated directory --------------------------
+// start_prim (the mount is up, the VIP is on this node): initdb pgdata/ if the replicated directory has none yet
+// (the very first primary), drop a postmaster.pid left by the other node's postmaster (it names a process of
+// another machine: PostgreSQL would refuse to start while a process with that pid exists in the shared process
+// table of a lab), then start the postmaster inside the mount's namespace as user postgres, listening on the VIP
+// and on loopback. Ready when it logs "ready to accept connections" (after crash recovery, on a failover).
+// stop_prim: fast shutdown (SIGINT: sessions ended, checkpoint), bounded; then SIGKILL of it and its children.
+// The postmaster runs with a parent-death signal (setpriv --pdeathsig KILL, set after the switch to postgres,
+// which would clear it): a SIGKILL of this process kills it, and its backends exit on the postmaster's death.
+// pg_hba.conf gets `host all all <--pg-allow> trust` (default: the VIP's subnet): a lab setting, not a
+// production one (use scram-sha-256 and a password file there).
+const pgBin = a["pg-bin"];
+const pgPort = Number(a["pg-port"]);
+const vipHost = a.vip.split("/")[0] as string;
+const pgAllow = a["pg-allow"] ?? a.vip;
+const pgDataInside = join(resolvePath(dir), "mnt", "pgdata"); // the data directory's path inside the mount's namespace
+const pgSock = join(resolvePath(dir), "pgsock");
+const pgUser = (() => {
+  if (a.app !== "postgres") return { uid: 0, gid: 0 };
+  const id = (flag: string) => Number(spawnSync("id", [flag, "postgres"], { encoding: "utf8" }).stdout.trim());
+  const ids = { uid: id("-u"), gid: id("-g") };
+  if (!Number.isInteger(ids.uid) || ids.uid <= 0) {
+    console.error("mirror-node: --app postgres needs a postgres user (Debian package postgresql)");
+    process.exit(2);
+  }
+  return ids;
+})();
+let postmaster: ChildProcess | null = null;
+
+/** argv that runs `argv` as postgres inside the mount's namespace; `tied`: killed when this process dies. */
+const asPostgres = (argv: string[], tied: boolean): [string, ...string[]] =>
+  driver.commandInMount(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...(tied ? ["--pdeathsig", "KILL"] : []), "--", ...argv]);
+
+function runChecked(argv: [string, ...string[]], what: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const [cmd, ...args] = argv;
+    const child = spawn(cmd, args, { cwd: "/", stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("error", reject);
+    child.once("exit", (code, sig) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(new Error(`${what} failed (${code ?? sig}): ${err.trim().split("\n").slice(-3).join(" / ")}`));
+    });
+  });
+}
+
+/** Removes postmaster.pid unless it names a live process in this node's network namespace (our own postmaster). */
+function dropForeignPidFile(outside: string): void {
+  const f = join(outside, "postmaster.pid");
+  if (!existsSync(f)) return;
+  const pid = Number(readFileSync(f, "utf8").split("\n")[0]);
+  let local = false;
+  try {
+    local = readlinkSync(`/proc/${pid}/ns/net`) === readlinkSync("/proc/self/ns/net");
+  } catch {
+    // no such process (or not readable): not ours
+  }
+  if (local) throw new Error(`a postmaster (pid ${pid}) of this node still runs on ${pgDataInside}`);
+  rmSync(f);
+  out({ type: "log", line: `postgres: removed postmaster.pid naming pid ${pid} (another node's or a dead postmaster)` });
+}
+
+/** Pids whose parent is `pid` (a postmaster's backends). */
+function childrenOf(pid: number): number[] {
+  const kids: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) kids.push(Number(e));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return kids;
+}
+
+async function startPostgres(): Promise<void> {
+  if (postmaster) throw new Error(`postgres already running (pid ${postmaster.pid})`);
+  const outside = driver.mountPath("pgdata");
+  mkdirSync(pgSock, { recursive: true });
+  chownSync(pgSock, pgUser.uid, pgUser.gid);
+  if (!existsSync(join(outside, "PG_VERSION"))) {
+    mkdirSync(outside, { recursive: true, mode: 0o700 });
+    chownSync(outside, pgUser.uid, pgUser.gid);
+    chmodSync(outside, 0o700); // PostgreSQL refuses a data directory others can read
+    const t0 = now();
+    await runChecked(asPostgres([`${pgBin}/initdb`, "-D", pgDataInside, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"], false), "initdb", 120_000);
+    appendFileSync(join(outside, "pg_hba.conf"), `host all all ${pgAllow} trust\n`);
+    out({ type: "app", state: "initdb", ms: Math.round(now() - t0) });
+  }
+  dropForeignPidFile(outside);
+  const t0 = now();
+  const [cmd, ...args] = asPostgres(
+    [`${pgBin}/postgres`, "-D", pgDataInside, "-k", pgSock, "-p", String(pgPort), "-c", `listen_addresses=${vipHost},127.0.0.1`],
+    true,
+  );
+  const child = spawn(cmd, args, { cwd: "/", stdio: ["ignore", "ignore", "pipe"] });
+  postmaster = child;
+  await new Promise<void>((resolve, reject) => {
+    let ready = false;
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      out({ type: "pg", line });
+      if (!ready && line.includes("ready to accept connections")) {
+        ready = true;
+        resolve();
+      }
+    });
+    child.once("error", reject);
+    child.once("exit", (code, sig) => {
+      if (postmaster === child) postmaster = null;
+      out({ type: "app", state: "exited", code, signal: sig });
+      if (!ready) reject(new Error(`postgres exited (${code ?? sig}) before it was ready`));
+    });
+  });
+  out({ type: "app", state: "started", pid: child.pid, ms: Math.round(now() - t0), mount: driver.mountPath() });
+}
+
+async function stopPostgres(): Promise<void> {
+  const child = postmaster;
+  if (!child || child.exitCode !== null || child.signalCode !== null) {
+    postmaster = null;
+    return;
+  }
+  const exited = new Promise<boolean>((r) => child.once("exit", () => r(true)));
+  const within = (ms: number) => Promise.race([exited, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+  child.kill("SIGINT"); // fast shutdown
+  if (!(await within(15_000))) {
+    const kids = childrenOf(child.pid as number);
+    out({ type: "log", line: `postgres: no fast shutdown within 15 s: SIGKILL to the postmaster and ${kids.length} children` });
+    child.kill("SIGKILL");
+    for (const k of kids) {
+      try {
+        process.kill(k, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await within(5_000);
+  }
+  postmaster = null;
+  out({ type: "app", state: "stopped" });
+}
+
+const app =
+  a.app === "postgres"
+    ? { start: startPostgres, stop: stopPostgres, startMs: 120_000, stopMs: 30_000 }
+    : { start: startRecords, stop: stopRecords, startMs: 10_000, stopMs: 10_000 };
 
 // ---- module ------------------------------------------------------------------------------------
 const vip = new MirrorVip({ iface: a.iface, log: (line) => out({ type: "log", line }) });
@@ -228,7 +394,7 @@ const module = await Module.create(
     name: "db",
     kind: "mirror",
     vips: [a.vip],
-    hooks: driver.hooks({ start_prim: { fn: startApp, timeout: 10_000 }, stop_prim: { fn: stopApp, timeout: 10_000 } }),
+    hooks: driver.hooks({ start_prim: { fn: app.start, timeout: app.startMs }, stop_prim: { fn: app.stop, timeout: app.stopMs } }),
     checkers,
     mirror: { ...(a["default-primary"] ? { defaultPrimary: a["default-primary"] } : {}), peerWait: 3000 },
   },
