@@ -1,0 +1,89 @@
+// The chaos suite's farm client, run in a client namespace: a short request (new connection, rotating source
+// address) every `everyMs`, plus `streams` long-lived streams kept open back to back. Bounded: stops issuing after
+// `maxMs` or on SIGTERM, waits for what is in flight (each bounded by its timeout), prints {"type":"done"}.
+// Lines: {"type":"probe",t,addr,port,ok,node,err}, {"type":"stream",start,end,node,complete,err}.
+//   node --import tsx chaos-farm-client.mts '{"vip":"198.18.0.100","port":80,"addresses":[...],"everyMs":20,
+//                                             "timeoutMs":1000,"streams":6,"streamMs":3000,"maxMs":600000}'
+import { request } from "node:http";
+
+interface Opts {
+  vip: string;
+  port: number;
+  addresses: string[];
+  everyMs: number;
+  timeoutMs: number;
+  streams: number;
+  streamMs: number;
+  maxMs: number;
+}
+const o = JSON.parse(process.argv[2] ?? "{}") as Opts;
+const out = (x: object): void => {
+  process.stdout.write(JSON.stringify(x) + "\n");
+};
+const started = Date.now();
+let running = true;
+process.on("SIGTERM", () => (running = false));
+const live = () => running && Date.now() - started < o.maxMs;
+
+interface Got {
+  ok: boolean;
+  node?: string;
+  body: string;
+  err?: string;
+  port?: number;
+}
+function get(path: string, localAddress: string, timeoutMs: number, onFirstLine?: (node: string) => void): Promise<Got> {
+  return new Promise((resolve) => {
+    let body = "";
+    let node: string | undefined;
+    let port: number | undefined;
+    const done = (g: Omit<Got, "body" | "node" | "port">) => resolve({ ...g, body, ...(node ? { node } : {}), ...(port ? { port } : {}) });
+    const req = request({ host: o.vip, port: o.port, path, localAddress, agent: false, timeout: timeoutMs, headers: { connection: "close" } }, (res) => {
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => {
+        body += d;
+        if (node === undefined && body.includes("\n")) {
+          node = body.split("\n")[0] as string;
+          onFirstLine?.(node);
+        }
+      });
+      res.on("end", () => done({ ok: true }));
+      res.on("error", (e: NodeJS.ErrnoException) => done({ ok: false, err: e.code ?? e.message }));
+    });
+    req.on("socket", (s) => s.on("connect", () => (port = s.localPort)));
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
+    req.on("error", (e: NodeJS.ErrnoException) => done({ ok: false, err: e.code ?? e.message }));
+    req.end();
+  });
+}
+
+const pending: Promise<void>[] = [];
+let k = 0;
+const addr = () => o.addresses[k++ % o.addresses.length] as string;
+
+async function streamLoop(): Promise<void> {
+  while (live()) {
+    const start = Date.now();
+    const r = await get(`/stream?ms=${o.streamMs}`, addr(), o.streamMs + 5_000);
+    // A stream is complete when its body is the node id, the dots, then "done <same node>".
+    const complete = r.ok && r.node !== undefined && r.body.endsWith(`done ${r.node}\n`);
+    out({ type: "stream", start, end: Date.now(), node: r.node, complete, err: r.err });
+    if (!r.ok) await new Promise((s) => setTimeout(s, 100));
+  }
+}
+const streamLoops = Array.from({ length: o.streams }, streamLoop);
+
+while (live()) {
+  const t = Date.now();
+  const a = addr();
+  const p = get("/", a, o.timeoutMs).then((r) => {
+    // A short answer is exactly one line: the node id.
+    const lines = r.body.split("\n").filter((l) => l.length > 0);
+    out({ type: "probe", t, addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err });
+  });
+  pending.push(p);
+  if (pending.length > 500) await Promise.all(pending.splice(0, 250));
+  await new Promise((s) => setTimeout(s, o.everyMs)); // the request rate, not a synchronisation
+}
+await Promise.all([...pending, ...streamLoops]);
+out({ type: "done", ms: Date.now() - started });

@@ -1,0 +1,222 @@
+// The chaos suite's invariant checkers: pure functions over what the run observed (state samples, the writer's
+// acknowledgements, the farm client's requests, the packets the client captured, the nodes' last bucket tables),
+// so that they can be tested on synthetic event streams (test/unit/chaos-invariants.test.ts) as well as run on a
+// real lab. Times are epoch milliseconds.
+
+export interface Violation {
+  invariant: string;
+  /** Epoch ms when it was seen. */
+  at: number;
+  detail: string;
+}
+
+/** A period during which a node is under a fault (from injection to heal plus a grace period). */
+export interface FaultWindow {
+  node: string;
+  from: number;
+  to: number;
+  label: string;
+  /**
+   * The fault cuts the node off from its peers while it keeps running (partition, one-way drop): both sides then
+   * serve every bucket, as the design allows (DESIGN.md section 4), so a connection the cut-off node answers too is
+   * reset by whichever node's socket does not know it. Resets from any node are excused during such a window.
+   */
+  split?: boolean;
+}
+
+// ---- mirror: at most one primary ------------------------------------------------------------------
+
+/** One sample of both mirror nodes: each node's role as seen through its control socket ("primary" = PRIM or
+ *  ALONE and not leaving the role), or undefined when it did not answer (down, frozen, restarting). */
+export interface RoleSample {
+  t: number;
+  states: (string | undefined)[];
+}
+
+/**
+ * Milliseconds during which both nodes were primary: each sample where both say "primary" counts until the next
+ * sample (at most `capMs`, so that a stalled sampler cannot inflate it), plus the episodes, for the report.
+ */
+export function dualPrimary(samples: readonly RoleSample[], capMs = 100): { ms: number; episodes: { from: number; to: number; samples: number }[] } {
+  let ms = 0;
+  const episodes: { from: number; to: number; samples: number }[] = [];
+  let cur: { from: number; to: number; samples: number } | null = null;
+  for (let i = 0; i < samples.length; i++) {
+    const s = samples[i] as RoleSample;
+    const both = s.states.length >= 2 && s.states.every((x) => x === "primary");
+    if (!both) {
+      cur = null;
+      continue;
+    }
+    const next = samples[i + 1];
+    const span = next ? Math.min(capMs, Math.max(0, next.t - s.t)) : 0;
+    ms += span;
+    if (!cur) {
+      cur = { from: s.t, to: s.t + span, samples: 0 };
+      episodes.push(cur);
+    }
+    cur.to = s.t + span;
+    cur.samples++;
+  }
+  return { ms, episodes };
+}
+
+// ---- mirror: no acknowledged write lost --------------------------------------------------------------
+
+/** The acknowledged ids missing from `present` (the current primary's copy), in ack order. */
+export function lostWrites(acked: readonly number[], present: ReadonlySet<number>): number[] {
+  return acked.filter((id) => !present.has(id));
+}
+
+/** The record ids in a records file of examples/mirror-node.ts (`ID NODE PADDING` per line). */
+export function idsOf(text: string): Set<number> {
+  const ids = new Set<number>();
+  for (const line of text.split("\n")) {
+    if (line.length === 0) continue;
+    const id = Number(line.slice(0, line.indexOf(" ")));
+    if (Number.isInteger(id)) ids.add(id);
+  }
+  return ids;
+}
+
+// ---- farm: every request answered once, failures only from failed nodes ---------------------------
+
+const inWindow = (windows: readonly FaultWindow[], t: number, node?: string) =>
+  windows.find((w) => t >= w.from && t <= w.to && (node === undefined || w.node === node));
+
+/** A short request of the farm client (one new connection each). */
+export interface ProbeRecord {
+  t: number;
+  ok: boolean;
+  node?: string;
+  err?: string;
+  addr?: string;
+  port?: number;
+}
+
+/**
+ * A failed short request is a violation unless a farm node was under a fault when it was made (its serving node
+ * is unknown: a failed request never says who should have answered, so any farm fault excuses it). An answer that
+ * is not exactly one node id is a violation whatever the time.
+ */
+export function checkProbes(probes: readonly ProbeRecord[], windows: readonly FaultWindow[], nodes: readonly string[]): Violation[] {
+  const v: Violation[] = [];
+  for (const p of probes) {
+    if (p.ok) {
+      if (p.node === undefined || !nodes.includes(p.node)) v.push({ invariant: "farm-answer", at: p.t, detail: `request from ${p.addr}:${p.port} answered ${JSON.stringify(p.node)}, not one node id` });
+      continue;
+    }
+    if (!inWindow(windows, p.t)) v.push({ invariant: "farm-request-failed", at: p.t, detail: `request from ${p.addr}:${p.port} failed (${p.err}) while no farm node was under a fault` });
+  }
+  return v;
+}
+
+/** A long-lived stream of the farm client: which node served it, when it started and ended, whether it completed. */
+export interface StreamRecord {
+  node?: string;
+  start: number;
+  end: number;
+  complete: boolean;
+  err?: string;
+}
+
+/** A stream that did not complete is a violation unless the node serving it was under a fault during its life. */
+export function checkStreams(streams: readonly StreamRecord[], windows: readonly FaultWindow[]): Violation[] {
+  const v: Violation[] = [];
+  for (const s of streams) {
+    if (s.complete) continue;
+    if (s.node === undefined) {
+      // Never got its first line: the connection itself failed, judged like a short request.
+      if (!inWindow(windows, s.start) && !inWindow(windows, s.end)) v.push({ invariant: "farm-stream-failed", at: s.end, detail: `stream opened at ${s.start} never answered (${s.err}) while no farm node was under a fault` });
+      continue;
+    }
+    const excused = windows.some((w) => w.node === s.node && w.from <= s.end && w.to >= s.start);
+    if (!excused) v.push({ invariant: "farm-stream-broken", at: s.end, detail: `stream on survivor ${s.node} (${s.start}..${s.end}) broken: ${s.err ?? "incomplete"}` });
+  }
+  return v;
+}
+
+/** A TCP packet from the VIP seen by the client: the node is known by its source MAC. */
+export interface PacketRecord {
+  t: number;
+  node: string;
+  /** "SA" for a SYN-ACK, "R" for a reset. */
+  kind: "SA" | "R";
+  /** The client's address:port it was sent to. */
+  client: string;
+}
+
+/**
+ * - A reset from a node is a violation unless that node is under a fault (a killed process's sockets reset; a
+ *   survivor never does), or a split (partition, one-way drop) is under way: see {@link FaultWindow.split}.
+ * - Two different nodes answering the same connection attempt (SYN-ACKs to the same client address:port within
+ *   `dupMs`) is a violation unless some farm node is under a fault then (during a partition each side may serve
+ *   every bucket, as the design allows).
+ */
+export function checkPackets(packets: readonly PacketRecord[], windows: readonly FaultWindow[], dupMs = 2_000): Violation[] {
+  const v: Violation[] = [];
+  const lastSynAck = new Map<string, { t: number; node: string }>();
+  for (const p of packets) {
+    if (p.kind === "R") {
+      if (!inWindow(windows, p.t, p.node) && !windows.some((w) => w.split && p.t >= w.from && p.t <= w.to)) v.push({ invariant: "farm-survivor-reset", at: p.t, detail: `reset from ${p.node} to ${p.client} while ${p.node} was not under a fault` });
+      continue;
+    }
+    const prev = lastSynAck.get(p.client);
+    if (prev && prev.node !== p.node && p.t - prev.t <= dupMs && !inWindow(windows, p.t)) {
+      v.push({ invariant: "farm-answered-twice", at: p.t, detail: `connection from ${p.client} answered by ${prev.node} and ${p.node}` });
+    }
+    lastSynAck.set(p.client, { t: p.t, node: p.node });
+  }
+  return v;
+}
+
+/** Parses one `tcpdump -e -tt -n -l` line of a packet from the VIP; undefined for anything else. */
+export function parseTcpdump(line: string, macToNode: ReadonlyMap<string, string>): PacketRecord | undefined {
+  // 1763790000.123456 02:48:46:00:00:01 > 02:48:46:00:01:00, ethertype IPv4 (0x0800), length 74: 198.18.0.100.80 > 198.18.0.140.41234: Flags [S.], ...
+  const m = /^(\d+\.\d+) ([0-9a-f:]{17}) > [0-9a-f:]{17}, .*?: \S+ > (\S+?): Flags \[([^\]]*)\]/.exec(line);
+  if (!m) return undefined;
+  const flags = m[4] as string;
+  const kind = flags.includes("R") ? "R" : flags.includes("S") && flags.includes(".") ? "SA" : undefined;
+  if (!kind) return undefined;
+  return { t: Math.round(Number(m[1]) * 1000), node: macToNode.get(m[2] as string) ?? (m[2] as string), kind, client: m[3] as string };
+}
+
+// ---- convergence ------------------------------------------------------------------------------------
+
+/** The last bucket table each farm node applied (its `buckets` line). */
+export interface BucketTable {
+  owners: string[];
+  owned: number;
+}
+
+/** Null when every node applies a table over exactly `nodes` and the tables cover `total` buckets; else why not. */
+export function farmConverged(tables: ReadonlyMap<string, BucketTable | undefined>, nodes: readonly string[], total: number): string | null {
+  const want = [...nodes].sort().join(",");
+  let sum = 0;
+  for (const n of nodes) {
+    const t = tables.get(n);
+    if (!t) return `${n} has no bucket table`;
+    const owners = [...t.owners].sort().join(",");
+    if (owners !== want) return `${n} owners [${owners}], want [${want}]`;
+    sum += t.owned;
+  }
+  return sum === total ? null : `buckets owned add up to ${sum}, want ${total}`;
+}
+
+/** What a mirror node's control socket says (`GET /status`). */
+export interface MirrorStatus {
+  state?: string;
+  ready?: boolean;
+  transient?: boolean;
+  upToDate?: boolean;
+}
+
+/** Null when one node is PRIM and the other SECOND, both ready and settled, the secondary up to date; else why not. */
+export function mirrorConverged(statuses: readonly (MirrorStatus | undefined)[]): string | null {
+  if (statuses.some((s) => s === undefined)) return "a node does not answer";
+  const ss = statuses as MirrorStatus[];
+  const prim = ss.filter((s) => s.state === "PRIM" && s.ready && !s.transient);
+  const second = ss.filter((s) => s.state === "SECOND" && s.ready && !s.transient && s.upToDate);
+  if (prim.length === 1 && second.length === 1 && ss.length === 2) return null;
+  return `states ${ss.map((s) => `${s.state}${s.ready ? "" : "(not ready)"}${s.transient ? "(transient)" : ""}${s.state === "SECOND" && !s.upToDate ? "(behind)" : ""}`).join(" / ")}`;
+}

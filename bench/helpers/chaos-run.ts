@@ -1,0 +1,536 @@
+// The chaos suite's runner: a farm of 3 nodes (examples/farm-node.ts) and a mirror of 2 nodes
+// (examples/mirror-node.ts, witness = its client namespace), each in a lab of its own (own bridge, own per-run
+// namespace prefix), real clients, and a fault schedule (chaos-schedule.ts) played on both at once. Invariants
+// (chaos-invariants.ts) are checked on what was observed; see bench/chaos.ts for the command line.
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BUCKET_COUNT } from "../../src/core/buckets.js";
+import { Lab, type LabHost, type LabProcess } from "../../src/testing/lab.js";
+import { MembershipCluster, REPO, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
+import {
+  checkPackets,
+  checkProbes,
+  checkStreams,
+  dualPrimary,
+  farmConverged,
+  idsOf,
+  lostWrites,
+  mirrorConverged,
+  parseTcpdump,
+  type BucketTable,
+  type FaultWindow,
+  type MirrorStatus,
+  type PacketRecord,
+  type ProbeRecord,
+  type RoleSample,
+  type StreamRecord,
+  type Violation,
+} from "./chaos-invariants.js";
+import { describeFault, FARM_NODES, type FarmFault, type MirrorFault, type Schedule } from "./chaos-schedule.js";
+
+export interface ChaosOptions {
+  schedule: Schedule;
+  /** Faults are injected for this long (ms); then everything is healed and convergence is checked. */
+  runMs: number;
+  /** Where the schedule, the nodes' lines and the observations are written. */
+  outDir: string;
+  /** Bound on each convergence wait (before each fault and at the end), ms. Default 60 000. */
+  convergeMs?: number;
+  /** Grace after a fault is healed during which the farm may still fail requests of that node (ms). Default 1 500. */
+  graceMs?: number;
+  /** Role sampling period of the mirror (ms). Default 25. */
+  sampleMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface ChaosResult {
+  seed: number;
+  /** Faults injected (each one an inject -> hold -> heal -> converge episode). */
+  schedules: number;
+  faults: { farm: number; mirror: number; byKind: Record<string, number> };
+  violations: Violation[];
+  lostWrites: number;
+  dualPrimaryMs: number;
+  ackedWrites: number;
+  farmRequests: { sent: number; ok: number; failed: number; excused: number };
+  farmStreams: { total: number; complete: number };
+  packets: { synAcks: number; resets: number };
+  roleSamples: number;
+  lostWriteChecks: number;
+  finalConvergenceMs: { farm: number; mirror: number };
+  ms: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+const REPL_PORT = 7790;
+const CLIENT_ADDRS = 40;
+
+/** A request on a mirror node's control socket, bounded by `timeoutMs`; undefined when it does not answer. */
+function control(sock: string, method: "GET" | "POST", path: string, timeoutMs: number): Promise<Record<string, unknown> | undefined> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ socketPath: sock, method, path, timeout: timeoutMs }, (res) => {
+      let s = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (s += d));
+      res.on("end", () => {
+        try {
+          resolve(JSON.parse(s) as Record<string, unknown>);
+        } catch {
+          resolve(undefined);
+        }
+      });
+      res.on("error", () => resolve(undefined));
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(undefined));
+    req.end();
+  });
+}
+
+async function mirrorStatus(sock: string, timeoutMs = 300): Promise<MirrorStatus & { next?: string } | undefined> {
+  const j = await control(sock, "GET", "/status", timeoutMs);
+  const st = j?.status as { state?: string; ready?: boolean; transient?: boolean; next?: string } | undefined;
+  if (!st) return undefined;
+  const persisted = j?.persisted as { upToDate?: boolean } | undefined;
+  return { state: st.state, ready: st.ready, transient: st.transient, next: st.next, upToDate: persisted?.upToDate === true };
+}
+
+/** "primary" when PRIM/ALONE and not leaving the role (a node going to WAIT/SECOND has closed its app first). */
+function roleOf(s: (MirrorStatus & { next?: string }) | undefined): string | undefined {
+  if (!s) return undefined;
+  const prim = (x: string | undefined) => x === "PRIM" || x === "ALONE";
+  return prim(s.state) && !(s.transient && !prim(s.next)) ? "primary" : s.state;
+}
+
+/** Follows a spawned process's JSON lines into `sink` until it ends. */
+function follow<T>(proc: LabProcess, sink: (x: T) => void): Promise<void> {
+  return (async () => {
+    for await (const raw of proc.lines()) {
+      try {
+        sink(JSON.parse(raw) as T);
+      } catch {
+        // not a JSON line
+      }
+    }
+  })();
+}
+
+export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
+  const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const convergeMs = o.convergeMs ?? 60_000;
+  const graceMs = o.graceMs ?? 1_500;
+  const sampleMs = o.sampleMs ?? 25;
+  const t0 = Date.now();
+  const rel = (t: number) => `+${((t - t0) / 1000).toFixed(1)}s`;
+  mkdirSync(o.outDir, { recursive: true });
+  writeFileSync(join(o.outDir, "schedule.json"), JSON.stringify(o.schedule, null, 1) + "\n");
+
+  const violations: Violation[] = [];
+  const violate = (invariant: string, detail: string, at = Date.now()) => {
+    violations.push({ invariant, at, detail });
+    log(`VIOLATION ${invariant} ${rel(at)}: ${detail}`);
+  };
+  const farmWindows: FaultWindow[] = [];
+  const mirrorWindows: FaultWindow[] = [];
+  const byKind: Record<string, number> = {};
+  let farmDone = 0;
+  let mirrorDone = 0;
+
+  let farmLab: Lab | undefined;
+  let mirrorLab: Lab | undefined;
+  let farmCluster: MembershipCluster | undefined;
+  let mirrorCluster: MembershipCluster | undefined;
+  const keyDir = mkdtempSync(join(tmpdir(), "holdfast-chaos-key-"));
+  const cleanupTmp = () => rmSync(keyDir, { recursive: true, force: true });
+  process.once("exit", cleanupTmp);
+
+  const probes: ProbeRecord[] = [];
+  const streams: StreamRecord[] = [];
+  const packets: PacketRecord[] = [];
+  const acked: number[] = [];
+  const samples: RoleSample[] = [];
+  const lost = new Set<number>();
+  let lostChecks = 0;
+  const finalConvergence = { farm: -1, mirror: -1 };
+
+  try {
+    // ---- the farm: 3 nodes + a client with CLIENT_ADDRS source addresses ------------------------------------------
+    farmLab = await Lab.create({ nodes: 3, clients: 1, networks: 1 });
+    const fl = farmLab;
+    const farmClient = fl.clients[0] as LabHost;
+    const farmVip = fl.spareAddr(0);
+    const addrs = Array.from({ length: CLIENT_ADDRS }, (_, i) => fl.spareAddr(40 + i));
+    const ar = await fl.sh(farmClient, addrs.map((a) => `ip addr add ${a}/24 dev eth0`).join(" && "));
+    if (ar.code !== 0) throw new Error(`client addresses: ${ar.stderr}`);
+    const fc = await MembershipCluster.start(fl, { program: "examples/farm-node.ts", args: () => ["--vip", farmVip, "--iface", "eth0", "--by", "address+port"] });
+    farmCluster = fc;
+    const macToNode = new Map(fl.nodes.map((h) => [fl.mac(h), h.name]));
+    log(`farm lab ${fl.prefix}: nodes ${fl.nodes.map((h) => h.name).join(",")}, VIP ${farmVip}`);
+
+    // ---- the mirror: 2 nodes + the witness/writer client -----------------------------------------------------
+    mirrorLab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
+    const ml = mirrorLab;
+    const [m0, m1] = ml.nodes as [LabHost, LabHost];
+    const mirrorClient = ml.clients[0] as LabHost;
+    const mirrorVip = ml.spareAddr(0);
+    const key = join(keyDir, "repl.key");
+    writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const mc = await MembershipCluster.start(ml, {
+      program: "examples/mirror-node.ts",
+      args: (h) => [
+        "--dir", ml.dir(h),
+        "--vip", `${mirrorVip}/24`,
+        "--listen", `${ml.addr(h)}:${REPL_PORT}`,
+        "--peer", `${ml.addr(h === m0 ? m1 : m0)}:${REPL_PORT}`,
+        "--key", key,
+        "--default-primary", m0.name,
+        "--witness", ml.addr(mirrorClient),
+      ],
+    });
+    mirrorCluster = mc;
+    const socks = [m0, m1].map((h) => join(ml.dir(h), "control.sock"));
+    const dataFile = (i: number) => join(ml.dir(ml.nodes[i] as LabHost), "data", "records.log");
+    log(`mirror lab ${ml.prefix}: nodes ${m0.name},${m1.name}, VIP ${mirrorVip}, witness ${ml.addr(mirrorClient)}`);
+
+    // ---- convergence ------------------------------------------------------------------------------------------
+    const farmTables = () => new Map<string, BucketTable | undefined>(fc.nodes.map((n) => [n.id, [...n.lines].reverse().find((l) => l.type === "buckets") as BucketTable | undefined]));
+    const farmWhyNot = () => farmConverged(farmTables(), FARM_NODES, BUCKET_COUNT);
+    const mirrorStatuses = () => Promise.all(socks.map((s) => mirrorStatus(s)));
+    const pollUntil = async (why: () => Promise<string | null> | string | null, ms: number): Promise<{ ok: boolean; ms: number; why: string | null }> => {
+      const start = Date.now();
+      for (;;) {
+        const w = await why();
+        if (w === null) return { ok: true, ms: Date.now() - start, why: null };
+        if (Date.now() - start > ms) return { ok: false, ms: Date.now() - start, why: w };
+        await sleep(50);
+      }
+    };
+    const mirrorWhyNot = async () => mirrorConverged(await mirrorStatuses());
+    const [fConv, mConv] = await Promise.all([pollUntil(farmWhyNot, 30_000), pollUntil(mirrorWhyNot, 60_000)]);
+    if (!fConv.ok || !mConv.ok) throw new Error(`the labs did not come up: farm ${fConv.why ?? "ok"}; mirror ${mConv.why ?? "ok"}`);
+    log(`both systems up and converged (${rel(Date.now())})`);
+
+    // ---- observers: farm client + packet capture, mirror writer + role sampler ------------------------------
+    const maxMs = o.runMs + 4 * convergeMs;
+    const capture = fl.spawn(farmClient, ["tcpdump", "-i", "eth0", "-e", "-tt", "-n", "-l", "-Q", "in", `src host ${farmVip} and tcp[tcpflags] & (tcp-syn|tcp-rst) != 0`]);
+    const captureDone = (async () => {
+      for await (const line of capture.lines()) {
+        const p = parseTcpdump(line, macToNode);
+        if (p) packets.push(p);
+      }
+    })();
+    await sleep(500); // tcpdump attaches without telling; its first packets would otherwise be missed
+    const farmClientProc = fl.spawn(
+      farmClient,
+      [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-farm-client.mts"), JSON.stringify({ vip: farmVip, port: 80, addresses: addrs, everyMs: 20, timeoutMs: 1000, streams: 6, streamMs: 3000, maxMs })],
+      { cwd: REPO },
+    );
+    const farmClientDone = follow<{ type: string } & ProbeRecord & StreamRecord>(farmClientProc, (x) => {
+      if (x.type === "probe") probes.push({ t: x.t, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port });
+      else if (x.type === "stream") streams.push({ node: x.node, start: x.start, end: x.end, complete: x.complete, err: x.err });
+    });
+    const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
+    let writerFailed = 0;
+    const writerDone = follow<{ acked?: number; failed?: number }>(writer, (x) => {
+      if (x.acked !== undefined) acked.push(x.acked);
+      else if (x.failed !== undefined) writerFailed++;
+    });
+
+    // Lost writes: every id acknowledged so far must be in the current primary's copy. Serialised.
+    let checks: Promise<void> = Promise.resolve();
+    const checkLost = (why: string): Promise<void> => {
+      const run = async () => {
+        const ackedNow = [...acked];
+        const st = await mirrorStatuses();
+        const idx = st.findIndex((s) => roleOf(s) === "primary");
+        if (idx < 0 || st.filter((s) => roleOf(s) === "primary").length !== 1) return;
+        const file = dataFile(idx);
+        const ids = idsOf(existsSync(file) ? readFileSync(file, "utf8") : "");
+        lostChecks++;
+        const missing = lostWrites(ackedNow, ids).filter((id) => !lost.has(id));
+        if (missing.length > 0) {
+          for (const id of missing) lost.add(id);
+          const active = mirrorWindows.filter((w) => w.to >= Date.now() - 10_000).map((w) => w.label);
+          violate("mirror-lost-write", `${missing.length} acknowledged record(s) missing on primary ${ml.nodes[idx]?.name} (${why}; recent faults: ${active.join("; ") || "none"}): ${missing.slice(0, 10).join(",")}`);
+        }
+      };
+      checks = checks.then(run, run);
+      return checks;
+    };
+
+    let sampling = true;
+    let lastPrimary = -1;
+    const sampler = (async () => {
+      while (sampling) {
+        const t = Date.now();
+        const st = await mirrorStatuses().catch(() => [undefined, undefined]);
+        const roles = st.map(roleOf);
+        samples.push({ t, states: roles });
+        const prims = roles.map((r, i) => (r === "primary" ? i : -1)).filter((i) => i >= 0);
+        if (prims.length === 1 && prims[0] !== lastPrimary) {
+          if (lastPrimary >= 0) void checkLost(`failover to ${ml.nodes[prims[0] as number]?.name}`);
+          lastPrimary = prims[0] as number;
+        }
+        await sleep(sampleMs - (Date.now() - t));
+      }
+    })();
+
+    // ---- the tracks --------------------------------------------------------------------------------------------
+    const deadline = Date.now() + o.runMs; // the run time counts from when both systems are up
+    const farmTrack = async () => {
+      for (const [i, f] of o.schedule.farm.entries()) {
+        if (Date.now() >= deadline) break;
+        const c = await pollUntil(farmWhyNot, convergeMs);
+        if (!c.ok) {
+          violate("farm-convergence", `not converged ${convergeMs} ms after the previous fault: ${c.why}`);
+          return;
+        }
+        await sleep(f.gapMs);
+        if (Date.now() >= deadline) break;
+        const label = describeFault(f, i);
+        log(`${rel(Date.now())} ${label}`);
+        const w: FaultWindow = { node: f.node, from: Date.now(), to: Number.POSITIVE_INFINITY, label, split: f.kind === "partition" || f.kind === "oneWay" };
+        farmWindows.push(w);
+        await farmFault(fl, fc, f, log);
+        w.to = Date.now() + graceMs;
+        farmDone++;
+        byKind[`farm.${f.kind}`] = (byKind[`farm.${f.kind}`] ?? 0) + 1;
+      }
+    };
+    const mirrorTrack = async () => {
+      for (const [i, f] of o.schedule.mirror.entries()) {
+        if (Date.now() >= deadline) break;
+        const c = await pollUntil(mirrorWhyNot, convergeMs);
+        if (!c.ok) {
+          violate("mirror-convergence", `not converged ${convergeMs} ms after the previous fault: ${c.why}`);
+          return;
+        }
+        await checkLost("converged");
+        await sleep(f.gapMs);
+        if (Date.now() >= deadline) break;
+        const st = await mirrorStatuses();
+        const pIdx = st.findIndex((s) => s?.state === "PRIM");
+        if (pIdx < 0) continue; // changed during the gap: the next round waits for convergence again
+        const idx = f.role === "primary" ? pIdx : 1 - pIdx;
+        const node = mc.nodes[idx] as ClusterNode;
+        const label = `${describeFault(f, i)} = ${node.id}`;
+        log(`${rel(Date.now())} ${label}`);
+        const w: FaultWindow = { node: node.id, from: Date.now(), to: Number.POSITIVE_INFINITY, label };
+        mirrorWindows.push(w);
+        const peer = mc.nodes[1 - idx] as ClusterNode;
+        await mirrorFault(ml, mc, f, node, peer, mirrorClient, mirrorVip, log);
+        w.to = Date.now() + graceMs;
+        mirrorDone++;
+        byKind[`mirror.${f.kind}`] = (byKind[`mirror.${f.kind}`] ?? 0) + 1;
+      }
+    };
+    await Promise.all([farmTrack(), mirrorTrack()]);
+
+    // ---- heal everything, then convergence -------------------------------------------------------------------
+    log(`${rel(Date.now())} faults stopped (${farmDone} farm, ${mirrorDone} mirror); checking convergence`);
+    await fl.heal();
+    await ml.heal();
+    const [fEnd, mEnd] = await Promise.all([pollUntil(farmWhyNot, convergeMs), pollUntil(mirrorWhyNot, convergeMs)]);
+    finalConvergence.farm = fEnd.ms;
+    finalConvergence.mirror = mEnd.ms;
+    if (!fEnd.ok) violate("farm-convergence", `not converged ${convergeMs} ms after the faults stopped: ${fEnd.why}`);
+    if (!mEnd.ok) violate("mirror-convergence", `not converged ${convergeMs} ms after the faults stopped: ${mEnd.why}`);
+    if (fEnd.ok) log(`farm converged ${fEnd.ms} ms after the faults stopped: every node up, 4096 buckets, one owner each`);
+    if (mEnd.ok) log(`mirror converged ${mEnd.ms} ms after the faults stopped: PRIM + SECOND in sync`);
+
+    // ---- stop the observers, final checks ---------------------------------------------------------------------
+    await sleep(1_000);
+    farmClientProc.kill("SIGTERM");
+    writer.kill("SIGTERM");
+    await Promise.race([Promise.all([farmClientDone, writerDone]), sleep(15_000)]);
+    sampling = false;
+    await sampler;
+    await checkLost("end of run");
+    await checks;
+    if (mEnd.ok) {
+      // Both copies identical at the end (the secondary is in sync): the records files agree.
+      await sleep(300);
+      const a = existsSync(dataFile(0)) ? readFileSync(dataFile(0), "utf8") : "";
+      const b = existsSync(dataFile(1)) ? readFileSync(dataFile(1), "utf8") : "";
+      if (a !== b) violate("mirror-copies-differ", `records.log differs between ${m0.name} (${a.length} bytes) and ${m1.name} (${b.length} bytes) after convergence`);
+    }
+    capture.kill("SIGTERM");
+    await Promise.race([captureDone, sleep(3_000)]);
+
+    const windows = [...farmWindows];
+    for (const v of [...checkProbes(probes, windows, FARM_NODES), ...checkStreams(streams, windows), ...checkPackets(packets, windows)]) {
+      violations.push(v);
+      log(`VIOLATION ${v.invariant} ${rel(v.at)}: ${v.detail}`);
+    }
+    const dp = dualPrimary(samples, 4 * sampleMs);
+    for (const e of dp.episodes) {
+      const during = mirrorWindows.filter((w) => w.from <= e.to && w.to >= e.from).map((w) => w.label);
+      violate("mirror-dual-primary", `both nodes primary for ${e.to - e.from} ms (${e.samples} samples) during: ${during.join("; ") || "no fault"}`, e.from);
+    }
+    const failedProbes = probes.filter((p) => !p.ok);
+    const excused = failedProbes.filter((p) => windows.some((w) => p.t >= w.from && p.t <= w.to)).length;
+    log(`writer: ${acked.length} acknowledged, ${writerFailed} failed attempts; ${lostChecks} lost-write checks`);
+
+    const result: ChaosResult = {
+      seed: o.schedule.seed,
+      schedules: farmDone + mirrorDone,
+      faults: { farm: farmDone, mirror: mirrorDone, byKind },
+      violations,
+      lostWrites: lost.size,
+      dualPrimaryMs: dp.ms,
+      ackedWrites: acked.length,
+      farmRequests: { sent: probes.length, ok: probes.length - failedProbes.length, failed: failedProbes.length, excused },
+      farmStreams: { total: streams.length, complete: streams.filter((s) => s.complete).length },
+      packets: { synAcks: packets.filter((p) => p.kind === "SA").length, resets: packets.filter((p) => p.kind === "R").length },
+      roleSamples: samples.length,
+      lostWriteChecks: lostChecks,
+      finalConvergenceMs: finalConvergence,
+      ms: Date.now() - t0,
+    };
+    writeFileSync(join(o.outDir, "result.json"), JSON.stringify(result, null, 1) + "\n");
+    return result;
+  } finally {
+    // Post-mortem material, then everything torn down (the labs' exit handlers cover a crash of this process).
+    try {
+      writeFileSync(join(o.outDir, "faults.json"), JSON.stringify({ farm: farmWindows, mirror: mirrorWindows }, null, 1) + "\n");
+      writeFileSync(join(o.outDir, "samples.jsonl"), samples.map((s) => JSON.stringify(s)).join("\n") + "\n");
+      writeFileSync(join(o.outDir, "probes.jsonl"), [...probes, ...streams, ...packets].map((s) => JSON.stringify(s)).join("\n") + "\n");
+      for (const [name, c] of [["farm", farmCluster], ["mirror", mirrorCluster]] as const) {
+        for (const n of c?.nodes ?? []) writeFileSync(join(o.outDir, `${name}-${n.id}.jsonl`), n.lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
+      }
+    } catch {
+      // best effort
+    }
+    await farmCluster?.stop().catch(() => undefined);
+    await mirrorCluster?.stop().catch(() => undefined);
+    await farmLab?.destroy();
+    await mirrorLab?.destroy();
+    cleanupTmp();
+    process.removeListener("exit", cleanupTmp);
+  }
+}
+
+// ---- fault injection --------------------------------------------------------------------------------------
+
+async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log: (s: string) => void): Promise<void> {
+  const node = cluster.node(f.node);
+  const h = node.host;
+  const peers = lab.nodes.filter((x) => x.ns !== h.ns);
+  switch (f.kind) {
+    case "kill":
+      lab.signalHost(h, "SIGKILL");
+      await sleep(f.holdMs);
+      await cluster.restart(node);
+      return;
+    case "stop":
+      lab.signalHost(h, "SIGSTOP");
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        lab.signalHost(h, "SIGCONT");
+      }
+      return;
+    case "linkDown":
+      await lab.linkDown(h);
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        await lab.linkUp(h);
+      }
+      return;
+    case "oneWay":
+    case "partition":
+      for (const p of peers) {
+        if (f.kind === "partition") await lab.drop(h, p);
+        else if (f.direction === "in") await lab.drop(p, h, { oneWay: true });
+        else await lab.drop(h, p, { oneWay: true });
+      }
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        await lab.heal();
+      }
+      return;
+    default:
+      log(`farm fault ${f.kind} not known: skipped`);
+  }
+}
+
+async function mirrorFault(
+  lab: Lab,
+  cluster: MembershipCluster,
+  f: MirrorFault,
+  node: ClusterNode,
+  peer: ClusterNode,
+  client: LabHost,
+  vip: string,
+  log: (s: string) => void,
+): Promise<void> {
+  const h = node.host;
+  switch (f.kind) {
+    case "kill":
+      lab.signalHost(h, "SIGKILL");
+      await sleep(f.holdMs);
+      await cluster.restart(node);
+      return;
+    case "stop":
+      lab.signalHost(h, "SIGSTOP");
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        lab.signalHost(h, "SIGCONT");
+      }
+      return;
+    case "linkDown":
+      await lab.linkDown(h);
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        await lab.linkUp(h);
+      }
+      return;
+    case "oneWay":
+      if (f.direction === "in") await lab.drop(peer.host, h, { oneWay: true });
+      else await lab.drop(h, peer.host, { oneWay: true });
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        await lab.heal();
+      }
+      return;
+    case "partition":
+      // Cut off from its peer and from the witness (the client): the other side of the split-brain rule.
+      await lab.drop(h, peer.host);
+      await lab.drop(h, client);
+      try {
+        await sleep(f.holdMs);
+      } finally {
+        await lab.heal();
+      }
+      return;
+    case "restartDuringResync": {
+      // The secondary dies; the primary goes on alone and writes `mib` MiB; the secondary returns and is killed
+      // again once its resync has started; after the hold it returns for good.
+      const from = peer.mark();
+      lab.signalHost(h, "SIGKILL");
+      await peer.waitFor((l: NodeLine) => l.type === "state" && l.state === "ALONE" && l.transient === false, 15_000, from, "primary ALONE").catch((e: Error) => log(`  ${e.message.split("\n")[0]}`));
+      const r = await lab.exec(client, ["curl", "-sS", "-m", "60", "-X", "POST", `http://${vip}/blob?mib=${f.mib ?? 64}`], { timeoutMs: 70_000 });
+      if (!r.stdout.startsWith("ok blob")) log(`  bulk write: ${r.stdout.trim()} ${r.stderr.trim()}`);
+      const r0 = peer.mark();
+      await cluster.restart(node);
+      const started = await peer.waitFor((l) => l.type === "resyncStart", 30_000, r0, "resync start").then(
+        () => true,
+        () => false,
+      );
+      lab.signalHost(h, "SIGKILL");
+      const mid = !peer.lines.slice(r0).some((l) => l.type === "synced");
+      log(`  killed ${node.id} ${started && mid ? "during its resync" : started ? "after its resync (it was quick)" : "(no resync seen)"}`);
+      await sleep(f.holdMs);
+      await cluster.restart(node);
+      return;
+    }
+  }
+}
