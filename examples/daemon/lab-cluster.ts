@@ -192,10 +192,23 @@ export class DaemonCluster {
     });
   }
 
-  /** SIGTERM to every daemon (clean shutdown: stop hooks run), SIGKILL after `graceMs`, then removes the directory. */
+  /**
+   * SIGTERM to one daemon's main process only (clean shutdown: stop hooks run), as systemd's `KillMode=mixed` in
+   * deploy/holdfast.service does: its children (replication helpers) must stay until it stops them in order.
+   */
+  terminate(n: DaemonNodeRun): void {
+    if (!n.proc) return;
+    try {
+      process.kill(n.proc.pid, "SIGTERM");
+    } catch {
+      // gone already
+    }
+  }
+
+  /** SIGTERM to every daemon ({@link terminate}), SIGKILL to what is left after `graceMs`, then removes the directory. */
   async stop(graceMs = 15_000): Promise<void> {
     const running = this.nodes.filter((n) => n.proc);
-    for (const n of running) n.proc?.kill("SIGTERM");
+    for (const n of running) this.terminate(n);
     await Promise.all(
       running.map(async (n) => {
         const p = n.proc as LabProcess;

@@ -180,7 +180,8 @@ export const mirrorExtension: DaemonExtension = {
                   degradedCount: m.degradedCount,
                 }
               : {}),
-            ...(resync ? { resync: { ...resync } } : {}),
+            // The helper says `synced` before the byte count of the pass arrives (with its next stats line).
+            ...(resync ? { resync: { ...resync, ...(resync.active && st === "sync" ? { active: false, percent: 100 } : {}) } } : {}),
             ...(lastDegraded ? { lastDegraded } : {}),
             localCopy: driver.localCopy(),
           },
