@@ -1,0 +1,119 @@
+// bench:peers — the holdfast side: examples/mirror-node.ts (membership + mirror module + MirrorDriver + MirrorVip,
+// its records app, no witness) on the lab's two nodes. Failover trials with the same faults and the same probe as
+// keepalived (peers-keepalived.ts), then data-loss trials with the same writer as lsyncd (peers-lsyncd.ts).
+// Roles alternate: after each trial the old primary is started again, resynced, and becomes the secondary.
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Lab, LabHost } from "../../src/testing/lab.js";
+import { MembershipCluster, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
+import { measureFailover, until } from "./peers-failover.js";
+import { idsIn, rate, RECORD_BYTES, startWriter, type Ack, type LossTrial } from "./peers-lsyncd.js";
+import type { Fault } from "./peers-keepalived.js";
+
+const REPL_PORT = 7790;
+const settled = (state: string) => (l: NodeLine) => l.type === "state" && l.state === state && l.ready === true && l.transient === false;
+
+export interface MirrorResults {
+  /** Fault -> VIP answered by the other node, ms. */
+  failover: Record<Fault, number[]>;
+  /** Fault -> the new primary's app started (start_prim hook done), ms: the part of the failover that is the app's. */
+  appStart: Record<Fault, number[]>;
+  loss: LossTrial[];
+}
+
+export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { failoverTrials: number; lossTrials: number }, log: (s: string) => void): Promise<MirrorResults> {
+  const [n0, n1] = lab.nodes as [LabHost, LabHost];
+  const client = lab.clients[0] as LabHost;
+  const dir = (h: LabHost) => join(lab.dir(h), "mirror");
+  for (const h of [n0, n1]) {
+    rmSync(dir(h), { recursive: true, force: true });
+    mkdirSync(dir(h), { recursive: true });
+  }
+  const key = join(lab.dir(n0), "repl.key");
+  writeFileSync(key, randomBytes(32), { mode: 0o600 });
+  const out: MirrorResults = { failover: { kill: [], link: [] }, appStart: { kill: [], link: [] }, loss: [] };
+  let cluster: MembershipCluster | undefined;
+  try {
+    cluster = await MembershipCluster.start(lab, {
+      program: "examples/mirror-node.ts",
+      args: (h) => [
+        "--dir", dir(h),
+        "--vip", `${vip}/24`,
+        "--listen", `${lab.addr(h)}:${REPL_PORT}`,
+        "--peer", `${lab.addr(h === n0 ? n1 : n0)}:${REPL_PORT}`,
+        "--key", key,
+        "--default-primary", n0.name,
+        "--record-bytes", String(RECORD_BYTES),
+      ],
+    });
+    const c = cluster;
+    let prim: ClusterNode = c.node(n0.name);
+    let sec: ClusterNode = c.node(n1.name);
+    await prim.waitFor(settled("PRIM"), 60_000, 0, "first primary");
+    await sec.waitFor(settled("SECOND"), 60_000, 0, "secondary in sync");
+
+    /** Brings the failed primary back (killed first if it is still alive), resynced, as the secondary; swaps roles. */
+    const restore = async (fault: Fault | "both") => {
+      if (fault === "link") lab.signalHost(prim.host, "SIGKILL");
+      await prim.proc?.exited;
+      if (fault !== "kill") await lab.linkUp(prim.host);
+      const m0 = prim.mark();
+      const m1 = sec.mark();
+      await c.restart(prim);
+      await prim.waitFor(settled("SECOND"), 90_000, m0, "old primary back in sync");
+      await sec.waitFor(settled("PRIM"), 30_000, m1, "PRIM again");
+      [prim, sec] = [sec, prim];
+    };
+
+    for (const fault of ["kill", "link"] as const) {
+      for (let t = 0; t < o.failoverTrials; t++) {
+        const m = sec.mark();
+        const victim = prim.host;
+        const { ms, tFault } = await measureFailover({
+          lab,
+          repo,
+          client,
+          vip,
+          port: 80,
+          from: prim.id,
+          to: sec.id,
+          limitMs: 20_000,
+          fault: async () => {
+            if (fault === "kill") lab.signalHost(victim, "SIGKILL");
+            else await lab.linkDown(victim);
+          },
+        });
+        await sec.waitFor(settled("ALONE"), 20_000, m, "takeover");
+        const app = sec.lines.slice(m).find((l) => l.type === "app" && l.state === "started");
+        const appMs = app ? Math.round(app.t - tFault) : NaN;
+        out.failover[fault].push(ms);
+        out.appStart[fault].push(appMs);
+        log(`  holdfast ${fault} ${t + 1}/${o.failoverTrials}: ${prim.id} -> ${sec.id} answered after ${ms} ms (app started at ${appMs} ms)`);
+        await restore(fault);
+      }
+    }
+
+    let nextId = 1;
+    for (let t = 0; t < o.lossTrials; t++) {
+      const runMs = 3000 + t * 1000;
+      const m = sec.mark();
+      const w = startWriter(lab, repo, client, vip, 80, nextId);
+      nextId += 1_000_000;
+      await until(() => w.acks.length > 0 && Date.now() - (w.acks[0] as Ack).t >= runMs, runMs + 20_000, "writer acknowledged for runMs");
+      lab.signalHost(prim.host, "SIGKILL");
+      await lab.linkDown(prim.host);
+      w.proc.kill("SIGKILL");
+      await w.done;
+      await sec.waitFor(settled("ALONE"), 20_000, m, "takeover");
+      const have = idsIn(join(dir(sec.host), "data", "records.log"));
+      const trial: LossTrial = { acked: w.acks.length, lost: w.acks.filter((x) => !have.has(x.acked)).length, rate: rate(w.acks), runMs };
+      out.loss.push(trial);
+      log(`  holdfast loss ${t + 1}/${o.lossTrials}: ${trial.acked} acked in ${runMs} ms (${trial.rate.toFixed(0)}/s), ${trial.lost} missing on ${sec.id}`);
+      await restore("both");
+    }
+  } finally {
+    await cluster?.stop();
+  }
+  return out;
+}

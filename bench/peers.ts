@@ -1,0 +1,148 @@
+// bench:peers — holdfast beside the tools administrators use today, in the same namespaces and the same run.
+//
+//   npm run bench:peers [-- --trials 10 --loss-trials 5]
+//
+// One lab: 2 nodes (n0, n1) + a client (c0) on one bridge. In turn:
+// 1. keepalived (Debian's) VRRP for a VIP, the same HTTP app (bench/helpers/app.mts) on both nodes; with the
+//    default advert_int (1 s, VRRPv2) and a tuned one (0.1 s, VRRPv3: v2 takes whole seconds only). --trials master
+//    failures of each kind: SIGKILL of every process of the master ("kill"), and its link down ("link"). Failover
+//    time = fault -> start of the first probe (a new connection every 10 ms) answered by the other node.
+// 2. The holdfast mirror (examples/mirror-node.ts, its records app, no witness): the same faults, the same probe,
+//    --trials each; then --loss-trials crashes (SIGKILL of every process + link down) while a client appends
+//    fdatasync'd records one at a time: acknowledged records missing on the survivor, and the write rate.
+// 3. lsyncd (default.rsync to an rsync daemon on n1) behind the same records writer on a local directory of n0:
+//    the same crashes, --loss-trials each, with lsyncd's default delay (15 s) and with delay = 1 s.
+// 4. HAProxy is measured by `npm run bench:farm` (haproxy_ratio); its last result (bench/results/farm.json) is
+//    quoted, not re-run.
+// Prints a table, then one JSON object as the very last line; bench/results/peers.json keeps every sample.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { Lab } from "../src/testing/lab.js";
+import { PROBE_EVERY_MS, pct } from "./helpers/peers-failover.js";
+import { keepalivedTrials, type Fault, type KeepalivedTrials } from "./helpers/peers-keepalived.js";
+import { lsyncdTrials, type LossTrial } from "./helpers/peers-lsyncd.js";
+import { mirrorTrials } from "./helpers/peers-mirror.js";
+
+const REPO = resolve(import.meta.dirname, "..");
+const { values } = parseArgs({ options: { trials: { type: "string", default: "10" }, "loss-trials": { type: "string", default: "5" } } });
+const TRIALS = Math.max(1, Math.min(100, Number(values.trials)));
+const LOSS_TRIALS = Math.max(1, Math.min(50, Number(values["loss-trials"])));
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+
+function version(cmd: string, args: string[]): string {
+  try {
+    const out = execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return out.split("\n")[0]?.trim() ?? "";
+  } catch (e) {
+    // keepalived -v prints to stderr and exits 0 on some versions, non-zero on others
+    const err = e as { stderr?: string; stdout?: string };
+    return `${err.stdout ?? ""}${err.stderr ?? ""}`.split("\n")[0]?.trim() ?? "?";
+  }
+}
+function keepalivedVersion(): string {
+  const r = execFileSync("sh", ["-c", "keepalived -v 2>&1 | head -1"], { encoding: "utf8" });
+  return r.trim();
+}
+const osName = (() => {
+  try {
+    return /PRETTY_NAME="([^"]+)"/.exec(readFileSync("/etc/os-release", "utf8"))?.[1] ?? "?";
+  } catch {
+    return "?";
+  }
+})();
+const machine = {
+  os: osName,
+  kernel: version("uname", ["-r"]),
+  cpus: cpus().length,
+  mem_gib: Math.round(totalmem() / 2 ** 30),
+  node: process.version,
+  keepalived: keepalivedVersion(),
+  lsyncd: version("lsyncd", ["--version"]),
+  rsync: version("rsync", ["--version"]),
+};
+log(`machine: ${JSON.stringify(machine)}`);
+
+const lab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
+const vip = lab.spareAddr(0);
+let kaDefault: KeepalivedTrials;
+let kaTuned: KeepalivedTrials;
+let hf: Awaited<ReturnType<typeof mirrorTrials>>;
+let ls: Record<string, LossTrial[]>;
+const started = Date.now();
+try {
+  log(`keepalived, advert_int 1 s (default), ${TRIALS} trials per fault ...`);
+  kaDefault = await keepalivedTrials(lab, REPO, vip, { name: "default", advertInt: 1, version: 2 }, TRIALS, log);
+  log(`keepalived, advert_int 0.1 s (VRRPv3), ${TRIALS} trials per fault ...`);
+  kaTuned = await keepalivedTrials(lab, REPO, vip, { name: "tuned", advertInt: 0.1, version: 3 }, TRIALS, log);
+  log(`holdfast mirror, ${TRIALS} trials per fault, then ${LOSS_TRIALS} crashes under writes ...`);
+  hf = await mirrorTrials(lab, REPO, vip, { failoverTrials: TRIALS, lossTrials: LOSS_TRIALS }, log);
+  log(`lsyncd, ${LOSS_TRIALS} crashes under writes per setting ...`);
+  ls = await lsyncdTrials(lab, REPO, [{ name: "default", delay: 15 }, { name: "delay1", delay: 1 }], LOSS_TRIALS, log);
+} finally {
+  await lab.destroy();
+}
+log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
+
+// ---- report ------------------------------------------------------------------------------------
+const all = (r: Record<Fault, number[]>) => [...r.kill, ...r.link];
+const kaD = all(kaDefault);
+const kaT = all(kaTuned);
+const hfAll = all(hf.failover);
+const p99 = (xs: number[]) => pct(xs, 99);
+const p50 = (xs: number[]) => pct(xs, 50);
+const failed = (xs: number[]) => xs.filter((x) => !Number.isFinite(x)).length;
+const sum = (ts: LossTrial[], k: "lost" | "acked") => ts.reduce((a, t) => a + t[k], 0);
+const meanRate = (ts: LossTrial[]) => ts.reduce((a, t) => a + t.rate, 0) / ts.length;
+const lsD = ls.default ?? [];
+const ls1 = ls.delay1 ?? [];
+let haproxy: number | null = null;
+const farmJson = join(REPO, "bench/results/farm.json");
+if (existsSync(farmJson)) haproxy = (JSON.parse(readFileSync(farmJson, "utf8")) as { haproxy_ratio?: number }).haproxy_ratio ?? null;
+
+const out = {
+  bench: "peers",
+  keepalived_default_p99_ms: p99(kaD),
+  keepalived_tuned_p99_ms: p99(kaT),
+  holdfast_failover_p99_ms: p99(hfAll),
+  failover_ratio_default: round(p99(hfAll) / p99(kaD)),
+  failover_ratio_tuned: round(p99(hfAll) / p99(kaT)),
+  lsyncd_lost_records: sum(lsD, "lost"),
+  holdfast_lost_records: sum(hf.loss, "lost"),
+  lsyncd_delay1_lost_records: sum(ls1, "lost"),
+  holdfast_write_rate: Math.round(meanRate(hf.loss)),
+  lsyncd_write_rate: Math.round(meanRate([...lsD, ...ls1])),
+  haproxy_ratio_farm_bench: haproxy,
+  trials: TRIALS,
+  loss_trials: LOSS_TRIALS,
+};
+
+const ms = (xs: number[]) => `${p50(xs)} / ${p99(xs)} / ${Math.max(...xs.filter(Number.isFinite))}${failed(xs) ? ` (${failed(xs)} never answered)` : ""}`;
+console.log(`\nFailover, fault on the serving node -> first probe answered by the other (a new connection every ${PROBE_EVERY_MS} ms), ms, p50 / p99 / max of ${TRIALS}:`);
+console.log("| fault | keepalived advert_int 1 s | keepalived advert_int 0.1 s (v3) | holdfast mirror | holdfast app started | holdfast/keepalived p99, default | tuned |");
+console.log("|---|---|---|---|---|---|---|");
+for (const f of ["kill", "link"] as const) {
+  const label = f === "kill" ? "SIGKILL (all processes)" : "link down";
+  console.log(`| ${label} | ${ms(kaDefault[f])} | ${ms(kaTuned[f])} | ${ms(hf.failover[f])} | ${ms(hf.appStart[f])} | ${round(p99(hf.failover[f]) / p99(kaDefault[f]))} | ${round(p99(hf.failover[f]) / p99(kaTuned[f]))} |`);
+}
+console.log(`| both | ${ms(kaD)} | ${ms(kaT)} | ${ms(hfAll)} | ${ms(all(hf.appStart))} | **${out.failover_ratio_default}** | **${out.failover_ratio_tuned}** |`);
+console.log(`\nData loss at a crash (SIGKILL of every process + link down of the writer's node), ${LOSS_TRIALS} crashes each:`);
+console.log("| replication | acknowledged records | lost (missing on the survivor) | per crash | write rate, records/s |");
+console.log("|---|---|---|---|---|");
+const lossRow = (name: string, ts: LossTrial[]) =>
+  console.log(`| ${name} | ${sum(ts, "acked")} | **${sum(ts, "lost")}** | ${ts.map((t) => t.lost).join(", ")} | ${Math.round(meanRate(ts))} |`);
+lossRow("holdfast mirror (synchronous)", hf.loss);
+lossRow("lsyncd default.rsync, default delay (15 s)", lsD);
+lossRow("lsyncd default.rsync, delay = 1 s", ls1);
+console.log(`\nHAProxy: see bench:farm (farm eBPF over HAProxy, many connections: ${haproxy ?? "not measured yet"}).`);
+console.log(`machine: ${machine.os}, kernel ${machine.kernel}, ${machine.cpus} CPUs, ${machine.mem_gib} GiB, node ${machine.node}; ${machine.keepalived}; ${machine.lsyncd}; ${machine.rsync}`);
+
+mkdirSync(join(REPO, "bench/results"), { recursive: true });
+writeFileSync(
+  join(REPO, "bench/results/peers.json"),
+  JSON.stringify({ ...out, machine, detail: { keepalived_default: kaDefault, keepalived_tuned: kaTuned, holdfast: hf, lsyncd: ls } }, null, 2) + "\n",
+);
+console.log(JSON.stringify(out));
