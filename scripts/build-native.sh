@@ -2,17 +2,24 @@
 # Builds the replication helper (src/native/replicator/*.c, libfuse3) into
 # src/native/prebuilt/linux-x64/holdfast-replicator, which is committed so that users need no compiler.
 # Needs gcc and pkg-config + libfuse3-dev (Debian: gcc pkg-config libfuse3-dev).
+#
+# Reproducible: on the same Debian (same gcc, binutils, libfuse3-dev) the output is byte-identical whatever the
+# checkout path, the time or the locale, so CI can rebuild it and `git diff --exit-code` the committed file
+# (.ci/run). What makes it so: fixed flags and source order; -ffile-prefix-map (no build path in the binary);
+# -g0 (no debug info); no build-id note (-Wl,--build-id=none); -frandom-seed (fixed symbol-name seed);
+# SOURCE_DATE_EPOCH / LC_ALL / TZ pinned (nothing here uses __DATE__, but the environment cannot leak in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export LC_ALL=C TZ=UTC SOURCE_DATE_EPOCH=0
 src=src/native/replicator
 out=src/native/prebuilt/linux-x64/holdfast-replicator
 mkdir -p "$(dirname "$out")"
-# -ffile-prefix-map keeps the build directory out of the binary (reproducible across checkouts)
 gcc -O2 -g0 -std=gnu11 -Wall -Wextra -Wno-unused-result -pthread -D_FILE_OFFSET_BITS=64 \
-  -ffile-prefix-map="$PWD"=. \
+  -ffile-prefix-map="$PWD"=. -frandom-seed=holdfast-replicator -Wl,--build-id=none \
   $(pkg-config --cflags fuse3) \
   -o "$out.tmp" "$src"/main.c "$src"/wire.c "$src"/sha256.c "$src"/primary.c "$src"/resync.c "$src"/secondary.c \
   $(pkg-config --libs fuse3) -ldl
+chmod 0755 "$out.tmp"
 mv "$out.tmp" "$out"
 "$out" selftest >/dev/null
 echo "built $out"

@@ -43,3 +43,4 @@ export type { ModuleHttpSource } from "./checkers/module.js";
 export { FarmVip, type FarmVipOptions } from "./farm/vip.js";
 export { MirrorVip, garpFrames, type MirrorVipOptions, type NeighbourAdvertiser, type CommandRunner as MirrorVipCommandRunner } from "./mirror/vip.js";
 export { MirrorDriver, MirrorError, type MirrorDriverOptions, type MirrorDriverEvents, type MirrorEndpoint, type MirrorMembership, type MirrorReplicatorTuning, type ReplicatorLike } from "./mirror/mirror.js";
+export { helperPath } from "./mirror/helper.js";
