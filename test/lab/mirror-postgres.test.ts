@@ -193,6 +193,10 @@ interface CycleResult {
   to: string;
   /** From the fault to the first `SELECT 1` answered through the VIP. */
   failoverMs: number;
+  /** From the fault to the survivor's membership declaring the primary lost. */
+  detectMs: number;
+  /** From the fault to PostgreSQL ready on the survivor (after its crash recovery). */
+  pgReadyMs: number;
   /** Transactions pgbench logged as committed in this cycle (all checked present, as are all earlier ones). */
   commits: number;
   /** Rows of this cycle on the new primary (>= commits: a commit may be done without its answer reaching pgbench). */
@@ -266,6 +270,8 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
           else await new Promise((r) => setTimeout(r, 50));
         }
         await c(sec).waitFor(isState("ALONE"), 30_000, markSec, `${sec.name} ALONE`);
+        const lost = await c(sec).waitFor((l) => l.type === "nodeDown" && l.node === prim.name, 1000, markSec, `${sec.name} saw ${prim.name} down`);
+        const pgUp = await c(sec).waitFor((l) => l.type === "app" && l.state === "started", 1000, markSec, `postgres started on ${sec.name}`);
         const done = await Promise.race([bench.proc.exited, new Promise<null>((r) => setTimeout(() => r(null), 40_000))]);
         expect(done, `cycle ${cycle}: pgbench ended`).not.toBeNull();
         expect(done?.code, `cycle ${cycle}: pgbench saw its server go away mid-run`).not.toBe(0);
@@ -292,7 +298,7 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
         const synced = await c(sec).waitFor((l) => l.type === "synced", 30_000, markSec, `${sec.name} synced`);
         await c(sec).waitFor(isState("PRIM"), 30_000, markSec, `${sec.name} PRIM`);
         const r: CycleResult = {
-          cycle, fault, from: prim.name, to: sec.name, failoverMs, commits: logged.length, rows,
+          cycle, fault, from: prim.name, to: sec.name, failoverMs, detectMs: Math.round(lost.t - t0), pgReadyMs: Math.round(pgUp.t - t0), commits: logged.length, rows,
           resyncMode: String(synced.mode), resyncBytes: Number(synced.resyncBytes), backMs,
         };
         results.push(r);
@@ -307,7 +313,8 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
       expect([...expected].filter((k) => !present.has(k))).toEqual([]);
       const f = results.map((x) => x.failoverMs).sort((x, y) => x - y);
       console.info(
-        `pg cycles: ${results.length} cycles, ${expected.size} commits checked, failover ms min ${f[0]} median ${f[Math.floor(f.length / 2)]} max ${f[f.length - 1]}, ` +
+        `pg cycles: ${results.length} cycles, ${expected.size} commits checked, failover ms min ${f[0]} median ${f[Math.floor(f.length / 2)]} max ${f[f.length - 1]} ` +
+          `(${results.map((x) => x.failoverMs).join(",")}; postgres ready at ${results.map((x) => x.pgReadyMs).join(",")}), ` +
           `resync bytes ${results.map((x) => x.resyncBytes).join(",")}`,
       );
       expect(results.length).toBe(CYCLES);
