@@ -1,7 +1,7 @@
 /**
  * The web console in a real browser: playwright-core drives Debian's chromium (headless, never a
  * downloaded browser) against two `holdfast daemon`s in network namespaces (a farm module on both, a mirror
- * module between them). Log in with a token, see every node and state, click swap on the mirror, confirm,
+ * module between them with a replicated directory and the record app). Log in with a token, see every node and state, click swap on the mirror, confirm,
  * see the roles change; a screenshot is kept under artifacts/. It lives in the lab layer (not test/e2e)
  * because the cluster needs namespaces: chromium itself runs inside a client namespace (an `nsenter`
  * wrapper as its executable; playwright's pipes survive the exec) so that it reaches the nodes' addresses.
@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DaemonCluster, REPO } from "../../examples/daemon/lab-cluster.js";
+import { DaemonCluster, REPO, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
 import { Lab } from "../../src/testing/lab.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -43,16 +43,15 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     lab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
     try {
       cluster = await DaemonCluster.start(lab, {
-        modules: (dir) => [
-          { name: "web", kind: "farm", hooks: { start_both: `${dir}/hooks/start_both.sh`, stop_both: `${dir}/hooks/stop_both.sh` } },
-          {
-            name: "db",
-            kind: "mirror",
-            mirror: { defaultPrimary: "n0" },
-            hooks: Object.fromEntries(["start_prim", "stop_prim", "start_second", "stop_second"].map((h) => [h, `${dir}/hooks/${h}.sh`])),
-          },
-        ],
-        replication: () => ({ db: { mode: "none" } }),
+        modules: (dir) => {
+          const app = writeRecordAppHooks(dir);
+          return [
+            { name: "web", kind: "farm", hooks: { start_both: `${dir}/hooks/start_both.sh`, stop_both: `${dir}/hooks/stop_both.sh` } },
+            { name: "db", kind: "mirror", mirror: { defaultPrimary: "n0" }, hooks: { start_prim: app.start, stop_prim: app.stop } },
+          ];
+        },
+        // A replicated directory (FUSE helper) behind the mirror: the console shows its replication on the cells.
+        replication: (node, dir) => ({ db: { mode: "sync", directories: [{ path: join(dir, node, "db"), backing: join(dir, node, "db.backing") }], statsIntervalMs: 250 } }),
       });
       wrapDir = mkdtempSync(join(tmpdir(), "hf-chromium-"));
       const wrapper = join(wrapDir, "chromium-in-ns");
@@ -100,7 +99,9 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     const headers = await page.$$eval("#grid tr:first-child th", (ths) => ths.map((t) => t.textContent?.trim()));
     expect(headers).toEqual(["module", "n0", "n1"]);
     expect(await page.textContent("#view")).toMatch(/\[n0, n1\]/);
-    // The mirror's (placeholder) replication progress comes from the API's module details.
+    // The mirror's replication (from the API's module details) on its cells: the primary in sync, the secondary too.
+    await page.waitForSelector(`${cell("n0", "db")} .repl[data-replication="sync"][data-percent="100"]`, { timeout: 20_000 });
+    await page.waitForSelector(`${cell("n1", "db")} .repl[data-replication="in sync"][data-percent="100"]`, { timeout: 20_000 });
     await waitText("#details-body", "replication");
   });
 
@@ -118,6 +119,9 @@ describe.skipIf(!isRoot || !hasChromium)("web console in chromium", () => {
     await waitText("#command-result", "accepted");
     await expectCell("n1", "db", "PRIM");
     await expectCell("n0", "db", "SECOND");
+    // The data path followed: n1 replicates to n0 (a resync by log after the handover, then sync).
+    await page.waitForSelector(`${cell("n1", "db")} .repl[data-replication="sync"]`, { timeout: 20_000 });
+    await page.waitForSelector(`${cell("n0", "db")} .repl[data-replication="in sync"]`, { timeout: 20_000 });
     // The event log panel shows the module's decisions.
     await page.selectOption("#log-module", "db");
     await waitText("#log", "state");

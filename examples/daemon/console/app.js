@@ -137,6 +137,7 @@ function cell(node, m) {
     " ",
     el("span", { class: "muted" }, s.ready ? "ready" : s.transient ? "transient" : "not ready"),
     el("div", { class: "reason" }, s.reason || ""),
+    replicationBar(s),
     node.up
       ? el(
           "div",
@@ -145,6 +146,33 @@ function cell(node, m) {
         )
       : null,
   );
+}
+
+/** A mirror's replication on its cell: a bar (resync progress, full when in sync) and the state in words. */
+function replicationBar(s) {
+  const r = s.details && s.details.replication;
+  if (!r || !r.role) return null;
+  const pct = typeof r.percent === "number" ? Math.max(0, Math.min(100, r.percent)) : null;
+  const rs = r.resync;
+  const label =
+    rs && rs.active
+      ? `resync (${rs.mode}) ${pct === null ? "" : `${pct.toFixed(0)}%`} · ${fmtBytes(rs.bytes)} of ${fmtBytes(rs.totalBytes)}`
+      : `replication: ${r.state}${pct !== null && r.state !== "sync" && r.state !== "in sync" ? ` ${pct.toFixed(0)}%` : ""}`;
+  return el(
+    "div",
+    { class: "repl", "data-replication": r.state, "data-percent": pct === null ? "" : String(pct) },
+    pct === null ? "" : el("span", { class: "progress", title: `${pct.toFixed(1)}%` }, el("div", { style: `width: ${pct}%` })),
+    " ",
+    el("span", { class: "muted" }, label),
+  );
+}
+
+function fmtBytes(n) {
+  if (typeof n !== "number") return "?";
+  if (n < 1024) return `${n} B`;
+  if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1 << 30) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  return `${(n / (1 << 30)).toFixed(2)} GiB`;
 }
 
 function renderDetails() {
@@ -161,7 +189,10 @@ function renderDetails() {
         rows.push(
           el("div", {}, el("b", {}, `${m.name} on ${n.id}: replication `), r.state || "", " ",
             pct === null ? "" : el("progress", { max: 100, value: pct }), pct === null ? "" : ` ${pct.toFixed(1)}%`,
-            r.bytes !== undefined ? el("span", { class: "muted" }, ` ${r.bytes} bytes`) : ""),
+            r.bytes !== undefined ? el("span", { class: "muted" }, ` ${fmtBytes(r.bytes)} replicated`) : "",
+            r.ackLatencyAvgUs !== undefined ? el("span", { class: "muted" }, ` · ack ${(r.ackLatencyAvgUs / 1000).toFixed(2)} ms (max ${(r.ackLatencyMaxUs / 1000).toFixed(2)})`) : "",
+            r.queueDepth !== undefined ? el("span", { class: "muted" }, ` · queue ${r.queueDepth}`) : "",
+            r.resync ? el("span", { class: "muted" }, ` · last resync ${r.resync.mode}: ${r.resync.active ? `${r.resync.percent.toFixed(1)}%` : `${fmtBytes(r.resync.sentBytes)} sent in ${r.resync.durationMs} ms`}`) : ""),
         );
       }
       if (d.buckets && Array.isArray(d.buckets.owned)) {
