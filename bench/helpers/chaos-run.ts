@@ -151,10 +151,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const streams: StreamRecord[] = [];
   const packets: PacketRecord[] = [];
   const acked: number[] = [];
+  /** Who acknowledged each record, and when: what a lost write is traced back to. */
+  const ackedBy = new Map<number, { node: string; t: number }>();
   const samples: RoleSample[] = [];
   const lost = new Set<number>();
   let lostChecks = 0;
   const finalConvergence = { farm: -1, mirror: -1 };
+  let stopTimers = () => {};
 
   try {
     // ---- the farm: 3 nodes + a client with CLIENT_ADDRS source addresses ------------------------------------------
@@ -234,9 +237,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     });
     const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
     let writerFailed = 0;
-    const writerDone = follow<{ acked?: number; failed?: number }>(writer, (x) => {
-      if (x.acked !== undefined) acked.push(x.acked);
-      else if (x.failed !== undefined) writerFailed++;
+    const writerDone = follow<{ acked?: number; failed?: number; node?: string; t: number }>(writer, (x) => {
+      if (x.acked !== undefined) {
+        acked.push(x.acked);
+        ackedBy.set(x.acked, { node: x.node ?? "?", t: x.t });
+      } else if (x.failed !== undefined) writerFailed++;
     });
 
     // Lost writes: every id acknowledged so far must be in the current primary's copy. Serialised.
@@ -254,29 +259,47 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         if (missing.length > 0) {
           for (const id of missing) lost.add(id);
           const active = mirrorWindows.filter((w) => w.to >= Date.now() - 10_000).map((w) => w.label);
-          violate("mirror-lost-write", `${missing.length} acknowledged record(s) missing on primary ${ml.nodes[idx]?.name} (${why}; recent faults: ${active.join("; ") || "none"}): ${missing.slice(0, 10).join(",")}`);
+          const by = missing.slice(0, 10).map((id) => `${id} (acked by ${ackedBy.get(id)?.node} at ${rel(ackedBy.get(id)?.t ?? 0)})`);
+          violate("mirror-lost-write", `${missing.length} acknowledged record(s) missing on primary ${ml.nodes[idx]?.name} (${why}; recent faults: ${active.join("; ") || "none"}): ${by.join(", ")}`);
         }
       };
       checks = checks.then(run, run);
       return checks;
     };
 
-    let sampling = true;
+    // Role sampling on a fixed cadence: a sample (both nodes asked at once) starts every `sampleMs` whether or not
+    // the previous one has answered (a frozen node answers only after its timeout), at most 16 in flight.
     let lastPrimary = -1;
-    const sampler = (async () => {
-      while (sampling) {
-        const t = Date.now();
-        const st = await mirrorStatuses().catch(() => [undefined, undefined]);
-        const roles = st.map(roleOf);
-        samples.push({ t, states: roles });
-        const prims = roles.map((r, i) => (r === "primary" ? i : -1)).filter((i) => i >= 0);
-        if (prims.length === 1 && prims[0] !== lastPrimary) {
-          if (lastPrimary >= 0) void checkLost(`failover to ${ml.nodes[prims[0] as number]?.name}`);
-          lastPrimary = prims[0] as number;
-        }
-        await sleep(sampleMs - (Date.now() - t));
-      }
-    })();
+    let inFlight = 0;
+    const pendingSamples = new Set<Promise<void>>();
+    const takeSample = () => {
+      if (inFlight >= 16) return;
+      inFlight++;
+      const t = Date.now();
+      const p = mirrorStatuses()
+        .catch(() => [undefined, undefined])
+        .then((st) => {
+          const roles = st.map(roleOf);
+          samples.push({ t, states: roles });
+          const prims = roles.map((r, i) => (r === "primary" ? i : -1)).filter((i) => i >= 0);
+          if (prims.length === 1 && prims[0] !== lastPrimary) {
+            if (lastPrimary >= 0) void checkLost(`failover to ${ml.nodes[prims[0] as number]?.name}`);
+            lastPrimary = prims[0] as number;
+          }
+        })
+        .finally(() => {
+          inFlight--;
+          pendingSamples.delete(p);
+        });
+      pendingSamples.add(p);
+    };
+    const samplerTimer = setInterval(takeSample, sampleMs);
+    stopTimers = () => clearInterval(samplerTimer);
+    const stopSampler = async () => {
+      clearInterval(samplerTimer);
+      await Promise.all([...pendingSamples]);
+      samples.sort((a, b) => a.t - b.t);
+    };
 
     // ---- the tracks --------------------------------------------------------------------------------------------
     const deadline = Date.now() + o.runMs; // the run time counts from when both systems are up
@@ -346,8 +369,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     farmClientProc.kill("SIGTERM");
     writer.kill("SIGTERM");
     await Promise.race([Promise.all([farmClientDone, writerDone]), sleep(15_000)]);
-    sampling = false;
-    await sampler;
+    await stopSampler();
     await checkLost("end of run");
     await checks;
     if (mEnd.ok) {
@@ -393,9 +415,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     writeFileSync(join(o.outDir, "result.json"), JSON.stringify(result, null, 1) + "\n");
     return result;
   } finally {
+    stopTimers();
     // Post-mortem material, then everything torn down (the labs' exit handlers cover a crash of this process).
     try {
       writeFileSync(join(o.outDir, "faults.json"), JSON.stringify({ farm: farmWindows, mirror: mirrorWindows }, null, 1) + "\n");
+      writeFileSync(join(o.outDir, "writer.jsonl"), [...ackedBy].map(([id, a]) => JSON.stringify({ id, ...a })).join("\n") + "\n");
       writeFileSync(join(o.outDir, "samples.jsonl"), samples.map((s) => JSON.stringify(s)).join("\n") + "\n");
       writeFileSync(join(o.outDir, "probes.jsonl"), [...probes, ...streams, ...packets].map((s) => JSON.stringify(s)).join("\n") + "\n");
       for (const [name, c] of [["farm", farmCluster], ["mirror", mirrorCluster]] as const) {
