@@ -68,7 +68,7 @@ async function roles(prim: string, second: string): Promise<ClusterState> {
 }
 
 /** Runs the record writer in the client namespace; returns its result lines. */
-async function write(opts: { count: number; maxMs: number; gapMs?: number }): Promise<{ id: number; ok: boolean; node?: string; t: number }[]> {
+async function write(opts: { count: number; maxMs: number; gapMs?: number; timeoutMs?: number }): Promise<{ id: number; ok: boolean; node?: string; t: number }[]> {
   const from = nextId;
   nextId += opts.count;
   const r = await lab.exec(client, [process.execPath, RECORDS_WRITER, JSON.stringify({ vip, port: APP_PORT, from, timeoutMs: 1000, ...opts })], { timeoutMs: opts.maxMs + 10_000 });
@@ -166,7 +166,7 @@ describe.skipIf(!isRoot)("holdfast daemons with a replicated mirror module", () 
   it("fails over when n0 dies (every process in its namespace): n1 serves every acknowledged record", async () => {
     const before = acked.size;
     // The writer runs through the kill; the node is killed 1.5 s after it started.
-    const writing = write({ count: 100_000, maxMs: 6_000, gapMs: 5 });
+    const writing = write({ count: 100_000, maxMs: 6_000, gapMs: 5, timeoutMs: 300 });
     await new Promise((r) => setTimeout(r, 1500));
     const killedAt = Date.now();
     lab.signalHost(cluster.node("n0").host, "SIGKILL");
