@@ -28,6 +28,8 @@ for cmd in "${!NEED[@]}"; do
 done
 [ -f /usr/include/bpf/libbpf.h ] || missing+=(libbpf-dev)
 [ -f /usr/include/fuse3/fuse.h ] || missing+=(libfuse3-dev)
+# the mirror's JavaScript FUSE fallback (fuse-native loads libfuse.so.2)
+ls /usr/lib/*/libfuse.so.2 >/dev/null 2>&1 || missing+=(libfuse2)
 # the farm filter's userspace fallback (NFQUEUE through koffi)
 ls /usr/lib/*/libnetfilter_queue.so.1 >/dev/null 2>&1 || missing+=(libnetfilter-queue1)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -44,3 +44,4 @@ export { FarmVip, type FarmVipOptions } from "./farm/vip.js";
 export { MirrorVip, garpFrames, type MirrorVipOptions, type NeighbourAdvertiser, type CommandRunner as MirrorVipCommandRunner } from "./mirror/vip.js";
 export { MirrorDriver, MirrorError, type MirrorDriverOptions, type MirrorDriverEvents, type MirrorEndpoint, type MirrorMembership, type MirrorReplicatorTuning, type ReplicatorLike } from "./mirror/mirror.js";
 export { helperPath } from "./mirror/helper.js";
+export { createFileReplicator, chooseEngine, probeEngines, JsFuseReplicator, runJsFuseDaemon, type ReplicatorEngine, type EngineProbe, type EngineChoice, type EngineReplicator, type CreateFileReplicatorOptions } from "./mirror/jsfuse/index.js";

@@ -1,0 +1,254 @@
+/**
+ * The JavaScript engine's process: the same command line and the same control channel as the C helper's
+ * primary (src/native/replicator/README.md), so that {@link FileReplicator}'s supervision, events and restart
+ * policy apply unchanged. It runs in a process of its own (started by {@link JsFuseReplicator}, inside
+ * `unshare --mount` like the helper): the FUSE loop then never shares an event loop with the caller (a
+ * synchronous fs call on the mount from the same thread would deadlock) and a crash takes only the mount.
+ *
+ * Data path: fuse-native (libfuse2) -> {@link passthroughOps} -> {@link ApiReplicator} (the stream, acks,
+ * degrade with the extent log, log resync). Control: JSON lines on stdout (`ready`, `connecting`, `connected`,
+ * `degraded`, `resync-start`, `resync-progress`, `synced`, `stats`, `error`, `stopped`); commands on stdin
+ * (`stats`, `resync log`, `stop`; end of stdin = stop).
+ */
+import { existsSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import type FuseClass from "fuse-native";
+import { ApiReplicator } from "../ApiReplicator.js";
+import { readExtentLog } from "../extentLog.js";
+import { passthroughOps, type Replicate } from "./passthrough.js";
+
+/** URL of the running module (`import.meta` is empty in the CJS bundle, where `__filename` is set instead). */
+function moduleUrl(): string {
+  if (typeof __filename === "string") return pathToFileURL(__filename).href;
+  return import.meta.url;
+}
+
+/** The parsed command line (the helper's `primary` options; `--threads` is accepted and ignored). */
+export interface DaemonArgs {
+  backing: string;
+  mount: string;
+  peer: { host: string; port: number } | undefined;
+  keyFile: string | undefined;
+  log: string;
+  ackTimeoutMs: number;
+  reconnectMs: number;
+  initial: string;
+  standalone: boolean;
+}
+
+/** Parses the helper's `primary` command line. Throws a RangeError naming what is wrong. */
+export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
+  if (argv[0] !== "primary") throw new RangeError(`the JavaScript engine runs the primary only (got ${JSON.stringify(argv[0])})`);
+  const v = new Map<string, string>();
+  let standalone = false;
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === "--standalone") {
+      standalone = true;
+      continue;
+    }
+    if (!["--backing", "--mount", "--peer", "--key-file", "--log", "--ack-timeout-ms", "--reconnect-ms", "--initial", "--threads"].includes(a)) {
+      throw new RangeError(`option ${a} is not supported by the JavaScript engine`);
+    }
+    const val = argv[++i];
+    if (val === undefined) throw new RangeError(`option ${a} needs a value`);
+    v.set(a, val);
+  }
+  const need = (k: string): string => {
+    const x = v.get(k);
+    if (x === undefined) throw new RangeError(`option ${k} is required`);
+    return x;
+  };
+  const int = (k: string, d: number): number => {
+    const x = v.get(k);
+    if (x === undefined) return d;
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`option ${k}: not a non-negative integer: ${x}`);
+    return n;
+  };
+  let peer: DaemonArgs["peer"];
+  if (!standalone) {
+    const p = need("--peer");
+    const m = /^\[([^\]]+)\]:(\d+)$/.exec(p) ?? /^([^:]+):(\d+)$/.exec(p);
+    if (!m) throw new RangeError(`option --peer: expected HOST:PORT or [V6]:PORT, got ${p}`);
+    peer = { host: m[1] as string, port: Number(m[2]) };
+  }
+  const initial = v.get("--initial") ?? "log";
+  if (!["log", "verify", "checksum", "full"].includes(initial)) throw new RangeError(`option --initial: unknown mode ${initial}`);
+  return {
+    backing: need("--backing"),
+    mount: need("--mount"),
+    peer,
+    keyFile: standalone ? v.get("--key-file") : need("--key-file"),
+    log: need("--log"),
+    ackTimeoutMs: int("--ack-timeout-ms", 2000),
+    reconnectMs: int("--reconnect-ms", 500),
+    initial,
+    standalone,
+  };
+}
+
+function emit(ev: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(ev)}\n`);
+}
+
+/** Detaches the mount (lazily; fusermount3 works for a libfuse2 mount too), falling back to umount -l. */
+export function detachMount(mount: string): void {
+  const r = spawnSync("fusermount3", ["-uz", mount], { stdio: "ignore" });
+  if (r.status !== 0) spawnSync("umount", ["-l", mount], { stdio: "ignore" });
+}
+
+/** Runs the daemon until `stop` (or the end of stdin). */
+export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
+  let args: DaemonArgs;
+  try {
+    args = parseDaemonArgs(argv);
+  } catch (err) {
+    process.stderr.write(`holdfast-jsfuse: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  process.umask(0);
+  const require = createRequire(moduleUrl());
+  const Fuse = require("fuse-native") as typeof FuseClass;
+
+  const marker = `${args.log}.running`;
+  const uncleanStart = existsSync(marker);
+  writeFileSync(marker, String(process.pid));
+
+  let state: "degraded" | "resyncing" | "sync" = "degraded";
+  let acks = 0;
+  let ackUsSum = 0;
+  let ackUsMax = 0;
+  let inflight = 0;
+  let degradedCount = 0;
+  let stopping = false;
+
+  const rep = args.standalone || !args.peer || !args.keyFile
+    ? undefined
+    : new ApiReplicator({ baseDir: args.backing, peer: args.peer, keyFile: args.keyFile, extentLog: args.log, ackTimeoutMs: args.ackTimeoutMs, reconnectMs: args.reconnectMs });
+  if (rep) {
+    rep.on("connected", () => {
+      state = "resyncing";
+      emit({ event: "connected" });
+      let records = 0;
+      let total = 0;
+      try {
+        const log = readExtentLog(args.log).records;
+        records = log.length;
+        total = log.filter((r) => r.op === 2).reduce((s, r) => s + r.args.len, 0);
+      } catch {
+        /* unreadable: the resync reports its own failure */
+      }
+      emit({ event: "resync-start", mode: "log", files: records, total });
+    });
+    rep.on("degraded", (e) => {
+      state = "degraded";
+      degradedCount++;
+      emit({ event: "degraded", reason: e.reason, logged: e.logged });
+    });
+    rep.on("resyncProgress", (e) => emit({ event: "resync-progress", bytes: e.bytes, total: e.totalBytes, percent: e.percent }));
+    rep.on("synced", (e) => {
+      state = "sync";
+      emit({ event: "synced", mode: e.mode });
+    });
+    rep.on("authFailed", (e) => emit({ event: "auth-failed", reason: e.reason }));
+  }
+
+  const replicate: Replicate = (op, ino, a, path, path2, data) => {
+    if (!rep) return Promise.resolve();
+    if (stopping) return Promise.reject(Object.assign(new Error("stopping"), { code: "EIO" }));
+    const t0 = process.hrtime.bigint();
+    const live = state !== "degraded";
+    inflight++;
+    return rep.submit(op, ino, a, path, path2, data).then(() => {
+      inflight--;
+      if (!live) return;
+      acks++;
+      const us = Number((process.hrtime.bigint() - t0) / 1000n);
+      ackUsSum += us;
+      if (us > ackUsMax) ackUsMax = us;
+    });
+  };
+
+  const fuse = new Fuse(args.mount, passthroughOps(args.backing, replicate), {
+    timeout: false,
+    force: true,
+    allowOther: true,
+    defaultPermissions: true,
+    // fuse-native has no option for these: they ride in fsname's -o string (10x faster writes, DESIGN.md s.5)
+    fsname: "holdfast-js,big_writes,max_write=131072",
+  });
+
+  const stats = (): void => {
+    let logRecords = 0;
+    if (state !== "sync") {
+      try {
+        if (statSync(args.log).size < 64 << 20) logRecords = readExtentLog(args.log).records.length;
+      } catch {
+        /* no log yet */
+      }
+    }
+    emit({
+      event: "stats",
+      state,
+      bytesReplicated: rep?.bytesReplicated ?? 0,
+      acks,
+      ackUsSum,
+      ackUsMax,
+      inflight,
+      logRecords,
+      resyncBytes: rep?.resyncBytes ?? 0,
+      degradedCount,
+    });
+    ackUsMax = 0;
+  };
+
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    detachMount(args.mount);
+    rep?.stop();
+    rmSync(marker, { force: true });
+    emit({ event: "stopped", rc: 0 });
+    process.exit(0);
+  };
+
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve()))).catch((err: Error) => {
+    emit({ event: "error", message: `mount failed: ${err.message}` });
+    rmSync(marker, { force: true });
+    process.exit(1);
+  });
+  let logBytes = 0;
+  try {
+    logBytes = statSync(args.log).size;
+  } catch {
+    /* no log */
+  }
+  emit({ event: "ready", mount: args.mount, pid: process.pid, logBytes, uncleanStart });
+  if (uncleanStart || args.initial !== "log") {
+    emit({
+      event: "error",
+      message: `the JavaScript engine resyncs from the extent log only (${uncleanStart ? "unclean start" : `--initial ${args.initial}`}): run a verify pass with the native helper to check the whole tree`,
+    });
+  }
+  if (rep && args.peer) {
+    emit({ event: "connecting", peer: `${args.peer.host}:${args.peer.port}` });
+    rep.start();
+  }
+
+  createInterface({ input: process.stdin })
+    .on("line", (line) => {
+      const cmd = line.trim();
+      if (cmd === "stats") stats();
+      else if (cmd === "stop") stop();
+      else if (cmd === "resync log") {
+        if (state === "sync") emit({ event: "synced", mode: "log" });
+      } else if (cmd.startsWith("resync ")) emit({ event: "error", message: `${cmd}: the JavaScript engine only resyncs from the extent log` });
+    })
+    .on("close", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}

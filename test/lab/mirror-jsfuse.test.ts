@@ -1,0 +1,251 @@
+/**
+ * The JavaScript FUSE fallback for real: a JsFuseReplicator primary (fuse-native over libfuse2, in its own Node
+ * process and mount namespace) replicating to the compiled helper's secondary on loopback. Needs root,
+ * /dev/fuse and libfuse2.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  fsyncSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, describe, expect, it } from "vitest";
+import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
+import { FileReplicator, type PrimaryReplicatorOptions } from "../../src/mirror/FileReplicator.js";
+import { createFileReplicator, JsFuseReplicator, probeEngines } from "../../src/mirror/jsfuse/index.js";
+import { makePairDirs, pollUntil, snapshotTree, treeDiff } from "../../src/mirror/testing.js";
+
+const probe = probeEngines();
+const canRun = process.getuid?.() === 0 && probe.devFuse && probe.js === true && probe.helperRuns;
+
+interface Pair {
+  root: string;
+  a: string;
+  b: string;
+  mnt: string;
+  key: string;
+  primary: FileReplicator;
+  secondary: FileReplicator;
+  startSecondary(): Promise<FileReplicator>;
+}
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+/** A native secondary on loopback and a primary on `engine` over a fresh pair of directories, in sync. */
+async function pair(tag: string, engine: "js" | "native" = "js", extra: Partial<PrimaryReplicatorOptions> = {}): Promise<Pair> {
+  const d = makePairDirs(`js-${tag}`);
+  let port = 0;
+  const p: Pair = {
+    ...d,
+    primary: undefined as unknown as FileReplicator,
+    secondary: undefined as unknown as FileReplicator,
+    async startSecondary() {
+      const s = new FileReplicator({ role: "secondary", backingDir: d.b, keyFile: d.key, listen: { host: "127.0.0.1", port }, restart: false });
+      await s.start();
+      port = s.port ?? 0;
+      p.secondary = s;
+      return s;
+    },
+  };
+  cleanups.push(async () => {
+    await Promise.allSettled([p.primary?.stop(), p.secondary?.stop()]);
+    rmSync(d.root, { recursive: true, force: true });
+  });
+  await p.startSecondary();
+  const opts: PrimaryReplicatorOptions = {
+    role: "primary",
+    backingDir: d.a,
+    mountPoint: d.mnt,
+    keyFile: d.key,
+    peer: { host: "127.0.0.1", port },
+    restart: false,
+    statsIntervalMs: 200,
+    ...extra,
+  };
+  p.primary = engine === "js" ? new JsFuseReplicator(opts) : new FileReplicator(opts);
+  const synced = p.primary.waitFor("synced", 20_000);
+  await p.primary.start();
+  await synced;
+  return p;
+}
+
+describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary", () => {
+  it("the factory picks the compiled helper here and the JS engine when asked; both start", async () => {
+    const lines: string[] = [];
+    const d = makePairDirs("js-factory");
+    cleanups.push(async () => rmSync(d.root, { recursive: true, force: true }));
+    const common = { role: "primary" as const, backingDir: d.a, mountPoint: d.mnt, keyFile: d.key, peer: { host: "127.0.0.1", port: 9 }, log: (l: string) => lines.push(l) };
+    const n = createFileReplicator(common);
+    expect(n.engine).toBe("native");
+    const j = createFileReplicator({ ...common, engine: "js" });
+    expect(j.engine).toBe("js");
+    expect(j).toBeInstanceOf(JsFuseReplicator);
+    expect(lines).toEqual([expect.stringContaining("= native (auto: the compiled helper runs here)"), expect.stringContaining("= js (engine js requested)")]);
+    // a helper that cannot run makes auto fall back to the JS engine
+    const broken = join(d.root, "not-a-helper");
+    writeFileSync(broken, "not executable");
+    const f = createFileReplicator({ ...common, helperPath: broken });
+    expect(f.engine).toBe("js");
+    expect(f.engineReason).toMatch(/does not run here/);
+    // the JS engine mounts and serves (degraded: nobody listens on port 9)
+    await j.start();
+    cleanups.push(() => j.stop());
+    writeFileSync(j.mountPath("hello"), "hi");
+    expect(readFileSync(join(d.a, "hello"), "utf8")).toBe("hi");
+    expect(j.state).toBe("degraded");
+  });
+
+  it("every operation kind is mirrored; a write is on the secondary when it returns; many files end identical", async () => {
+    const p = await pair("ops");
+    const m = (r: string): string => p.primary.mountPath(r);
+    // appends: each returned write is applied by the secondary
+    const fd = openSync(m("log.txt"), "a");
+    let expected = "";
+    for (let i = 0; i < 100; i++) {
+      const rec = `record ${i} ${randomBytes(8).toString("hex")}\n`;
+      writeSync(fd, rec);
+      expected += rec;
+      expect(readFileSync(join(p.b, "log.txt"), "utf8")).toBe(expected);
+      if (i % 10 === 9) fsyncSync(fd);
+    }
+    closeSync(fd);
+    mkdirSync(m("dir/sub"), { recursive: true });
+    writeFileSync(m("dir/sub/a"), randomBytes(300_000));
+    writeFileSync(m("dir/b"), "bbbb");
+    renameSync(m("dir/b"), m("dir/sub/b2"));
+    symlinkSync("sub/a", m("dir/link"));
+    linkSync(m("dir/sub/a"), m("dir/hard"));
+    chmodSync(m("dir/sub/a"), 0o640);
+    truncateSync(m("dir/sub/a"), 1234);
+    spawnSync("chown", ["1234:4321", m("dir/sub/b2")]);
+    utimesSync(m("dir/sub/b2"), 1_000_000, 1_000_000);
+    writeFileSync(m("gone"), "x");
+    unlinkSync(m("gone"));
+    mkdirSync(m("rmme"));
+    rmdirSync(m("rmme"));
+    // a many-file workload: 20 directories x 25 files, some rewritten, renamed, removed
+    for (let d = 0; d < 20; d++) {
+      mkdirSync(m(`many/d${d}`), { recursive: true });
+      for (let f = 0; f < 25; f++) writeFileSync(m(`many/d${d}/f${f}`), randomBytes(1 + ((d * 25 + f) % 7) * 1500));
+    }
+    for (let d = 0; d < 20; d += 3) {
+      renameSync(m(`many/d${d}/f0`), m(`many/d${d}/renamed`));
+      unlinkSync(m(`many/d${d}/f1`));
+      writeFileSync(m(`many/d${d}/f2`), "rewritten");
+    }
+    expect(lstatSync(join(p.b, "dir/sub/a")).size).toBe(1234);
+    expect(lstatSync(join(p.b, "dir/sub/a")).mode & 0o7777).toBe(0o640);
+    expect(lstatSync(join(p.b, "dir/sub/b2")).uid).toBe(1234);
+    expect(lstatSync(join(p.b, "dir/sub/b2")).mtimeMs).toBe(1_000_000_000);
+    expect(readlinkSync(join(p.b, "dir/link"))).toBe("sub/a");
+    expect(lstatSync(join(p.b, "dir/hard")).ino).toBe(lstatSync(join(p.b, "dir/sub/a")).ino);
+    expect(existsSync(join(p.b, "gone"))).toBe(false);
+    expect(existsSync(join(p.b, "rmme"))).toBe(false);
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+    expect(snapshotTree(p.b).size).toBeGreaterThan(500);
+    const met = await p.primary.waitFor("metrics", 5000);
+    expect(met.acks).toBeGreaterThan(600);
+    expect(met.bytesReplicated).toBeGreaterThan(300_000);
+  });
+
+  it("files created by an unprivileged user in their directory are theirs on both sides", async () => {
+    const p = await pair("owner");
+    mkdirSync(p.primary.mountPath("pgdata"), { mode: 0o700 });
+    spawnSync("chown", ["1000:1000", p.primary.mountPath("pgdata")]);
+    const script = `umask 077 && cd ${p.mnt}/pgdata && echo hi > f && mkdir sub && echo x > sub/g && ln -s f sl && chmod 0640 f && mkfifo fifo`;
+    const [cmd, ...args] = p.primary.commandInMount(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c", script]);
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    for (const side of [p.a, p.b]) {
+      for (const n of ["f", "sub", "sub/g", "sl", "fifo"]) {
+        const st = lstatSync(join(side, "pgdata", n));
+        expect([n, st.uid, st.gid]).toEqual([n, 1000, 1000]);
+      }
+      expect(lstatSync(join(side, "pgdata/f")).mode & 0o7777).toBe(0o640);
+      expect(lstatSync(join(side, "pgdata/sub")).mode & 0o7777).toBe(0o700);
+      expect(lstatSync(join(side, "pgdata/fifo")).isFIFO()).toBe(true);
+    }
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
+  });
+
+  it("kill -9 of the Node daemon during fsync'd appends: every fsync'd record is on the secondary", async () => {
+    const p = await pair("crash");
+    const file = p.primary.mountPath("wal.log");
+    const code = `const fs=require("fs");const fd=fs.openSync(process.argv[1],"a");for(let i=0;;i++){try{fs.writeSync(fd,"rec "+i+" "+"x".repeat(100)+"\\n");fs.fdatasyncSync(fd);}catch(e){process.exit(0)}process.stdout.write(i+"\\n");}`;
+    const writer = spawn(process.execPath, ["-e", code, file], { stdio: ["ignore", "pipe", "inherit"] });
+    let acked = -1;
+    createInterface({ input: writer.stdout }).on("line", (l) => {
+      acked = Number(l);
+    });
+    await pollUntil(() => acked >= 200, 30_000, "200 fsync'd records");
+    const pid = p.primary.pid as number;
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).toContain("runJsFuseDaemon");
+    process.kill(pid, "SIGKILL");
+    await new Promise((r) => writer.once("exit", r));
+    console.info(`jsfuse crash: daemon killed after ${acked + 1} fsync'd records`);
+    const lines = readFileSync(join(p.b, "wal.log"), "utf8").split("\n");
+    for (let i = 0; i <= acked; i++) expect(lines[i]?.startsWith(`rec ${i} `)).toBe(true);
+  });
+
+  it("secondary gone: degraded with the extent log, writes go on, secondary back: log resync to equality", async () => {
+    const p = await pair("resync", "js", { ackTimeoutMs: 500 });
+    const m = (r: string): string => p.primary.mountPath(r);
+    const size = 4 << 20;
+    writeFileSync(m("data.bin"), randomBytes(size));
+    mkdirSync(m("keep"));
+    for (let i = 0; i < 10; i++) writeFileSync(m(`keep/f${i}`), randomBytes(5000));
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
+
+    const degraded = p.primary.waitFor("degraded", 5000);
+    await p.secondary.stop();
+    await degraded;
+    expect(p.primary.state).toBe("degraded");
+    const fd = openSync(m("data.bin"), "r+");
+    for (let i = 0; i < 64; i++) writeSync(fd, randomBytes(4096), 0, 4096, Math.floor(Math.random() * (size / 4096)) * 4096);
+    fdatasyncSync(fd);
+    closeSync(fd);
+    writeFileSync(m("keep/new.bin"), randomBytes(100_000));
+    renameSync(m("keep/f1"), m("keep/f1-renamed"));
+    unlinkSync(m("keep/f2"));
+    chmodSync(m("keep/f3"), 0o600);
+    symlinkSync("f4", m("keep/s"));
+    expect(existsSync(join(p.b, "keep/new.bin"))).toBe(false);
+    // the same log format as the helper's, read by the TS codec
+    const logged = summarizeExtentLog(join(p.root, ".a.hfextents"));
+    expect(logged.dataBytes).toBeGreaterThanOrEqual(64 * 4096 + 100_000);
+    expect(logged.records).toBeGreaterThan(logged.dataRecords);
+
+    const synced = p.primary.waitFor("synced", 30_000);
+    await p.startSecondary();
+    // the application keeps writing during the resync
+    const live = openSync(m("keep/f5"), "r+");
+    for (let i = 0; i < 20; i++) writeSync(live, randomBytes(512), 0, 512, i * 512);
+    closeSync(live);
+    await synced;
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+    expect(summarizeExtentLog(join(p.root, ".a.hfextents")).records).toBe(0);
+    await pollUntil(() => p.secondary.consistent === true, 5000, "secondary consistent");
+  });
+});
