@@ -20,7 +20,7 @@
 import { randomBytes } from "node:crypto";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { join, resolve as resolvePath } from "node:path";
 import { createInterface } from "node:readline";
@@ -206,13 +206,17 @@ const stopRecords = () =>
 
 // ---- the app, --app postgres: Debian's PostgreSQL on the replicated directory --------------------------
 // start_prim (the mount is up, the VIP is on this node): initdb pgdata/ if the replicated directory has none yet
-// (the very first primary), drop a postmaster.pid left by the other node's postmaster (it names a process of
-// another machine: PostgreSQL would refuse to start while a process with that pid exists in the shared process
-// table of a lab), then start the postmaster inside the mount's namespace as user postgres, listening on the VIP
-// and on loopback. Ready when it logs "ready to accept connections" (after crash recovery, on a failover).
-// stop_prim: fast shutdown (SIGINT: sessions ended, checkpoint), bounded; then SIGKILL of it and its children.
-// The postmaster runs with a parent-death signal (setpriv --pdeathsig KILL, set after the switch to postgres,
-// which would clear it): a SIGKILL of this process kills it, and its backends exit on the postmaster's death.
+// (the very first primary), remove the postmaster.pid that the copy carries (it was written by whichever node ran
+// PostgreSQL last, and this node's own postmaster never outlives this process: see below), then start the
+// postmaster inside the mount's namespace as user postgres, listening on the VIP and on loopback. Ready when it
+// logs "ready to accept connections" (after crash recovery, on a failover).
+// stop_prim: fast shutdown (SIGINT: sessions ended, checkpoint), bounded; then SIGKILL.
+// Dying with this process: PostgreSQL's backends and workers run in sessions of their own, and after the
+// postmaster's death a backend waiting on a lock held by a dead one waits forever (seen in the lab), so a parent-
+// death signal on the postmaster alone is not enough. The postmaster runs as PID 1 of a PID namespace of its own
+// (`unshare --pid --fork --kill-child`): when it dies, the kernel kills everything in that namespace. The chain
+// node -> setpriv --pdeathsig (unshare dies with the node) -> unshare --kill-child (the postmaster dies with
+// unshare) -> setpriv --reuid=postgres --pdeathsig (set again after the switch of user, which clears it).
 // pg_hba.conf gets `host all all <--pg-allow> trust` (default: the VIP's subnet): a lab setting, not a
 // production one (use scram-sha-256 and a password file there).
 const pgBin = a["pg-bin"];
@@ -231,11 +235,20 @@ const pgUser = (() => {
   }
   return ids;
 })();
-let postmaster: ChildProcess | null = null;
+/** The `unshare` process holding the postmaster's PID namespace, and the postmaster's pid as this process sees it. */
+let postmaster: { unshare: ChildProcess; pid: number } | null = null;
 
-/** argv that runs `argv` as postgres inside the mount's namespace; `tied`: killed when this process dies. */
-const asPostgres = (argv: string[], tied: boolean): [string, ...string[]] =>
-  driver.commandInMount(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...(tied ? ["--pdeathsig", "KILL"] : []), "--", ...argv]);
+/** argv that runs `argv` as postgres inside the mount's namespace. */
+const asPostgres = (argv: string[]): [string, ...string[]] =>
+  driver.commandInMount(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", ...argv]);
+
+/** argv that runs `argv` as postgres inside the mount's namespace, as PID 1 of a PID namespace tied to this process. */
+const asPostgresTied = (argv: string[]): [string, ...string[]] =>
+  driver.commandInMount([
+    "setpriv", "--pdeathsig", "KILL", "--",
+    "unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--",
+    "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig", "KILL", "--", ...argv,
+  ]);
 
 function runChecked(argv: [string, ...string[]], what: string, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -253,23 +266,7 @@ function runChecked(argv: [string, ...string[]], what: string, timeoutMs: number
   });
 }
 
-/** Removes postmaster.pid unless it names a live process in this node's network namespace (our own postmaster). */
-function dropForeignPidFile(outside: string): void {
-  const f = join(outside, "postmaster.pid");
-  if (!existsSync(f)) return;
-  const pid = Number(readFileSync(f, "utf8").split("\n")[0]);
-  let local = false;
-  try {
-    local = readlinkSync(`/proc/${pid}/ns/net`) === readlinkSync("/proc/self/ns/net");
-  } catch {
-    // no such process (or not readable): not ours
-  }
-  if (local) throw new Error(`a postmaster (pid ${pid}) of this node still runs on ${pgDataInside}`);
-  rmSync(f);
-  out({ type: "log", line: `postgres: removed postmaster.pid naming pid ${pid} (another node's or a dead postmaster)` });
-}
-
-/** Pids whose parent is `pid` (a postmaster's backends). */
+/** Pids whose parent is `pid`. */
 function childrenOf(pid: number): number[] {
   const kids: number[] = [];
   for (const e of readdirSync("/proc")) {
@@ -285,7 +282,7 @@ function childrenOf(pid: number): number[] {
 }
 
 async function startPostgres(): Promise<void> {
-  if (postmaster) throw new Error(`postgres already running (pid ${postmaster.pid})`);
+  if (postmaster) throw new Error(`postgres already running (pid ${postmaster.pid})`); // never two on one copy
   const outside = driver.mountPath("pgdata");
   mkdirSync(pgSock, { recursive: true });
   chownSync(pgSock, pgUser.uid, pgUser.gid);
@@ -294,65 +291,69 @@ async function startPostgres(): Promise<void> {
     chownSync(outside, pgUser.uid, pgUser.gid);
     chmodSync(outside, 0o700); // PostgreSQL refuses a data directory others can read
     const t0 = now();
-    await runChecked(asPostgres([`${pgBin}/initdb`, "-D", pgDataInside, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"], false), "initdb", 120_000);
+    await runChecked(asPostgres([`${pgBin}/initdb`, "-D", pgDataInside, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"]), "initdb", 120_000);
     appendFileSync(join(outside, "pg_hba.conf"), `host all all ${pgAllow} trust\n`);
     out({ type: "app", state: "initdb", ms: Math.round(now() - t0) });
   }
-  dropForeignPidFile(outside);
+  if (existsSync(join(outside, "postmaster.pid"))) {
+    rmSync(join(outside, "postmaster.pid"));
+    out({ type: "log", line: "postgres: removed the postmaster.pid of the copy (its postmaster is dead or on the other node)" });
+  }
   const t0 = now();
   // Crash recovery first makes every file of the data directory durable. Its default (fsync of each file, through
   // the FUSE mount) took 1-4 s here; the data is this node's backing directory, so one syncfs of that file system
   // does the same at once, and PostgreSQL's own syncfs pass (recovery_init_sync_method) then finds nothing to do.
   await runChecked(["sync", "-f", join(dir, "data")], "sync -f of the backing file system", 60_000);
   const synced = now();
-  const [cmd, ...args] = asPostgres(
-    [
-      `${pgBin}/postgres`, "-D", pgDataInside, "-k", pgSock, "-p", String(pgPort),
-      "-c", `listen_addresses=${vipHost},127.0.0.1`, "-c", "recovery_init_sync_method=syncfs",
-    ],
-    true,
-  );
+  const [cmd, ...args] = asPostgresTied([
+    `${pgBin}/postgres`, "-D", pgDataInside, "-k", pgSock, "-p", String(pgPort),
+    "-c", `listen_addresses=${vipHost},127.0.0.1`, "-c", "recovery_init_sync_method=syncfs",
+  ]);
   const child = spawn(cmd, args, { cwd: "/", stdio: ["ignore", "ignore", "pipe"] });
-  postmaster = child;
+  const pm = { unshare: child, pid: 0 };
+  postmaster = pm;
   await new Promise<void>((resolve, reject) => {
     let ready = false;
     createInterface({ input: child.stderr }).on("line", (line) => {
       out({ type: "pg", line });
       if (!ready && line.includes("ready to accept connections")) {
         ready = true;
+        pm.pid = childrenOf(child.pid as number)[0] ?? 0; // unshare's only child
         resolve();
       }
     });
     child.once("error", reject);
     child.once("exit", (code, sig) => {
-      if (postmaster === child) postmaster = null;
+      if (postmaster === pm) postmaster = null;
       out({ type: "app", state: "exited", code, signal: sig });
       if (!ready) reject(new Error(`postgres exited (${code ?? sig}) before it was ready`));
     });
   });
-  out({ type: "app", state: "started", pid: child.pid, ms: Math.round(now() - t0), syncMs: Math.round(synced - t0), mount: driver.mountPath() });
+  out({ type: "app", state: "started", pid: pm.pid, ms: Math.round(now() - t0), syncMs: Math.round(synced - t0), mount: driver.mountPath() });
 }
 
 async function stopPostgres(): Promise<void> {
-  const child = postmaster;
-  if (!child || child.exitCode !== null || child.signalCode !== null) {
+  const pm = postmaster;
+  const child = pm?.unshare;
+  if (!pm || !child || child.exitCode !== null || child.signalCode !== null) {
     postmaster = null;
     return;
   }
   const exited = new Promise<boolean>((r) => child.once("exit", () => r(true)));
   const within = (ms: number) => Promise.race([exited, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
-  child.kill("SIGINT"); // fast shutdown
-  if (!(await within(15_000))) {
-    const kids = childrenOf(child.pid as number);
-    out({ type: "log", line: `postgres: no fast shutdown within 15 s: SIGKILL to the postmaster and ${kids.length} children` });
-    child.kill("SIGKILL");
-    for (const k of kids) {
-      try {
-        process.kill(k, "SIGKILL");
-      } catch {
-        // gone meanwhile
-      }
+  const signal = (pid: number, sig: NodeJS.Signals) => {
+    try {
+      if (pid > 0) process.kill(pid, sig);
+    } catch {
+      // gone meanwhile
     }
+  };
+  signal(pm.pid, "SIGINT"); // fast shutdown (unshare does not pass signals on)
+  if (!(await within(15_000))) {
+    // The postmaster is PID 1 of its namespace: SIGKILL to it takes every backend and worker with it.
+    out({ type: "log", line: "postgres: no fast shutdown within 15 s: SIGKILL" });
+    signal(pm.pid, "SIGKILL");
+    child.kill("SIGKILL");
     await within(5_000);
   }
   postmaster = null;

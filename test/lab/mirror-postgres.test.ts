@@ -6,16 +6,17 @@
  *
  * Then the same through the whole mirror module (issue 5's first acceptance line): examples/mirror-node.ts
  * `--app postgres` on 2 lab nodes, pgbench from a client namespace against the VIP, 10 kill cycles alternating a
- * SIGKILL of everything in the primary's namespace and its link going down.
+ * SIGKILL of the primary node and its link going down (see FAULTS).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { killMountNamespace, mountNamespaceOf, pollUntil, startLoopbackPair, type LoopbackPair } from "../../src/mirror/testing.js";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
+import { pidsInNamespaces } from "../../src/testing/lab-cleanup.js";
 import { MembershipCluster, type ClusterNode, type NodeLine } from "./helpers/membership-cluster.js";
 import { Pgbench, conninfo, loggedTransactions, psql as psqlIn } from "./helpers/pg.js";
 
@@ -186,9 +187,40 @@ const PG_PORT = 5432;
 const REPL_PORT = 7790;
 const isState = (state: string, ready = true) => (l: NodeLine) => l.type === "state" && l.state === state && l.ready === ready && l.transient === false;
 
+/**
+ * The faults, in turn: SIGKILL of every process in the primary's namespace (node, helper, postmaster, backends: a
+ * machine crash); its link down (the node lives on, cut off); SIGKILL of the node's process group only (node,
+ * helper, postmaster; the backends run in sessions of their own), where PostgreSQL must die with the node by
+ * itself (the postmaster's parent-death signal, then the backends' postmaster-death check).
+ */
+const FAULTS = ["sigkill-all", "linkdown", "sigkill-group", "linkdown"] as const;
+type Fault = (typeof FAULTS)[number];
+
+/** Live (not zombie) processes of the PostgreSQL server binary in `host`'s network namespace. */
+function postgresIn(host: LabHost): number[] {
+  return pidsInNamespaces([host.ns]).filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return readlinkSync(`/proc/${pid}/exe`) === `${PG}/postgres` && stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+    } catch {
+      return false; // gone
+    }
+  });
+}
+
+function describeProcess(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim();
+    return `${pid} [${stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)} ${readFileSync(`/proc/${pid}/wchan`, "utf8")}] ${cmd}`;
+  } catch {
+    return `${pid} (gone)`;
+  }
+}
+
 interface CycleResult {
   cycle: number;
-  fault: "sigkill" | "linkdown";
+  fault: Fault;
   from: string;
   to: string;
   /** From the fault to the first `SELECT 1` answered through the VIP. */
@@ -249,15 +281,18 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
       let prim = n0;
       for (let cycle = 1; cycle <= CYCLES; cycle++) {
         const sec = peerOf(prim);
-        const fault = cycle % 2 === 1 ? "sigkill" : "linkdown";
+        const fault = FAULTS[(cycle - 1) % FAULTS.length] as Fault;
         const bench = new Pgbench(lab, client, ["-n", "-c", "4", "-j", "2", "-T", "20", "-P", "1", "-f", script, "-D", `cycle=${cycle}`, "-D", "n=0", "-l", `--log-prefix=pgb${cycle}`], conn, keyDir);
         await bench.runningFor(2, 30_000);
         const markSec = c(sec).mark();
         const markPrim = c(prim).mark();
         const t0 = Date.now();
-        if (fault === "sigkill") {
-          const killed = lab.signalHost(prim, "SIGKILL");
-          expect(killed.length, "node + helper + postmaster + its workers + 4 backends").toBeGreaterThanOrEqual(8);
+        const pgBefore = postgresIn(prim);
+        expect(pgBefore.length, "postmaster + its workers + 4 backends").toBeGreaterThanOrEqual(8);
+        if (fault === "sigkill-all") {
+          lab.signalHost(prim, "SIGKILL");
+        } else if (fault === "sigkill-group") {
+          c(prim).proc?.kill("SIGKILL");
         } else {
           await lab.linkDown(prim);
         }
@@ -286,7 +321,11 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
         const rows = [...present].filter((k) => k.startsWith(`${cycle}|`)).length;
 
         // The old primary returns, is resynchronised and becomes SECOND.
-        if (fault === "sigkill") {
+        if (fault !== "linkdown") {
+          // PostgreSQL died with its node (for sigkill-group: by itself, nothing else signalled it).
+          await pollUntil(() => postgresIn(prim).length === 0, 10_000, `no postgres process left on ${prim.name}`).catch((e: Error) => {
+            throw new Error(`${e.message}: ${postgresIn(prim).map(describeProcess).join("; ")}`);
+          });
           await cluster.restart(c(prim));
         } else {
           await c(prim).waitFor(isState("WAIT", false), 30_000, markPrim, `${prim.name} WAIT (cut off: left the role)`);
