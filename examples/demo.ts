@@ -4,6 +4,7 @@
 import { Lab } from "../src/testing/lab.js";
 import { LAN } from "../src/core/membership/config.js";
 import { MembershipCluster } from "../test/lab/helpers/membership-cluster.js";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DaemonCluster, RECORDS_WRITER, REPO, writeHttpAppHooks, writeRecordAppHooks, type DaemonNodeRun } from "./daemon/lab-cluster.js";
 import type { ClusterState } from "./daemon/daemon.js";
@@ -18,6 +19,29 @@ interface Replication {
   state: string;
   resync?: { mode: string; active: boolean; percent: number; totalBytes: number; sentBytes?: number; durationMs?: number };
 }
+/** Where the failover's time went, from the new primary's event log (`<ts> <node> <module> <text>` lines). */
+function failoverSteps(logFile: string, from: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(logFile, "utf8");
+  } catch {
+    return undefined;
+  }
+  const marks: [RegExp, string][] = [
+    [/transient -> ALONE\]/, "peer lost"],
+    [/vip: .* added/, "VIP added"],
+    [/primary: mounted/, "mounted"],
+    [/hook start_prim ok/, "app started"],
+  ];
+  const out: string[] = [];
+  const lines = text.split("\n").map((l) => ({ t: Date.parse(l.slice(0, l.indexOf(" "))), l })).filter((x) => x.t >= from);
+  for (const [re, what] of marks) {
+    const hit = lines.find((x) => re.test(x.l));
+    if (hit) out.push(`${what} +${hit.t - from} ms`);
+  }
+  return out.length ? out.join(", ") : undefined;
+}
+
 /** One line per part, printed at the end. */
 const summary: string[] = [];
 
@@ -174,6 +198,8 @@ try {
   const lostWrites = lines.filter((l) => !l.ok && l.t > killedAt).length;
   const afterCrash = await records();
   say(`     n1 took over (ALONE): first record acknowledged by n1 ${failoverMs} ms after the crash (detection + VIP + mount + app start);`);
+  const steps = failoverSteps(join(d.dir, "n1", "logs", "db.log"), killedAt);
+  if (steps) say(`     n1's log, from the crash: ${steps}`);
   say(`     ${lostWrites} requests failed meanwhile (not acknowledged); n1 serves ${acked.size - afterCrash.missing} of ${acked.size} acknowledged records (missing: ${afterCrash.missing})`);
   if (afterCrash.node !== "n1" || afterCrash.missing !== 0) throw new Error(`acknowledged records missing on n1: ${afterCrash.missing}`);
 
@@ -214,7 +240,7 @@ try {
   if (afterSwap.node !== "n0" || afterSwap.missing !== 0) throw new Error(`acknowledged records missing on n0 after the swap: ${afterSwap.missing}`);
   say(`  console: ${d0.url}/ (inside the lab network; token ${d.tokens.monitor.slice(0, 6)}..., monitor role)\n`);
   summary.push(
-    `mirror: failover ${failoverMs} ms (crash -> first write acknowledged by the secondary), ${acked.size} records acknowledged, 0 lost`,
+    `mirror: failover ${failoverMs} ms (crash -> first write acknowledged by the secondary${steps ? `; ${steps}` : ""}), ${acked.size} records acknowledged, 0 lost`,
     `mirror: resync of the returning node sent ${fmt(sent)} for ${fmt(modified)} modified (${(sent / modified).toFixed(2)}x, of a ${fmt(rs?.totalBytes ?? 0)} data set); swap back in ${swapMs} ms`,
   );
   ok = true;
