@@ -97,6 +97,9 @@ const p50 = (xs: number[]) => pct(xs, 50);
 const failed = (xs: number[]) => xs.filter((x) => !Number.isFinite(x)).length;
 const sum = (ts: LossTrial[], k: "lost" | "acked") => ts.reduce((a, t) => a + t[k], 0);
 const meanRate = (ts: LossTrial[]) => ts.reduce((a, t) => a + t.rate, 0) / ts.length;
+const meanLocal = (ts: LossTrial[]) => ts.reduce((a, t) => a + t.localRate, 0) / ts.length;
+/** Mean over trials of (replicated rate / local rate measured just before): the machine's load varies. */
+const rateRatio = (ts: LossTrial[]) => ts.reduce((a, t) => a + t.rate / t.localRate, 0) / ts.length;
 const lsD = ls.default ?? [];
 const ls1 = ls.delay1 ?? [];
 let haproxy: number | null = null;
@@ -115,6 +118,8 @@ const out = {
   lsyncd_delay1_lost_records: sum(ls1, "lost"),
   holdfast_write_rate: Math.round(meanRate(hf.loss)),
   lsyncd_write_rate: Math.round(meanRate([...lsD, ...ls1])),
+  holdfast_write_rate_ratio: round(rateRatio(hf.loss)),
+  lsyncd_write_rate_ratio: round(rateRatio([...lsD, ...ls1])),
   haproxy_ratio_farm_bench: haproxy,
   trials: TRIALS,
   loss_trials: LOSS_TRIALS,
@@ -130,10 +135,10 @@ for (const f of ["kill", "link"] as const) {
 }
 console.log(`| both | ${ms(kaD)} | ${ms(kaT)} | ${ms(hfAll)} | ${ms(all(hf.appStart))} | **${out.failover_ratio_default}** | **${out.failover_ratio_tuned}** |`);
 console.log(`\nData loss at a crash (SIGKILL of every process + link down of the writer's node), ${LOSS_TRIALS} crashes each:`);
-console.log("| replication | acknowledged records | lost (missing on the survivor) | per crash | write rate, records/s |");
-console.log("|---|---|---|---|---|");
+console.log("| replication | acknowledged records | lost (missing on the survivor) | per crash | write rate, records/s | no replication, just before | ratio |");
+console.log("|---|---|---|---|---|---|---|");
 const lossRow = (name: string, ts: LossTrial[]) =>
-  console.log(`| ${name} | ${sum(ts, "acked")} | **${sum(ts, "lost")}** | ${ts.map((t) => t.lost).join(", ")} | ${Math.round(meanRate(ts))} |`);
+  console.log(`| ${name} | ${sum(ts, "acked")} | **${sum(ts, "lost")}** | ${ts.map((t) => t.lost).join(", ")} | ${Math.round(meanRate(ts))} | ${Math.round(meanLocal(ts))} | ${rateRatio(ts).toFixed(2)} |`);
 lossRow("holdfast mirror (synchronous)", hf.loss);
 lossRow("lsyncd default.rsync, default delay (15 s)", lsD);
 lossRow("lsyncd default.rsync, delay = 1 s", ls1);

@@ -61,6 +61,31 @@ export interface LossTrial {
   rate: number;
   /** How long the writer ran before the crash. */
   runMs: number;
+  /** The write rate without replication (see {@link localRate}) measured just before this trial. */
+  localRate: number;
+}
+
+/**
+ * The baseline of the write rates: the same writer and records app on a local directory of n0, no replication at
+ * all, for `ms`. Measured next to each replicated run (the machine's load varies over a run).
+ */
+export async function localRate(lab: Lab, repo: string, ms: number, from: number): Promise<number> {
+  const a = lab.nodes[0] as LabHost;
+  const dir = join(lab.dir(a), "local");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const app = lab.spawn(a, [process.execPath, "--import", "tsx", join(repo, "bench/helpers/peers-records-app.mts"), dir, a.name, String(APP_PORT), String(RECORD_BYTES)], { cwd: repo });
+  try {
+    await app.waitForLine(/"ready"/, 20_000);
+    const w = startWriter(lab, repo, lab.clients[0] as LabHost, lab.addr(a), APP_PORT, from);
+    await until(() => w.acks.length > 0 && Date.now() - (w.acks[0] as Ack).t >= ms, ms + 20_000, "local writer acknowledged for ms");
+    w.proc.kill("SIGKILL");
+    await w.done;
+    return rate(w.acks);
+  } finally {
+    app.kill("SIGKILL");
+    await app.exited;
+  }
 }
 
 export interface LsyncdVariant {
@@ -71,6 +96,7 @@ export interface LsyncdVariant {
 
 /** Runs `trials` crashes for each variant; the writer runs 3 s, 4 s, ... before the crash (different phases). */
 export async function lsyncdTrials(lab: Lab, repo: string, variants: readonly LsyncdVariant[], trials: number, log: (s: string) => void): Promise<Record<string, LossTrial[]>> {
+  let baselineId = 900_000_000;
   const [a, b] = lab.nodes as [LabHost, LabHost];
   const client = lab.clients[0] as LabHost;
   const bDir = join(lab.dir(b), "rsyncd");
@@ -89,6 +115,7 @@ export async function lsyncdTrials(lab: Lab, repo: string, variants: readonly Ls
     for (const v of variants) {
       out[v.name] = [];
       for (let t = 0; t < trials; t++) {
+        const local = await localRate(lab, repo, 2000, (baselineId += 100_000));
         const aDir = join(lab.dir(a), "lsyncd");
         rmSync(aDir, { recursive: true, force: true });
         mkdirSync(join(aDir, "src"), { recursive: true });
@@ -121,9 +148,9 @@ export async function lsyncdTrials(lab: Lab, repo: string, variants: readonly Ls
         // still open later cannot change it either: the sender is dead, and a partial file is never renamed in.
         await until(async () => (await lab.sh(b, "ss -Htn state established 'sport = :873' | grep -q .")).code !== 0, 10_000, "").catch(() => log("  (an rsync transfer on B is still open)"));
         const have = idsIn(join(bDir, "recs", "records.log"));
-        const trial: LossTrial = { acked: w.acks.length, lost: w.acks.filter((x) => !have.has(x.acked)).length, rate: rate(w.acks), runMs };
+        const trial: LossTrial = { acked: w.acks.length, lost: w.acks.filter((x) => !have.has(x.acked)).length, rate: rate(w.acks), runMs, localRate: local };
         out[v.name]?.push(trial);
-        log(`  lsyncd ${v.name} ${t + 1}/${trials}: ${trial.acked} acked in ${runMs} ms (${trial.rate.toFixed(0)}/s), ${trial.lost} missing on ${b.name}`);
+        log(`  lsyncd ${v.name} ${t + 1}/${trials}: ${trial.acked} acked in ${runMs} ms (${trial.rate.toFixed(0)}/s; ${local.toFixed(0)}/s without replication just before), ${trial.lost} missing on ${b.name}`);
         await lab.linkUp(a);
       }
     }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Lab, LabHost } from "../../src/testing/lab.js";
 import { MembershipCluster, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
 import { measureFailover, until } from "./peers-failover.js";
-import { idsIn, rate, RECORD_BYTES, startWriter, type Ack, type LossTrial } from "./peers-lsyncd.js";
+import { idsIn, localRate, rate, RECORD_BYTES, startWriter, type Ack, type LossTrial } from "./peers-lsyncd.js";
 import type { Fault } from "./peers-keepalived.js";
 
 const REPL_PORT = 7790;
@@ -97,6 +97,7 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
     let nextId = 1;
     for (let t = 0; t < o.lossTrials; t++) {
       const runMs = 3000 + t * 1000;
+      const local = await localRate(lab, repo, 2000, 800_000_000 + t * 100_000);
       const m = sec.mark();
       const w = startWriter(lab, repo, client, vip, 80, nextId);
       nextId += 1_000_000;
@@ -107,9 +108,9 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
       await w.done;
       await sec.waitFor(settled("ALONE"), 20_000, m, "takeover");
       const have = idsIn(join(dir(sec.host), "data", "records.log"));
-      const trial: LossTrial = { acked: w.acks.length, lost: w.acks.filter((x) => !have.has(x.acked)).length, rate: rate(w.acks), runMs };
+      const trial: LossTrial = { acked: w.acks.length, lost: w.acks.filter((x) => !have.has(x.acked)).length, rate: rate(w.acks), runMs, localRate: local };
       out.loss.push(trial);
-      log(`  holdfast loss ${t + 1}/${o.lossTrials}: ${trial.acked} acked in ${runMs} ms (${trial.rate.toFixed(0)}/s), ${trial.lost} missing on ${sec.id}`);
+      log(`  holdfast loss ${t + 1}/${o.lossTrials}: ${trial.acked} acked in ${runMs} ms (${trial.rate.toFixed(0)}/s; ${local.toFixed(0)}/s without replication just before), ${trial.lost} missing on ${sec.id}`);
       await restore("both");
     }
   } finally {
