@@ -11,13 +11,19 @@
  *      - fragments (v4 MF or offset; v6 fragment header) and non-TCP/UDP: client address
  *      - TCP/UDP: the mode of the (proto, dport) rule, else the VIP's default mode
  *   4. owned bucket (and, with FARM_F_LEASE, the lease not expired: otherwise the bucket counts as
- *      foreign, see farm_config.lease_until_ns): pass, except (FARM_F_STRICT_TCP) TCP that does not open a connection
- *      (not SYN-only) and has no local socket -> drop (another node's flow: no RST from us)
+ *      foreign, see farm_config.lease_until_ns): pass, except
+ *      - (FARM_F_STRICT_TCP) TCP that does not open a connection (not SYN-only) and has no local socket -> drop
+ *        (another node's flow: no RST from us). The lookup is made only when the bucket is contested: its
+ *        farm_owned entry lacks FARM_OWNED_SOLE (the loader sets SOLE where no other live node publishes that it
+ *        may hold connections of the bucket); in a SOLE bucket mid-flow TCP passes at once
+ *      - (FARM_F_SYN_LISTENER) a SYN-only packet for which no local socket exists, listener included -> drop
+ *        (the app is dead: no RST, the client retransmits and lands on the next owner)
  *   5. foreign bucket: pass when TCP, not SYN-only, and a local socket has the flow
  *      (bpf_skc_lookup_tcp: established connections survive a bucket move), else drop. The lookup is
  *      made only when the bucket's farm_mayhold flag is set (or for a SYN+ACK): otherwise drop at once
  *   6. a passed TCP packet with SYN set (a connection accepted, or one opened from the VIP) sets its
- *      bucket's farm_mayhold flag (written only when still 0; never cleared)
+ *      bucket's farm_mayhold flag (written only when still 0; the loader clears flags of foreign buckets
+ *      with no local socket left)
  * Passed VIP packets get pkt_type = PACKET_HOST: they arrive on a shared (flooded or multicast) MAC and
  * the stack would otherwise discard them as OTHERHOST/MULTICAST.
  *
@@ -73,7 +79,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, FARM_BUCKETS);
 	__type(key, __u32);
 	__type(value, struct farm_mayhold);
 } farm_mayhold SEC(".maps");
@@ -157,6 +163,7 @@ static __always_inline void count_global(int field)
 	case 2: g->kept_socket++; break;
 	case 3: g->dropped_orphan++; break;
 	case 4: g->lease_expired++; break;
+	case 5: g->dropped_nolistener++; break;
 	}
 }
 
@@ -167,14 +174,15 @@ static __always_inline int pass_host(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* Does a local socket (other than a listener) have this TCP flow? */
-static __always_inline int has_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen)
+/* Does a local socket have this TCP flow (listeners == 0), or would one take it (listeners == 1: a listener
+ * counts)? */
+static __always_inline int has_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, int listeners)
 {
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
 	int found = 0;
 
 	if (sk) {
-		found = sk->state != BPF_TCP_LISTEN;
+		found = listeners || sk->state != BPF_TCP_LISTEN;
 		bpf_sk_release(sk);
 	}
 	return found;
@@ -276,9 +284,10 @@ int farm_ingress(struct __sk_buff *skb)
 	__u32 *active = bpf_map_lookup_elem(&farm_active, &zero);
 	__u32 table = active ? (*active & 1) : 0;
 	struct farm_owned *own = bpf_map_lookup_elem(&farm_owned, &table);
-	int owned = own ? own->owned[bucket & (FARM_BUCKETS - 1)] != 0 : 0;
-	struct farm_mayhold *mh = bpf_map_lookup_elem(&farm_mayhold, &zero);
-	__u8 *may = mh ? &mh->mayhold[bucket & (FARM_BUCKETS - 1)] : 0;
+	__u8 ownv = own ? own->owned[bucket & (FARM_BUCKETS - 1)] : 0;
+	int owned = (ownv & FARM_OWNED) != 0;
+	struct farm_mayhold *mh = bpf_map_lookup_elem(&farm_mayhold, &bucket);
+	__u32 *may = mh ? &mh->flag : 0;
 
 	/* Fail closed when the holdfast process stopped renewing its lease (dead or frozen). The coarse clock
 	 * (CLOCK_MONOTONIC at the last tick) costs ~2 ns where bpf_ktime_get_ns costs ~28 ns. */
@@ -288,11 +297,12 @@ int farm_ingress(struct __sk_buff *skb)
 	}
 
 	/* TCP that does not open a connection: it may belong to a flow a node already has a socket for. */
-	int midflow = !frag && l4proto == IPPROTO_TCP &&
-		      !((tcp_flags & TCP_FLAG_SYN) && !(tcp_flags & TCP_FLAG_ACK));
+	int tcp = !frag && l4proto == IPPROTO_TCP;
+	int synonly = tcp && (tcp_flags & TCP_FLAG_SYN) && !(tcp_flags & TCP_FLAG_ACK);
+	int midflow = tcp && !synonly;
 	int verdict;
 
-	if (midflow) {
+	if (tcp) {
 		if (is_v6) {
 			tuple.ipv6.sport = ports[0];
 			tuple.ipv6.dport = ports[1];
@@ -304,15 +314,21 @@ int farm_ingress(struct __sk_buff *skb)
 
 	if (owned) {
 		verdict = TC_ACT_OK;
-		if (midflow && (flags & FARM_F_STRICT_TCP) && !has_socket(skb, &tuple, tlen)) {
+		/* Contested bucket (another live node may hold flows here): its mid-flow packets need the lookup. */
+		if (midflow && (flags & FARM_F_STRICT_TCP) && !(ownv & FARM_OWNED_SOLE) && !has_socket(skb, &tuple, tlen, 0)) {
 			count_global(3);
+			verdict = TC_ACT_SHOT;
+		}
+		/* A SYN nobody here would accept: drop rather than RST (one lookup per new connection). */
+		if (synonly && (flags & FARM_F_SYN_LISTENER) && !has_socket(skb, &tuple, tlen, 1)) {
+			count_global(5);
 			verdict = TC_ACT_SHOT;
 		}
 	} else {
 		verdict = TC_ACT_SHOT;
 		/* Without the flag no local connection can exist in this bucket: no lookup. A SYN+ACK (reply to a
 		 * connection this node opened from the VIP) is rare and always looked up. */
-		if (midflow && ((may && *may) || (tcp_flags & TCP_FLAG_SYN)) && has_socket(skb, &tuple, tlen)) {
+		if (midflow && ((may && *may) || (tcp_flags & TCP_FLAG_SYN)) && has_socket(skb, &tuple, tlen, 0)) {
 			count_global(2);
 			verdict = TC_ACT_OK;
 		}

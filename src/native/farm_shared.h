@@ -35,22 +35,31 @@ struct farm_rule {
 	__u32 mode; /* FARM_MODE_* */
 };
 
-/* One ownership table: owned[b] != 0 when this node accepts new flows of bucket b. */
+/*
+ * One ownership table: owned[b] & FARM_OWNED when this node accepts new flows of bucket b. With FARM_OWNED, the bit
+ * FARM_OWNED_SOLE says that no other live node may hold TCP connections of bucket b (the loader derives it from
+ * the peers' published may-hold sets, see src/core/farm.ts ContestTracker): the FARM_F_STRICT_TCP socket lookup is
+ * then skipped for the bucket's mid-flow packets. A table of plain 1s (no SOLE bit) keeps every owned bucket strict.
+ * The bit is written with the table, so it flips atomically with the ownership.
+ */
+#define FARM_OWNED 1
+#define FARM_OWNED_SOLE 2
 struct farm_owned {
 	__u8 owned[FARM_BUCKETS];
 };
 
 /*
- * The `farm_mayhold` array (one entry): mayhold[b] != 0 when this node may hold TCP connections of bucket b.
+ * The `farm_mayhold` array (FARM_BUCKETS entries, one per bucket, so that the loader can clear one bucket without
+ * racing the program's stores to the others): flag != 0 when this node may hold TCP connections of bucket b.
  * The program sets it (only when still 0) when it passes a packet with SYN set in bucket b (a connection it
  * accepts, or one it opened from the VIP whose SYN+ACK came back); the loader seeds it at start from the local
- * TCP sockets on a VIP (a daemon restarted under a serving app). A foreign mid-flow TCP packet gets the socket
+ * TCP sockets on a VIP (a daemon restarted under a serving app), and clears it periodically in foreign buckets
+ * where no local socket is left (EbpfBackend.pruneMayHold). A foreign mid-flow TCP packet gets the socket
  * lookup only when its bucket's flag is set (a foreign SYN+ACK always gets it): no local connection can exist
- * in a bucket where this node never passed a SYN. Flags are never cleared (a later cleanup could clear the
- * buckets with no local socket).
+ * in a bucket where this node never passed a SYN.
  */
 struct farm_mayhold {
-	__u8 mayhold[FARM_BUCKETS];
+	__u32 flag;
 };
 
 /* Flags in farm_config.flags. */
@@ -60,6 +69,10 @@ struct farm_mayhold {
 /* The ownership table holds only while bpf_ktime_get_coarse_ns() < lease_until_ns: the holdfast process renews the
  * lease every leaseMs/4, so when it dies or freezes every bucket turns foreign within leaseMs (fail closed). */
 #define FARM_F_LEASE 2
+/* In an owned bucket, drop a SYN (without ACK) for which no local socket, listener included, exists
+ * (bpf_skc_lookup_tcp on SYN-only packets only) instead of letting the stack answer RST: while the app is dead
+ * and the lease still holds, the client retransmits its SYN and lands on the new owner. */
+#define FARM_F_SYN_LISTENER 4
 
 struct farm_config {
 	__u32 seed;           /* jhash seed, same as nftables' `seed` */
@@ -80,6 +93,7 @@ struct farm_global_stats {
 	__u64 kept_socket;    /* foreign bucket, passed because a local socket has the flow */
 	__u64 dropped_orphan; /* owned bucket, mid-flow TCP with no local socket, dropped (FARM_F_STRICT_TCP) */
 	__u64 lease_expired;  /* owned bucket, but the lease had expired: decided as foreign */
+	__u64 dropped_nolistener; /* owned bucket, SYN with no local listener, dropped (FARM_F_SYN_LISTENER) */
 };
 
 /*

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { once } from "node:events";
+import { execFileSync } from "node:child_process";
 import { BUCKET_COUNT, bucketOf, parseIp } from "../../src/core/buckets.js";
 import { NotSupportedError } from "../../src/core/errors.js";
 import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
@@ -44,12 +45,17 @@ describe.skipIf(!supported)("farm tc program (BPF_PROG_TEST_RUN)", () => {
   });
   afterAll(() => prog?.close());
 
-  it("takes the reference decision on every shared vector, bucket owned and foreign, may-hold flag set and clear", () => {
+  it("takes the reference decision on every shared vector, bucket owned and foreign, may-hold flag set and clear, contested or not", () => {
     expect(data.vectors.length).toBeGreaterThan(100);
     const ones = new Uint8Array(BUCKET_COUNT).fill(1);
     const zeros = new Uint8Array(BUCKET_COUNT);
+    // The program's listener lookup (dropSynWithoutListener) sees this process's namespace: vectors to a port
+    // something listens on here are left out, the others have no listener.
+    const listening = new Set(execFileSync("ss", ["-Hltn"], { encoding: "utf8" }).split("\n").map((l) => Number(/:(\d+)\s/.exec(l)?.[1])));
     let hashed = 0;
+    let synDropped = 0;
     for (const v of data.vectors) {
+      if (v.spec.protocol === "tcp" && listening.has(v.spec.dport ?? 0)) continue;
       const frame = Uint8Array.from(Buffer.from(v.frame, "hex"));
       const masks: Uint8Array[] = [];
       if (v.kind === "bucket") {
@@ -62,15 +68,41 @@ describe.skipIf(!supported)("farm tc program (BPF_PROG_TEST_RUN)", () => {
       }
       for (const mask of masks) {
         for (const flag of [true, false]) {
-          prog.setOwned(mask);
-          prog.setMayHold(flag ? ones : zeros); // a passed SYN sets a flag: reset before every packet
-          const expected = decide(frame, filter, mask, () => false, () => flag);
-          expect(expected.kind, v.name).toBe(v.kind);
-          expect(verdictOf(testRun(prog.progFd, frame).retval), `${v.name} owned=${mask[v.bucket ?? 0]} mayhold=${flag}`).toBe(expected.verdict);
+          for (const contested of [true, false]) {
+            prog.setOwned(mask, contested ? ones : zeros);
+            // A passed SYN sets a flag: reset the packet's bucket's flag before every packet (only it matters).
+            if (v.kind === "bucket") (flag ? prog.addMayHold([v.bucket!]) : prog.clearMayHold([v.bucket!]));
+            const expected = decide(frame, filter, mask, () => false, () => flag, { contested: () => contested, hasListener: () => false });
+            expect(expected.kind, v.name).toBe(v.kind);
+            if (expected.kind === "bucket" && expected.reason === "no-listener") synDropped++;
+            expect(verdictOf(testRun(prog.progFd, frame).retval), `${v.name} owned=${mask[v.bucket ?? 0]} mayhold=${flag} contested=${contested}`).toBe(expected.verdict);
+          }
         }
       }
     }
     expect(hashed).toBeGreaterThan(100);
+    expect(synDropped).toBeGreaterThan(10);
+  });
+
+  it("with dropSynWithoutListener off, passes every SYN of an owned bucket (the stack answers)", () => {
+    const p = FarmProgram.load();
+    try {
+      p.configure({ ...config, dropSynWithoutListener: false });
+      p.setOwned(new Uint8Array(BUCKET_COUNT).fill(1));
+      const off = compileFilter({ ...config, dropSynWithoutListener: false });
+      let syns = 0;
+      for (const v of data.vectors) {
+        if (v.kind !== "bucket" || v.spec.protocol !== "tcp" || v.spec.tcpFlags !== undefined || v.spec.fragment) continue;
+        const frame = Uint8Array.from(Buffer.from(v.frame, "hex"));
+        expect(decide(frame, off, new Uint8Array(BUCKET_COUNT).fill(1), () => false, () => false, { hasListener: () => false }).verdict).toBe("pass");
+        expect(testRun(p.progFd, frame).retval, v.name).toBe(TC_ACT_OK);
+        syns++;
+      }
+      expect(syns).toBeGreaterThan(10);
+      expect(p.counters().droppedNoListener).toBe(0);
+    } finally {
+      p.close();
+    }
   });
 
   it("counts accepted and dropped packets in the packet's bucket", () => {
@@ -227,6 +259,46 @@ describe.skipIf(!supported)("established flows survive a bucket move (bpf_skc_lo
     expect(testRun(prog.progFd, craftPacket({ ...base, sport: 1, tcpFlags: 0x02 })).retval).toBe(TC_ACT_OK);
     expect(testRun(prog.progFd, craftPacket({ ...base, sport: client.localPort!, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);
     expect(prog.counters().droppedOrphan! - before.droppedOrphan!).toBe(1);
+  });
+
+  it("skips the strict lookup in an owned bucket no other node holds (FARM_OWNED_SOLE), makes it where contested", () => {
+    const port = (server.address() as { port: number }).port;
+    const orphan = craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: 1, dport: port, tcpFlags: 0x10 });
+    const b = bucketOf("127.0.0.1", "address", 1, config.seed!);
+    const all = new Uint8Array(BUCKET_COUNT).fill(1);
+    const contested = new Uint8Array(BUCKET_COUNT);
+    contested[b] = 1;
+    const before = prog.counters();
+    prog.setOwned(all, contested); // the orphan's bucket contested: looked up, no socket, dropped
+    expect(testRun(prog.progFd, orphan).retval).toBe(TC_ACT_SHOT);
+    prog.setOwned(all, new Uint8Array(BUCKET_COUNT)); // nothing contested: passed at once (the stack would answer)
+    expect(testRun(prog.progFd, orphan).retval).toBe(TC_ACT_OK);
+    prog.setOwned(all); // no contested mask: every bucket contested, as before the flag existed
+    expect(testRun(prog.progFd, orphan).retval).toBe(TC_ACT_SHOT);
+    expect(prog.counters().droppedOrphan! - before.droppedOrphan!).toBe(2);
+    // Measured cost of the lookup the flag saves (no socket: established miss + listener lookup).
+    const strict = (prog.setOwned(all), testRun(prog.progFd, craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port, tcpFlags: 0x10 }), 200_000).durationNs);
+    const sole = (prog.setOwned(all, new Uint8Array(BUCKET_COUNT)), testRun(prog.progFd, craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port, tcpFlags: 0x10 }), 200_000).durationNs);
+    console.log(`owned mid-flow packet of a local connection: ${strict} ns contested (socket lookup), ${sole} ns sole (BPF_PROG_TEST_RUN)`);
+  });
+
+  it("drops a SYN that no listener would take in an owned bucket (no RST while the app is dead), passes one with a listener", () => {
+    const port = (server.address() as { port: number }).port;
+    const spare = createServer();
+    spare.listen(0, "127.0.0.1");
+    return once(spare, "listening").then(async () => {
+      const deadPort = (spare.address() as { port: number }).port;
+      await new Promise<void>((r) => spare.close(() => r())); // the app on deadPort is gone: nothing listens there
+      prog.setOwned(new Uint8Array(BUCKET_COUNT).fill(1));
+      const before = prog.counters();
+      expect(testRun(prog.progFd, craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: 40001, dport: port, tcpFlags: 0x02 })).retval).toBe(TC_ACT_OK);
+      expect(testRun(prog.progFd, craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: 40001, dport: deadPort, tcpFlags: 0x02 })).retval).toBe(TC_ACT_SHOT);
+      // Only SYN-only packets get the listener lookup: a mid-flow packet of the live connection still passes.
+      expect(testRun(prog.progFd, craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: client.localPort!, dport: port, tcpFlags: 0x10 })).retval).toBe(TC_ACT_OK);
+      expect(prog.counters().droppedNoListener! - before.droppedNoListener!).toBe(1);
+      const d = decide(craftPacket({ src: "127.0.0.1", dst: "127.0.0.1", protocol: "tcp", sport: 40001, dport: deadPort, tcpFlags: 0x02 }), compileFilter(config), new Uint8Array(BUCKET_COUNT).fill(1), () => false, () => true, { hasListener: () => false });
+      expect(d).toMatchObject({ verdict: "drop", reason: "no-listener" });
+    });
   });
 
   it("with the lease run out, still keeps the local connection's packets but drops new SYNs", () => {

@@ -25,6 +25,8 @@ export interface FilterCounters {
   readonly droppedDeferred?: number;
   /** Packets of owned buckets decided as foreign because the lease had expired (see `renewLease`). */
   readonly leaseExpired?: number;
+  /** Owned-bucket SYNs with no local listener, dropped instead of reset (eBPF, `dropSynWithoutListener`). */
+  readonly droppedNoListener?: number;
 }
 
 /** Where and what to filter. */
@@ -61,8 +63,19 @@ export interface FilterBackend {
    * Throws NotSupportedError when the backend cannot run here.
    */
   start(): Promise<void>;
-  /** Replaces the whole ownership table atomically: a packet sees the old table or the new one. */
-  setOwned(mask: Uint8Array): Promise<void>;
+  /**
+   * Replaces the whole ownership table atomically: a packet sees the old table or the new one. `contested`
+   * (BUCKET_COUNT entries, default: every bucket) marks the buckets where another live node may still hold TCP
+   * connections: only there does an owned bucket need the strict socket lookup for mid-flow TCP. Backends that
+   * do not use it (nftables, userspace) stay strict in every owned bucket.
+   */
+  setOwned(mask: Uint8Array, contested?: Uint8Array): Promise<void>;
+  /**
+   * Clears the "may hold connections" flag of foreign buckets where no local socket is left, and returns the
+   * flags after that (1 = this node may hold TCP connections of the bucket). Only backends that keep such
+   * flags (eBPF) have it; for the others every bucket counts as possibly held.
+   */
+  pruneMayHold?(): { cleared: number[]; flags: Uint8Array } | Promise<{ cleared: number[]; flags: Uint8Array }>;
   counters(): Promise<FilterCounters>;
   /**
    * Extends the lease to `untilNs` (CLOCK_MONOTONIC nanoseconds, the clock of `process.hrtime.bigint()`):

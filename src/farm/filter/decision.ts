@@ -40,9 +40,19 @@ export interface FilterConfig {
   /**
    * In an owned bucket, drop mid-flow TCP packets that belong to no local socket instead of letting the
    * stack reset them: a flow another node still serves after a bucket move must not be reset by the new
-   * owner. Costs one socket lookup per non-SYN TCP packet in owned buckets. Default true.
+   * owner. Costs one socket lookup per non-SYN TCP packet in owned buckets that are contested (another
+   * live node may hold connections there, see `setOwned`'s `contested`; the nftables and userspace backends
+   * treat every owned bucket as contested). Default true.
    */
   readonly strictTcp?: boolean;
+  /**
+   * In an owned bucket, drop a SYN (without ACK) that no local socket would take (no listener) instead of
+   * letting the stack answer RST: while the app is dead and the filter's lease still holds (up to `leaseMs`,
+   * 400 ms by default), clients retransmit their SYN (after ~1 s) and land on the node that takes the bucket
+   * over, instead of failing at once. Costs one socket lookup per new connection. eBPF backend only (nftables and
+   * userspace pass the SYN, and the kernel answers RST). Default true.
+   */
+  readonly dropSynWithoutListener?: boolean;
 }
 
 /** The outcome for one packet. `pass` means delivered to the local stack. */
@@ -53,8 +63,11 @@ export type FilterDecision =
       readonly verdict: "pass" | "drop";
       readonly kind: "bucket";
       readonly bucket: number;
-      /** `owned`, `foreign`, `kept-socket` (foreign, local socket), `orphan` (owned, mid-flow, no socket). */
-      readonly reason: "owned" | "foreign" | "kept-socket" | "orphan";
+      /**
+       * `owned`, `foreign`, `kept-socket` (foreign, local socket), `orphan` (owned, mid-flow, no socket),
+       * `no-listener` (owned, SYN, no local listener).
+       */
+      readonly reason: "owned" | "foreign" | "kept-socket" | "orphan" | "no-listener";
       /** The parsed flow, for the userspace backend's socket lookup and for logs. */
       readonly flow: PacketFlow;
     };
@@ -82,6 +95,7 @@ const IPV6_FRAGMENT = 44;
 export interface CompiledFilter {
   readonly seed: number;
   readonly strictTcp: boolean;
+  readonly dropSynWithoutListener: boolean;
   /** key `family|hexaddr` -> default mode. */
   readonly vipDefault: ReadonlyMap<string, BalanceBy>;
   /** key `family|hexaddr|proto|port` -> mode. */
@@ -106,7 +120,7 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
       ruleMode.set(`${base}|${protoNumber(r.protocol)}|${r.port}`, r.by);
     }
   }
-  return { seed: (cfg.seed ?? 0) >>> 0, strictTcp: cfg.strictTcp ?? true, vipDefault, ruleMode };
+  return { seed: (cfg.seed ?? 0) >>> 0, strictTcp: cfg.strictTcp ?? true, dropSynWithoutListener: cfg.dropSynWithoutListener ?? true, vipDefault, ruleMode };
 }
 
 /**
@@ -124,6 +138,17 @@ export function tcpConnectionBucket(
   return bucketOfKey(flowKey(remote, by, remotePort), filter.seed);
 }
 
+/** Further inputs of {@link decide}, with defaults that give the behaviour of the nftables and userspace backends. */
+export interface DecideInputs {
+  /**
+   * Whether another live node may hold TCP connections of an owned bucket (default: every bucket): only then do
+   * owned mid-flow packets get the strict socket lookup (eBPF: the farm_owned entry without FARM_OWNED_SOLE).
+   */
+  readonly contested?: (bucket: number) => boolean;
+  /** Whether a local socket, a listener included, would take this SYN (default: yes). */
+  readonly hasListener?: (flow: PacketFlow) => boolean;
+}
+
 /**
  * Decides one Ethernet frame. `owned` is the BUCKET_COUNT-entry (4096) ownership mask (non-zero = owned); `hasSocket` says
  * whether a local TCP socket (not a listener) has this flow (only asked for mid-flow TCP). `mayHold` says whether
@@ -138,6 +163,7 @@ export function decide(
   owned: Uint8Array,
   hasSocket: (flow: PacketFlow) => boolean = () => false,
   mayHold: (bucket: number) => boolean = () => true,
+  inputs: DecideInputs = {},
 ): FilterDecision {
   const NOT_VIP = { verdict: "pass", kind: "not-vip" } as const;
   if (frame.length < 14) return NOT_VIP;
@@ -202,7 +228,12 @@ export function decide(
   };
   const isOwned = (owned[bucket % BUCKET_COUNT] ?? 0) !== 0;
   if (isOwned) {
-    if (midflow && filter.strictTcp && !hasSocket(flow)) return { verdict: "drop", kind: "bucket", bucket, reason: "orphan", flow };
+    const contested = inputs.contested?.(bucket) ?? true;
+    if (midflow && filter.strictTcp && contested && !hasSocket(flow)) return { verdict: "drop", kind: "bucket", bucket, reason: "orphan", flow };
+    const synOnlyTcp = !fragment && proto === IPPROTO_TCP && synOnly;
+    if (synOnlyTcp && filter.dropSynWithoutListener && !(inputs.hasListener?.(flow) ?? true)) {
+      return { verdict: "drop", kind: "bucket", bucket, reason: "no-listener", flow };
+    }
     return { verdict: "pass", kind: "bucket", bucket, reason: "owned", flow };
   }
   const synAck = (tcpFlags & 0x02) !== 0;

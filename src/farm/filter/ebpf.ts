@@ -22,6 +22,9 @@ const FARM_MODE_ADDR = 1;
 const FARM_MODE_ADDR_PORT = 2;
 const FARM_F_STRICT_TCP = 1;
 const FARM_F_LEASE = 2;
+const FARM_F_SYN_LISTENER = 4;
+const FARM_OWNED = 1;
+const FARM_OWNED_SOLE = 2;
 
 /** `struct farm_config` (16 bytes). */
 function encodeConfig(seed: number, flags: number, leaseUntilNs: bigint): Uint8Array {
@@ -63,7 +66,7 @@ const u32le = (...xs: number[]): Uint8Array => {
   return b;
 };
 
-/** One local TCP socket (not a listener), as listed by `ss -Htn`. */
+/** One local TCP socket (not a listener), as listed by `ss -Htna`. */
 export interface LocalTcpSocket {
   readonly local: Uint8Array;
   readonly localPort: number;
@@ -86,14 +89,14 @@ function parseEndpoint(text: string): { address: Uint8Array; port: number } | un
 }
 
 /**
- * Parses the output of `ss -Htn` (no header, numeric, TCP, every state but LISTEN): `State Recv-Q Send-Q
- * Local:Port Peer:Port`. Lines that do not parse are skipped.
+ * Parses the output of `ss -Htna` (no header, numeric, TCP, every state): `State Recv-Q Send-Q Local:Port
+ * Peer:Port`. Listeners and lines that do not parse are skipped.
  */
 export function parseSsTcp(text: string): LocalTcpSocket[] {
   const out: LocalTcpSocket[] = [];
   for (const line of text.split("\n")) {
     const f = line.trim().split(/\s+/);
-    if (f.length < 5) continue;
+    if (f.length < 5 || f[0] === "LISTEN") continue;
     const local = parseEndpoint(f[3]!);
     const remote = parseEndpoint(f[4]!);
     if (local && remote) out.push({ local: local.address, localPort: local.port, remote: remote.address, remotePort: remote.port });
@@ -102,12 +105,14 @@ export function parseSsTcp(text: string): LocalTcpSocket[] {
 }
 
 /**
- * The local TCP sockets of a network namespace (the current one without `netns`), from `ss -Htn` (iproute2, run
+ * The local TCP sockets of a network namespace (the current one without `netns`), in every state but LISTEN
+ * (SYN-RECV and TIME-WAIT included: their packets must still reach them), from `ss -Htna` (iproute2, run
  * through `nsenter --net` for another namespace). Chosen over a sock_diag netlink client of our own: one
- * process spawn at start only, and iproute2 is already required (the VIP and lab code use `ip`).
+ * process spawn at start and one per may-hold prune (every 2 s by default, see FarmDriver), and iproute2 is
+ * already required (the VIP and lab code use `ip`).
  */
 export function listLocalTcpSockets(netns?: string): LocalTcpSocket[] {
-  const [cmd, args] = netns ? ["nsenter", [`--net=${netns}`, "ss", "-Htn"]] : ["ss", ["-Htn"]];
+  const [cmd, args] = netns ? ["nsenter", [`--net=${netns}`, "ss", "-Htna"]] : ["ss", ["-Htna"]];
   return parseSsTcp(execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024, timeout: 30_000 }));
 }
 
@@ -186,7 +191,7 @@ export class FarmProgram {
    */
   configure(cfg: FilterConfig): void {
     this.#seed = (cfg.seed ?? 0) >>> 0;
-    this.#flags = (cfg.strictTcp ?? true) ? FARM_F_STRICT_TCP : 0;
+    this.#flags = ((cfg.strictTcp ?? true) ? FARM_F_STRICT_TCP : 0) | ((cfg.dropSynWithoutListener ?? true) ? FARM_F_SYN_LISTENER : 0);
     mapUpdate(this.#fd.config, u32le(0), encodeConfig(this.#seed, this.#flags, 0n));
     for (const [key, mode] of ruleEntries(cfg)) mapUpdate(this.#fd.rules, key, u32le(mode));
   }
@@ -202,11 +207,17 @@ export class FarmProgram {
     mapUpdate(this.#fd.config, u32le(0), encodeConfig(this.#seed, this.#flags | FARM_F_LEASE, untilNs));
   }
 
-  /** Double-buffered swap: write the inactive table, then flip the active index (one 32-bit store). */
-  setOwned(mask: Uint8Array): void {
+  /**
+   * Double-buffered swap: write the inactive table, then flip the active index (one 32-bit store). `contested`
+   * (default: every bucket): buckets where another live node may hold TCP connections; an owned bucket outside it
+   * is written with FARM_OWNED_SOLE, and its mid-flow packets skip the strict socket lookup.
+   */
+  setOwned(mask: Uint8Array, contested?: Uint8Array): void {
     if (mask.length !== BUCKET_COUNT) throw new RangeError(`ownership mask must have ${BUCKET_COUNT} entries`);
+    if (contested && contested.length !== BUCKET_COUNT) throw new RangeError(`contested mask must have ${BUCKET_COUNT} entries`);
     const next = this.#active ^ 1;
-    mapUpdate(this.#fd.owned, u32le(next), Uint8Array.from(mask, (v) => (v ? 1 : 0)));
+    const table = Uint8Array.from(mask, (v, b) => (!v ? 0 : contested && !contested[b] ? FARM_OWNED | FARM_OWNED_SOLE : FARM_OWNED));
+    mapUpdate(this.#fd.owned, u32le(next), table);
     mapUpdate(this.#fd.active, u32le(0), u32le(next));
     this.#active = next;
   }
@@ -214,18 +225,35 @@ export class FarmProgram {
   /**
    * Overwrites the per-bucket "this node may hold connections here" flags (`farm_mayhold`: a foreign mid-flow
    * TCP packet gets a socket lookup only when its bucket's flag is set; the program sets a flag when it passes a
-   * SYN there and never clears one). A whole-table write: call it before the program is attached (the backend
-   * seeds it at start), or in tests; once attached it could overwrite a flag the program has just set.
+   * SYN there). One map entry per bucket: call it before the program is attached (the backend seeds it at
+   * start), or in tests; once attached it could overwrite a flag the program has just set (use
+   * {@link clearMayHold} for chosen buckets).
    */
   setMayHold(mask: Uint8Array): void {
     if (mask.length !== BUCKET_COUNT) throw new RangeError(`may-hold mask must have ${BUCKET_COUNT} entries`);
-    mapUpdate(this.#fd.mayhold, u32le(0), Uint8Array.from(mask, (v) => (v ? 1 : 0)));
+    for (let b = 0; b < BUCKET_COUNT; b++) mapUpdate(this.#fd.mayhold, u32le(b), u32le(mask[b] ? 1 : 0));
   }
 
-  /** The current `farm_mayhold` flags (1 = set). */
+  /** Clears the flags of these buckets only (one entry each: the program's stores to other buckets are kept). */
+  clearMayHold(buckets: Iterable<number>): void {
+    for (const b of buckets) mapUpdate(this.#fd.mayhold, u32le(b), u32le(0));
+  }
+
+  /** Sets the flags of these buckets only. */
+  addMayHold(buckets: Iterable<number>): void {
+    for (const b of buckets) mapUpdate(this.#fd.mayhold, u32le(b), u32le(1));
+  }
+
+  /** The current `farm_mayhold` flags (1 = set): one lookup per bucket (~4096 syscalls, a few ms). */
   mayHold(): Uint8Array {
-    const v = mapLookup(this.#fd.mayhold, u32le(0), BUCKET_COUNT);
-    return v ? Uint8Array.from(v) : new Uint8Array(BUCKET_COUNT);
+    const out = new Uint8Array(BUCKET_COUNT);
+    const key = Buffer.alloc(4);
+    for (let b = 0; b < BUCKET_COUNT; b++) {
+      key.writeUInt32LE(b, 0);
+      const v = mapLookup(this.#fd.mayhold, key, 4);
+      out[b] = v && v.readUInt32LE(0) !== 0 ? 1 : 0;
+    }
+    return out;
   }
 
   /** The shared MAC the egress program writes into neighbour discovery for an IPv6 VIP (`struct farm_nd`). */
@@ -250,14 +278,14 @@ export class FarmProgram {
       accepted.push(Number(acc));
       dropped.push(Number(drp));
     }
-    const G = 40; // sizeof(struct farm_global_stats)
+    const G = 48; // sizeof(struct farm_global_stats)
     const g = mapLookup(this.#fd.gstats, u32le(0), G * this.#ncpus);
     const sum = (field: number): number => {
       let s = 0n;
       for (let c = 0; g && c < this.#ncpus; c++) s += g.readBigUInt64LE(G * c + 8 * field);
       return Number(s);
     };
-    return { accepted, dropped, broadcast: sum(1), keptSocket: sum(2), droppedOrphan: sum(3), leaseExpired: sum(4) };
+    return { accepted, dropped, broadcast: sum(1), keptSocket: sum(2), droppedOrphan: sum(3), leaseExpired: sum(4), droppedNoListener: sum(5) };
   }
 
   close(): void {
@@ -275,6 +303,7 @@ export class EbpfBackend implements FilterBackend {
   readonly #opts: FilterBackendOptions;
   #prog: FarmProgram | undefined;
   #ifindex = 0;
+  #owned = new Uint8Array(BUCKET_COUNT);
 
   constructor(opts: FilterBackendOptions) {
     this.#opts = opts;
@@ -336,9 +365,10 @@ export class EbpfBackend implements FilterBackend {
     }
   }
 
-  async setOwned(mask: Uint8Array): Promise<void> {
+  async setOwned(mask: Uint8Array, contested?: Uint8Array): Promise<void> {
     if (!this.#prog) throw new Error("ebpf backend not started");
-    this.#prog.setOwned(mask);
+    this.#prog.setOwned(mask, contested);
+    this.#owned = Uint8Array.from(mask, (v) => (v ? 1 : 0));
   }
 
   renewLease(untilNs: bigint): void {
@@ -347,11 +377,46 @@ export class EbpfBackend implements FilterBackend {
 
   /**
    * The per-bucket "this node may hold connections here" flags (1 = set): seeded at start from the local
-   * sockets on a VIP, then set by the program for each bucket where it passes a SYN; never cleared.
+   * sockets on a VIP, then set by the program for each bucket where it passes a SYN; cleared by
+   * {@link pruneMayHold}.
    */
   mayHold(): Uint8Array {
     if (!this.#prog) throw new Error("ebpf backend not started");
     return this.#prog.mayHold();
+  }
+
+  /**
+   * Clears the may-hold flag of every foreign bucket (not in the last {@link setOwned} mask) where no local TCP
+   * socket on a VIP is left, so that the node's published may-hold set shrinks back after a bucket move. Then
+   * lists the sockets again and sets the flag back for any bucket that has one now (a connection opened from the
+   * VIP whose SYN+ACK passed between the listing and the clear). Owned buckets are never cleared (the program
+   * may be setting them). Must not run concurrently with setOwned (the PacketFilter serialises both). Returns the
+   * buckets cleared and the flags after the prune; when the sockets cannot be listed nothing is cleared.
+   */
+  pruneMayHold(): { cleared: number[]; flags: Uint8Array } {
+    const prog = this.#prog;
+    if (!prog) throw new Error("ebpf backend not started");
+    const flags = prog.mayHold();
+    let before: Uint8Array;
+    try {
+      before = mayHoldFromSockets(this.#opts.config, listLocalTcpSockets(this.#opts.netns));
+    } catch (err) {
+      this.#opts.log?.(`filter: cannot list local TCP sockets (${(err as Error).message}); may-hold flags kept`);
+      return { cleared: [], flags };
+    }
+    const cleared: number[] = [];
+    for (let b = 0; b < BUCKET_COUNT; b++) if (flags[b] && !this.#owned[b] && !before[b]) cleared.push(b);
+    if (cleared.length === 0) return { cleared, flags };
+    prog.clearMayHold(cleared);
+    let after: Uint8Array;
+    try {
+      after = mayHoldFromSockets(this.#opts.config, listLocalTcpSockets(this.#opts.netns));
+    } catch {
+      after = new Uint8Array(BUCKET_COUNT).fill(1); // cannot tell: restore every flag just cleared
+    }
+    const back = cleared.filter((b) => after[b]);
+    prog.addMayHold(back);
+    return { cleared: cleared.filter((b) => !after[b]), flags: prog.mayHold() };
   }
 
   async counters(): Promise<FilterCounters> {

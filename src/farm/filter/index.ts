@@ -30,7 +30,7 @@ import { UserspaceBackend } from "./userspace.js";
 
 export type { FilterBackend, FilterBackendName, FilterBackendOptions, FilterCounters } from "./backend.js";
 export { DEFAULT_LEASE_MS } from "./backend.js";
-export type { FilterConfig, FilterRule, FilterDecision, PacketFlow } from "./decision.js";
+export type { FilterConfig, FilterRule, FilterDecision, PacketFlow, DecideInputs } from "./decision.js";
 export { compileFilter, decide } from "./decision.js";
 export { MemoryFilterBackend } from "./memory.js";
 export { EbpfBackend, FarmProgram } from "./ebpf.js";
@@ -118,6 +118,7 @@ const OptionsCodec = t.intersection([
     defaultBy: balanceBy,
     seed: t.number,
     strictTcp: t.boolean,
+    dropSynWithoutListener: t.boolean,
     netns: t.string,
     instance: t.string,
     queueNum: t.number,
@@ -277,13 +278,31 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
     }
   }
 
-  /** Replaces the owned buckets (a BUCKET_COUNT-entry (4096) mask, a set or a list of bucket numbers) atomically. */
-  setOwned(buckets: Uint8Array | ReadonlySet<number> | readonly number[]): Promise<void> {
+  /**
+   * Replaces the owned buckets (a BUCKET_COUNT-entry (4096) mask, a set or a list of bucket numbers) atomically.
+   * `contested` (same forms; default every bucket): the buckets where another live node may still hold TCP
+   * connections (see ContestTracker in src/core/farm.ts). In an owned bucket outside it the eBPF backend skips the
+   * strict socket lookup of mid-flow packets (no other node's flow can arrive there); the other backends ignore it.
+   */
+  setOwned(buckets: Uint8Array | ReadonlySet<number> | readonly number[], contested?: Uint8Array | ReadonlySet<number> | readonly number[]): Promise<void> {
     const mask = toMask(buckets);
+    const cmask = contested === undefined ? undefined : toMask(contested);
     return this.#serial(async () => {
       if (!this.#backend) throw new Error("PacketFilter.setOwned before start");
-      await this.#backend.setOwned(mask);
+      await this.#backend.setOwned(mask, cmask);
       this.emit("owned", { type: "owned", count: mask.reduce((s, v) => s + v, 0) });
+    });
+  }
+
+  /**
+   * Clears the "may hold connections" flags of foreign buckets where no local socket is left and returns the
+   * flags after that (1 = this node may hold TCP connections of the bucket), or undefined when the backend keeps
+   * no such flags (nftables, userspace: every bucket may be held). Serialised with setOwned.
+   */
+  pruneMayHold(): Promise<{ cleared: number[]; flags: Uint8Array } | undefined> {
+    return this.#serial(async () => {
+      if (!this.#backend) throw new Error("PacketFilter.pruneMayHold before start");
+      return this.#backend.pruneMayHold ? await this.#backend.pruneMayHold() : undefined;
     });
   }
 

@@ -10,6 +10,7 @@ export class MemoryFilterBackend implements FilterBackend {
   readonly name = "memory" as const;
   readonly #filter: CompiledFilter;
   #owned = new Uint8Array(BUCKET_COUNT);
+  #contested = new Uint8Array(BUCKET_COUNT).fill(1);
   #running = false;
   readonly #accepted = new Array<number>(BUCKET_COUNT).fill(0);
   readonly #dropped = new Array<number>(BUCKET_COUNT).fill(0);
@@ -17,6 +18,7 @@ export class MemoryFilterBackend implements FilterBackend {
   #kept = 0;
   #orphan = 0;
   #expired = 0;
+  #noListener = 0;
   #leaseUntil: bigint | undefined;
   readonly #now: () => bigint;
 
@@ -51,18 +53,29 @@ export class MemoryFilterBackend implements FilterBackend {
     this.#running = true;
   }
 
-  async setOwned(mask: Uint8Array): Promise<void> {
+  /** The contested mask applied with the ownership table (a copy; every bucket when none was given). */
+  get contested(): Uint8Array {
+    return Uint8Array.from(this.#contested);
+  }
+
+  async setOwned(mask: Uint8Array, contested?: Uint8Array): Promise<void> {
     this.#owned = Uint8Array.from(mask, (v) => (v ? 1 : 0));
+    this.#contested = contested ? Uint8Array.from(contested, (v) => (v ? 1 : 0)) : new Uint8Array(BUCKET_COUNT).fill(1);
   }
 
   /**
    * Decides one Ethernet frame as the kernel backends would (with an expired lease every bucket is foreign), and counts it. `hasSocket` stands for the
-   * local socket lookup. A stopped backend passes everything (as a node without a filter would).
+   * local socket lookup, `hasListener` for the listener lookup of a SYN (default: a listener exists). A stopped
+   * backend passes everything (as a node without a filter would).
    */
-  deliver(frame: Uint8Array, hasSocket: (flow: PacketFlow) => boolean = () => false): FilterDecision {
+  deliver(frame: Uint8Array, hasSocket: (flow: PacketFlow) => boolean = () => false, hasListener?: (flow: PacketFlow) => boolean): FilterDecision {
     if (!this.#running) return { verdict: "pass", kind: "not-vip" };
     const leased = this.#leaseUntil === undefined || this.#now() < this.#leaseUntil;
-    const d = decide(frame, this.#filter, leased ? this.#owned : new Uint8Array(BUCKET_COUNT), hasSocket);
+    const contested = this.#contested;
+    const d = decide(frame, this.#filter, leased ? this.#owned : new Uint8Array(BUCKET_COUNT), hasSocket, undefined, {
+      contested: (b) => contested[b] !== 0,
+      ...(hasListener ? { hasListener } : {}),
+    });
     if (d.kind === "broadcast") this.#broadcast++;
     if (d.kind === "bucket") {
       if (!leased && this.#owned[d.bucket]) this.#expired++;
@@ -70,12 +83,13 @@ export class MemoryFilterBackend implements FilterBackend {
       else this.#dropped[d.bucket]!++;
       if (d.reason === "kept-socket") this.#kept++;
       if (d.reason === "orphan") this.#orphan++;
+      if (d.reason === "no-listener") this.#noListener++;
     }
     return d;
   }
 
   async counters(): Promise<FilterCounters> {
-    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: this.#kept, droppedOrphan: this.#orphan, leaseExpired: this.#expired };
+    return { accepted: [...this.#accepted], dropped: [...this.#dropped], broadcast: this.#broadcast, keptSocket: this.#kept, droppedOrphan: this.#orphan, leaseExpired: this.#expired, droppedNoListener: this.#noListener };
   }
 
   async stop(): Promise<void> {
