@@ -21,7 +21,16 @@
  *   its app, drops the VIP and becomes SECOND, marked not up to date (it needs a resync).
  * - Failover: the peer leaves the view (or stops, or yields) while it was primary: an in-sync SECOND
  *   goes ALONE, adds the VIP, starts the app — if the module has split-brain checkers, only when each of
- *   them last said ok (one never heard from, or failed, keeps the node SECOND).
+ *   them last said ok (one never heard from, or failed, keeps the node SECOND). The same gate holds for
+ *   every other way of becoming primary with no peer in view (`defaultPrimary` on a first start, the last
+ *   sole primary after `peerWait`); only an explicit `prim` passes it.
+ * - Step-down (split brain, the other half): a primary (PRIM or ALONE) with no peer in view whose split-brain
+ *   checker failed cannot tell "the peer died" from "I am the one cut off": it leaves the role (app stopped,
+ *   VIP removed, so no more acks) and waits. If the peer left the view as an in-sync secondary, it may have
+ *   taken over on its side: this node then stops counting as the last sole primary (persisted) and waits for
+ *   the peer (the usual rank rules apply when it is back) or for `prim`. Otherwise no other node can hold
+ *   the role, and it comes back when the witness answers again (the `peerWait` rule). A `prim` typed while
+ *   cut off overrides the step-down until the witness or the peer is seen again.
  * - Generation: bumped whenever a node becomes primary, and when a primary loses its in-sync secondary;
  *   a secondary adopts the primary's generation when in sync. A peer with a higher generation than ours
  *   means our copy is stale.
@@ -101,6 +110,17 @@ export class ModuleCore {
   private yielding = false;
   private swapRequested = false;
   private waitSince = 0;
+  /**
+   * The peer left the view while this node was (becoming) primary and the peer was an in-sync secondary:
+   * it may have taken over on its side of a partition. Cleared when a peer is in view again.
+   */
+  private peerMayHaveTakenOver = false;
+  /** Id of the last peer that left the view (for log lines). */
+  private lostPeer: string | null = null;
+  /** This node stepped down as cut off while that peer could take over; cleared when a peer is in view. */
+  private steppedDownFor: string | null = null;
+  /** `prim` typed while cut off: do not step down until the witness is confirmed or a peer is seen again. */
+  private splitBrainOverride = false;
   private out: ModuleEffect[] = [];
   private lastStatusKey = "";
   private lastReportKey = "";
@@ -186,7 +206,13 @@ export class ModuleCore {
   view(view: MembershipView): ModuleEffect[] {
     return this.input(() => {
       this.viewMembers = new Set(view.members.map((m) => m.id));
-      for (const id of [...this.reports.keys()]) if (!this.viewMembers.has(id)) this.reports.delete(id);
+      const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
+      for (const [id, r] of [...this.reports]) {
+        if (this.viewMembers.has(id)) continue;
+        this.reports.delete(id);
+        this.lostPeer = id;
+        if (primary && r.state === "SECOND" && r.ready) this.peerMayHaveTakenOver = true;
+      }
     });
   }
 
@@ -195,6 +221,8 @@ export class ModuleCore {
       if (node === this.nodeId || report.module !== this.module.name) return;
       if (this.viewMembers && !this.viewMembers.has(node)) return;
       this.reports.set(node, report);
+      this.peerMayHaveTakenOver = false;
+      this.steppedDownFor = null;
     });
   }
 
@@ -247,6 +275,19 @@ export class ModuleCore {
         if (this.running === "second" && hook === "stop_second" && ok) this.running = null;
         this.setP({ upToDate: false, soleOwner: false });
         this.beginSecond(`peer ${peer.id} became primary first (generation ${peer.report.generation}) -> secondary, resync needed`);
+        return;
+      }
+      const cut = this.becomingPrimaryCutOff();
+      if (cut) {
+        // The witness stopped answering (and no peer is in view) while this node was on its way to primary, or
+        // restarting as primary: give up at this hook boundary rather than finishing (VIP, app) and stepping down
+        // afterwards.
+        const cause = `cut off on the way to ${this.plan.target}: no peer in view and split-brain witness unreachable (${cut.reason}) -> wait`;
+        this.event({ type: "hook", hook, ok, detail, cause: "-> abandon: cut off" });
+        this.decision("warn", cause);
+        this.plan = null;
+        if (this.running && hook === `stop_${this.running}`) this.running = null; // that app is stopped already
+        this.beginLeave(cause);
         return;
       }
       if (ok) {
@@ -435,6 +476,7 @@ export class ModuleCore {
   }
 
   private clearIntents(): void {
+    this.splitBrainOverride = false;
     this.claim = null;
     this.secondRequested = false;
     this.yielding = false;
@@ -689,6 +731,12 @@ export class ModuleCore {
     return !!peer && this.isPeerPrimary(peer) && !this.beats(peer);
   }
 
+  /** A transition into (or a restart of) a primary role runs while this node sees neither a peer nor its witness (no override). */
+  private becomingPrimaryCutOff(): CheckerVerdict | undefined {
+    if (!this.plan || !isPrimaryState(this.plan.target) || this.splitBrainOverride) return undefined;
+    return this.cutOff();
+  }
+
   private claimActive(): boolean {
     if (this.module.kind !== "mirror") return false;
     if (this.claim) return true;
@@ -739,6 +787,10 @@ export class ModuleCore {
   private reconcileMirror(): void {
     const peer = this.peer();
     const peerPrimary = !!peer && this.isPeerPrimary(peer);
+    if (this.splitBrainOverride && (this.reports.size > 0 || this.splitBrainConfirmed())) {
+      this.splitBrainOverride = false;
+      this.decision("info", `${this.reports.size > 0 ? "peer in view again" : "split-brain witness confirmed"}: the override of \`prim\` ends`);
+    }
     // A peer with newer data makes ours stale.
     if (peer && peer.report.generation > this.p.generation && this.p.upToDate && !isPrimaryState(this.st)) {
       this.setP({ upToDate: false });
@@ -809,13 +861,19 @@ export class ModuleCore {
       return;
     }
     if (this.claimActive()) {
+      const gate = this.aloneBlocker();
+      if (gate) return this.holdReason(`first start, default primary, no peer; ${gate}: not going ALONE`);
       this.beginPrimary("first start, default primary, no peer -> alone");
       return;
     }
     if (!this.p.soleOwner) {
-      this.reason = "waiting for the peer (it may hold newer data; `prim` to make this node primary)";
+      this.reason = this.steppedDownFor
+        ? `cut off earlier: waiting for ${this.steppedDownFor}, which may have taken over (\`prim\` to make this node primary)`
+        : "waiting for the peer (it may hold newer data; `prim` to make this node primary)";
       return;
     }
+    const gate = this.aloneBlocker();
+    if (gate) return this.holdReason(`no peer; ${gate}: not going ALONE`);
     if (this.now - this.waitSince >= this.module.mirror.peerWait) {
       this.beginPrimary(`no peer after ${this.module.mirror.peerWait}ms and this node was the last primary -> alone`);
     } else {
@@ -842,26 +900,52 @@ export class ModuleCore {
       this.beginLeave(`${why}; local copy not in sync: cannot take over -> wait`);
       return;
     }
-    const sb = this.splitBrainFailing();
-    if (!peer && sb) {
-      this.holdSecond(`${why}; split-brain witness unreachable (${sb.reason}): not going ALONE`);
-      return;
-    }
-    const configured = this.module.checkers.filter((c) => c.type === "split-brain" || c.type === "splitbrain").length;
-    if (!peer && this.splitBrainOk.size < configured) {
-      this.holdSecond(`${why}; split-brain witness not confirmed yet (${this.splitBrainOk.size} of ${configured} checkers ok): not going ALONE`);
-      return;
-    }
+    const gate = peer ? undefined : this.aloneBlocker();
+    if (gate) return this.holdReason(`${why}; ${gate}: not going ALONE`);
     this.beginPrimary(`${why} -> failover`);
   }
 
-  /** A secondary decides not to take over: logged once per distinct reason (the state does not change). */
-  private holdSecond(reason: string): void {
+  /** A node decides not to become primary: logged once per distinct reason (the state does not change). */
+  private holdReason(reason: string): void {
     if (this.reason !== reason) this.decision("warn", reason);
     this.reason = reason;
   }
 
+  /**
+   * Why this node must not become primary with no peer in view, if it must not: a split-brain checker failed
+   * (the witness is unreachable), or one has not said ok yet. Undefined when the module has none.
+   */
+  private aloneBlocker(): string | undefined {
+    const sb = this.splitBrainFailing();
+    if (sb) return `split-brain witness unreachable (${sb.reason})`;
+    const configured = this.splitBrainConfigured();
+    if (this.splitBrainOk.size < configured) return `split-brain witness not confirmed yet (${this.splitBrainOk.size} of ${configured} checkers ok)`;
+    return undefined;
+  }
+
+  private splitBrainConfigured(): number {
+    return this.module.checkers.filter((c) => c.type === "split-brain" || c.type === "splitbrain").length;
+  }
+
+  /** Every configured split-brain checker last said ok (false when the module has none). */
+  private splitBrainConfirmed(): boolean {
+    const configured = this.splitBrainConfigured();
+    return configured > 0 && this.splitBrainOk.size >= configured && !this.splitBrainFailing();
+  }
+
+  /** A split-brain checker failed and no peer is in view (none reports this module): this node may be the one cut off. */
+  private cutOff(): CheckerVerdict | undefined {
+    if (this.module.kind !== "mirror" || this.reports.size > 0) return undefined;
+    return this.splitBrainFailing();
+  }
+
   private reconcilePrimary(peer: PeerInfo | undefined, peerPrimary: boolean): void {
+    if (peer && peerPrimary && peer.report.next !== undefined && !isPrimaryState(peer.report.next)) {
+      // The peer is leaving the primary role (stepping down as cut off, yielding): no contest, it settles first.
+      // (Contesting it could make both lose: this node becomes SECOND while the peer settles in WAIT and sees it.)
+      this.reason = `peer ${peer.id} is leaving the primary role (${peer.report.state} -> ${peer.report.next})`;
+      return;
+    }
     if (peer && peerPrimary) {
       if (!this.beats(peer)) {
         this.setP({ upToDate: false, soleOwner: false });
@@ -885,6 +969,24 @@ export class ModuleCore {
       // The in-sync secondary is gone or fell behind: our data moves on without it.
       this.setP({ soleOwner: true, generation: this.p.generation + 1 });
       this.decision("info", `secondary ${peer ? `${peer.id} not in sync` : "lost"} -> generation ${this.p.generation}`);
+    }
+    const cut = this.cutOff();
+    if (cut && !this.splitBrainOverride) {
+      const who = this.lostPeer ?? "the peer";
+      const mayHave = this.peerMayHaveTakenOver;
+      // If the peer left as an in-sync secondary and reaches the witness, it takes over: this node must not come
+      // back on its own (the peerWait rule would make two primaries on data older than the peer's).
+      if (mayHave) {
+        this.setP({ soleOwner: false });
+        this.steppedDownFor = who;
+      }
+      const then = mayHave
+        ? `${who} left as an in-sync secondary and may take over: waiting for it (or \`prim\`)`
+        : `no in-sync secondary could take over: back when the witness answers`;
+      const cause = `cut off: ${who} out of view and split-brain witness unreachable (${cut.reason}) -> wait (app stopped, VIP removed); ${then}`;
+      this.decision("warn", cause);
+      this.beginLeave(cause);
+      return;
     }
     const secondish = !!peer && (peer.report.state === "SECOND" || peer.report.next === "SECOND");
     if (this.st === "PRIM" && !secondish) {
@@ -1000,6 +1102,13 @@ export class ModuleCore {
       case "prim":
         this.claim = { forced: force };
         this.secondRequested = false;
+        if (this.module.kind === "mirror" && this.reports.size === 0 && this.splitBrainConfigured() > 0 && !this.splitBrainConfirmed()) {
+          this.splitBrainOverride = true;
+          this.decision(
+            "warn",
+            `${cause}: no peer in view and the split-brain witness not confirmed: primary by command; no step-down until the witness or the peer is seen again`,
+          );
+        }
         if (force) {
           const stale = this.p.initialized && !this.p.upToDate;
           this.decision(
