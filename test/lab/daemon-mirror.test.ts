@@ -6,11 +6,14 @@
  * primary's return with a resync seen through the API (`holdfast state --json` and the module details), a swap
  * through the CLI, replication metrics, and a clean SIGTERM shutdown (app stopped, VIP removed, unmounted).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DaemonCluster, RECORDS_WRITER, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
+import { decodeConfig, type ReplicationSyncEntry } from "../../examples/daemon/config.js";
+import { ConfigError } from "../../src/core/errors.js";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -92,6 +95,56 @@ async function recordsViaVip(): Promise<{ node: string; ids: Set<number> }> {
 
 const missing = (have: Set<number>) => [...acked].filter((id) => !have.has(id));
 const backing = (node: string) => join(cluster.dir, node, "db.backing");
+
+describe("replication: mode sync in the daemon config (no namespaces needed)", () => {
+  const tmp = mkdtempSync(join(tmpdir(), "hf-repl-config-"));
+  const key = join(tmp, "cluster.key");
+  writeFileSync(key, "a".repeat(44) + "\n");
+  const base = (nodes: number) => ({
+    cluster: { id: "c", keyFile: key, nodes: Array.from({ length: nodes }, (_, i) => ({ id: `n${i}`, addresses: [`198.18.0.${10 + i}`] })) },
+    node: "n0",
+    modules: [{ name: "db", kind: "mirror" }],
+  });
+  const problems = (input: unknown) => {
+    try {
+      decodeConfig(input);
+      return [];
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      return e.problems.map((p) => `${p.path}: ${p.expected}`);
+    }
+  };
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  it("fills the defaults: endpoints from the nodes' first addresses and port 7790, the cluster key", () => {
+    const cfg = decodeConfig({ ...base(2), replication: { db: { mode: "sync", directories: [{ path: "/srv/db", backing: "/srv/db.backing" }] } } });
+    const e = cfg.replication.db as ReplicationSyncEntry;
+    expect(e).toMatchObject({ mode: "sync", keyFile: key, directories: [{ path: "/srv/db", backing: "/srv/db.backing" }] });
+    expect(e.nodes).toEqual({ n0: { host: "198.18.0.10", port: 7790 }, n1: { host: "198.18.0.11", port: 7790 } });
+    const three = decodeConfig({ ...base(3), replication: { db: { mode: "sync", port: 7000, directories: [{ path: "/a", backing: "/b" }], nodes: { n0: {}, n2: { address: "fd00:4844::2", port: 7001 } } } } });
+    expect((three.replication.db as ReplicationSyncEntry).nodes).toEqual({ n0: { host: "198.18.0.10", port: 7000 }, n2: { host: "fd00:4844::2", port: 7001 } });
+    expect(decodeConfig({ ...base(2), replication: { db: { mode: "none" } } }).replication.db).toEqual({ mode: "none" });
+  });
+
+  it("reports each mistake at its path", () => {
+    expect(problems({ ...base(2), replication: { db: { mode: "async" } } })).toEqual(['replication.db.mode: "none" | "sync"']);
+    expect(problems({ ...base(3), replication: { db: { mode: "sync", directories: [{ path: "/srv/db", backing: "/srv/db/data" }, { path: "/x", backing: "/y" }], ackTimeoutMs: 0, nodes: { n0: {}, n9: { address: "nope" } } } } })).toEqual([
+      "replication.db.directories: exactly one directory (one replicated directory per module for now: put the module's data under it)",
+      "replication.db.directories.0.backing: a directory neither inside nor containing path /srv/db",
+      "replication.db.nodes.n9: the id of one of cluster.nodes",
+      "replication.db.ackTimeoutMs: an integer >= 1",
+      "replication.db.nodes.n9.address: an IPv4 or IPv6 address",
+    ]);
+    expect(problems({ ...base(3), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }] } } })).toEqual(["replication.db.nodes: the module's two nodes (the cluster has 3: n0, n1, n2)"]);
+    expect(problems({ ...base(2), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], keyFile: join(tmp, "missing.key"), trheads: 4 } } })).toEqual([
+      "replication.db.trheads: no such option: known options here are mode, directories, keyFile, port, nodes, ackTimeoutMs, reconnectMs, disconnectGraceMs, failoverFenceMs, threads, statsIntervalMs, mountNamespace, helperPath, options",
+    ]);
+    expect(problems({ ...base(2), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], keyFile: join(tmp, "missing.key") } } })[0]).toMatch(/^replication\.db\.keyFile: a readable key file/);
+    expect(problems({ ...base(2), modules: [{ name: "db", kind: "farm" }], replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }] } } })).toEqual([
+      "replication.db: the name of a mirror module of this config",
+    ]);
+  });
+});
 
 describe.skipIf(!isRoot)("holdfast daemons with a replicated mirror module", () => {
   beforeAll(async () => {
