@@ -11,8 +11,10 @@
  *
  * Semantics are the helper's (src/native/replicator/README.md) with these differences:
  * - one JavaScript thread does every local operation (pipelined acks, but no parallel local I/O): slower;
- * - resync passes: `log` only. After an unclean start (`ready.uncleanStart`) or with `initialSync` other than
- *   `log`, it resyncs from the log and reports an `error` saying a verify pass needs the native helper;
+ * - resync passes: `log`, and `full` (src/mirror/jsfuse/fullsync.ts) wherever the helper would compare blocks:
+ *   after an unclean start (`ready.uncleanStart`), with `initialSync` `verify`/`checksum`/`full`, and on
+ *   `resync("verify" | "checksum" | "full")`. It sends the whole tree (correct, not frugal): the first
+ *   `resyncStart` is the log pass, the second the full one, and `synced` comes after the full one;
  * - created inodes take their parent directory's owner (the binding does not expose the caller's uid/gid);
  * - no xattrs (ENOSYS), no device nodes, times through the mount have millisecond resolution and `utimensat`
  *   sets both times to the access time it is given (a fuse-native 2.2.6 bug); what is replicated is exactly

@@ -6,9 +6,10 @@
  * synchronous fs call on the mount from the same thread would deadlock) and a crash takes only the mount.
  *
  * Data path: fuse-native (libfuse2) -> {@link passthroughOps} -> {@link ApiReplicator} (the stream, acks,
- * degrade with the extent log, log resync). Control: JSON lines on stdout (`ready`, `connecting`, `connected`,
- * `degraded`, `resync-start`, `resync-progress`, `synced`, `stats`, `error`, `stopped`); commands on stdin
- * (`stats`, `resync log`, `stop`; end of stdin = stop).
+ * degrade with the extent log, log resync) + {@link fullSync} when the log cannot be trusted (unclean start,
+ * `--initial verify|checksum|full`, `resync verify|checksum|full`). Control: JSON lines on stdout (`ready`,
+ * `connecting`, `connected`, `degraded`, `resync-start`, `resync-progress`, `synced`, `stats`, `error`,
+ * `stopped`); commands on stdin (`stats`, `resync MODE`, `stop`; end of stdin = stop).
  */
 import { existsSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -18,6 +19,7 @@ import { createInterface } from "node:readline";
 import type FuseClass from "fuse-native";
 import { ApiReplicator } from "../ApiReplicator.js";
 import { readExtentLog } from "../extentLog.js";
+import { fullSync, type FullSyncStream } from "./fullsync.js";
 import { passthroughOps, type Replicate } from "./passthrough.js";
 
 /** URL of the running module (`import.meta` is empty in the CJS bundle, where `__filename` is set instead). */
@@ -125,6 +127,11 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
   let inflight = 0;
   let degradedCount = 0;
   let stopping = false;
+  // verify/checksum/full, or an unclean start: the log cannot be trusted, a full pass follows the log pass
+  let fullPending = uncleanStart || args.initial !== "log";
+  let fullRunning = false;
+  let fullBytes = 0;
+  let linkGen = 0;
 
   const rep = args.standalone || !args.peer || !args.keyFile
     ? undefined
@@ -146,11 +153,16 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     });
     rep.on("degraded", (e) => {
       state = "degraded";
+      linkGen++;
       degradedCount++;
       emit({ event: "degraded", reason: e.reason, logged: e.logged });
     });
     rep.on("resyncProgress", (e) => emit({ event: "resync-progress", bytes: e.bytes, total: e.totalBytes, percent: e.percent }));
     rep.on("synced", (e) => {
+      if (fullPending) {
+        runFull();
+        return;
+      }
       state = "sync";
       emit({ event: "synced", mode: e.mode });
     });
@@ -171,6 +183,42 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       ackUsSum += us;
       if (us > ackUsMax) ackUsMax = us;
     });
+  };
+
+  /** The full pass (see fullsync.ts), after the log pass; re-run on the next connection if the link drops. */
+  const runFull = (): void => {
+    if (!rep || fullRunning) return;
+    const raw = (rep as unknown as { sendRaw?: FullSyncStream["sendRaw"] }).sendRaw;
+    if (typeof raw !== "function") {
+      fullPending = false;
+      emit({ event: "error", message: "this ApiReplicator has no resync primitives: the JavaScript engine resyncs from the extent log only" });
+      state = "sync";
+      emit({ event: "synced", mode: "log" });
+      return;
+    }
+    fullRunning = true;
+    state = "resyncing";
+    const gen = linkGen;
+    emit({ event: "resync-start", mode: "full", files: 0, total: 0 });
+    const stream: FullSyncStream = {
+      sendRaw: (op, a, path, path2, data) => gen === linkGen && raw.call(rep, op, a, path, path2, data),
+      submit: (op, ino, a, path) => rep.submit(op, ino, a, path),
+      alive: () => gen === linkGen,
+    };
+    fullSync(args.backing, stream, (bytes, total) => emit({ event: "resync-progress", bytes, total, percent: total ? (100 * bytes) / total : 100 })).then(
+      (sent) => {
+        fullRunning = false;
+        if (sent === undefined) return; // link dropped: the next connection runs it again
+        fullBytes += sent;
+        fullPending = false;
+        state = "sync";
+        emit({ event: "synced", mode: "full" });
+      },
+      (err: unknown) => {
+        fullRunning = false;
+        emit({ event: "error", message: `full resync failed: ${(err as Error).message}` });
+      },
+    );
   };
 
   const fuse = new Fuse(args.mount, passthroughOps(args.backing, replicate), {
@@ -200,7 +248,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       ackUsMax,
       inflight,
       logRecords,
-      resyncBytes: rep?.resyncBytes ?? 0,
+      resyncBytes: (rep?.resyncBytes ?? 0) + fullBytes,
       degradedCount,
     });
     ackUsMax = 0;
@@ -228,12 +276,6 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     /* no log */
   }
   emit({ event: "ready", mount: args.mount, pid: process.pid, logBytes, uncleanStart });
-  if (uncleanStart || args.initial !== "log") {
-    emit({
-      event: "error",
-      message: `the JavaScript engine resyncs from the extent log only (${uncleanStart ? "unclean start" : `--initial ${args.initial}`}): run a verify pass with the native helper to check the whole tree`,
-    });
-  }
   if (rep && args.peer) {
     emit({ event: "connecting", peer: `${args.peer.host}:${args.peer.port}` });
     rep.start();
@@ -246,7 +288,11 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       else if (cmd === "stop") stop();
       else if (cmd === "resync log") {
         if (state === "sync") emit({ event: "synced", mode: "log" });
-      } else if (cmd.startsWith("resync ")) emit({ event: "error", message: `${cmd}: the JavaScript engine only resyncs from the extent log` });
+      } else if (/^resync (verify|checksum|full)$/.test(cmd)) {
+        // verify and checksum need block comparisons the JS engine does not do: it sends the whole tree instead
+        fullPending = true;
+        if (state === "sync") runFull();
+      }
     })
     .on("close", stop);
   process.on("SIGTERM", stop);
