@@ -370,32 +370,14 @@ const vip = new MirrorVip({ iface: a.iface, log: (line) => out({ type: "log", li
 const stale = await vip.removeStale([a.vip]);
 if (stale.length > 0) out({ type: "staleVip", removed: stale });
 
-// With a witness: the split-brain checker (a secondary that lost its primary and the witness does not go ALONE) and
-// an `isolation` checker (action wait) for the other half of the rule: a node that sees neither its peer nor the
-// witness is the one cut off, so even a primary leaves the role (app stopped, VIP removed) and waits. It keeps
-// waiting until it sees its peer again (then it becomes its secondary): the witness answering again is not enough,
-// since the peer has most likely taken over meanwhile (the engine would otherwise let a last sole primary go
-// ALONE again after peerWait, with data older than the peer's).
-let witness: "unknown" | "ok" | "failed" = "unknown";
-let cutOff = false;
-const isolation = () => {
-  if (membership.view.members.some((m) => m.id !== nodeId)) {
-    cutOff = false;
-    return true;
-  }
-  if (cutOff) return { ok: false, detail: "cut off from the peer and the witness: waiting for the peer" };
-  if (witness === "failed") {
-    cutOff = true;
-    return { ok: false, detail: "neither the peer nor the witness answers: this node is cut off" };
-  }
-  return true;
-};
+// With a witness: one split-brain checker. The engine does the rest (src/core/module/README.md, "Split brain"): a
+// secondary that lost its primary and the witness does not go ALONE, and a primary that sees neither its peer nor
+// the witness steps down (app stopped, VIP removed) and waits for its peer when the peer may have taken over.
 const checkers = a.witness
   ? [
       // Judged within 300 ms of a cut, before membership declares the peer lost (0.5-0.75 s on the LAN preset):
-      // the witness's verdict must be known when the failover is decided.
+      // the witness's verdict must be known when the view changes, on both sides.
       { type: "split-brain", name: "witness", witnesses: [a.witness], interval: 100, timeout: 200, rise: 1, fall: 1 },
-      { type: "custom", name: "isolation", run: isolation, action: "wait" as const, interval: 50, timeout: 100, rise: 1, fall: 1 },
     ]
   : [];
 const module = await Module.create(
@@ -425,7 +407,6 @@ if (checkers.length > 0) {
   group = new CheckerGroup(checkers, "module db");
   module.attachCheckers(group);
   group.on("verdict", (v) => {
-    if (v.checker === "witness") witness = v.ok ? "ok" : "failed";
     out({ type: "checker", checker: v.checker, ok: v.ok, reason: v.reason });
   });
 }

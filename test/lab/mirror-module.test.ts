@@ -374,7 +374,8 @@ describe.skipIf(!root)("mirror module: split brain (witness = the client namespa
       await c0.waitFor(isState("PRIM"), 10_000, a0, "n0 PRIM after heal");
 
       // B: the primary n0 is cut from n1 and from the witness (clients reach n1 only). n1 takes over; n0 leaves
-      // the primary role (isolation checker -> WAIT); when the partition heals it becomes SECOND of n1.
+      // the primary role (the engine's step-down: no peer in view and the witness unreachable -> WAIT) and waits for
+      // n1, even after peerWait; when the partition heals it becomes SECOND of n1.
       const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 150, maxMs: 60_000, pauseMs: 5 });
       await w.until(() => w.acked.length >= 30, 20_000, "30 acks before the partition");
       const b0 = c0.mark();
@@ -383,8 +384,14 @@ describe.skipIf(!root)("mirror module: split brain (witness = the client namespa
       await lab.drop(n0, client);
       await c1.waitFor(isState("ALONE"), 15_000, b1, "n1 ALONE");
       await c0.waitFor(isState("WAIT", false), 15_000, b0, "n0 WAIT (cut off)");
+      // The module log says why, with the cause.
+      const stepDown = c0.lines.slice(b0).find((l) => l.type === "decision" && String(l.cause).startsWith("cut off:"));
+      expect(String(stepDown?.cause)).toMatch(/n1 out of view and split-brain witness unreachable .* -> wait \(app stopped, VIP removed\); n1 left as an in-sync secondary/);
       await w.finished;
       expect(w.acked.length).toBe(150);
+      // Well past peerWait (3 s): n0 still waits for n1 (it may have taken over, and it did).
+      await new Promise((r) => setTimeout(r, 3500));
+      expect(c0.lines.slice(b0).filter((l) => l.type === "state" && (l.state === "ALONE" || l.state === "PRIM") && !l.transient)).toEqual([]);
       const h0 = c0.mark();
       const h1 = c1.mark();
       await lab.heal();
