@@ -330,5 +330,28 @@ describe.skipIf(!isRoot)("holdfast daemons with a replicated mirror module", () 
     const helpers = (await lab.exec(n0.host, ["sh", "-c", `ps -eo pid,args | grep -F "${backing("n0")}" | grep -v grep || true`])).stdout.trim();
     expect(helpers).toBe("");
     expect(readFileSync(join(cluster.dir, "n0", "logs", "db.log"), "utf8")).toMatch(/unmounted/);
+    // n1 took over (its peer left cleanly) with every record.
+    await until("n1 ALONE after n0 left", async () => {
+      const s = await api<ClusterState>("n1", "/api/v1/state");
+      return dbOf(s, "n1")?.state === "ALONE" && dbOf(s, "n1")?.ready ? true : undefined;
+    });
+    const recs = await recordsViaVip();
+    expect(recs.node).toBe("n1");
+    expect(missing(recs.ids)).toEqual([]);
+  });
+
+  it("takes n0 back after its clean stop: SECOND and in sync, n1 primary with every record", async () => {
+    await write({ count: 20, maxMs: 20_000 });
+    await cluster.startNode(cluster.node("n0"));
+    await roles("n1", "n0");
+    const rep = replicationOf(await api<ClusterState>("n1", "/api/v1/state"));
+    expect(rep?.state).toBe("sync");
+    const onN0 = new Set(
+      readFileSync(join(backing("n0"), "records.log"), "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => Number(l.split(" ")[0])),
+    );
+    expect(missing(onN0)).toEqual([]);
   });
 });
