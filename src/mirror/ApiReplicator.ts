@@ -40,6 +40,11 @@ export const ApiReplicatorOptions = t.intersection([
     ackTimeoutMs: t.number,
     /** Delay between connection attempts while degraded, ms. Default 500. */
     reconnectMs: t.number,
+    /**
+     * Encrypt the stream (AES-256-GCM, as the helper's `--encrypt`); the secondary must run with `--encrypt`
+     * (FileReplicator `encrypt: true`) too, else the handshake fails with "encryption mismatch". Default false.
+     */
+    encrypt: t.boolean,
   }),
 ]);
 export type ApiReplicatorOptions = t.TypeOf<typeof ApiReplicatorOptions>;
@@ -165,8 +170,9 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     this.dial();
   }
 
-  /** Stops: closes the link (pending operations are logged, as for any link loss). */
+  /** Stops: closes the link (pending operations are logged, as for any link loss). Idempotent. */
   stop(): void {
+    if (this.stopped) return;
     this.stopped = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.degrade("stopped");
@@ -257,10 +263,16 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     };
     sock.once("error", () => undefined);
     sock.once("connect", () => {
-      WireConnection.handshakePrimary(sock, this.key, (f) => this.onFrame(f), (reason) => {
-        this.degrade(reason);
-        retry();
-      }).then(
+      WireConnection.handshakePrimary(
+        sock,
+        this.key,
+        (f) => this.onFrame(f),
+        (reason) => {
+          this.degrade(reason);
+          retry();
+        },
+        { encrypt: this.options.encrypt ?? false },
+      ).then(
         (conn) => {
           if (this.stopped) {
             conn.close();

@@ -62,6 +62,15 @@ const CommonOptional = {
    * then give up with an `error` event. `false` disables restarts (e.g. when the module engine prefers a failover).
    */
   restart: t.union([t.literal(false), t.type({ maxRestarts: t.number, windowMs: t.number })]),
+  /**
+   * Encrypt the replication stream: every frame sealed with AES-256-GCM (keys derived per connection and
+   * direction from the shared key and both nonces; the frame counter is the nonce), so the data is unreadable
+   * on the wire, and altered, replayed or reordered frames end the connection. Default false: frames are
+   * authenticated (HMAC-SHA256) but readable, for a dedicated link. Both sides must agree (a mismatch fails the
+   * handshake with an "encryption mismatch" `authFailed`). Needs libcrypto.so.3 on both nodes (the helper
+   * refuses to start without it). Cost: see src/native/replicator/README.md.
+   */
+  encrypt: t.boolean,
 };
 
 const PrimaryOptions = t.intersection([
@@ -384,9 +393,13 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         "--reconnect-ms", String(o.reconnectMs ?? 500),
         "--initial", o.initialSync ?? "log",
         "--threads", String(o.threads ?? 16),
+        ...(o.encrypt === true ? ["--encrypt"] : []),
       ];
     }
-    return ["secondary", "--backing", o.backingDir, "--listen", ep(o.listen), "--key-file", o.keyFile, "--state-file", o.stateFile ?? side("hfstate")];
+    return [
+      "secondary", "--backing", o.backingDir, "--listen", ep(o.listen), "--key-file", o.keyFile, "--state-file", o.stateFile ?? side("hfstate"),
+      ...(o.encrypt === true ? ["--encrypt"] : []),
+    ];
   }
 
   private spawnHelper(): Promise<void> {

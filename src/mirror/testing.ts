@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { FileReplicator, type PrimaryReplicatorOptions } from "./FileReplicator.js";
+import { FileReplicator, type PrimaryReplicatorOptions, type SecondaryReplicatorOptions } from "./FileReplicator.js";
 
 export interface LoopbackPair {
   root: string;
@@ -35,7 +35,15 @@ export function makePairDirs(tag: string): { root: string; a: string; b: string;
   return { root, a, b, mnt, key };
 }
 
-export async function startLoopbackPair(tag: string, primaryExtra: Partial<PrimaryReplicatorOptions> = {}): Promise<LoopbackPair> {
+/**
+ * A primary and a secondary on this machine (secondary on 127.0.0.1, any free port), started and synced.
+ * `encrypt` in `primaryExtra` is applied to the secondary too unless `secondaryExtra` says otherwise.
+ */
+export async function startLoopbackPair(
+  tag: string,
+  primaryExtra: Partial<PrimaryReplicatorOptions> = {},
+  secondaryExtra: Partial<SecondaryReplicatorOptions> = {},
+): Promise<LoopbackPair> {
   const { root, a, b, mnt, key } = makePairDirs(tag);
   let port = 0;
   const pair: LoopbackPair = {
@@ -47,7 +55,15 @@ export async function startLoopbackPair(tag: string, primaryExtra: Partial<Prima
     secondary: undefined as unknown as FileReplicator,
     primary: undefined as unknown as FileReplicator,
     async startSecondary() {
-      const s = new FileReplicator({ role: "secondary", backingDir: b, keyFile: key, listen: { host: "127.0.0.1", port }, restart: false });
+      const s = new FileReplicator({
+        role: "secondary",
+        backingDir: b,
+        keyFile: key,
+        listen: { host: "127.0.0.1", port },
+        restart: false,
+        ...(primaryExtra.encrypt !== undefined ? { encrypt: primaryExtra.encrypt } : {}),
+        ...secondaryExtra,
+      });
       await s.start();
       port = s.port ?? 0;
       pair.secondary = s;

@@ -1,12 +1,17 @@
 /**
- * The replication stream (src/native/replicator/proto.h) in TypeScript: handshake, framing, HMAC-SHA256.
+ * The replication stream (src/native/replicator/proto.h) in TypeScript: handshake, framing, HMAC-SHA256, and
+ * the encrypted mode (AES-256-GCM, `encrypt: true`; both sides must agree).
  * Used by the API mode ({@link ApiReplicator}), which speaks to the same compiled secondary as the FUSE helper,
  * and by tests that forge frames. Keep in step with proto.h: the sizes below are asserted in the unit tests.
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 
 export const HF_MAGIC = 0x31524648;
+/** The secondary's hello in the encrypted mode ("HFE1"); frames keep {@link HF_MAGIC}. */
+export const HF_MAGIC_ENC = 0x31454648;
+/** AES-256-GCM tag length (encrypted mode; the plain mode's HMAC is {@link MAC_LEN}). */
+export const TAG_LEN = 16;
 export const HDR_LEN = 24;
 export const ARGS_LEN = 80;
 export const MAC_LEN = 32;
@@ -116,9 +121,31 @@ export interface Frame {
   payload: Buffer;
 }
 
+/** Options of {@link WireConnection.handshakePrimary}. */
+export interface WireOptions {
+  /**
+   * Seal every frame with AES-256-GCM (confidentiality + integrity; the frame counter is the nonce). The
+   * secondary must run with `--encrypt` too: a mismatch fails the handshake with "encryption mismatch".
+   * Default false (HMAC-SHA256 only: authenticated, readable on the wire).
+   */
+  encrypt?: boolean;
+}
+
+/** Session keys of one direction pair (proto.h): HMAC keys in the plain mode, AES-256 keys when encrypting. */
+function sessionKeys(key: Buffer, encrypt: boolean, sn: Buffer, cn: Buffer): { tx: Buffer; rx: Buffer } {
+  const suffix = encrypt ? "-aead" : "";
+  return { tx: derive(key, `p2s${suffix}`, sn, cn), rx: derive(key, `s2p${suffix}`, sn, cn) };
+}
+
+function gcmIv(ctr: bigint): Buffer {
+  const iv = Buffer.alloc(12);
+  iv.writeBigUInt64LE(ctr, 4);
+  return iv;
+}
+
 /**
- * One authenticated stream over a connected socket (primary side). `onFrame` gets every verified frame;
- * `onClose` once, with the reason, when the socket ends or a frame fails verification.
+ * One authenticated (optionally encrypted) stream over a connected socket (primary side). `onFrame` gets every
+ * verified frame; `onClose` once, with the reason, when the socket ends or a frame fails verification.
  */
 export class WireConnection {
   private txCtr = 0n;
@@ -132,6 +159,8 @@ export class WireConnection {
     private readonly kRx: Buffer,
     private readonly onFrame: (f: Frame) => void,
     private readonly onClose: (reason: string) => void,
+    /** true when frames are AES-256-GCM sealed */
+    readonly encrypted: boolean,
   ) {
     socket.on("data", (d: Buffer) => this.onData(d));
     socket.on("close", () => this.fail("connection closed"));
@@ -142,7 +171,14 @@ export class WireConnection {
    * Runs the primary's side of the handshake on a connected socket. Rejects when the peer is not a holdfast
    * secondary or does not hold the key.
    */
-  static handshakePrimary(socket: Socket, key: Buffer, onFrame: (f: Frame) => void, onClose: (reason: string) => void): Promise<WireConnection> {
+  static handshakePrimary(
+    socket: Socket,
+    key: Buffer,
+    onFrame: (f: Frame) => void,
+    onClose: (reason: string) => void,
+    options: WireOptions = {},
+  ): Promise<WireConnection> {
+    const encrypt = options.encrypt ?? false;
     return new Promise((resolve, reject) => {
       let acc = Buffer.alloc(0);
       let stage = 0;
@@ -160,24 +196,38 @@ export class WireConnection {
       const onData = (d: Buffer): void => {
         acc = Buffer.concat([acc, d]);
         if (stage === 0 && acc.length >= 4 + NONCE_LEN) {
-          if (acc.readUInt32LE(0) !== HF_MAGIC) {
+          const magic = acc.readUInt32LE(0);
+          if (magic !== HF_MAGIC && magic !== HF_MAGIC_ENC) {
             cleanup();
             reject(new Error("peer is not a holdfast secondary"));
             return;
           }
           sn = Buffer.from(acc.subarray(4, 4 + NONCE_LEN));
           acc = acc.subarray(4 + NONCE_LEN);
-          socket.write(Buffer.concat([cn, derive(key, "hf-p", sn, cn)]));
+          // our proof names our setting, so a secondary set differently can report the mismatch too
+          socket.write(Buffer.concat([cn, derive(key, encrypt ? "hf-pe" : "hf-p", sn, cn)]));
+          if ((magic === HF_MAGIC_ENC) !== encrypt) {
+            cleanup();
+            reject(
+              new Error(
+                encrypt
+                  ? "encryption mismatch: this primary uses encrypt, the secondary does not (--encrypt)"
+                  : "encryption mismatch: the secondary uses --encrypt, this primary does not",
+              ),
+            );
+            return;
+          }
           stage = 1;
         }
         if (stage === 1 && acc.length >= MAC_LEN) {
           cleanup();
-          const want = derive(key, "hf-s", sn, cn);
+          const want = derive(key, encrypt ? "hf-se" : "hf-s", sn, cn);
           if (!timingSafeEqual(acc.subarray(0, MAC_LEN), want)) {
             reject(new Error("secondary failed authentication"));
             return;
           }
-          const conn = new WireConnection(socket, derive(key, "p2s", sn, cn), derive(key, "s2p", sn, cn), onFrame, onClose);
+          const k = sessionKeys(key, encrypt, sn, cn);
+          const conn = new WireConnection(socket, k.tx, k.rx, onFrame, onClose, encrypt);
           const rest = acc.subarray(MAC_LEN);
           resolve(conn);
           if (rest.length) conn.onData(rest);
@@ -197,6 +247,13 @@ export class WireConnection {
     h.writeUInt8(flags, 5);
     h.writeUInt32LE(payload.length, 8);
     h.writeBigUInt64LE(seq, 16);
+    if (this.encrypted) {
+      const c = createCipheriv("aes-256-gcm", this.kTx, gcmIv(this.txCtr++));
+      c.setAAD(h);
+      const body = c.update(payload);
+      const fin = c.final();
+      return Buffer.concat([h, body, fin, c.getAuthTag()]);
+    }
     const ctr = Buffer.alloc(8);
     ctr.writeBigUInt64LE(this.txCtr++);
     const mac = createHmac("sha256", this.kTx).update(ctr).update(h).update(payload).digest();
@@ -230,17 +287,31 @@ export class WireConnection {
     while (!this.closed && this.buf.length >= HDR_LEN) {
       if (this.buf.readUInt32LE(0) !== HF_MAGIC) return this.fail("malformed frame");
       const len = this.buf.readUInt32LE(8);
-      if (this.buf.length < HDR_LEN + len + MAC_LEN) return;
+      const tl = this.encrypted ? TAG_LEN : MAC_LEN;
+      if (this.buf.length < HDR_LEN + len + tl) return;
       const h = this.buf.subarray(0, HDR_LEN);
-      const payload = this.buf.subarray(HDR_LEN, HDR_LEN + len);
-      const mac = this.buf.subarray(HDR_LEN + len, HDR_LEN + len + MAC_LEN);
-      const ctr = Buffer.alloc(8);
-      ctr.writeBigUInt64LE(this.rxCtr);
-      const want = createHmac("sha256", this.kRx).update(ctr).update(h).update(payload).digest();
-      if (!timingSafeEqual(mac, want)) return this.fail("frame failed authentication");
+      const body = this.buf.subarray(HDR_LEN, HDR_LEN + len);
+      const mac = this.buf.subarray(HDR_LEN + len, HDR_LEN + len + tl);
+      let payload: Buffer;
+      if (this.encrypted) {
+        try {
+          const d = createDecipheriv("aes-256-gcm", this.kRx, gcmIv(this.rxCtr));
+          d.setAAD(h);
+          d.setAuthTag(mac);
+          payload = Buffer.concat([d.update(body), d.final()]);
+        } catch {
+          return this.fail("frame failed authentication");
+        }
+      } else {
+        const ctr = Buffer.alloc(8);
+        ctr.writeBigUInt64LE(this.rxCtr);
+        const want = createHmac("sha256", this.kRx).update(ctr).update(h).update(body).digest();
+        if (!timingSafeEqual(mac, want)) return this.fail("frame failed authentication");
+        payload = Buffer.from(body);
+      }
       this.rxCtr++;
-      const frame: Frame = { type: h.readUInt8(4), flags: h.readUInt8(5), seq: h.readBigUInt64LE(16), payload: Buffer.from(payload) };
-      this.buf = this.buf.subarray(HDR_LEN + len + MAC_LEN);
+      const frame: Frame = { type: h.readUInt8(4), flags: h.readUInt8(5), seq: h.readBigUInt64LE(16), payload };
+      this.buf = this.buf.subarray(HDR_LEN + len + tl);
       this.onFrame(frame);
     }
   }

@@ -1,15 +1,19 @@
 /**
  * API mode (no FUSE) against the compiled secondary on loopback, and attacks on the secondary's stream with
  * the TypeScript implementation of the wire protocol: a frame with a path outside the directory, a tampered
- * frame, a replayed frame.
+ * frame, a replayed frame. Encryption (`encrypt` / `--encrypt`): what a TCP proxy between the two sides sees,
+ * C<->C (FUSE) and TS<->C (API), a mismatch, a tampered encrypted frame.
  */
 import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { writeFile } from "node:fs/promises";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApiReplicator } from "../../src/mirror/ApiReplicator.js";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
+import { helperPath } from "../../src/mirror/helper.js";
 import { pollUntil, snapshotTree, treeDiff } from "../../src/mirror/testing.js";
 import { encodeOp, Op, WireConnection, type Frame } from "../../src/mirror/wire.js";
 
@@ -26,9 +30,10 @@ interface Env {
   port: () => number;
   startSecondary: () => Promise<FileReplicator>;
   stopSecondary: () => Promise<void>;
+  secondary: () => FileReplicator;
 }
 
-async function setup(tag: string): Promise<Env> {
+async function setup(tag: string, encrypt = false): Promise<Env> {
   const root = join("/tmp", `hf-api-${tag}-${process.pid}-${randomBytes(3).toString("hex")}`);
   const a = join(root, "a");
   const b = join(root, "b");
@@ -43,13 +48,13 @@ async function setup(tag: string): Promise<Env> {
     await sec?.stop();
   });
   const startSecondary = async (): Promise<FileReplicator> => {
-    sec = new FileReplicator({ role: "secondary", backingDir: b, keyFile: key, listen: { host: "127.0.0.1", port }, restart: false });
+    sec = new FileReplicator({ role: "secondary", backingDir: b, keyFile: key, listen: { host: "127.0.0.1", port }, restart: false, encrypt });
     await sec.start();
     port = sec.port as number;
     return sec;
   };
   await startSecondary();
-  return { root, a, b, key, port: () => port, startSecondary, stopSecondary: async () => sec?.stop() };
+  return { root, a, b, key, port: () => port, startSecondary, stopSecondary: async () => sec?.stop(), secondary: () => sec as FileReplicator };
 }
 
 function api(env: { a: string; key: string; port: () => number }, extra: Partial<ConstructorParameters<typeof ApiReplicator>[0]> = {}): ApiReplicator {
@@ -121,16 +126,156 @@ describe("mirror API mode (no FUSE)", () => {
   });
 });
 
+/** An authenticated connection made with the TS wire code; returns it, received frames and the close reason. */
+async function dial(env: { key: string; port: () => number }, encrypt = false): Promise<{ conn: WireConnection; frames: Frame[]; closed: () => string | undefined }> {
+  const sock = connect(env.port(), "127.0.0.1");
+  await new Promise((r) => sock.once("connect", r));
+  const frames: Frame[] = [];
+  let reason: string | undefined;
+  const conn = await WireConnection.handshakePrimary(sock, readFileSync(env.key), (f) => frames.push(f), (r) => (reason = r), { encrypt });
+  return { conn, frames, closed: () => reason };
+}
+
+/** A TCP proxy on loopback to `target`, recording what the primary sends (at most 64 MiB). */
+async function tap(target: () => number): Promise<{ port: number; seen: () => Buffer; server: Server }> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const socks: Socket[] = [];
+  const server = createServer((from) => {
+    const to = connect(target(), "127.0.0.1");
+    socks.push(from, to);
+    from.on("data", (d: Buffer) => {
+      if (total < 64 << 20) {
+        chunks.push(d);
+        total += d.length;
+      }
+      to.write(d);
+    });
+    to.on("data", (d: Buffer) => from.write(d));
+    const end = (): void => {
+      from.destroy();
+      to.destroy();
+    };
+    from.on("close", end);
+    to.on("close", end);
+    from.on("error", end);
+    to.on("error", end);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of socks) s.destroy();
+        server.close(() => r());
+      }),
+  );
+  return { port: (server.address() as { port: number }).port, seen: () => Buffer.concat(chunks), server };
+}
+
+const canFuse = process.getuid?.() === 0 && existsSync("/dev/fuse");
+
+describe("encrypted stream", () => {
+  it.skipIf(!canFuse)("C primary -> C secondary: a marker written through the mount is on the wire only without --encrypt", async () => {
+    for (const encrypt of [false, true]) {
+      const env = await setup(encrypt ? "enc-c" : "plain-c", encrypt);
+      const proxy = await tap(env.port);
+      const mnt = join(env.root, "mnt");
+      mkdirSync(mnt);
+      const prim = new FileReplicator({ role: "primary", backingDir: env.a, mountPoint: mnt, keyFile: env.key, peer: { host: "127.0.0.1", port: proxy.port }, restart: false, encrypt });
+      cleanups.push(() => prim.stop());
+      const synced = prim.waitFor("synced", 15_000);
+      await prim.start();
+      await synced;
+      const marker = `holdfast-marker-${randomBytes(8).toString("hex")}`;
+      // asynchronous: the proxy runs on this event loop, and the write returns only after the ack crossed it
+      await writeFile(prim.mountPath("secret.txt"), `${marker}\n`.repeat(100));
+      // the write returned: the secondary has it, so it crossed the proxy
+      expect(readFileSync(join(env.b, "secret.txt"), "utf8")).toBe(`${marker}\n`.repeat(100));
+      const wire = proxy.seen();
+      expect(wire.length).toBeGreaterThan(3000);
+      expect(wire.includes(marker)).toBe(!encrypt);
+      expect(wire.includes("secret.txt")).toBe(!encrypt); // paths are encrypted too
+      await prim.stop();
+    }
+  });
+
+  it("ApiReplicator -> C secondary with encrypt: data replicated, the marker never on the wire", async () => {
+    const env = await setup("enc-api", true);
+    const proxy = await tap(env.port);
+    const rep = api({ a: env.a, key: env.key, port: () => proxy.port }, { encrypt: true });
+    const synced = new Promise((r) => rep.once("synced", r));
+    rep.start();
+    await synced;
+    const marker = `holdfast-marker-${randomBytes(8).toString("hex")}`;
+    const f = await rep.open("journal", "w");
+    for (let i = 0; i < 50; i++) await f.write(Buffer.from(`${i} ${marker}\n`));
+    await f.datasync();
+    f.close();
+    await rep.rename("journal", "journal2");
+    expect(treeDiff(snapshotTree(env.a), snapshotTree(env.b), { mtimes: true })).toEqual([]);
+    expect(readFileSync(join(env.b, "journal2"), "utf8")).toContain(marker);
+    const wire = proxy.seen();
+    expect(wire.length).toBeGreaterThan(50 * 24);
+    expect(wire.includes(marker)).toBe(false);
+  });
+
+  it("a mismatch fails the handshake with a clear reason on both sides", async () => {
+    // plain primary (TS) -> encrypting secondary (C): both say why
+    const enc = await setup("enc-mismatch", true);
+    const secSaw = enc.secondary().waitFor("authFailed", 5000);
+    await expect(dial(enc, false)).rejects.toThrow(/encryption mismatch: the secondary uses --encrypt, this primary does not/);
+    expect((await secSaw).reason).toMatch(/encryption mismatch: this secondary uses --encrypt, the primary does not/);
+    // encrypting primary (TS) -> plain secondary (C)
+    const plain = await setup("plain-mismatch", false);
+    const plainSaw = plain.secondary().waitFor("authFailed", 5000);
+    const rep = api(plain, { encrypt: true });
+    const authFailed = new Promise<{ reason: string }>((r) => rep.once("authFailed", r));
+    rep.start();
+    expect((await authFailed).reason).toMatch(/encryption mismatch: this primary uses encrypt, the secondary does not/);
+    expect((await plainSaw).reason).toMatch(/encryption mismatch: the primary uses --encrypt, this secondary does not/);
+    rep.stop();
+  });
+
+  it("drops the stream on a tampered encrypted frame (ciphertext or header); nothing is applied", async () => {
+    const env = await setup("enc-tamper", true);
+    const d0 = await dial(env, true);
+    d0.conn.send(Op.CREATE, 0, 1n, encodeOp({ mode: 0o644 }, "/good"));
+    await pollUntil(() => d0.frames.length >= 1, 5000, "ack of an untampered encrypted frame");
+    expect(d0.frames[0]?.payload.readInt32LE(0)).toBe(0);
+    expect(existsSync(join(env.b, "good"))).toBe(true);
+    for (const at of [30, 5]) {
+      // 30: a ciphertext byte (inside the hf_args); 5: the header's flags byte (authenticated as AAD)
+      const d = await dial(env, true);
+      const frame = d.conn.encode(Op.CREATE, 0, 1n, encodeOp({ mode: 0o644 }, `/tampered${at}`));
+      frame[at] = (frame[at] as number) ^ 1;
+      d.conn.socket.write(frame);
+      await pollUntil(() => d.closed() !== undefined, 5000, "connection dropped");
+      expect(d.frames.length).toBe(0);
+      expect(existsSync(join(env.b, `tampered${at}`))).toBe(false);
+    }
+    // a replay of a valid frame on a fresh connection: other keys, so it fails too
+    const d1 = await dial(env, true);
+    const ok = d1.conn.encode(Op.CREATE, 0, 1n, encodeOp({ mode: 0o644 }, "/once"));
+    d1.conn.socket.write(ok);
+    await pollUntil(() => d1.frames.length >= 1, 5000, "ack");
+    rmSync(join(env.b, "once"));
+    d1.conn.socket.write(ok); // same bytes again: the counter (the nonce) has moved on
+    await pollUntil(() => d1.closed() !== undefined, 5000, "connection dropped");
+    expect(existsSync(join(env.b, "once"))).toBe(false);
+  });
+
+  it("the helper refuses --encrypt without libcrypto, with a message saying so", () => {
+    const r = spawnSync(helperPath(), ["secondary", "--backing", "/tmp", "--listen", "127.0.0.1:0", "--key-file", "/proc/self/exe", "--encrypt"], {
+      encoding: "utf8",
+      env: { ...process.env, HF_NO_LIBCRYPTO: "1" },
+      timeout: 5000,
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--encrypt needs libcrypto\.so\.3/);
+  });
+});
+
 describe("secondary stream verification", () => {
-  /** An authenticated connection made with the TS wire code; returns it, received frames and the close reason. */
-  async function dial(env: { key: string; port: () => number }): Promise<{ conn: WireConnection; frames: Frame[]; closed: () => string | undefined }> {
-    const sock = connect(env.port(), "127.0.0.1");
-    await new Promise((r) => sock.once("connect", r));
-    const frames: Frame[] = [];
-    let reason: string | undefined;
-    const conn = await WireConnection.handshakePrimary(sock, readFileSync(env.key), (f) => frames.push(f), (r) => (reason = r));
-    return { conn, frames, closed: () => reason };
-  }
 
   it("refuses a path that escapes the directory (EPERM), and keeps serving", async () => {
     const env = await setup("escape");

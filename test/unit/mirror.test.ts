@@ -16,7 +16,8 @@ describe("mirror helper binary", () => {
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ event: "selftest", failures: 0 });
     const builtin = spawnSync(helperPath(), ["selftest"], { encoding: "utf8", env: { ...process.env, HF_NO_LIBCRYPTO: "1" } });
-    expect(JSON.parse(builtin.stdout)).toEqual({ event: "selftest", failures: 0, sha256: "builtin", hdr: HDR_LEN, args: ARGS_LEN });
+    expect(JSON.parse(builtin.stdout)).toEqual({ event: "selftest", failures: 0, sha256: "builtin", aead: false, hdr: HDR_LEN, args: ARGS_LEN });
+    expect(JSON.parse(r.stdout)).toMatchObject({ sha256: "libcrypto", aead: true }); // AES-256-GCM known answer passed
   });
   it("rejects an unknown mode and incomplete options with a usage message", () => {
     expect(spawnSync(helperPath(), ["bogus"], { encoding: "utf8" }).status).toBe(2);

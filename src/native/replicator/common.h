@@ -11,7 +11,11 @@
 
 struct conn {
   int fd;
-  hmac_ctx tx, rx;        /* keyed session MAC contexts (copied per frame) */
+  int aead;               /* 1: frames are AES-256-GCM sealed (--encrypt), 0: HMAC-SHA256 only */
+  hmac_ctx tx, rx;        /* keyed session MAC contexts (copied per frame; plain mode) */
+  void *etx, *erx;        /* EVP_CIPHER_CTX with the direction's key set (aead mode) */
+  uint8_t *txbuf;         /* ciphertext of the frame being sent (aead mode; under tx_lock / the sender's lock) */
+  size_t txcap;
   uint64_t tx_ctr, rx_ctr;
   pthread_mutex_t tx_lock; /* serialises frames from several threads (acks on the secondary) */
 };
@@ -20,9 +24,16 @@ struct conn {
 size_t load_key(const char *path, uint8_t *key, size_t cap);
 int write_full(int fd, const void *buf, size_t len);
 int read_full(int fd, void *buf, size_t len);
-/* Handshake; returns 0 and fills c, or -1 (authentication failure or I/O error; errno-style reason in *why). */
-int handshake_primary(int fd, const uint8_t *key, size_t keylen, struct conn *c, const char **why);
-int handshake_secondary(int fd, const uint8_t *key, size_t keylen, struct conn *c, const char **why);
+/* Handshake; returns 0 and fills c, or -1 (authentication failure, an --encrypt mismatch or an I/O error;
+ * the reason in *why). encrypt: this side wants AES-256-GCM frames; both sides must agree. */
+int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why);
+int handshake_secondary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why);
+/* Frees what a handshake allocated (cipher contexts, buffers); does not close the fd. */
+void conn_destroy(struct conn *c);
+/* NULL when AES-256-GCM is usable (libcrypto.so.3 found), else a message saying what is missing. */
+const char *aead_unavailable(void);
+/* Known-answer test of the AES-256-GCM wrapper (NIST GCM test case 16 style): failures, or 0; -1 = no libcrypto. */
+int aead_selftest(void);
 /* Sends one frame: header + the concatenation of iov + MAC. Caller holds c->tx_lock if shared. 0 or -1. */
 int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const struct iovec *iov, int iovcnt);
 /* Receives one frame; *payload is malloc'd (caller frees). 0, or -1 on EOF/error/bad MAC (*why says). */

@@ -11,9 +11,10 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "primary")) return run_primary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "secondary")) return run_secondary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "selftest")) {
-    int f = sha256_selftest();
-    printf("{\"event\":\"selftest\",\"failures\":%d,\"sha256\":\"%s\",\"hdr\":%zu,\"args\":%zu}\n", f,
-           sha256_impl(), sizeof(struct hf_hdr), sizeof(struct hf_args));
+    int f = sha256_selftest(), a = aead_selftest();
+    if (a > 0) f += a;
+    printf("{\"event\":\"selftest\",\"failures\":%d,\"sha256\":\"%s\",\"aead\":%s,\"hdr\":%zu,\"args\":%zu}\n", f,
+           sha256_impl(), a < 0 ? "false" : "true", sizeof(struct hf_hdr), sizeof(struct hf_args));
     return f ? 1 : 0;
   }
   if (argc >= 2 && !strcmp(argv[1], "version")) { printf("holdfast-replicator 1 (protocol HFR1)\n"); return 0; }

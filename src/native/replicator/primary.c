@@ -509,9 +509,9 @@ static void *link_thread(void *arg) {
     }
     struct conn *c = calloc(1, sizeof *c);
     const char *why;
-    if (handshake_primary(fd, G.key, G.keylen, c, &why) < 0) {
+    if (handshake_primary(fd, G.key, G.keylen, G.encrypt, c, &why) < 0) {
       emit("{\"event\":\"auth-failed\",\"reason\":%s}", jstr(why));
-      close(fd); free(c);
+      conn_destroy(c); close(fd); free(c);
       usleep((useconds_t)G.reconnect_ms * 1000);
       continue;
     }
@@ -557,6 +557,7 @@ static void *link_thread(void *arg) {
     if (G.gate_closed) { G.gate_closed = 0; pthread_cond_broadcast(&G.gate_cv); }
     pthread_mutex_unlock(&G.lk);
     close(fd);
+    conn_destroy(c);
     free(c);
     if (!G.stopping) usleep((useconds_t)G.reconnect_ms * 1000);
   }
@@ -603,7 +604,8 @@ static void *control_thread(void *arg) {
 
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
-                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|verify|checksum|full] [--threads N]\n"
+                  "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|verify|checksum|full] [--threads N] "
+                  "[--encrypt]\n"
                   "       holdfast-replicator primary --standalone --backing DIR --mount DIR --log FILE (no replication)\n");
   exit(2);
 }
@@ -612,7 +614,7 @@ int run_primary(int argc, char **argv) {
   static struct option lopts[] = {{"backing", 1, 0, 'b'},        {"mount", 1, 0, 'm'},  {"peer", 1, 0, 'p'},
                                   {"key-file", 1, 0, 'k'},       {"log", 1, 0, 'l'},    {"ack-timeout-ms", 1, 0, 't'},
                                   {"reconnect-ms", 1, 0, 'r'},   {"initial", 1, 0, 'i'}, {"threads", 1, 0, 'T'},
-                                  {"standalone", 0, 0, 'S'},
+                                  {"standalone", 0, 0, 'S'},      {"encrypt", 0, 0, 'E'},
                                   {0, 0, 0, 0}};
   char *peer = NULL, *keyf = NULL, *logp = NULL;
   int o, threads = 16;
@@ -627,6 +629,7 @@ int run_primary(int argc, char **argv) {
     case 't': G.ack_timeout_ms = atoi(optarg); break;
     case 'r': G.reconnect_ms = atoi(optarg); break;
     case 'T': threads = atoi(optarg); break;
+    case 'E': G.encrypt = 1; break;
     case 'S': G.standalone = 1; break; /* FUSE passthrough only, no replication: to measure FUSE's own cost */
     case 'i': G.next_mode = parse_mode(optarg); break;
     default: usage();
@@ -640,6 +643,10 @@ int run_primary(int argc, char **argv) {
   G.peer_host = strndup(peer[0] == '[' ? peer + 1 : peer, (size_t)(colon - peer) - (peer[0] == '[' ? 2 : 0));
   G.peer_port = colon + 1;
   if (!G.standalone) G.keylen = load_key(keyf, G.key, sizeof G.key);
+  if (G.encrypt && !G.standalone && aead_unavailable()) {
+    fprintf(stderr, "holdfast-replicator: %s\n", aead_unavailable());
+    return 2;
+  }
   umask(0);
   G.bfd = open(G.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (G.bfd < 0) { perror(G.backing); return 2; }

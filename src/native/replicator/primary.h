@@ -35,6 +35,7 @@ struct primary {
   struct fuse *fuse;
   volatile int stopping;
   int standalone;        /* --standalone: passthrough without replication (benchmarks) */
+  int encrypt;           /* --encrypt: AES-256-GCM frames (the secondary must use it too) */
   pthread_mutex_t lk;    /* ordering: local apply + sequence number + send (or log append) */
   pthread_mutex_t wl;    /* waiter list and counters; never held while taking lk */
   pthread_cond_t gate_cv;

@@ -12,7 +12,16 @@
  *
  * Frame: struct hf_hdr, then hdr.len payload bytes, then HMAC(session key, ctr64 || hdr || payload),
  * where ctr64 counts frames in that direction from 0. A replayed, reordered, truncated or forged frame fails
- * the MAC and the connection is closed. The stream is authenticated, not encrypted.
+ * the MAC and the connection is closed. This plain mode is authenticated, not encrypted.
+ *
+ * Encrypted mode (--encrypt on both sides). The secondary's hello magic is "HFE1" instead of "HFR1", and the
+ * handshake labels are "hf-pe"/"hf-se" instead of "hf-p"/"hf-s", so a side whose setting differs is told so
+ * (either side checks the other label after a failure) and a tampered hello fails the proofs.
+ * Session keys: eps = HMAC(K, "p2s-aead" snonce cnonce), esp = HMAC(K, "s2p-aead" snonce cnonce).
+ * Frame: struct hf_hdr in clear (its len = payload length), then AES-256-GCM(key of the direction,
+ * iv = 4 zero bytes || ctr64 little-endian, aad = hdr, payload) = hdr.len bytes of ciphertext, then the 16-byte
+ * GCM tag. The counter is the nonce: never reused under a key (keys are fresh per connection: both nonces),
+ * and a replayed, reordered, dropped or altered frame fails the tag.
  *
  * P -> S frames carry an operation (hf_op) with a sequence number; the secondary applies them strictly in
  * sequence order and answers each with an HF_ACK frame (hdr.seq = the acked sequence number, payload =
@@ -23,7 +32,9 @@
 #define HF_PROTO_H
 #include <stdint.h>
 
-#define HF_MAGIC 0x31524648u /* "HFR1" little-endian */
+#define HF_MAGIC 0x31524648u /* "HFR1" little-endian: frame magic; secondary hello of the plain mode */
+#define HF_MAGIC_ENC 0x31454648u /* "HFE1": secondary hello of the encrypted mode */
+#define HF_TAG_LEN 16
 #define HF_MAC_LEN 32
 #define HF_NONCE_LEN 32
 #define HF_MAX_PAYLOAD (8u << 20)

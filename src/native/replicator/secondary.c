@@ -27,6 +27,7 @@ static struct {
   char *state_path;
   uint8_t key[4096];
   size_t keylen;
+  int encrypt;
   struct conn *c; /* current connection (one at a time) */
   uint64_t applied, bytes;
 } S;
@@ -322,13 +323,13 @@ static void *serve_thread(void *arg) {
 
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator secondary --backing DIR --listen HOST:PORT --key-file F "
-                  "[--state-file F]\n");
+                  "[--state-file F] [--encrypt]\n");
   exit(2);
 }
 
 int run_secondary(int argc, char **argv) {
   static struct option opts[] = {{"backing", 1, 0, 'b'}, {"listen", 1, 0, 'l'}, {"key-file", 1, 0, 'k'},
-                                 {"state-file", 1, 0, 's'}, {0, 0, 0, 0}};
+                                 {"state-file", 1, 0, 's'}, {"encrypt", 0, 0, 'E'}, {0, 0, 0, 0}};
   char *listen_at = NULL, *keyf = NULL;
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -336,10 +337,12 @@ int run_secondary(int argc, char **argv) {
     else if (o == 'l') listen_at = optarg;
     else if (o == 'k') keyf = optarg;
     else if (o == 's') S.state_path = optarg;
+    else if (o == 'E') S.encrypt = 1;
     else usage();
   }
   if (!S.backing || !listen_at || !keyf) usage();
   S.keylen = load_key(keyf, S.key, sizeof S.key);
+  if (S.encrypt && aead_unavailable()) { fprintf(stderr, "holdfast-replicator: %s\n", aead_unavailable()); return 2; }
   umask(0);
   S.bfd = open(S.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (S.bfd < 0) { perror(S.backing); return 2; }
@@ -371,9 +374,10 @@ int run_secondary(int argc, char **argv) {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct conn *c = calloc(1, sizeof *c);
     const char *why;
-    if (handshake_secondary(fd, S.key, S.keylen, c, &why) < 0) {
+    if (handshake_secondary(fd, S.key, S.keylen, S.encrypt, c, &why) < 0) {
       emit("{\"event\":\"auth-failed\",\"reason\":%s}", jstr(why));
       close(fd);
+      conn_destroy(c);
       free(c);
       continue;
     }
@@ -385,6 +389,7 @@ int run_secondary(int argc, char **argv) {
       shutdown(active->fd, SHUT_RDWR);
       pthread_join(active_thread, NULL);
       close(active->fd);
+      conn_destroy(active);
       free(active);
     }
     active = c;

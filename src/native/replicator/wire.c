@@ -1,4 +1,5 @@
 #include "common.h"
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -40,6 +41,100 @@ int read_full(int fd, void *buf, size_t len) {
   return 0;
 }
 
+/* ---------- AES-256-GCM through libcrypto (dlopen'ed: the helper links only libfuse3) ---------- */
+#define EVP_CTRL_GCM_GET_TAG 0x10
+#define EVP_CTRL_GCM_SET_TAG 0x11
+static struct {
+  void *(*ctx_new)(void);
+  void (*ctx_free)(void *);
+  const void *(*gcm)(void);
+  int (*einit)(void *, const void *, void *, const uint8_t *, const uint8_t *);
+  int (*eupd)(void *, uint8_t *, int *, const uint8_t *, int);
+  int (*efin)(void *, uint8_t *, int *);
+  int (*dinit)(void *, const void *, void *, const uint8_t *, const uint8_t *);
+  int (*dupd)(void *, uint8_t *, int *, const uint8_t *, int);
+  int (*dfin)(void *, uint8_t *, int *);
+  int (*ctrl)(void *, int, int, void *);
+  int ok;
+} E;
+static pthread_once_t e_once = PTHREAD_ONCE_INIT;
+static void e_load(void) {
+  const char *off = getenv("HF_NO_LIBCRYPTO"); /* tests: behave as on a machine without libcrypto */
+  if (off && *off && strcmp(off, "0")) return;
+  void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+  if (!h) return;
+#define SYM(f, n) *(void **)(&E.f) = dlsym(h, n)
+  SYM(ctx_new, "EVP_CIPHER_CTX_new"); SYM(ctx_free, "EVP_CIPHER_CTX_free"); SYM(gcm, "EVP_aes_256_gcm");
+  SYM(einit, "EVP_EncryptInit_ex"); SYM(eupd, "EVP_EncryptUpdate"); SYM(efin, "EVP_EncryptFinal_ex");
+  SYM(dinit, "EVP_DecryptInit_ex"); SYM(dupd, "EVP_DecryptUpdate"); SYM(dfin, "EVP_DecryptFinal_ex");
+  SYM(ctrl, "EVP_CIPHER_CTX_ctrl");
+#undef SYM
+  E.ok = E.ctx_new && E.ctx_free && E.gcm && E.einit && E.eupd && E.efin && E.dinit && E.dupd && E.dfin && E.ctrl;
+}
+const char *aead_unavailable(void) {
+  pthread_once(&e_once, e_load);
+  return E.ok ? NULL : "--encrypt needs libcrypto.so.3 (OpenSSL 3; Debian package libssl3), which was not found";
+}
+static void *aead_ctx(const uint8_t key[32], int enc) {
+  void *x = E.ctx_new();
+  if (!x) return NULL;
+  if ((enc ? E.einit : E.dinit)(x, E.gcm(), NULL, key, NULL) != 1) { E.ctx_free(x); return NULL; }
+  return x;
+}
+static void aead_iv(uint64_t ctr, uint8_t iv[12]) {
+  memset(iv, 0, 4);
+  memcpy(iv + 4, &ctr, 8); /* little-endian (x86-64/arm64), as every integer on the wire */
+}
+/* Seals the concatenation of iov into out (same length) and writes the tag. 0 or -1. */
+static int aead_seal(void *x, uint64_t ctr, const void *aad, size_t aadlen, const struct iovec *iov, int iovcnt,
+                     uint8_t *out, uint8_t tag[HF_TAG_LEN]) {
+  uint8_t iv[12];
+  int n;
+  aead_iv(ctr, iv);
+  if (E.einit(x, NULL, NULL, NULL, iv) != 1 || E.eupd(x, NULL, &n, aad, (int)aadlen) != 1) return -1;
+  for (int i = 0; i < iovcnt; i++) {
+    if (!iov[i].iov_len) continue;
+    if (E.eupd(x, out, &n, iov[i].iov_base, (int)iov[i].iov_len) != 1) return -1;
+    out += n;
+  }
+  if (E.efin(x, out, &n) != 1) return -1;
+  return E.ctrl(x, EVP_CTRL_GCM_GET_TAG, HF_TAG_LEN, tag) == 1 ? 0 : -1;
+}
+/* Opens buf (len bytes, in place) against tag. 0, or -1 when the tag does not verify. */
+static int aead_open(void *x, uint64_t ctr, const void *aad, size_t aadlen, uint8_t *buf, size_t len,
+                     const uint8_t tag[HF_TAG_LEN]) {
+  uint8_t iv[12], t[HF_TAG_LEN];
+  int n;
+  aead_iv(ctr, iv);
+  memcpy(t, tag, HF_TAG_LEN);
+  if (E.dinit(x, NULL, NULL, NULL, iv) != 1 || E.dupd(x, NULL, &n, aad, (int)aadlen) != 1) return -1;
+  if (len && E.dupd(x, buf, &n, buf, (int)len) != 1) return -1;
+  if (E.ctrl(x, EVP_CTRL_GCM_SET_TAG, HF_TAG_LEN, t) != 1) return -1;
+  return E.dfin(x, buf + len, &n) == 1 ? 0 : -1;
+}
+int aead_selftest(void) {
+  if (aead_unavailable()) return -1;
+  /* NIST SP 800-38D / McGrew-Viega GCM test case 14: AES-256, zero key, zero IV, one zero block */
+  static const uint8_t ct[16] = {0xce, 0xa7, 0x40, 0x3d, 0x4d, 0x60, 0x6b, 0x6e, 0x07, 0x4e, 0xc5, 0xd3, 0xba, 0xf3, 0x9d, 0x18};
+  static const uint8_t tg[16] = {0xd0, 0xd1, 0xc8, 0xa7, 0x99, 0x99, 0x6b, 0xf0, 0x26, 0x5b, 0x98, 0xb5, 0xd4, 0x8a, 0xb9, 0x19};
+  uint8_t key[32] = {0}, pt[16] = {0}, out[16], tag[16];
+  int fails = 0;
+  void *e = aead_ctx(key, 1), *d = aead_ctx(key, 0);
+  struct iovec v = {pt, 16};
+  if (!e || !d || aead_seal(e, 0, "", 0, &v, 1, out, tag) < 0) fails++;
+  else {
+    fails += memcmp(out, ct, 16) != 0;
+    fails += memcmp(tag, tg, 16) != 0;
+    fails += aead_open(d, 0, "", 0, out, 16, tag) != 0 || memcmp(out, pt, 16) != 0;
+    out[3] ^= 1;
+    fails += aead_open(d, 0, "", 0, out, 16, tag) == 0; /* altered ciphertext must fail */
+  }
+  if (e) E.ctx_free(e);
+  if (d) E.ctx_free(d);
+  return fails;
+}
+
+/* ---------- handshake ---------- */
 static void derive(const uint8_t *key, size_t keylen, const char *label, const uint8_t *sn, const uint8_t *cn,
                    uint8_t out[32]) {
   hmac_ctx h;
@@ -50,47 +145,91 @@ static void derive(const uint8_t *key, size_t keylen, const char *label, const u
   hmac_final(&h, out);
 }
 
-static void conn_init(struct conn *c, int fd, const uint8_t *key, size_t keylen, const uint8_t *sn, const uint8_t *cn,
-                      int primary) {
+static int conn_init(struct conn *c, int fd, const uint8_t *key, size_t keylen, const uint8_t *sn,
+                     const uint8_t *cn, int primary, int encrypt) {
   uint8_t kps[32], ksp[32];
-  derive(key, keylen, "p2s", sn, cn, kps);
-  derive(key, keylen, "s2p", sn, cn, ksp);
+  memset(c, 0, sizeof *c);
   c->fd = fd;
-  hmac_init(&c->tx, primary ? kps : ksp, 32);
-  hmac_init(&c->rx, primary ? ksp : kps, 32);
+  c->aead = encrypt;
+  if (encrypt) {
+    derive(key, keylen, "p2s-aead", sn, cn, kps);
+    derive(key, keylen, "s2p-aead", sn, cn, ksp);
+    c->etx = aead_ctx(primary ? kps : ksp, 1);
+    c->erx = aead_ctx(primary ? ksp : kps, 0);
+    if (!c->etx || !c->erx) { conn_destroy(c); return -1; }
+  } else {
+    derive(key, keylen, "p2s", sn, cn, kps);
+    derive(key, keylen, "s2p", sn, cn, ksp);
+    hmac_init(&c->tx, primary ? kps : ksp, 32);
+    hmac_init(&c->rx, primary ? ksp : kps, 32);
+  }
   c->tx_ctr = c->rx_ctr = 0;
   pthread_mutex_init(&c->tx_lock, NULL);
+  return 0;
 }
 
-int handshake_primary(int fd, const uint8_t *key, size_t keylen, struct conn *c, const char **why) {
+void conn_destroy(struct conn *c) {
+  if (c->etx) E.ctx_free(c->etx);
+  if (c->erx) E.ctx_free(c->erx);
+  free(c->txbuf);
+  c->etx = c->erx = NULL;
+  c->txbuf = NULL;
+  c->txcap = 0;
+}
+
+int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why) {
   uint8_t hello[4 + HF_NONCE_LEN], out[HF_NONCE_LEN + 32], mac[32], want[32];
   if (read_full(fd, hello, sizeof hello) < 0) { *why = "no hello from secondary"; return -1; }
   uint32_t magic;
   memcpy(&magic, hello, 4);
-  if (magic != HF_MAGIC) { *why = "peer is not a holdfast secondary"; return -1; }
+  if (magic != HF_MAGIC && magic != HF_MAGIC_ENC) { *why = "peer is not a holdfast secondary"; return -1; }
   const uint8_t *sn = hello + 4;
   if (getrandom(out, HF_NONCE_LEN, 0) != HF_NONCE_LEN) { *why = "getrandom failed"; return -1; }
-  derive(key, keylen, "hf-p", sn, out, out + HF_NONCE_LEN);
+  /* our proof carries our setting, so a secondary set differently can say so too */
+  derive(key, keylen, encrypt ? "hf-pe" : "hf-p", sn, out, out + HF_NONCE_LEN);
   if (write_full(fd, out, sizeof out) < 0) { *why = "send failed"; return -1; }
+  if ((magic == HF_MAGIC_ENC) != !!encrypt) {
+    *why = encrypt ? "encryption mismatch: this primary uses --encrypt, the secondary does not"
+                   : "encryption mismatch: the secondary uses --encrypt, this primary does not";
+    return -1;
+  }
   if (read_full(fd, mac, 32) < 0) { *why = "secondary refused the key (connection closed)"; return -1; }
-  derive(key, keylen, "hf-s", sn, out, want);
+  derive(key, keylen, encrypt ? "hf-se" : "hf-s", sn, out, want);
   if (mac_differs(mac, want)) { *why = "secondary failed authentication"; return -1; }
-  conn_init(c, fd, key, keylen, sn, out, 1);
+  if (conn_init(c, fd, key, keylen, sn, out, 1, encrypt) < 0) { *why = "cipher set-up failed"; return -1; }
   return 0;
 }
 
-int handshake_secondary(int fd, const uint8_t *key, size_t keylen, struct conn *c, const char **why) {
+int handshake_secondary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why) {
   uint8_t hello[4 + HF_NONCE_LEN], in[HF_NONCE_LEN + 32], want[32];
-  uint32_t magic = HF_MAGIC;
+  uint32_t magic = encrypt ? HF_MAGIC_ENC : HF_MAGIC;
   memcpy(hello, &magic, 4);
   if (getrandom(hello + 4, HF_NONCE_LEN, 0) != HF_NONCE_LEN) { *why = "getrandom failed"; return -1; }
   if (write_full(fd, hello, sizeof hello) < 0) { *why = "send failed"; return -1; }
   if (read_full(fd, in, sizeof in) < 0) { *why = "no answer from peer"; return -1; }
-  derive(key, keylen, "hf-p", hello + 4, in, want);
-  if (mac_differs(in + HF_NONCE_LEN, want)) { *why = "peer failed authentication"; return -1; }
-  derive(key, keylen, "hf-s", hello + 4, in, want);
+  derive(key, keylen, encrypt ? "hf-pe" : "hf-p", hello + 4, in, want);
+  if (mac_differs(in + HF_NONCE_LEN, want)) {
+    derive(key, keylen, encrypt ? "hf-p" : "hf-pe", hello + 4, in, want);
+    *why = mac_differs(in + HF_NONCE_LEN, want) ? "peer failed authentication"
+           : encrypt ? "encryption mismatch: this secondary uses --encrypt, the primary does not"
+                     : "encryption mismatch: the primary uses --encrypt, this secondary does not";
+    return -1;
+  }
+  derive(key, keylen, encrypt ? "hf-se" : "hf-s", hello + 4, in, want);
   if (write_full(fd, want, 32) < 0) { *why = "send failed"; return -1; }
-  conn_init(c, fd, key, keylen, hello + 4, in, 0);
+  if (conn_init(c, fd, key, keylen, hello + 4, in, 0, encrypt) < 0) { *why = "cipher set-up failed"; return -1; }
+  return 0;
+}
+
+/* ---------- frames ---------- */
+static int writev_all(int fd, struct iovec *v, int n) {
+  int k = 0;
+  while (k < n) {
+    ssize_t w = writev(fd, v + k, n - k);
+    if (w < 0) { if (errno == EINTR) continue; return -1; }
+    while (k < n && (size_t)w >= v[k].iov_len) { w -= (ssize_t)v[k].iov_len; k++; }
+    if (k < n) { v[k].iov_base = (uint8_t *)v[k].iov_base + w; v[k].iov_len -= (size_t)w; }
+  }
   return 0;
 }
 
@@ -99,6 +238,18 @@ int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const 
   size_t len = 0;
   for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
   h.len = (uint32_t)len;
+  if (c->aead) {
+    if (c->txcap < len + HF_TAG_LEN) {
+      size_t cap = len + HF_TAG_LEN < 65536 ? 65536 : len + HF_TAG_LEN;
+      uint8_t *b = realloc(c->txbuf, cap);
+      if (!b) return -1;
+      c->txbuf = b; c->txcap = cap;
+    }
+    if (aead_seal(c->etx, c->tx_ctr, &h, sizeof h, iov, iovcnt, c->txbuf, c->txbuf + len) < 0) return -1;
+    c->tx_ctr++;
+    struct iovec v[2] = {{&h, sizeof h}, {c->txbuf, len + HF_TAG_LEN}};
+    return writev_all(c->fd, v, 2);
+  }
   hmac_ctx m = c->tx;
   hmac_update(&m, &c->tx_ctr, 8);
   hmac_update(&m, &h, sizeof h);
@@ -112,15 +263,7 @@ int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const 
   for (int i = 0; i < iovcnt && n < 7; i++)
     if (iov[i].iov_len) v[n++] = iov[i];
   v[n++] = (struct iovec){mac, 32};
-  /* writev until everything is out */
-  int k = 0;
-  while (k < n) {
-    ssize_t w = writev(c->fd, v + k, n - k);
-    if (w < 0) { if (errno == EINTR) continue; return -1; }
-    while (k < n && (size_t)w >= v[k].iov_len) { w -= (ssize_t)v[k].iov_len; k++; }
-    if (k < n) { v[k].iov_base = (uint8_t *)v[k].iov_base + w; v[k].iov_len -= (size_t)w; }
-  }
-  return 0;
+  return writev_all(c->fd, v, n);
 }
 
 int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char **why) {
@@ -129,16 +272,23 @@ int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char *
   /* acks may carry a tree listing or block checksums: allow them more room than operations */
   uint32_t max = h->type == HF_ACK ? (512u << 20) : HF_MAX_PAYLOAD + 4096;
   if (h->magic != HF_MAGIC || h->len > max) { *why = "malformed frame"; return -1; }
-  uint8_t *p = malloc(h->len + 32 + 1);
+  size_t tl = c->aead ? HF_TAG_LEN : HF_MAC_LEN;
+  uint8_t *p = malloc(h->len + tl + 1);
   if (!p) { *why = "out of memory"; return -1; }
-  if (read_full(c->fd, p, h->len + 32) < 0) { free(p); *why = "connection closed mid-frame"; return -1; }
-  hmac_ctx m = c->rx;
-  hmac_update(&m, &c->rx_ctr, 8);
-  hmac_update(&m, h, sizeof *h);
-  hmac_update(&m, p, h->len);
-  uint8_t mac[32];
-  hmac_final(&m, mac);
-  if (mac_differs(mac, p + h->len)) { free(p); *why = "frame failed authentication"; return -1; }
+  if (read_full(c->fd, p, h->len + tl) < 0) { free(p); *why = "connection closed mid-frame"; return -1; }
+  if (c->aead) {
+    if (aead_open(c->erx, c->rx_ctr, h, sizeof *h, p, h->len, p + h->len) < 0) {
+      free(p); *why = "frame failed authentication"; return -1;
+    }
+  } else {
+    hmac_ctx m = c->rx;
+    hmac_update(&m, &c->rx_ctr, 8);
+    hmac_update(&m, h, sizeof *h);
+    hmac_update(&m, p, h->len);
+    uint8_t mac[32];
+    hmac_final(&m, mac);
+    if (mac_differs(mac, p + h->len)) { free(p); *why = "frame failed authentication"; return -1; }
+  }
   c->rx_ctr++;
   p[h->len] = 0;
   *payload = p;
