@@ -1,4 +1,4 @@
-// npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR]
+// npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR] [--inject no-witness]
 //
 // The chaos suite: a farm of 3 nodes and a mirror of 2 nodes (real processes, real kernel, in network namespaces;
 // bench/helpers/chaos-run.ts), a seeded random schedule of faults played on both for N minutes (SIGKILL then
@@ -7,6 +7,7 @@
 // a convergence check. The seed is printed first; the schedule is written to DIR/schedule.json (default
 // /tmp/holdfast-chaos-<seed>); `--seed S` or `--replay DIR/schedule.json` plays it again. Prints a summary, then as
 // the very last line one JSON object {"bench":"chaos",...}. Exit code 1 on any violation.
+// `--inject no-witness` starts the mirror without its split-brain protection: the suite must then report violations.
 import { randomInt } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,11 +22,13 @@ const { values } = parseArgs({
     seed: { type: "string" },
     replay: { type: "string" },
     out: { type: "string" },
+    /** A deliberate bug the suite must catch: "no-witness" (mirror nodes without split-brain protection). */
+    inject: { type: "string" },
   },
 });
 const minutes = Number(values.minutes);
-if (!(minutes > 0 && minutes <= 600)) {
-  console.error("usage: npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR]   (N in (0, 600])");
+if (!(minutes > 0 && minutes <= 600) || (values.inject !== undefined && values.inject !== "no-witness")) {
+  console.error("usage: npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR] [--inject no-witness]   (N in (0, 600])");
   process.exit(2);
 }
 const schedule = values.replay
@@ -33,10 +36,11 @@ const schedule = values.replay
   : makeSchedule(values.seed !== undefined ? Number(values.seed) : randomInt(0, 2 ** 31), minutes);
 const seed = schedule.seed;
 const outDir = values.out ?? join(tmpdir(), `holdfast-chaos-${seed}`);
-const replay = values.replay ? `npm run chaos -- --minutes ${minutes} --replay ${values.replay}` : `npm run chaos -- --minutes ${minutes} --seed ${seed}`;
+const injected = values.inject ? ` --inject ${values.inject}` : "";
+const replay = `npm run chaos -- --minutes ${minutes} ${values.replay ? `--replay ${values.replay}` : `--seed ${seed}`}${injected}`;
 console.log(`chaos: seed ${seed}, ${minutes} min of faults; schedule in ${join(outDir, "schedule.json")}; replay: ${replay}`);
 
-const r = await runChaos({ schedule, runMs: minutes * 60_000, outDir, log: (s) => console.log(s) });
+const r = await runChaos({ schedule, runMs: minutes * 60_000, outDir, log: (s) => console.log(s), ...(values.inject === "no-witness" ? { inject: "no-witness" as const } : {}) });
 
 const row = (k: string, v: string | number) => console.log(`  ${k.padEnd(34)} ${v}`);
 console.log("\nchaos summary");

@@ -64,10 +64,11 @@ const addr = () => o.addresses[k++ % o.addresses.length] as string;
 async function streamLoop(): Promise<void> {
   while (live()) {
     const start = Date.now();
-    const r = await get(`/stream?ms=${o.streamMs}`, addr(), o.streamMs + 5_000);
+    const a = addr();
+    const r = await get(`/stream?ms=${o.streamMs}`, a, o.streamMs + 5_000);
     // A stream is complete when its body is the node id, the dots, then "done <same node>".
     const complete = r.ok && r.node !== undefined && r.body.endsWith(`done ${r.node}\n`);
-    out({ type: "stream", start, end: Date.now(), node: r.node, complete, err: r.err });
+    out({ type: "stream", start, end: Date.now(), node: r.node, addr: a, port: r.port, complete, err: r.err });
     if (!r.ok) await new Promise((s) => setTimeout(s, 100));
   }
 }

@@ -114,6 +114,8 @@ export function checkProbes(probes: readonly ProbeRecord[], windows: readonly Fa
 /** A long-lived stream of the farm client: which node served it, when it started and ended, whether it completed. */
 export interface StreamRecord {
   node?: string;
+  addr?: string;
+  port?: number;
   start: number;
   end: number;
   complete: boolean;
@@ -148,17 +150,21 @@ export interface PacketRecord {
 
 /**
  * - A reset from a node is a violation unless that node is under a fault (a killed process's sockets reset; a
- *   survivor never does), or a split (partition, one-way drop) is under way: see {@link FaultWindow.split}.
+ *   survivor never does), or a split (partition, one-way drop) is under way (see {@link FaultWindow.split}), or
+ *   the connection it resets was held by a node under a fault (`heldBy`: client address.port -> serving node,
+ *   from the client's records): a failed node's connection may die, whoever finishes it off.
  * - Two different nodes answering the same connection attempt (SYN-ACKs to the same client address:port within
  *   `dupMs`) is a violation unless some farm node is under a fault then (during a partition each side may serve
  *   every bucket, as the design allows).
  */
-export function checkPackets(packets: readonly PacketRecord[], windows: readonly FaultWindow[], dupMs = 2_000): Violation[] {
+export function checkPackets(packets: readonly PacketRecord[], windows: readonly FaultWindow[], dupMs = 2_000, heldBy: ReadonlyMap<string, string> = new Map()): Violation[] {
   const v: Violation[] = [];
   const lastSynAck = new Map<string, { t: number; node: string }>();
   for (const p of packets) {
     if (p.kind === "R") {
-      if (!inWindow(windows, p.t, p.node) && !windows.some((w) => w.split && p.t >= w.from && p.t <= w.to)) v.push({ invariant: "farm-survivor-reset", at: p.t, detail: `reset from ${p.node} to ${p.client} while ${p.node} was not under a fault` });
+      const holder = heldBy.get(p.client);
+      const holderFailed = holder !== undefined && holder !== p.node && windows.some((w) => w.node === holder && p.t >= w.from && p.t <= w.to);
+      if (!inWindow(windows, p.t, p.node) && !windows.some((w) => w.split && p.t >= w.from && p.t <= w.to) && !holderFailed) v.push({ invariant: "farm-survivor-reset", at: p.t, detail: `reset from ${p.node} to ${p.client} (a connection of ${holder ?? "unknown"}) while ${p.node} was not under a fault` });
       continue;
     }
     const prev = lastSynAck.get(p.client);
@@ -168,6 +174,13 @@ export function checkPackets(packets: readonly PacketRecord[], windows: readonly
     lastSynAck.set(p.client, { t: p.t, node: p.node });
   }
   return v;
+}
+
+/** Client `address.port` (as tcpdump prints it) -> the node that served it, from the client's records. */
+export function connectionHolders(probes: readonly ProbeRecord[], streams: readonly StreamRecord[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const x of [...probes, ...streams]) if (x.addr && x.port && x.node) m.set(`${x.addr}.${x.port}`, x.node);
+  return m;
 }
 
 /** Parses one `tcpdump -e -tt -n -l` line of a packet from the VIP; undefined for anything else. */

@@ -14,6 +14,7 @@ import {
   checkPackets,
   checkProbes,
   checkStreams,
+  connectionHolders,
   dualPrimary,
   farmConverged,
   idsOf,
@@ -44,6 +45,11 @@ export interface ChaosOptions {
   /** Role sampling period of the mirror (ms). Default 25. */
   sampleMs?: number;
   log?: (line: string) => void;
+  /**
+   * A deliberate bug, to show that the suite catches it: "no-witness" starts the mirror nodes without their witness
+   * (no split-brain checker, no isolation checker), so a cut-off primary stays primary while its peer takes over.
+   */
+  inject?: "no-witness";
 }
 
 export interface ChaosResult {
@@ -67,6 +73,12 @@ export interface ChaosResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const REPL_PORT = 7790;
 const CLIENT_ADDRS = 40;
+/**
+ * A short request's bound: 2.5 s lets TCP retransmit a lost SYN once (Linux's initial RTO is 1 s). A SYN that
+ * lands in the instant a bucket changes hands may be dropped (never reset); the connection is still answered, once,
+ * on the retransmission. A request not answered by then failed.
+ */
+const PROBE_TIMEOUT_MS = 2_500;
 
 /** A request on a mirror node's control socket, bounded by `timeoutMs`; undefined when it does not answer. */
 function control(sock: string, method: "GET" | "POST", path: string, timeoutMs: number): Promise<Record<string, unknown> | undefined> {
@@ -190,13 +202,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         "--peer", `${ml.addr(h === m0 ? m1 : m0)}:${REPL_PORT}`,
         "--key", key,
         "--default-primary", m0.name,
-        "--witness", ml.addr(mirrorClient),
+        ...(o.inject === "no-witness" ? [] : ["--witness", ml.addr(mirrorClient)]),
       ],
     });
     mirrorCluster = mc;
     const socks = [m0, m1].map((h) => join(ml.dir(h), "control.sock"));
     const dataFile = (i: number) => join(ml.dir(ml.nodes[i] as LabHost), "data", "records.log");
-    log(`mirror lab ${ml.prefix}: nodes ${m0.name},${m1.name}, VIP ${mirrorVip}, witness ${ml.addr(mirrorClient)}`);
+    log(`mirror lab ${ml.prefix}: nodes ${m0.name},${m1.name}, VIP ${mirrorVip}, witness ${o.inject === "no-witness" ? "NONE (injected bug: no split-brain protection)" : ml.addr(mirrorClient)}`);
 
     // ---- convergence ------------------------------------------------------------------------------------------
     const farmTables = () => new Map<string, BucketTable | undefined>(fc.nodes.map((n) => [n.id, [...n.lines].reverse().find((l) => l.type === "buckets") as BucketTable | undefined]));
@@ -228,12 +240,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await sleep(500); // tcpdump attaches without telling; its first packets would otherwise be missed
     const farmClientProc = fl.spawn(
       farmClient,
-      [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-farm-client.mts"), JSON.stringify({ vip: farmVip, port: 80, addresses: addrs, everyMs: 20, timeoutMs: 1000, streams: 6, streamMs: 3000, maxMs })],
+      [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-farm-client.mts"), JSON.stringify({ vip: farmVip, port: 80, addresses: addrs, everyMs: 20, timeoutMs: PROBE_TIMEOUT_MS, streams: 6, streamMs: 3000, maxMs })],
       { cwd: REPO },
     );
     const farmClientDone = follow<{ type: string } & ProbeRecord & StreamRecord>(farmClientProc, (x) => {
       if (x.type === "probe") probes.push({ t: x.t, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port });
-      else if (x.type === "stream") streams.push({ node: x.node, start: x.start, end: x.end, complete: x.complete, err: x.err });
+      else if (x.type === "stream") streams.push({ node: x.node, addr: x.addr, port: x.port, start: x.start, end: x.end, complete: x.complete, err: x.err });
     });
     const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
     let writerFailed = 0;
@@ -383,7 +395,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await Promise.race([captureDone, sleep(3_000)]);
 
     const windows = [...farmWindows];
-    for (const v of [...checkProbes(probes, windows, FARM_NODES), ...checkStreams(streams, windows), ...checkPackets(packets, windows)]) {
+    for (const v of [...checkProbes(probes, windows, FARM_NODES), ...checkStreams(streams, windows), ...checkPackets(packets, windows, 2_000, connectionHolders(probes, streams))]) {
       violations.push(v);
       log(`VIOLATION ${v.invariant} ${rel(v.at)}: ${v.detail}`);
     }

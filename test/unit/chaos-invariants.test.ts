@@ -6,6 +6,7 @@ import {
   checkPackets,
   checkProbes,
   checkStreams,
+  connectionHolders,
   dualPrimary,
   farmConverged,
   idsOf,
@@ -131,8 +132,16 @@ describe("farm invariants", () => {
       ["farm-survivor-reset", 1300],
       ["farm-answered-twice", 5001],
     ]);
+    // n2's reset finishes off a connection that n1 (killed) held: excused; one of n0's own connections: not.
+    expect(checkPackets(packets, w, 2_000, new Map([["198.18.0.142.40002", "n1"]])).map((x) => x.invariant)).toEqual(["farm-answered-twice"]);
+    expect(checkPackets(packets, w, 2_000, new Map([["198.18.0.142.40002", "n0"]])).map((x) => x.invariant)).toEqual(["farm-survivor-reset", "farm-answered-twice"]);
     // During a split (partition, one-way drop) of n1, both sides serve every bucket: n2's reset is excused then.
     expect(checkPackets(packets, [{ ...window("n1", 1000, 3000), split: true }]).map((x) => x.invariant)).toEqual(["farm-answered-twice"]);
+  });
+
+  it("maps each client address.port to the node that served it", () => {
+    const held = connectionHolders([{ t: 1, ok: true, node: "n0", addr: "198.18.0.140", port: 40000 }, { t: 2, ok: false, addr: "198.18.0.141" }], [{ node: "n2", addr: "198.18.0.142", port: 40002, start: 1, end: 2, complete: false }]);
+    expect([...held]).toEqual([["198.18.0.140.40000", "n0"], ["198.18.0.142.40002", "n2"]]);
   });
 
   it("parses tcpdump -e -tt lines into packets by source MAC", () => {
