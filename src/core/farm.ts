@@ -110,3 +110,124 @@ export class OwnershipPlanner {
     return { recheckAt: settleAt };
   }
 }
+
+// ---- contested buckets: where an owner still needs the strict socket lookup ----------------------------------
+
+/**
+ * Encodes a set of buckets (a BUCKET_COUNT-entry mask, non-zero = in the set) compactly for heartbeat metadata:
+ * ranges such as `"3-7,12"` (`""` for the empty set), or `"b:"` + the base64 bitmap (bucket b is bit `b % 8` of
+ * byte `b / 8`; 4096 buckets = 684 characters) when that is shorter (a node's own share is scattered over the
+ * whole range by rendezvous hashing, so its ranges are many).
+ */
+export function encodeBucketSet(mask: Uint8Array): string {
+  const parts: string[] = [];
+  let bytes = "";
+  const bitmap = new Uint8Array(BUCKET_COUNT / 8);
+  for (let b = 0; b < BUCKET_COUNT; b++) {
+    if (!mask[b]) continue;
+    bitmap[b >> 3]! |= 1 << (b & 7);
+    let e = b;
+    while (e + 1 < BUCKET_COUNT && mask[e + 1]) e++;
+    parts.push(e === b ? `${b}` : `${b}-${e}`);
+    for (let x = b + 1; x <= e; x++) bitmap[x >> 3]! |= 1 << (x & 7);
+    b = e;
+  }
+  const ranges = parts.join(",");
+  if (ranges.length <= 686) return ranges; // "b:" + 684 base64 characters
+  for (const x of bitmap) bytes += String.fromCharCode(x);
+  return `b:${btoa(bytes)}`;
+}
+
+/** Decodes {@link encodeBucketSet}'s text; undefined when it is not a valid encoding (treat as unknown). */
+export function decodeBucketSet(text: unknown): Uint8Array | undefined {
+  if (typeof text !== "string") return undefined;
+  const mask = new Uint8Array(BUCKET_COUNT);
+  if (text.startsWith("b:")) {
+    let bytes: string;
+    try {
+      bytes = atob(text.slice(2));
+    } catch {
+      return undefined;
+    }
+    if (bytes.length !== BUCKET_COUNT / 8) return undefined;
+    for (let b = 0; b < BUCKET_COUNT; b++) mask[b] = (bytes.charCodeAt(b >> 3) >> (b & 7)) & 1;
+    return mask;
+  }
+  if (text === "") return mask;
+  for (const part of text.split(",")) {
+    const m = /^(\d{1,4})(?:-(\d{1,4}))?$/.exec(part);
+    if (!m) return undefined;
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (hi < lo || hi >= BUCKET_COUNT) return undefined;
+    mask.fill(1, lo, hi + 1);
+  }
+  return mask;
+}
+
+/** What {@link ContestTracker.contested} returns. */
+export interface ContestStep {
+  /** 1 where an owner needs the strict lookup: another live member may hold connections, or a recent gain. */
+  readonly mask: Uint8Array;
+  /** Call again at this time: a gained bucket's grace ends (the mask may shrink). */
+  readonly recheckAt?: number;
+}
+
+/**
+ * Which owned buckets are contested (pure). An owner must drop, not reset, mid-flow TCP packets that belong to
+ * a flow another node still holds after a bucket move; that costs a socket lookup per packet, needed only where
+ * another node may hold connections. Each node publishes its **held set** (see {@link encodeBucketSet}): the
+ * buckets it owns plus those whose may-hold flag is set (it passed a SYN there, and a local socket may remain;
+ * flags of foreign buckets are cleared once no socket is left). A bucket of this node is contested when:
+ *
+ * - a live member of the view (other than this node) has published no (valid) held set: unknown, so contested
+ *   everywhere (a peer still starting, or one that does not publish);
+ * - a live member's held set contains it: that member owns it too (a transient double ownership) or may still
+ *   hold connections there (the bucket moved from it);
+ * - this node gained it less than `graceMs` ago: the previous owner's publication that shows its connections
+ *   may still be on its way (it is sent at once after the release, so one heartbeat; the grace is a margin).
+ *
+ * Why it is safe: a node accepts connections in a bucket only while it owns it, so its held set contains the
+ * bucket from before its first accepted connection (publications follow each table change) until its last
+ * socket there is gone; the new owner applies a gain only after the owner set has been stable for settleMs and
+ * keeps it contested for graceMs more, by which time it has the previous owner's held set as of after the move.
+ * Members no longer in the view are ignored: a dead node's connections are gone (a RST to its clients is then
+ * what they need).
+ */
+export class ContestTracker {
+  private readonly gainedAt = new Float64Array(BUCKET_COUNT).fill(Number.NEGATIVE_INFINITY);
+  private owned = new Uint8Array(BUCKET_COUNT);
+
+  constructor(
+    readonly self: string,
+    readonly graceMs: number,
+  ) {}
+
+  /** Notes the ownership table in force from `now` on: buckets it gains start their grace. */
+  applied(now: number, mask: Uint8Array): void {
+    for (let b = 0; b < BUCKET_COUNT; b++) if (mask[b] && !this.owned[b]) this.gainedAt[b] = now;
+    this.owned = Uint8Array.from(mask, (v) => (v ? 1 : 0));
+  }
+
+  /** The contested mask at `now`, given the live members (ids, this node included or not) and their held sets. */
+  contested(now: number, members: readonly string[], heldBy: (node: string) => Uint8Array | undefined): ContestStep {
+    const mask = new Uint8Array(BUCKET_COUNT);
+    for (const id of members) {
+      if (id === this.self) continue;
+      const held = heldBy(id);
+      if (!held) return { mask: mask.fill(1), ...this.graceEnd(now) };
+      for (let b = 0; b < BUCKET_COUNT; b++) if (held[b]) mask[b] = 1;
+    }
+    for (let b = 0; b < BUCKET_COUNT; b++) if (now - this.gainedAt[b]! < this.graceMs) mask[b] = 1;
+    return { mask, ...this.graceEnd(now) };
+  }
+
+  private graceEnd(now: number): { recheckAt?: number } {
+    let next = Number.POSITIVE_INFINITY;
+    for (let b = 0; b < BUCKET_COUNT; b++) {
+      const end = this.gainedAt[b]! + this.graceMs;
+      if (this.owned[b] && end > now && end < next) next = end;
+    }
+    return Number.isFinite(next) ? { recheckAt: next } : {};
+  }
+}
