@@ -16,6 +16,7 @@ import { Module, bindMembership } from "../src/runtime/module.js";
 import { FarmVip } from "../src/farm/vip.js";
 import { PacketFilter } from "../src/farm/filter/index.js";
 import { FarmDriver } from "../src/farm/farm.js";
+import { withMetaFields } from "../src/farm/meta.js";
 
 const { values: a } = parseArgs({
   options: {
@@ -96,8 +97,13 @@ const filter = new PacketFilter({
 });
 filter.on("backend", (e) => out({ type: "backend", name: e.name, reason: e.reason }));
 const vip = new FarmVip({ iface: a.iface, addresses: [a.vip], mac: a.mac, log: (line) => out({ type: "log", line }) });
-const farm = new FarmDriver({ module: "web", nodeId, vip, filter });
-farm.on("buckets", (e) => out({ type: "buckets", owned: e.owned, owners: e.owners, reason: e.reason }));
+// The heartbeat metadata carries the module reports (bindMembership) and this node's held set (the farm driver:
+// buckets it owns or may still hold connections in), so that each owner knows where it needs strict lookups.
+const meta = withMetaFields(membership);
+const farm = new FarmDriver({ module: "web", nodeId, vip, filter, publishHeld: (held) => meta.set("held", { web: held }) });
+farm.on("buckets", (e) => out({ type: "buckets", owned: e.owned, sole: e.sole, owners: e.owners, reason: e.reason }));
+farm.on("contested", (e) => out({ type: "contested", owned: e.owned, sole: e.sole, reason: e.reason }));
+farm.on("held", (e) => out({ type: "held", held: e.held, cleared: e.cleared }));
 farm.on("error", (e) => out({ type: "error", message: e.message }));
 
 const module = await Module.create(
@@ -116,7 +122,7 @@ membership.on("event", (e) => {
   else if (e.type === "viewChange") out({ type: "viewChange", members: e.view.members.map((m) => m.id), agreed: e.agreed });
 });
 
-bindMembership(membership, [module]);
+bindMembership(meta.membership, [module]);
 farm.bind(module, membership);
 await membership.start();
 await module.start();

@@ -8,13 +8,19 @@
  *   status, peers from their heartbeat reports) among the view's members; the buckets follow weighted
  *   rendezvous hashing, applied by the {@link OwnershipPlanner}: losses at once, gains after `settleMs`.
  *
+ * - Contested buckets: each node publishes its held set (buckets it owns, plus those where it may still hold
+ *   TCP connections: the filter's may-hold flags, pruned every `pruneEveryMs` of buckets with no socket left)
+ *   through `publishHeld`, and reads its peers' through `heldIn`. An owned bucket that no live peer holds (and
+ *   that was not gained within `contestGraceMs`) is applied as uncontested: the eBPF filter then skips the
+ *   strict socket lookup of its mid-flow packets ({@link ContestTracker}).
+ *
  * Order of effects on a failure elsewhere: membership drops the peer from the view -> its buckets are
  * assigned to the survivors -> each survivor takes its share `settleMs` later. Detection (~0.6 s on the LAN
  * preset) + settle (0.15 s) stays under the 1 s target.
  */
 import { EventEmitter } from "eventemitter3";
 import { BUCKET_COUNT } from "../core/buckets.js";
-import { farmOwners, OwnershipPlanner } from "../core/farm.js";
+import { ContestTracker, decodeBucketSet, encodeBucketSet, farmOwners, OwnershipPlanner } from "../core/farm.js";
 import { decodeModuleReport, type MembershipView, type ModuleReport, type ModuleStatus } from "../core/module/index.js";
 import { systemClock, type Clock } from "../runtime/clock.js";
 import type { Module, ModuleMembership, VipDriver } from "../runtime/module.js";
@@ -27,8 +33,14 @@ export interface FarmVipLike {
 /** What the driver needs of a filter (PacketFilter fits). */
 export interface FarmFilterLike {
   start(): Promise<void>;
-  setOwned(buckets: Uint8Array): Promise<void>;
+  /** `contested`: where another live node may hold connections (see PacketFilter.setOwned). */
+  setOwned(buckets: Uint8Array, contested?: Uint8Array): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Clears the may-hold flags of foreign buckets with no local socket left; resolves to the flags after that, or
+   * undefined when the filter keeps none (then this node publishes every bucket as held).
+   */
+  pruneMayHold?(): Promise<{ cleared: number[]; flags: Uint8Array } | undefined>;
 }
 
 export interface FarmDriverOptions {
@@ -49,14 +61,40 @@ export interface FarmDriverOptions {
    * (the layout of `bindMembership`); the reference daemon publishes `meta.r[module]`.
    */
   readonly reportIn?: (meta: unknown, module: string) => unknown;
+  /**
+   * Publishes this node's held set (text of `encodeBucketSet`: the buckets it owns or may still hold TCP
+   * connections in) to its peers, e.g. into its heartbeat metadata where their `heldIn` finds it. Called after
+   * every table change and prune that changes it, and with `""` once the filter is removed. Without it peers cannot
+   * tell which buckets this node holds and keep every bucket they own contested (always strict: safe, slower).
+   */
+  readonly publishHeld?: (held: string) => void;
+  /** Where a peer's held set sits in its heartbeat metadata. Default: `meta.held[module]`. */
+  readonly heldIn?: (meta: unknown, module: string) => unknown;
+  /**
+   * How long a gained bucket stays contested, ms: a margin for the previous owner's held set (published at once
+   * after it released the bucket) to arrive. Default 1000 (ten heartbeat pulses of the LAN preset).
+   */
+  readonly contestGraceMs?: number;
+  /**
+   * How often the filter's may-hold flags are pruned (buckets no longer owned where no local socket is left; one
+   * `ss` listing, twice when something is cleared), ms, so that this node's held set, and the peers' contested
+   * sets, shrink back after a move. 0 disables. Default 2000.
+   */
+  readonly pruneEveryMs?: number;
 }
 
 const modulesLayout = (meta: unknown, module: string): unknown =>
   (meta as { modules?: Record<string, unknown> } | null | undefined)?.modules?.[module];
+const heldLayout = (meta: unknown, module: string): unknown =>
+  (meta as { held?: Record<string, unknown> } | null | undefined)?.held?.[module];
 
 export interface FarmDriverEvents {
-  /** A new ownership table is in force. */
-  buckets: [{ type: "buckets"; owned: number; buckets: Uint8Array; owners: string[]; reason: string }];
+  /** A new ownership table is in force. `sole`: owned buckets applied as uncontested (no strict lookup). */
+  buckets: [{ type: "buckets"; owned: number; sole: number; buckets: Uint8Array; owners: string[]; reason: string }];
+  /** The contested set changed without an ownership change (`sole` owned buckets are uncontested now). */
+  contested: [{ type: "contested"; owned: number; sole: number; reason: string }];
+  /** This node's held set was published (`held`: how many buckets). */
+  held: [{ type: "held"; held: number; cleared: number }];
   error: [Error];
 }
 
@@ -71,12 +109,31 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
   private readonly reports = new Map<string, ModuleReport>();
   private cancelRecheck: (() => void) | null = null;
   private owners: string[] = [];
+  private readonly contest: ContestTracker;
+  private readonly held = new Map<string, Uint8Array>();
+  /** The contested mask last applied (1 = strict), for the owned buckets. */
+  private appliedContested: Uint8Array = new Uint8Array(BUCKET_COUNT).fill(1);
+  private flags: Uint8Array | undefined = undefined;
+  /** The ownership table last given to the filter (the planner's may be ahead while a change is queued). */
+  private filterOwned: Uint8Array = new Uint8Array(BUCKET_COUNT);
+  private removing = false;
+  private publishedHeld: string | undefined;
+  /** Filter operations and publications, in order. */
+  private chain: Promise<void> = Promise.resolve();
+  private cancelContestRecheck: (() => void) | null = null;
+  private pruneTimer: ReturnType<typeof setInterval> | null = null;
 
   constructor(options: FarmDriverOptions) {
     super();
     this.options = options;
     this.clock = options.clock ?? systemClock;
     this.planner = new OwnershipPlanner(options.nodeId, options.settleMs ?? 150);
+    this.contest = new ContestTracker(options.nodeId, options.contestGraceMs ?? 1000);
+  }
+
+  /** The contested mask in force (1 = an owned bucket there gets the strict lookup; meaningful for owned buckets). */
+  get contested(): Uint8Array {
+    return this.appliedContested;
   }
 
   /** The ownership table in force (1 = this node accepts the bucket). */
@@ -92,6 +149,13 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
       await this.options.filter.start();
       await this.options.vip.start();
       this.installed = true;
+      this.flags = undefined;
+      this.enqueue(() => this.prune(true));
+      const every = this.options.pruneEveryMs ?? 2000;
+      if (every > 0 && this.options.filter.pruneMayHold) {
+        this.pruneTimer = setInterval(() => this.enqueue(() => this.prune(false)), every);
+        this.pruneTimer.unref?.();
+      }
     })().finally(() => (this.installing = null));
     await this.installing;
     // The module may already report UP (its state event can precede the end of this VIP step).
@@ -100,15 +164,29 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
 
   async remove(): Promise<void> {
     if (!this.installed) return;
+    this.removing = true;
     this.serving = false;
     this.cancelRecheck?.();
     this.cancelRecheck = null;
+    this.cancelContestRecheck?.();
+    this.cancelContestRecheck = null;
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
+    this.pruneTimer = null;
     const none = new Uint8Array(BUCKET_COUNT);
     this.planner.update(this.clock.now(), []);
-    await this.options.filter.setOwned(none);
-    await this.options.filter.stop();
-    await this.options.vip.stop();
-    this.installed = false;
+    await this.chain;
+    try {
+      await this.options.filter.setOwned(none);
+      this.filterOwned = none;
+      this.contest.applied(this.clock.now(), none);
+      await this.options.filter.stop();
+      await this.options.vip.stop();
+    } finally {
+      this.installed = false;
+      this.removing = false;
+      this.flags = undefined;
+    }
+    this.publish(""); // no filter, no VIP: no connection of the farm here any more
   }
 
   // ---- inputs ---------------------------------------------------------------------------------
@@ -118,11 +196,17 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
     const onState = (status: ModuleStatus) => this.setServing(status.state === "UP" && status.ready && !status.transient);
     const onView = (e: { view: ModuleMembership["view"] }) => {
       this.view = { epoch: e.view.epoch, members: e.view.members.map((m) => ({ id: m.id, weight: m.weight })) };
-      for (const m of e.view.members) this.noteMeta(m.id, membership.peerMeta(m.id));
+      for (const m of e.view.members) {
+        this.noteMeta(m.id, membership.peerMeta(m.id));
+        this.noteHeld(m.id, membership.peerMeta(m.id));
+      }
       this.recompute("view changed");
+      this.refreshContested("view changed");
     };
     const onMeta = (e: { node: string; meta: unknown }) => {
+      const heldChanged = this.noteHeld(e.node, e.meta);
       if (this.noteMeta(e.node, e.meta)) this.recompute(`report from ${e.node}`);
+      else if (heldChanged) this.refreshContested(`held set of ${e.node}`);
     };
     module.on("state", onState);
     membership.on("viewChange", onView);
@@ -157,18 +241,110 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
     }
   }
 
+  /** A peer's held set from its metadata (undefined: not published or malformed). Returns whether it changed. */
+  private noteHeld(node: string, meta: unknown): boolean {
+    if (node === this.options.nodeId) return false;
+    const text = (this.options.heldIn ?? heldLayout)(meta, this.options.module);
+    const mask = decodeBucketSet(text);
+    const before = this.held.get(node);
+    if (!mask) return this.held.delete(node);
+    this.held.set(node, mask);
+    return !before || before.some((v, b) => v !== mask[b]);
+  }
+
+  /** Runs filter operations and publications one after the other (errors are emitted, the chain goes on). */
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn).catch((e: unknown) => void this.emit("error", e as Error));
+  }
+
+  private contestedNow(): Uint8Array {
+    this.cancelContestRecheck?.();
+    this.cancelContestRecheck = null;
+    const step = this.contest.contested(this.clock.now(), this.view.members.map((m) => m.id), (n) => this.held.get(n));
+    if (step.recheckAt !== undefined) {
+      this.cancelContestRecheck = this.clock.setTimer(Math.max(0, step.recheckAt - this.clock.now()), () => {
+        this.cancelContestRecheck = null;
+        this.refreshContested("grace of gained buckets over");
+      });
+    }
+    return step.mask;
+  }
+
+  /** Re-applies the table in force when the contested state of an owned bucket changed. */
+  private refreshContested(why: string): void {
+    if (!this.installed || this.removing) return;
+    this.enqueue(async () => {
+      if (!this.installed || this.removing) return;
+      const owned = this.filterOwned;
+      const contested = this.contestedNow();
+      if (!owned.some((v, b) => v && contested[b] !== this.appliedContested[b])) return;
+      await this.options.filter.setOwned(owned, contested);
+      this.appliedContested = contested;
+      const n = owned.reduce((a, b) => a + b, 0);
+      this.emit("contested", { type: "contested", owned: n, sole: this.soleCount(owned), reason: why });
+    });
+  }
+
+  private soleCount(owned: Uint8Array): number {
+    let n = 0;
+    for (let b = 0; b < BUCKET_COUNT; b++) if (owned[b] && !this.appliedContested[b]) n++;
+    return n;
+  }
+
+  /** Prunes the filter's may-hold flags (`force`: read them even when nothing was cleared) and publishes. */
+  private async prune(force: boolean): Promise<void> {
+    if (!this.installed || this.removing) return;
+    if (this.options.filter.pruneMayHold) {
+      const r = await this.options.filter.pruneMayHold();
+      if (r) {
+        this.flags = r.flags;
+        this.publishHeldSet(r.cleared.length);
+        return;
+      }
+    }
+    if (force || !this.flags) this.flags = new Uint8Array(BUCKET_COUNT).fill(1); // no flags kept: any bucket may be held
+    this.publishHeldSet(0);
+  }
+
+  private publishHeldSet(cleared: number): void {
+    const owned = this.filterOwned;
+    const flags = this.flags ?? new Uint8Array(BUCKET_COUNT).fill(1);
+    const held = Uint8Array.from(owned, (v, b) => (v || flags[b] ? 1 : 0));
+    const n = held.reduce((a, b) => a + b, 0);
+    if (this.publish(encodeBucketSet(held))) this.emit("held", { type: "held", held: n, cleared });
+  }
+
+  private publish(text: string): boolean {
+    if (!this.options.publishHeld || text === this.publishedHeld) return false;
+    this.publishedHeld = text;
+    this.options.publishHeld(text);
+    return true;
+  }
+
   private recompute(why: string): void {
     if (!this.installed && !this.serving) return;
     const owners = farmOwners({ id: this.options.nodeId, serving: this.serving && this.installed }, this.view, (n) => this.reports.get(n));
     this.owners = owners.map((o) => o.id);
+    const before = this.filterOwned;
     const step = this.planner.update(this.clock.now(), owners);
     if (step.apply) {
       const mask = step.apply;
       const owned = mask.reduce((a, b) => a + b, 0);
-      this.options.filter.setOwned(mask).then(
-        () => this.emit("buckets", { type: "buckets", owned, buckets: mask, owners: this.owners, reason: `${why}: ${step.reason ?? ""}` }),
-        (e: unknown) => this.emit("error", e as Error),
-      );
+      const ownersNow = this.owners;
+      // Gains are published before they take effect (peers see them as held at once), releases after.
+      const flags = this.flags ?? new Uint8Array(BUCKET_COUNT).fill(1);
+      if (this.installed) this.publish(encodeBucketSet(Uint8Array.from(mask, (v, b) => (v || before[b] || flags[b] ? 1 : 0))));
+      this.enqueue(async () => {
+        if (this.removing) return;
+        this.contest.applied(this.clock.now(), mask);
+        const contested = this.contestedNow();
+        await this.options.filter.setOwned(mask, contested);
+        this.filterOwned = mask;
+        this.appliedContested = contested;
+        this.emit("buckets", { type: "buckets", owned, sole: this.soleCount(mask), buckets: mask, owners: ownersNow, reason: `${why}: ${step.reason ?? ""}` });
+        await this.prune(false); // flags read after the flip: a SYN passed before it is in them
+        this.publishHeldSet(0);
+      });
     }
     this.cancelRecheck?.();
     this.cancelRecheck = null;

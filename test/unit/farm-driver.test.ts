@@ -1,0 +1,125 @@
+/**
+ * FarmDriver with fakes (filter, VIP, module, membership, clock): the contested mask it applies with each table
+ * follows its peers' published held sets and the grace of gained buckets, and it publishes its own held set.
+ */
+import { describe, expect, it } from "vitest";
+import { EventEmitter } from "eventemitter3";
+import { assignBuckets, BUCKET_COUNT, ownedMask } from "../../src/core/buckets.js";
+import { decodeBucketSet, encodeBucketSet } from "../../src/core/farm.js";
+import type { ModuleReport } from "../../src/core/module/types.js";
+import { FarmDriver, type FarmFilterLike } from "../../src/farm/farm.js";
+import type { Module, ModuleMembership } from "../../src/runtime/module.js";
+import { FakeClock } from "../../src/testing/sim/clock.js";
+
+const report: ModuleReport = { module: "web", state: "UP", ready: true, upToDate: true, generation: 0, candidate: false };
+const count = (m: Uint8Array) => m.reduce((s, v) => s + (v ? 1 : 0), 0);
+const flush = async () => {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+};
+
+class FakeFilter implements FarmFilterLike {
+  calls: { owned: Uint8Array; contested: Uint8Array | undefined }[] = [];
+  flags = new Uint8Array(BUCKET_COUNT);
+  prunes = 0;
+  async start() {}
+  async stop() {}
+  async setOwned(owned: Uint8Array, contested?: Uint8Array) {
+    this.calls.push({ owned: Uint8Array.from(owned), contested: contested && Uint8Array.from(contested) });
+  }
+  async pruneMayHold() {
+    this.prunes++;
+    return { cleared: [], flags: Uint8Array.from(this.flags) };
+  }
+  get last() {
+    return this.calls.at(-1)!;
+  }
+}
+
+function setup() {
+  const clock = new FakeClock(0);
+  const filter = new FakeFilter();
+  const published: string[] = [];
+  const driver = new FarmDriver({
+    module: "web", nodeId: "a", vip: { start: async () => {}, stop: async () => {} }, filter, clock, settleMs: 150, contestGraceMs: 1000, pruneEveryMs: 0,
+    publishHeld: (h) => published.push(h),
+  });
+  const module = Object.assign(new EventEmitter(), { status: { state: "UP", ready: true, transient: false } }) as unknown as Module;
+  const metas = new Map<string, unknown>();
+  const members = ["a", "b"];
+  const mem = Object.assign(new EventEmitter(), { nodeId: "a", peerMeta: (id: string) => metas.get(id), setMeta: () => undefined });
+  Object.defineProperty(mem, "view", { get: () => ({ epoch: 1, members: members.map((id) => ({ id, weight: 1 })) }) });
+  const membership = mem as unknown as ModuleMembership;
+  const peer = (id: string, held: Uint8Array | undefined) => {
+    const meta = { modules: { web: report }, ...(held ? { held: { web: encodeBucketSet(held) } } : {}) };
+    metas.set(id, meta);
+    mem.emit("peerMeta", { node: id, meta });
+  };
+  return { clock, filter, published, driver, module, membership, mem, members, peer };
+}
+
+describe("FarmDriver contested buckets", () => {
+  it("stays strict while the peer's held set is unknown or within the grace, then drops the lookup where no peer holds", async () => {
+    const s = setup();
+    s.driver.bind(s.module, s.membership);
+    s.peer("b", undefined); // b serves but publishes no held set (yet)
+    await s.driver.add();
+    s.clock.advance(150);
+    await flush();
+    const mine = ownedMask(assignBuckets([{ id: "a", weight: 1 }, { id: "b", weight: 1 }]), "a");
+    expect(Array.from(s.filter.last.owned)).toEqual(Array.from(mine));
+    expect(count(s.filter.last.contested!)).toBe(BUCKET_COUNT); // b unknown: every bucket contested
+    // Published: owned, pruned flags (none) -> exactly the owned set.
+    expect(Array.from(decodeBucketSet(s.published.at(-1))!)).toEqual(Array.from(mine));
+
+    const theirs = Uint8Array.from(mine, (v) => 1 - v);
+    s.peer("b", theirs);
+    await flush();
+    s.clock.advance(500);
+    await flush();
+    // Still inside the grace of the gain: the table was not re-applied as sole.
+    expect(s.filter.calls.every((c) => !c.contested || c.owned.every((v, b) => !v || c.contested![b]))).toBe(true);
+    s.clock.advance(600); // grace over at 150 + 1000
+    await flush();
+    expect(count(s.filter.last.owned)).toBe(count(mine));
+    expect(s.filter.last.owned.some((v, b) => v && s.filter.last.contested![b])).toBe(false); // sole everywhere
+    expect(s.driver.contested.some((v, b) => v && mine[b])).toBe(false);
+
+    // b may still hold connections in two of a's buckets (they moved from it): those two are contested again.
+    const [x, y] = [...mine.keys()].filter((b) => mine[b]);
+    s.peer("b", Uint8Array.from(theirs, (v, b) => (b === x || b === y ? 1 : v)));
+    await flush();
+    expect([...s.filter.last.owned.keys()].filter((b) => s.filter.last.owned[b] && s.filter.last.contested![b])).toEqual([x, y]);
+    // b leaves the view: its connections are gone with it, nothing contested.
+    s.members.splice(1, 1);
+    s.mem.emit("viewChange", { view: s.membership.view });
+    s.clock.advance(200);
+    await flush();
+    expect(count(s.filter.last.owned), JSON.stringify(s.filter.calls.map((c) => count(c.owned)))).toBe(BUCKET_COUNT);
+    // Everything just gained is in its grace again; the buckets a owned before are not contested.
+    s.clock.advance(1000);
+    await flush();
+    expect(s.filter.last.owned.some((v, b) => v && s.filter.last.contested![b])).toBe(false);
+  });
+
+  it("publishes buckets it may still hold after releasing them, and an empty set once removed", async () => {
+    const s = setup();
+    s.members.splice(1, 1); // alone first
+    s.driver.bind(s.module, s.membership);
+    await s.driver.add();
+    s.clock.advance(150);
+    await flush();
+    expect(count(decodeBucketSet(s.published.at(-1))!)).toBe(BUCKET_COUNT);
+    s.filter.flags[7] = 1; // a connection was accepted in bucket 7
+    s.filter.flags[8] = 1;
+    s.members.push("b");
+    s.peer("b", new Uint8Array(BUCKET_COUNT));
+    s.mem.emit("viewChange", { view: s.membership.view });
+    await flush();
+    const mine = ownedMask(assignBuckets([{ id: "a", weight: 1 }, { id: "b", weight: 1 }]), "a");
+    const held = decodeBucketSet(s.published.at(-1))!;
+    for (let b = 0; b < BUCKET_COUNT; b++) expect(held[b], `bucket ${b}`).toBe(mine[b] || b === 7 || b === 8 ? 1 : 0);
+    expect(s.filter.prunes).toBeGreaterThan(1); // flags are read (after a prune) after every table change
+    await s.driver.remove();
+    expect(s.published.at(-1)).toBe("");
+  });
+});
