@@ -7,7 +7,7 @@
  * | `GET /api/v1/state`                            | monitor | nodes, view, modules (state, ready, transient, reason, details), checkers |
  * | `GET /api/v1/modules/:m`                       | monitor | this node's status of one module (`{ state, ready, ... }`, what the `module` checker reads) |
  * | `GET /api/v1/modules/:m/logs?n=100&follow=1`   | monitor | event log as JSON lines; `follow=1` keeps streaming; `Accept: text/event-stream` gives SSE |
- * | `POST /api/v1/modules/:m/commands/:cmd?force=1`| control | start, stop, restart, stopstart, swap, prim (force=1 for stale data), second, forcestop |
+ * | `POST /api/v1/modules/:m/commands/:cmd?force=1`| control | start, stop, restart, stopstart, swap, prim (force=1 for stale data), second, forcestop, resync, fullsync |
  * | `GET /api/v1/snapshot`                         | admin   | logs, redacted config, state and metrics as `{ files: { name: text } }` (the CLI archives it) |
  * | `* /api/v1/nodes/:node/...`                    | (peer)  | the same API of another node of the cluster, proxied (the console uses it) |
  * | `GET /metrics`                                 | monitor | Prometheus text |

@@ -27,6 +27,8 @@ Operation (against the control API):
                                            2 WAIT or in transition or not ready, 3 STOP (the highest shown)
   start|stop|restart|stopstart|swap|prim|second|forcestop MODULE [--force]
                                            run a command (prim --force: make stale data primary)
+  resync|fullsync MODULE                   mirror with replicated data, on its primary: send the secondary
+                                           every block that differs (resync) or the whole tree (fullsync)
   logs MODULE [-f] [-n N] [--json]         the module's event log (-f: follow)
   snapshot [-o FILE]                       logs, config (secrets redacted) and states as one .tar.gz
 

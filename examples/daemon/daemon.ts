@@ -52,6 +52,11 @@ export interface ModuleExtension {
   close?(): Promise<void>;
   /** Takes over the module's VIPs (e.g. the farm: VIP on every node + filter), instead of the daemon's driver. */
   readonly vip?: VipDriver;
+  /**
+   * Runs an extension command (e.g. the mirror's `resync`): returns a line for the module's log, throws a
+   * {@link CommandRefusedError} when it cannot run here. Absent: the command is refused for this module.
+   */
+  command?(cmd: ExtensionCommand): string;
 }
 
 export interface ExtensionContext {
@@ -145,8 +150,13 @@ export interface DaemonEvents {
   error: (err: Error) => void;
 }
 
-/** Module commands the API and CLI accept. */
-export const COMMANDS = ["start", "stop", "restart", "stopstart", "swap", "prim", "second", "forcestop"] as const;
+/**
+ * Module commands the API and CLI accept. `resync` (a checksum pass: blocks that differ) and `fullsync` (the whole
+ * tree) go to the module's extension (a mirror with replicated data, on its primary); the others to the module.
+ */
+export const COMMANDS = ["start", "stop", "restart", "stopstart", "swap", "prim", "second", "forcestop", "resync", "fullsync"] as const;
+/** The commands an extension handles instead of the module engine. */
+export type ExtensionCommand = "resync" | "fullsync";
 export type CommandName = (typeof COMMANDS)[number];
 
 export class Daemon extends EventEmitter<DaemonEvents> {
@@ -234,9 +244,15 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   /** Runs a command on a module. Throws a HoldfastError with code HOLDFAST_NO_SUCH_MODULE, or CommandRefusedError. */
   async command(moduleName: string, cmd: CommandName, opts: { force?: boolean; by?: string } = {}): Promise<ModuleStatus> {
     const h = this.host(moduleName);
-    const c: ModuleCommand = cmd === "prim" ? { type: "prim", force: opts.force === true } : { type: cmd };
     try {
-      await h.module.command(c);
+      if (cmd === "resync" || cmd === "fullsync") {
+        const x = h.extensions.find((e) => e.command);
+        if (!x?.command) throw new CommandRefusedError(`${cmd}: module ${moduleName} has no replicated data (replication mode sync) on node ${this.nodeId}`);
+        h.module.note("info", `command ${cmd}${opts.by ? ` (by ${opts.by})` : ""}: ${x.command(cmd)}`);
+      } else {
+        const c: ModuleCommand = cmd === "prim" ? { type: "prim", force: opts.force === true } : { type: cmd };
+        await h.module.command(c);
+      }
       h.counts.commands.set(`${cmd} ok`, (h.counts.commands.get(`${cmd} ok`) ?? 0) + 1);
     } catch (e) {
       h.counts.commands.set(`${cmd} refused`, (h.counts.commands.get(`${cmd} refused`) ?? 0) + 1);

@@ -11,6 +11,8 @@
  *   -> unmount.
  * - `attach`: binds the driver to the module and the membership, takes over the module's VIP, and exposes the
  *   replication state (details for `holdfast state --json`, the module's `GET`, the console) and metrics.
+ * - `command`: `holdfast resync db` (a checksum pass: only blocks that differ are sent; when the extent log
+ *   cannot be trusted) and `holdfast fullsync db` (the whole tree), on the primary; the app keeps running.
  * - `close` (daemon shutdown, after the module stopped): stops the helpers (unmounts) and the VIP announcer.
  *
  * Replication states in the details (`replication.state`): primary `sync` (every write acked by the secondary),
@@ -19,6 +21,7 @@
  * `waiting for the primary`; `idle` when neither.
  */
 import { mkdirSync } from "node:fs";
+import { CommandRefusedError } from "../../src/core/errors.js";
 import { MirrorDriver } from "../../src/mirror/mirror.js";
 import { MirrorVip } from "../../src/mirror/vip.js";
 import type { ReplicatorMetrics, ResyncMode } from "../../src/mirror/FileReplicator.js";
@@ -157,6 +160,15 @@ export const mirrorExtension: DaemonExtension = {
 
     return {
       vip,
+      command: (cmd) => {
+        const mode: ResyncMode = cmd === "fullsync" ? "full" : "checksum";
+        try {
+          driver.resync(mode);
+        } catch (e) {
+          throw new CommandRefusedError(`${cmd}: ${(e as Error).message} (run it on the primary)`, { cause: e });
+        }
+        return `resync ${mode} of the secondary requested (writes are logged while the link cycles, then ${mode === "full" ? "the whole tree" : "every block that differs"} is sent)`;
+      },
       details: () => {
         const st = state();
         const m = metricsNow();

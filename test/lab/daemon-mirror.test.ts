@@ -307,6 +307,23 @@ describe.skipIf(!isRoot)("holdfast daemons with a replicated mirror module", () 
     expect(m).toMatch(/holdfast_replication_state\{node="n0",module="db",state="sync"\} 1/);
   });
 
+  it("runs `holdfast resync` on the primary (a checksum pass: nothing differs, nothing sent) and refuses it on the secondary", async () => {
+    const refused = await cluster.cli(cluster.node("n1"), ["resync", "db"], { token: cluster.tokens.control });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/not primary/);
+    const before = replicationOf(await api<ClusterState>("n0", "/api/v1/state"))?.resync;
+    const r = await cluster.cli(cluster.node("n0"), ["resync", "db"], { token: cluster.tokens.control });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const after = await until("a new checksum pass finished", async () => {
+      const x = replicationOf(await api<ClusterState>("n0", "/api/v1/state"));
+      return x?.state === "sync" && x.resync && x.resync.mode === "checksum" && JSON.stringify(x.resync) !== JSON.stringify(before) && x.resync.sentBytes !== undefined ? x.resync : undefined;
+    });
+    expect(after.sentBytes).toBe(0);
+    expect(after.totalBytes).toBeGreaterThan(32 << 20);
+    await roles("n0", "n1");
+  });
+
   it("stops cleanly on SIGTERM: app stopped, VIP removed, unmounted", async () => {
     const pidFile = join(cluster.dir, "n0.records.pid");
     const appPid = Number(readFileSync(pidFile, "utf8").trim());

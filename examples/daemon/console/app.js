@@ -142,7 +142,7 @@ function cell(node, m) {
       ? el(
           "div",
           { class: "buttons" },
-          (COMMANDS[m.kind] || COMMANDS.mirror).map((c) => el("button", { type: "button", "data-command": c, onclick: () => confirmCommand(node.id, m.name, c) }, c)),
+          [...(COMMANDS[m.kind] || COMMANDS.mirror), ...(s.details && s.details.replication && s.details.replication.role === "primary" ? ["resync"] : [])].map((c) => el("button", { type: "button", "data-command": c, onclick: () => confirmCommand(node.id, m.name, c) }, c)),
         )
       : null,
   );
