@@ -234,7 +234,9 @@ interface CycleResult {
   /** Rows of this cycle on the new primary (>= commits: a commit may be done without its answer reaching pgbench). */
   rows: number;
   resyncMode: string;
+  /** Data bytes the new primary's resync sent to the returning node, of `resyncExamined` (the data directory). */
   resyncBytes: number;
+  resyncExamined: number;
   /** From the fault until the old primary was SECOND and in sync again. */
   backMs: number;
 }
@@ -336,9 +338,10 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
         const backMs = Date.now() - t0;
         const synced = await c(sec).waitFor((l) => l.type === "synced", 30_000, markSec, `${sec.name} synced`);
         await c(sec).waitFor(isState("PRIM"), 30_000, markSec, `${sec.name} PRIM`);
+        const rs = await c(sec).waitFor((l) => l.type === "resyncStart", 1000, markSec, `${sec.name} resyncStart`);
         const r: CycleResult = {
           cycle, fault, from: prim.name, to: sec.name, failoverMs, detectMs: Math.round(lost.t - t0), pgReadyMs: Math.round(pgUp.t - t0), commits: logged.length, rows,
-          resyncMode: String(synced.mode), resyncBytes: Number(synced.resyncBytes), backMs,
+          resyncMode: String(synced.mode), resyncBytes: Number(synced.resyncBytes), resyncExamined: Number(rs.totalBytes), backMs,
         };
         results.push(r);
         console.info(`pg cycle ${JSON.stringify(r)}`);
