@@ -2,8 +2,9 @@
 // 1. MirrorVip: the client switches to the new holder at once after the announcement (and not without it).
 // 2+. examples/mirror-node.ts on each node (membership + module engine + MirrorDriver + MirrorVip + an app that
 //     appends fsync'd records in the replicated directory): failover, failback with resync, swap, split brain, faults.
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -183,16 +184,36 @@ const idsIn = (p: string): Set<number> =>
       .map((l) => Number(l.split(" ")[0])),
   );
 
-async function mirrorLab(tag: string, opts: { witness?: boolean } = {}) {
+/** Mounts (or remounts) a tmpfs of `mib` MiB on `dir` (the host's mount namespace, which the nodes share). */
+function tmpfs(dir: string, mib: number, remount = false): void {
+  const r = spawnSync("mount", ["-t", "tmpfs", "-o", `${remount ? "remount," : ""}size=${mib}m`, "hf-small", dir], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`mount tmpfs on ${dir}: ${r.stderr}`);
+}
+
+async function mirrorLab(tag: string, opts: { witness?: boolean; secondaryDiskMiB?: number } = {}) {
   const lab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
   const [n0, n1] = lab.nodes as [LabHost, LabHost];
   const client = lab.clients[0] as LabHost;
   const vipAddr = lab.spareAddr(0);
+  // n1's backing directory on a small filesystem of its own (the node that starts as secondary).
+  const smallDisk = opts.secondaryDiskMiB ? join(lab.dir(n1), "data") : undefined;
+  if (smallDisk) {
+    mkdirSync(smallDisk, { recursive: true });
+    try {
+      tmpfs(smallDisk, opts.secondaryDiskMiB as number);
+    } catch (e) {
+      await lab.destroy();
+      throw e;
+    }
+  }
+  const unmountSmall = () => {
+    if (smallDisk) spawnSync("umount", ["-l", smallDisk]);
+  };
   const keyDir = mkdtempSync(join(tmpdir(), "holdfast-mirror-key-"));
   const key = join(keyDir, "repl.key");
   writeFileSync(key, randomBytes(32), { mode: 0o600 });
   const peerOf = (h: LabHost) => (h === n0 ? n1 : n0);
-  const cluster = await MembershipCluster.start(lab, {
+  const started = MembershipCluster.start(lab, {
     program: "examples/mirror-node.ts",
     args: (h) => [
       "--dir", lab.dir(h),
@@ -205,16 +226,23 @@ async function mirrorLab(tag: string, opts: { witness?: boolean } = {}) {
       ...(opts.witness ? ["--witness", lab.addr(client)] : []),
     ],
   });
+  const cluster = await started.catch(async (e: unknown) => {
+    unmountSmall();
+    await lab.destroy();
+    rmSync(keyDir, { recursive: true, force: true });
+    throw e;
+  });
   const sock = (h: LabHost) => join(lab.dir(h), "control.sock");
   const data = (h: LabHost) => join(lab.dir(h), "data", "records.log");
   const close = async () => {
     // Each node's JSON lines, kept for a post-mortem (overwritten by the next run).
     for (const c of cluster.nodes) writeFileSync(join(tmpdir(), `holdfast-mirror-module-${tag}-${c.id}.jsonl`), c.lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
     await cluster.stop().catch(() => undefined);
+    unmountSmall();
     await lab.destroy();
     rmSync(keyDir, { recursive: true, force: true });
   };
-  return { lab, n0, n1, client, vipAddr, cluster, sock, data, close };
+  return { lab, n0, n1, client, vipAddr, cluster, sock, data, close, smallDisk };
 }
 
 describe.skipIf(!root)("mirror module: failover, failback with resync, swap (2 nodes + 1 client)", () => {
@@ -525,4 +553,94 @@ describe.skipIf(!root)("mirror module: faults during resync and a flapping repli
       await m.close();
     }
   }, 600_000);
+});
+
+describe.skipIf(!root)("mirror module: the secondary's disk full", () => {
+  it("the secondary runs out of space: what it did not store is acked only once the primary declared it gone (degraded, logged), the module log says so; after space is freed it resyncs and is SECOND with every acked record", async () => {
+    const DISK_MIB = 12;
+    const m = await mirrorLab("diskfull", { secondaryDiskMiB: DISK_MIB });
+    try {
+      const { lab, n0, n1, client, vipAddr, cluster } = m;
+      const c0 = cluster.node(n0.name);
+      const c1 = cluster.node(n1.name);
+      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
+      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const d0 = c0.mark();
+      const d1 = c1.mark();
+      const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 600, maxMs: 150_000, pauseMs: 5 });
+      await w.until(() => w.acked.length >= 40, 30_000, "40 acks before the disk fills");
+      // A bulk write larger than n1's disk: n0's own disk has room, so it must succeed there.
+      const blob = await lab.exec(client, ["curl", "-sS", "-m", "120", "-X", "POST", `http://${vipAddr}/blob?mib=${DISK_MIB + 4}`], { timeoutMs: 130_000 });
+      expect(blob.stdout).toMatch(/^ok blob/);
+      const degraded = await c0.waitFor((l) => l.type === "degraded", 30_000, d0, "n0's replication degraded");
+      expect(String(degraded.reason)).toMatch(/apply error/);
+      // The module log of n0 says the secondary dropped out of sync (a decision with its cause); n1 reported it.
+      const decided = await c0.waitFor((l) => l.type === "decision" && /secondary n1 not in sync -> generation \d+/.test(String(l.cause)), 30_000, d0, "n0's decision");
+      await c1.waitFor((l) => l.type === "sync" && l.inSync === false, 30_000, d1, "n1 reports out of sync");
+      const tDegraded = degraded.t as number;
+      console.log(`disk full: module decision ${Math.round((decided.t as number) - tDegraded)} ms after the data path degraded`);
+      // Keep writing on the full disk for a while: every write is acked (the primary logs what n1 misses), none is lost.
+      const ackedAtFull = w.acked.length;
+      await w.until(() => w.acked.length >= ackedAtFull + 60, 60_000, "60 acks while n1's disk is full");
+      // What n1 holds now: every acked record it lacks was acked after the data path declared it gone (degraded,
+      // the extent logged). The node's clock and the writer's are the same machine's; 100 ms covers the report path.
+      const onFull = idsIn(m.data(n1));
+      const lacking = w.acked.filter((l) => !onFull.has(l.acked as number));
+      expect(lacking.length).toBeGreaterThan(0); // the disk did fill under the writer
+      expect(lacking.filter((l) => (l.t ?? 0) < tDegraded - 100)).toEqual([]);
+      expect(c1.lines.slice(d1).filter((l) => l.type === "state" && (l.state === "ALONE" || l.state === "PRIM"))).toEqual([]);
+
+      // Space comes back: the next resync pass completes, n1 is SECOND in sync and n0 PRIM.
+      const f0 = c0.mark();
+      const f1 = c1.mark();
+      tmpfs(m.smallDisk as string, 4 * DISK_MIB + 64, true);
+      const synced = await c0.waitFor((l) => l.type === "synced", 60_000, f0, "n0 synced after space is back");
+      await c1.waitFor(isState("SECOND"), 30_000, f1, "n1 SECOND in sync after space is back");
+      // (n0's engine stayed PRIM throughout: a secondary that is SECOND but not in sync leaves it PRIM, see the report.)
+      const s0 = await pollFor(() => control(m.sock(n0), "GET", "/status"), (r) => (r.json.status as { state?: string })?.state === "PRIM", 30_000);
+      expect(s0.value.json.status).toMatchObject({ state: "PRIM", ready: true });
+      console.log(`disk full: resync ${synced.mode} after space came back`);
+      await w.finished;
+      expect(w.acked.length).toBe(600);
+      await new Promise((r) => setTimeout(r, 300));
+      for (const f of ["records.log", "blob.bin"]) expect(fileSha(join(lab.dir(n1), "data", f)), f).toBe(fileSha(join(lab.dir(n0), "data", f)));
+      const onN1 = idsIn(m.data(n1));
+      expect(w.acked.filter((l) => !onN1.has(l.acked as number)).map((l) => l.acked)).toEqual([]);
+      expect(readFileSync(join(lab.dir(n1), ".data.hfstate"), "utf8").trim()).toBe("consistent");
+    } finally {
+      await m.close();
+    }
+  }, 300_000);
+});
+
+describe.skipIf(!root)("mirror module: the secondary's disk full (known bug in the replication helper)", () => {
+  // KNOWN BUG, src/native/replicator/secondary.c: after an operation fails to apply (ENOSPC), the secondary keeps
+  // applying the frames already in flight on that stream, and an HF_RESYNC_DONE among them marks its copy
+  // `consistent`: the driver reports it in sync and the engine makes it SECOND ready (so able to take over) while
+  // it lacks writes the primary acked after logging them. Seen in every run here (several times per second while
+  // the disk is full). Fix there: on the first apply error, mark the copy inconsistent and end the stream (no
+  // further frame applied). This test turns red when it is fixed: then drop `.fails`.
+  it.fails("while its disk is full, the secondary never reports its copy in sync", async () => {
+    const DISK_MIB = 12;
+    const m = await mirrorLab("diskfull-bug", { secondaryDiskMiB: DISK_MIB });
+    try {
+      const { lab, n0, n1, client, vipAddr, cluster } = m;
+      const c0 = cluster.node(n0.name);
+      const c1 = cluster.node(n1.name);
+      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
+      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 300, maxMs: 60_000, pauseMs: 5 });
+      await w.until(() => w.acked.length >= 20, 30_000, "20 acks");
+      const blob = await lab.exec(client, ["curl", "-sS", "-m", "120", "-X", "POST", `http://${vipAddr}/blob?mib=${DISK_MIB + 4}`], { timeoutMs: 130_000 });
+      expect(blob.stdout).toMatch(/^ok blob/);
+      const full = await c1.waitFor((l) => l.type === "error" && /No space left/.test(String(l.message)), 30_000, 0, "n1's first ENOSPC");
+      const from = c1.lines.indexOf(full);
+      await new Promise((r) => setTimeout(r, 3000)); // the writer goes on; the disk stays full
+      await w.finished;
+      const inSync = c1.lines.slice(from).filter((l) => (l.type === "sync" && l.inSync === true) || isState("SECOND")(l));
+      expect(inSync).toEqual([]);
+    } finally {
+      await m.close();
+    }
+  }, 300_000);
 });
