@@ -141,6 +141,11 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     truncateSync(m("dir/sub/a"), 1234);
     spawnSync("chown", ["1234:4321", m("dir/sub/b2")]);
     utimesSync(m("dir/sub/b2"), 1_000_000, 1_000_000);
+    // touch = utimensat(UTIME_NOW): a recent mtime on both sides
+    writeFileSync(m("touched"), "t");
+    utimesSync(m("touched"), 1_000_000, 1_000_000);
+    expect(spawnSync("touch", [m("touched")]).status).toBe(0);
+    expect(Math.abs(lstatSync(join(p.b, "touched")).mtimeMs - Date.now())).toBeLessThan(60_000);
     writeFileSync(m("gone"), "x");
     unlinkSync(m("gone"));
     mkdirSync(m("rmme"));
@@ -247,6 +252,33 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
     expect(summarizeExtentLog(join(p.root, ".a.hfextents")).records).toBe(0);
     await pollUntil(() => p.secondary.consistent === true, 5000, "secondary consistent");
+  });
+
+  it("a secondary that stops answering: the write waits at most ackTimeoutMs, then degraded; back: resynced", async () => {
+    const p = await pair("hang", "js", { ackTimeoutMs: 700 });
+    const m = (r: string): string => p.primary.mountPath(r);
+    writeFileSync(m("before"), "b");
+    const pid = p.secondary.pid as number;
+    process.kill(pid, "SIGSTOP");
+    try {
+      const degraded = p.primary.waitFor("degraded", 10_000);
+      const t0 = Date.now();
+      writeFileSync(m("during"), randomBytes(10_000));
+      const waited = Date.now() - t0;
+      expect((await degraded).reason).toMatch(/timeout/);
+      console.info(`jsfuse: write blocked ${waited} ms by a frozen secondary (ackTimeoutMs 700)`);
+      expect(waited).toBeGreaterThanOrEqual(600);
+      expect(waited).toBeLessThan(5000);
+      // degraded: writes no longer wait
+      const t1 = Date.now();
+      for (let i = 0; i < 20; i++) writeFileSync(m(`alone${i}`), "x");
+      expect(Date.now() - t1).toBeLessThan(2000);
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    // the thawed secondary's old stream was dropped; the primary reconnects and resyncs from the log
+    await p.primary.waitFor("synced", 30_000);
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
   });
 
   it("unclean start: a full pass (the log cannot be trusted) repairs what the log never saw; resync(checksum) too", async () => {

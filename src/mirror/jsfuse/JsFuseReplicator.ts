@@ -16,9 +16,10 @@
  *   `resync("verify" | "checksum" | "full")`. It sends the whole tree (correct, not frugal): the first
  *   `resyncStart` is the log pass, the second the full one, and `synced` comes after the full one;
  * - created inodes take their parent directory's owner (the binding does not expose the caller's uid/gid);
- * - no xattrs (ENOSYS), no device nodes, times through the mount have millisecond resolution and `utimensat`
- *   sets both times to the access time it is given (a fuse-native 2.2.6 bug); what is replicated is exactly
- *   what the primary's backing file holds.
+ * - no xattrs (ENOSYS), no device nodes; times through the mount have millisecond resolution; `utimensat`
+ *   sets both times to the access time it is given (a fuse-native 2.2.6 bug: `cp -p`, `tar`, `rsync -t` get
+ *   mtime = atime), and a call that omits one time (`touch -m`, `touch -a`) is dropped by libfuse2 (no change,
+ *   no error). What is replicated is exactly what the primary's backing file holds.
  */
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";

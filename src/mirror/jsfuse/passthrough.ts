@@ -210,8 +210,9 @@ export function passthroughOps(backing: string, replicate: Replicate, isRoot = p
         const st = fstatSync(fd, { bigint: true });
         return { ino: Number(st.ino), args: { off: size, ...mtimeArgs(st) }, path: p };
       }),
-    // fuse-native 2.2.6 passes times in milliseconds and hands the access time in both arguments: the mtime
-    // set is the one the binding gives; what is replicated is what the backing file then holds, to the ns.
+    // fuse-native 2.2.6 passes times in milliseconds and hands the access time in both arguments; libfuse2
+    // turns UTIME_NOW into the current time and drops a call that omits one of the times (`touch -m`).
+    // What is replicated is what the backing file then holds, to the nanosecond.
     utimens: (p, atime, mtime, cb) =>
       withOp(Op.UTIMENS, cb, () => {
         lutimesSync(abs(p), atime / 1000, mtime / 1000);
