@@ -17,7 +17,7 @@ mkdir -p "$(dirname "$out")"
 gcc -O2 -g0 -std=gnu11 -Wall -Wextra -Wno-unused-result -pthread -D_FILE_OFFSET_BITS=64 \
   -ffile-prefix-map="$PWD"=. -frandom-seed=holdfast-replicator -Wl,--build-id=none \
   $(pkg-config --cflags fuse3) \
-  -o "$out.tmp" "$src"/main.c "$src"/wire.c "$src"/sha256.c "$src"/primary.c "$src"/resync.c "$src"/secondary.c \
+  -o "$out.tmp" "$src"/main.c "$src"/wire.c "$src"/sha256.c "$src"/primary.c "$src"/resync.c "$src"/secondary.c "$src"/filter.c \
   $(pkg-config --libs fuse3) -ldl
 chmod 0755 "$out.tmp"
 mv "$out.tmp" "$out"

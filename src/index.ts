@@ -45,3 +45,4 @@ export { MirrorVip, garpFrames, type MirrorVipOptions, type NeighbourAdvertiser,
 export { MirrorDriver, MirrorError, type MirrorDriverOptions, type MirrorDriverEvents, type MirrorEndpoint, type MirrorMembership, type MirrorReplicatorTuning, type ReplicatorLike } from "./mirror/mirror.js";
 export { helperPath } from "./mirror/helper.js";
 export { createFileReplicator, chooseEngine, probeEngines, JsFuseReplicator, runJsFuseDaemon, type ReplicatorEngine, type EngineProbe, type EngineChoice, type EngineReplicator, type CreateFileReplicatorOptions } from "./mirror/jsfuse/index.js";
+export { PathFilter, globMatch } from "./mirror/pathFilter.js";

@@ -35,6 +35,8 @@ import { createInterface } from "node:readline";
 import { EventEmitter } from "eventemitter3";
 import * as t from "io-ts";
 import { decodeOrThrow } from "../core/decode.js";
+import { ConfigError } from "../core/errors.js";
+import { PathFilter } from "./pathFilter.js";
 import { ReplicatorError } from "./errors.js";
 import { helperPath, parseHelperLine, type HelperEvent } from "./helper.js";
 
@@ -114,6 +116,23 @@ const PrimaryOptions = t.intersection([
     threads: t.number,
     /** Interval of the metrics poll, ms. Default 1000; 0 disables it. */
     statsIntervalMs: t.number,
+    /**
+     * Patterns of paths NOT replicated (relative to the replicated directory; gitignore-like, see
+     * {@link PathFilter}: `*.tmp` at any depth, `cache/**` everything under cache, `pg_stat_tmp/` directories
+     * only, `/core` anchored). Excluded paths are served by the mount as usual but never sent, logged, resynced
+     * or compared, and the secondary's copy of them is left alone (except by a `full` pass, which empties the
+     * secondary first). A rename across the boundary: excluded -> included sends the file's content (a
+     * directory or symlink moved in triggers a `verify` pass); included -> excluded removes the file from the
+     * secondary (a directory is renamed there and then left alone); a hard link from an excluded name sends a
+     * copy. Default: none (everything replicated).
+     */
+    exclude: t.array(t.string),
+    /**
+     * When given, only files matching one of these patterns (or under a matching directory) are replicated;
+     * directories are always replicated unless excluded, so included files have a place. `exclude` wins.
+     * Default: everything.
+     */
+    include: t.array(t.string),
   }),
 ]);
 
@@ -220,6 +239,18 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
   constructor(options: FileReplicatorOptions) {
     super();
     this.options = decodeOrThrow(FileReplicatorOptions, options, "FileReplicator options");
+    if (this.options.role === "primary") {
+      const o = this.options;
+      for (const key of ["include", "exclude"] as const) {
+        (o[key] ?? []).forEach((p, i) => {
+          try {
+            new PathFilter([p]);
+          } catch {
+            throw new ConfigError("FileReplicator options", [{ path: `${key}.${i}`, expected: "a non-empty pattern (not only '/', no NUL or newline)", value: p }]);
+          }
+        });
+      }
+    }
   }
 
   /** Primary: the replication state. Secondary: `sync` while a primary is connected, else `degraded`. */
@@ -394,6 +425,8 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         "--initial", o.initialSync ?? "log",
         "--threads", String(o.threads ?? 16),
         ...(o.encrypt === true ? ["--encrypt"] : []),
+        ...(o.include ?? []).flatMap((p) => ["--include", p]),
+        ...(o.exclude ?? []).flatMap((p) => ["--exclude", p]),
       ];
     }
     return [

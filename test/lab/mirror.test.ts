@@ -32,6 +32,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
 import { helperPath } from "../../src/mirror/helper.js";
+import { PathFilter } from "../../src/mirror/pathFilter.js";
 import { makePairDirs, pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
@@ -433,5 +434,74 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect(sent).toBeGreaterThanOrEqual(modified);
     expect(sent).toBeLessThanOrEqual(unionBytes(extents) + 2 * 65536);
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
+  });
+
+  it("include/exclude: excluded paths are served but never replicated, also across renames, an outage and a checksum pass", async () => {
+    const exclude = ["*.tmp", "cache/**", "pg_stat_tmp/"];
+    const p = await pair("filter", { exclude, ackTimeoutMs: 500, reconnectMs: 100 });
+    const m = (r: string): string => p.primary.mountPath(r);
+    const filter = new PathFilter([], exclude);
+    /** The snapshot restricted to what the patterns replicate. */
+    const replicatedPart = (snap: ReturnType<typeof snapshotTree>): ReturnType<typeof snapshotTree> =>
+      new Map([...snap].filter(([k, e]) => filter.replicated(k, e.type === "dir")));
+    for (const d of ["sub", "cache/d", "pg_stat_tmp", "data"]) mkdirSync(m(d), { recursive: true });
+    const files: Record<string, string> = {
+      "keep.txt": "kept",
+      "x.tmp": "temporary, then renamed in",
+      "sub/y.tmp": "temporary",
+      "cache/a": "cached",
+      "cache/d/b": "cached deeper",
+      "pg_stat_tmp/global.stat": "stats",
+      "data/pg_stat_tmp": "a file of that name: the pattern is for directories",
+    };
+    for (const [k, v] of Object.entries(files)) writeFileSync(m(k), v);
+    // served by the mount as usual
+    for (const [k, v] of Object.entries(files)) expect(readFileSync(m(k), "utf8")).toBe(v);
+    // on the secondary: only the replicated ones (cache/ itself is, its content is not)
+    for (const k of ["keep.txt", "data/pg_stat_tmp", "sub", "cache"]) expect([k, existsSync(join(p.b, k))]).toEqual([k, true]);
+    for (const k of ["x.tmp", "sub/y.tmp", "cache/a", "cache/d", "pg_stat_tmp"]) expect([k, existsSync(join(p.b, k))]).toEqual([k, false]);
+    // the secondary's own file under an excluded name is left alone from now on
+    writeFileSync(join(p.b, "own.tmp"), "the secondary's");
+
+    renameSync(m("x.tmp"), m("x.txt")); // excluded -> included: the content goes over
+    expect(readFileSync(join(p.b, "x.txt"), "utf8")).toBe(files["x.tmp"]);
+    renameSync(m("keep.txt"), m("keep.tmp")); // included -> excluded: gone from the secondary
+    expect(existsSync(join(p.b, "keep.txt"))).toBe(false);
+    expect(existsSync(join(p.b, "keep.tmp"))).toBe(false);
+    linkSync(m("sub/y.tmp"), m("sub/y.txt")); // a link from an excluded name: a copy
+    expect(readFileSync(join(p.b, "sub/y.txt"), "utf8")).toBe(files["sub/y.tmp"]);
+    // a directory moved in: its subtree is sent by a verify pass
+    mkdirSync(m("dir.tmp/inner"), { recursive: true });
+    writeFileSync(m("dir.tmp/inner/f"), "in a directory moved in");
+    expect(existsSync(join(p.b, "dir.tmp"))).toBe(false);
+    const verified = p.primary.waitFor("synced", 15_000);
+    renameSync(m("dir.tmp"), m("dir"));
+    expect((await verified).mode).toBe("verify");
+    expect(readFileSync(join(p.b, "dir/inner/f"), "utf8")).toBe("in a directory moved in");
+
+    // an outage: the extent log holds only replicated paths; the log resync sends them
+    const degraded = p.primary.waitFor("degraded", 5000);
+    await p.secondary.stop();
+    await degraded;
+    writeFileSync(m("late.txt"), randomBytes(100_000));
+    writeFileSync(m("late.tmp"), randomBytes(100_000));
+    writeFileSync(m("cache/a"), "changed while away");
+    const synced = p.primary.waitFor("synced", 15_000);
+    await p.startSecondary();
+    expect((await synced).mode).toBe("log");
+    expect(existsSync(join(p.b, "late.txt"))).toBe(true);
+    expect(existsSync(join(p.b, "late.tmp"))).toBe(false);
+    expect(existsSync(join(p.b, "cache/a"))).toBe(false);
+    expect(treeDiff(replicatedPart(snapshotTree(p.a)), replicatedPart(snapshotTree(p.b)), { mtimes: true })).toEqual([]);
+
+    // a checksum pass prunes what the primary lacks, but not the secondary's excluded paths
+    writeFileSync(join(p.b, "stray.txt"), "not on the primary");
+    const synced2 = p.primary.waitFor("synced", 30_000);
+    p.primary.resync("checksum");
+    expect((await synced2).mode).toBe("checksum");
+    expect(existsSync(join(p.b, "stray.txt"))).toBe(false);
+    expect(readFileSync(join(p.b, "own.tmp"), "utf8")).toBe("the secondary's");
+    for (const k of ["late.tmp", "x.tmp", "cache/a", "pg_stat_tmp"]) expect([k, existsSync(join(p.b, k))]).toEqual([k, false]);
+    expect(treeDiff(replicatedPart(snapshotTree(p.a)), replicatedPart(snapshotTree(p.b)), { mtimes: true })).toEqual([]);
   });
 });

@@ -16,6 +16,7 @@
  * log (see resync.c) while new operations keep replicating synchronously.
  */
 #include "primary.h"
+#include "filter.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -108,7 +109,11 @@ void degrade_locked(const char *reason) {
   shutdown(G.c->fd, SHUT_RDWR);
   pthread_mutex_lock(&G.wl);
   int n = 0;
-  for (struct op *o = G.whead; o; o = o->next) { log_append(o); n++; }
+  for (struct op *o = G.whead; o; o = o->next) {
+    log_append(o);
+    n++;
+    if (o->verify_on_loss && G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
+  }
   fdatasync(G.logfd);
   while (G.whead) {
     struct op *o = G.whead;
@@ -135,12 +140,95 @@ void op_begin(struct op *o) {
   (void)o;
 }
 
+int send_raw(uint8_t type, uint8_t flags, struct hf_args *a, const char *path, const char *path2, const void *data) {
+  if (!G.connected) return -1;
+  a->path_len = path ? (uint32_t)strlen(path) : 0;
+  a->path2_len = path2 ? (uint32_t)strlen(path2) : 0;
+  struct iovec v[4] = {{a, sizeof *a}, {(void *)path, a->path_len}, {(void *)path2, a->path2_len},
+                       {(void *)data, a->data_len}};
+  if (send_frame(G.c, type, flags, ++G.seq, v, 4) < 0) { degrade_locked("send to secondary failed"); return -1; }
+  G.bytes_sent += a->data_len;
+  return 0;
+}
+
+/* ---------- include/exclude (filter.h) ---------- */
+static int is_dir_at(const char *path) {
+  struct stat st;
+  return fstatat(G.bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* `path` just entered the replicated set (a rename or link from an excluded name). A regular file, while
+ * connected, is sent here: CREATE, its content and, as the operation the caller waits for, its size and mtime.
+ * Anything else (a directory's subtree, a symlink, or no link) is left to a verify pass (forced now when
+ * connected, chosen for the next resync when degraded). Returns 1 when o now describes the waited operation. */
+static int send_into(struct op *o, const char *path) {
+  struct stat st;
+  int fd = openat(G.bfd, rel(path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (!G.connected || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fd >= 0) close(fd);
+    if (G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
+    if (G.connected) degrade_locked("a path entered the replicated set: verify pass");
+    return 0;
+  }
+  struct hf_args a = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid, .flags = O_TRUNC, .mtime_ns = UTIME_OMIT};
+  int ok = send_raw(HF_CREATE, 0, &a, path, NULL, NULL) == 0;
+  uint8_t *buf = ok && st.st_size ? malloc(1u << 20) : NULL;
+  for (off_t off = 0; ok && off < st.st_size;) {
+    ssize_t n = pread(fd, buf, 1u << 20, off);
+    if (n <= 0) break;
+    struct hf_args w = {.off = (uint64_t)off, .len = (uint64_t)n, .data_len = (uint32_t)n, .mtime_ns = UTIME_OMIT};
+    ok = send_raw(HF_WRITE, 0, &w, path, NULL, buf) == 0;
+    off += n;
+  }
+  free(buf);
+  close(fd);
+  if (!ok) { if (G.next_mode == RS_LOG) G.next_mode = RS_VERIFY; return 0; }
+  memset(&o->a, 0, sizeof o->a);
+  o->type = HF_TRUNCATE;
+  o->path = path;
+  o->path2 = "";
+  o->a.off = (uint64_t)st.st_size;
+  o->a.mtime_s = st.st_mtim.tv_sec;
+  o->a.mtime_ns = st.st_mtim.tv_nsec;
+  o->ino = st.st_ino;
+  o->verify_on_loss = 1;
+  o->a.path_len = (uint32_t)strlen(path);
+  o->a.path2_len = 0;
+  return 1;
+}
+
+/* Decides what a live operation becomes under the patterns: 1 = send/log o (maybe rewritten), 0 = nothing. */
+static int filter_op(struct op *o) {
+  int dir;
+  switch (o->type) {
+  case HF_MKDIR: case HF_RMDIR: case HF_FSYNCDIR: dir = 1; break;
+  case HF_CHMOD: case HF_CHOWN: case HF_UTIMENS: case HF_SETXATTR: case HF_REMOVEXATTR: dir = is_dir_at(o->path); break;
+  case HF_RENAME: dir = is_dir_at(o->path2); break; /* already renamed: the object is at path2 */
+  default: dir = 0;
+  }
+  if (o->type != HF_RENAME && o->type != HF_LINK) return filter_replicated(o->path, dir);
+  int from = filter_replicated(o->path, dir), to = filter_replicated(o->path2, dir);
+  if (from && to) return 1;
+  if (!to) {
+    if (!from || o->type == HF_LINK) return 0;
+    if (dir) return 1; /* a directory renamed out: renamed on the secondary too (then left alone there) */
+    o->type = HF_UNLINK; /* a file renamed out: gone from the secondary */
+    o->path2 = "";
+    o->a.path2_len = 0;
+    o->a.flags = 0;
+    return 1;
+  }
+  return send_into(o, o->path2); /* renamed or linked in from an excluded name: the content goes over */
+}
+
 /* Sends (connected) or logs (degraded) an operation whose local part succeeded. Caller holds G.lk. */
 void op_submit(struct op *o) {
   o->a.path_len = (uint32_t)strlen(o->path);
   o->a.path2_len = o->path2 ? (uint32_t)strlen(o->path2) : 0;
   if (!o->path2) o->path2 = "";
-  if (G.standalone) {
+  if (!G.standalone && filter_active() && !(o->flags & HF_F_RESYNC) && !filter_op(o)) {
+    o->state = OP_NONE;
+  } else if (G.standalone) {
     o->state = OP_NONE;
   } else if (G.connected) {
     o->seq = ++G.seq;
@@ -605,7 +693,7 @@ static void *control_thread(void *arg) {
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
                   "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|verify|checksum|full] [--threads N] "
-                  "[--encrypt]\n"
+                  "[--encrypt] [--include PATTERN]... [--exclude PATTERN]...\n"
                   "       holdfast-replicator primary --standalone --backing DIR --mount DIR --log FILE (no replication)\n");
   exit(2);
 }
@@ -615,6 +703,7 @@ int run_primary(int argc, char **argv) {
                                   {"key-file", 1, 0, 'k'},       {"log", 1, 0, 'l'},    {"ack-timeout-ms", 1, 0, 't'},
                                   {"reconnect-ms", 1, 0, 'r'},   {"initial", 1, 0, 'i'}, {"threads", 1, 0, 'T'},
                                   {"standalone", 0, 0, 'S'},      {"encrypt", 0, 0, 'E'},
+                                  {"include", 1, 0, 'I'},         {"exclude", 1, 0, 'X'},
                                   {0, 0, 0, 0}};
   char *peer = NULL, *keyf = NULL, *logp = NULL;
   int o, threads = 16;
@@ -630,6 +719,10 @@ int run_primary(int argc, char **argv) {
     case 'r': G.reconnect_ms = atoi(optarg); break;
     case 'T': threads = atoi(optarg); break;
     case 'E': G.encrypt = 1; break;
+    case 'I':
+    case 'X':
+      if (filter_add(o == 'I', optarg) < 0) { fprintf(stderr, "holdfast-replicator: bad pattern %s\n", optarg); return 2; }
+      break;
     case 'S': G.standalone = 1; break; /* FUSE passthrough only, no replication: to measure FUSE's own cost */
     case 'i': G.next_mode = parse_mode(optarg); break;
     default: usage();

@@ -19,6 +19,7 @@ struct op {
   uint64_t ino; /* backing inode of the file (data ops), recorded in the extent log */
   uint64_t seq, t0;
   int state, want_reply;
+  int verify_on_loss;   /* completes content sent without waiters: if the link drops first, resync with verify */
   uint8_t *reply;
   uint32_t reply_len;
   pthread_cond_t cv;
@@ -52,6 +53,8 @@ extern struct primary G;
 void log_append(const struct op *o);
 void degrade_locked(const char *reason);
 void degrade(const char *reason);
+/* Sends one frame with no waiter (its ack is ignored). G.lk held, connected. 0 or -1 (then degraded). */
+int send_raw(uint8_t type, uint8_t flags, struct hf_args *a, const char *path, const char *path2, const void *data);
 void op_begin(struct op *o);
 void op_submit(struct op *o);
 void op_end(struct op *o);

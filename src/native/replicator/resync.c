@@ -18,6 +18,7 @@
  * from the file is never older on the wire than a live write to the same range.
  */
 #include "primary.h"
+#include "filter.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -131,6 +132,8 @@ static int walk_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
   (void)flag;
   if (ftw->level == 0) return 0;
   const char *r = p + bprefix;
+  /* excluded paths are never sent, compared or followed by inode; an excluded directory's subtree is skipped */
+  if (!filter_replicated(r, S_ISDIR(sb->st_mode))) return S_ISDIR(sb->st_mode) ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
   if (walk_send) {
     struct hf_args a = {.mode = sb->st_mode, .uid = sb->st_uid, .gid = sb->st_gid, .mtime_ns = UTIME_OMIT};
     if (S_ISDIR(sb->st_mode)) {
@@ -182,7 +185,7 @@ static int walk(int mode, int send) {
   walk_mode = mode;
   walk_send = send;
   bprefix = strlen(G.backing);
-  int r = nftw(G.backing, walk_cb, 64, FTW_PHYS);
+  int r = nftw(G.backing, walk_cb, 64, FTW_PHYS | FTW_ACTIONRETVAL);
   for (size_t i = 0; i < seen_n; i++) free(seen[i].path);
   free(seen); seen = NULL; seen_n = seen_cap = 0;
   return r;
@@ -212,6 +215,7 @@ static int prune_extras(uint64_t gen) {
     char p[4097];
     snprintf(p, sizeof p, "%.*s", (int)e.path_len, (char *)rep + offs[i] + sizeof e);
     struct stat st;
+    if (!filter_replicated(p, S_ISDIR(e.mode))) continue; /* the secondary's excluded paths are left alone */
     if (S_ISREG(e.mode)) {
       R = realloc(R, (Rn + 1) * sizeof *R);
       R[Rn++] = (struct remote){strdup(p), e.size, e.mtime_s, e.mtime_ns};
