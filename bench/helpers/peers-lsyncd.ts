@@ -1,5 +1,5 @@
 // bench:peers — data lost at a crash with lsyncd (asynchronous replication): node A (n0) runs the records writer
-// (bench/helpers/peers-records-app.mts: each record fdatasync'd before it is acknowledged) on a local directory
+// (examples/daemon/apps/records-app.mjs: each record fdatasync'd before it is acknowledged) on a local directory
 // that lsyncd (default.rsync) copies to an rsync daemon on node B (n1). The client appends records one at a time;
 // after a few seconds A dies (SIGKILL of every process in its namespace + link down) and the acknowledged
 // records missing from B's copy are counted.
@@ -30,10 +30,25 @@ export function startWriter(lab: Lab, repo: string, client: LabHost, host: strin
   return { acks, proc, done };
 }
 
-/** Acknowledged records per second, first ack to last ack. */
+/** Acknowledged records per second, from WARMUP_MS after the first ack (a fresh process warms up) to the last. */
 export function rate(acks: readonly Ack[]): number {
-  if (acks.length < 2) return NaN;
-  return ((acks.length - 1) * 1000) / ((acks.at(-1) as Ack).t - (acks[0] as Ack).t);
+  const first = acks[0];
+  if (!first) return NaN;
+  const steady = acks.filter((a) => a.t >= first.t + WARMUP_MS);
+  if (steady.length < 2) return NaN;
+  return ((steady.length - 1) * 1000) / ((steady.at(-1) as Ack).t - (steady[0] as Ack).t);
+}
+const WARMUP_MS = 500;
+
+/**
+ * The records writer of the mirror's lab tests and demo (examples/daemon/apps/records-app.mjs: each record
+ * fdatasync'd before it is acknowledged), here on a plain local directory of `host`.
+ */
+function recordsApp(lab: Lab, repo: string, host: LabHost, dir: string): LabProcess {
+  return lab.spawn(host, [process.execPath, join(repo, "examples/daemon/apps/records-app.mjs"), String(APP_PORT), String(RECORD_BYTES)], {
+    cwd: repo,
+    env: { HOLDFAST_MOUNT: dir, HOLDFAST_NODE: host.name },
+  });
 }
 
 /** The record ids in a records.log (missing file: none). */
@@ -66,7 +81,7 @@ export interface LossTrial {
 }
 
 /**
- * The baseline of the write rates: the same writer and records app on a local directory of n0, no replication at
+ * The baseline of the write rates: the same client and records app on a local directory of n0, no replication at
  * all, for `ms`. Measured next to each replicated run (the machine's load varies over a run).
  */
 export async function localRate(lab: Lab, repo: string, ms: number, from: number): Promise<number> {
@@ -74,9 +89,9 @@ export async function localRate(lab: Lab, repo: string, ms: number, from: number
   const dir = join(lab.dir(a), "local");
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const app = lab.spawn(a, [process.execPath, "--import", "tsx", join(repo, "bench/helpers/peers-records-app.mts"), dir, a.name, String(APP_PORT), String(RECORD_BYTES)], { cwd: repo });
+  const app = recordsApp(lab, repo, a, dir);
   try {
-    await app.waitForLine(/"ready"/, 20_000);
+    await app.waitForLine(/^records-app on/, 20_000);
     const w = startWriter(lab, repo, lab.clients[0] as LabHost, lab.addr(a), APP_PORT, from);
     await until(() => w.acks.length > 0 && Date.now() - (w.acks[0] as Ack).t >= ms, ms + 20_000, "local writer acknowledged for ms");
     w.proc.kill("SIGKILL");
@@ -126,8 +141,8 @@ export async function lsyncdTrials(lab: Lab, repo: string, variants: readonly Ls
           `settings { nodaemon = true, logfile = "${join(aDir, "lsyncd.log")}", statusFile = "${join(aDir, "lsyncd.status")}", insist = true }\n` +
             `sync { default.rsync, source = "${join(aDir, "src")}/", target = "${lab.addr(b)}::recs/", delay = ${v.delay} }\n`,
         );
-        const app = lab.spawn(a, [process.execPath, "--import", "tsx", join(repo, "bench/helpers/peers-records-app.mts"), join(aDir, "src"), a.name, String(APP_PORT), String(RECORD_BYTES)], { cwd: repo });
-        await app.waitForLine(/"ready"/, 20_000);
+        const app = recordsApp(lab, repo, a, join(aDir, "src"));
+        await app.waitForLine(/^records-app on/, 20_000);
         lab.spawn(a, ["lsyncd", cfg]);
         await until(() => {
           try {
