@@ -281,6 +281,24 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b), { mtimes: true })).toEqual([]);
   });
 
+  it("host mount namespace: a killed daemon is restarted by the supervisor over its dead mount, then a full pass", async () => {
+    const p = await pair("restart", "js", { mountNamespace: "host", restart: { maxRestarts: 2, windowMs: 60_000 } });
+    writeFileSync(join(p.mnt, "one"), "1");
+    const restarted = p.primary.waitFor("restarted", 20_000);
+    const modes: string[] = [];
+    p.primary.on("resyncStart", (e) => modes.push(e.mode));
+    const synced = new Promise<string>((resolve) => p.primary.on("synced", (e) => e.mode === "full" && resolve(e.mode)));
+    process.kill(p.primary.pid as number, "SIGKILL");
+    await restarted;
+    await synced;
+    expect(modes).toContain("full");
+    writeFileSync(join(p.mnt, "two"), "2");
+    expect(readFileSync(join(p.b, "two"), "utf8")).toBe("2");
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
+    await p.primary.stop();
+    expect(readFileSync("/proc/mounts", "utf8")).not.toContain(p.mnt);
+  });
+
   it("unclean start: a full pass (the log cannot be trusted) repairs what the log never saw; resync(checksum) too", async () => {
     const p = await pair("full");
     const m = (r: string): string => p.primary.mountPath(r);
