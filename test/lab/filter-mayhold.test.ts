@@ -92,4 +92,44 @@ describe.skipIf(!root)("ebpf may-hold flags across a restart", () => {
     cli.kill();
     srv.kill();
   });
+
+  it("prunes the flag of a foreign bucket once its last connection is gone, never while it lasts nor in an owned bucket", async () => {
+    const node = lab.nodes[0]!;
+    const vip = lab.addr(node);
+    const backend = second!;
+    const all = new Uint8Array(BUCKET_COUNT).fill(1);
+    await backend.setOwned(all);
+    const port2 = PORT + 1;
+    const srv = lab.spawn(node, [process.execPath, "-e", server(vip).replace(String(PORT), String(port2))]);
+    await srv.waitForLine(/^ready$/, 10_000);
+    // A client that sends 15 pings (1.5 s) and then closes first (its TIME-WAIT stays on the client side).
+    const short = lab.spawn(lab.clients[0]!, [process.execPath, "-e", client(vip).replace(String(PORT), String(port2)).replace("++n > 600", "++n > 15")]);
+    const port = Number((await short.waitForLine(/^connected (\d+)$/, 10_000))[1]);
+    await short.waitForLine(/^echo 1$/, 5_000);
+    const bucket = bucketOf(lab.addr(lab.clients[0]!), "address", port, 7); // no rule for port2: the default, address
+    expect(backend.mayHold()[bucket]).toBe(1);
+    await backend.setOwned(new Uint8Array(BUCKET_COUNT)); // the bucket moves away while the connection lasts
+    const during = backend.pruneMayHold();
+    expect(during.cleared).not.toContain(bucket);
+    expect(during.flags[bucket]).toBe(1);
+    await short.waitForLine(/^echo 15$/, 10_000); // its packets kept flowing through the lookup
+    await short.exited;
+    // Owned again: an owned bucket's flag is never cleared, even with no socket.
+    await backend.setOwned(all);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      // Wait until the server side of the connection is gone (LAST-ACK ends with the client's final ACK).
+      const ss = await lab.exec(node, ["ss", "-Htna", `( sport = :${port2} and dport = :${port} )`]);
+      if (ss.stdout.trim() === "") break;
+      if (Date.now() > deadline) throw new Error(`connection still there: ${ss.stdout}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(backend.pruneMayHold().flags[bucket]).toBe(1);
+    await backend.setOwned(new Uint8Array(BUCKET_COUNT));
+    const pruned = backend.pruneMayHold();
+    expect(pruned.cleared).toContain(bucket);
+    expect(pruned.flags[bucket]).toBe(0);
+    expect(backend.mayHold()[bucket]).toBe(0);
+    srv.kill();
+  });
 });

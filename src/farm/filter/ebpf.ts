@@ -4,6 +4,7 @@
  * src/native/farm_shared.h).
  */
 import { execFileSync } from "node:child_process";
+import koffi from "koffi";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { BUCKET_COUNT, parseIp } from "../../core/buckets.js";
@@ -33,6 +34,53 @@ function encodeConfig(seed: number, flags: number, leaseUntilNs: bigint): Uint8A
   b.writeUInt32LE(flags >>> 0, 4);
   b.writeBigUInt64LE(leaseUntilNs, 8);
   return b;
+}
+
+/**
+ * libbpf's batch calls for the per-bucket `farm_mayhold` array (one syscall for all 4096 entries instead of one
+ * each: ~0.2 ms instead of 5-130 ms on a busy machine, and it runs after every table change and every prune).
+ * Undefined when libbpf lacks them; callers then go entry by entry.
+ */
+type BatchFn = ReturnType<ReturnType<typeof koffi.load>["func"]>;
+let batchApi: { lookup: BatchFn; update: BatchFn } | null | undefined;
+function batch(): { lookup: BatchFn; update: BatchFn } | undefined {
+  if (batchApi === undefined) {
+    try {
+      const lib = koffi.load("libbpf.so.1");
+      batchApi = {
+        lookup: lib.func("int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, void *opts)"),
+        update: lib.func("int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, void *opts)"),
+      };
+    } catch {
+      batchApi = null;
+    }
+  }
+  return batchApi ?? undefined;
+}
+
+/** Reads entries 0..n-1 of an array map of u32 values in one batch; undefined if the batch call failed. */
+function lookupU32Array(fd: number, n: number): Uint32Array | undefined {
+  const api = batch();
+  if (!api) return undefined;
+  const keys = Buffer.alloc(4 * n);
+  const values = Buffer.alloc(4 * n);
+  const count = [n];
+  const rc = Number(api.lookup(fd, null, Buffer.alloc(4), keys, values, count, null));
+  if ((rc !== 0 && rc !== -2) || count[0] !== n) return undefined; // -ENOENT: the end was reached (all read)
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) out[keys.readUInt32LE(4 * i)] = values.readUInt32LE(4 * i);
+  return out;
+}
+
+/** Writes the given entries of an array map of u32 values in one batch; false if the batch call failed. */
+function updateU32Entries(fd: number, entries: readonly [number, number][]): boolean {
+  const api = batch();
+  if (!api || entries.length === 0) return !!api;
+  const keys = Buffer.alloc(4 * entries.length);
+  const values = Buffer.alloc(4 * entries.length);
+  entries.forEach(([k, v], i) => (keys.writeUInt32LE(k, 4 * i), values.writeUInt32LE(v >>> 0, 4 * i)));
+  const count = [entries.length];
+  return Number(api.update(fd, keys, values, count, null)) === 0 && count[0] === entries.length;
 }
 
 /** Finds the committed BPF object (source tree or published package layout). */
@@ -231,21 +279,28 @@ export class FarmProgram {
    */
   setMayHold(mask: Uint8Array): void {
     if (mask.length !== BUCKET_COUNT) throw new RangeError(`may-hold mask must have ${BUCKET_COUNT} entries`);
-    for (let b = 0; b < BUCKET_COUNT; b++) mapUpdate(this.#fd.mayhold, u32le(b), u32le(mask[b] ? 1 : 0));
+    this.#writeMayHold(Array.from(mask, (v, b): [number, number] => [b, v ? 1 : 0]));
   }
 
   /** Clears the flags of these buckets only (one entry each: the program's stores to other buckets are kept). */
   clearMayHold(buckets: Iterable<number>): void {
-    for (const b of buckets) mapUpdate(this.#fd.mayhold, u32le(b), u32le(0));
+    this.#writeMayHold(Array.from(buckets, (b): [number, number] => [b, 0]));
   }
 
   /** Sets the flags of these buckets only. */
   addMayHold(buckets: Iterable<number>): void {
-    for (const b of buckets) mapUpdate(this.#fd.mayhold, u32le(b), u32le(1));
+    this.#writeMayHold(Array.from(buckets, (b): [number, number] => [b, 1]));
   }
 
-  /** The current `farm_mayhold` flags (1 = set): one lookup per bucket (~4096 syscalls, a few ms). */
+  #writeMayHold(entries: [number, number][]): void {
+    if (updateU32Entries(this.#fd.mayhold, entries)) return;
+    for (const [b, v] of entries) mapUpdate(this.#fd.mayhold, u32le(b), u32le(v));
+  }
+
+  /** The current `farm_mayhold` flags (1 = set): one batch lookup (entry by entry without the batch call). */
   mayHold(): Uint8Array {
+    const all = lookupU32Array(this.#fd.mayhold, BUCKET_COUNT);
+    if (all) return Uint8Array.from(all, (v) => (v ? 1 : 0));
     const out = new Uint8Array(BUCKET_COUNT);
     const key = Buffer.alloc(4);
     for (let b = 0; b < BUCKET_COUNT; b++) {
@@ -397,6 +452,8 @@ export class EbpfBackend implements FilterBackend {
     const prog = this.#prog;
     if (!prog) throw new Error("ebpf backend not started");
     const flags = prog.mayHold();
+    // Usually every flag is in an owned bucket (nothing moved lately): no listing needed.
+    if (!flags.some((v, b) => v && !this.#owned[b])) return { cleared: [], flags };
     let before: Uint8Array;
     try {
       before = mayHoldFromSockets(this.#opts.config, listLocalTcpSockets(this.#opts.netns));
