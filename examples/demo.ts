@@ -28,12 +28,22 @@ function failoverSteps(logFile: string, from: number): string | undefined {
     return undefined;
   }
   const marks: [RegExp, string][] = [
-    [/transient -> ALONE\]/, "peer lost"],
+    [/transient -> ALONE\]/, "failover decided"],
     [/vip: .* added/, "VIP added"],
     [/primary: mounted/, "mounted"],
     [/hook start_prim ok/, "app started"],
   ];
   const out: string[] = [];
+  try {
+    const down = readFileSync(join(logFile, "..", "membership.jsonl"), "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { ts: string; type: string; agreed?: boolean })
+      .find((e) => (e.type === "nodeDown" || e.type === "viewChange") && Date.parse(e.ts) >= from);
+    if (down) out.push(`${down.type === "nodeDown" ? "node lost" : "view changed"} +${Date.parse(down.ts) - from} ms`);
+  } catch {
+    // no membership log: the module's steps alone
+  }
   const lines = text.split("\n").map((l) => ({ t: Date.parse(l.slice(0, l.indexOf(" "))), l })).filter((x) => x.t >= from);
   for (const [re, what] of marks) {
     const hit = lines.find((x) => re.test(x.l));

@@ -103,7 +103,7 @@ export const mirrorExtension: DaemonExtension = {
     if (!w) return undefined;
     const { driver, entry } = w;
     w.sink.module = module;
-    const vip = new MirrorVip({ log: (line) => module.note("info", `vip: ${line}`) });
+    const vip = new MirrorVip({ log: (line) => module.note("info", line) });
     let resync: ResyncInfo | undefined;
     let resyncBase = 0;
     let secondaryInSync = false;
