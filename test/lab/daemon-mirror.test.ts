@@ -293,11 +293,16 @@ describe.skipIf(!isRoot)("holdfast daemons with a replicated mirror module", () 
     expect(missing(onN0)).toEqual([]);
   });
 
-  it("swaps back through the CLI: n0 PRIM with every record, n1 SECOND", async () => {
+  it("swaps back through the CLI while the client writes: n0 PRIM with every acknowledged record, n1 SECOND", async () => {
+    const writing = write({ count: 100_000, maxMs: 6_000, gapMs: 5, timeoutMs: 300 });
+    await new Promise((r) => setTimeout(r, 500));
     const r = await cluster.cli(cluster.node("n0"), ["swap", "db"], { token: cluster.tokens.control });
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     await roles("n0", "n1");
+    const lines = await writing;
+    expect(lines.some((l) => l.ok && l.node === "n1")).toBe(true);
+    expect(lines.some((l) => l.ok && l.node === "n0")).toBe(true);
     const w = await write({ count: 20, maxMs: 20_000 });
     expect(w.filter((l) => l.ok && l.node === "n0")).toHaveLength(20);
     const recs = await recordsViaVip();
