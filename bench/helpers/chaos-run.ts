@@ -156,8 +156,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   let farmCluster: MembershipCluster | undefined;
   let mirrorCluster: MembershipCluster | undefined;
   const keyDir = mkdtempSync(join(tmpdir(), "holdfast-chaos-key-"));
-  const cleanupTmp = () => rmSync(keyDir, { recursive: true, force: true });
+  const cleanupTmp = () => {
+    for (const d of [keyDir, farmCluster?.dir, mirrorCluster?.dir]) if (d) rmSync(d, { recursive: true, force: true });
+  };
   process.once("exit", cleanupTmp);
+  // Interrupted (Ctrl-C, SIGTERM): the key files go here; the labs' own handlers kill every process in their
+  // namespaces and delete the namespaces (src/testing/lab-cleanup.ts); then the process ends.
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: tearing the labs down`);
+    cleanupTmp();
+    process.nextTick(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
 
   const probes: ProbeRecord[] = [];
   const streams: StreamRecord[] = [];
@@ -327,7 +338,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         if (Date.now() >= deadline) break;
         const label = describeFault(f, i);
         log(`${rel(Date.now())} ${label}`);
-        const w: FaultWindow = { node: f.node, from: Date.now(), to: Number.POSITIVE_INFINITY, label, split: f.kind === "partition" || f.kind === "oneWay" };
+        const w: FaultWindow = { node: f.node, from: Date.now(), to: Number.POSITIVE_INFINITY, label, split: f.kind === "partition" || f.kind === "oneWay" || f.kind === "linkDown" };
         farmWindows.push(w);
         await farmFault(fl, fc, f, log);
         w.to = Date.now() + graceMs;
@@ -446,6 +457,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await mirrorLab?.destroy();
     cleanupTmp();
     process.removeListener("exit", cleanupTmp);
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
   }
 }
 
