@@ -49,8 +49,13 @@ const { values } = parseArgs({
     fsyncs: { type: "string", default: "500" },
     files: { type: "string", default: "2000" },
     "pgbench-seconds": { type: "string", default: "10" },
+    // --only pgbench: just the pgbench comparison (to measure helper changes back to back); --helper PATH: the
+    // helper binary for both sides (default: the committed prebuilt)
+    only: { type: "string" },
+    helper: { type: "string" },
   },
 });
+const helperOpt = values.helper !== undefined ? { helperPath: values.helper } : {};
 const trials = Math.max(1, Number(values.trials));
 const seqMib = Number(values["seq-mib"]);
 const fsyncs = Number(values.fsyncs);
@@ -294,10 +299,21 @@ async function failoverTrials(): Promise<Trial[]> {
 const root = mkdtempSync(join(tmpdir(), "holdfast-bench-local-"));
 let pair: LoopbackPair | undefined;
 let alone: FileReplicator | undefined;
+if (values.only === "pgbench") {
+  try {
+    pair = await startLoopbackPair("bench", { statsIntervalMs: 0, ...helperOpt }, helperOpt);
+    const pg = await pgTps(pair);
+    console.log(JSON.stringify({ bench: "mirror-pgbench", helper: values.helper ?? "prebuilt", ...pg, pgbench_ratio: pg ? Math.round((pg.mirror / pg.local) * 1000) / 1000 : null }));
+  } finally {
+    await pair?.close().catch(() => undefined);
+    rmSync(root, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
 try {
   log("data path: local directory");
   const local0 = micro(root);
-  pair = await startLoopbackPair("bench", { statsIntervalMs: 0 });
+  pair = await startLoopbackPair("bench", { statsIntervalMs: 0, ...helperOpt }, helperOpt);
   log("data path: replicated mount");
   const repl = micro(pair.primary.mountPath());
   // ALONE: a primary whose secondary never answers (a closed port): every change is logged.

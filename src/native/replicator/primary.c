@@ -286,6 +286,10 @@ static void *f_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   cfg->nullpath_ok = 0;
   cfg->hard_remove = 0; /* unlinked-open files become .fuse_hidden*: renames, replicated like any other */
   conn->max_write = 1 << 20;
+  /* more requests in flight per mount than libfuse's default 12 (PostgreSQL: backends, WAL writer,
+   * checkpointer, bgwriter all at once); the kernel blocks new background requests above the threshold */
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* slower and weakens the guarantee here (DESIGN.md section 5) */
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;  /* truncation arrives as its own setattr, replicated as such */
   return NULL;
@@ -632,8 +636,11 @@ static void *link_thread(void *arg) {
         why = "secondary apply error";
         break;
       }
-      uint8_t *data = malloc(h.len - 4 + 1);
-      memcpy(data, pl + 4, h.len - 4);
+      uint8_t *data = NULL; /* a plain ack (the common case) carries nothing: no allocation */
+      if (h.len > 4) {
+        data = malloc(h.len - 4 + 1);
+        memcpy(data, pl + 4, h.len - 4);
+      }
       free(pl);
       ack_received(h.seq, st, data, h.len - 4);
     }
