@@ -16,6 +16,8 @@ struct conn {
   void *etx, *erx;        /* EVP_CIPHER_CTX with the direction's key set (aead mode) */
   uint8_t *txbuf;         /* ciphertext of the frame being sent (aead mode; under tx_lock / the sender's lock) */
   size_t txcap;
+  uint8_t *rbuf;          /* received bytes not yet consumed (one reader thread per connection) */
+  size_t rpos, rlen;
   uint64_t tx_ctr, rx_ctr;
   pthread_mutex_t tx_lock; /* serialises frames from several threads (acks on the secondary) */
 };

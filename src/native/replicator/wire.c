@@ -172,6 +172,8 @@ void conn_destroy(struct conn *c) {
   if (c->etx) E.ctx_free(c->etx);
   if (c->erx) E.ctx_free(c->erx);
   free(c->txbuf);
+  free(c->rbuf);
+  c->rbuf = NULL;
   c->etx = c->erx = NULL;
   c->txbuf = NULL;
   c->txcap = 0;
@@ -266,16 +268,39 @@ int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const 
   return writev_all(c->fd, v, n);
 }
 
+/* Buffered read of exactly len bytes: one read() can bring several frames (acks, small operations), so a
+ * frame usually costs no syscall of its own; large payloads go straight to their destination. */
+#define RBUF (64u << 10)
+static int conn_read(struct conn *c, void *dst, size_t len) {
+  uint8_t *d = dst;
+  while (len) {
+    if (c->rpos < c->rlen) {
+      size_t n = c->rlen - c->rpos < len ? c->rlen - c->rpos : len;
+      memcpy(d, c->rbuf + c->rpos, n);
+      c->rpos += n; d += n; len -= n;
+      continue;
+    }
+    if (len >= RBUF) return read_full(c->fd, d, len);
+    if (!c->rbuf && !(c->rbuf = malloc(RBUF))) return -1;
+    ssize_t n = read(c->fd, c->rbuf, RBUF);
+    if (n < 0) { if (errno == EINTR) continue; return -1; }
+    if (n == 0) { errno = ECONNRESET; return -1; }
+    c->rpos = 0;
+    c->rlen = (size_t)n;
+  }
+  return 0;
+}
+
 int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char **why) {
   *payload = NULL;
-  if (read_full(c->fd, h, sizeof *h) < 0) { *why = "connection closed"; return -1; }
+  if (conn_read(c, h, sizeof *h) < 0) { *why = "connection closed"; return -1; }
   /* acks may carry a tree listing or block checksums: allow them more room than operations */
   uint32_t max = h->type == HF_ACK ? (512u << 20) : HF_MAX_PAYLOAD + 4096;
   if (h->magic != HF_MAGIC || h->len > max) { *why = "malformed frame"; return -1; }
   size_t tl = c->aead ? HF_TAG_LEN : HF_MAC_LEN;
   uint8_t *p = malloc(h->len + tl + 1);
   if (!p) { *why = "out of memory"; return -1; }
-  if (read_full(c->fd, p, h->len + tl) < 0) { free(p); *why = "connection closed mid-frame"; return -1; }
+  if (conn_read(c, p, h->len + tl) < 0) { free(p); *why = "connection closed mid-frame"; return -1; }
   if (c->aead) {
     if (aead_open(c->erx, c->rx_ctr, h, sizeof *h, p, h->len, p + h->len) < 0) {
       free(p); *why = "frame failed authentication"; return -1;
