@@ -33,6 +33,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
 import { FileReplicator, type PrimaryReplicatorOptions } from "../../src/mirror/FileReplicator.js";
 import { createFileReplicator, JsFuseReplicator, probeEngines } from "../../src/mirror/jsfuse/index.js";
+import { PathFilter } from "../../src/mirror/pathFilter.js";
 import { makePairDirs, pollUntil, snapshotTree, treeDiff } from "../../src/mirror/testing.js";
 
 const probe = probeEngines();
@@ -297,6 +298,34 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
     await p.primary.stop();
     expect(readFileSync("/proc/mounts", "utf8")).not.toContain(p.mnt);
+  });
+
+  it("include/exclude: excluded paths are served, never sent; renames across the boundary move content", async () => {
+    const p = await pair("filter", "js", { exclude: ["*.tmp", "cache/"] });
+    const m = (r: string): string => p.primary.mountPath(r);
+    const filter = new PathFilter([], ["*.tmp", "cache/"]);
+    mkdirSync(m("cache/deep"), { recursive: true });
+    writeFileSync(m("cache/deep/x"), "cached");
+    writeFileSync(m("keep.dat"), "keep");
+    writeFileSync(m("scratch.tmp"), randomBytes(200_000));
+    expect(readFileSync(m("scratch.tmp")).length).toBe(200_000); // served by the mount
+    expect(existsSync(join(p.b, "scratch.tmp"))).toBe(false);
+    expect(existsSync(join(p.b, "cache"))).toBe(false);
+    // a file renamed into the set: its content goes over before the rename returns
+    renameSync(m("scratch.tmp"), m("scratch.dat"));
+    expect(readFileSync(join(p.b, "scratch.dat"))).toEqual(readFileSync(join(p.a, "scratch.dat")));
+    // a file renamed out of the set: gone from the secondary
+    renameSync(m("keep.dat"), m("keep.tmp"));
+    expect(existsSync(join(p.b, "keep.dat"))).toBe(false);
+    expect(existsSync(join(p.b, "keep.tmp"))).toBe(false);
+    // a directory renamed into the set: a full pass brings its subtree
+    const full = new Promise<void>((resolve) => p.primary.on("synced", (e) => e.mode === "full" && resolve()));
+    renameSync(m("cache"), m("was-cache"));
+    await full;
+    expect(readFileSync(join(p.b, "was-cache/deep/x"), "utf8")).toBe("cached");
+    const replicatedOnly = (t: ReturnType<typeof snapshotTree>): ReturnType<typeof snapshotTree> =>
+      new Map([...t].filter(([k, e]) => filter.replicated(k, e.type === "dir")));
+    expect(treeDiff(replicatedOnly(snapshotTree(p.a)), snapshotTree(p.b))).toEqual([]);
   });
 
   it("unclean start: a full pass (the log cannot be trusted) repairs what the log never saw; resync(checksum) too", async () => {

@@ -77,6 +77,8 @@ describe("daemon command line (the helper's primary options)", () => {
     const a = parseDaemonArgs([...argv, "--ack-timeout-ms", "500", "--threads", "16"]);
     expect(a).toMatchObject({ backing: "/d/a", mount: "/d/m", peer: { host: "fd00:4844::2", port: 7000 }, keyFile: "/d/k", ackTimeoutMs: 500, reconnectMs: 500, initial: "log", standalone: false });
     expect(parseDaemonArgs(["primary", "--standalone", "--backing", "/a", "--mount", "/m", "--log", "/l"]).peer).toBeUndefined();
+    const f = parseDaemonArgs([...argv, "--exclude", "*.tmp", "--include", "data/**", "--exclude", "cache/"]);
+    expect([f.include, f.exclude]).toEqual([["data/**"], ["*.tmp", "cache/"]]);
   });
   it("refuses what it cannot do, by name", () => {
     expect(() => parseDaemonArgs(["secondary", "--backing", "/b"])).toThrow(/primary only/);
@@ -84,6 +86,7 @@ describe("daemon command line (the helper's primary options)", () => {
     expect(() => parseDaemonArgs(argv.filter((x) => x !== "--log" && x !== "/d/.a.hfextents"))).toThrow(/--log is required/);
     expect(() => parseDaemonArgs([...argv, "--ack-timeout-ms", "-3"])).toThrow(/non-negative/);
     expect(() => parseDaemonArgs([...argv, "--initial", "magic"])).toThrow(/unknown mode/);
+    expect(() => parseDaemonArgs([...argv, "--exclude", "/"])).toThrow(/bad pattern/);
   });
 });
 

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { fullSync, type FullSyncStream } from "../../src/mirror/jsfuse/fullsync.js";
 import type { MirrorDriverOptions } from "../../src/mirror/mirror.js";
 import { createFileReplicator } from "../../src/mirror/jsfuse/index.js";
+import { PathFilter } from "../../src/mirror/pathFilter.js";
 import { Op, type OpArgs } from "../../src/mirror/wire.js";
 
 const name = Object.fromEntries(Object.entries(Op).map(([k, v]) => [v, k]));
@@ -107,6 +108,20 @@ describe("fullSync (the JS engine's full resync pass)", () => {
     const s = recorder({ dieAfter: 8 });
     expect(await fullSync(d, s)).toBeUndefined();
     expect(s.sent.map((x) => x.op)).not.toContain("RESYNC_DONE");
+  });
+});
+
+describe("fullSync with include/exclude patterns", () => {
+  it("never sends an excluded path nor anything under an excluded directory", async () => {
+    const d = tree();
+    mkdirSync(join(d, "cache/deep"), { recursive: true });
+    writeFileSync(join(d, "cache/deep/x"), "x");
+    writeFileSync(join(d, "a/scratch.tmp"), "t");
+    const s = recorder();
+    await fullSync(d, s, new PathFilter([], ["*.tmp", "cache/"]));
+    const paths = s.sent.flatMap((x) => [x.path, x.path2]).filter((p) => p !== "");
+    expect(paths.some((p) => p.startsWith("/cache") || p.endsWith(".tmp"))).toBe(false);
+    expect(paths).toContain("/a/b/f");
   });
 });
 

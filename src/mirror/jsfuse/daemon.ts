@@ -11,7 +11,8 @@
  * `connecting`, `connected`, `degraded`, `resync-start`, `resync-progress`, `synced`, `stats`, `error`,
  * `stopped`); commands on stdin (`stats`, `resync MODE`, `stop`; end of stdin = stop).
  */
-import { existsSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { spawnSync } from "node:child_process";
@@ -19,6 +20,8 @@ import { createInterface } from "node:readline";
 import type FuseClass from "fuse-native";
 import { ApiReplicator } from "../ApiReplicator.js";
 import { readExtentLog } from "../extentLog.js";
+import { PathFilter } from "../pathFilter.js";
+import { Op } from "../wire.js";
 import { fullSync, type FullSyncStream } from "./fullsync.js";
 import { passthroughOps, type Replicate } from "./passthrough.js";
 
@@ -39,17 +42,28 @@ export interface DaemonArgs {
   reconnectMs: number;
   initial: string;
   standalone: boolean;
+  /** Include/exclude patterns (src/mirror/pathFilter.ts), as the helper's `--include`/`--exclude`. */
+  include: string[];
+  exclude: string[];
 }
 
 /** Parses the helper's `primary` command line. Throws a RangeError naming what is wrong. */
 export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
   if (argv[0] !== "primary") throw new RangeError(`the JavaScript engine runs the primary only (got ${JSON.stringify(argv[0])})`);
   const v = new Map<string, string>();
+  const include: string[] = [];
+  const exclude: string[] = [];
   let standalone = false;
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a === "--standalone") {
       standalone = true;
+      continue;
+    }
+    if (a === "--include" || a === "--exclude") {
+      const p = argv[++i];
+      if (p === undefined) throw new RangeError(`option ${a} needs a value`);
+      (a === "--include" ? include : exclude).push(p);
       continue;
     }
     if (!["--backing", "--mount", "--peer", "--key-file", "--log", "--ack-timeout-ms", "--reconnect-ms", "--initial", "--threads"].includes(a)) {
@@ -78,6 +92,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
     if (!m) throw new RangeError(`option --peer: expected HOST:PORT or [V6]:PORT, got ${p}`);
     peer = { host: m[1] as string, port: Number(m[2]) };
   }
+  new PathFilter(include, exclude); // throws a RangeError naming a bad pattern
   const initial = v.get("--initial") ?? "log";
   if (!["log", "verify", "checksum", "full"].includes(initial)) throw new RangeError(`option --initial: unknown mode ${initial}`);
   return {
@@ -90,6 +105,8 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
     reconnectMs: int("--reconnect-ms", 500),
     initial,
     standalone,
+    include,
+    exclude,
   };
 }
 
@@ -169,7 +186,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     rep.on("authFailed", (e) => emit({ event: "auth-failed", reason: e.reason }));
   }
 
-  const replicate: Replicate = (op, ino, a, path, path2, data) => {
+  const send: Replicate = (op, ino, a, path, path2, data) => {
     if (!rep) return Promise.resolve();
     if (stopping) return Promise.reject(Object.assign(new Error("stopping"), { code: "EIO" }));
     const t0 = process.hrtime.bigint();
@@ -205,7 +222,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       submit: (op, ino, a, path) => rep.submit(op, ino, a, path),
       alive: () => gen === linkGen,
     };
-    fullSync(args.backing, stream, (bytes, total) => emit({ event: "resync-progress", bytes, total, percent: total ? (100 * bytes) / total : 100 })).then(
+    fullSync(args.backing, stream, filter, (bytes, total) => emit({ event: "resync-progress", bytes, total, percent: total ? (100 * bytes) / total : 100 })).then(
       (sent) => {
         fullRunning = false;
         if (sent === undefined) return; // link dropped: the next connection runs it again
@@ -219,6 +236,76 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
         emit({ event: "error", message: `full resync failed: ${(err as Error).message}` });
       },
     );
+  };
+
+  /**
+   * Include/exclude, as the helper's filter_op (src/native/replicator/README.md): an excluded path is served
+   * but never sent nor logged; a file renamed out is unlinked on the secondary, a directory renamed out is
+   * renamed there and left alone; a regular file renamed or linked in has its content sent at once (the
+   * rename waits for it), anything else moved in (or a link loss meanwhile) makes a full pass follow.
+   */
+  const filter = new PathFilter(args.include, args.exclude);
+  const isDirAt = (p: string): boolean => {
+    try {
+      return lstatSync(join(args.backing, p)).isDirectory();
+    } catch {
+      return false;
+    }
+  };
+  const needFull = (): void => {
+    fullPending = true;
+    if (state === "sync") runFull();
+  };
+  const sendInto = (path2: string): Promise<void> => {
+    const raw = rep ? (rep as unknown as { sendRaw?: FullSyncStream["sendRaw"] }).sendRaw : undefined;
+    let fd: number | undefined;
+    try {
+      fd = openSync(join(args.backing, path2), constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch {
+      fd = undefined;
+    }
+    const st = fd === undefined ? undefined : fstatSync(fd, { bigint: true });
+    if (!rep || !raw || state === "degraded" || fd === undefined || !st?.isFile()) {
+      if (fd !== undefined) closeSync(fd);
+      needFull();
+      return Promise.resolve();
+    }
+    const gen = linkGen;
+    let ok = raw.call(rep, Op.CREATE, { mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), flags: constants.O_TRUNC }, path2);
+    const size = Number(st.size);
+    const buf = Buffer.alloc(Math.min(size, 1 << 20));
+    for (let off = 0; ok && off < size; ) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, size - off), off);
+      if (n <= 0) break;
+      ok = raw.call(rep, Op.WRITE, { off, len: n }, path2, "", buf.subarray(0, n));
+      off += n;
+    }
+    closeSync(fd);
+    const mt = { mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) };
+    if (!ok) {
+      needFull();
+      return Promise.resolve();
+    }
+    return send(Op.TRUNCATE, Number(st.ino), { off: size, ...mt }, path2).then(() => {
+      if (gen !== linkGen) fullPending = true; // the content may not have arrived: repair by a full pass
+    });
+  };
+  const replicate: Replicate = (op, ino, a, path, path2 = "", data) => {
+    if (!filter.active) return send(op, ino, a, path, path2, data);
+    let dir = false;
+    if (op === Op.MKDIR || op === Op.RMDIR || op === Op.FSYNCDIR) dir = true;
+    else if (op === Op.CHMOD || op === Op.CHOWN || op === Op.UTIMENS) dir = isDirAt(path);
+    else if (op === Op.RENAME) dir = isDirAt(path2); // already renamed: the object is at path2
+    if (op !== Op.RENAME && op !== Op.LINK) return filter.replicated(path, dir) ? send(op, ino, a, path, path2, data) : Promise.resolve();
+    const from = filter.replicated(path, dir);
+    const to = filter.replicated(path2, dir);
+    if (from && to) return send(op, ino, a, path, path2, data);
+    if (!to) {
+      if (!from || op === Op.LINK) return Promise.resolve();
+      if (dir) return send(op, ino, a, path, path2, data);
+      return send(Op.UNLINK, 0, {}, path);
+    }
+    return sendInto(path2);
   };
 
   const fuse = new Fuse(args.mount, passthroughOps(args.backing, replicate), {

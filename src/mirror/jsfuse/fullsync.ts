@@ -33,8 +33,14 @@ function mtimeOf(st: BigIntStats): { mtimeS: number; mtimeNs: number } {
   return { mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) };
 }
 
-/** Walks `backing`: every entry (parents first) with its lstat. */
-function walk(backing: string): Array<{ rel: string; st: Stats }> {
+/** What the pass may send (include/exclude patterns: src/mirror/pathFilter.ts). */
+export interface ReplicatedSet {
+  replicated(path: string, isDir: boolean): boolean;
+}
+const ALL: ReplicatedSet = { replicated: () => true };
+
+/** Walks `backing`: every replicated entry (parents first) with its lstat; an excluded directory's subtree is skipped. */
+function walk(backing: string, set: ReplicatedSet = ALL): Array<{ rel: string; st: Stats }> {
   const out: Array<{ rel: string; st: Stats }> = [];
   const rec = (rel: string): void => {
     let names: string[];
@@ -51,6 +57,7 @@ function walk(backing: string): Array<{ rel: string; st: Stats }> {
       } catch {
         continue;
       }
+      if (!set.replicated(r, st.isDirectory())) continue;
       out.push({ rel: r, st });
       if (st.isDirectory()) rec(r);
     }
@@ -63,11 +70,11 @@ function walk(backing: string): Array<{ rel: string; st: Stats }> {
  * Runs the pass. Resolves with the data bytes sent, or `undefined` when the link dropped (run it again).
  * `progress` gets (bytes sent, total bytes).
  */
-export async function fullSync(backing: string, s: FullSyncStream, progress: (bytes: number, total: number) => void = () => undefined): Promise<number | undefined> {
+export async function fullSync(backing: string, s: FullSyncStream, set: ReplicatedSet = ALL, progress: (bytes: number, total: number) => void = () => undefined): Promise<number | undefined> {
   // 1. namespace, in one tick
   if (!s.sendRaw(Op.RESYNC_BEGIN, {}, "/")) return undefined;
   s.sendRaw(Op.RESET, {}, "/");
-  const entries = walk(backing);
+  const entries = walk(backing, set);
   const files = new Map<number, { rel: string; size: number }>();
   for (const { rel, st } of entries) {
     const own = { uid: st.uid, gid: st.gid };
@@ -102,7 +109,7 @@ export async function fullSync(backing: string, s: FullSyncStream, progress: (by
     } catch {
       /* moved or gone */
     }
-    paths ??= new Map(walk(backing).filter((e) => e.st.isFile()).map((e) => [e.st.ino, e.rel]));
+    paths ??= new Map(walk(backing, set).filter((e) => e.st.isFile()).map((e) => [e.st.ino, e.rel]));
     return paths.get(ino);
   };
   for (const [ino, f] of files) {
