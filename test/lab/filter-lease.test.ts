@@ -35,7 +35,7 @@ const o = JSON.parse(process.argv[2]);
 const server = createServer((s) => { s.on("error", () => undefined); s.end("ok\\n"); });
 await new Promise((r) => server.listen(80, "0.0.0.0", r));
 const f = new PacketFilter({ iface: "eth0", vips: [o.vip], rules: [{ protocol: "tcp", port: 80, by: "address+port" }],
-  backend: o.backend, instance: o.instance, queueNum: o.queueNum, leaseMs: o.leaseMs, log: (l) => console.log(l) });
+  backend: o.backend, instance: o.instance, queueNum: o.queueNum, leaseMs: o.leaseMs, dropSynWithoutListener: o.dropSyn, log: (l) => console.log(l) });
 f.on("lease-lapsed", (e) => console.log("LAPSED " + e.lapsedMs));
 await f.start();
 await f.setOwned(new Uint8Array(BUCKET_COUNT).fill(1));
@@ -85,9 +85,9 @@ describe.skipIf(!root)("PacketFilter lease: a dead or frozen process stops its n
   }
 
   let child: LabProcess | undefined;
-  async function startChild(backend: string, leaseMs: number): Promise<LabProcess> {
+  async function startChild(backend: string, leaseMs: number, dropSyn = true): Promise<LabProcess> {
     runs++;
-    const arg = JSON.stringify({ vip, backend, leaseMs, instance: `lease${runs}`, queueNum: 300 + runs });
+    const arg = JSON.stringify({ vip, backend, leaseMs, dropSyn, instance: `lease${runs}`, queueNum: 300 + runs });
     const p = lab.spawn(node, [resolve("node_modules/.bin/tsx"), script, arg]);
     child = p;
     await p.waitForLine(/^ready /, 30_000);
@@ -163,12 +163,19 @@ describe.skipIf(!root)("PacketFilter lease: a dead or frozen process stops its n
     });
   }
 
-  it("control, without a lease (leaseMs 0): after SIGKILL the node answers SYNs with RST", async () => {
-    const p = await startChild("ebpf", 0);
+  it("control, without a lease (leaseMs 0) nor the SYN rule: after SIGKILL the node answers SYNs with RST", async () => {
+    const p = await startChild("ebpf", 0, false);
     p.kill("SIGKILL");
     await p.exited;
     await new Promise((r) => setTimeout(r, LEASE_MS + MARGIN_MS)); // as long as the lease runs would have waited
     expect(await probe(2)).toBe("refused");
     expect(await probe(2)).toBe("refused");
+  });
+
+  it("without a lease but with the SYN rule (dropSynWithoutListener, the default): the dead app's SYNs get no RST", async () => {
+    const p = await startChild("ebpf", 0);
+    p.kill("SIGKILL"); // the app (a server in the same process) dies with it: no listener
+    await p.exited;
+    expect(await probe(2)).toBe("silent");
   });
 });
