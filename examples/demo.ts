@@ -21,11 +21,22 @@ interface Replication {
 }
 /** Where the failover's time went, from the new primary's event log (`<ts> <node> <module> <text>` lines). */
 function failoverSteps(logFile: string, from: number): string | undefined {
-  let text: string;
+  const steps: [number, string][] = [];
+  try {
+    const events = readFileSync(join(logFile, "..", "membership.jsonl"), "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { ts: string; type: string; agreed?: boolean; members?: string[] })
+      .filter((e) => (e.type === "nodeDown" || e.type === "viewChange") && Date.parse(e.ts) >= from);
+    for (const e of events.slice(0, 3)) steps.push([Date.parse(e.ts) - from, e.type === "nodeDown" ? "node lost" : `view [${e.members?.join(", ")}]${e.agreed ? " agreed" : ""}`]);
+  } catch {
+    // no membership log: the module's steps alone
+  }
+  let text = "";
   try {
     text = readFileSync(logFile, "utf8");
   } catch {
-    return undefined;
+    // no module log
   }
   const marks: [RegExp, string][] = [
     [/transient -> ALONE\]/, "failover decided"],
@@ -33,23 +44,13 @@ function failoverSteps(logFile: string, from: number): string | undefined {
     [/primary: mounted/, "mounted"],
     [/hook start_prim ok/, "app started"],
   ];
-  const out: string[] = [];
-  try {
-    const down = readFileSync(join(logFile, "..", "membership.jsonl"), "utf8")
-      .split("\n")
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as { ts: string; type: string; agreed?: boolean })
-      .find((e) => (e.type === "nodeDown" || e.type === "viewChange") && Date.parse(e.ts) >= from);
-    if (down) out.push(`${down.type === "nodeDown" ? "node lost" : "view changed"} +${Date.parse(down.ts) - from} ms`);
-  } catch {
-    // no membership log: the module's steps alone
-  }
   const lines = text.split("\n").map((l) => ({ t: Date.parse(l.slice(0, l.indexOf(" "))), l })).filter((x) => x.t >= from);
   for (const [re, what] of marks) {
     const hit = lines.find((x) => re.test(x.l));
-    if (hit) out.push(`${what} +${hit.t - from} ms`);
+    if (hit) steps.push([hit.t - from, what]);
   }
-  return out.length ? out.join(", ") : undefined;
+  steps.sort((a, b) => a[0] - b[0]);
+  return steps.length ? steps.map(([t, what]) => `${what} +${t} ms`).join(", ") : undefined;
 }
 
 /** One line per part, printed at the end. */
@@ -239,14 +240,18 @@ try {
   say(`     resync (${rs?.mode}): ${fmt(sent)} sent for ${fmt(modified)} modified (${(sent / modified).toFixed(2)}x), ${fmt(rs?.totalBytes ?? 0)} compared, ${rs?.durationMs} ms;`);
   say(`     progress seen through the API: ${[...new Set(progress)].join(" ") || "(quicker than a poll)"} -> 100%; n0 SECOND and in sync ${reintegrationMs} ms after its restart (process start included)`);
 
-  say(`  >> holdfast swap db (on n0, control token): back to n0`);
+  say(`  >> holdfast swap db (on n0, control token): back to n0, while the client keeps writing`);
+  const swapWriting = write({ count: 100_000, maxMs: 6_000, gapMs: 5, timeoutMs: 300 });
+  await new Promise((r) => setTimeout(r, 500));
   const sw = now();
   await d.cli(d0, ["swap", "db"], { token: d.tokens.control });
   await db({ n0: "PRIM", n1: "SECOND" }, d0);
   const swapMs = Math.round(now() - sw);
-  await write({ count: 20, maxMs: 20_000 });
+  const swapLines = await swapWriting;
+  const byNode = (n: string) => swapLines.filter((l) => l.ok && l.node === n).length;
   const afterSwap = await records();
-  say(`     db is PRIM on n0 and SECOND on n1 after ${swapMs} ms (CLI start included); n0 serves ${acked.size - afterSwap.missing} of ${acked.size} acknowledged records`);
+  say(`     db is PRIM on n0 and SECOND on n1 after ${swapMs} ms (CLI start included); during it ${byNode("n1")} records acknowledged by n1, then ${byNode("n0")} by n0, ${swapLines.filter((l) => !l.ok).length} requests failed (not acknowledged)`);
+  say(`     n0 serves ${acked.size - afterSwap.missing} of ${acked.size} acknowledged records`);
   if (afterSwap.node !== "n0" || afterSwap.missing !== 0) throw new Error(`acknowledged records missing on n0 after the swap: ${afterSwap.missing}`);
   say(`  console: ${d0.url}/ (inside the lab network; token ${d.tokens.monitor.slice(0, 6)}..., monitor role)\n`);
   summary.push(
