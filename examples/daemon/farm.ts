@@ -41,6 +41,9 @@ export const farmExtension: DaemonExtension = {
       vip,
       filter,
       reportIn: (meta, name) => (meta as { r?: Record<string, unknown> } | null | undefined)?.r?.[name],
+      // No publishHeld: the daemon owns its heartbeat metadata (reports and extras) and offers extensions no field
+      // of their own yet, so peers never learn this node's held set and every owned bucket stays contested (the
+      // eBPF owner makes the strict socket lookup for every mid-flow packet, as before contested sets existed).
     });
     driver.on("buckets", (e) => module.note("info", `farm buckets: ${e.reason}`));
     driver.on("error", (e) => module.note("error", `farm: ${e.message}`));

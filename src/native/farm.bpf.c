@@ -34,7 +34,12 @@
  *
  * Ownership is double-buffered: farm_owned holds two tables and farm_active (one u32) says which one is
  * live. The loader writes the inactive table, then flips the index: one aligned 32-bit store, so a packet
- * sees either the whole old table or the whole new one.
+ * sees either the whole old table or the whole new one (FARM_OWNED_SOLE bits included: a bucket becomes
+ * uncontested, or contested again, with the same flip).
+ *
+ * Costs (BPF_PROG_TEST_RUN on this machine): ~80 ns per packet for the decision, +~20 ns for each
+ * bpf_skc_lookup_tcp. Mid-flow packets of an uncontested owned bucket and of a foreign bucket whose may-hold
+ * flag is clear make no lookup; a SYN to an owned bucket makes one (FARM_F_SYN_LISTENER).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
