@@ -63,7 +63,7 @@ async function pair(tag: string, engine: "js" | "native" = "js", extra: Partial<
     primary: undefined as unknown as FileReplicator,
     secondary: undefined as unknown as FileReplicator,
     async startSecondary() {
-      const s = new FileReplicator({ role: "secondary", backingDir: d.b, keyFile: d.key, listen: { host: "127.0.0.1", port }, restart: false });
+      const s = new FileReplicator({ role: "secondary", backingDir: d.b, keyFile: d.key, listen: { host: "127.0.0.1", port }, restart: false, ...(extra.encrypt ? { encrypt: true } : {}) });
       await s.start();
       port = s.port ?? 0;
       p.secondary = s;
@@ -326,6 +326,16 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     const replicatedOnly = (t: ReturnType<typeof snapshotTree>): ReturnType<typeof snapshotTree> =>
       new Map([...t].filter(([k, e]) => filter.replicated(k, e.type === "dir")));
     expect(treeDiff(replicatedOnly(snapshotTree(p.a)), snapshotTree(p.b))).toEqual([]);
+  });
+
+  it("encrypted stream (encrypt: true on both sides) mirrors as the plain one", async () => {
+    const p = await pair("encrypt", "js", { encrypt: true });
+    writeFileSync(p.primary.mountPath("secret"), "marker-in-the-clear");
+    const fd = openSync(p.primary.mountPath("secret"), "r+");
+    fsyncSync(fd);
+    closeSync(fd);
+    expect(readFileSync(join(p.b, "secret"), "utf8")).toBe("marker-in-the-clear");
+    expect(treeDiff(snapshotTree(p.a), snapshotTree(p.b))).toEqual([]);
   });
 
   it("unclean start: a full pass (the log cannot be trusted) repairs what the log never saw; resync(checksum) too", async () => {

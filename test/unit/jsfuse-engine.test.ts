@@ -82,7 +82,8 @@ describe("daemon command line (the helper's primary options)", () => {
   });
   it("refuses what it cannot do, by name", () => {
     expect(() => parseDaemonArgs(["secondary", "--backing", "/b"])).toThrow(/primary only/);
-    expect(() => parseDaemonArgs([...argv, "--encrypt"])).toThrow(/--encrypt is not supported/);
+    expect(() => parseDaemonArgs([...argv, "--compress"])).toThrow(/--compress is not supported/);
+    expect(parseDaemonArgs([...argv, "--encrypt"]).encrypt).toBe(true);
     expect(() => parseDaemonArgs(argv.filter((x) => x !== "--log" && x !== "/d/.a.hfextents"))).toThrow(/--log is required/);
     expect(() => parseDaemonArgs([...argv, "--ack-timeout-ms", "-3"])).toThrow(/non-negative/);
     expect(() => parseDaemonArgs([...argv, "--initial", "magic"])).toThrow(/unknown mode/);

@@ -16,7 +16,6 @@
  *   `resync("verify" | "checksum" | "full")`. It sends the whole tree (correct, not frugal): the first
  *   `resyncStart` is the log pass, the second the full one, and `synced` comes after the full one;
  * - `include`/`exclude` as the helper (a directory or symlink moved into the set triggers a `full` pass);
- *   `encrypt` is not supported (the daemon refuses `--encrypt`: the start fails and says so);
  * - created inodes take their parent directory's owner (the binding does not expose the caller's uid/gid);
  * - no xattrs (ENOSYS), no device nodes; times through the mount have millisecond resolution; `utimensat`
  *   sets both times to the access time it is given (a fuse-native 2.2.6 bug: `cp -p`, `tar`, `rsync -t` get

@@ -45,6 +45,8 @@ export interface DaemonArgs {
   /** Include/exclude patterns (src/mirror/pathFilter.ts), as the helper's `--include`/`--exclude`. */
   include: string[];
   exclude: string[];
+  /** `--encrypt`: AES-256-GCM stream (ApiReplicator `encrypt`); the secondary must run with it too. */
+  encrypt: boolean;
 }
 
 /** Parses the helper's `primary` command line. Throws a RangeError naming what is wrong. */
@@ -54,10 +56,15 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
   const include: string[] = [];
   const exclude: string[] = [];
   let standalone = false;
+  let encrypt = false;
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a === "--standalone") {
       standalone = true;
+      continue;
+    }
+    if (a === "--encrypt") {
+      encrypt = true;
       continue;
     }
     if (a === "--include" || a === "--exclude") {
@@ -107,6 +114,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
     standalone,
     include,
     exclude,
+    encrypt,
   };
 }
 
@@ -152,7 +160,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
 
   const rep = args.standalone || !args.peer || !args.keyFile
     ? undefined
-    : new ApiReplicator({ baseDir: args.backing, peer: args.peer, keyFile: args.keyFile, extentLog: args.log, ackTimeoutMs: args.ackTimeoutMs, reconnectMs: args.reconnectMs });
+    : new ApiReplicator({ baseDir: args.backing, peer: args.peer, keyFile: args.keyFile, extentLog: args.log, ackTimeoutMs: args.ackTimeoutMs, reconnectMs: args.reconnectMs, ...(args.encrypt ? { encrypt: true } : {}) });
   if (rep) {
     rep.on("connected", () => {
       state = "resyncing";
