@@ -153,14 +153,17 @@ export function parseSsTcp(text: string): LocalTcpSocket[] {
 }
 
 /**
- * The local TCP sockets of a network namespace (the current one without `netns`), in every state but LISTEN
- * (SYN-RECV and TIME-WAIT included: their packets must still reach them), from `ss -Htna` (iproute2, run
- * through `nsenter --net` for another namespace). Chosen over a sock_diag netlink client of our own: one
+ * The local TCP sockets of a network namespace (the current one without `netns`), in every state but LISTEN and
+ * TIME-WAIT (SYN-RECV included: the handshake's last ACK must reach it), from `ss -Htna exclude time-wait`
+ * (iproute2, run through `nsenter --net` for another namespace). TIME-WAIT is left out: the app has closed such a
+ * connection, and a retransmitted FIN that another node answers with RST harms nobody, while counting them would
+ * keep a moved bucket contested (strict lookups) for 60 s after every move. Chosen over a sock_diag netlink client of our own: one
  * process spawn at start and one per may-hold prune (every 2 s by default, see FarmDriver), and iproute2 is
  * already required (the VIP and lab code use `ip`).
  */
 export function listLocalTcpSockets(netns?: string): LocalTcpSocket[] {
-  const [cmd, args] = netns ? ["nsenter", [`--net=${netns}`, "ss", "-Htna"]] : ["ss", ["-Htna"]];
+  const ss = ["ss", "-Htna", "exclude", "time-wait"];
+  const [cmd, args] = netns ? ["nsenter", [`--net=${netns}`, ...ss]] : [ss[0]!, ss.slice(1)];
   return parseSsTcp(execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024, timeout: 30_000 }));
 }
 
