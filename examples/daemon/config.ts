@@ -468,6 +468,9 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
     }
     const e = resolveSyncEntry(name, r, raw, abs, problems);
     if (e) replication[name] = e;
+    // This node runs the module (it is in this file's modules), so it must be one of the module's two nodes.
+    if (e && nodeId !== undefined && ids.has(nodeId) && !(nodeId in e.nodes))
+      problems.push({ path: `replication.${name}.nodes`, value: r.nodes, expected: `to include this node (${nodeId}), which runs module ${name}` });
     if (e && checkFiles) {
       try {
         if (statSync(e.keyFile).size < 16) problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: "a key file of at least 16 bytes" });

@@ -140,6 +140,9 @@ describe("replication: mode sync in the daemon config (no namespaces needed)", (
       "replication.db.trheads: no such option: known options here are mode, directories, keyFile, port, nodes, ackTimeoutMs, reconnectMs, disconnectGraceMs, failoverFenceMs, threads, statsIntervalMs, mountNamespace, helperPath, options",
     ]);
     expect(problems({ ...base(2), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], keyFile: join(tmp, "missing.key") } } })[0]).toMatch(/^replication\.db\.keyFile: a readable key file/);
+    expect(problems({ ...base(3), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], nodes: { n1: {}, n2: {} } } } })).toEqual([
+      "replication.db.nodes: to include this node (n0), which runs module db",
+    ]);
     expect(problems({ ...base(2), modules: [{ name: "db", kind: "farm" }], replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }] } } })).toEqual([
       "replication.db: the name of a mirror module of this config",
     ]);
