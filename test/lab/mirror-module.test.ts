@@ -576,9 +576,10 @@ describe.skipIf(!root)("mirror module: the secondary's disk full", () => {
       expect(String(degraded.reason)).toMatch(/apply error/);
       // The module log of n0 says the secondary dropped out of sync (a decision with its cause); n1 reported it.
       const decided = await c0.waitFor((l) => l.type === "decision" && /secondary n1 not in sync -> generation \d+/.test(String(l.cause)), 30_000, d0, "n0's decision");
+      const alone = await c0.waitFor((l) => isState("ALONE")(l) && /secondary n1 not in sync -> alone/.test(String(l.reason)), 30_000, d0, "n0 ALONE");
       await c1.waitFor((l) => l.type === "sync" && l.inSync === false, 30_000, d1, "n1 reports out of sync");
       const tDegraded = degraded.t as number;
-      console.log(`disk full: module decision ${Math.round((decided.t as number) - tDegraded)} ms after the data path degraded`);
+      console.log(`disk full: module decision ${Math.round((decided.t as number) - tDegraded)} ms, ALONE ${Math.round((alone.t as number) - tDegraded)} ms after the data path degraded`);
       // Keep writing on the full disk for a while: every write is acked (the primary logs what n1 misses), none is lost.
       const ackedAtFull = w.acked.length;
       await w.until(() => w.acked.length >= ackedAtFull + 60, 60_000, "60 acks while n1's disk is full");
@@ -596,7 +597,7 @@ describe.skipIf(!root)("mirror module: the secondary's disk full", () => {
       tmpfs(m.smallDisk as string, 4 * DISK_MIB + 64, true);
       const synced = await c0.waitFor((l) => l.type === "synced", 60_000, f0, "n0 synced after space is back");
       await c1.waitFor(isState("SECOND"), 30_000, f1, "n1 SECOND in sync after space is back");
-      // (n0's engine stayed PRIM throughout: a secondary that is SECOND but not in sync leaves it PRIM, see the report.)
+      // (Polled, not waited for as a line: with the helper bug below n0 may flip between ALONE and PRIM while full.)
       const s0 = await pollFor(() => control(m.sock(n0), "GET", "/status"), (r) => (r.json.status as { state?: string })?.state === "PRIM", 30_000);
       expect(s0.value.json.status).toMatchObject({ state: "PRIM", ready: true });
       console.log(`disk full: resync ${synced.mode} after space came back`);

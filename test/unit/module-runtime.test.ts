@@ -168,7 +168,7 @@ describe("Module driver", () => {
     await a.start();
     await b.start();
     await a.prim();
-    await a.waitFor("PRIM");
+    await a.waitFor("ALONE"); // PRIM once b is in sync
     await b.waitFor("SECOND");
     b.replication({ inSync: true });
     await a.waitFor((s) => s.state === "PRIM" && a.persisted.soleOwner === false);

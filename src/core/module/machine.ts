@@ -11,6 +11,8 @@
  * `hookDone` when it ends (success, failure or timeout). At most one hook runs at a time per module.
  *
  * ## Mirror rules (two nodes)
+ * - PRIM = primary with an in-sync secondary (it reports SECOND and ready); ALONE = primary without one (no
+ *   peer, a secondary still resyncing, or one that dropped out of sync, e.g. its disk is full).
  * - Very first start (no node has held a role): a node becomes primary only on an explicit `prim`
  *   command, or if it is the configured `defaultPrimary`. The other becomes SECOND when it sees it.
  * - A node whose data is marked not up to date never becomes primary unless `prim --force` (logged).
@@ -497,7 +499,8 @@ export class ModuleCore {
   /** Becomes primary: PRIM when the peer is (becoming) secondary, else ALONE. */
   private beginPrimary(cause: string): void {
     const peer = this.peer();
-    const to = peer && (peer.report.state === "SECOND" || peer.report.next === "SECOND") ? "PRIM" : "ALONE";
+    // PRIM only with an in-sync secondary (writes are then on both nodes when acked); else ALONE until it is.
+    const to = peer && peer.report.state === "SECOND" && peer.report.ready ? "PRIM" : "ALONE";
     const peerGen = peer ? peer.report.generation : 0;
     this.setP({
       initialized: true,
@@ -988,13 +991,18 @@ export class ModuleCore {
       this.beginLeave(cause);
       return;
     }
-    const secondish = !!peer && (peer.report.state === "SECOND" || peer.report.next === "SECOND");
-    if (this.st === "PRIM" && !secondish) {
+    // PRIM = an in-sync secondary stores every write before it is acked; ALONE = it does not (none, or resyncing,
+    // or it dropped out of sync: e.g. its disk is full), so changes are only logged for the resync.
+    if (this.st === "PRIM" && !secondReady) {
       this.st = "ALONE";
-      this.reason = peer ? `peer ${peer.id} is ${peer.report.state} -> alone` : "secondary lost -> alone";
-    } else if (this.st === "ALONE" && secondish && peer) {
+      this.reason = !peer
+        ? "secondary lost -> alone"
+        : peer.report.state === "SECOND"
+          ? `secondary ${peer.id} not in sync -> alone`
+          : `peer ${peer.id} is ${peer.report.next ? `${peer.report.state} -> ${peer.report.next}` : peer.report.state} -> alone`;
+    } else if (this.st === "ALONE" && secondReady && peer) {
       this.st = "PRIM";
-      this.reason = `peer ${peer.id} is ${peer.report.next ?? peer.report.state}`;
+      this.reason = `secondary ${peer.id} in sync`;
     }
   }
 
