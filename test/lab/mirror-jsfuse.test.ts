@@ -7,6 +7,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chmodSync,
+  chownSync,
   closeSync,
   existsSync,
   fdatasyncSync,
@@ -34,7 +35,7 @@ import { summarizeExtentLog } from "../../src/mirror/extentLog.js";
 import { FileReplicator, type PrimaryReplicatorOptions } from "../../src/mirror/FileReplicator.js";
 import { createFileReplicator, JsFuseReplicator, probeEngines } from "../../src/mirror/jsfuse/index.js";
 import { PathFilter } from "../../src/mirror/pathFilter.js";
-import { makePairDirs, pollUntil, snapshotTree, treeDiff } from "../../src/mirror/testing.js";
+import { killMountNamespace, makePairDirs, mountNamespaceOf, pollUntil, snapshotTree, treeDiff } from "../../src/mirror/testing.js";
 
 const probe = probeEngines();
 const canRun = process.getuid?.() === 0 && probe.devFuse && probe.js === true && probe.helperRuns;
@@ -431,5 +432,67 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
       }),
     );
     expect(r.js.seqMiBs).toBeGreaterThan(0);
+  });
+
+  const PG = "/usr/lib/postgresql/15/bin";
+  it.skipIf(!existsSync(`${PG}/postgres`))("PostgreSQL on the JS mount: kill -9 of the node (daemon + postgres) mid-commits, every acknowledged commit on the secondary", async () => {
+    const id = (flag: string): number => Number(spawnSync("id", [flag, "postgres"], { encoding: "utf8" }).stdout);
+    const [pgUid, pgGid] = [id("-u"), id("-g")];
+    const p = await pair("pg", "js", { ackTimeoutMs: 5000 });
+    chmodSync(p.root, 0o755);
+    const sock = join(p.root, "sock");
+    mkdirSync(sock);
+    chmodSync(sock, 0o777);
+    mkdirSync(p.primary.mountPath("pgdata"), { mode: 0o700 });
+    chownSync(p.primary.mountPath("pgdata"), pgUid, pgGid);
+    const inNs = (argv: string[]): string[] => p.primary.commandInMount(["runuser", "-u", "postgres", "--", ...argv]);
+    const run = (argv: string[]): void => {
+      const [cmd, ...args] = argv;
+      const r = spawnSync(cmd as string, args, { encoding: "utf8", timeout: 120_000 });
+      if (r.status !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr}`);
+    };
+    run(inNs([`${PG}/initdb`, "-D", join(p.mnt, "pgdata"), "-A", "trust", "-U", "postgres", "-E", "UTF8"]));
+    const ns = mountNamespaceOf(p.primary.pid as number);
+    cleanups.push(async () => void killMountNamespace(ns));
+    const startPg = async (argv: string[], port: number): Promise<void> => {
+      const [cmd, ...args] = argv;
+      const child = spawn(cmd as string, args, { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
+      await pollUntil(() => spawnSync(`${PG}/pg_isready`, ["-q", "-h", sock, "-p", String(port)]).status === 0 || child.exitCode !== null, 60_000, "postgres ready");
+      expect(child.exitCode, err).toBeNull();
+    };
+    await startPg(inNs([`${PG}/postgres`, "-D", join(p.mnt, "pgdata"), "-k", sock, "-p", "55432", "-c", "listen_addresses="]), 55432);
+    const psql = (port: number, sql: string): string => {
+      const r = spawnSync(`${PG}/psql`, ["-h", sock, "-p", String(port), "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql], { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    psql(55432, "create table t (n bigint primary key)");
+    // one client, one commit per line; "ok N" is printed once commit N returned
+    const client = spawn(`${PG}/psql`, ["-h", sock, "-p", "55432", "-U", "postgres", "-At", "-q"], { stdio: ["pipe", "pipe", "ignore"] });
+    let acked = -1;
+    createInterface({ input: client.stdout }).on("line", (l) => {
+      const m = /^ok (\d+)$/.exec(l);
+      if (m) acked = Number(m[1]);
+    });
+    client.stdin.on("error", () => undefined);
+    for (let n = 0; n < 5000; n++) client.stdin.write(`insert into t values (${n});\n\\echo ok ${n}\n`);
+    await pollUntil(() => acked >= 300, 60_000, "300 commits");
+    const killed = killMountNamespace(ns);
+    const lastSeen = acked;
+    await new Promise((r) => client.once("exit", r));
+    // reaped (a recovering postmaster refuses to start while the old one's pid exists)
+    await pollUntil(() => killed.every((pid) => !existsSync(`/proc/${pid}`)), 10_000, "killed processes reaped");
+    console.info(`jsfuse postgres: node killed (${killed.length} processes) after ${lastSeen + 1} acknowledged commits (${acked + 1} seen in all)`);
+    // recovery on the secondary's copy
+    const copy = join(p.b, "pgdata");
+    expect(lstatSync(copy).uid).toBe(pgUid);
+    await startPg(["runuser", "-u", "postgres", "--", `${PG}/postgres`, "-D", copy, "-k", sock, "-p", "55433", "-c", "listen_addresses="], 55433);
+    try {
+      expect(Number(psql(55433, `select count(*) from t where n <= ${acked}`))).toBe(acked + 1);
+    } finally {
+      spawnSync("runuser", ["-u", "postgres", "--", `${PG}/pg_ctl`, "-D", copy, "-m", "immediate", "-w", "stop"], { stdio: "ignore", timeout: 30_000 });
+    }
   });
 });
