@@ -109,7 +109,7 @@ describe.skipIf(!root)("ebpf may-hold flags across a restart", () => {
     const bucket = bucketOf(lab.addr(lab.clients[0]!), "address", port, 7); // no rule for port2: the default, address
     expect(backend.mayHold()[bucket]).toBe(1);
     await backend.setOwned(new Uint8Array(BUCKET_COUNT)); // the bucket moves away while the connection lasts
-    const during = backend.pruneMayHold();
+    const during = await backend.pruneMayHold();
     expect(during.cleared).not.toContain(bucket);
     expect(during.flags[bucket]).toBe(1);
     await short.waitForLine(/^echo 15$/, 10_000); // its packets kept flowing through the lookup
@@ -124,9 +124,9 @@ describe.skipIf(!root)("ebpf may-hold flags across a restart", () => {
       if (Date.now() > deadline) throw new Error(`connection still there: ${ss.stdout}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect(backend.pruneMayHold().flags[bucket]).toBe(1);
+    expect((await backend.pruneMayHold()).flags[bucket]).toBe(1);
     await backend.setOwned(new Uint8Array(BUCKET_COUNT));
-    const pruned = backend.pruneMayHold();
+    const pruned = await backend.pruneMayHold();
     expect(pruned.cleared).toContain(bucket);
     expect(pruned.flags[bucket]).toBe(0);
     expect(backend.mayHold()[bucket]).toBe(0);

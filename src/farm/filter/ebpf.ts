@@ -3,7 +3,8 @@
  * the clsact hook at a fixed (handle, priority), configured through its maps (layouts in
  * src/native/farm_shared.h).
  */
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
+import { promisify } from "node:util";
 import koffi from "koffi";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -162,9 +163,20 @@ export function parseSsTcp(text: string): LocalTcpSocket[] {
  * already required (the VIP and lab code use `ip`).
  */
 export function listLocalTcpSockets(netns?: string): LocalTcpSocket[] {
-  const ss = ["ss", "-Htna", "exclude", "time-wait"];
-  const [cmd, args] = netns ? ["nsenter", [`--net=${netns}`, ...ss]] : [ss[0]!, ss.slice(1)];
+  const [cmd, args] = ssCommand(netns);
   return parseSsTcp(execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024, timeout: 30_000 }));
+}
+
+function ssCommand(netns?: string): [string, string[]] {
+  const ss = ["ss", "-Htna", "exclude", "time-wait"];
+  return netns ? ["nsenter", [`--net=${netns}`, ...ss]] : [ss[0]!, ss.slice(1)];
+}
+
+/** {@link listLocalTcpSockets} without blocking the event loop (heartbeats and lease renewals go on meanwhile). */
+export async function listLocalTcpSocketsAsync(netns?: string): Promise<LocalTcpSocket[]> {
+  const [cmd, args] = ssCommand(netns);
+  const { stdout } = await promisify(execFile)(cmd, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024, timeout: 30_000 });
+  return parseSsTcp(stdout);
 }
 
 /**
@@ -448,10 +460,11 @@ export class EbpfBackend implements FilterBackend {
    * socket on a VIP is left, so that the node's published may-hold set shrinks back after a bucket move. Then
    * lists the sockets again and sets the flag back for any bucket that has one now (a connection opened from the
    * VIP whose SYN+ACK passed between the listing and the clear). Owned buckets are never cleared (the program
-   * may be setting them). Must not run concurrently with setOwned (the PacketFilter serialises both). Returns the
+   * may be setting them). Must not run concurrently with setOwned or stop (the PacketFilter serialises them);
+   * the listing (`ss`, asynchronous) does not block the event loop (heartbeats, lease renewals). Returns the
    * buckets cleared and the flags after the prune; when the sockets cannot be listed nothing is cleared.
    */
-  pruneMayHold(): { cleared: number[]; flags: Uint8Array } {
+  async pruneMayHold(): Promise<{ cleared: number[]; flags: Uint8Array }> {
     const prog = this.#prog;
     if (!prog) throw new Error("ebpf backend not started");
     const flags = prog.mayHold();
@@ -459,18 +472,18 @@ export class EbpfBackend implements FilterBackend {
     if (!flags.some((v, b) => v && !this.#owned[b])) return { cleared: [], flags };
     let before: Uint8Array;
     try {
-      before = mayHoldFromSockets(this.#opts.config, listLocalTcpSockets(this.#opts.netns));
+      before = mayHoldFromSockets(this.#opts.config, await listLocalTcpSocketsAsync(this.#opts.netns));
     } catch (err) {
       this.#opts.log?.(`filter: cannot list local TCP sockets (${(err as Error).message}); may-hold flags kept`);
       return { cleared: [], flags };
     }
     const cleared: number[] = [];
     for (let b = 0; b < BUCKET_COUNT; b++) if (flags[b] && !this.#owned[b] && !before[b]) cleared.push(b);
-    if (cleared.length === 0) return { cleared, flags };
+    if (cleared.length === 0 || this.#prog !== prog) return { cleared: [], flags };
     prog.clearMayHold(cleared);
     let after: Uint8Array;
     try {
-      after = mayHoldFromSockets(this.#opts.config, listLocalTcpSockets(this.#opts.netns));
+      after = mayHoldFromSockets(this.#opts.config, await listLocalTcpSocketsAsync(this.#opts.netns));
     } catch {
       after = new Uint8Array(BUCKET_COUNT).fill(1); // cannot tell: restore every flag just cleared
     }
