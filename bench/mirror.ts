@@ -113,6 +113,19 @@ function asPostgres(wrap: (a: string[]) => string[], argv: string[]): void {
   const r = spawnSync(cmd as string, args, { encoding: "utf8", timeout: 120_000 });
   if (r.status !== 0) throw new Error(`${argv.join(" ")} failed: ${r.stderr}`);
 }
+/** CPU seconds (user + system) a process has used so far, from /proc (0 when it is gone). */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+}
+/** Helpers' CPU per replicated pgbench transaction (both sides), microseconds: contention-independent cost. */
+const helperCpuUsPerTx: number[] = [];
 async function pgTps(pair: LoopbackPair): Promise<{ local: number; mirror: number } | null> {
   if (!existsSync(`${PG}/postgres`)) return null;
   const uid = Number(execFileSync("id", ["-u", "postgres"]).toString());
@@ -139,7 +152,11 @@ async function pgTps(pair: LoopbackPair): Promise<{ local: number; mirror: numbe
       }
       const bench = (a: string[]) => spawnSync(`${PG}/pgbench`, ["-h", sock, "-p", String(port), "-U", "postgres", ...a, "postgres"], { encoding: "utf8", cwd: pair.root });
       if (bench(["-i", "-s", "4", "-q"]).status !== 0) throw new Error("pgbench -i failed");
+      const helpers = (): number => cpuSeconds(pair.primary.pid) + cpuSeconds(pair.secondary.pid);
+      const cpu0 = helpers();
       const r = bench(["-c", "4", "-j", "2", "-T", String(pgSeconds)]);
+      const txs = Number(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1] ?? NaN);
+      if (dir !== local && txs > 0) helperCpuUsPerTx.push(((helpers() - cpu0) / txs) * 1e6);
       return Number(/tps = ([\d.]+)/.exec(r.stdout)?.[1] ?? NaN);
     } finally {
       try {
@@ -303,7 +320,15 @@ if (values.only === "pgbench") {
   try {
     pair = await startLoopbackPair("bench", { statsIntervalMs: 0, ...helperOpt }, helperOpt);
     const pg = await pgTps(pair);
-    console.log(JSON.stringify({ bench: "mirror-pgbench", helper: values.helper ?? "prebuilt", ...pg, pgbench_ratio: pg ? Math.round((pg.mirror / pg.local) * 1000) / 1000 : null }));
+    console.log(
+      JSON.stringify({
+        bench: "mirror-pgbench",
+        helper: values.helper ?? "prebuilt",
+        ...pg,
+        pgbench_ratio: pg ? Math.round((pg.mirror / pg.local) * 1000) / 1000 : null,
+        helper_cpu_us_per_tx: helperCpuUsPerTx.map((x) => Math.round(x)),
+      }),
+    );
   } finally {
     await pair?.close().catch(() => undefined);
     rmSync(root, { recursive: true, force: true });
