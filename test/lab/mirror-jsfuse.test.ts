@@ -495,4 +495,53 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
       spawnSync("runuser", ["-u", "postgres", "--", `${PG}/pg_ctl`, "-D", copy, "-m", "immediate", "-w", "stop"], { stdio: "ignore", timeout: 30_000 });
     }
   });
+
+  it.skipIf(!existsSync(`${PG}/pgbench`))("pgbench TPS: local directory vs the helper's mount vs the JS mount (measurement)", async () => {
+    const id = (flag: string): number => Number(spawnSync("id", [flag, "postgres"], { encoding: "utf8" }).stdout);
+    const [pgUid, pgGid] = [id("-u"), id("-g")];
+    const local = makePairDirs("js-pglocal");
+    cleanups.push(async () => rmSync(local.root, { recursive: true, force: true }));
+    /** `made`: where this process creates the data directory (the mount seen from here); `dataDir`: as the server sees it. */
+    const tps = async (made: string, dataDir: string, wrap: (a: string[]) => string[], sock: string, port: number): Promise<number> => {
+      const run = (argv: string[]): string => {
+        const [cmd, ...args] = wrap(argv);
+        const r = spawnSync(cmd as string, args, { encoding: "utf8", timeout: 180_000 });
+        if (r.status !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr}`);
+        return r.stdout;
+      };
+      mkdirSync(made, { mode: 0o700 });
+      chownSync(made, pgUid, pgGid);
+      mkdirSync(sock, { recursive: true });
+      chmodSync(sock, 0o777);
+      const pg = ["runuser", "-u", "postgres", "--"];
+      run([...pg, `${PG}/initdb`, "-D", dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8"]);
+      const [cmd, ...args] = wrap([...pg, `${PG}/postgres`, "-D", dataDir, "-k", sock, "-p", String(port), "-c", "listen_addresses="]);
+      const child = spawn(cmd as string, args, { detached: true, stdio: "ignore" });
+      try {
+        await pollUntil(() => spawnSync(`${PG}/pg_isready`, ["-q", "-h", sock, "-p", String(port)]).status === 0 || child.exitCode !== null, 60_000, "postgres ready");
+        const bench = (a: string[]): string => {
+          const r = spawnSync(`${PG}/pgbench`, ["-h", sock, "-p", String(port), "-U", "postgres", ...a, "postgres"], { encoding: "utf8", timeout: 120_000 });
+          if (r.status !== 0) throw new Error(`pgbench: ${r.stderr}`);
+          return r.stdout;
+        };
+        bench(["-i", "-s", "2", "-q"]);
+        const out = bench(["-c", "4", "-j", "2", "-T", "8"]);
+        const m = /tps = ([\d.]+)/.exec(out);
+        return Number(m?.[1] ?? 0);
+      } finally {
+        run([...pg, `${PG}/pg_ctl`, "-D", dataDir, "-m", "fast", "-w", "stop"]);
+      }
+    };
+    chmodSync(local.root, 0o755);
+    const result: Record<string, number> = { local: await tps(join(local.a, "pgdata"), join(local.a, "pgdata"), (a) => a, join(local.root, "sock"), 5432) };
+    for (const engine of ["native", "js"] as const) {
+      const p = await pair(`pgb-${engine}`, engine, { ackTimeoutMs: 5000 });
+      chmodSync(p.root, 0o755);
+      result[engine] = await tps(p.primary.mountPath("pgdata"), join(p.mnt, "pgdata"), (a) => p.primary.commandInMount(a), join(p.root, "sock"), 5432);
+      await p.primary.stop();
+    }
+    const r = result as Record<"local" | "native" | "js", number>;
+    console.info(`pgbench -c4 -j2 -T8 -s2: local ${r.local.toFixed(0)} tps, helper ${r.native.toFixed(0)} tps (${(r.native / r.local).toFixed(2)}x), JS ${r.js.toFixed(0)} tps (${(r.js / r.local).toFixed(2)}x local, ${(r.js / r.native).toFixed(2)}x helper)`);
+    expect(r.js).toBeGreaterThan(0);
+  });
 });
