@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { BUCKET_COUNT, bucketOf, type BalanceBy } from "../../src/core/buckets.js";
 import { compileFilter, decide, type FilterConfig } from "../../src/farm/filter/decision.js";
+import { MemoryFilterBackend } from "../../src/farm/filter/memory.js";
 import { craftPacket, type PacketSpec } from "../../src/farm/filter/packets.js";
 import { mayHoldFromSockets, parseSsTcp } from "../../src/farm/filter/ebpf.js";
 import data from "../vectors/filter.json" with { type: "json" };
@@ -109,6 +110,44 @@ describe("decide", () => {
     expect(decide(ack, filter, all, () => true)).toMatchObject({ verdict: "pass", reason: "owned" });
     const lax = compileFilter({ ...config, strictTcp: false });
     expect(decide(ack, lax, all, () => false)).toMatchObject({ verdict: "pass", reason: "owned" });
+  });
+
+  it("asks for a socket on owned mid-flow TCP only where the bucket is contested", () => {
+    const bucket = bucketOf("198.18.20.1", "address+port", 1000, config.seed!);
+    const asked: number[] = [];
+    const lookup = (): boolean => (asked.push(1), false);
+    expect(decide(ack, filter, all, lookup, undefined, { contested: (b) => b !== bucket })).toMatchObject({ verdict: "pass", reason: "owned" });
+    expect(asked).toHaveLength(0);
+    expect(decide(ack, filter, all, lookup, undefined, { contested: (b) => b === bucket })).toMatchObject({ verdict: "drop", reason: "orphan" });
+    expect(asked).toHaveLength(1);
+    expect(decide(ack, filter, all, lookup)).toMatchObject({ verdict: "drop", reason: "orphan" }); // default: contested
+  });
+
+  it("drops an owned SYN no listener would take (dropSynWithoutListener, default on); never a foreign or mid-flow one by that rule", () => {
+    const none_ = () => false;
+    expect(decide(syn, filter, all, none_, undefined, { hasListener: none_ })).toMatchObject({ verdict: "drop", reason: "no-listener" });
+    expect(decide(syn, filter, all, none_, undefined, { hasListener: () => true })).toMatchObject({ verdict: "pass", reason: "owned" });
+    expect(decide(syn, filter, all, none_)).toMatchObject({ verdict: "pass", reason: "owned" }); // default: a listener exists
+    expect(decide(syn, filter, none, none_, undefined, { hasListener: none_ })).toMatchObject({ verdict: "drop", reason: "foreign" });
+    expect(decide(ack, filter, all, () => true, undefined, { hasListener: none_ })).toMatchObject({ verdict: "pass", reason: "owned" });
+    const off = compileFilter({ ...config, dropSynWithoutListener: false });
+    expect(decide(syn, off, all, none_, undefined, { hasListener: none_ })).toMatchObject({ verdict: "pass", reason: "owned" });
+  });
+
+  it("the in-memory backend applies the contested mask given with the table and counts SYNs dropped for no listener", async () => {
+    const mem = new MemoryFilterBackend({ config });
+    await mem.start();
+    const bucket = bucketOf("198.18.20.1", "address+port", 1000, config.seed!);
+    await mem.setOwned(all, new Uint8Array(BUCKET_COUNT)); // nothing contested
+    expect(mem.deliver(ack)).toMatchObject({ verdict: "pass", reason: "owned" });
+    const contested = new Uint8Array(BUCKET_COUNT);
+    contested[bucket] = 1;
+    await mem.setOwned(all, contested);
+    expect(mem.deliver(ack)).toMatchObject({ verdict: "drop", reason: "orphan" });
+    expect(mem.deliver(syn, () => false, () => false)).toMatchObject({ verdict: "drop", reason: "no-listener" });
+    expect((await mem.counters()).droppedNoListener).toBe(1);
+    await mem.setOwned(all); // no mask: every bucket contested
+    expect(mem.contested.every((v) => v === 1)).toBe(true);
   });
 
   it("passes ICMP errors to every node whatever it owns", () => {
