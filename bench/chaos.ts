@@ -56,6 +56,7 @@ row("mirror role samples", r.roleSamples);
 row("convergence after faults (farm)", `${r.finalConvergenceMs.farm} ms`);
 row("convergence after faults (mirror)", `${r.finalConvergenceMs.mirror} ms`);
 row("violations", r.violations.length);
+for (const [k, n] of Object.entries(r.violationsByFault).sort()) row(`  ${k}`, n);
 row("lost writes", r.lostWrites);
 row("dual primary", `${r.dualPrimaryMs} ms`);
 row("run time", `${(r.ms / 1000).toFixed(0)} s`);

@@ -58,6 +58,8 @@ export interface ChaosResult {
   schedules: number;
   faults: { farm: number; mirror: number; byKind: Record<string, number> };
   violations: Violation[];
+  /** Violations counted by invariant and by the kind of the fault under way (or last injected) on that system. */
+  violationsByFault: Record<string, number>;
   lostWrites: number;
   dualPrimaryMs: number;
   ackedWrites: number;
@@ -419,11 +421,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const excused = failedProbes.filter((p) => windows.some((w) => p.t >= w.from && p.t <= w.to)).length;
     log(`writer: ${acked.length} acknowledged, ${writerFailed} failed attempts; ${lostChecks} lost-write checks`);
 
+    const violationsByFault: Record<string, number> = {};
+    for (const v of violations) {
+      const ws = v.invariant.startsWith("farm") ? farmWindows : mirrorWindows;
+      const last = ws.filter((w) => w.from <= v.at).at(-1);
+      const kind = last ? (/#\d+ (\S+)/.exec(last.label)?.[1] ?? "?") : "no fault yet";
+      const key = `${v.invariant} after ${kind}`;
+      violationsByFault[key] = (violationsByFault[key] ?? 0) + 1;
+    }
     const result: ChaosResult = {
       seed: o.schedule.seed,
       schedules: farmDone + mirrorDone,
       faults: { farm: farmDone, mirror: mirrorDone, byKind },
       violations,
+      violationsByFault,
       lostWrites: lost.size,
       dualPrimaryMs: dp.ms,
       ackedWrites: acked.length,
