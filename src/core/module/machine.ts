@@ -496,7 +496,7 @@ export class ModuleCore {
     this.begin("WAIT", cause, steps);
   }
 
-  /** Becomes primary: PRIM when the peer is (becoming) secondary, else ALONE. */
+  /** Becomes primary: PRIM when the peer is an in-sync secondary, else ALONE. */
   private beginPrimary(cause: string): void {
     const peer = this.peer();
     // PRIM only with an in-sync secondary (writes are then on both nodes when acked); else ALONE until it is.
