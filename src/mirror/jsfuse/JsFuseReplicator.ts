@@ -22,7 +22,7 @@
  *   mtime = atime), and a call that omits one time (`touch -m`, `touch -a`) is dropped by libfuse2 (no change,
  *   no error). What is replicated is exactly what the primary's backing file holds.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -57,6 +57,30 @@ export function daemonArgv(nodePath: string, url: string, tsxLoader?: string): s
 let launcher: string | undefined;
 
 /**
+ * Removes launcher directories left by processes that died without their exit handler (a SIGKILL, a test
+ * worker torn down): ours (same uid), real directories (not symlinks), named after a pid that is gone.
+ */
+function removeStaleLaunchers(): void {
+  let names: string[];
+  try {
+    names = readdirSync(tmpdir());
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^holdfast-jsfuse-(\d+)-/.exec(name);
+    if (!m || existsSync(`/proc/${m[1]}`)) continue;
+    const p = join(tmpdir(), name);
+    try {
+      const st = lstatSync(p);
+      if (st.isDirectory() && st.uid === process.getuid?.()) rmSync(p, { recursive: true, force: true });
+    } catch {
+      /* raced with another cleaner */
+    }
+  }
+}
+
+/**
  * An executable shell script that runs the daemon with its arguments (FileReplicator starts a "helper" by
  * path). Written once per process into a private temporary directory, removed at exit.
  */
@@ -67,7 +91,8 @@ export function jsFuseLauncher(): string {
   if (/\.(c|m)?ts$/.test(new URL(self).pathname)) {
     loader = pathToFileURL(createRequire(self).resolve("tsx")).href;
   }
-  const dir = mkdtempSync(join(tmpdir(), "holdfast-jsfuse-"));
+  removeStaleLaunchers();
+  const dir = mkdtempSync(join(tmpdir(), `holdfast-jsfuse-${process.pid}-`));
   const path = join(dir, "holdfast-jsfuse");
   writeFileSync(path, `#!/bin/sh\nexec ${daemonArgv(process.execPath, self, loader).map(shQuote).join(" ")} "$@"\n`);
   chmodSync(path, 0o755);
