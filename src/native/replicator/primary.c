@@ -209,6 +209,12 @@ static int filter_op(struct op *o) {
   if (o->type != HF_RENAME && o->type != HF_LINK) return filter_replicated(o->path, dir);
   int from = filter_replicated(o->path, dir), to = filter_replicated(o->path2, dir);
   if (from && to) return 1;
+  if (o->type == HF_RENAME && (o->a.flags & RENAME_EXCHANGE) && from != to) {
+    /* two objects swapped across the boundary: let a verify pass sort out both names */
+    if (G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
+    if (G.connected) degrade_locked("an exchange across the include/exclude boundary: verify pass");
+    return 0;
+  }
   if (!to) {
     if (!from || o->type == HF_LINK) return 0;
     if (dir) return 1; /* a directory renamed out: renamed on the secondary too (then left alone there) */
