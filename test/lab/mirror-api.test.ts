@@ -136,8 +136,12 @@ async function dial(env: { key: string; port: () => number }, encrypt = false): 
   return { conn, frames, closed: () => reason };
 }
 
-/** A TCP proxy on loopback to `target`, recording what the primary sends (at most 64 MiB). */
-async function tap(target: () => number): Promise<{ port: number; seen: () => Buffer; server: Server }> {
+/**
+ * A TCP proxy on loopback to `target`, recording what the primary sends (at most 64 MiB). `tamperBack()`
+ * makes it flip one bit of the next chunk coming back from the secondary.
+ */
+async function tap(target: () => number): Promise<{ port: number; seen: () => Buffer; server: Server; tamperBack: () => void }> {
+  let flipNext = false;
   const chunks: Buffer[] = [];
   let total = 0;
   const socks: Socket[] = [];
@@ -151,7 +155,15 @@ async function tap(target: () => number): Promise<{ port: number; seen: () => Bu
       }
       to.write(d);
     });
-    to.on("data", (d: Buffer) => from.write(d));
+    to.on("data", (d: Buffer) => {
+      if (flipNext) {
+        flipNext = false;
+        d = Buffer.from(d);
+        const i = d.length - 1; // the last byte of an ack: its tag (or MAC)
+        d[i] = (d[i] as number) ^ 1;
+      }
+      from.write(d);
+    });
     const end = (): void => {
       from.destroy();
       to.destroy();
@@ -169,7 +181,14 @@ async function tap(target: () => number): Promise<{ port: number; seen: () => Bu
         server.close(() => r());
       }),
   );
-  return { port: (server.address() as { port: number }).port, seen: () => Buffer.concat(chunks), server };
+  return {
+    port: (server.address() as { port: number }).port,
+    seen: () => Buffer.concat(chunks),
+    server,
+    tamperBack: () => {
+      flipNext = true;
+    },
+  };
 }
 
 const canFuse = process.getuid?.() === 0 && existsSync("/dev/fuse");
@@ -195,6 +214,11 @@ describe("encrypted stream", () => {
       expect(wire.length).toBeGreaterThan(3000);
       expect(wire.includes(marker)).toBe(!encrypt);
       expect(wire.includes("secret.txt")).toBe(!encrypt); // paths are encrypted too
+      // an ack altered on its way back: the C primary drops the link (and goes on alone, then resyncs)
+      const degraded = prim.waitFor("degraded", 5000);
+      proxy.tamperBack();
+      await writeFile(prim.mountPath("after-tamper.txt"), marker);
+      expect((await degraded).reason).toBe("frame failed authentication");
       await prim.stop();
     }
   });
