@@ -71,7 +71,8 @@ describe.skipIf(!supported)("farm tc program (BPF_PROG_TEST_RUN)", () => {
           for (const contested of [true, false]) {
             prog.setOwned(mask, contested ? ones : zeros);
             // A passed SYN sets a flag: reset the packet's bucket's flag before every packet (only it matters).
-            if (v.kind === "bucket") (flag ? prog.addMayHold([v.bucket!]) : prog.clearMayHold([v.bucket!]));
+            if (v.kind === "bucket" && flag) prog.addMayHold([v.bucket!]);
+            else if (v.kind === "bucket") prog.clearMayHold([v.bucket!]);
             const expected = decide(frame, filter, mask, () => false, () => flag, { contested: () => contested, hasListener: () => false });
             expect(expected.kind, v.name).toBe(v.kind);
             if (expected.kind === "bucket" && expected.reason === "no-listener") synDropped++;
