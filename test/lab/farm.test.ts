@@ -109,6 +109,15 @@ describe.skipIf(!root)("farm: 3 nodes + client, rule on client address and port 
     for (const n of env.cluster.nodes) expect(n.lines.find((l) => l.type === "backend")?.name).toBe("ebpf");
   });
 
+  it("settles with every owned bucket uncontested (each node has its peers' held sets, grace over): no per-packet lookup", async () => {
+    const table = (l: Record<string, unknown>) => l.type === "buckets" || l.type === "contested";
+    await Promise.all(env.cluster.nodes.map((n) => n.waitFor((l) => table(l) && (l.owned as number) > 0 && l.sole === l.owned, 10_000, 0, "all owned buckets uncontested")));
+    for (const n of env.cluster.nodes) expect(n.lines.some((l) => l.type === "held")).toBe(true); // it publishes its own
+    const last = env.cluster.nodes.map((n) => n.lines.filter(table).at(-1)!);
+    for (const l of last) expect(l.sole).toBe(l.owned);
+    expect(last.reduce((s, l) => s + (l.owned as number), 0)).toBe(4096);
+  });
+
   it("3,000 requests from 60 addresses: each answered exactly once, no RST, spread within 10% of the mean", async () => {
     const rst = rstCapture(env.lab, env.client, env.vip);
     await new Promise((r) => setTimeout(r, 300)); // tcpdump needs a moment to attach; its start is not observable otherwise
