@@ -5,7 +5,7 @@
  * ALONE and ready is measured in virtual ms (detection + failover, the app start being an instant function).
  */
 import { describe, expect, it } from "vitest";
-import { Membership, Module, bindMembership, generateKey, type Transport } from "../../src/index.js";
+import { MemoryVipDriver, Membership, Module, bindMembership, generateKey, type Transport } from "../../src/index.js";
 import { FakeClock, FakeNetwork, Rng } from "../../src/testing/index.js";
 
 const ADDR: Record<string, string> = { "198.18.0.10": "a", "198.18.0.11": "b" };
@@ -106,6 +106,95 @@ describe("modules over membership (virtual time)", () => {
     b.module.replication({ inSync: true }); // b's resync from a finished
     await run(500);
     expect(a.module.status.state).toBe("PRIM");
+
+    for (const s of sides) {
+      s.unbind();
+      await s.module.close();
+      await s.membership.stop();
+    }
+  });
+
+  it("split brain over membership: the primary cut off from its peer and its witness steps down; the other side takes over; never both", async () => {
+    const clock = new FakeClock(1_000_000);
+    const net = new FakeNetwork(clock, new Rng(11), { networks: 1, minDelayMs: 0.2, maxDelayMs: 1, duplicate: 0 });
+    const key = generateKey();
+    const nodes = [
+      { id: "a", addresses: ["198.18.0.10"] },
+      { id: "b", addresses: ["198.18.0.11"] },
+    ];
+    const sides = await Promise.all(
+      ["a", "b"].map(async (id, i) => {
+        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
+        const vip = new MemoryVipDriver();
+        const module = await Module.create(
+          {
+            name: "db",
+            kind: "mirror",
+            vips: ["198.18.0.100/24"],
+            hooks: { start_prim: async () => {}, start_second: async () => {} },
+            checkers: [{ type: "split-brain", name: "witness", witnesses: ["198.18.0.1"] }],
+            mirror: { peerWait: 2000 },
+          },
+          { nodeId: id, clock, vip },
+        );
+        const unbind = bindMembership(membership, [module]);
+        await membership.start();
+        return { id, membership, module, vip, unbind };
+      }),
+    );
+    const [a, b] = sides as [(typeof sides)[0], (typeof sides)[0]];
+    const witness = (s: (typeof sides)[0], ok: boolean) =>
+      s.module.checker({ type: "checker", checker: "witness", kind: "split-brain", ok, action: "wait", reason: ok ? "198.18.0.1 answers" : "198.18.0.1 no answer" });
+    // Sampled every virtual 5 ms: both primary (PRIM/ALONE, not leaving the role) at once is a violation.
+    let both = 0;
+    const primary = (m: Module) => {
+      const st = m.status;
+      return (st.state === "PRIM" || st.state === "ALONE") && !(st.transient && st.next !== "PRIM" && st.next !== "ALONE");
+    };
+    const run = async (ms: number, step = 5) => {
+      for (let t = 0; t < ms; t += step) {
+        clock.advance(step);
+        await flush();
+        if (primary(a.module) && primary(b.module)) both++;
+      }
+    };
+    await run(2000);
+    witness(a, true);
+    witness(b, true);
+    await a.module.start();
+    await b.module.start();
+    await run(100);
+    await a.module.prim();
+    await run(500);
+    b.module.replication({ inSync: true });
+    await run(500);
+    expect(a.module.status.state).toBe("PRIM");
+    expect(b.module.status).toMatchObject({ state: "SECOND", ready: true });
+
+    // a loses the witness (its checker judges faster than membership: the verdict comes first), then b.
+    witness(a, false);
+    net.link("a", "b", 0).blocked = true;
+    net.link("b", "a", 0).blocked = true;
+    await run(3000);
+    expect(b.module.status).toMatchObject({ state: "ALONE", ready: true });
+    expect(a.module.status).toMatchObject({ state: "WAIT", transient: false });
+    expect(a.module.status.reason).toContain("cut off earlier: waiting for b");
+    expect(a.vip.held.size).toBe(0);
+    expect(b.vip.held.has("198.18.0.100/24")).toBe(true);
+    expect(a.module.log.recent().some((r) => r.text.includes("WARN: cut off: b out of view and split-brain witness unreachable (198.18.0.1 no answer)"))).toBe(true);
+    // The witness answers again, peerWait passes: a still waits (b took over), and says so.
+    witness(a, true);
+    await run(5000);
+    expect(a.module.status.state).toBe("WAIT");
+    expect(a.module.persisted.soleOwner).toBe(false);
+    // Heal: a becomes b's secondary; b is PRIM once a is in sync.
+    net.healAll();
+    await run(3000);
+    expect(a.module.status.state).toBe("SECOND");
+    a.module.replication({ inSync: true });
+    await run(500);
+    expect(b.module.status).toMatchObject({ state: "PRIM", ready: true });
+    expect(both).toBe(0);
 
     for (const s of sides) {
       s.unbind();
