@@ -12,6 +12,8 @@
  * 4. After healing everything and letting every hook succeed, the two nodes converge to one primary.
  * 5. The VIP is added and removed in pairs, held by every settled primary and by no other settled node,
  *    and never by two connected idle nodes.
+ * 7. Connected and idle: a node is PRIM exactly when its peer is an in-sync secondary (SECOND, ready); a
+ *    primary without one says ALONE.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -126,6 +128,17 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
     if (h.inContact("a", "b") && !h.node("a").core.runningHook && !h.node("b").core.runningHook) {
       const prims = h.primaries();
       if (prims.length > 1) violations.push(`two primaries while connected and idle: ${prims.map((p) => p.id).join(",")} after ${h.currentInput}`);
+      // PRIM means an in-sync secondary: the peer is SECOND and ready; otherwise the primary says ALONE.
+      for (const id of NODES) {
+        const s = h.node(id).core.status;
+        const o = h.node(id === "a" ? "b" : "a").core.status;
+        if (!s.transient && s.state === "PRIM" && !(o.state === "SECOND" && o.ready && !o.transient)) {
+          violations.push(`${id} is PRIM while its peer is ${o.state}${o.ready ? " ready" : ""}${o.transient ? ` -> ${o.next}` : ""} after ${h.currentInput}`);
+        }
+        if (!s.transient && s.state === "ALONE" && o.state === "SECOND" && o.ready && !o.transient) {
+          violations.push(`${id} is ALONE with an in-sync secondary after ${h.currentInput}`);
+        }
+      }
     }
   };
   for (const a of actions) {
