@@ -12,11 +12,12 @@
 //    fdatasync'd records one at a time: acknowledged records missing on the survivor, and the write rate.
 // 3. lsyncd (default.rsync to an rsync daemon on n1) behind the same records writer on a local directory of n0:
 //    the same crashes, --loss-trials each, with lsyncd's default delay (15 s) and with delay = 1 s.
-// 4. HAProxy is measured by `npm run bench:farm` (haproxy_ratio); its last result (bench/results/farm.json) is
-//    quoted, not re-run.
+// 4. HAProxy against the farm: bench/farm.ts runs as part of this run (its own lab: 3 nodes + client; direct,
+//    flooded, each filter backend and HAProxy 2.6 in front of the same apps) with --farm-trials reconvergence
+//    trials; its JSON last line is folded in (haproxy_ratio = farm eBPF over HAProxy, many connections).
 // Prints a table, then one JSON object as the very last line; bench/results/peers.json keeps every sample.
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -27,7 +28,9 @@ import { lsyncdTrials, type LossTrial } from "./helpers/peers-lsyncd.js";
 import { mirrorTrials } from "./helpers/peers-mirror.js";
 
 const REPO = resolve(import.meta.dirname, "..");
-const { values } = parseArgs({ options: { trials: { type: "string", default: "10" }, "loss-trials": { type: "string", default: "5" } } });
+const { values } = parseArgs({
+  options: { trials: { type: "string", default: "10" }, "loss-trials": { type: "string", default: "5" }, "farm-trials": { type: "string", default: "10" } },
+});
 const TRIALS = Math.max(1, Math.min(100, Number(values.trials)));
 const LOSS_TRIALS = Math.max(1, Math.min(50, Number(values["loss-trials"])));
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -102,9 +105,22 @@ const meanLocal = (ts: LossTrial[]) => ts.reduce((a, t) => a + t.localRate, 0) /
 const rateRatio = (ts: LossTrial[]) => ts.reduce((a, t) => a + t.rate / t.localRate, 0) / ts.length;
 const lsD = ls.default ?? [];
 const ls1 = ls.delay1 ?? [];
-let haproxy: number | null = null;
-const farmJson = join(REPO, "bench/results/farm.json");
-if (existsSync(farmJson)) haproxy = (JSON.parse(readFileSync(farmJson, "utf8")) as { haproxy_ratio?: number }).haproxy_ratio ?? null;
+// 4. The farm against HAProxy, in this same run (bench/farm.ts prints its table on stdout, progress on stderr).
+log("farm vs HAProxy (bench/farm.ts) ...");
+const farmRun = spawnSync("npx", ["tsx", join(REPO, "bench/farm.ts"), "--trials", String(Math.max(1, Math.min(100, Number(values["farm-trials"]))))], {
+  cwd: REPO,
+  encoding: "utf8",
+  stdio: ["ignore", "pipe", "inherit"],
+  timeout: 20 * 60_000,
+});
+const farmLine = (farmRun.stdout ?? "").trim().split("\n").pop() ?? "";
+let farm: { haproxy_ratio?: number; ebpf_ratio?: number; vs_direct_ratio?: number } = {};
+try {
+  farm = JSON.parse(farmLine) as typeof farm;
+} catch {
+  throw new Error(`bench/farm.ts did not end with its JSON line (exit ${farmRun.status}): ${farmLine.slice(0, 200)}`);
+}
+const haproxy = farm.haproxy_ratio ?? null;
 
 const out = {
   bench: "peers",
@@ -120,7 +136,8 @@ const out = {
   lsyncd_write_rate: Math.round(meanRate([...lsD, ...ls1])),
   holdfast_write_rate_ratio: round(rateRatio(hf.loss)),
   lsyncd_write_rate_ratio: round(rateRatio([...lsD, ...ls1])),
-  haproxy_ratio_farm_bench: haproxy,
+  haproxy_ratio: haproxy,
+  farm_ebpf_ratio: farm.ebpf_ratio ?? null,
   trials: TRIALS,
   loss_trials: LOSS_TRIALS,
 };
@@ -142,12 +159,13 @@ const lossRow = (name: string, ts: LossTrial[]) =>
 lossRow("holdfast mirror (synchronous)", hf.loss);
 lossRow("lsyncd default.rsync, default delay (15 s)", lsD);
 lossRow("lsyncd default.rsync, delay = 1 s", ls1);
-console.log(`\nHAProxy: see bench:farm (farm eBPF over HAProxy, many connections: ${haproxy ?? "not measured yet"}).`);
+console.log(`\nLoad balancing, this run (bench/farm.ts): farm with the eBPF filter over HAProxy 2.6 in front of the same 3 apps, many short connections: **${haproxy}**x (farm eBPF over the flooded path without a filter: ${farm.ebpf_ratio}; table above in its output).`);
+console.log(farmRun.stdout.trim().split("\n").slice(0, -1).join("\n"));
 console.log(`machine: ${machine.os}, kernel ${machine.kernel}, ${machine.cpus} CPUs, ${machine.mem_gib} GiB, node ${machine.node}; ${machine.keepalived}; ${machine.lsyncd}; ${machine.rsync}`);
 
 mkdirSync(join(REPO, "bench/results"), { recursive: true });
 writeFileSync(
   join(REPO, "bench/results/peers.json"),
-  JSON.stringify({ ...out, machine, detail: { keepalived_default: kaDefault, keepalived_tuned: kaTuned, holdfast: hf, lsyncd: ls } }, null, 2) + "\n",
+  JSON.stringify({ ...out, machine, detail: { keepalived_default: kaDefault, keepalived_tuned: kaTuned, holdfast: hf, lsyncd: ls, farm } }, null, 2) + "\n",
 );
 console.log(JSON.stringify(out));
