@@ -1,0 +1,285 @@
+/**
+ * The witness arbiter, pure: a lease per module, granted to ONE node at a time by a witness that both mirror
+ * nodes reach. A ping cannot arbitrate (two nodes cut from each other both see the router and both go ALONE); a
+ * witness that grants one lease can. No I/O, no clock: every input carries `now` (monotonic ms of the caller).
+ *
+ * Messages (UDP, one per datagram, authenticated with HMAC-SHA256 under the cluster key, see {@link encodeArbiter}):
+ * - `claim {module, node, seq, ttl}` -> `grant {module, node, seq, ttl}` | `deny {module, node, seq, holder, remaining}`
+ * - `release {module, node, seq}` -> `released {module, node, seq}`
+ *
+ * Witness ({@link ArbiterWitness}): per module, the holder and the expiry on the witness's monotonic clock
+ * (receive time + ttl). The holder's claim renews; another node's claim is granted only once the lease expired
+ * or was released. A restarted witness knows no holder, so it grants nothing during one `maxTtlMs` after its start
+ * (a holder from before the restart still believes in its lease that long at most). The table is bounded.
+ *
+ * Client ({@link ArbiterLease}): the lease counts as valid until (local time the claim was SENT) + ttl x (1 - margin).
+ * The witness's expiry is (its receive time) + ttl, and receive >= send, so the client always believes the lease
+ * ended before the witness may grant it elsewhere, as long as the client's clock runs at least (1 - margin) times
+ * as fast as the witness's (ttl x (1 - margin) on the client's clock must not last longer than ttl on the
+ * witness's clock). With the default margin 0.1, clock rates may differ by up to 10 % (NTP-slewed clocks differ
+ * by 0.05 % at most; monotonic clocks are not stepped). Delay, loss, duplication and reordering of messages do
+ * not matter: a late grant is dated by its claim's send time.
+ */
+import type { MacFn } from "./membership/wire.js";
+import { MAC_BYTES } from "./membership/wire.js";
+
+/** Datagram magic: "HFA" + protocol version 1. */
+export const ARBITER_MAGIC = Uint8Array.of(0x48, 0x46, 0x41, 0x01);
+/** Largest datagram accepted (bytes). Claims are ~120 bytes; anything bigger is garbage or an attack. */
+export const ARBITER_MAX_DATAGRAM = 512;
+/** Longest module or node name accepted. */
+export const ARBITER_MAX_NAME = 64;
+
+export type ArbiterMessage =
+  | { readonly t: "claim"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number }
+  | { readonly t: "grant"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number }
+  | { readonly t: "deny"; readonly module: string; readonly node: string; readonly seq: number; readonly holder: string; readonly remaining: number }
+  | { readonly t: "release"; readonly module: string; readonly node: string; readonly seq: number }
+  | { readonly t: "released"; readonly module: string; readonly node: string; readonly seq: number };
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes `msg` as magic + JSON + HMAC(magic + JSON). */
+export function encodeArbiter(msg: ArbiterMessage, mac: MacFn): Uint8Array {
+  const body = enc.encode(JSON.stringify(msg));
+  const head = new Uint8Array(ARBITER_MAGIC.length + body.length);
+  head.set(ARBITER_MAGIC, 0);
+  head.set(body, ARBITER_MAGIC.length);
+  const tag = mac(head);
+  const out = new Uint8Array(head.length + tag.length);
+  out.set(head, 0);
+  out.set(tag, head.length);
+  return out;
+}
+
+/** Why a datagram was dropped (counted by the drivers). */
+export type ArbiterDropReason = "size" | "magic" | "mac" | "malformed";
+
+function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= (a[i] as number) ^ (b[i] as number);
+  return d === 0;
+}
+
+const isName = (u: unknown): u is string => typeof u === "string" && u.length > 0 && u.length <= ARBITER_MAX_NAME;
+const isCount = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 0;
+
+/** Decodes and authenticates a datagram; a reason instead of a message when it must be dropped. */
+export function decodeArbiter(datagram: Uint8Array, mac: MacFn): { ok: true; msg: ArbiterMessage } | { ok: false; reason: ArbiterDropReason } {
+  if (datagram.length > ARBITER_MAX_DATAGRAM || datagram.length < ARBITER_MAGIC.length + MAC_BYTES + 2) return { ok: false, reason: "size" };
+  for (let i = 0; i < ARBITER_MAGIC.length; i++) if (datagram[i] !== ARBITER_MAGIC[i]) return { ok: false, reason: "magic" };
+  const head = datagram.subarray(0, datagram.length - MAC_BYTES);
+  if (!constantTimeEqual(mac(head), datagram.subarray(datagram.length - MAC_BYTES))) return { ok: false, reason: "mac" };
+  let o: unknown;
+  try {
+    o = JSON.parse(dec.decode(head.subarray(ARBITER_MAGIC.length)));
+  } catch {
+    return { ok: false, reason: "malformed" };
+  }
+  if (typeof o !== "object" || o === null) return { ok: false, reason: "malformed" };
+  const m = o as Record<string, unknown>;
+  if (!isName(m.module) || !isName(m.node) || !isCount(m.seq)) return { ok: false, reason: "malformed" };
+  const base = { module: m.module, node: m.node, seq: m.seq };
+  switch (m.t) {
+    case "claim":
+    case "grant":
+      if (!isCount(m.ttl) || m.ttl === 0) return { ok: false, reason: "malformed" };
+      return { ok: true, msg: { t: m.t, ...base, ttl: m.ttl } };
+    case "deny":
+      if (!isName(m.holder) || !isCount(m.remaining)) return { ok: false, reason: "malformed" };
+      return { ok: true, msg: { t: "deny", ...base, holder: m.holder, remaining: m.remaining } };
+    case "release":
+    case "released":
+      return { ok: true, msg: { t: m.t, ...base } };
+    default:
+      return { ok: false, reason: "malformed" };
+  }
+}
+
+// ---- witness ------------------------------------------------------------------------------------
+
+export interface ArbiterWitnessOptions {
+  /**
+   * Longest lease granted, ms; longer claims are granted this much. Also how long a (re)started witness grants
+   * nothing: a holder from before the restart may believe in its lease that long. Default 5000.
+   */
+  readonly maxTtlMs?: number;
+  /** Most modules tracked (claims for more are denied, holder `(table full)`). Default 1024. */
+  readonly maxModules?: number;
+  /** Most nodes remembered per module (for replay protection). Default 16. */
+  readonly maxNodesPerModule?: number;
+}
+
+interface ModuleLease {
+  holder: string | undefined;
+  expiry: number;
+  /** Highest sequence number seen per node: older or equal ones are replays and dropped. */
+  readonly seqs: Map<string, number>;
+}
+
+/** The witness's lease table. See the module comment. */
+export class ArbiterWitness {
+  readonly maxTtlMs: number;
+  readonly maxModules: number;
+  readonly maxNodesPerModule: number;
+  readonly #startedAt: number;
+  readonly #leases = new Map<string, ModuleLease>();
+  /** Replayed (old or duplicate sequence number) messages dropped. */
+  replays = 0;
+
+  constructor(now: number, opts: ArbiterWitnessOptions = {}) {
+    this.maxTtlMs = opts.maxTtlMs ?? 5000;
+    this.maxModules = opts.maxModules ?? 1024;
+    this.maxNodesPerModule = opts.maxNodesPerModule ?? 16;
+    this.#startedAt = now;
+  }
+
+  /** The current holder of `module` and its remaining ms, if any. */
+  holder(module: string, now: number): { node: string; remainingMs: number } | undefined {
+    const l = this.#leases.get(module);
+    if (l?.holder === undefined || l.expiry <= now) return undefined;
+    return { node: l.holder, remainingMs: l.expiry - now };
+  }
+
+  /** Handles one authenticated message; returns the answer to send back (none for a replay or an answer type). */
+  receive(msg: ArbiterMessage, now: number): ArbiterMessage | undefined {
+    if (msg.t !== "claim" && msg.t !== "release") return undefined;
+    let l = this.#leases.get(msg.module);
+    if (l === undefined) {
+      if (this.#leases.size >= this.maxModules) this.#evictExpired(now);
+      if (this.#leases.size >= this.maxModules) {
+        return msg.t === "claim" ? { t: "deny", module: msg.module, node: msg.node, seq: msg.seq, holder: "(table full)", remaining: 0 } : undefined;
+      }
+      l = { holder: undefined, expiry: 0, seqs: new Map() };
+      this.#leases.set(msg.module, l);
+    }
+    const last = l.seqs.get(msg.node);
+    if (last !== undefined && msg.seq <= last) {
+      this.replays++;
+      return undefined;
+    }
+    if (last === undefined && l.seqs.size >= this.maxNodesPerModule) {
+      // Forget the node with the oldest sequence that does not hold the lease.
+      let victim: string | undefined;
+      let low = Number.POSITIVE_INFINITY;
+      for (const [n, s] of l.seqs) if (n !== l.holder && s < low) [victim, low] = [n, s];
+      if (victim === undefined) return undefined;
+      l.seqs.delete(victim);
+    }
+    l.seqs.set(msg.node, msg.seq);
+    const base = { module: msg.module, node: msg.node, seq: msg.seq };
+    if (msg.t === "release") {
+      if (l.holder === msg.node) {
+        l.holder = undefined;
+        l.expiry = 0;
+      }
+      return { t: "released", ...base };
+    }
+    const held = l.holder !== undefined && l.expiry > now;
+    if (held && l.holder !== msg.node) return { t: "deny", ...base, holder: l.holder as string, remaining: Math.ceil(l.expiry - now) };
+    const grace = this.#startedAt + this.maxTtlMs - now;
+    if (!held && grace > 0) return { t: "deny", ...base, holder: "(witness restarted)", remaining: Math.ceil(grace) };
+    const ttl = Math.min(msg.ttl, this.maxTtlMs);
+    l.holder = msg.node;
+    // Never shorten: a renewal with a smaller ttl keeps the later expiry (the holder dates it by send time anyway).
+    l.expiry = Math.max(held ? l.expiry : 0, now + ttl);
+    return { t: "grant", ...base, ttl };
+  }
+
+  #evictExpired(now: number): void {
+    for (const [m, l] of this.#leases) if (l.holder === undefined || l.expiry <= now) this.#leases.delete(m);
+  }
+
+  /** Modules tracked. */
+  get size(): number {
+    return this.#leases.size;
+  }
+}
+
+// ---- client -------------------------------------------------------------------------------------
+
+export interface ArbiterLeaseOptions {
+  /** Lease asked for, ms. Default 1000. A node's failover waits up to this long after its primary stopped renewing. */
+  readonly ttlMs?: number;
+  /** Safety margin on clock rates: the lease counts until send + ttl x (1 - margin). 0 < margin < 1. Default 0.1. */
+  readonly margin?: number;
+  /** Claims remembered while waiting for an answer (older ones are forgotten: their answers are ignored). Default 64. */
+  readonly maxPending?: number;
+}
+
+/** The client's view of its lease on one module. See the module comment. */
+export class ArbiterLease {
+  readonly ttlMs: number;
+  readonly margin: number;
+  readonly #maxPending: number;
+  /** Sent claims (seq -> local send time). */
+  readonly #pending = new Map<number, number>();
+  #validUntil = Number.NEGATIVE_INFINITY;
+  #releasedAtSeq = -1;
+  #lastDeny: { holder: string; remainingMs: number; at: number } | undefined;
+  #lastAnswerAt: number | undefined;
+
+  constructor(opts: ArbiterLeaseOptions = {}) {
+    this.ttlMs = opts.ttlMs ?? 1000;
+    this.margin = opts.margin ?? 0.1;
+    this.#maxPending = opts.maxPending ?? 64;
+    if (!(this.ttlMs > 0)) throw new RangeError(`arbiter ttl must be positive, got ${this.ttlMs}`);
+    if (!(this.margin > 0 && this.margin < 1)) throw new RangeError(`arbiter margin must be in (0, 1), got ${this.margin}`);
+  }
+
+  /** Records a claim sent at `now` with sequence `seq` (sequences must increase). */
+  claimSent(seq: number, now: number): void {
+    this.#pending.set(seq, now);
+    if (this.#pending.size > this.#maxPending) {
+      const first = this.#pending.keys().next().value;
+      if (first !== undefined) this.#pending.delete(first);
+    }
+  }
+
+  /** Drops the lease at once (a release is being sent with sequence `seq`): answers to earlier claims are ignored. */
+  release(seq: number): void {
+    this.#validUntil = Number.NEGATIVE_INFINITY;
+    this.#releasedAtSeq = seq;
+    this.#pending.clear();
+  }
+
+  /** Handles an authenticated answer addressed to this node and module. */
+  receive(msg: ArbiterMessage, now: number): void {
+    if (msg.t !== "grant" && msg.t !== "deny") return;
+    const sentAt = this.#pending.get(msg.seq);
+    if (sentAt === undefined || msg.seq <= this.#releasedAtSeq) return;
+    this.#lastAnswerAt = now;
+    if (msg.t === "grant") {
+      const until = sentAt + Math.min(msg.ttl, this.ttlMs) * (1 - this.margin);
+      if (until > this.#validUntil) this.#validUntil = until;
+      this.#lastDeny = undefined;
+      // Answers to claims sent before this one can only date the lease earlier: forget them.
+      for (const s of this.#pending.keys()) if (s <= msg.seq) this.#pending.delete(s);
+    } else {
+      this.#pending.delete(msg.seq);
+      this.#lastDeny = { holder: msg.holder, remainingMs: msg.remaining, at: now };
+    }
+  }
+
+  /** Whether this node holds a valid lease at `now`. */
+  holds(now: number): boolean {
+    return now < this.#validUntil;
+  }
+
+  /** Ms the lease stays valid (0 when not held). */
+  remaining(now: number): number {
+    return Math.max(0, this.#validUntil - now);
+  }
+
+  /** The last denial (holder and the remaining time the witness told), while no grant came after it. */
+  get lastDeny(): { holder: string; remainingMs: number; at: number } | undefined {
+    return this.#lastDeny;
+  }
+
+  /** Local time of the last answer received (grant or deny), if any. */
+  get lastAnswerAt(): number | undefined {
+    return this.#lastAnswerAt;
+  }
+}
