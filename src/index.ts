@@ -46,3 +46,6 @@ export { MirrorDriver, MirrorError, type MirrorDriverOptions, type MirrorDriverE
 export { helperPath } from "./mirror/helper.js";
 export { createFileReplicator, chooseEngine, probeEngines, JsFuseReplicator, runJsFuseDaemon, type ReplicatorEngine, type EngineProbe, type EngineChoice, type EngineReplicator, type CreateFileReplicatorOptions } from "./mirror/jsfuse/index.js";
 export { PathFilter, globMatch } from "./mirror/pathFilter.js";
+export { ArbiterProbe, type ArbiterProbeOptions } from "./checkers/arbiter.js";
+export { WitnessServer, type WitnessServerOptions, type WitnessServerEvents } from "./checkers/witness-server.js";
+export { ArbiterWitness, ArbiterLease, encodeArbiter, decodeArbiter, type ArbiterMessage, type ArbiterWitnessOptions, type ArbiterLeaseOptions } from "./core/arbiter.js";

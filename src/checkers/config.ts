@@ -31,7 +31,20 @@ import type { Probe } from "./probe.js";
 import { ProcessProbe } from "./process.js";
 import { CheckerRunner } from "./runner.js";
 import { SplitBrainProbe } from "./split-brain.js";
+import { ArbiterProbe } from "./arbiter.js";
+import { readFileSync } from "node:fs";
+import { parseKey } from "../runtime/crypto.js";
 import { TcpProbe } from "./tcp.js";
+
+/** `HOST:PORT` with an IP literal host (IPv6 in brackets) and a port 1..65535, or undefined. */
+export function parseHostPort(s: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s.trim());
+  if (m === null) return undefined;
+  const host = m[1] ?? m[2] ?? "";
+  const port = Number(m[3]);
+  if (isIP(host) === 0 || port < 1 || port > 65535) return undefined;
+  return { host, port };
+}
 
 /** The eight checker types. */
 export const CHECKER_TYPES = ["process", "interface", "ip", "tcp", "ping", "custom", "module", "split-brain"] as const;
@@ -131,11 +144,27 @@ export interface ModuleCheckerConfig extends CheckerCommon {
   /** A function (a module in this process), or the control API of that module (URL, bearer token, CA). */
   readonly source: ModuleStatusSource | ModuleHttpSource;
 }
-/** `type: split-brain` — see `SplitBrainProbe`. ok when any witness answers. */
+/**
+ * `type: split-brain` — see `SplitBrainProbe`: ok when any witness answers. With `arbiter` instead (or as well:
+ * then the arbiter alone decides), see `ArbiterProbe`: ok while this node holds the witness arbiter's lease, so
+ * two nodes cut from each other that both reach the witness never both go ALONE.
+ */
 export interface SplitBrainCheckerConfig extends CheckerCommon {
   readonly type: "split-brain";
-  /** Witness addresses (e.g. the router), IPv4 or IPv6. */
+  /** Witness addresses (e.g. the router), IPv4 or IPv6. Required unless `arbiter` is given. */
   readonly witnesses: readonly string[];
+  /** A witness arbiter (`examples/witness.ts`, `WitnessServer`) as `HOST:PORT` (IPv6 in brackets). */
+  readonly arbiter?: string;
+  /** The cluster key file (base64, as `holdfast keygen` writes); required with `arbiter`. */
+  readonly keyFile?: string;
+  /** This node's id at the arbiter; required with `arbiter`. */
+  readonly node?: string;
+  /** The lease's name at the arbiter, the same on both nodes of a mirror. Default `mirror`. */
+  readonly lease?: string;
+  /** Lease length, ms (or `"1s"`). Default 1000: a failover waits up to this long after the primary's last renewal. */
+  readonly ttl?: number;
+  /** Code only: whether this node wants the lease now (default always). See `ArbiterProbeOptions.shouldClaim`. */
+  readonly shouldClaim?: () => boolean;
   /** `ping` (ICMP echo) or `tcp` (connect to `port`). Default `ping`. */
   readonly method: "ping" | "tcp";
   /** Witness TCP port; required with `method: tcp`. */
@@ -310,9 +339,15 @@ const BRANCH_PROPS: Record<CheckerType, Props> = {
     source: ModuleSource,
   },
   "split-brain": {
-    witnesses: refined("non-empty array of IP addresses", (u): u is string[] => Array.isArray(u) && u.length > 0 && u.every((s) => typeof s === "string" && isIP(s) !== 0)),
+    witnesses: withDefault(refined("array of IP addresses", (u): u is string[] => Array.isArray(u) && u.every((s) => typeof s === "string" && isIP(s) !== 0)), []),
     method: withDefault(t.keyof({ ping: null, tcp: null }, "ping or tcp"), "ping"),
     port: optional(Port),
+    arbiter: optional(refined("HOST:PORT (an IP literal, IPv6 in brackets)", (u): u is string => typeof u === "string" && parseHostPort(u) !== undefined)),
+    keyFile: optional(NonEmptyString),
+    node: optional(NonEmptyString),
+    lease: optional(NonEmptyString),
+    ttl: optional(PositiveDuration),
+    shouldClaim: optional(Fn),
   },
 };
 
@@ -380,6 +415,14 @@ export const CheckerConfigCodec = new t.Type<CheckerConfig, unknown, unknown>(
     if (type === "process" && typeof v.max === "number" && v.max < (v.min as number)) {
       return t.failure(v.max, t.appendContext(c, "max", NonNegInt, v.max), `max >= min (${String(v.min)})`);
     }
+    if (type === "split-brain" && v.arbiter === undefined && (v.witnesses as string[]).length === 0) {
+      return t.failure(v.witnesses, t.appendContext(c, "witnesses", t.never, v.witnesses), "non-empty array of IP addresses (or an arbiter)");
+    }
+    if (type === "split-brain" && v.arbiter !== undefined) {
+      for (const k of ["keyFile", "node"] as const) {
+        if (v[k] === undefined) return t.failure(undefined, t.appendContext(c, k, NonEmptyString, undefined), `${k} (required with arbiter)`);
+      }
+    }
     if (type === "split-brain" && v.method === "tcp" && v.port === undefined) {
       return t.failure(undefined, t.appendContext(c, "port", Port, undefined), "a TCP port (required with method tcp)");
     }
@@ -426,6 +469,17 @@ export function createProbe(config: CheckerConfig): Probe {
     case "module":
       return new ModuleProbe({ module: config.module, states: config.states, ready: config.ready, source: config.source });
     case "split-brain":
+      if (config.arbiter !== undefined) {
+        const hp = parseHostPort(config.arbiter) as { host: string; port: number };
+        return new ArbiterProbe({
+          ...hp,
+          key: parseKey(readFileSync(config.keyFile as string, "utf8"), "keyFile"),
+          node: config.node as string,
+          ...(config.lease === undefined ? {} : { lease: config.lease }),
+          ...(config.ttl === undefined ? {} : { ttlMs: config.ttl }),
+          ...(config.shouldClaim === undefined ? {} : { shouldClaim: config.shouldClaim }),
+        });
+      }
       return new SplitBrainProbe({ witnesses: config.witnesses, method: config.method, ...(config.port === undefined ? {} : { port: config.port }) });
   }
 }

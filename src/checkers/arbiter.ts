@@ -1,0 +1,192 @@
+/**
+ * Arbiter probe (the client of the witness arbiter, `witness-server.ts`): ok while THIS node holds the witness's
+ * lease for its mirror. Used by the split-brain checker when it is given `arbiter: "HOST:PORT"`: two nodes that
+ * cannot see each other but both reach the witness cannot both hold the lease, so at most one goes ALONE. (A ping
+ * witness cannot arbitrate: both see it.)
+ *
+ * The probe keeps the lease in the background: a claim every `renewMs` while `shouldClaim()` says so (default:
+ * always; the primary renews and keeps it, the other node is denied while the primary lives and granted once
+ * the primary stopped renewing for a ttl). The lease counts from the time a claim was SENT (see
+ * `src/core/arbiter.ts`, and its clock-rate assumption). A run is ok only while the lease stays valid for at least
+ * `reportMarginMs` more, so a holder cut from the witness reports the loss before the witness can grant the
+ * lease elsewhere (the checker's interval + timeout must stay below that margin).
+ *
+ * `close()` (the checker stopped: clean stop or swap) and `shouldClaim()` turning false send a RELEASE, so the
+ * other node is not kept waiting a ttl.
+ */
+import { createSocket, type Socket } from "node:dgram";
+import { isIPv6 } from "node:net";
+import { ArbiterLease, decodeArbiter, encodeArbiter, type ArbiterMessage } from "../core/arbiter.js";
+import { hmacSha256 } from "../runtime/crypto.js";
+import { systemClock, type Clock } from "../runtime/clock.js";
+import type { Probe, ProbeResult } from "./probe.js";
+
+export interface ArbiterProbeOptions {
+  /** Witness address (IPv4 or IPv6 literal). */
+  readonly host: string;
+  /** Witness UDP port. */
+  readonly port: number;
+  /** The cluster key (at least 32 bytes). */
+  readonly key: Uint8Array;
+  /** This node's id (as in membership). */
+  readonly node: string;
+  /** The lease's name at the witness: one per mirror module (both nodes must use the same). Default `mirror`. */
+  readonly lease?: string;
+  /** Lease length asked for, ms. Default 1000. A failover waits up to this long after the primary's last renewal. */
+  readonly ttlMs?: number;
+  /** Claim period, ms. Default ttl / 4 (three renewals may be lost before the lease lapses). */
+  readonly renewMs?: number;
+  /** Clock-rate safety margin, 0..1: the lease counts until send + ttl x (1 - margin). Default 0.1. */
+  readonly margin?: number;
+  /**
+   * A run is ok only while the lease stays valid this much longer, ms, so that the module learns of the loss
+   * before the witness may grant it elsewhere. Default ttl / 4 (keep the checker's interval + timeout below it).
+   */
+  readonly reportMarginMs?: number;
+  /** Whether this node wants the lease now (claims when true, releases once when it turns false). Default: always. */
+  readonly shouldClaim?: () => boolean;
+  /** Monotonic time source. Default: the system clock. */
+  readonly clock?: Clock;
+}
+
+/** Holds the witness's lease; ok while held. See the module comment. */
+export class ArbiterProbe implements Probe {
+  readonly name: string;
+  readonly #o: Required<Omit<ArbiterProbeOptions, "shouldClaim" | "clock">> & { shouldClaim: () => boolean; clock: Clock };
+  readonly #lease: ArbiterLease;
+  readonly #mac: ReturnType<typeof hmacSha256>;
+  #socket: Socket | undefined;
+  #cancel: (() => void) | undefined;
+  #seq: number;
+  #claiming = false;
+  #waiters: (() => void)[] = [];
+  #closed = false;
+  /** Datagrams dropped (bad MAC, garbage, not for this node). */
+  drops = 0;
+
+  constructor(opts: ArbiterProbeOptions) {
+    const ttlMs = opts.ttlMs ?? 1000;
+    this.#o = {
+      host: opts.host,
+      port: opts.port,
+      key: opts.key,
+      node: opts.node,
+      lease: opts.lease ?? "mirror",
+      ttlMs,
+      renewMs: opts.renewMs ?? ttlMs / 4,
+      margin: opts.margin ?? 0.1,
+      reportMarginMs: opts.reportMarginMs ?? ttlMs / 4,
+      shouldClaim: opts.shouldClaim ?? (() => true),
+      clock: opts.clock ?? systemClock,
+    };
+    if (!(this.#o.renewMs > 0 && this.#o.renewMs < ttlMs * (1 - this.#o.margin))) throw new RangeError(`arbiter renewMs must be in (0, ttl x (1 - margin)), got ${this.#o.renewMs}`);
+    this.#lease = new ArbiterLease({ ttlMs, margin: this.#o.margin });
+    this.#mac = hmacSha256(opts.key);
+    // Above any sequence a previous run of this node used (4 claims a second never catch up with 1000 a ms).
+    this.#seq = Date.now() * 1000;
+    this.name = `arbiter:${opts.host}:${opts.port}`;
+  }
+
+  /** The lease state, for status output and tests. */
+  get lease(): ArbiterLease {
+    return this.#lease;
+  }
+
+  #ensureStarted(): void {
+    if (this.#socket !== undefined) return;
+    const sock = createSocket({ type: isIPv6(this.#o.host) ? "udp6" : "udp4" });
+    sock.on("message", (msg) => this.#onDatagram(msg));
+    sock.on("error", () => undefined);
+    this.#socket = sock;
+    this.#tick();
+  }
+
+  #tick(): void {
+    if (this.#closed) return;
+    if (this.#o.shouldClaim()) {
+      this.#claiming = true;
+      this.#sendClaim();
+    } else if (this.#claiming) {
+      this.#claiming = false;
+      this.#sendRelease();
+    }
+    this.#cancel = this.#o.clock.setTimer(this.#o.renewMs, () => this.#tick());
+  }
+
+  #send(msg: ArbiterMessage): void {
+    const s = this.#socket;
+    if (s === undefined) return;
+    s.send(encodeArbiter(msg, this.#mac), this.#o.port, this.#o.host, () => undefined);
+  }
+
+  #sendClaim(): void {
+    const seq = ++this.#seq;
+    this.#lease.claimSent(seq, this.#o.clock.now());
+    this.#send({ t: "claim", module: this.#o.lease, node: this.#o.node, seq, ttl: this.#o.ttlMs });
+  }
+
+  #sendRelease(): void {
+    const seq = ++this.#seq;
+    this.#lease.release(seq);
+    this.#send({ t: "release", module: this.#o.lease, node: this.#o.node, seq });
+  }
+
+  #onDatagram(bytes: Uint8Array): void {
+    const d = decodeArbiter(bytes, this.#mac);
+    if (!d.ok || d.msg.node !== this.#o.node || d.msg.module !== this.#o.lease) {
+      this.drops++;
+      return;
+    }
+    this.#lease.receive(d.msg, this.#o.clock.now());
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Ok while the lease is held for at least `reportMarginMs` more. Waits briefly for an answer when not held. */
+  async run(signal: AbortSignal): Promise<ProbeResult> {
+    this.#closed = false;
+    this.#ensureStarted();
+    if (!this.#verdict().ok && this.#o.shouldClaim() && !signal.aborted) {
+      // Not held: claim now and wait for the answer (or the runner's timeout) rather than report a stale view.
+      this.#claiming = true;
+      this.#sendClaim();
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        this.#waiters.push(done);
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+    return this.#verdict();
+  }
+
+  #verdict(): ProbeResult {
+    const now = this.#o.clock.now();
+    const remaining = this.#lease.remaining(now);
+    if (remaining > this.#o.reportMarginMs) return { ok: true, detail: `lease held for ${Math.round(remaining)} ms` };
+    if (remaining > 0) return { ok: false, detail: `lease ending in ${Math.round(remaining)} ms, not renewed` };
+    if (!this.#o.shouldClaim()) return { ok: false, detail: "lease not claimed (not wanted in this role)" };
+    const deny = this.#lease.lastDeny;
+    const last = this.#lease.lastAnswerAt;
+    if (last === undefined || now - last > this.#o.ttlMs) return { ok: false, detail: `witness unreachable (no answer for ${last === undefined ? "ever" : `${Math.round(now - last)} ms`})` };
+    if (deny !== undefined) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };
+    return { ok: false, detail: "lease not held" };
+  }
+
+  /** Releases the lease if claimed, so the other node need not wait a ttl, and closes the socket. */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#claiming) this.#sendRelease();
+    this.#closed = true;
+    this.#cancel?.();
+    const s = this.#socket;
+    this.#socket = undefined;
+    // Let the release leave before closing.
+    if (s !== undefined) setTimeout(() => s.close(), 50).unref();
+    for (const f of this.#waiters) f();
+    this.#waiters = [];
+  }
+}
