@@ -5,7 +5,7 @@
 //
 //   tsx examples/mirror-node.ts --config cluster.json --node n0 --dir /srv/n0 --vip 198.18.0.100/24 \
 //       --listen 198.18.0.10:7790 --peer 198.18.0.11:7790 --key repl.key [--default-primary n0] \
-//       [--iface eth0] [--port 80] [--witness 198.18.0.200] [--record-bytes 4096] \
+//       [--iface eth0] [--port 80] [--witness 198.18.0.200 | --arbiter 198.18.0.200:7799] [--record-bytes 4096] \
 //       [--app records|postgres] [--pg-port 5432] [--pg-bin /usr/lib/postgresql/15/bin] [--pg-allow CIDR]
 //
 // Layout under --dir: data/ (backing directory), mnt/ (mount point), state/ (module state), log/ (event log),
@@ -46,6 +46,7 @@ const { values: a } = parseArgs({
     "default-primary": { type: "string" },
     port: { type: "string", default: "80" },
     witness: { type: "string" },
+    arbiter: { type: "string" },
     "record-bytes": { type: "string", default: "256" },
     "ack-timeout-ms": { type: "string", default: "1000" },
     app: { type: "string", default: "records" },
@@ -55,7 +56,7 @@ const { values: a } = parseArgs({
   },
 });
 if (!a.config || !a.node || !a.dir || !a.vip || !a.listen || !a.peer || !a.key) {
-  console.error("usage: mirror-node --config FILE --node ID --dir DIR --vip ADDR/LEN --listen HOST:PORT --peer HOST:PORT --key FILE [--default-primary ID] [--witness ADDR]");
+  console.error("usage: mirror-node --config FILE --node ID --dir DIR --vip ADDR/LEN --listen HOST:PORT --peer HOST:PORT --key FILE [--default-primary ID] [--witness ADDR | --arbiter HOST:PORT]");
   process.exit(2);
 }
 if (a.app !== "records" && a.app !== "postgres") {
@@ -86,7 +87,7 @@ const driver = new MirrorDriver({
   peer: endpoint(a.peer),
   replicator: { statsIntervalMs: 500, ackTimeoutMs: Number(a["ack-timeout-ms"]) },
   // With a witness: the peer's isolation check runs every 50 ms; 300 ms covers it and the spread of detection.
-  ...(a.witness ? { failoverFenceMs: 300 } : {}),
+  ...(a.witness || a.arbiter ? { failoverFenceMs: 300 } : {}),
   log: (line) => out({ type: "log", line }),
 });
 driver.on("role", (e) => out({ type: "role", ...e }));
@@ -373,7 +374,22 @@ if (stale.length > 0) out({ type: "staleVip", removed: stale });
 // With a witness: one split-brain checker. The engine does the rest (src/core/module/README.md, "Split brain"): a
 // secondary that lost its primary and the witness does not go ALONE, and a primary that sees neither its peer nor
 // the witness steps down (app stopped, VIP removed) and waits for its peer when the peer may have taken over.
-const checkers = a.witness
+// With --arbiter HOST:PORT (examples/witness.ts, same --key): the split-brain checker holds the witness arbiter's
+// lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. The
+// lease is claimed unless this node is SECOND with its peer in view (a primary renews and keeps it; a secondary
+// claims once its primary leaves its view, and is granted a ttl after the primary's last renewal).
+const peerInView = () => membership.view.members.some((m) => m.id !== nodeId);
+const checkers = a.arbiter
+  ? [
+      {
+        type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db", ttl: 1000,
+        shouldClaim: () => !(module.status.state === "SECOND" && peerInView()),
+        // The probe answers from its background lease (no packet per run): every 50 ms, fall 1; the lease counts as
+        // lost 250 ms before its client-side end (reportMarginMs ttl/4), above interval + timeout.
+        interval: 50, timeout: 150, rise: 1, fall: 1,
+      },
+    ]
+  : a.witness
   ? [
       // Judged within 300 ms of a cut, before membership declares the peer lost (0.5-0.75 s on the LAN preset):
       // the witness's verdict must be known when the view changes, on both sides.

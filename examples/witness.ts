@@ -1,17 +1,15 @@
 #!/usr/bin/env node
 // A witness arbiter for mirror split-brain protection: grants ONE lease per mirror to one node at a time.
-// Run it on a host both mirror nodes reach and that is neither of them (the router, a client machine, a VM):
+// The key: the cluster key file, base64 text or raw bytes (the mirror nodes' --key). Run it on a host both mirror nodes reach and that is neither of them (the router, a client machine, a VM):
 //
 //   tsx examples/witness.ts --listen 198.18.0.200:7799 --key cluster.key [--max-ttl-ms 5000]
 //
 // and give both nodes' split-brain checker `arbiter: "198.18.0.200:7799"` (examples/mirror-node.ts: --arbiter).
 // Prints JSON lines: `ready`, then one `grant`/`deny`/`release` line per change of holder or answer kind (not one
 // per renewal), and `drop` lines (bad MAC, garbage, replays). SIGTERM/SIGINT stops it.
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { WitnessServer } from "../src/checkers/witness-server.js";
-import { parseHostPort } from "../src/checkers/config.js";
-import { parseKey } from "../src/runtime/crypto.js";
+import { parseHostPort, readKeyFile } from "../src/checkers/config.js";
 
 const { values: a } = parseArgs({ options: { listen: { type: "string" }, key: { type: "string" }, "max-ttl-ms": { type: "string", default: "5000" } } });
 const hp = a.listen === undefined ? undefined : parseHostPort(a.listen);
@@ -20,7 +18,7 @@ if (hp === undefined || a.key === undefined) {
   process.exit(2);
 }
 const out = (o: object) => process.stdout.write(JSON.stringify({ t: Math.round((performance.timeOrigin + performance.now()) * 10) / 10, ...o }) + "\n");
-const server = new WitnessServer({ ...hp, key: parseKey(readFileSync(a.key, "utf8"), "--key"), maxTtlMs: Number(a["max-ttl-ms"]) });
+const server = new WitnessServer({ ...hp, key: readKeyFile(a.key), maxTtlMs: Number(a["max-ttl-ms"]) });
 const lastKind = new Map<string, string>();
 server.on("answer", ({ request, answer, from }) => {
   const k = `${answer.module}/${answer.node}`;

@@ -36,6 +36,17 @@ import { readFileSync } from "node:fs";
 import { parseKey } from "../runtime/crypto.js";
 import { TcpProbe } from "./tcp.js";
 
+/**
+ * Reads a cluster key file: base64 text (`holdfast keygen`) or raw bytes (a mirror replication key, 32 random
+ * bytes). At least 32 bytes of key material either way.
+ */
+export function readKeyFile(path: string): Uint8Array {
+  const raw = readFileSync(path);
+  const text = raw.toString("latin1").trim();
+  if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) && Buffer.from(text, "base64").length >= 32) return parseKey(text, "keyFile");
+  return parseKey(Uint8Array.from(raw), "keyFile");
+}
+
 /** `HOST:PORT` with an IP literal host (IPv6 in brackets) and a port 1..65535, or undefined. */
 export function parseHostPort(s: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s.trim());
@@ -473,7 +484,7 @@ export function createProbe(config: CheckerConfig): Probe {
         const hp = parseHostPort(config.arbiter) as { host: string; port: number };
         return new ArbiterProbe({
           ...hp,
-          key: parseKey(readFileSync(config.keyFile as string, "utf8"), "keyFile"),
+          key: readKeyFile(config.keyFile as string),
           node: config.node as string,
           ...(config.lease === undefined ? {} : { lease: config.lease }),
           ...(config.ttl === undefined ? {} : { ttlMs: config.ttl }),

@@ -139,3 +139,17 @@ describe("witness arbiter over UDP", () => {
     expect(decodeCheckerConfig({ type: "split-brain", arbiter: "[fd00:4844::1]:7799", keyFile: kf, node: "n0" })).toMatchObject({ arbiter: "[fd00:4844::1]:7799" });
   });
 });
+
+describe("key files", () => {
+  it("reads base64 text and raw 32-byte keys alike, and rejects short ones", async () => {
+    const { readKeyFile } = await import("../../src/checkers/config.js");
+    const dir = mkdtempSync(join(tmpdir(), "arbiter-"));
+    writeFileSync(join(dir, "t"), keyText + "\n");
+    expect(Buffer.from(readKeyFile(join(dir, "t")))).toEqual(Buffer.from(key));
+    const raw = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 250) % 256));
+    writeFileSync(join(dir, "r"), raw);
+    expect(Buffer.from(readKeyFile(join(dir, "r")))).toEqual(raw);
+    writeFileSync(join(dir, "s"), Buffer.alloc(8, 1));
+    expect(() => readKeyFile(join(dir, "s"))).toThrow(ConfigError);
+  });
+});
