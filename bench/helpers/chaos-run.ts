@@ -50,6 +50,13 @@ export interface ChaosOptions {
    * (no split-brain checker, no isolation checker), so a cut-off primary stays primary while its peer takes over.
    */
   inject?: "no-witness";
+  /**
+   * How the mirror nodes' split-brain checker uses the witness (the client namespace): "arbiter" (default) runs
+   * examples/witness.ts there and the nodes hold its lease (--arbiter), so two nodes cut from each other that both
+   * reach the witness never both go ALONE; "ping" only pings it (the suite's first findings: dual primaries under
+   * one-way drops and partitions between the nodes). Also HOLDFAST_CHAOS_WITNESS=ping|arbiter.
+   */
+  witness?: "arbiter" | "ping";
 }
 
 export interface ChaosResult {
@@ -74,6 +81,8 @@ export interface ChaosResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const REPL_PORT = 7790;
+/** UDP port of the witness arbiter (examples/witness.ts) in the mirror lab's client namespace. */
+const ARBITER_PORT = 7799;
 const CLIENT_ADDRS = 40;
 /**
  * A short request's bound: 2.5 s lets TCP retransmit a lost SYN once (Linux's initial RTO is 1 s). A SYN that
@@ -206,6 +215,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const mirrorVip = ml.spareAddr(0);
     const key = join(keyDir, "repl.key");
     writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const witnessMode = o.witness ?? (process.env.HOLDFAST_CHAOS_WITNESS === "ping" ? "ping" : "arbiter");
+    const arbiterAt = `${ml.addr(mirrorClient)}:${ARBITER_PORT}`;
+    let arbiterProc: LabProcess | undefined;
+    if (o.inject !== "no-witness" && witnessMode === "arbiter") {
+      // Max ttl 2 s (the nodes ask for 1 s): a (re)started witness grants nothing for that long.
+      arbiterProc = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "2000"], { cwd: REPO });
+      await arbiterProc.waitForLine(/"type":"ready"/, 30_000);
+      void follow<{ type: string }>(arbiterProc, (x) => {
+        if (x.type === "grant" || x.type === "release" || x.type === "drop") log(`  arbiter: ${JSON.stringify(x)}`);
+      });
+    }
     const mc = await MembershipCluster.start(ml, {
       program: "examples/mirror-node.ts",
       args: (h) => [
@@ -215,13 +235,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         "--peer", `${ml.addr(h === m0 ? m1 : m0)}:${REPL_PORT}`,
         "--key", key,
         "--default-primary", m0.name,
-        ...(o.inject === "no-witness" ? [] : ["--witness", ml.addr(mirrorClient)]),
+        ...(o.inject === "no-witness" ? [] : arbiterProc !== undefined ? ["--arbiter", arbiterAt] : ["--witness", ml.addr(mirrorClient)]),
       ],
     });
     mirrorCluster = mc;
     const socks = [m0, m1].map((h) => join(ml.dir(h), "control.sock"));
     const dataFile = (i: number) => join(ml.dir(ml.nodes[i] as LabHost), "data", "records.log");
-    log(`mirror lab ${ml.prefix}: nodes ${m0.name},${m1.name}, VIP ${mirrorVip}, witness ${o.inject === "no-witness" ? "NONE (injected bug: no split-brain protection)" : ml.addr(mirrorClient)}`);
+    log(`mirror lab ${ml.prefix}: nodes ${m0.name},${m1.name}, VIP ${mirrorVip}, witness ${o.inject === "no-witness" ? "NONE (injected bug: no split-brain protection)" : arbiterProc !== undefined ? `arbiter ${arbiterAt}` : `ping ${ml.addr(mirrorClient)}`}`);
 
     // ---- convergence ------------------------------------------------------------------------------------------
     const farmTables = () => new Map<string, BucketTable | undefined>(fc.nodes.map((n) => [n.id, [...n.lines].reverse().find((l) => l.type === "buckets") as BucketTable | undefined]));
