@@ -60,6 +60,22 @@ describe("witness arbiter over UDP", () => {
     expect(performance.now() - t0).toBeLessThan(200); // the release, not the ttl
   });
 
+  it("shouldClaim turning false releases the lease at the next renewal tick; the other node gets it without waiting a ttl", async () => {
+    const w = await witness();
+    await sleepUntilGrace(w);
+    let want = true;
+    const a = probe(w, "n0", { shouldClaim: () => want, renewMs: 50 });
+    const b = probe(w, "n1", { renewMs: 50 });
+    expect((await run(a)).ok).toBe(true);
+    expect((await run(b)).ok).toBe(false);
+    const t0 = performance.now();
+    want = false;
+    const got = await until(() => run(b), (r) => r.ok, 2000);
+    expect(got.ok).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(300);
+    expect(await run(a)).toEqual({ ok: false, detail: "lease not claimed (not wanted in this role)" });
+  });
+
   it("a holder that stops renewing loses the lease to the other node after about one ttl, not before", async () => {
     const w = await witness();
     await sleepUntilGrace(w);
