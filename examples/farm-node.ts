@@ -94,16 +94,21 @@ const filter = new PacketFilter({
   backend: a.backend as "auto",
   ...(a.avoid ? { avoid: a.avoid.split(",") as ("ebpf" | "nftables" | "userspace")[] } : {}),
   log: (line) => out({ type: "log", line }),
+  // After a freeze the old table must not come back with the lease: the peers took these buckets meanwhile.
+  releaseOnLapse: true,
 });
 filter.on("backend", (e) => out({ type: "backend", name: e.name, reason: e.reason }));
 const vip = new FarmVip({ iface: a.iface, addresses: [a.vip], mac: a.mac, log: (line) => out({ type: "log", line }) });
 // The heartbeat metadata carries the module reports (bindMembership) and this node's held set (the farm driver:
 // buckets it owns or may still hold connections in), so that each owner knows where it needs strict lookups.
 const meta = withMetaFields(membership);
-const farm = new FarmDriver({ module: "web", nodeId, vip, filter, publishHeld: (held) => meta.set("held", { web: held }) });
+// `nodes`: the configured farm; a bucket is applied as sole (no strict lookup) only while all of them are in the agreed view.
+const farm = new FarmDriver({ module: "web", nodeId, vip, filter, nodes: membership.settings.nodes.map((n) => n.id), publishHeld: (held) => meta.set("held", { web: held }) });
+filter.on("lease-lapsed", (e) => farm.stalled(`filter lease lapsed for ${e.lapsedMs} ms`));
 farm.on("buckets", (e) => out({ type: "buckets", owned: e.owned, sole: e.sole, owners: e.owners, reason: e.reason }));
 farm.on("contested", (e) => out({ type: "contested", owned: e.owned, sole: e.sole, reason: e.reason }));
 farm.on("held", (e) => out({ type: "held", held: e.held, cleared: e.cleared }));
+membership.on("localStall", (e) => out({ type: "stall", gapMs: Math.round(e.gapMs) }));
 farm.on("error", (e) => out({ type: "error", message: e.message }));
 
 const module = await Module.create(

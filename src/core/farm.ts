@@ -58,6 +58,7 @@ export class OwnershipPlanner {
   private weightKeys = new Map<string, string>();
   private stableSince = 0;
   private desiredMask: Uint8Array = new Uint8Array(BUCKET_COUNT);
+  private recoverUntil: number | undefined;
 
   constructor(
     readonly self: string,
@@ -69,7 +70,42 @@ export class OwnershipPlanner {
     return this.applied;
   }
 
-  update(now: number, owners: readonly BucketMember[]): OwnershipStep {
+  /**
+   * This node stalled (its event loop, or the whole machine, was frozen: a lease lapse or a membership
+   * `localStall`). Its view and its peers' reports are stale: the peers have likely declared it lost and taken its
+   * buckets. From now on {@link update} owns nothing (it releases everything at its next call) until `holdMs` has
+   * passed **and** the view is agreed again (the peers advertise the same view: they have heard this node again and
+   * released what they took), then gains wait `settleMs` as after any change of the owner set.
+   */
+  stalled(now: number, holdMs: number): void {
+    this.recoverUntil = Math.max(this.recoverUntil ?? Number.NEGATIVE_INFINITY, now + holdMs);
+  }
+
+  /** True while recovering from a stall (see {@link stalled}): this node owns nothing. */
+  get recovering(): boolean {
+    return this.recoverUntil !== undefined;
+  }
+
+  /**
+   * The step for the owner set `owners` at `now`. `agreed`: whether the membership view is agreed (every member
+   * advertises the same view); it matters only while recovering from a stall.
+   */
+  update(now: number, ownersNow: readonly BucketMember[], agreed = true): OwnershipStep {
+    let owners = ownersNow;
+    let recheckRecovery: number | undefined;
+    if (this.recoverUntil !== undefined) {
+      if (now >= this.recoverUntil && agreed) this.recoverUntil = undefined;
+      else {
+        owners = [];
+        if (now < this.recoverUntil) recheckRecovery = this.recoverUntil;
+      }
+    }
+    const step = this.step(now, owners);
+    if (recheckRecovery === undefined) return step;
+    return { ...step, recheckAt: Math.min(step.recheckAt ?? Number.POSITIVE_INFINITY, recheckRecovery) };
+  }
+
+  private step(now: number, owners: readonly BucketMember[]): OwnershipStep {
     const k = key(owners);
     if (k !== this.ownersKey) {
       const ids = new Set(owners.map((o) => o.id));
@@ -167,9 +203,9 @@ export function decodeBucketSet(text: unknown): Uint8Array | undefined {
 
 /** What {@link ContestTracker.contested} returns. */
 export interface ContestStep {
-  /** 1 where an owner needs the strict lookup: another live member may hold connections, or a recent gain. */
+  /** 1 where an owner needs the strict lookup: another node may hold connections, or a recent gain. */
   readonly mask: Uint8Array;
-  /** Call again at this time: a gained bucket's grace ends (the mask may shrink). */
+  /** Call again at this time: a grace ends (the mask may shrink). */
   readonly recheckAt?: number;
 }
 
@@ -178,30 +214,51 @@ export interface ContestStep {
  * a flow another node still holds after a bucket move; that costs a socket lookup per packet, needed only where
  * another node may hold connections. Each node publishes its **held set** (see {@link encodeBucketSet}): the
  * buckets it owns plus those whose may-hold flag is set (it passed a SYN there, and a local socket may remain;
- * flags of foreign buckets are cleared once no socket is left). A bucket of this node is contested when:
+ * flags of foreign buckets are cleared once no socket is left).
  *
- * - a live member of the view (other than this node) has published no (valid) held set: unknown, so contested
- *   everywhere (a peer still starting, or one that does not publish);
- * - a live member's held set contains it: that member owns it too (a transient double ownership) or may still
- *   hold connections there (the bucket moved from it);
- * - this node gained it less than `graceMs` ago: the previous owner's publication that shows its connections
- *   may still be on its way (it is sent at once after the release, so one heartbeat; the grace is a margin).
+ * A bucket may be **sole** (uncontested: no lookup) only in the healthy steady state; every bucket is contested when
  *
- * Why it is safe: a node accepts connections in a bucket only while it owns it, so its held set contains the
- * bucket from before its first accepted connection (publications follow each table change) until its last
- * socket there is gone; the new owner applies a gain only after the owner set has been stable for settleMs and
- * keeps it contested for graceMs more, by which time it has the previous owner's held set as of after the move.
- * Members no longer in the view are ignored: a dead node's connections are gone (a RST to its clients is then
- * what they need).
+ * - a node of the configured farm (`nodes`; without it, every node ever seen in a view) is not in the view: it may
+ *   be frozen, cut off or on the other side of a partition, still holding connections (a frozen node's clients
+ *   retransmit, a partitioned node keeps serving the clients it reaches, and every node receives every packet), or
+ *   it may come back at any moment, before the views merge, with connections of its own in any bucket;
+ * - the view is not agreed (members advertise different views: a partition healing, a node returning);
+ * - a member of the view joined (or rejoined) it less than `graceMs` ago, or this node stalled less than `graceMs`
+ *   ago ({@link stalled}): the held sets known for them may predate the fault (metadata is only re-sent on change),
+ *   so they are trusted only once they have had `graceMs` of heartbeats to arrive;
+ * - a member has published no (valid) held set: unknown.
+ *
+ * Otherwise a bucket is contested when a member's held set contains it (that member owns it too, a transient double
+ * ownership, or may still hold connections there), or when this node gained it less than `graceMs` ago (the previous
+ * owner's publication that shows its connections may still be on its way).
+ *
+ * So a failure costs the per-packet lookup everywhere until every node is back and has been heard for `graceMs`:
+ * only the healthy steady state is fast, which is the case worth optimising. Why the steady state is safe: a node
+ * accepts connections in a bucket only while it owns it, so its held set contains the bucket from before its first
+ * accepted connection (publications follow each table change) until its last socket there is gone; the new owner
+ * applies a gain only after the owner set has been stable for settleMs and keeps it contested for graceMs more.
  */
 export class ContestTracker {
   private readonly gainedAt = new Float64Array(BUCKET_COUNT).fill(Number.NEGATIVE_INFINITY);
   private owned = new Uint8Array(BUCKET_COUNT);
+  private readonly known: Set<string>;
+  private readonly fixedNodes: boolean;
+  /** Member id -> since when it has been in the view without interruption. */
+  private readonly inViewSince = new Map<string, number>();
+  private stalledAt = Number.NEGATIVE_INFINITY;
 
+  /**
+   * @param nodes the configured farm (the membership's node ids). Without it, the nodes ever seen in a view count
+   *   as the farm (a node that never showed up since this node started is then not waited for).
+   */
   constructor(
     readonly self: string,
     readonly graceMs: number,
-  ) {}
+    nodes?: readonly string[],
+  ) {
+    this.fixedNodes = nodes !== undefined;
+    this.known = new Set(nodes ?? []);
+  }
 
   /** Notes the ownership table in force from `now` on: buckets it gains start their grace. */
   applied(now: number, mask: Uint8Array): void {
@@ -209,25 +266,52 @@ export class ContestTracker {
     this.owned = Uint8Array.from(mask, (v) => (v ? 1 : 0));
   }
 
-  /** The contested mask at `now`, given the live members (ids, this node included or not) and their held sets. */
-  contested(now: number, members: readonly string[], heldBy: (node: string) => Uint8Array | undefined): ContestStep {
+  /** Notes the view's members at `now` (call on every view change; {@link contested} calls it too). */
+  view(now: number, members: readonly string[]): void {
+    const live = new Set(members);
+    for (const id of [...this.inViewSince.keys()]) if (!live.has(id)) this.inViewSince.delete(id);
+    for (const id of members) {
+      if (!this.inViewSince.has(id)) this.inViewSince.set(id, now);
+      if (!this.fixedNodes) this.known.add(id);
+    }
+  }
+
+  /** This node stalled (event loop or machine frozen) and resumed at `now`: what it knows of its peers is stale. */
+  stalled(now: number): void {
+    this.stalledAt = Math.max(this.stalledAt, now);
+  }
+
+  /**
+   * The contested mask at `now`, given the live members (ids, this node included or not), their held sets, and
+   * whether the view is agreed.
+   */
+  contested(now: number, members: readonly string[], heldBy: (node: string) => Uint8Array | undefined, agreed = true): ContestStep {
+    this.view(now, members);
     const mask = new Uint8Array(BUCKET_COUNT);
+    const whole = (): ContestStep => ({ mask: mask.fill(1), ...this.nextAt(now) });
+    if (!agreed || now - this.stalledAt < this.graceMs) return whole();
+    const live = new Set(members);
+    for (const id of this.known) if (id !== this.self && !live.has(id)) return whole();
     for (const id of members) {
       if (id === this.self) continue;
+      if (now - (this.inViewSince.get(id) ?? now) < this.graceMs) return whole();
       const held = heldBy(id);
-      if (!held) return { mask: mask.fill(1), ...this.graceEnd(now) };
+      if (!held) return whole();
       for (let b = 0; b < BUCKET_COUNT; b++) if (held[b]) mask[b] = 1;
     }
     for (let b = 0; b < BUCKET_COUNT; b++) if (now - this.gainedAt[b]! < this.graceMs) mask[b] = 1;
-    return { mask, ...this.graceEnd(now) };
+    return { mask, ...this.nextAt(now) };
   }
 
-  private graceEnd(now: number): { recheckAt?: number } {
+  /** The next time a grace ends (a gained bucket's, a member's since it joined, or the one after a stall). */
+  private nextAt(now: number): { recheckAt?: number } {
     let next = Number.POSITIVE_INFINITY;
-    for (let b = 0; b < BUCKET_COUNT; b++) {
-      const end = this.gainedAt[b]! + this.graceMs;
-      if (this.owned[b] && end > now && end < next) next = end;
-    }
+    const consider = (end: number) => {
+      if (end > now && end < next) next = end;
+    };
+    for (let b = 0; b < BUCKET_COUNT; b++) if (this.owned[b]) consider(this.gainedAt[b]! + this.graceMs);
+    for (const [id, since] of this.inViewSince) if (id !== this.self) consider(since + this.graceMs);
+    consider(this.stalledAt + this.graceMs);
     return Number.isFinite(next) ? { recheckAt: next } : {};
   }
 }

@@ -81,6 +81,20 @@ export interface FarmDriverOptions {
    * sets, shrink back after a move. 0 disables. Default 2000.
    */
   readonly pruneEveryMs?: number;
+  /**
+   * The configured farm: the ids of every node that may serve it (the membership's configured node list). An owned
+   * bucket is applied as uncontested (no strict lookup) only while every one of them is in the agreed view and has
+   * been heard for `contestGraceMs` ({@link ContestTracker}): a missing node may be frozen or cut off with connections
+   * anywhere, and may come back before the views merge. Without it, the nodes seen in a view since start count.
+   */
+  readonly nodes?: readonly string[];
+  /**
+   * After a stall of this node ({@link FarmDriver.stalled}: a membership `localStall`, or a lapsed filter lease),
+   * how long it owns nothing at least, ms; it then waits for an agreed view and `settleMs` before taking buckets.
+   * Must exceed the time for its peers to hear it again and release what they took (one pulse plus delivery).
+   * Default `contestGraceMs` (1000).
+   */
+  readonly stallHoldMs?: number;
 }
 
 const modulesLayout = (meta: unknown, module: string): unknown =>
@@ -106,6 +120,7 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
   private installing: Promise<void> | null = null;
   private serving = false;
   private view: MembershipView = { epoch: 0, members: [] };
+  private agreed = true;
   private readonly reports = new Map<string, ModuleReport>();
   private cancelRecheck: (() => void) | null = null;
   private owners: string[] = [];
@@ -128,7 +143,22 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
     this.options = options;
     this.clock = options.clock ?? systemClock;
     this.planner = new OwnershipPlanner(options.nodeId, options.settleMs ?? 150);
-    this.contest = new ContestTracker(options.nodeId, options.contestGraceMs ?? 1000);
+    this.contest = new ContestTracker(options.nodeId, options.contestGraceMs ?? 1000, options.nodes);
+  }
+
+  /**
+   * This node stalled and resumed (its event loop or the machine was frozen: SIGSTOP, a stopped VM, a long block):
+   * its view, its peers' reports and held sets are stale, and its peers have likely declared it lost and taken its
+   * buckets (and hold connections there). It releases every bucket at once and takes them back only after
+   * `stallHoldMs`, an agreed view and `settleMs` ({@link OwnershipPlanner.stalled}); every bucket stays contested for
+   * `contestGraceMs`. Called on membership's `localStall` (see {@link bind}); call it on the filter's `lease-lapsed`.
+   */
+  stalled(why: string): void {
+    const now = this.clock.now();
+    this.planner.stalled(now, this.options.stallHoldMs ?? this.options.contestGraceMs ?? 1000);
+    this.contest.stalled(now);
+    this.recompute(`stalled (${why})`);
+    this.refreshContested(`stalled (${why})`);
   }
 
   /** The contested mask in force (1 = an owned bucket there gets the strict lookup; meaningful for owned buckets). */
@@ -194,8 +224,10 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
   /** Follows the module's status and the membership view and reports. Returns a function that unbinds. */
   bind(module: Module, membership: ModuleMembership): () => void {
     const onState = (status: ModuleStatus) => this.setServing(status.state === "UP" && status.ready && !status.transient);
-    const onView = (e: { view: ModuleMembership["view"] }) => {
+    const onView = (e: { view: ModuleMembership["view"]; agreed?: boolean }) => {
       this.view = { epoch: e.view.epoch, members: e.view.members.map((m) => ({ id: m.id, weight: m.weight })) };
+      this.agreed = e.agreed ?? (membership as { agreed?: boolean }).agreed ?? true;
+      this.contest.view(this.clock.now(), this.view.members.map((m) => m.id));
       for (const m of e.view.members) {
         this.noteMeta(m.id, membership.peerMeta(m.id));
         this.noteHeld(m.id, membership.peerMeta(m.id));
@@ -208,15 +240,18 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
       if (this.noteMeta(e.node, e.meta)) this.recompute(`report from ${e.node}`);
       else if (heldChanged) this.refreshContested(`held set of ${e.node}`);
     };
+    const onStall = (e: { gapMs: number }) => this.stalled(`own event loop stalled ${Math.round(e.gapMs)} ms`);
     module.on("state", onState);
     membership.on("viewChange", onView);
     membership.on("peerMeta", onMeta);
+    membership.on("localStall", onStall);
     onView({ view: membership.view });
     onState(module.status);
     return () => {
       module.off("state", onState);
       membership.off("viewChange", onView);
       membership.off("peerMeta", onMeta);
+      membership.off("localStall", onStall);
     };
   }
 
@@ -260,7 +295,7 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
   private contestedNow(): Uint8Array {
     this.cancelContestRecheck?.();
     this.cancelContestRecheck = null;
-    const step = this.contest.contested(this.clock.now(), this.view.members.map((m) => m.id), (n) => this.held.get(n));
+    const step = this.contest.contested(this.clock.now(), this.view.members.map((m) => m.id), (n) => this.held.get(n), this.agreed);
     if (step.recheckAt !== undefined) {
       this.cancelContestRecheck = this.clock.setTimer(Math.max(0, step.recheckAt - this.clock.now()), () => {
         this.cancelContestRecheck = null;
@@ -326,7 +361,7 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
     const owners = farmOwners({ id: this.options.nodeId, serving: this.serving && this.installed }, this.view, (n) => this.reports.get(n));
     this.owners = owners.map((o) => o.id);
     const before = this.filterOwned;
-    const step = this.planner.update(this.clock.now(), owners);
+    const step = this.planner.update(this.clock.now(), owners, this.agreed);
     if (step.apply) {
       const mask = step.apply;
       const owned = mask.reduce((a, b) => a + b, 0);

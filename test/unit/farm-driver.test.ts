@@ -12,6 +12,11 @@ import type { Module, ModuleMembership } from "../../src/runtime/module.js";
 import { FakeClock } from "../../src/testing/sim/clock.js";
 
 const report: ModuleReport = { module: "web", state: "UP", ready: true, upToDate: true, generation: 0, candidate: false };
+const maskOf = (...bs: number[]): Uint8Array => {
+  const m = new Uint8Array(BUCKET_COUNT);
+  for (const b of bs) m[b] = 1;
+  return m;
+};
 const count = (m: Uint8Array) => m.reduce((s, v) => s + (v ? 1 : 0), 0);
 const flush = async () => {
   for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
@@ -41,7 +46,7 @@ function setup() {
   const published: string[] = [];
   const driver = new FarmDriver({
     module: "web", nodeId: "a", vip: { start: async () => {}, stop: async () => {} }, filter, clock, settleMs: 150, contestGraceMs: 1000, pruneEveryMs: 0,
-    publishHeld: (h) => published.push(h),
+    publishHeld: (h) => published.push(h), nodes: ["a", "b"],
   });
   const module = Object.assign(new EventEmitter(), { status: { state: "UP", ready: true, transient: false } }) as unknown as Module;
   const metas = new Map<string, unknown>();
@@ -89,16 +94,59 @@ describe("FarmDriver contested buckets", () => {
     s.peer("b", Uint8Array.from(theirs, (v, b) => (b === x || b === y ? 1 : v)));
     await flush();
     expect([...s.filter.last.owned.keys()].filter((b) => s.filter.last.owned[b] && s.filter.last.contested![b])).toEqual([x, y]);
-    // b leaves the view: its connections are gone with it, nothing contested.
+    // b leaves the view: it may be frozen or cut off, still holding connections anywhere, and may come back before
+    // the views merge: every bucket stays contested (strict) while a configured node is missing.
     s.members.splice(1, 1);
-    s.mem.emit("viewChange", { view: s.membership.view });
+    s.mem.emit("viewChange", { view: s.membership.view, agreed: true });
     s.clock.advance(200);
     await flush();
     expect(count(s.filter.last.owned), JSON.stringify(s.filter.calls.map((c) => count(c.owned)))).toBe(BUCKET_COUNT);
-    // Everything just gained is in its grace again; the buckets a owned before are not contested.
+    s.clock.advance(3000);
+    await flush();
+    expect(count(s.filter.last.contested!)).toBe(BUCKET_COUNT);
+    // b is back (it lost its buckets to a, publishes its held set = its flags): contested while the view is not
+    // agreed, and for the grace after it rejoined; then only where b holds.
+    s.members.push("b");
+    s.peer("b", maskOf(x!));
+    s.mem.emit("viewChange", { view: s.membership.view, agreed: false });
+    await flush();
+    expect(count(s.filter.last.contested!)).toBe(BUCKET_COUNT);
+    s.mem.emit("viewChange", { view: s.membership.view, agreed: true });
+    s.clock.advance(500);
+    await flush();
+    expect(s.filter.last.owned.every((v, b) => !v || s.filter.last.contested![b])).toBe(true);
     s.clock.advance(1000);
     await flush();
-    expect(s.filter.last.owned.some((v, b) => v && s.filter.last.contested![b])).toBe(false);
+    const strict = [...s.filter.last.owned.keys()].filter((b) => s.filter.last.owned[b] && s.filter.last.contested![b]);
+    expect(strict).toEqual([x]);
+  });
+
+  it("after a stall releases every bucket, takes them back only after stallHoldMs, an agreed view and settleMs", async () => {
+    const s = setup();
+    s.driver.bind(s.module, s.membership);
+    s.peer("b", new Uint8Array(BUCKET_COUNT));
+    await s.driver.add();
+    s.clock.advance(150);
+    await flush();
+    const mine = ownedMask(assignBuckets([{ id: "a", weight: 1 }, { id: "b", weight: 1 }]), "a");
+    expect(Array.from(s.filter.last.owned)).toEqual(Array.from(mine));
+    s.clock.advance(5000);
+    await flush();
+    s.driver.stalled("test");
+    await flush();
+    expect(count(s.filter.last.owned)).toBe(0); // released at once
+    // The peer advertises another view (it dropped us): not agreed; the hold (1000 ms) passes: still nothing.
+    s.mem.emit("viewChange", { view: s.membership.view, agreed: false });
+    s.clock.advance(1500);
+    await flush();
+    expect(count(s.filter.last.owned)).toBe(0);
+    s.mem.emit("viewChange", { view: s.membership.view, agreed: true });
+    await flush();
+    expect(count(s.filter.last.owned)).toBe(0);
+    s.clock.advance(150); // settleMs after the view is agreed
+    await flush();
+    expect(Array.from(s.filter.last.owned)).toEqual(Array.from(mine));
+    expect(s.filter.last.owned.every((v, b) => !v || s.filter.last.contested![b])).toBe(true); // gained: in its grace
   });
 
   it("publishes buckets it may still hold after releasing them, and an empty set once removed", async () => {

@@ -19,7 +19,7 @@
  */
 import * as t from "io-ts";
 import { EventEmitter } from "eventemitter3";
-import { toMask } from "../../core/buckets.js";
+import { BUCKET_COUNT, toMask } from "../../core/buckets.js";
 import { decodeOrThrow } from "../../core/decode.js";
 import { ConfigError, NotSupportedError } from "../../core/errors.js";
 import { DEFAULT_LEASE_MS, type FilterBackend, type FilterBackendName, type FilterBackendOptions, type FilterCounters } from "./backend.js";
@@ -86,6 +86,15 @@ export interface PacketFilterOptions extends FilterConfig {
    * Integer, 0 or 20..600000.
    */
   readonly leaseMs?: number;
+  /**
+   * When the lease had run out (a freeze: SIGSTOP, a stopped VM, a blocked event loop), release every bucket
+   * (an empty table) before renewing it, instead of bringing the old table back, and let the `lease-lapsed` event
+   * tell the owner (FarmDriver.stalled) to take buckets again once it has heard its peers. Without it, the first
+   * renewal after a freeze revives a stale table: the peers took this node's buckets meanwhile and hold
+   * connections there, which this node would then accept (and reset) before it learns of them. Default false (the
+   * table is kept; right for a filter driven by hand).
+   */
+  readonly releaseOnLapse?: boolean;
 }
 
 /** Events of a {@link PacketFilter}. */
@@ -124,6 +133,7 @@ const OptionsCodec = t.intersection([
     queueNum: t.number,
     avoid: t.array(t.union([t.literal("ebpf"), t.literal("nftables"), t.literal("userspace")])),
     leaseMs: t.number,
+    releaseOnLapse: t.boolean,
   }),
 ]);
 
@@ -259,10 +269,21 @@ export class PacketFilter extends EventEmitter<PacketFilterEvents> {
     const log = this.options.log ?? (() => undefined);
     try {
       const now = process.hrtime.bigint();
-      const until = now + BigInt(ms) * 1_000_000n;
+      const lapsed = this.#leaseUntil !== undefined && now >= this.#leaseUntil;
+      if (lapsed && this.options.releaseOnLapse) {
+        // Every bucket is still foreign in the kernel (the lease ran out): empty the table before the lease is back.
+        await this.#serial(async () => {
+          if (this.#backend !== backend) return;
+          await backend.setOwned(new Uint8Array(BUCKET_COUNT));
+          this.emit("owned", { type: "owned", count: 0 });
+        });
+        if (this.#backend !== backend) return;
+        log(`filter: the lease had run out: every bucket released before renewing it (releaseOnLapse)`);
+      }
+      const until = process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
       await backend.renewLease(until);
       // Reported once per lapse, when the lease is back (failed renewals in between do not repeat it).
-      if (this.#leaseUntil !== undefined && now >= this.#leaseUntil) {
+      if (lapsed && this.#leaseUntil !== undefined) {
         const lapsedMs = Math.round(Number(now - this.#leaseUntil) / 1e6);
         log(`filter: the lease had run out for ${lapsedMs} ms (event loop frozen or blocked, or renewals failing): no new flow was accepted meanwhile`);
         this.emit("lease-lapsed", { type: "lease-lapsed", lapsedMs });
