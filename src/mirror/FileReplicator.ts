@@ -15,6 +15,12 @@
  *     it stops waiting, records the operation in the extent log (appended and fdatasync'd before the reply),
  *     and carries on locally. When the secondary is back, the helper **resyncs** from that log while new writes
  *     keep replicating synchronously, then reports `synced`.
+ *   - **Permit (fencing)**: a reply without the secondary's ack (degraded) is given only while a permit holds,
+ *     a deadline the supervisor renews with {@link FileReplicator.renewPermit} (the helper computes it on
+ *     receipt from its monotonic clock). Past it, operations are applied and logged but their callers wait
+ *     until the next renewal (or get EIO when the helper stops). There is no permit at start. A supervisor that
+ *     freezes or leaves the primary role stops renewing, so a primary that lost its role cannot acknowledge
+ *     writes alone for longer than one permit. `permit: "always"` (standalone use, tests) disables the check.
  * - **secondary**: the helper listens on `listen`, authenticates the primary (HMAC-SHA256, shared key), applies
  *   its operations in sequence to `backingDir` and acks. It reports whether its copy is consistent (a resync
  *   finished) or not (a resync is under way): a node whose copy is inconsistent must not become primary.
@@ -133,6 +139,13 @@ const PrimaryOptions = t.intersection([
      * Default: everything.
      */
     include: t.array(t.string),
+    /**
+     * `renewed` (default): replies without the secondary's ack (degraded) need a permit the supervisor renews
+     * ({@link FileReplicator.renewPermit}); none at start. `always`: a standing permit, the pre-fencing behaviour,
+     * for standalone use and tests: **unsafe for HA** (a primary that lost its role, e.g. frozen while its peer
+     * took over, would acknowledge writes the new primary never sees).
+     */
+    permit: t.union([t.literal("renewed"), t.literal("always")]),
   }),
 ]);
 
@@ -173,6 +186,12 @@ export interface ReplicatorMetrics {
   resyncBytes: number;
   /** Times the primary went degraded since start. */
   degradedCount: number;
+  /** Operations that waited for a permit (degraded, past the deadline) since start (optional: fakes may omit the permit counters). */
+  permitWaits?: number;
+  /** Operations waiting for a permit at the last poll. */
+  permitWaiting?: number;
+  /** What the permit still held at the last poll, ms (0: none or expired, -1: standing permit). */
+  permitMs?: number;
 }
 
 export interface FileReplicatorEvents {
@@ -197,6 +216,11 @@ export interface FileReplicatorEvents {
   consistency: [{ consistent: boolean }];
   /** A peer failed authentication (either side). */
   authFailed: [{ reason: string }];
+  /**
+   * Primary: an operation completed alone (degraded) found no valid permit: it waits for a renewal. Said once
+   * per expiry.
+   */
+  permitExpired: [{ waiting: number }];
   /** Primary: fresh counters (every `statsIntervalMs`). */
   metrics: [ReplicatorMetrics];
   /** Something went wrong; the replicator keeps running unless an `exit` follows. */
@@ -232,6 +256,9 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     logRecords: 0,
     resyncBytes: 0,
     degradedCount: 0,
+    permitWaits: 0,
+    permitWaiting: 0,
+    permitMs: 0,
   };
   private lastAcks = 0;
   private lastAckUs = 0;
@@ -313,6 +340,18 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
   resync(mode: ResyncMode): void {
     this.primaryOptions("resync");
     this.send(`resync ${mode}`);
+  }
+
+  /**
+   * Primary: grants the helper a permit to acknowledge writes alone (degraded) for `ms` from the moment it reads
+   * the command (its monotonic clock); 0 revokes it. Renew well before it ends (e.g. every `ms / 4`). A helper
+   * restarted by the restart policy starts with no permit: the next renewal gives it one. No effect with
+   * `permit: "always"`.
+   */
+  renewPermit(ms: number): void {
+    this.primaryOptions("renewPermit");
+    if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`renewPermit: ms must be a finite number >= 0, got ${ms}`);
+    this.send(`permit ${Math.floor(ms)}`);
   }
 
   /** Resolves when the primary reports `synced` (or is already in sync); rejects after `timeoutMs`. */
@@ -427,6 +466,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         ...(o.encrypt === true ? ["--encrypt"] : []),
         ...(o.include ?? []).flatMap((p) => ["--include", p]),
         ...(o.exclude ?? []).flatMap((p) => ["--exclude", p]),
+        "--permit", o.permit ?? "renewed",
       ];
     }
     return [
@@ -461,6 +501,11 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         reject(new ReplicatorError("HOLDFAST_MIRROR_START_FAILED", "helper did not report ready in time", { stderr: this.stderrTail.join("\n") }));
       }, this.options.startTimeoutMs ?? 10_000);
       lines.on("line", (line) => {
+        if (line.startsWith('{"event":"permit-expired"')) {
+          const w = (JSON.parse(line) as { waiting?: unknown }).waiting;
+          this.emit("permitExpired", { waiting: typeof w === "number" ? w : 0 });
+          return;
+        }
         const ev = parseHelperLine(line);
         if (ev instanceof Error) {
           this.emit("error", new ReplicatorError("HOLDFAST_MIRROR_PEER", ev.message));
@@ -589,6 +634,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
           logRecords: ev.logRecords,
           resyncBytes: ev.resyncBytes,
           degradedCount: ev.degradedCount,
+          ...permitStats(ev),
         };
         this.emit("metrics", this.metrics());
         break;
@@ -597,4 +643,11 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         break;
     }
   }
+}
+
+/** The permit counters of a helper stats line (absent from helpers that predate the permit). */
+function permitStats(ev: object): { permitWaits: number; permitWaiting: number; permitMs: number } {
+  const e = ev as { permitWaits?: unknown; permitWaiting?: unknown; permitMs?: unknown };
+  const n = (v: unknown): number => (typeof v === "number" ? v : 0);
+  return { permitWaits: n(e.permitWaits), permitWaiting: n(e.permitWaiting), permitMs: n(e.permitMs) };
 }

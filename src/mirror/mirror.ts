@@ -47,6 +47,13 @@
  * (nothing in flight) reaches the secondary only when the primary reconnects. A failover of the primary inside
  * that window would start from a copy without what the primary logged meanwhile (DRBD without fencing has the
  * same window); the isolation/witness rules of the example keep a cut-off primary from acking for long.
+ *
+ * Permit (fencing; see {@link MirrorDriverOptions.permitMs}): the primary helper acknowledges writes without the
+ * secondary's ack (degraded) only under a permit this driver renews every `permitMs / 4`, and only while the
+ * module is primary (or becoming it) and may stay primary alone (the peer in the view, or else the engine's
+ * split-brain rule: see {@link mayActAlone}). A driver that freezes stops renewing by itself; after a stall of
+ * its own (a renewal tick late by more than the permit) it renews again only once the engine has had `permitMs`
+ * to see the world as it is now, so a primary resumed after its peer took over does not acknowledge alone.
  */
 import { existsSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -82,6 +89,8 @@ export interface ReplicatorLike {
   metrics(): ReplicatorMetrics;
   mountPath(rel?: string): string;
   commandInMount(argv: readonly string[]): [string, ...string[]];
+  /** Grants the helper a permit to acknowledge writes alone for `ms` (FileReplicator; fakes may omit it). */
+  renewPermit?(ms: number): void;
   on<E extends keyof FileReplicatorEvents>(event: E, fn: (...args: FileReplicatorEvents[E]) => void): unknown;
   removeAllListeners(): unknown;
 }
@@ -148,6 +157,20 @@ export interface MirrorDriverOptions {
    * primary at the same time. It adds to the failover time.
    */
   readonly failoverFenceMs?: number;
+  /**
+   * The primary helper's permit to acknowledge writes without the secondary (degraded, ALONE), ms; renewed every
+   * `permitMs / 4` while this node may be primary alone. Default 900 = 1.5 x the LAN preset's `lossTimeoutMs`
+   * (600): set 1.5 x your membership's `lossTimeoutMs`. Why 1.5: renewals every `permitMs / 4` tolerate two
+   * late ticks of a busy event loop (and a GC pause) without blocking writes while the secondary is away. Why
+   * that is safe: acknowledgements alone end at most `permitMs` after this node's last renewal, and the peer
+   * takes over (stops its secondary, mounts) at the earliest `lossTimeoutMs - pulseMs` after this node went
+   * silent, plus `failoverFenceMs`; so `permitMs < lossTimeoutMs - pulseMs + failoverFenceMs` (with the LAN
+   * preset: `failoverFenceMs` >= 400 for the default permit; a witness setup wants 300-500 anyway) means a
+   * frozen or cut-off primary has stopped acknowledging alone before its peer's copy becomes the reference.
+   * Replies acked by the secondary (in sync) never need the permit. 0 disables the permit (`permit: "always"`:
+   * unsafe for HA).
+   */
+  readonly permitMs?: number;
   /** Extra time granted to `start_prim` for the helper's start on top of the application's timeout, ms. Default 15000. */
   readonly helperStartMs?: number;
   /**
@@ -204,6 +227,11 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private unbinders: (() => void)[] = [];
   /** Secondary: a resync finished on the current stream and nothing since said otherwise. */
   private inSyncBelief = false;
+  /** Primary: the permit renewal timer, the last tick (monotonic ms) and the end of a post-stall quarantine. */
+  private permitTimer: ReturnType<typeof setInterval> | undefined;
+  private permitLastTick = 0;
+  private permitQuarantineUntil = 0;
+  private permitRefused = false;
   /** Secondary: the peer left the view since the stream was established. */
   private suspect = false;
   /** Secondary taking over: whether the stream was up and in sync, with the peer alive, when the engine decided. */
@@ -420,6 +448,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
         ...(t.helperPath !== undefined ? { helperPath: t.helperPath } : {}),
         ...(t.extentLog !== undefined ? { extentLog: t.extentLog } : {}),
         ...(t.startTimeoutMs !== undefined ? { startTimeoutMs: t.startTimeoutMs } : {}),
+        permit: (o.permitMs ?? 900) > 0 ? "renewed" : "always",
       });
       rep.on("ready", (e) => this.note(`primary helper ready (pid ${e.pid}${e.uncleanStart ? ", previous run crashed: first resync by checksum" : ""})`));
       rep.on("degraded", (e) => {
@@ -453,6 +482,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       });
       await rep.start();
       this.prim = rep;
+      this.startPermitRenewal(rep);
       // This node's copy is now the reference: a later start as primary must not be refused for a resync it
       // received (and may not have finished) as a secondary long ago.
       this.writeLocalCopy("consistent");
@@ -553,6 +583,67 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     }).catch((e: unknown) => this.fail(e));
   }
 
+  // ---- permit (fencing) ---------------------------------------------------------------------------
+
+  /**
+   * Whether this node may acknowledge writes without its secondary now: the module is primary (PRIM/ALONE) or
+   * on its way there, not leaving the role, and the peer is in the view, or else the engine's own rule for
+   * staying primary alone holds: a module exposing `mayStayPrimaryAlone()` (its split-brain checkers ok, or a
+   * `prim` override) is asked; without it, the engine's step-down shows as it leaving the state. A driver not
+   * bound to a module ({@link bind}) has no engine to ask and renews while it is primary.
+   */
+  mayActAlone(): boolean {
+    const m = this.module;
+    if (!this.prim) return false;
+    if (!m) return true;
+    const s = m.status;
+    const isPrim = (x: string | undefined): boolean => x === "PRIM" || x === "ALONE";
+    if (s.transient ? !isPrim(s.next) : !isPrim(s.state)) return false;
+    if (this.peerInView()) return true;
+    const probe = (m as unknown as { mayStayPrimaryAlone?: () => boolean }).mayStayPrimaryAlone;
+    return typeof probe === "function" ? probe.call(m) : true;
+  }
+
+  private startPermitRenewal(rep: ReplicatorLike): void {
+    this.stopPermitRenewal();
+    const permit = this.options.permitMs ?? 900;
+    if (permit <= 0 || typeof rep.renewPermit !== "function") return;
+    const every = Math.max(1, Math.floor(permit / 4));
+    const mono = (): number => performance.now();
+    this.permitLastTick = mono();
+    this.permitQuarantineUntil = 0;
+    this.permitRefused = false;
+    const tick = (): void => {
+      if (this.prim !== rep) return;
+      const now = mono();
+      const late = now - this.permitLastTick;
+      this.permitLastTick = now;
+      if (late > permit) {
+        // This process stalled (frozen, swapped out) for longer than the permit: what it knows of the view and
+        // the engine's state is as old as the stall. Give membership and the engine a permit's time first.
+        this.permitQuarantineUntil = now + permit;
+        this.note(`permit: this process stalled ${Math.round(late)} ms; no renewal for ${permit} ms while the view catches up`);
+      }
+      const ok = now >= this.permitQuarantineUntil && this.mayActAlone();
+      if (ok) rep.renewPermit?.(permit);
+      if (ok === this.permitRefused) {
+        this.permitRefused = !ok;
+        this.note(ok ? `permit: renewing (${permit} ms every ${every} ms)` : "permit: not renewed (this node may not act alone): writes without the secondary wait");
+      }
+    };
+    rep.on("restarted", () => {
+      this.permitLastTick = mono();
+      tick();
+    });
+    this.permitTimer = setInterval(tick, every);
+    tick();
+  }
+
+  private stopPermitRenewal(): void {
+    if (this.permitTimer) clearInterval(this.permitTimer);
+    this.permitTimer = undefined;
+  }
+
   // ---- helpers -----------------------------------------------------------------------------------
 
   private report(inSync: boolean, reason: string): void {
@@ -592,6 +683,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     if (!p) return;
     this.lastMetrics = p.metrics();
     this.prim = undefined;
+    this.stopPermitRenewal();
     await p.stop();
     p.removeAllListeners();
     this.note(`primary: unmounted (${why})`);

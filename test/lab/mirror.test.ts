@@ -43,7 +43,8 @@ afterEach(async () => {
   await Promise.allSettled(pairs.splice(0).map((p) => p.close()));
 });
 async function pair(tag: string, extra: Parameters<typeof startLoopbackPair>[1] = {}): Promise<LoopbackPair> {
-  const p = await startLoopbackPair(tag, extra);
+  // these tests exercise the data path without a supervisor that renews permits: a standing one
+  const p = await startLoopbackPair(tag, { permit: "always", ...extra });
   pairs.push(p);
   return p;
 }
@@ -237,7 +238,7 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     const a2 = join(p.root, "a2");
     mkdirSync(mnt2);
     mkdirSync(a2);
-    const rogue = new FileReplicator({ role: "primary", backingDir: a2, mountPoint: mnt2, keyFile: badKey, peer: { host: "127.0.0.1", port }, restart: false, reconnectMs: 100 });
+    const rogue = new FileReplicator({ role: "primary", backingDir: a2, mountPoint: mnt2, keyFile: badKey, peer: { host: "127.0.0.1", port }, restart: false, reconnectMs: 100, permit: "always" });
     others.push(rogue);
     const rogueFailed = rogue.waitFor("authFailed", 5000);
     await rogue.start();
@@ -368,15 +369,17 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     // the secondary in its own mount namespace, its backing directory an 8 MiB tmpfs
     const sec = spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", `mount -t tmpfs -o size=8m hf-full ${b} && exec ${helperPath()} secondary --backing ${b} --listen 127.0.0.1:0 --key-file ${key}`], { stdio: ["ignore", "pipe", "inherit"] });
     let primary: FileReplicator | undefined;
+    const secLines: string[] = [];
     try {
       const port = await new Promise<number>((resolve, reject) => {
         createInterface({ input: sec.stdout }).on("line", (l) => {
+          secLines.push(l);
           const m = /"port":(\d+)/.exec(l);
           if (m) resolve(Number(m[1]));
         });
         sec.once("exit", () => reject(new Error("secondary exited")));
       });
-      primary = new FileReplicator({ role: "primary", backingDir: a, mountPoint: mnt, keyFile: key, peer: { host: "127.0.0.1", port }, restart: false, ackTimeoutMs: 1000 });
+      primary = new FileReplicator({ role: "primary", backingDir: a, mountPoint: mnt, keyFile: key, peer: { host: "127.0.0.1", port }, restart: false, ackTimeoutMs: 1000, permit: "always" });
       const synced = primary.waitFor("synced", 10_000);
       await primary.start();
       await synced;
@@ -385,6 +388,15 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
       writeFileSync(primary.mountPath("big"), data); // larger than the secondary's disk: must still succeed here
       expect((await degraded).reason).toMatch(/apply error/);
       expect(readFileSync(join(a, "big")).equals(data)).toBe(true);
+      // The secondary, on an apply error, marks its copy inconsistent (before saying so) and applies nothing more
+      // from that stream: no frame in flight (a RESYNC_DONE among them) may make it claim a consistent copy it lacks.
+      await pollUntil(() => secLines.some((l) => l.includes('"event":"apply-error"')), 5000, "the secondary's apply error");
+      secLines.forEach((l, i) => {
+        if (!l.includes('"event":"apply-error"')) return;
+        expect(secLines[i - 1]).toBe('{"event":"inconsistent"}');
+        const next = secLines.findIndex((x, j) => j > i && x.includes('"state":"connected"'));
+        expect(secLines.slice(i, next < 0 ? undefined : next)).not.toContain('{"event":"consistent"}');
+      });
       // space comes back on the secondary
       const again = primary.waitFor("synced", 30_000);
       const r = spawnSync("nsenter", [`--mount=/proc/${sec.pid}/ns/mnt`, "--", "mount", "-o", "remount,size=64m", b]);
@@ -503,5 +515,128 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect(readFileSync(join(p.b, "own.tmp"), "utf8")).toBe("the secondary's");
     for (const k of ["late.tmp", "x.tmp", "cache/a", "pg_stat_tmp"]) expect([k, existsSync(join(p.b, k))]).toEqual([k, false]);
     expect(treeDiff(replicatedPart(snapshotTree(p.a)), replicatedPart(snapshotTree(p.b)), { mtimes: true })).toEqual([]);
+  });
+});
+
+/** Resolves with the time (performance.now) at which `p` settled, or undefined if it has not within `ms`. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<number | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const r = await Promise.race([
+    p.then(
+      () => performance.now(),
+      () => performance.now(),
+    ),
+    new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), ms))),
+  ]);
+  clearTimeout(timer);
+  return r;
+}
+
+describe.skipIf(!canRun)("mirror: the permit (fencing) of the C helper", () => {
+  it("with the secondary gone and no renewal a write waits past the deadline and returns at the renewal; with renewals it acks alone", async () => {
+    const p = await startLoopbackPair("permit", { permit: "renewed", ackTimeoutMs: 500 });
+    pairs.push(p);
+    const { writeFile } = await import("node:fs/promises");
+    // in sync, never granted a permit: acks come from the secondary and need none
+    await writeFile(p.primary.mountPath("in-sync.txt"), "acked by the secondary");
+    expect(readFileSync(join(p.b, "in-sync.txt"), "utf8")).toBe("acked by the secondary");
+    // the secondary goes away; with a permit the primary degrades and acks alone, as before
+    p.primary.renewPermit(1500);
+    const degraded = p.primary.waitFor("degraded", 5000);
+    await p.secondary.stop();
+    const t0 = performance.now();
+    await writeFile(p.primary.mountPath("alone-1.txt"), "logged under the permit");
+    await degraded;
+    expect(performance.now() - t0).toBeLessThan(1500);
+    // no renewal: the permit runs out; a write then is applied and logged but does not return
+    const expired = p.primary.waitFor("permitExpired", 5000);
+    await pollUntil(() => (p.primary.metrics().permitMs ?? 0) > 0, 3000, "the permit in the helper's stats");
+    await pollUntil(() => p.primary.metrics().permitMs === 0, 5000, "the permit to run out (stats)");
+    const blocked = writeFile(p.primary.mountPath("alone-2.txt"), "waits for a permit");
+    expect(await expired).toMatchObject({ waiting: 1 });
+    expect(await settledWithin(blocked, 1500)).toBeUndefined();
+    expect(existsSync(join(p.a, "alone-2.txt"))).toBe(true); // its create is applied and logged, just not acknowledged
+    // a renewal releases it
+    const renewedAt = performance.now();
+    p.primary.renewPermit(1000);
+    const doneAt = await settledWithin(blocked, 3000);
+    expect(doneAt).toBeDefined();
+    expect((doneAt as number) - renewedAt).toBeLessThan(1000);
+    await blocked;
+    // renewed every permit/4: writes alone keep returning for several permits' worth of time
+    const timer = setInterval(() => p.primary.renewPermit(400), 100);
+    try {
+      const start = performance.now();
+      let n = 0;
+      while (performance.now() - start < 1500) {
+        const w0 = performance.now();
+        await writeFile(p.primary.mountPath(`renewed-${n++}.txt`), "x");
+        expect(performance.now() - w0).toBeLessThan(400);
+      }
+      expect(n).toBeGreaterThan(5);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+
+  it("SIGSTOP of the supervisor alone: acks alone stop within the permit; SIGCONT renews and the waiting write returns", async () => {
+    const { root, a, mnt, key } = makePairDirs("permit-stop");
+    const src = new URL("../../src/mirror/FileReplicator.ts", import.meta.url).pathname;
+    const script = join(root, "supervisor.mts");
+    // a supervisor process: primary helper towards a closed port (degraded from the start), permit 600 ms renewed every 150 ms
+    writeFileSync(
+      script,
+      `import { FileReplicator } from ${JSON.stringify(src)};
+const r = new FileReplicator({ role: "primary", backingDir: ${JSON.stringify(a)}, mountPoint: ${JSON.stringify(mnt)}, keyFile: ${JSON.stringify(key)},
+  peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0, permit: "renewed" });
+await r.start();
+setInterval(() => r.renewPermit(600), 150);
+r.renewPermit(600);
+console.log(JSON.stringify({ pid: r.pid }));
+process.stdin.on("end", () => void r.stop().then(() => process.exit(0)));
+process.stdin.resume();
+`,
+    );
+    const sup = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["pipe", "pipe", "inherit"], cwd: new URL("../..", import.meta.url).pathname });
+    const { writeFile } = await import("node:fs/promises");
+    try {
+      const helperPid = await new Promise<number>((resolve, reject) => {
+        createInterface({ input: sup.stdout }).on("line", (l) => {
+          const m = /"pid":(\d+)/.exec(l);
+          if (m) resolve(Number(m[1]));
+        });
+        sup.once("exit", () => reject(new Error("supervisor exited")));
+      });
+      const path = (n: string): string => `/proc/${helperPid}/root${mnt}/${n}`;
+      // renewed: writes alone return
+      for (let i = 0; i < 5; i++) await writeFile(path(`before-${i}`), "x");
+      sup.kill("SIGSTOP");
+      const stoppedAt = performance.now();
+      // write in a loop: every write that returns does so within the permit of the last renewal
+      let lastAck = stoppedAt;
+      let pending: Promise<void> | undefined;
+      for (let i = 0; performance.now() - stoppedAt < 2000; i++) {
+        pending = writeFile(path(`during-${i}`), "x");
+        const at = await settledWithin(pending, 2000 - (performance.now() - stoppedAt));
+        if (at === undefined) break;
+        lastAck = at;
+        pending = undefined;
+      }
+      const window = lastAck - stoppedAt;
+      console.log(`permit lab: last ack alone ${Math.round(window)} ms after the supervisor's SIGSTOP (permit 600 ms)`);
+      expect(window).toBeLessThan(600 + 100);
+      expect(pending).toBeDefined(); // a write is waiting
+      const contAt = performance.now();
+      sup.kill("SIGCONT");
+      const doneAt = await settledWithin(pending as Promise<void>, 3000);
+      expect(doneAt).toBeDefined();
+      expect((doneAt as number) - contAt).toBeLessThan(1000);
+      sup.stdin.end();
+      await new Promise((r) => sup.once("exit", r));
+    } finally {
+      sup.kill("SIGCONT");
+      sup.kill("SIGKILL");
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

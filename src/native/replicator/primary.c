@@ -259,10 +259,89 @@ void op_end(struct op *o) {
   pthread_mutex_unlock(&G.lk);
 }
 
+/* ---------- permit (fencing) ----------
+ * Without the secondary's ack (degraded, ALONE) an operation may be acknowledged only while a permit holds: a
+ * CLOCK_MONOTONIC deadline set by the supervisor's `permit <ms>` command (computed here on receipt, so no clock
+ * is compared across processes). No permit at start (`--permit always` for standalone use: unsafe for HA). A
+ * frozen or partitioned-and-stepping-down supervisor stops renewing, so the helper stops acknowledging alone
+ * by itself. Past the deadline the FUSE thread waits (the operation is applied and logged, just not
+ * acknowledged) until a renewal, or returns EIO when the helper stops. */
+static pthread_mutex_t permit_lk = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t permit_cv;
+static uint64_t permit_until_ns; /* 0: none */
+static int permit_always;
+static uint64_t permit_waits, permit_waiting;
+static int permit_expired_said;
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void permit_init(void) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&permit_cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+/* `permit <ms>`: a deadline ms from now (0 revokes). */
+static void permit_set(long ms) {
+  pthread_mutex_lock(&permit_lk);
+  permit_until_ns = ms > 0 ? mono_ns() + (uint64_t)ms * 1000000u : 0;
+  if (ms > 0) permit_expired_said = 0;
+  pthread_cond_broadcast(&permit_cv);
+  pthread_mutex_unlock(&permit_lk);
+}
+
+static void permit_wake_all(void) {
+  pthread_mutex_lock(&permit_lk);
+  pthread_cond_broadcast(&permit_cv);
+  pthread_mutex_unlock(&permit_lk);
+}
+
+/* Milliseconds the permit still holds: -1 = standing permit, 0 = none or expired. */
+static long long permit_remaining_ms(void) {
+  if (permit_always) return -1;
+  pthread_mutex_lock(&permit_lk);
+  uint64_t now = mono_ns(), until = permit_until_ns;
+  pthread_mutex_unlock(&permit_lk);
+  return until > now ? (long long)((until - now) / 1000000u) : 0;
+}
+
+/* 0 once a permit covers now; -EIO if the helper stops first. */
+static int permit_wait(void) {
+  if (permit_always) return 0;
+  pthread_mutex_lock(&permit_lk);
+  int waited = 0, r = 0;
+  while (mono_ns() >= permit_until_ns) {
+    if (G.stopping) { r = -EIO; break; }
+    if (!waited) {
+      waited = 1;
+      permit_waits++;
+      permit_waiting++;
+      if (!permit_expired_said) {
+        permit_expired_said = 1;
+        emit("{\"event\":\"permit-expired\",\"waiting\":%llu}", (unsigned long long)permit_waiting);
+      }
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += 1; /* renewals and stop broadcast; the bound only re-checks G.stopping */
+    pthread_cond_timedwait(&permit_cv, &permit_lk, &dl);
+  }
+  if (waited) permit_waiting--;
+  pthread_mutex_unlock(&permit_lk);
+  return r;
+}
+
 /* Waits for the ack (bounded), or for the log record to be durable. Returns 0, or -EIO if a reply was wanted
- * but the secondary is gone. */
+ * but the secondary is gone, or if the helper stops while the operation waits for a permit. A success that is
+ * not the secondary's ack (logged alone) is returned only under a permit. */
 int op_wait(struct op *o) {
-  if (o->state == OP_LOG_SYNC) { fdatasync(G.logfd); return 0; }
+  if (o->state == OP_LOG_SYNC) { fdatasync(G.logfd); return permit_wait(); }
   if (o->state == OP_NONE) return o->want_reply ? -EIO : 0;
   pthread_mutex_lock(&G.wl);
   struct timespec dl;
@@ -279,7 +358,9 @@ int op_wait(struct op *o) {
   }
   pthread_mutex_unlock(&G.wl);
   pthread_cond_destroy(&o->cv);
-  return o->state == OP_ACKED ? 0 : (o->want_reply ? -EIO : 0);
+  if (o->state == OP_ACKED) return 0;
+  if (o->want_reply) return -EIO;
+  return (o->flags & HF_F_RESYNC) ? 0 : permit_wait();
 }
 
 /* ---------- FUSE operations ---------- */
@@ -349,7 +430,7 @@ static int f_mknod(const char *path, mode_t mode, dev_t rdev) {
     op_submit(&o);
   }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_mkdir(const char *path, mode_t mode) {
@@ -364,7 +445,7 @@ static int f_mkdir(const char *path, mode_t mode) {
     op_submit(&o);
   }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int simple_path_op(uint8_t type, const char *path, const char *path2, int (*fn)(const char *, const char *,
@@ -375,7 +456,7 @@ static int simple_path_op(uint8_t type, const char *path, const char *path2, int
   int r = fn(path, path2, flags);
   if (!r) { o.a.flags = flags; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int do_unlink(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(unlinkat(G.bfd, rel(p), 0)); }
@@ -395,7 +476,7 @@ static int f_symlink(const char *target, const char *path) {
   if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
   if (!r) { o.a.uid = CTX->uid; o.a.gid = CTX->gid; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
@@ -404,7 +485,7 @@ static int f_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
   int r = fi ? RET(fchmod((int)fi->fh, mode)) : RET(fchmodat(G.bfd, rel(path), mode, 0));
   if (!r) { o.a.mode = mode; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
@@ -413,7 +494,7 @@ static int f_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info
   int r = fi ? RET(fchown((int)fi->fh, uid, gid)) : RET(fchownat(G.bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW));
   if (!r) { o.a.uid = uid; o.a.gid = gid; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static void set_mtime(struct op *o, const struct stat *st) {
@@ -430,7 +511,7 @@ static int f_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   if (!fi && fd >= 0) close(fd);
   if (!r) { o.a.off = (uint64_t)size; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_file_info *fi) {
@@ -446,7 +527,7 @@ static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_
     op_submit(&o);
   }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
@@ -463,7 +544,7 @@ static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
     op_submit(&o);
   } else if (fd >= 0) close(fd);
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r && (r = op_wait(&o)) != 0) close(fd);
   return r;
 }
 static int f_open(const char *path, struct fuse_file_info *fi) {
@@ -485,7 +566,7 @@ static int f_open(const char *path, struct fuse_file_info *fi) {
   if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
   if (!r) { fi->fh = (uint64_t)fd; o.a.off = 0; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r && (r = op_wait(&o)) != 0) close(fd);
   return r;
 }
 static int f_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -502,7 +583,7 @@ static int f_write(const char *path, const char *buf, size_t size, off_t off, st
   if (!r && fstat((int)fi->fh, &st) == 0) set_mtime(&o, &st);
   if (!r && n > 0) { o.a.off = (uint64_t)off; o.a.len = (uint64_t)n; o.a.data_len = (uint32_t)n; op_submit(&o); }
   op_end(&o);
-  if (!r && n > 0) op_wait(&o);
+  if (!r && n > 0) r = op_wait(&o);
   return r ? r : (int)n;
 }
 static int f_flush(const char *path, struct fuse_file_info *fi) { (void)path; (void)fi; return 0; }
@@ -514,8 +595,8 @@ static int f_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   op_submit(&o); /* the secondary flushes while we flush */
   op_end(&o);
   int r = RET(datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh));
-  op_wait(&o);
-  return r;
+  int w = op_wait(&o);
+  return r ? r : w;
 }
 static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {
   (void)datasync;
@@ -524,8 +605,8 @@ static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
   op_submit(&o);
   op_end(&o);
   int r = RET(fsync(dirfd((DIR *)(uintptr_t)fi->fh)));
-  op_wait(&o);
-  return r;
+  int w = op_wait(&o);
+  return r ? r : w;
 }
 static int f_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi) {
   struct op o = {.type = HF_FALLOCATE, .path = path};
@@ -535,7 +616,7 @@ static int f_fallocate(const char *path, int mode, off_t off, off_t len, struct 
   if (!r && fstat((int)fi->fh, &st) == 0) set_mtime(&o, &st);
   if (!r) { o.a.flags = (uint32_t)mode; o.a.off = (uint64_t)off; o.a.len = (uint64_t)len; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
@@ -545,7 +626,7 @@ static int f_setxattr(const char *path, const char *name, const char *value, siz
   int r = RET(lsetxattr(absp(path, a, sizeof a), name, value, size, flags));
   if (!r) { o.a.data_len = (uint32_t)size; o.a.flags = (uint32_t)flags; op_submit(&o); }
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 static int f_getxattr(const char *path, const char *name, char *value, size_t size) {
@@ -565,7 +646,7 @@ static int f_removexattr(const char *path, const char *name) {
   int r = RET(lremovexattr(absp(path, a, sizeof a), name));
   if (!r) op_submit(&o);
   op_end(&o);
-  if (!r) op_wait(&o);
+  if (!r) r = op_wait(&o);
   return r;
 }
 
@@ -677,11 +758,13 @@ static void *control_thread(void *arg) {
     if (!strncmp(line, "stats", 5)) {
       pthread_mutex_lock(&G.wl);
       emit("{\"event\":\"stats\",\"state\":\"%s\",\"bytesReplicated\":%llu,\"acks\":%llu,\"ackUsSum\":%llu,"
-           "\"ackUsMax\":%llu,\"inflight\":%d,\"logRecords\":%llu,\"resyncBytes\":%llu,\"degradedCount\":%llu}",
+           "\"ackUsMax\":%llu,\"inflight\":%d,\"logRecords\":%llu,\"resyncBytes\":%llu,\"degradedCount\":%llu,"
+           "\"permitWaits\":%llu,\"permitWaiting\":%llu,\"permitMs\":%lld}",
            G.state == ST_SYNC ? "sync" : G.state == ST_RESYNC ? "resync" : "degraded",
            (unsigned long long)G.bytes_sent, (unsigned long long)G.ack_count, (unsigned long long)G.ack_us_sum,
            (unsigned long long)G.ack_us_max, G.inflight, (unsigned long long)G.log_records,
-           (unsigned long long)G.resync_bytes, (unsigned long long)G.degraded_count);
+           (unsigned long long)G.resync_bytes, (unsigned long long)G.degraded_count,
+           (unsigned long long)permit_waits, (unsigned long long)permit_waiting, permit_remaining_ms());
       G.ack_us_max = 0;
       pthread_mutex_unlock(&G.wl);
     } else if (!strncmp(line, "resync ", 7)) {
@@ -692,12 +775,15 @@ static void *control_thread(void *arg) {
       /* when in sync, cycling the link makes the link thread reconnect and run this pass */
       if (G.connected) degrade_locked("resync requested");
       pthread_mutex_unlock(&G.lk);
+    } else if (!strncmp(line, "permit ", 7)) {
+      permit_set(strtol(line + 7, NULL, 10));
     } else if (!strncmp(line, "stop", 4)) {
       break;
     }
   }
-  /* stop (or the supervisor is gone): unmount; the FUSE loop then ends */
+  /* stop (or the supervisor is gone): unmount; the FUSE loop then ends; operations waiting for a permit get EIO */
   G.stopping = 1;
+  permit_wake_all();
   fuse_exit(G.fuse);
   umount2(G.mount, MNT_DETACH);
   return NULL;
@@ -706,7 +792,7 @@ static void *control_thread(void *arg) {
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
                   "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|verify|checksum|full] [--threads N] "
-                  "[--encrypt] [--include PATTERN]... [--exclude PATTERN]...\n"
+                  "[--encrypt] [--include PATTERN]... [--exclude PATTERN]... [--permit renewed|always]\n"
                   "       holdfast-replicator primary --standalone --backing DIR --mount DIR --log FILE (no replication)\n");
   exit(2);
 }
@@ -717,10 +803,12 @@ int run_primary(int argc, char **argv) {
                                   {"reconnect-ms", 1, 0, 'r'},   {"initial", 1, 0, 'i'}, {"threads", 1, 0, 'T'},
                                   {"standalone", 0, 0, 'S'},      {"encrypt", 0, 0, 'E'},
                                   {"include", 1, 0, 'I'},         {"exclude", 1, 0, 'X'},
+                                  {"permit", 1, 0, 'P'},
                                   {0, 0, 0, 0}};
   char *peer = NULL, *keyf = NULL, *logp = NULL;
   int o, threads = 16;
   G.next_mode = RS_LOG;
+  permit_init();
   while ((o = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
     switch (o) {
     case 'b': G.backing = realpath(optarg, NULL); break;
@@ -735,6 +823,10 @@ int run_primary(int argc, char **argv) {
     case 'I':
     case 'X':
       if (filter_add(o == 'I', optarg) < 0) { fprintf(stderr, "holdfast-replicator: bad pattern %s\n", optarg); return 2; }
+      break;
+    case 'P':
+      if (!strcmp(optarg, "always")) permit_always = 1;
+      else if (strcmp(optarg, "renewed")) usage();
       break;
     case 'S': G.standalone = 1; break; /* FUSE passthrough only, no replication: to measure FUSE's own cost */
     case 'i': G.next_mode = parse_mode(optarg); break;

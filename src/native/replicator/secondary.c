@@ -338,9 +338,15 @@ static void serve(struct conn *c) {
     free(pl);
     S.applied++;
     if (st >= 0) send_ack(c, h.seq, st, NULL, 0);
-    if (st > 0)
+    if (st > 0) {
+      /* The primary drops the link on this ack and logs what follows, but frames already in flight would still
+       * be applied here, a RESYNC_DONE among them marking this copy consistent while it lacks an acked write.
+       * So: this copy is inconsistent, and nothing more is applied from this stream. */
+      set_state("inconsistent");
       emit("{\"event\":\"apply-error\",\"seq\":%llu,\"op\":%u,\"errno\":%d,\"message\":%s}",
            (unsigned long long)h.seq, h.type, st, jstr(strerror(st)));
+      break;
+    }
   }
   fsync_drain();
   wc_clear();
