@@ -375,15 +375,16 @@ if (stale.length > 0) out({ type: "staleVip", removed: stale });
 // secondary that lost its primary and the witness does not go ALONE, and a primary that sees neither its peer nor
 // the witness steps down (app stopped, VIP removed) and waits for its peer when the peer may have taken over.
 // With --arbiter HOST:PORT (examples/witness.ts, same --key): the split-brain checker holds the witness arbiter's
-// lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. The
-// lease is claimed unless this node is SECOND with its peer in view (a primary renews and keeps it; a secondary
-// claims once its primary leaves its view, and is granted a ttl after the primary's last renewal).
+// lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. Both
+// nodes claim all the time: the primary renews and keeps it; the secondary is denied with the holder named (the
+// engine reads that when its primary is lost: wait for the lease to lapse) and granted a ttl after the primary's
+// last renewal. A SECOND with its peer in view that holds the lease (it claimed first) hands it back.
 const peerInView = () => membership.view.members.some((m) => m.id !== nodeId);
 const checkers = a.arbiter
   ? [
       {
         type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db", ttl: 1000,
-        shouldClaim: () => !(module.status.state === "SECOND" && peerInView()),
+        yieldWhen: () => module.status.state === "SECOND" && peerInView(),
         // The probe answers from its background lease (no packet per run): every 50 ms, fall 1; the lease counts as
         // lost 250 ms before its client-side end (reportMarginMs ttl/4), above interval + timeout.
         interval: 50, timeout: 150, rise: 1, fall: 1,

@@ -45,6 +45,13 @@ export interface ArbiterProbeOptions {
   readonly reportMarginMs?: number;
   /** Whether this node wants the lease now (claims when true, releases once when it turns false). Default: always. */
   readonly shouldClaim?: () => boolean;
+  /**
+   * Whether to hand a HELD lease back (release it, claim again at the next tick): e.g. a secondary with its
+   * primary in view, so that the primary gets the lease. While the other node holds it, this node's claims are
+   * denied with the holder named (`lease held by n0 for 800 ms`), which the engine reads when its primary is lost:
+   * the lease still names the primary, so wait for it to lapse. Default: never.
+   */
+  readonly yieldWhen?: () => boolean;
   /** Monotonic time source. Default: the system clock. */
   readonly clock?: Clock;
 }
@@ -52,7 +59,7 @@ export interface ArbiterProbeOptions {
 /** Holds the witness's lease; ok while held. See the module comment. */
 export class ArbiterProbe implements Probe {
   readonly name: string;
-  readonly #o: Required<Omit<ArbiterProbeOptions, "shouldClaim" | "clock">> & { shouldClaim: () => boolean; clock: Clock };
+  readonly #o: Required<Omit<ArbiterProbeOptions, "shouldClaim" | "yieldWhen" | "clock">> & { shouldClaim: () => boolean; yieldWhen: () => boolean; clock: Clock };
   readonly #lease: ArbiterLease;
   readonly #mac: ReturnType<typeof hmacSha256>;
   #socket: Socket | undefined;
@@ -77,6 +84,7 @@ export class ArbiterProbe implements Probe {
       margin: opts.margin ?? 0.1,
       reportMarginMs: opts.reportMarginMs ?? ttlMs / 4,
       shouldClaim: opts.shouldClaim ?? (() => true),
+      yieldWhen: opts.yieldWhen ?? (() => false),
       clock: opts.clock ?? systemClock,
     };
     if (!(this.#o.renewMs > 0 && this.#o.renewMs < ttlMs * (1 - this.#o.margin))) throw new RangeError(`arbiter renewMs must be in (0, ttl x (1 - margin)), got ${this.#o.renewMs}`);
@@ -104,8 +112,12 @@ export class ArbiterProbe implements Probe {
   #tick(): void {
     if (this.#closed) return;
     if (this.#o.shouldClaim()) {
-      this.#claiming = true;
-      this.#sendClaim();
+      if (this.#lease.holds(this.#o.clock.now()) && this.#o.yieldWhen()) {
+        this.#sendRelease();
+      } else {
+        this.#claiming = true;
+        this.#sendClaim();
+      }
     } else if (this.#claiming) {
       this.#claiming = false;
       this.#sendRelease();
@@ -147,7 +159,7 @@ export class ArbiterProbe implements Probe {
   async run(signal: AbortSignal): Promise<ProbeResult> {
     this.#closed = false;
     this.#ensureStarted();
-    if (!this.#verdict().ok && this.#o.shouldClaim() && !signal.aborted) {
+    if (!this.#verdict().ok && this.#o.shouldClaim() && !this.#o.yieldWhen() && !signal.aborted) {
       // Not held: claim now and wait for the answer (or the runner's timeout) rather than report a stale view.
       this.#claiming = true;
       this.#sendClaim();
@@ -172,7 +184,8 @@ export class ArbiterProbe implements Probe {
     const deny = this.#lease.lastDeny;
     const last = this.#lease.lastAnswerAt;
     if (last === undefined || now - last > this.#o.ttlMs) return { ok: false, detail: `witness unreachable (no answer for ${last === undefined ? "ever" : `${Math.round(now - last)} ms`})` };
-    if (deny !== undefined) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };
+    // Only a recent denial names the holder (a node that stopped claiming for a while keeps an old one).
+    if (deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };
     return { ok: false, detail: "lease not held" };
   }
 

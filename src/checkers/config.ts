@@ -176,6 +176,8 @@ export interface SplitBrainCheckerConfig extends CheckerCommon {
   readonly ttl?: number;
   /** Code only: whether this node wants the lease now (default always). See `ArbiterProbeOptions.shouldClaim`. */
   readonly shouldClaim?: () => boolean;
+  /** Code only: whether to hand a held lease back (default never). See `ArbiterProbeOptions.yieldWhen`. */
+  readonly yieldWhen?: () => boolean;
   /** `ping` (ICMP echo) or `tcp` (connect to `port`). Default `ping`. */
   readonly method: "ping" | "tcp";
   /** Witness TCP port; required with `method: tcp`. */
@@ -359,6 +361,7 @@ const BRANCH_PROPS: Record<CheckerType, Props> = {
     lease: optional(NonEmptyString),
     ttl: optional(PositiveDuration),
     shouldClaim: optional(Fn),
+    yieldWhen: optional(Fn),
   },
 };
 
@@ -489,6 +492,7 @@ export function createProbe(config: CheckerConfig): Probe {
           ...(config.lease === undefined ? {} : { lease: config.lease }),
           ...(config.ttl === undefined ? {} : { ttlMs: config.ttl }),
           ...(config.shouldClaim === undefined ? {} : { shouldClaim: config.shouldClaim }),
+          ...(config.yieldWhen === undefined ? {} : { yieldWhen: config.yieldWhen }),
         });
       }
       return new SplitBrainProbe({ witnesses: config.witnesses, method: config.method, ...(config.port === undefined ? {} : { port: config.port }) });

@@ -76,6 +76,21 @@ describe("witness arbiter over UDP", () => {
     expect(await run(a)).toEqual({ ok: false, detail: "lease not claimed (not wanted in this role)" });
   });
 
+  it("yieldWhen hands a held lease back: the other claimant gets it, and this node is then denied with the holder named", async () => {
+    const w = await witness();
+    await sleepUntilGrace(w);
+    let yieldIt = false;
+    const a = probe(w, "n0", { yieldWhen: () => yieldIt, renewMs: 50 });
+    expect((await run(a)).ok).toBe(true);
+    const b = probe(w, "n1", { renewMs: 50 });
+    expect((await run(b)).ok).toBe(false);
+    yieldIt = true;
+    const got = await until(() => run(b), (r) => r.ok, 2000);
+    expect(got.ok).toBe(true);
+    const ra = await until(() => run(a), (r) => /lease held by n1 for/.test(r.detail), 1000);
+    expect(ra.detail).toMatch(/^lease held by n1 for \d+ ms$/);
+  });
+
   it("a holder that stops renewing loses the lease to the other node after about one ttl, not before", async () => {
     const w = await witness();
     await sleepUntilGrace(w);
