@@ -21,12 +21,12 @@ interface StreamLine {
 }
 
 /** Polls (deadline) until the last table of each node was computed over all of `nodes` and the tables cover every bucket. */
-async function waitServing(nodes: ClusterNode[], timeoutMs: number, from?: Map<ClusterNode, number>) {
+async function waitServing(nodes: ClusterNode[], timeoutMs: number) {
   const want = nodes.map((n) => n.id).sort().join(",");
   const deadline = Date.now() + timeoutMs;
   let why: string;
   for (;;) {
-    const last = nodes.map((n) => [...n.lines.slice(from?.get(n) ?? 0)].reverse().find((l) => l.type === "buckets"));
+    const last = nodes.map((n) => [...n.lines].reverse().find((l) => l.type === "buckets"));
     const sum = last.reduce((a, l) => a + ((l?.owned as number | undefined) ?? 0), 0);
     if (last.every((l) => l && [...(l.owners as string[])].sort().join(",") === want) && sum === BUCKET_COUNT) return;
     why = `last tables: ${JSON.stringify(last.map((l) => l && { owners: l.owners, owned: l.owned }))}`;
@@ -100,7 +100,7 @@ describe.skipIf(!root)("farm faults (eBPF, address+port): no RST from any node t
     }
     const healedAt = Date.now();
     await s.done;
-    await waitServing(cluster.nodes, 20_000, marks);
+    await waitServing(cluster.nodes, 20_000);
     await new Promise((r) => setTimeout(r, 300));
     rst.proc.kill("SIGTERM");
     await rst.proc.exited;
