@@ -12,6 +12,11 @@
  * every later one go to the extent log (same format as the helper's, fdatasync'd before the promise
  * resolves). On reconnection the log is replayed (namespace operations in order, data extents re-read from
  * the files' current content) while new operations keep replicating, then `synced` is emitted.
+ *
+ * Permit (fencing, as the helper's): an operation resolves without the secondary's ack (degraded) only while a
+ * permit holds, a deadline renewed by {@link ApiReplicator.renewPermit} (monotonic clock). Past it the
+ * operation is applied and logged, and its promise waits for the next renewal (or rejects with EIO on stop).
+ * None at start with `permit: "renewed"` (default); `permit: "always"` for standalone use (unsafe for HA).
  */
 import { fstatSync, ftruncateSync, fsync as fsyncCb, fdatasync as fdatasyncCb, lstatSync, mkdirSync, openSync, closeSync, readSync, readdirSync, renameSync, unlinkSync, writeSync, readFileSync, constants } from "node:fs";
 import { connect } from "node:net";
@@ -45,6 +50,12 @@ export const ApiReplicatorOptions = t.intersection([
      * (FileReplicator `encrypt: true`) too, else the handshake fails with "encryption mismatch". Default false.
      */
     encrypt: t.boolean,
+    /**
+     * `renewed` (default): resolving an operation without the secondary's ack (degraded) needs a permit renewed
+     * with {@link ApiReplicator.renewPermit}; none at start. `always`: a standing permit (standalone use, tests):
+     * unsafe for HA (a primary that lost its role would acknowledge writes its successor never sees).
+     */
+    permit: t.union([t.literal("renewed"), t.literal("always")]),
   }),
 ]);
 export type ApiReplicatorOptions = t.TypeOf<typeof ApiReplicatorOptions>;
@@ -55,6 +66,8 @@ export interface ApiReplicatorEvents {
   resyncProgress: [{ bytes: number; totalBytes: number; percent: number }];
   synced: [{ mode: ResyncMode }];
   authFailed: [{ reason: string }];
+  /** An operation completed alone found no valid permit: it waits for a renewal. Once per expiry. */
+  permitExpired: [{ waiting: number }];
 }
 
 interface Pending {
@@ -66,6 +79,7 @@ interface Pending {
   path2: string;
   data: Uint8Array | undefined;
   resolve: () => void;
+  reject: (err: Error) => void;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -144,6 +158,11 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
   private _state: "degraded" | "resyncing" | "sync" = "degraded";
   private _bytesReplicated = 0;
   private _resyncBytes = 0;
+  /** The permit's end (performance.now() ms; 0: none), the operations waiting for one, counters. */
+  private permitUntil = 0;
+  private permitWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private permitExpiredSaid = false;
+  private _permitWaits = 0;
 
   constructor(options: ApiReplicatorOptions) {
     super();
@@ -164,6 +183,37 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     return this._resyncBytes;
   }
 
+  /**
+   * Grants a permit to resolve operations without the secondary's ack for `ms` from now (monotonic); 0 revokes
+   * it. Operations waiting for a permit resolve at once.
+   */
+  renewPermit(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`renewPermit: ms must be a finite number >= 0, got ${ms}`);
+    this.permitUntil = ms > 0 ? performance.now() + ms : 0;
+    if (ms <= 0) return;
+    this.permitExpiredSaid = false;
+    for (const w of this.permitWaiters.splice(0)) w.resolve();
+  }
+
+  /** Counters of the permit: operations that waited since start, waiting now, and what the permit still holds (ms; -1 standing). */
+  permitStats(): { permitWaits: number; permitWaiting: number; permitMs: number } {
+    const left = this.options.permit === "always" ? -1 : Math.max(0, Math.floor(this.permitUntil - performance.now()));
+    return { permitWaits: this._permitWaits, permitWaiting: this.permitWaiters.length, permitMs: left };
+  }
+
+  /** Resolves once a permit covers now; rejects with EIO when stopped first. */
+  private whenPermitted(): Promise<void> {
+    if (this.options.permit === "always" || performance.now() < this.permitUntil) return Promise.resolve();
+    if (this.stopped) return Promise.reject(Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" }));
+    this._permitWaits++;
+    const p = new Promise<void>((resolve, reject) => this.permitWaiters.push({ resolve, reject }));
+    if (!this.permitExpiredSaid) {
+      this.permitExpiredSaid = true;
+      this.emit("permitExpired", { waiting: this.permitWaiters.length });
+    }
+    return p;
+  }
+
   /** Starts connecting (and reconnecting) to the secondary. Operations work at once (degraded until synced). */
   start(): void {
     this.stopped = false;
@@ -177,6 +227,8 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.degrade("stopped");
     this.log.close();
+    const eio = Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" });
+    for (const w of this.permitWaiters.splice(0)) w.reject(eio);
   }
 
   /**
@@ -239,11 +291,11 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     if (!this.connected || !this.conn) {
       if (op === Op.FSYNC || op === Op.BARRIER) return Promise.resolve();
       this.log.append(op, 0, ino, { ...args, len: args.len ?? data?.length ?? 0 }, path, path2, data);
-      return this.log.sync();
+      return this.log.sync().then(() => this.whenPermitted());
     }
     const seq = ++this.seq;
-    return new Promise<void>((resolve) => {
-      const p: Pending = { seq, op, ino, args, path, path2, data, resolve, timer: undefined };
+    return new Promise<void>((resolve, reject) => {
+      const p: Pending = { seq, op, ino, args, path, path2, data, resolve, reject, timer: undefined };
       p.timer = setTimeout(() => this.degrade("ack timeout"), this.options.ackTimeoutMs ?? 2000);
       this.pending.set(seq, p);
       this.conn?.send(op, 0, seq, encodeOp(args, path, path2, data));
@@ -324,7 +376,12 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
       logged++;
     }
     this.log.syncNow();
-    for (const p of waiting) p.resolve();
+    // completed without the secondary: under a permit only (resync markers and flushes carry no write)
+    for (const p of waiting) {
+      const alone = !(p.op === Op.FSYNC || p.op === Op.BARRIER || p.op === Op.RESYNC_BEGIN || p.op === Op.RESYNC_DONE);
+      if (alone) this.whenPermitted().then(p.resolve, p.reject);
+      else p.resolve();
+    }
     this._state = "degraded";
     this.emit("degraded", { reason, logged });
   }

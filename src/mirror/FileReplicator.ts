@@ -256,9 +256,6 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     logRecords: 0,
     resyncBytes: 0,
     degradedCount: 0,
-    permitWaits: 0,
-    permitWaiting: 0,
-    permitMs: 0,
   };
   private lastAcks = 0;
   private lastAckUs = 0;
@@ -646,8 +643,11 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
 }
 
 /** The permit counters of a helper stats line (absent from helpers that predate the permit). */
-function permitStats(ev: object): { permitWaits: number; permitWaiting: number; permitMs: number } {
+function permitStats(ev: object): Pick<ReplicatorMetrics, "permitWaits" | "permitWaiting" | "permitMs"> {
   const e = ev as { permitWaits?: unknown; permitWaiting?: unknown; permitMs?: unknown };
-  const n = (v: unknown): number => (typeof v === "number" ? v : 0);
-  return { permitWaits: n(e.permitWaits), permitWaiting: n(e.permitWaiting), permitMs: n(e.permitMs) };
+  const out: { permitWaits?: number; permitWaiting?: number; permitMs?: number } = {};
+  if (typeof e.permitWaits === "number") out.permitWaits = e.permitWaits;
+  if (typeof e.permitWaiting === "number") out.permitWaiting = e.permitWaiting;
+  if (typeof e.permitMs === "number") out.permitMs = e.permitMs;
+  return out;
 }

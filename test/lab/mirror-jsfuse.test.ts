@@ -84,6 +84,8 @@ async function pair(tag: string, engine: "js" | "native" = "js", extra: Partial<
     peer: { host: "127.0.0.1", port },
     restart: false,
     statsIntervalMs: 200,
+    // the data path without a supervisor that renews permits: a standing one (the permit tests pass "renewed")
+    permit: "always",
     ...extra,
   };
   p.primary = engine === "js" ? new JsFuseReplicator(opts) : new FileReplicator(opts);
@@ -98,7 +100,7 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     const lines: string[] = [];
     const d = makePairDirs("js-factory");
     cleanups.push(async () => rmSync(d.root, { recursive: true, force: true }));
-    const common = { role: "primary" as const, backingDir: d.a, mountPoint: d.mnt, keyFile: d.key, peer: { host: "127.0.0.1", port: 9 }, log: (l: string) => lines.push(l) };
+    const common = { role: "primary" as const, backingDir: d.a, mountPoint: d.mnt, keyFile: d.key, peer: { host: "127.0.0.1", port: 9 }, permit: "always" as const, log: (l: string) => lines.push(l) };
     const n = createFileReplicator(common);
     expect(n.engine).toBe("native");
     const j = createFileReplicator({ ...common, engine: "js" });
@@ -353,7 +355,7 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     writeFileSync(join(p.b, "junk"), "not on the primary");
     writeFileSync(join(p.b, "d/e/y"), "zzz");
     unlinkSync(join(p.b, "d/sx"));
-    const again = new JsFuseReplicator({ role: "primary", backingDir: p.a, mountPoint: p.mnt, keyFile: p.key, peer: p.primary.options.role === "primary" ? p.primary.options.peer : { host: "", port: 0 }, restart: false, statsIntervalMs: 200 });
+    const again = new JsFuseReplicator({ role: "primary", backingDir: p.a, mountPoint: p.mnt, keyFile: p.key, peer: p.primary.options.role === "primary" ? p.primary.options.peer : { host: "", port: 0 }, restart: false, statsIntervalMs: 200, permit: "always" });
     p.primary = again;
     const ready = again.waitFor("ready", 20_000);
     const modes: string[] = [];
@@ -543,5 +545,118 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
     const r = result as Record<"local" | "native" | "js", number>;
     console.info(`pgbench -c4 -j2 -T8 -s2: local ${r.local.toFixed(0)} tps, helper ${r.native.toFixed(0)} tps (${(r.native / r.local).toFixed(2)}x), JS ${r.js.toFixed(0)} tps (${(r.js / r.local).toFixed(2)}x local, ${(r.js / r.native).toFixed(2)}x helper)`);
     expect(r.js).toBeGreaterThan(0);
+  });
+});
+
+/** Resolves with the time (performance.now) at which `p` settled, or undefined if it has not within `ms`. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<number | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const r = await Promise.race([
+    p.then(
+      () => performance.now(),
+      () => performance.now(),
+    ),
+    new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), ms))),
+  ]);
+  clearTimeout(timer);
+  return r;
+}
+
+describe.skipIf(!canRun)("mirror: the permit (fencing) of the JavaScript engine", () => {
+  it("with the secondary gone and no renewal a write waits past the deadline and returns at the renewal; with renewals it acks alone", async () => {
+    const p = await pair("permit", "js", { permit: "renewed", ackTimeoutMs: 500 });
+    const { writeFile } = await import("node:fs/promises");
+    await writeFile(p.primary.mountPath("in-sync.txt"), "acked by the secondary"); // no permit needed
+    expect(readFileSync(join(p.b, "in-sync.txt"), "utf8")).toBe("acked by the secondary");
+    p.primary.renewPermit(1500);
+    const degraded = p.primary.waitFor("degraded", 5000);
+    await p.secondary.stop();
+    const t0 = performance.now();
+    await writeFile(p.primary.mountPath("alone-1.txt"), "logged under the permit");
+    await degraded;
+    expect(performance.now() - t0).toBeLessThan(1500);
+    await pollUntil(() => (p.primary.metrics().permitMs ?? 0) > 0, 3000, "the permit in the engine's stats");
+    await pollUntil(() => p.primary.metrics().permitMs === 0, 5000, "the permit to run out (stats)");
+    const expired = p.primary.waitFor("permitExpired", 5000);
+    const blocked = writeFile(p.primary.mountPath("alone-2.txt"), "waits for a permit");
+    expect((await expired).waiting).toBeGreaterThanOrEqual(1);
+    expect(await settledWithin(blocked, 1500)).toBeUndefined();
+    expect(existsSync(join(p.a, "alone-2.txt"))).toBe(true); // applied and logged, not acknowledged
+    const renewedAt = performance.now();
+    p.primary.renewPermit(1000);
+    const doneAt = await settledWithin(blocked, 3000);
+    expect(doneAt).toBeDefined();
+    expect((doneAt as number) - renewedAt).toBeLessThan(1000);
+    await blocked;
+    const timer = setInterval(() => p.primary.renewPermit(400), 100);
+    try {
+      const start = performance.now();
+      let n = 0;
+      while (performance.now() - start < 1500) {
+        const w0 = performance.now();
+        await writeFile(p.primary.mountPath(`renewed-${n++}.txt`), "x");
+        expect(performance.now() - w0).toBeLessThan(400);
+      }
+      expect(n).toBeGreaterThan(5);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+
+  it("SIGSTOP of the supervisor alone: acks alone stop within the permit; SIGCONT renews and the waiting write returns", async () => {
+    const d = makePairDirs("js-permit-stop");
+    cleanups.push(async () => rmSync(d.root, { recursive: true, force: true }));
+    const src = new URL("../../src/mirror/jsfuse/index.ts", import.meta.url).pathname;
+    const script = join(d.root, "supervisor.mts");
+    writeFileSync(
+      script,
+      `import { JsFuseReplicator } from ${JSON.stringify(src)};
+const r = new JsFuseReplicator({ role: "primary", backingDir: ${JSON.stringify(d.a)}, mountPoint: ${JSON.stringify(d.mnt)}, keyFile: ${JSON.stringify(d.key)},
+  peer: { host: "127.0.0.1", port: 9 }, restart: false, statsIntervalMs: 0, permit: "renewed" });
+await r.start();
+setInterval(() => r.renewPermit(600), 150);
+r.renewPermit(600);
+console.log(JSON.stringify({ pid: r.pid }));
+process.stdin.on("end", () => void r.stop().then(() => process.exit(0)));
+process.stdin.resume();
+`,
+    );
+    const sup = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["pipe", "pipe", "inherit"], cwd: new URL("../..", import.meta.url).pathname });
+    cleanups.push(async () => {
+      sup.kill("SIGCONT");
+      sup.kill("SIGKILL");
+    });
+    const { writeFile } = await import("node:fs/promises");
+    const helperPid = await new Promise<number>((resolve, reject) => {
+      createInterface({ input: sup.stdout }).on("line", (l) => {
+        const m = /"pid":(\d+)/.exec(l);
+        if (m) resolve(Number(m[1]));
+      });
+      sup.once("exit", () => reject(new Error("supervisor exited")));
+    });
+    const path = (n: string): string => `/proc/${helperPid}/root${d.mnt}/${n}`;
+    for (let i = 0; i < 5; i++) await writeFile(path(`before-${i}`), "x");
+    sup.kill("SIGSTOP");
+    const stoppedAt = performance.now();
+    let lastAck = stoppedAt;
+    let pending: Promise<void> | undefined;
+    for (let i = 0; performance.now() - stoppedAt < 2000; i++) {
+      pending = writeFile(path(`during-${i}`), "x");
+      const at = await settledWithin(pending, 2000 - (performance.now() - stoppedAt));
+      if (at === undefined) break;
+      lastAck = at;
+      pending = undefined;
+    }
+    const window = lastAck - stoppedAt;
+    console.log(`permit lab (JS engine): last ack alone ${Math.round(window)} ms after the supervisor's SIGSTOP (permit 600 ms)`);
+    expect(window).toBeLessThan(600 + 100);
+    expect(pending).toBeDefined();
+    const contAt = performance.now();
+    sup.kill("SIGCONT");
+    const doneAt = await settledWithin(pending as Promise<void>, 3000);
+    expect(doneAt).toBeDefined();
+    expect((doneAt as number) - contAt).toBeLessThan(1000);
+    sup.stdin.end();
+    await new Promise((r) => sup.once("exit", r));
   });
 });

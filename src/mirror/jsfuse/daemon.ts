@@ -9,7 +9,8 @@
  * degrade with the extent log, log resync) + {@link fullSync} when the log cannot be trusted (unclean start,
  * `--initial verify|checksum|full`, `resync verify|checksum|full`). Control: JSON lines on stdout (`ready`,
  * `connecting`, `connected`, `degraded`, `resync-start`, `resync-progress`, `synced`, `stats`, `error`,
- * `stopped`); commands on stdin (`stats`, `resync MODE`, `stop`; end of stdin = stop).
+ * `stopped`, `permit-expired`); commands on stdin (`stats`, `resync MODE`, `permit MS`, `stop`; end of stdin =
+ * stop). Permit (fencing): as the helper's, see ApiReplicator `permit` (`--permit renewed|always`).
  */
 import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -47,6 +48,11 @@ export interface DaemonArgs {
   exclude: string[];
   /** `--encrypt`: AES-256-GCM stream (ApiReplicator `encrypt`); the secondary must run with it too. */
   encrypt: boolean;
+  /**
+   * `--permit renewed|always` (default renewed): replies without the secondary's ack need a permit renewed by
+   * `permit <ms>` on stdin (ApiReplicator `permit`), as the helper's.
+   */
+  permit: "renewed" | "always";
 }
 
 /** Parses the helper's `primary` command line. Throws a RangeError naming what is wrong. */
@@ -73,7 +79,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
       (a === "--include" ? include : exclude).push(p);
       continue;
     }
-    if (!["--backing", "--mount", "--peer", "--key-file", "--log", "--ack-timeout-ms", "--reconnect-ms", "--initial", "--threads"].includes(a)) {
+    if (!["--backing", "--mount", "--peer", "--key-file", "--log", "--ack-timeout-ms", "--reconnect-ms", "--initial", "--threads", "--permit"].includes(a)) {
       throw new RangeError(`option ${a} is not supported by the JavaScript engine`);
     }
     const val = argv[++i];
@@ -102,6 +108,8 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
   new PathFilter(include, exclude); // throws a RangeError naming a bad pattern
   const initial = v.get("--initial") ?? "log";
   if (!["log", "verify", "checksum", "full"].includes(initial)) throw new RangeError(`option --initial: unknown mode ${initial}`);
+  const permit = v.get("--permit") ?? "renewed";
+  if (permit !== "renewed" && permit !== "always") throw new RangeError(`option --permit: expected renewed or always, got ${permit}`);
   return {
     backing: need("--backing"),
     mount: need("--mount"),
@@ -115,6 +123,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
     include,
     exclude,
     encrypt,
+    permit,
   };
 }
 
@@ -160,7 +169,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
 
   const rep = args.standalone || !args.peer || !args.keyFile
     ? undefined
-    : new ApiReplicator({ baseDir: args.backing, peer: args.peer, keyFile: args.keyFile, extentLog: args.log, ackTimeoutMs: args.ackTimeoutMs, reconnectMs: args.reconnectMs, ...(args.encrypt ? { encrypt: true } : {}) });
+    : new ApiReplicator({ baseDir: args.backing, peer: args.peer, keyFile: args.keyFile, extentLog: args.log, ackTimeoutMs: args.ackTimeoutMs, reconnectMs: args.reconnectMs, permit: args.permit, ...(args.encrypt ? { encrypt: true } : {}) });
   if (rep) {
     rep.on("connected", () => {
       state = "resyncing";
@@ -192,6 +201,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       emit({ event: "synced", mode: e.mode });
     });
     rep.on("authFailed", (e) => emit({ event: "auth-failed", reason: e.reason }));
+    rep.on("permitExpired", (e) => emit({ event: "permit-expired", waiting: e.waiting }));
   }
 
   const send: Replicate = (op, ino, a, path, path2, data) => {
@@ -345,6 +355,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       logRecords,
       resyncBytes: (rep?.resyncBytes ?? 0) + fullBytes,
       degradedCount,
+      ...(rep ? rep.permitStats() : { permitWaits: 0, permitWaiting: 0, permitMs: -1 }),
     });
     ackUsMax = 0;
   };
@@ -381,6 +392,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       const cmd = line.trim();
       if (cmd === "stats") stats();
       else if (cmd === "stop") stop();
+      else if (/^permit \d+$/.test(cmd)) rep?.renewPermit(Number(cmd.slice(7)));
       else if (cmd === "resync log") {
         if (state === "sync") emit({ event: "synced", mode: "log" });
       } else if (/^resync (verify|checksum|full)$/.test(cmd)) {
