@@ -46,10 +46,11 @@ export interface ArbiterProbeOptions {
   /** Whether this node wants the lease now (claims when true, releases once when it turns false). Default: always. */
   readonly shouldClaim?: () => boolean;
   /**
-   * Whether to hand a HELD lease back (release it, claim again at the next tick): e.g. a secondary with its
-   * primary in view, so that the primary gets the lease. While the other node holds it, this node's claims are
-   * denied with the holder named (`lease held by n0 for 800 ms`), which the engine reads when its primary is lost:
-   * the lease still names the primary, so wait for it to lapse. Default: never.
+   * Whether this node's claims yield (e.g. a secondary with its primary in view): a yielding claim gets a free
+   * lease, but is not renewed once another node asked for it; the witness then names that node as the holder, and
+   * the lease passes to it after it lapsed. While the other node holds it, this node's claims are denied with the
+   * holder named (`lease held by n0 for 800 ms`), which the engine reads when its primary is lost: the lease still
+   * names the primary, so wait for it to lapse. Default: never.
    */
   readonly yieldWhen?: () => boolean;
   /** Monotonic time source. Default: the system clock. */
@@ -112,12 +113,8 @@ export class ArbiterProbe implements Probe {
   #tick(): void {
     if (this.#closed) return;
     if (this.#o.shouldClaim()) {
-      if (this.#lease.holds(this.#o.clock.now()) && this.#o.yieldWhen()) {
-        this.#sendRelease();
-      } else {
-        this.#claiming = true;
-        this.#sendClaim();
-      }
+      this.#claiming = true;
+      this.#sendClaim();
     } else if (this.#claiming) {
       this.#claiming = false;
       this.#sendRelease();
@@ -134,7 +131,7 @@ export class ArbiterProbe implements Probe {
   #sendClaim(): void {
     const seq = ++this.#seq;
     this.#lease.claimSent(seq, this.#o.clock.now());
-    this.#send({ t: "claim", module: this.#o.lease, node: this.#o.node, seq, ttl: this.#o.ttlMs });
+    this.#send({ t: "claim", module: this.#o.lease, node: this.#o.node, seq, ttl: this.#o.ttlMs, ...(this.#o.yieldWhen() ? { yield: true } : {}) });
   }
 
   #sendRelease(): void {
@@ -159,7 +156,7 @@ export class ArbiterProbe implements Probe {
   async run(signal: AbortSignal): Promise<ProbeResult> {
     this.#closed = false;
     this.#ensureStarted();
-    if (!this.#verdict().ok && this.#o.shouldClaim() && !this.#o.yieldWhen() && !signal.aborted) {
+    if (!this.#verdict().ok && this.#o.shouldClaim() && !signal.aborted) {
       // Not held: claim now and wait for the answer (or the runner's timeout) rather than report a stale view.
       this.#claiming = true;
       this.#sendClaim();
@@ -179,10 +176,13 @@ export class ArbiterProbe implements Probe {
     const now = this.#o.clock.now();
     const remaining = this.#lease.remaining(now);
     if (remaining > this.#o.reportMarginMs) return { ok: true, detail: `lease held for ${Math.round(remaining)} ms` };
-    if (remaining > 0) return { ok: false, detail: `lease ending in ${Math.round(remaining)} ms, not renewed` };
-    if (!this.#o.shouldClaim()) return { ok: false, detail: "lease not claimed (not wanted in this role)" };
     const deny = this.#lease.lastDeny;
     const last = this.#lease.lastAnswerAt;
+    // The engine reads `lease held by NODE for` in a failed verdict (src/core/module/machine.ts, leaseHolder): name
+    // the holder whenever the witness named one recently, also while this node's own lease runs out.
+    if (remaining > 0 && deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };
+    if (remaining > 0) return { ok: false, detail: `lease ending in ${Math.round(remaining)} ms, not renewed` };
+    if (!this.#o.shouldClaim()) return { ok: false, detail: "lease not claimed (not wanted in this role)" };
     if (last === undefined || now - last > this.#o.ttlMs) return { ok: false, detail: `witness unreachable (no answer for ${last === undefined ? "ever" : `${Math.round(now - last)} ms`})` };
     // Only a recent denial names the holder (a node that stopped claiming for a while keeps an old one).
     if (deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };

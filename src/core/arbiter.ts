@@ -31,7 +31,7 @@ export const ARBITER_MAX_DATAGRAM = 512;
 export const ARBITER_MAX_NAME = 64;
 
 export type ArbiterMessage =
-  | { readonly t: "claim"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number }
+  | { readonly t: "claim"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number; readonly yield?: boolean }
   | { readonly t: "grant"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number }
   | { readonly t: "deny"; readonly module: string; readonly node: string; readonly seq: number; readonly holder: string; readonly remaining: number }
   | { readonly t: "release"; readonly module: string; readonly node: string; readonly seq: number }
@@ -86,6 +86,7 @@ export function decodeArbiter(datagram: Uint8Array, mac: MacFn): { ok: true; msg
     case "claim":
     case "grant":
       if (!isCount(m.ttl) || m.ttl === 0) return { ok: false, reason: "malformed" };
+      if (m.t === "claim" && m.yield === true) return { ok: true, msg: { t: "claim", ...base, ttl: m.ttl, yield: true } };
       return { ok: true, msg: { t: m.t, ...base, ttl: m.ttl } };
     case "deny":
       if (!isName(m.holder) || !isCount(m.remaining)) return { ok: false, reason: "malformed" };
@@ -115,6 +116,8 @@ export interface ArbiterWitnessOptions {
 interface ModuleLease {
   holder: string | undefined;
   expiry: number;
+  /** A node denied while the lease was held (it wants the lease), and until when that wish counts. */
+  wanted: { node: string; until: number } | undefined;
   /** Highest sequence number seen per node: older or equal ones are replays and dropped. */
   readonly seqs: Map<string, number>;
 }
@@ -152,7 +155,7 @@ export class ArbiterWitness {
       if (this.#leases.size >= this.maxModules) {
         return msg.t === "claim" ? { t: "deny", module: msg.module, node: msg.node, seq: msg.seq, holder: "(table full)", remaining: 0 } : undefined;
       }
-      l = { holder: undefined, expiry: 0, seqs: new Map() };
+      l = { holder: undefined, expiry: 0, wanted: undefined, seqs: new Map() };
       this.#leases.set(msg.module, l);
     }
     const last = l.seqs.get(msg.node);
@@ -178,9 +181,20 @@ export class ArbiterWitness {
       return { t: "released", ...base };
     }
     const held = l.holder !== undefined && l.expiry > now;
-    if (held && l.holder !== msg.node) return { t: "deny", ...base, holder: l.holder as string, remaining: Math.ceil(l.expiry - now) };
+    if (held && l.holder !== msg.node) {
+      // A node that does not yield wants the lease: a yielding holder's renewals stop (see below).
+      if (msg.yield !== true) l.wanted = { node: msg.node, until: now + Math.min(msg.ttl, this.maxTtlMs) };
+      return { t: "deny", ...base, holder: l.holder as string, remaining: Math.ceil(l.expiry - now) };
+    }
     const grace = this.#startedAt + this.maxTtlMs - now;
-    if (!held && grace > 0) return { t: "deny", ...base, holder: "(witness restarted)", remaining: Math.ceil(grace) };
+    if (!held && grace > 0) return { t: "deny", ...base, holder: "witness-restarting", remaining: Math.ceil(grace) };
+    // A yielding claim (a secondary with its primary in view) is granted a free lease, but not renewed while another
+    // node wants it: that node is named as the holder-to-be and gets the lease once this one lapsed. Only ever a
+    // denial more, so safety is untouched.
+    if (msg.yield === true && l.wanted !== undefined && l.wanted.node !== msg.node && l.wanted.until > now) {
+      return { t: "deny", ...base, holder: l.wanted.node, remaining: held ? Math.ceil(l.expiry - now) : 0 };
+    }
+    if (!held || l.holder !== msg.node) l.wanted = undefined;
     const ttl = Math.min(msg.ttl, this.maxTtlMs);
     l.holder = msg.node;
     // Never shorten: a renewal with a smaller ttl keeps the later expiry (the holder dates it by send time anyway).

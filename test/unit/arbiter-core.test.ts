@@ -55,9 +55,26 @@ describe("arbiter witness", () => {
     expect(w.replays).toBe(1);
     expect(w.receive(claim("b", 1), 12)).toMatchObject({ t: "grant" });
   });
+  it("a yielding holder is not renewed once another node wants the lease; that node gets it after the lapse", () => {
+    const w = new ArbiterWitness(-10_000);
+    const y = (node: string, seq: number): ArbiterMessage => ({ t: "claim", module: "db", node, seq, ttl: 1000, yield: true });
+    expect(w.receive(y("s", 1), 0)).toMatchObject({ t: "grant" });
+    expect(w.receive(y("s", 2), 250)).toMatchObject({ t: "grant" }); // nobody else wants it: renewed
+    expect(w.receive(claim("p", 1), 300)).toMatchObject({ t: "deny", holder: "s", remaining: 950 });
+    expect(w.receive(y("s", 3), 500)).toMatchObject({ t: "deny", holder: "p", remaining: 750 });
+    expect(w.receive(claim("p", 2), 1100)).toMatchObject({ t: "deny", holder: "s" });
+    expect(w.receive(claim("p", 3), 1250)).toMatchObject({ t: "grant" });
+    expect(w.receive(y("s", 4), 1300)).toMatchObject({ t: "deny", holder: "p" });
+  });
+  it("a non-yielding holder keeps its lease whatever yielding claims come", () => {
+    const w = new ArbiterWitness(-10_000);
+    expect(w.receive(claim("p", 1), 0)).toMatchObject({ t: "grant" });
+    expect(w.receive({ t: "claim", module: "db", node: "s", seq: 1, ttl: 1000, yield: true }, 100)).toMatchObject({ t: "deny", holder: "p" });
+    expect(w.receive(claim("p", 2), 250)).toMatchObject({ t: "grant" });
+  });
   it("a restarted witness grants nothing during maxTtl", () => {
     const w = new ArbiterWitness(1000, { maxTtlMs: 2000 });
-    expect(w.receive(claim("a", 1), 2999)).toMatchObject({ t: "deny", holder: "(witness restarted)", remaining: 1 });
+    expect(w.receive(claim("a", 1), 2999)).toMatchObject({ t: "deny", holder: "witness-restarting", remaining: 1 });
     expect(w.receive(claim("a", 2), 3000)).toMatchObject({ t: "grant" });
   });
   it("caps the ttl at maxTtl and bounds its table", () => {
@@ -97,7 +114,7 @@ describe("arbiter lease (client)", () => {
 // are delayed, lost, duplicated and reordered at will; the witness may restart (losing its table). At every step,
 // at most one client believes it holds a valid lease.
 type Step =
-  | { k: "claim"; c: number }
+  | { k: "claim"; c: number; y: boolean }
   | { k: "release"; c: number }
   | { k: "advance"; ms: number }
   | { k: "deliver"; i: number }
@@ -106,7 +123,7 @@ type Step =
   | { k: "restart" };
 
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ k: fc.constant("claim" as const), c: fc.nat(2) }) },
+  { weight: 4, arbitrary: fc.record({ k: fc.constant("claim" as const), c: fc.nat(2), y: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("release" as const), c: fc.nat(2) }) },
   { weight: 4, arbitrary: fc.record({ k: fc.constant("advance" as const), ms: fc.integer({ min: 1, max: 1500 }) }) },
   { weight: 8, arbitrary: fc.record({ k: fc.constant("deliver" as const), i: fc.nat(3) }) },
@@ -144,7 +161,7 @@ describe("arbiter safety property", () => {
               case "claim": {
                 const seq = ++seqs[c]!;
                 leases[c]!.claimSent(seq, local(c));
-                flight.push({ to: -1, msg: { t: "claim", module: "db", node: names[c]!, seq, ttl: clients[c]!.ttl } });
+                flight.push({ to: -1, msg: { t: "claim", module: "db", node: names[c]!, seq, ttl: clients[c]!.ttl, ...(s.y ? { yield: true } : {}) } });
                 break;
               }
               case "release": {
