@@ -378,7 +378,8 @@ if (stale.length > 0) out({ type: "staleVip", removed: stale });
 // lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. Both
 // nodes claim all the time: the primary renews and keeps it; the secondary is denied with the holder named (the
 // engine reads that when its primary is lost: wait for the lease to lapse) and granted a ttl after the primary's
-// last renewal. A SECOND with its peer in view that holds the lease (it claimed first) hands it back.
+// last renewal. A SECOND with its peer in view yields: if it holds the lease (it claimed first), the witness stops
+// renewing it once the primary asks, and the primary gets it after it lapsed.
 const peerInView = () => membership.view.members.some((m) => m.id !== nodeId);
 const checkers = a.arbiter
   ? [
