@@ -33,6 +33,9 @@ export const farmExtension: DaemonExtension = {
       backend: f.backend ?? "auto",
       instance: `hf_${module.name.replace(/[^A-Za-z0-9_]/g, "_")}`.slice(0, 20),
       log,
+      // After a freeze the stale table must not come back with the lease (the peers took these buckets meanwhile):
+      // released at once, retaken by the driver once the peers are heard again (driver.stalled below).
+      releaseOnLapse: true,
     });
     const vip = new FarmVip({ iface: f.iface, addresses, mac: f.mac ?? defaultSharedMac(addresses), instance: `hfv_${module.name.replace(/[^A-Za-z0-9_]/g, "_")}`.slice(0, 20), log });
     const driver = new FarmDriver({
@@ -41,12 +44,14 @@ export const farmExtension: DaemonExtension = {
       vip,
       filter,
       reportIn: (meta, name) => (meta as { r?: Record<string, unknown> } | null | undefined)?.r?.[name],
+      nodes: daemon.membership.settings.nodes.map((n) => n.id),
       // No publishHeld: the daemon owns its heartbeat metadata (reports and extras) and offers extensions no field
       // of their own yet, so peers never learn this node's held set and every owned bucket stays contested (the
       // eBPF owner makes the strict socket lookup for every mid-flow packet, as before contested sets existed).
     });
     driver.on("buckets", (e) => module.note("info", `farm buckets: ${e.reason}`));
     driver.on("error", (e) => module.note("error", `farm: ${e.message}`));
+    filter.on("lease-lapsed", (e) => driver.stalled(`filter lease lapsed for ${e.lapsedMs} ms`));
     const unbind = driver.bind(module, daemon.membership);
     return {
       vip: driver,

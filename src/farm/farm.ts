@@ -12,7 +12,11 @@
  *   TCP connections: the filter's may-hold flags, pruned every `pruneEveryMs` of buckets with no socket left)
  *   through `publishHeld`, and reads its peers' through `heldIn`. An owned bucket that no live peer holds (and
  *   that was not gained within `contestGraceMs`) is applied as uncontested: the eBPF filter then skips the
- *   strict socket lookup of its mid-flow packets ({@link ContestTracker}).
+ *   strict socket lookup of its mid-flow packets ({@link ContestTracker}). Only in the healthy steady state: while
+ *   a configured node (`nodes`) is missing from the view, the view is not agreed, or a member (or this node, after a
+ *   stall) came back less than `contestGraceMs` ago, every owned bucket is strict.
+ * - Stalls: after a freeze of this node ({@link FarmDriver.stalled}, from membership's `localStall` and the filter's
+ *   `lease-lapsed`) it owns nothing until `stallHoldMs` has passed and the view is agreed, then waits `settleMs`.
  *
  * Order of effects on a failure elsewhere: membership drops the peer from the view -> its buckets are
  * assigned to the survivors -> each survivor takes its share `settleMs` later. Detection (~0.6 s on the LAN
