@@ -40,6 +40,24 @@ describe("PacketFilter lease (in-memory backend)", () => {
     await f.stop();
   });
 
+  it("with releaseOnLapse, a lapse empties the table before the lease is renewed: the stale table does not come back", async () => {
+    const mem = new MemoryFilterBackend({ config });
+    const f = new PacketFilter({ iface: "eth0", ...config, rules: [...config.rules], backend: mem, leaseMs: 40, releaseOnLapse: true });
+    await f.start();
+    await f.setOwned(all);
+    expect(mem.deliver(syn)).toMatchObject({ verdict: "pass", reason: "owned" });
+    const owned: number[] = [];
+    f.on("owned", (e) => owned.push(e.count));
+    block(80);
+    await new Promise<void>((resolve) => f.once("lease-lapsed", () => resolve()));
+    expect(owned).toEqual([0]);
+    expect(mem.leaseUntil! > process.hrtime.bigint()).toBe(true); // the lease is back ...
+    expect(mem.deliver(syn)).toMatchObject({ verdict: "drop", reason: "foreign" }); // ... over an empty table
+    await f.setOwned(all); // the owner takes buckets again when it has heard its peers
+    expect(mem.deliver(syn)).toMatchObject({ verdict: "pass", reason: "owned" });
+    await f.stop();
+  });
+
   it("keeps renewing while the loop runs: a healthy process never lapses", async () => {
     const mem = new MemoryFilterBackend({ config });
     const f = new PacketFilter({ iface: "eth0", ...config, rules: [...config.rules], backend: mem, leaseMs: 40 });
