@@ -405,7 +405,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     if (this.options.role === "primary") this.send("stop");
     else child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const timer = setTimeout(() => killGroup(child), timeoutMs);
     await exited;
     clearTimeout(timer);
     this.cleanupDeadMount();
@@ -477,7 +477,10 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     const bin = this.options.helperPath ?? helperPath();
     const args = this.helperArgs();
     const argv = this.privateNs() ? ["unshare", "--mount", "--propagation", "private", "--", bin, ...args] : [bin, ...args];
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    // Its own process group (detached): a Ctrl-C in the daemon's terminal (SIGINT to the foreground group) must not
+    // reach the helper before the application is stopped. The supervisor still owns it: end of stdin (this
+    // process gone) makes it unmount and exit, and stop() kills its whole group after the timeout.
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], detached: true });
     this.child = child;
     // A command written just as the helper dies fails with EPIPE: the exit handler deals with the death, the
     // lost command (stats, resync, stop) has no one left to act on it.
@@ -650,4 +653,14 @@ function permitStats(ev: object): Pick<ReplicatorMetrics, "permitWaits" | "permi
   if (typeof e.permitWaiting === "number") out.permitWaiting = e.permitWaiting;
   if (typeof e.permitMs === "number") out.permitMs = e.permitMs;
   return out;
+}
+
+/** SIGKILL to the helper's process group (it leads one: spawned detached), or to the helper alone. */
+function killGroup(child: ChildProcess): void {
+  try {
+    if (child.pid === undefined) throw new Error("no pid");
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    child.kill("SIGKILL");
+  }
 }

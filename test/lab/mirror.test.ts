@@ -640,3 +640,46 @@ process.stdin.resume();
     }
   });
 });
+
+describe.skipIf(!canRun)("mirror: the helper's process group", () => {
+  it("the helper leads its own process group (a terminal's SIGINT to the daemon's group misses it); the supervisor's death still ends it", async () => {
+    const { root, a, mnt, key } = makePairDirs("pgrp");
+    const src = new URL("../../src/mirror/FileReplicator.ts", import.meta.url).pathname;
+    const script = join(root, "supervisor.mts");
+    writeFileSync(
+      script,
+      `import { FileReplicator } from ${JSON.stringify(src)};
+const r = new FileReplicator({ role: "primary", backingDir: ${JSON.stringify(a)}, mountPoint: ${JSON.stringify(mnt)}, keyFile: ${JSON.stringify(key)},
+  peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0, permit: "always" });
+await r.start();
+console.log(JSON.stringify({ pid: r.pid }));
+process.stdin.resume();
+`,
+    );
+    // the supervisor in a process group of its own, as a daemon started from a terminal would be
+    const sup = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["pipe", "pipe", "inherit"], detached: true, cwd: new URL("../..", import.meta.url).pathname });
+    const pgrp = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ")[2]);
+    try {
+      const helperPid = await new Promise<number>((resolve, reject) => {
+        createInterface({ input: sup.stdout }).on("line", (l) => {
+          const m = /"pid":(\d+)/.exec(l);
+          if (m) resolve(Number(m[1]));
+        });
+        sup.once("exit", () => reject(new Error("supervisor exited")));
+      });
+      expect(pgrp(sup.pid as number)).toBe(sup.pid);
+      expect(pgrp(helperPid)).toBe(helperPid);
+      // Ctrl-C to the supervisor's group: the supervisor dies (no handler), the helper is not signalled; it sees
+      // the end of its stdin and unmounts and exits by itself
+      process.kill(-(sup.pid as number), "SIGINT");
+      await pollUntil(() => !existsSync(`/proc/${helperPid}`) || readFileSync(`/proc/${helperPid}/stat`, "utf8").includes(") Z"), 10_000, "the helper to exit after its supervisor");
+    } finally {
+      try {
+        process.kill(-(sup.pid as number), "SIGKILL");
+      } catch {
+        /* gone */
+      }
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
