@@ -70,6 +70,7 @@ import {
   type ReplicatorMetrics,
   type ResyncMode,
 } from "./FileReplicator.js";
+import { createFileReplicator, type ReplicatorEngine } from "./jsfuse/index.js";
 
 /** A refusal or failure of the mirror driver. Codes: `HOLDFAST_MIRROR_STALE_DATA`, `HOLDFAST_MIRROR_NOT_PRIMARY`. */
 export class MirrorError extends HoldfastError {
@@ -181,7 +182,13 @@ export interface MirrorDriverOptions {
   readonly hookEnv?: Readonly<Record<string, string>>;
   /** Sink for one-line log messages (also emitted as `log` events). */
   readonly log?: (line: string) => void;
-  /** Replicator factory (tests). Default: `new FileReplicator(options)`. */
+  /**
+   * The primary's data path: `native` (the compiled helper), `js` (the JavaScript FUSE engine) or `auto`
+   * (default: the helper when it runs here, else the JS engine); the secondary is always the helper. Chosen by
+   * `createFileReplicator` at each start of a helper, its choice logged in the module log.
+   */
+  readonly engine?: ReplicatorEngine;
+  /** Replicator factory (tests). Default: `createFileReplicator` with {@link engine}. */
   readonly createReplicator?: (options: FileReplicatorOptions) => ReplicatorLike;
 }
 
@@ -707,7 +714,10 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   }
 
   private create(options: FileReplicatorOptions): ReplicatorLike {
-    return this.options.createReplicator ? this.options.createReplicator(options) : new FileReplicator(options);
+    if (this.options.createReplicator) return this.options.createReplicator(options);
+    // the engine is the primary's choice: the secondary is always the compiled helper
+    const engine = options.role === "primary" ? (this.options.engine ?? "auto") : "auto";
+    return createFileReplicator({ ...options, engine, log: (line) => this.note(line) });
   }
 
   private stateFile(): string {
