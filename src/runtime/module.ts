@@ -132,6 +132,13 @@ export interface ModuleOptions {
   readonly hookEnv?: Readonly<Record<string, string>>;
   /** SIGTERM -> SIGKILL delay for hook scripts, ms. Default 1000. */
   readonly killGraceMs?: number;
+  /**
+   * Mirror: after a stall of this node's own event loop (reported by the membership, see {@link bindMembership})
+   * a primary whose peer was an in-sync secondary steps down and waits this long for fresh peer reports before
+   * the usual rules decide, ms. Default 1000: several heartbeats on every membership preset's tick, so a peer
+   * that took over during the stall is known before this node could serve again.
+   */
+  readonly stallHoldMs?: number;
 }
 
 /** Typed events of a module. */
@@ -146,6 +153,8 @@ export interface ModuleEvents {
   persist: (state: PersistedModuleState) => void;
   /** A (re)start completed: the checker runner should reset its hysteresis. */
   resetCheckers: () => void;
+  /** Mirror primary: the next resync pass towards the secondary must use `mode` (e.g. it diverged: `checksum`). */
+  resync: (r: { mode: "checksum"; cause: string }) => void;
   /** A hook ended. */
   hook: (hook: HookName, result: HookResult) => void;
   /** A driver-side failure (VIP driver, store) that the core cannot see. */
@@ -257,6 +266,10 @@ export class Module extends EventEmitter<ModuleEvents> {
   }
   replication(r: { inSync: boolean }): void {
     this.feed((c) => c.replication(r));
+  }
+  /** This node's event loop stalled for `gapMs` (the membership measures it): a primary steps down before serving. */
+  stalled(gapMs: number): void {
+    this.feed((c) => c.stalled(gapMs, this.opts.stallHoldMs ?? 1000));
   }
 
   /**
@@ -394,6 +407,9 @@ export class Module extends EventEmitter<ModuleEvents> {
           break;
         case "advertise":
           this.emit("advertise", e.report);
+          break;
+        case "resync":
+          this.emit("resync", { mode: e.mode, cause: e.cause });
           break;
         case "resetCheckers":
           this.emit("resetCheckers");
@@ -550,6 +566,10 @@ export function bindMembership(membership: ModuleMembership, modules: readonly M
     for (const x of e.view.members) deliver(x.id, membership.peerMeta(x.id));
   };
   const onMeta = (e: { node: string; meta: unknown }) => deliver(e.node, e.meta);
+  // Own stall (SIGSTOP, frozen VM): reported before any heartbeat of the resumed loop is read, so a primary steps down first.
+  const onStall = (e: { gapMs: number }) => {
+    for (const m of modules) m.stalled(e.gapMs);
+  };
   const onAdvertise = new Map<Module, (r: ModuleReport) => void>();
   for (const m of modules) {
     const fn = (r: ModuleReport) => {
@@ -561,11 +581,13 @@ export function bindMembership(membership: ModuleMembership, modules: readonly M
   }
   membership.on("viewChange", onView);
   membership.on("peerMeta", onMeta);
+  membership.on("localStall", onStall);
   publish();
   onView({ view: membership.view });
   return () => {
     membership.off("viewChange", onView);
     membership.off("peerMeta", onMeta);
+    membership.off("localStall", onStall);
     for (const [m, fn] of onAdvertise) m.off("advertise", fn);
   };
 }

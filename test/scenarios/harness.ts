@@ -14,6 +14,9 @@
  *   crash <node>... | boot <node>                    kill nodes at once (persisted state kept) / start one again
  *   checker <node> <name> ok [reason...] | checker <node> <name> fail <action> [reason...]
  *   sync <node> | unsync <node>                      replication reports in sync / not in sync
+ *   freeze <node> | resume <node> <gapMs>            SIGSTOP / SIGCONT: a frozen node gets no input and its peers
+ *                                                    lose it; on resume it first learns of its stall (hold 1000 ms),
+ *                                                    then gets the current view and the peers' latest reports
  *   status                                           print every node's status
  */
 import { CommandRefusedError } from "../../src/core/errors.js";
@@ -51,6 +54,8 @@ export class Harness {
   epoch = 0;
   module!: ResolvedModule;
   private readonly cut = new Set<string>();
+  /** Nodes stopped (SIGSTOP): no input reaches them, their peers do not see them. */
+  private readonly frozen = new Set<string>();
   private readonly queue: { to: string; from: string; report: ModuleReport }[] = [];
   /** delivered.get(`${to}<${from}`): the last report of `from` that `to` received. */
   readonly delivered = new Map<string, ModuleReport>();
@@ -112,6 +117,16 @@ export class Harness {
       case "sync":
       case "unsync":
         return this.apply(this.node(args[0]!), (c) => c.replication({ inSync: verb === "sync" }));
+      case "freeze":
+        this.frozen.add(args[0]!);
+        return this.pushViews();
+      case "resume": {
+        const n = this.node(args[0]!);
+        this.frozen.delete(n.id);
+        this.apply(n, (c) => c.tick(this.now), false);
+        this.apply(n, (c) => c.stalled(Number(args[1]), 1000), false);
+        return this.pushViews();
+      }
       case "status":
         for (const n of this.nodes.values()) {
           const s = n.core.status;
@@ -177,7 +192,7 @@ export class Harness {
   connected(a: string, b: string): boolean {
     const na = this.nodes.get(a);
     const nb = this.nodes.get(b);
-    return !!na?.alive && !!nb?.alive && !this.cut.has(pairKey(a, b));
+    return !!na?.alive && !!nb?.alive && !this.cut.has(pairKey(a, b)) && !this.frozen.has(a) && !this.frozen.has(b);
   }
 
   private viewOf(id: string): string[] {
@@ -187,7 +202,7 @@ export class Harness {
   private pushViews(): void {
     this.epoch++;
     for (const n of this.nodes.values()) {
-      if (!n.alive) continue;
+      if (!n.alive || this.frozen.has(n.id)) continue;
       const members = this.viewOf(n.id);
       this.apply(n, (c) => c.view({ epoch: this.epoch, members: members.map((id) => ({ id, weight: 1 })) }), false);
     }
@@ -257,7 +272,7 @@ export class Harness {
   allHooksOk(): void {
     this.currentInput = "hooks ok";
     for (let i = 0; i < 100; i++) {
-      const n = [...this.nodes.values()].find((x) => x.alive && x.core.runningHook);
+      const n = [...this.nodes.values()].find((x) => x.alive && !this.frozen.has(x.id) && x.core.runningHook);
       if (!n) return;
       const hook = n.core.runningHook!;
       this.apply(n, (c) => c.hookDone(hook, true, ""));
@@ -268,7 +283,7 @@ export class Harness {
   tick(ms: number): void {
     this.currentInput = `tick ${ms}`;
     this.now += ms;
-    for (const n of this.nodes.values()) if (n.alive) this.apply(n, (c) => c.tick(this.now));
+    for (const n of this.nodes.values()) if (n.alive && !this.frozen.has(n.id)) this.apply(n, (c) => c.tick(this.now));
   }
 
   link(a: string, b: string, up: boolean): void {

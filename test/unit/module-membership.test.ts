@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { MemoryVipDriver, Membership, Module, bindMembership, generateKey, type Transport } from "../../src/index.js";
+import { isPrimaryState } from "../../src/core/module/types.js";
 import { FakeClock, FakeNetwork, Rng } from "../../src/testing/index.js";
 
 const ADDR: Record<string, string> = { "198.18.0.10": "a", "198.18.0.11": "b" };
@@ -95,17 +96,40 @@ describe("modules over membership (virtual time)", () => {
     expect(a.module.status.state).toBe("ALONE");
 
     // Heal: both went ALONE from generation 1 (a when it lost its in-sync secondary, b at its failover), so
-    // both are at generation 2: the tie goes to the smaller node id, a; b stops its app and becomes SECOND.
+    // both are at generation 2 and both acknowledged writes alone: a true split brain. Neither copy is discarded
+    // (the node id no longer breaks that tie): both stop and wait for an operator.
     expect(a.module.persisted.generation).toBe(2);
     expect(b.module.persisted.generation).toBe(2);
+    expect(a.module.persisted.aloneWrites).toBe(true);
+    expect(b.module.persisted.aloneWrites).toBe(true);
     net.healAll();
     await run(3000);
-    expect(a.module.status.state).toBe("ALONE");
-    expect(b.module.status.state).toBe("SECOND");
-    expect(b.module.persisted.upToDate).toBe(false);
-    b.module.replication({ inSync: true }); // b's resync from a finished
+    // One side noticed first and stopped (app, VIP) without discarding anything; the other keeps serving. Both log it.
+    const serving = [a, b].filter((s) => isPrimaryState(s.module.status.state));
+    const held = [a, b].filter((s) => s.module.status.state === "WAIT");
+    expect(serving.length).toBe(1);
+    expect(held.length).toBe(1);
+    const [p, w] = [serving[0]!, held[0]!];
+    expect(w.module.persisted.splitBrain).toBe(true);
+    expect(w.module.persisted.aloneWrites).toBe(true);
+    for (const s of [p, w]) {
+      const other = s === p ? w : p;
+      const lines = s.module.log.recent().filter((r) => r.text.includes(`split brain: this node (generation 2) and ${other.id} (generation 2)`));
+      expect(lines.length).toBe(1);
+    }
+    await run(3000);
+    expect(w.module.status.state).toBe("WAIT"); // no silent discard, however long it waits
+    // The operator keeps the serving node's data: `second` on the other discards its own changes (resync by checksum).
+    await w.module.second();
+    await run(1000);
+    expect(w.module.status.state).toBe("SECOND");
+    expect(w.module.persisted.upToDate).toBe(false);
+    expect(w.module.report.diverged).toBe(true);
+    expect(w.module.log.recent().some((r) => r.text.includes("discarding writes this node acknowledged alone"))).toBe(true);
+    w.module.replication({ inSync: true }); // the resync from the primary finished
     await run(500);
-    expect(a.module.status.state).toBe("PRIM");
+    expect(p.module.status.state).toBe("PRIM");
+    expect(w.module.persisted.diverged).toBe(false);
 
     for (const s of sides) {
       s.unbind();

@@ -63,8 +63,22 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
   const vip = new Map<string, boolean>();
   /** The app roles each node has started and not stopped yet (start_x launched, stop_x not yet). */
   const apps = new Map<string, Set<string>>();
+  /** Persisted `aloneWrites` per node, and the nodes whose alone writes an operator allowed to discard. */
+  const alone = new Map<string, boolean>();
+  const discardAllowed = new Set<string>();
   const h = new Harness((n: HarnessNode, e: ModuleEffect, hh: Harness) => {
     appCheck(n.id, e, hh.currentInput, apps, violations);
+    if (e.type === "persist") {
+      // 7. Writes acknowledged alone are never discarded without an operator decision: the flag only clears when a
+      //    secondary is in sync with this node (PRIM), or after `second` here or `prim --force` on the peer.
+      const had = alone.get(n.id) ?? false;
+      const has = e.state.aloneWrites === true;
+      if (had && !has) {
+        if (n.core.status.state !== "PRIM" && !discardAllowed.has(n.id)) violations.push(`${n.id} discards writes it acknowledged alone without force (${hh.currentInput})`);
+        discardAllowed.delete(n.id);
+      }
+      alone.set(n.id, has);
+    }
     if (e.type === "addVip") {
       if (vip.get(n.id)) violations.push(`${n.id} adds the VIP twice (${hh.currentInput})`);
       vip.set(n.id, true);
@@ -158,6 +172,9 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
       const set = arg === "prim" ? (a.endsWith("--force") ? forced : claimed) : undefined;
       const had = set?.has(id!) ?? false;
       set?.add(id!);
+      const sanctions = arg === "second" ? id! : arg === "prim" && a.endsWith("--force") ? (id === "a" ? "b" : "a") : undefined;
+      const sanctioned = sanctions !== undefined && discardAllowed.has(sanctions);
+      if (sanctions !== undefined) discardAllowed.add(sanctions);
       const len = h.lines.length;
       h.quiet = false;
       h.exec(a);
@@ -166,6 +183,7 @@ function run(steps: { a: string; settle: boolean }[], defaultPrimary: boolean, p
       h.lines.length = len;
       h.quiet = true;
       if (refused && set && !had) set.delete(id!);
+      if (refused && sanctions !== undefined && !sanctioned) discardAllowed.delete(sanctions);
     } else {
       h.exec(a);
     }

@@ -116,6 +116,22 @@ function run(steps: { a: string; settle: boolean }[], synced: boolean): string[]
     h.allHooksOk();
   }
   check();
+  // A true split brain (both sides acknowledged writes alone: possible with a ping witness that both reach) waits for an
+  // operator: then `second` on the waiting node keeps the primary's data, or `prim --force` picks one when none serves.
+  const splitBrain = NODES.some((id) => h.node(id).core.persisted.splitBrain === true);
+  if (splitBrain) {
+    if (h.primaries().length > 1) violations.push(`two primaries after a split brain was detected`);
+    const waiting = NODES.filter((id) => h.node(id).core.persisted.splitBrain === true && h.node(id).core.status.state === "WAIT");
+    const first = waiting[0];
+    if (first !== undefined) h.exec(h.primaries().length === 1 ? `cmd ${first} second` : `cmd ${first} prim --force`);
+    for (let round = 0; round < 3; round++) {
+      h.allHooksOk();
+      for (const id of NODES) if (h.node(id).core.status.state === "SECOND") h.exec(`sync ${id}`);
+      h.tick(3000);
+      h.allHooksOk();
+    }
+    check();
+  }
   const prims = h.primaries().map((p) => p.id);
   // Exactly one when no administrator command intervened on a pair that started in sync (commands such as
   // `second` on both, or a forcestop of the only up-to-date node, may rightly leave it waiting for `prim`).

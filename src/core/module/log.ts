@@ -32,6 +32,10 @@ export function formatReport(r: ModuleReport): string {
   if (r.candidate) parts.push("candidate");
   if (r.claim) parts.push("claim");
   if (r.swap) parts.push("swap");
+  if (r.aloneWrites) parts.push("alone-writes");
+  if (r.splitBrain) parts.push("split-brain");
+  if (r.forced) parts.push("forced");
+  if (r.diverged) parts.push("diverged");
   return parts.join(" ");
 }
 
@@ -48,12 +52,16 @@ export function formatEffect(e: ModuleEffect): string {
       return "add VIP";
     case "removeVip":
       return "remove VIP";
+    case "resync":
+      return `resync ${e.mode} (${e.cause})`;
     case "advertise":
       return `advertise ${formatReport(e.report)}`;
     case "persist": {
       const s = e.state;
       return `persist gen=${s.generation}${s.upToDate ? " up-to-date" : " stale"}${s.initialized ? "" : " uninitialized"}${
         s.soleOwner ? " sole-owner" : ""
+      }${s.aloneWrites ? " alone-writes" : ""}${s.splitBrain ? " split-brain" : ""}${s.forced ? " forced" : ""}${
+        s.diverged ? " diverged" : ""
       } restarts=${s.restarts.length}`;
     }
     case "emit":

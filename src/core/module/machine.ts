@@ -123,6 +123,12 @@ export class ModuleCore {
   private steppedDownFor: string | null = null;
   /** `prim` typed while cut off: do not step down until the witness is confirmed or a peer is seen again. */
   private splitBrainOverride = false;
+  /** A peer in WAIT reports a split brain with this primary: logged once per episode. */
+  private splitBrainSeen = false;
+  /** The peer reported `diverged` and a checksum resync was asked for (once per episode). */
+  private divergedResyncAsked = false;
+  /** After a stall of our own as primary: the peer's reports are stale until this time (core clock). */
+  private staleUntil = 0;
   private out: ModuleEffect[] = [];
   private lastStatusKey = "";
   private lastReportKey = "";
@@ -174,6 +180,10 @@ export class ModuleCore {
       candidate: this.isCandidate(),
       ...(this.claimActive() ? { claim: true } : {}),
       ...(this.swapRequested ? { swap: true } : {}),
+      ...(this.p.aloneWrites ? { aloneWrites: true } : {}),
+      ...(this.p.splitBrain ? { splitBrain: true } : {}),
+      ...(this.p.forced && (isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target))) ? { forced: true } : {}),
+      ...(this.p.diverged ? { diverged: true } : {}),
     };
     return r;
   }
@@ -185,6 +195,7 @@ export class ModuleCore {
 
   /** Earliest time at which `tick` may change something (peerWait), or undefined. */
   nextDeadline(): number | undefined {
+    if (this.module.kind === "mirror" && this.st === "WAIT" && !this.plan && this.staleUntil > this.now) return this.staleUntil;
     if (this.module.kind === "mirror" && this.st === "WAIT" && !this.plan && this.p.soleOwner && !this.peer()) {
       return this.waitSince + this.module.mirror.peerWait;
     }
@@ -239,7 +250,15 @@ export class ModuleCore {
       if (this.st === "SECOND" && !this.plan) {
         if (r.inSync && peer && this.isPeerPrimary(peer)) {
           this.inSync = true;
-          this.setP({ upToDate: true, initialized: true, generation: Math.max(this.p.generation, peer.report.generation) });
+          this.setP({
+            upToDate: true,
+            initialized: true,
+            generation: Math.max(this.p.generation, peer.report.generation),
+            // The copy equals the primary's now: nothing of ours is left to lose, nothing diverges.
+            aloneWrites: false,
+            splitBrain: false,
+            diverged: false,
+          });
           this.reason = `in sync with ${peer.id}`;
         } else if (!r.inSync) {
           this.inSync = false;
@@ -247,6 +266,27 @@ export class ModuleCore {
         }
       }
       // A primary learns about its secondary's sync from the secondary's report (one source of truth).
+    });
+  }
+
+  /**
+   * The driver's event loop stalled for `gapMs` (SIGSTOP, a frozen VM, a long GC pause: the membership measures
+   * it). A primary whose peer could have taken over meanwhile (it was an in-sync secondary) has no fresh view of
+   * it: it steps down before serving (app stopped, VIP removed) and waits `holdMs` for fresh reports before the
+   * usual rules decide (it becomes primary again if the peer is still an in-sync secondary, SECOND if it took over).
+   */
+  stalled(gapMs: number, holdMs: number): ModuleEffect[] {
+    return this.input(() => {
+      if (this.module.kind !== "mirror") return;
+      const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
+      const peer = this.peer();
+      if (!primary || !peer || !(peer.report.state === "SECOND" && peer.report.ready)) return;
+      this.staleUntil = this.now + holdMs;
+      const cause = `own event loop stalled ${Math.round(gapMs)} ms as primary: ${peer.id} (an in-sync secondary) may have taken over -> wait (app stopped, VIP removed), fresh reports within ${holdMs} ms decide`;
+      this.decision("warn", cause);
+      this.setP({ soleOwner: false });
+      // A transition in progress ends at its hook boundary; the hold then applies in WAIT.
+      if (!this.plan) this.beginLeave(cause);
     });
   }
 
@@ -275,6 +315,12 @@ export class ModuleCore {
         this.event({ type: "hook", hook, ok, detail, cause: `-> abandon: peer ${peer.id} is primary and ranks first` });
         this.plan = null;
         if (this.running === "second" && hook === "stop_second" && ok) this.running = null;
+        if (this.splitBrainWith(peer)) {
+          if (this.running && hook === `stop_${this.running}`) this.running = null;
+          this.enterSplitBrain(peer);
+          this.beginLeave(`split brain with ${peer.id} -> wait for \`prim --force\` on the node whose data wins`);
+          return;
+        }
         this.setP({ upToDate: false, soleOwner: false });
         this.beginSecond(`peer ${peer.id} became primary first (generation ${peer.report.generation}) -> secondary, resync needed`);
         return;
@@ -429,6 +475,7 @@ export class ModuleCore {
         case "state":
           this.st = step.to;
           if (step.to === "WAIT") this.waitSince = this.now;
+          this.noteAloneWrites();
           break;
         case "do":
           step.fn();
@@ -442,6 +489,16 @@ export class ModuleCore {
       this.reason = done.cause;
       this.touch();
     }
+  }
+
+  /**
+   * ALONE acknowledges writes that no in-sync secondary stores: remember it (persisted) until a secondary is in
+   * sync again (PRIM). Such writes are never discarded without an operator decision.
+   */
+  private noteAloneWrites(): void {
+    if (this.module.kind !== "mirror") return;
+    if (this.st === "ALONE" && !this.p.aloneWrites) this.setP({ aloneWrites: true });
+    else if (this.st === "PRIM" && (this.p.aloneWrites || this.p.forced || this.p.diverged)) this.setP({ aloneWrites: false, forced: false, diverged: false });
   }
 
   private stopSteps(): Step[] {
@@ -502,11 +559,15 @@ export class ModuleCore {
     // PRIM only with an in-sync secondary (writes are then on both nodes when acked); else ALONE until it is.
     const to = peer && peer.report.state === "SECOND" && peer.report.ready ? "PRIM" : "ALONE";
     const peerGen = peer ? peer.report.generation : 0;
+    const forced = this.claim?.forced === true;
     this.setP({
       initialized: true,
       upToDate: true,
       generation: Math.max(this.p.generation, peerGen) + 1,
       soleOwner: true,
+      // An operator decided that this copy wins (it ends a split brain): the peer may then discard its own.
+      ...(forced ? { forced: true, splitBrain: false } : {}),
+      diverged: false,
     });
     this.claim = null;
     this.yielding = false;
@@ -524,6 +585,21 @@ export class ModuleCore {
   }
 
   private beginSecond(cause: string): void {
+    if (this.module.kind === "mirror") {
+      // Primary on a line of changes the peer did not follow (a split-brain loser, a primary that went on alone):
+      // its own changes are discarded, and the new primary's extent log does not describe them: resync by checksum.
+      const diverged = !!this.p.diverged || !!this.p.aloneWrites || this.p.soleOwner || isPrimaryState(this.st) || this.running === "prim";
+      if (this.p.aloneWrites) {
+        const peer = this.peer();
+        this.decision(
+          "warn",
+          `discarding writes this node acknowledged alone (generation ${this.p.generation}) by operator decision (${
+            this.secondRequested ? "command second" : `prim --force on ${peer?.id ?? "the peer"}`
+          }): resync by checksum from the peer`,
+        );
+      }
+      this.setP({ aloneWrites: false, splitBrain: false, ...(diverged ? { diverged: true } : {}) });
+    }
     this.setP({ upToDate: false, soleOwner: false });
     this.claim = null;
     this.yielding = false;
@@ -749,14 +825,17 @@ export class ModuleCore {
   private isCandidate(): boolean {
     if (this.module.kind !== "mirror" || this.st === "STOP") return false;
     if (this.secondRequested || this.yielding || this.waitBlocker()) return false;
+    if (this.p.splitBrain && !this.claim) return false;
     return this.claimActive() || (this.p.initialized && this.p.upToDate);
   }
 
   /** Deterministic rank (same result on both nodes): true when this node beats the peer. */
   private beats(peer: PeerInfo): boolean {
     const me = this.report;
-    const a = [me.claim ? 1 : 0, me.upToDate ? 1 : 0, me.generation];
-    const b = [peer.report.claim ? 1 : 0, peer.report.upToDate ? 1 : 0, peer.report.generation];
+    // An operator's decision first, then the side that acknowledged writes alone (the other has not seen them),
+    // then current data and its generation; the node id only breaks a tie between equivalent copies.
+    const a = [me.claim ? 1 : 0, me.forced ? 1 : 0, me.aloneWrites ? 1 : 0, me.upToDate ? 1 : 0, me.generation];
+    const b = [peer.report.claim ? 1 : 0, peer.report.forced ? 1 : 0, peer.report.aloneWrites ? 1 : 0, peer.report.upToDate ? 1 : 0, peer.report.generation];
     for (let i = 0; i < a.length; i++) {
       if ((a[i] as number) !== (b[i] as number)) return (a[i] as number) > (b[i] as number);
     }
@@ -818,8 +897,24 @@ export class ModuleCore {
       this.reason = `waiting: ${blocker.checker} failed (${blocker.reason})`;
       return;
     }
+    if (peer && peerPrimary && this.p.aloneWrites && !this.secondRequested && !peer.report.forced) {
+      // This copy holds writes acknowledged alone: becoming secondary would discard them.
+      if (this.splitBrainWith(peer)) {
+        this.enterSplitBrain(peer);
+        return this.holdReason(`split brain with ${peer.id}: \`prim --force\` on the node whose data wins (\`second\` here discards this node's writes)`);
+      }
+      return this.holdReason(`peer ${peer.id} is becoming primary but this node acknowledged writes alone: waiting (\`second\` here discards them)`);
+    }
     if (peer && peerPrimary) {
       this.beginSecond(`peer ${peer.id} is ${peer.report.next ?? peer.report.state} -> secondary`);
+      return;
+    }
+    if (this.p.splitBrain && !this.claim) {
+      this.reason = `split brain${peer ? ` with ${peer.id}` : ""}: waiting for \`prim --force\` on the node whose data wins`;
+      return;
+    }
+    if (this.staleUntil > this.now) {
+      this.reason = `after a stall of its own: waiting for fresh reports from the peer (until ${this.staleUntil})`;
       return;
     }
     if (this.yielding) {
@@ -904,8 +999,54 @@ export class ModuleCore {
       return;
     }
     const gate = peer ? undefined : this.aloneBlocker();
-    if (gate) return this.holdReason(`${why}; ${gate}: not going ALONE`);
+    if (gate) {
+      const holder = this.leaseHolder();
+      if (holder !== undefined && holder !== this.nodeId) {
+        // The witness answers and a lease still names the (lost) primary: it either lives on and keeps renewing (no
+        // failover), or it died and the lease lapses after its ttl (then granted here): nothing can be acked past us
+        // without the witness knowing, so this copy stays a failover candidate.
+        return this.holdReason(`${why}; ${gate}: lease held by ${holder}, waiting for it to lapse`);
+      }
+      // DRBD's "outdated": the primary may be alive on the other side of the cut, acking writes alone (it reaches the
+      // witness, this node does not): this copy must not become primary again before a resync, or an explicit force.
+      this.setP({ upToDate: false });
+      const cause = `${why}; ${gate}: the primary may go on alone -> this copy is outdated (primary again only after a resync from ${
+        this.lostPeer ?? "the peer"
+      } or \`prim --force\`)`;
+      this.decision("warn", cause);
+      this.beginLeave(cause);
+      return;
+    }
     this.beginPrimary(`${why} -> failover`);
+  }
+
+  /** Both sides acknowledged writes alone and neither was made primary by an operator: a true split brain. */
+  private splitBrainWith(peer: PeerInfo): boolean {
+    if (this.module.kind !== "mirror" || !this.p.aloneWrites || !peer.report.aloneWrites) return false;
+    if (peer.report.forced || (this.p.forced && isPrimaryState(this.st))) return false;
+    return !this.secondRequested;
+  }
+
+  /** Records a split brain (persisted; logged once, with both generations). */
+  private enterSplitBrain(peer: PeerInfo): void {
+    if (!this.p.splitBrain) {
+      this.decision(
+        "error",
+        `split brain: this node (generation ${this.p.generation}) and ${peer.id} (generation ${peer.report.generation}) both acknowledged writes alone; no copy is discarded without an operator decision: \`prim --force\` on the node whose data wins`,
+      );
+    }
+    this.setP({ splitBrain: true, soleOwner: false });
+  }
+
+  /**
+   * The node that holds the witness's lease according to a failed split-brain verdict (the arbiter's denial,
+   * `lease held by NODE ...`), or undefined (the witness is unreachable, or the checker is not an arbiter).
+   * Agreed with `src/checkers/arbiter.ts` through the verdict's reason.
+   */
+  private leaseHolder(): string | undefined {
+    const v = this.splitBrainFailing();
+    const m = v ? /lease held by (\S+) for/.exec(v.reason) : null;
+    return m ? m[1] : undefined;
   }
 
   /** A node decides not to become primary: logged once per distinct reason (the state does not change). */
@@ -920,7 +1061,7 @@ export class ModuleCore {
    */
   private aloneBlocker(): string | undefined {
     const sb = this.splitBrainFailing();
-    if (sb) return `split-brain witness unreachable (${sb.reason})`;
+    if (sb) return `${this.leaseHolder() !== undefined ? "split-brain witness denies the lease" : "split-brain witness unreachable"} (${sb.reason})`;
     const configured = this.splitBrainConfigured();
     if (this.splitBrainOk.size < configured) return `split-brain witness not confirmed yet (${this.splitBrainOk.size} of ${configured} checkers ok)`;
     return undefined;
@@ -949,10 +1090,21 @@ export class ModuleCore {
       this.reason = `peer ${peer.id} is leaving the primary role (${peer.report.state} -> ${peer.report.next})`;
       return;
     }
+    if (peer && peerPrimary && this.splitBrainWith(peer)) {
+      this.enterSplitBrain(peer);
+      this.beginLeave(`split brain with ${peer.id} -> wait (app stopped, VIP removed) for \`prim --force\` on the node whose data wins`);
+      return;
+    }
     if (peer && peerPrimary) {
       if (!this.beats(peer)) {
         this.setP({ upToDate: false, soleOwner: false });
-        const tie = peer.report.generation === this.p.generation ? ", tie broken by node id" : "";
+        const tie = peer.report.forced
+          ? ", it was made primary by prim --force"
+          : !!peer.report.aloneWrites !== !!this.p.aloneWrites
+            ? ", it acknowledged writes alone"
+            : peer.report.generation === this.p.generation
+              ? ", tie broken by node id"
+              : "";
         this.beginSecond(
           `two primaries: peer ${peer.id} wins (generation ${peer.report.generation} vs ${this.p.generation}${tie}) -> secondary, resync needed`,
         );
@@ -961,6 +1113,23 @@ export class ModuleCore {
       }
       return;
     }
+    if (peer && !peerPrimary && peer.report.splitBrain && this.p.aloneWrites) {
+      if (!this.splitBrainSeen) {
+        this.splitBrainSeen = true;
+        this.decision(
+          "error",
+          `split brain: this node (generation ${this.p.generation}) and ${peer.id} (generation ${peer.report.generation}) both acknowledged writes alone; ${peer.id} stopped and keeps its copy: \`second\` on ${peer.id} discards its changes, or stop this node and \`prim --force\` on ${peer.id}`,
+        );
+      }
+    } else this.splitBrainSeen = false;
+    if (peer && peer.report.state === "SECOND" && peer.report.diverged) {
+      if (!this.divergedResyncAsked) {
+        this.divergedResyncAsked = true;
+        const cause = `secondary ${peer.id} diverged (it was primary on its own line of changes): resync by checksum, not by this node's extent log`;
+        this.decision("info", cause);
+        this.out.push({ type: "resync", mode: "checksum", cause });
+      }
+    } else if (!peer || !peer.report.diverged) this.divergedResyncAsked = false;
     const secondReady = !!peer && peer.report.state === "SECOND" && peer.report.ready;
     if (peer && peer.report.swap && secondReady) {
       this.beginYield(`swap requested by ${peer.id} -> hand over`);
@@ -995,6 +1164,7 @@ export class ModuleCore {
     // or it dropped out of sync: e.g. its disk is full), so changes are only logged for the resync.
     if (this.st === "PRIM" && !secondReady) {
       this.st = "ALONE";
+      this.noteAloneWrites();
       this.reason = !peer
         ? "secondary lost -> alone"
         : peer.report.state === "SECOND"
@@ -1002,6 +1172,7 @@ export class ModuleCore {
           : `peer ${peer.id} is ${peer.report.next ? `${peer.report.state} -> ${peer.report.next}` : peer.report.state} -> alone`;
     } else if (this.st === "ALONE" && secondReady && peer) {
       this.st = "PRIM";
+      this.noteAloneWrites();
       this.reason = `secondary ${peer.id} in sync`;
     }
   }
@@ -1039,6 +1210,7 @@ export class ModuleCore {
         if (isPrimaryState(this.st)) refuse(`already primary (${this.st})`);
         if (peer && this.isPeerPrimary(peer)) refuse(`peer ${peer.id} is primary: use swap`);
         if (this.st === "SECOND" && !this.inSync && !cmd.force) refuse("this secondary is not in sync: use prim --force");
+        if (this.p.splitBrain && !cmd.force) refuse("split brain: both nodes acknowledged writes alone; prim --force makes this node's data win");
         if (this.p.initialized && !this.p.upToDate && !cmd.force) {
           refuse(`this node's data is not up to date (generation ${this.p.generation}); prim --force makes it win`);
         }

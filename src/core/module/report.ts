@@ -29,6 +29,10 @@ export const ModuleReportCodec = t.exact(
     next: optional(State),
     claim: optional(t.boolean),
     swap: optional(t.boolean),
+    aloneWrites: optional(t.boolean),
+    splitBrain: optional(t.boolean),
+    forced: optional(t.boolean),
+    diverged: optional(t.boolean),
   }),
 );
 

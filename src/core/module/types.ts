@@ -71,6 +71,20 @@ export interface ModuleReport {
   readonly claim?: boolean;
   /** Mirror: this secondary asks the primary to hand the role over (`swap` typed on the secondary). */
   readonly swap?: boolean;
+  /**
+   * Mirror: this node may hold writes it acknowledged while ALONE that its peer has not received (see
+   * {@link PersistedModuleState.aloneWrites}). Two primaries: such a side wins; both: a split brain.
+   */
+  readonly aloneWrites?: boolean;
+  /** Mirror: this node detected a split brain (both sides acknowledged writes alone) and waits for an operator. */
+  readonly splitBrain?: boolean;
+  /** Mirror: this primary was made primary by `prim --force` (an operator decision, e.g. ending a split brain). */
+  readonly forced?: boolean;
+  /**
+   * Mirror: this secondary was primary on a line of changes the peer has not seen (its own changes were
+   * discarded): the primary must resync it by `checksum`, never by its extent log alone.
+   */
+  readonly diverged?: boolean;
 }
 
 /** The state a module persists across restarts of the daemon (per node, per module). */
@@ -88,6 +102,18 @@ export interface PersistedModuleState {
   readonly soleOwner: boolean;
   /** Times (ms, the core's clock) of the local restarts still inside the restart window. */
   readonly restarts: readonly number[];
+  /**
+   * Mirror: this node was ALONE (acknowledging writes no in-sync secondary stored) since it last had an in-sync
+   * secondary: its copy may hold acknowledged writes the peer lacks. Such writes are never discarded without an
+   * operator decision (`prim --force` on the other node). Absent: false (state files written before it existed).
+   */
+  readonly aloneWrites?: boolean;
+  /** Mirror: a split brain was detected (both nodes acknowledged writes alone): primary only on `prim --force`. */
+  readonly splitBrain?: boolean;
+  /** Mirror: this node became primary by `prim --force` and has had no in-sync secondary since. */
+  readonly forced?: boolean;
+  /** Mirror: this node's copy diverged from the peer's (it was primary on a line the peer did not follow): resync by checksum. */
+  readonly diverged?: boolean;
 }
 
 export const INITIAL_PERSISTED: PersistedModuleState = {
@@ -169,6 +195,11 @@ export type ModuleEffect =
   | { readonly type: "resetCheckers" }
   | { readonly type: "addVip" }
   | { readonly type: "removeVip" }
+  /**
+   * Mirror primary: run the next resync pass towards the secondary in this mode (`checksum`: the secondary
+   * diverged, so this node's extent log does not describe every difference). The driver asks its replicator.
+   */
+  | { readonly type: "resync"; readonly mode: "checksum"; readonly cause: string }
   | { readonly type: "advertise"; readonly report: ModuleReport }
   | { readonly type: "persist"; readonly state: PersistedModuleState }
   | { readonly type: "emit"; readonly event: ModuleEvent };
