@@ -384,10 +384,15 @@ const peerInView = () => membership.view.members.some((m) => m.id !== nodeId);
 const checkers = a.arbiter
   ? [
       {
-        type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db", ttl: 1000,
+        type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db",
         yieldWhen: () => module.status.state === "SECOND" && peerInView(),
-        // The probe answers from its background lease (no packet per run): every 50 ms, fall 1; the lease counts as
-        // lost 250 ms before its client-side end (reportMarginMs ttl/4), above interval + timeout.
+        // The replication permit (MirrorDriver permitMs, default 900) is renewed while this verdict is ok and lets the
+        // helper ack alone for 900 ms after: the verdict must turn failed 900 + interval + timeout before the lease
+        // ends, so that the permit ends first. ttl 2000 (client-side 1800), margin 1150, renewed every 200 ms: ok
+        // for 450 ms after the last renewal (two lost renewals tolerated). A failover waits for the dead primary's
+        // lease: up to 2 s after its last renewal.
+        ttl: 2000, renew: 200, reportMargin: 1150,
+        // The probe answers from its background lease (no packet per run): every 50 ms, fall 1.
         interval: 50, timeout: 150, rise: 1, fall: 1,
       },
     ]

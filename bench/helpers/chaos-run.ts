@@ -47,7 +47,7 @@ export interface ChaosOptions {
   log?: (line: string) => void;
   /**
    * A deliberate bug, to show that the suite catches it: "no-witness" starts the mirror nodes without their witness
-   * (no split-brain checker, no isolation checker), so a cut-off primary stays primary while its peer takes over.
+   * (no split-brain checker), so a cut-off primary stays primary while its peer takes over.
    */
   inject?: "no-witness";
   /**
@@ -219,8 +219,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const arbiterAt = `${ml.addr(mirrorClient)}:${ARBITER_PORT}`;
     let arbiterProc: LabProcess | undefined;
     if (o.inject !== "no-witness" && witnessMode === "arbiter") {
-      // Max ttl 2 s (the nodes ask for 1 s): a (re)started witness grants nothing for that long.
-      arbiterProc = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "2000"], { cwd: REPO });
+      // Max ttl 3 s (the nodes ask for 2 s): a (re)started witness grants nothing for that long.
+      arbiterProc = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: REPO });
       await arbiterProc.waitForLine(/"type":"ready"/, 30_000);
       void follow<{ type: string }>(arbiterProc, (x) => {
         if (x.type === "grant" || x.type === "release" || x.type === "drop") log(`  arbiter: ${JSON.stringify(x)}`);

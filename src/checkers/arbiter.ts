@@ -62,6 +62,9 @@ export interface ArbiterProbeOptions {
   readonly clock?: Clock;
 }
 
+/** Longest wait of a run for the answer to its claim, ms (keep the checker's timeout above it). */
+const ANSWER_WAIT_MS = 100;
+
 /** Holds the witness's lease; ok while held. See the module comment. */
 export class ArbiterProbe implements Probe {
   readonly name: string;
@@ -94,6 +97,8 @@ export class ArbiterProbe implements Probe {
       clock: opts.clock ?? systemClock,
     };
     if (!(this.#o.renewMs > 0 && this.#o.renewMs < ttlMs * (1 - this.#o.margin))) throw new RangeError(`arbiter renewMs must be in (0, ttl x (1 - margin)), got ${this.#o.renewMs}`);
+    if (!(this.#o.reportMarginMs >= 0 && this.#o.reportMarginMs + this.#o.renewMs < ttlMs * (1 - this.#o.margin)))
+      throw new RangeError(`arbiter reportMarginMs + renewMs must stay below ttl x (1 - margin) (${ttlMs * (1 - this.#o.margin)} ms), got ${this.#o.reportMarginMs} + ${this.#o.renewMs}`);
     this.#lease = new ArbiterLease({ ttlMs, margin: this.#o.margin });
     this.#mac = hmacSha256(opts.key);
     // Above any sequence a previous run of this node used (4 claims a second never catch up with 1000 a ms).
@@ -165,8 +170,12 @@ export class ArbiterProbe implements Probe {
       // Not held: claim now and wait for the answer (or the runner's timeout) rather than report a stale view.
       this.#claiming = true;
       this.#sendClaim();
+      // At most ANSWER_WAIT_MS (below the checker's timeout): a lost answer then yields this probe's own verdict,
+      // which names the holder when one is known, rather than a bare timeout.
       await new Promise<void>((resolve) => {
+        const cancel = this.#o.clock.setTimer(ANSWER_WAIT_MS, () => done());
         const done = (): void => {
+          cancel();
           signal.removeEventListener("abort", done);
           resolve();
         };

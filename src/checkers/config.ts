@@ -174,6 +174,14 @@ export interface SplitBrainCheckerConfig extends CheckerCommon {
   readonly lease?: string;
   /** Lease length, ms (or `"1s"`). Default 1000: a failover waits up to this long after the primary's last renewal. */
   readonly ttl?: number;
+  /** Claim period, ms. Default ttl / 4. */
+  readonly renew?: number;
+  /**
+   * A run is ok only while the lease stays valid this much longer, ms. Default ttl / 4. Anything that acts on an
+   * ok verdict for a while after it (a replication permit of `permitMs`) must fit in it: margin >= permit +
+   * checker interval + timeout, so the permit ends before the lease does.
+   */
+  readonly reportMargin?: number;
   /** Code only: whether this node wants the lease now (default always). See `ArbiterProbeOptions.shouldClaim`. */
   readonly shouldClaim?: () => boolean;
   /** Code only: whether to hand a held lease back (default never). See `ArbiterProbeOptions.yieldWhen`. */
@@ -362,6 +370,8 @@ const BRANCH_PROPS: Record<CheckerType, Props> = {
     ttl: optional(PositiveDuration),
     shouldClaim: optional(Fn),
     yieldWhen: optional(Fn),
+    renew: optional(PositiveDuration),
+    reportMargin: optional(PositiveDuration),
   },
 };
 
@@ -493,6 +503,8 @@ export function createProbe(config: CheckerConfig): Probe {
           ...(config.ttl === undefined ? {} : { ttlMs: config.ttl }),
           ...(config.shouldClaim === undefined ? {} : { shouldClaim: config.shouldClaim }),
           ...(config.yieldWhen === undefined ? {} : { yieldWhen: config.yieldWhen }),
+          ...(config.renew === undefined ? {} : { renewMs: config.renew }),
+          ...(config.reportMargin === undefined ? {} : { reportMarginMs: config.reportMargin }),
         });
       }
       return new SplitBrainProbe({ witnesses: config.witnesses, method: config.method, ...(config.port === undefined ? {} : { port: config.port }) });

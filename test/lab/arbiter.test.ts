@@ -171,7 +171,7 @@ describe.skipIf(!root)("witness arbiter: 2 mirror nodes + the witness in the cli
     const witnessLines: Record<string, unknown>[] = [];
     let writer: Writer | undefined;
     try {
-      witness = lab.spawn(client, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "2000"], { cwd: REPO });
+      witness = lab.spawn(client, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: REPO });
       await witness.waitForLine(/"type":"ready"/, 30_000);
       const wl = witness;
       void (async () => {
