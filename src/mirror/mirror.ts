@@ -46,7 +46,7 @@
  * of the stream, `disconnectGraceMs` later, or from the primary leaving the view. A cut that TCP does not notice
  * (nothing in flight) reaches the secondary only when the primary reconnects. A failover of the primary inside
  * that window would start from a copy without what the primary logged meanwhile (DRBD without fencing has the
- * same window); the isolation/witness rules of the example keep a cut-off primary from acking for long.
+ * same window); the split-brain (witness) checker of the example keeps a cut-off primary from acking for long.
  *
  * Permit (fencing; see {@link MirrorDriverOptions.permitMs}): the primary helper acknowledges writes without the
  * secondary's ack (degraded) only under a permit this driver renews every `permitMs / 4`, and only while the
@@ -153,7 +153,7 @@ export interface MirrorDriverOptions {
   /**
    * Failover only (this node takes over a primary that left the view): wait this long before mounting and
    * starting the application, ms. Default 0. With a witness, set it above the time a cut-off primary needs to
-   * notice that it is cut off and begin leaving the role (its isolation check's interval plus the spread of the
+   * notice that it is cut off and begin leaving the role (its split-brain check's interval plus the spread of the
    * two nodes' loss detection, e.g. 300 ms for a 100 ms check): then the two nodes never run the application as
    * primary at the same time. It adds to the failover time.
    */
@@ -243,6 +243,8 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private suspect = false;
   /** Secondary taking over: whether the stream was up and in sync, with the peer alive, when the engine decided. */
   private handoverSnapshot: boolean | undefined;
+  /** The engine asked for a checksum resync (the secondary diverged) before the primary helper ran: its first pass. */
+  private checksumPending = false;
 
   constructor(options: MirrorDriverOptions) {
     super();
@@ -387,12 +389,15 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       if (!p.upToDate && st.state === "SECOND" && !st.transient && this.inSyncBelief && this.sec) this.report(true, "still in sync on the same stream");
     };
     const onView = (e: { view: { readonly members: readonly { readonly id: string }[] } }): void => this.onView(e.view.members);
+    const onResync = (r: { mode: ResyncMode; cause: string }): void => this.onResyncRequest(r.mode, r.cause);
     module.on("state", onState);
     module.on("persist", onPersist);
+    module.on("resync", onResync);
     membership?.on("viewChange", onView);
     const un = () => {
       module.off("state", onState);
       module.off("persist", onPersist);
+      module.off("resync", onResync);
       membership?.off("viewChange", onView);
       if (this.module === module) this.module = undefined;
     };
@@ -431,7 +436,10 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
           `${this.options.nodeId}: local copy is inconsistent (a resync from the peer did not finish): refusing to mount as primary without prim --force`,
         );
       }
-      const initialSync: ResyncMode = handover && !forced ? "log" : "checksum";
+      // A secondary that diverged (a split-brain loser: it was primary on its own line of changes) is resynced by
+      // checksum, never by log: this node's extent log does not describe its changes (the engine's `resync` effect).
+      const initialSync: ResyncMode = handover && !forced && !this.checksumPending ? "log" : "checksum";
+      this.checksumPending = false;
       const fence = this.options.failoverFenceMs ?? 0;
       if (wasSecond && !this.peerInView() && fence > 0) {
         this.note(`failover: waiting ${fence} ms for a cut-off primary to leave the role`);
@@ -540,7 +548,17 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       this.report(e.consistent, e.consistent ? "resync finished: copy consistent" : "resync started: copy inconsistent");
     });
     rep.on("authFailed", (e) => this.onHandshakeFailed(e.reason));
-    rep.on("error", (e) => this.fail(e));
+    rep.on("error", (e) => {
+      // An operation the secondary could not apply (ENOSPC, EIO...) or a helper failure: its copy misses an acked
+      // write from now on. Say so at once (not at the next resync start or after the grace): a failover in that
+      // window would start from a copy without it.
+      if (this.sec === rep || this.sec === undefined) {
+        this.inSyncBelief = false;
+        const st = this.module?.status;
+        if (st?.state === "SECOND") this.report(false, `secondary helper error: ${(e as Error).message}`);
+      }
+      this.fail(e);
+    });
     rep.on("exit", (e) => {
       if (!e.expected) this.note(`secondary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
     });
@@ -550,6 +568,23 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     this.sec = rep;
     this.emit("role", { role: "secondary", reason });
     this.note(`secondary: listening on ${o.listen.host}:${o.listen.port} (${reason})`);
+  }
+
+  /** The engine's `resync` effect (primary): the next pass towards the secondary uses `mode`. */
+  private onResyncRequest(mode: ResyncMode, cause: string): void {
+    const prim = this.prim;
+    if (!prim) {
+      // Not mounted yet (start_prim in progress, or queued): the first pass is a checksum one.
+      this.checksumPending = true;
+      this.note(`resync ${mode} on the next start as primary (${cause})`);
+      return;
+    }
+    this.note(`resync ${mode} requested by the engine (${cause})`);
+    try {
+      prim.resync(mode);
+    } catch (e) {
+      this.fail(e);
+    }
   }
 
   private onModuleState(s: ModuleStatus): void {
