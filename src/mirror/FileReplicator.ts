@@ -463,7 +463,8 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         ...(o.encrypt === true ? ["--encrypt"] : []),
         ...(o.include ?? []).flatMap((p) => ["--include", p]),
         ...(o.exclude ?? []).flatMap((p) => ["--exclude", p]),
-        "--permit", o.permit ?? "renewed",
+        // renewed is the helper's default: said only when "always" (so a pre-permit helper still starts)
+        ...(o.permit === "always" ? ["--permit", "always"] : []),
       ];
     }
     return [
