@@ -14,10 +14,12 @@
  * `close()` (the checker stopped: clean stop or swap) and `shouldClaim()` turning false send a RELEASE, so the
  * other node is not kept waiting a ttl.
  *
- * Cost in failover time (measured, `test/lab/arbiter.test.ts`, ttl 1000 ms, LAN membership preset): the primary
- * SIGKILLed, its secondary saw it down after 578 ms, was granted the lease after 1045 ms (the dead primary's last
- * renewal + ttl), was ALONE after 1390 ms and acknowledged its first write after 1417 ms: the lease wait added
- * (last renewal + ttl) - detection, here 1045 - 578 = ~470 ms, at most ttl.
+ * Cost in failover time (measured, `test/lab/arbiter.test.ts`, LAN membership preset), the primary SIGKILLed:
+ * - ttl 1000 ms: its secondary saw it down after 578 ms, was granted the lease after 1045 ms (the dead primary's
+ *   last renewal + ttl), was ALONE after 1390 ms and acknowledged its first write after 1417 ms;
+ * - ttl 2000 ms (examples/mirror-node.ts: the report margin must cover the replication permit, see there): down
+ *   after 523 ms, granted after 1921 ms, ALONE after 2366 ms, first ack after 2425 ms.
+ * The lease wait adds (last renewal + ttl) - detection, at most ttl.
  */
 import { createSocket, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
