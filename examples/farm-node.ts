@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { Membership, type MembershipOptions } from "../src/runtime/membership.js";
 import { Module, bindMembership } from "../src/runtime/module.js";
 import { FarmVip } from "../src/farm/vip.js";
-import { PacketFilter } from "../src/farm/filter/index.js";
+import { DEFAULT_LEASE_MS, PacketFilter } from "../src/farm/filter/index.js";
 import { FarmDriver } from "../src/farm/farm.js";
 import { withMetaFields } from "../src/farm/meta.js";
 
@@ -103,8 +103,11 @@ const vip = new FarmVip({ iface: a.iface, addresses: [a.vip], mac: a.mac, log: (
 // buckets it owns or may still hold connections in), so that each owner knows where it needs strict lookups.
 const meta = withMetaFields(membership);
 // `nodes`: the configured farm; a bucket is applied as sole (no strict lookup) only while all of them are in the agreed view.
-const farm = new FarmDriver({ module: "web", nodeId, vip, filter, nodes: membership.settings.nodes.map((n) => n.id), publishHeld: (held) => meta.set("held", { web: held }) });
-filter.on("lease-lapsed", (e) => farm.stalled(`filter lease lapsed for ${e.lapsedMs} ms`));
+// `stallMinMs`: a stall shorter than this cannot have let the peers take this node's buckets (see FarmDriver).
+const timing = membership.settings.timing;
+const farm = new FarmDriver({ module: "web", nodeId, vip, filter, nodes: membership.settings.nodes.map((n) => n.id), stallMinMs: timing.lossTimeoutMs - timing.pulseMs, publishHeld: (held) => meta.set("held", { web: held }) });
+const leaseMs = filter.options.leaseMs ?? DEFAULT_LEASE_MS;
+filter.on("lease-lapsed", (e) => farm.stalled(`filter lease lapsed for ${e.lapsedMs} ms`, e.lapsedMs + leaseMs));
 farm.on("buckets", (e) => out({ type: "buckets", owned: e.owned, sole: e.sole, owners: e.owners, reason: e.reason }));
 farm.on("contested", (e) => out({ type: "contested", owned: e.owned, sole: e.sole, reason: e.reason }));
 farm.on("held", (e) => out({ type: "held", held: e.held, cleared: e.cleared }));

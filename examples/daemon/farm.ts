@@ -6,7 +6,7 @@
  */
 import { parseIp } from "../../src/core/buckets.js";
 import { FarmDriver } from "../../src/farm/farm.js";
-import { PacketFilter } from "../../src/farm/filter/index.js";
+import { DEFAULT_LEASE_MS, PacketFilter } from "../../src/farm/filter/index.js";
 import { FarmVip } from "../../src/farm/vip.js";
 import type { DaemonExtension, ModuleExtension } from "./daemon.js";
 
@@ -45,13 +45,14 @@ export const farmExtension: DaemonExtension = {
       filter,
       reportIn: (meta, name) => (meta as { r?: Record<string, unknown> } | null | undefined)?.r?.[name],
       nodes: daemon.membership.settings.nodes.map((n) => n.id),
+      stallMinMs: daemon.membership.settings.timing.lossTimeoutMs - daemon.membership.settings.timing.pulseMs,
       // No publishHeld: the daemon owns its heartbeat metadata (reports and extras) and offers extensions no field
       // of their own yet, so peers never learn this node's held set and every owned bucket stays contested (the
       // eBPF owner makes the strict socket lookup for every mid-flow packet, as before contested sets existed).
     });
     driver.on("buckets", (e) => module.note("info", `farm buckets: ${e.reason}`));
     driver.on("error", (e) => module.note("error", `farm: ${e.message}`));
-    filter.on("lease-lapsed", (e) => driver.stalled(`filter lease lapsed for ${e.lapsedMs} ms`));
+    filter.on("lease-lapsed", (e) => driver.stalled(`filter lease lapsed for ${e.lapsedMs} ms`, e.lapsedMs + (filter.options.leaseMs ?? DEFAULT_LEASE_MS)));
     const unbind = driver.bind(module, daemon.membership);
     return {
       vip: driver,

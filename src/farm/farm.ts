@@ -99,6 +99,13 @@ export interface FarmDriverOptions {
    * Default `contestGraceMs` (1000).
    */
   readonly stallHoldMs?: number;
+  /**
+   * The shortest stall after which peers may have declared this node lost and taken its buckets, ms: about
+   * `lossTimeoutMs - pulseMs` of the membership (its first missed heartbeat left a pulse before the stall at worst).
+   * A shorter stall only re-applies the table in force (a lapsed lease emptied it) with every bucket contested for
+   * `contestGraceMs`; a longer one releases everything ({@link FarmDriver.stalled}). Default 500 (LAN preset).
+   */
+  readonly stallMinMs?: number;
 }
 
 const modulesLayout = (meta: unknown, module: string): unknown =>
@@ -155,14 +162,28 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
    * its view, its peers' reports and held sets are stale, and its peers have likely declared it lost and taken its
    * buckets (and hold connections there). It releases every bucket at once and takes them back only after
    * `stallHoldMs`, an agreed view and `settleMs` ({@link OwnershipPlanner.stalled}); every bucket stays contested for
-   * `contestGraceMs`. Called on membership's `localStall` (see {@link bind}); call it on the filter's `lease-lapsed`.
+   * `contestGraceMs`. Called on membership's `localStall` (see {@link bind}); call it on the filter's `lease-lapsed`
+   * (with `releaseOnLapse`, which empties the table) with the time since the last renewal (`lapsedMs + leaseMs`).
+   * `gapMs`: how long the stall lasted; below `stallMinMs` the table in force is only re-applied (strict for the grace).
    */
-  stalled(why: string): void {
+  stalled(why: string, gapMs = Number.POSITIVE_INFINITY): void {
     const now = this.clock.now();
-    this.planner.stalled(now, this.options.stallHoldMs ?? this.options.contestGraceMs ?? 1000);
     this.contest.stalled(now);
-    this.recompute(`stalled (${why})`);
-    this.refreshContested(`stalled (${why})`);
+    if (gapMs >= (this.options.stallMinMs ?? 500)) {
+      this.planner.stalled(now, this.options.stallHoldMs ?? this.options.contestGraceMs ?? 1000);
+      this.recompute(`stalled (${why})`);
+      this.refreshContested(`stalled (${why})`);
+      return;
+    }
+    // Too short for the peers to have taken anything: the table in force again (strict everywhere for the grace).
+    if (!this.installed || this.removing) return;
+    this.enqueue(async () => {
+      if (!this.installed || this.removing) return;
+      const contested = this.contestedNow();
+      await this.options.filter.setOwned(this.filterOwned, contested);
+      this.appliedContested = contested;
+      this.emit("contested", { type: "contested", owned: this.filterOwned.reduce((a, b) => a + b, 0), sole: this.soleCount(this.filterOwned), reason: `short stall (${why}): table re-applied` });
+    });
   }
 
   /** The contested mask in force (1 = an owned bucket there gets the strict lookup; meaningful for owned buckets). */
@@ -244,7 +265,7 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
       if (this.noteMeta(e.node, e.meta)) this.recompute(`report from ${e.node}`);
       else if (heldChanged) this.refreshContested(`held set of ${e.node}`);
     };
-    const onStall = (e: { gapMs: number }) => this.stalled(`own event loop stalled ${Math.round(e.gapMs)} ms`);
+    const onStall = (e: { gapMs: number }) => this.stalled(`own event loop stalled ${Math.round(e.gapMs)} ms`, e.gapMs);
     module.on("state", onState);
     membership.on("viewChange", onView);
     membership.on("peerMeta", onMeta);

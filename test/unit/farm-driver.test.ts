@@ -149,6 +149,29 @@ describe("FarmDriver contested buckets", () => {
     expect(s.filter.last.owned.every((v, b) => !v || s.filter.last.contested![b])).toBe(true); // gained: in its grace
   });
 
+  it("a stall shorter than stallMinMs only re-applies the table in force, strict everywhere for the grace", async () => {
+    const s = setup();
+    s.driver.bind(s.module, s.membership);
+    s.peer("b", new Uint8Array(BUCKET_COUNT));
+    await s.driver.add();
+    for (const ms of [150, 1000, 1000]) {
+      s.clock.advance(ms);
+      await flush();
+    }
+    const mine = ownedMask(assignBuckets([{ id: "a", weight: 1 }, { id: "b", weight: 1 }]), "a");
+    expect(s.filter.last.owned.some((v, b) => v && s.filter.last.contested![b])).toBe(false);
+    const n = s.filter.calls.length;
+    s.driver.stalled("short", 300); // default stallMinMs 500: the peers cannot have taken anything
+    await flush();
+    expect(s.filter.calls.length).toBe(n + 1);
+    expect(Array.from(s.filter.last.owned)).toEqual(Array.from(mine));
+    expect(count(s.filter.last.contested!)).toBe(BUCKET_COUNT);
+    s.clock.advance(1000);
+    await flush();
+    expect(Array.from(s.filter.last.owned)).toEqual(Array.from(mine));
+    expect(s.filter.last.owned.some((v, b) => v && s.filter.last.contested![b])).toBe(false);
+  });
+
   it("publishes buckets it may still hold after releasing them, and an empty set once removed", async () => {
     const s = setup();
     s.members.splice(1, 1); // alone first
