@@ -139,6 +139,12 @@ export interface ModuleOptions {
    * that took over during the stall is known before this node could serve again.
    */
   readonly stallHoldMs?: number;
+  /**
+   * Mirror: the shortest own stall after which a primary steps down, ms. Default 400: on the LAN membership preset
+   * (pulse 100 ms, loss after 600 ms) a shorter stall cannot have let the peer declare this node lost and take
+   * over. With a slower preset, set it to about its loss timeout minus one pulse.
+   */
+  readonly stallStepDownMs?: number;
 }
 
 /** Typed events of a module. */
@@ -269,6 +275,7 @@ export class Module extends EventEmitter<ModuleEvents> {
   }
   /** This node's event loop stalled for `gapMs` (the membership measures it): a primary steps down before serving. */
   stalled(gapMs: number): void {
+    if (gapMs < (this.opts.stallStepDownMs ?? 400)) return;
     this.feed((c) => c.stalled(gapMs, this.opts.stallHoldMs ?? 1000));
   }
 

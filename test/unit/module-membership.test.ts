@@ -227,6 +227,65 @@ describe("modules over membership (virtual time)", () => {
     }
   });
 
+  it("own stall (localStall from the membership): the primary steps down before serving, then fresh reports decide", async () => {
+    const clock = new FakeClock(1_000_000);
+    const net = new FakeNetwork(clock, new Rng(5), { networks: 1, minDelayMs: 0.2, maxDelayMs: 1, duplicate: 0 });
+    const key = generateKey();
+    const nodes = [
+      { id: "a", addresses: ["198.18.0.10"] },
+      { id: "b", addresses: ["198.18.0.11"] },
+    ];
+    const run = async (ms: number, step = 5) => {
+      for (let t = 0; t < ms; t += step) {
+        clock.advance(step);
+        await flush();
+      }
+    };
+    const sides = await Promise.all(
+      ["a", "b"].map(async (id, i) => {
+        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
+        const module = await Module.create(
+          { name: "db", kind: "mirror", vips: [], hooks: { start_prim: async () => {}, start_second: async () => {} } },
+          { nodeId: id, clock },
+        );
+        const unbind = bindMembership(membership, [module]);
+        await membership.start();
+        return { id, membership, module, unbind };
+      }),
+    );
+    const [a, b] = sides as [(typeof sides)[0], (typeof sides)[0]];
+    await run(2000);
+    await a.module.start();
+    await b.module.start();
+    await run(100);
+    await a.module.prim();
+    await run(500);
+    b.module.replication({ inSync: true });
+    await run(500);
+    expect(a.module.status.state).toBe("PRIM");
+    const states: string[] = [];
+    a.module.on("state", (s) => states.push(`${s.state}${s.transient ? `->${s.next}` : ""}`));
+    // A stall shorter than the peer's loss detection: nothing happens.
+    (a.membership as unknown as { emit: (e: string, x: unknown) => void }).emit("localStall", { type: "localStall", at: clock.now(), gapMs: 300, localHealth: 0, reason: "test" });
+    await run(100);
+    expect(states).toEqual([]);
+    // A long one: a steps down at once (synchronously, before any heartbeat is read), then is primary again because
+    // b still reports itself an in-sync secondary after the hold.
+    (a.membership as unknown as { emit: (e: string, x: unknown) => void }).emit("localStall", { type: "localStall", at: clock.now(), gapMs: 3000, localHealth: 0, reason: "test" });
+    expect(a.module.status).toMatchObject({ state: "WAIT", ready: false }); // no stop_prim hook here: at once
+    await run(500);
+    expect(a.module.status.state).toBe("WAIT");
+    await run(1500);
+    expect(a.module.status.state).toBe("PRIM");
+    expect(states[0]).toBe("PRIM->WAIT");
+    expect(a.module.log.recent().some((r) => r.text.includes("own event loop stalled 3000 ms as primary"))).toBe(true);
+    for (const s of sides) {
+      s.unbind();
+      await s.module.close();
+      await s.membership.stop();
+    }
+  });
+
   it("a malformed report from the network is logged and ignored", async () => {
     const clock = new FakeClock(0);
     const m = await Module.create({ name: "db", kind: "mirror" }, { nodeId: "a", clock });
