@@ -129,6 +129,12 @@ export class ModuleCore {
   private divergedResyncAsked = false;
   /** After a stall of our own as primary: the peer's reports are stale until this time (core clock). */
   private staleUntil = 0;
+  /**
+   * Secondary that lost its primary while the witness arbiter's lease names that primary: the lease must lapse
+   * (and be granted here) before this time, or the primary lives on alone (it keeps renewing) and this copy is
+   * outdated. 0: not waiting.
+   */
+  private leaseWaitUntil = 0;
   private out: ModuleEffect[] = [];
   private lastStatusKey = "";
   private lastReportKey = "";
@@ -196,6 +202,7 @@ export class ModuleCore {
   /** Earliest time at which `tick` may change something (peerWait), or undefined. */
   nextDeadline(): number | undefined {
     if (this.module.kind === "mirror" && this.st === "WAIT" && !this.plan && this.staleUntil > this.now) return this.staleUntil;
+    if (this.module.kind === "mirror" && this.st === "SECOND" && !this.plan && this.leaseWaitUntil > this.now) return this.leaseWaitUntil;
     if (this.module.kind === "mirror" && this.st === "WAIT" && !this.plan && this.p.soleOwner && !this.peer()) {
       return this.waitSince + this.module.mirror.peerWait;
     }
@@ -234,6 +241,7 @@ export class ModuleCore {
       if (node === this.nodeId || report.module !== this.module.name) return;
       if (this.viewMembers && !this.viewMembers.has(node)) return;
       this.reports.set(node, report);
+      this.leaseWaitUntil = 0;
       this.peerMayHaveTakenOver = false;
       this.steppedDownFor = null;
     });
@@ -1002,15 +1010,19 @@ export class ModuleCore {
     if (gate) {
       const holder = this.leaseHolder();
       if (holder !== undefined && holder !== this.nodeId) {
-        // The witness answers and a lease still names the (lost) primary: it either lives on and keeps renewing (no
-        // failover), or it died and the lease lapses after its ttl (then granted here): nothing can be acked past us
-        // without the witness knowing, so this copy stays a failover candidate.
-        return this.holdReason(`${why}; ${gate}: lease held by ${holder}, waiting for it to lapse`);
+        // The witness arbiter's lease names the (lost) primary. If it died, the lease lapses within its ttl and is
+        // granted here: failover. If it is still held `peerWait` later, the primary lives on (it renews) and may
+        // acknowledge writes alone: this copy is outdated like below. (peerWait must exceed the ttl + the check.)
+        if (this.leaseWaitUntil === 0) this.leaseWaitUntil = this.now + this.module.mirror.peerWait;
+        if (this.now < this.leaseWaitUntil) {
+          return this.holdReason(`${why}; ${gate}: lease held by ${holder}, waiting up to ${this.module.mirror.peerWait}ms for it to lapse`);
+        }
       }
       // DRBD's "outdated": the primary may be alive on the other side of the cut, acking writes alone (it reaches the
       // witness, this node does not): this copy must not become primary again before a resync, or an explicit force.
       this.setP({ upToDate: false });
-      const cause = `${why}; ${gate}: the primary may go on alone -> this copy is outdated (primary again only after a resync from ${
+      this.leaseWaitUntil = 0;
+      const cause = `${why}; ${gate}${holder !== undefined ? ` for ${this.module.mirror.peerWait}ms` : ""}: the primary may go on alone -> this copy is outdated (primary again only after a resync from ${
         this.lostPeer ?? "the peer"
       } or \`prim --force\`)`;
       this.decision("warn", cause);
