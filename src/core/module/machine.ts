@@ -19,8 +19,9 @@
  * - Two nodes in WAIT that see each other pick one primary with the same deterministic rank on both:
  *   explicit claim first, then up-to-date data, then the higher generation, then the smaller node id.
  * - Two primaries that see each other (simultaneous starts with reports in flight, or a partition heal
- *   where both went ALONE) keep the higher generation, ties broken by the smaller node id; the loser stops
- *   its app, drops the VIP and becomes SECOND, marked not up to date (it needs a resync).
+ *   where both went ALONE) keep the side with writes acknowledged alone, then the higher generation, ties broken
+ *   by the smaller node id; the loser stops its app, drops the VIP and becomes SECOND, marked not up to date (it
+ *   needs a resync). Both with writes acknowledged alone: a split brain (below).
  * - Failover: the peer leaves the view (or stops, or yields) while it was primary: an in-sync SECOND
  *   goes ALONE, adds the VIP, starts the app — if the module has split-brain checkers, only when each of
  *   them last said ok (one never heard from, or failed, keeps the node SECOND). The same gate holds for
@@ -36,6 +37,16 @@
  * - Generation: bumped whenever a node becomes primary, and when a primary loses its in-sync secondary;
  *   a secondary adopts the primary's generation when in sync. A peer with a higher generation than ours
  *   means our copy is stale.
+ * - Outdated (DRBD): a secondary that loses its primary while the witness is unreachable (or while the witness
+ *   arbiter's lease still names that primary `peerWait` later) marks its copy not up to date: the primary may go on
+ *   alone. Primary again only after a resync or `prim --force`.
+ * - Writes acknowledged alone (persisted `aloneWrites`, set in ALONE, cleared in PRIM): they win a two-primaries
+ *   contest before generation and node id, and are never discarded without an operator decision (`second` on
+ *   this node, `prim --force` on the peer). Both sides with such writes: a split brain, logged with both
+ *   generations; the side that sees it stops and keeps its copy.
+ * - Diverged: a node that was primary on its own line and becomes SECOND reports `diverged`; its primary emits
+ *   `resync checksum` (its extent log does not hold the loser's changes).
+ * - Own stall (`stalled`): a primary whose peer was an in-sync secondary steps down and waits for fresh reports.
  */
 import { CommandRefusedError } from "../errors.js";
 import type { CheckerVerdict } from "../checker.js";
