@@ -160,16 +160,18 @@ export interface MirrorDriverOptions {
   readonly failoverFenceMs?: number;
   /**
    * The primary helper's permit to acknowledge writes without the secondary (degraded, ALONE), ms; renewed every
-   * `permitMs / 4` while this node may be primary alone. Default 900 = 1.5 x the LAN preset's `lossTimeoutMs`
-   * (600): set 1.5 x your membership's `lossTimeoutMs`. Why 1.5: renewals every `permitMs / 4` tolerate two
-   * late ticks of a busy event loop (and a GC pause) without blocking writes while the secondary is away. Why
-   * that is safe: acknowledgements alone end at most `permitMs` after this node's last renewal, and the peer
-   * takes over (stops its secondary, mounts) at the earliest `lossTimeoutMs - pulseMs` after this node went
-   * silent, plus `failoverFenceMs`; so `permitMs < lossTimeoutMs - pulseMs + failoverFenceMs` (with the LAN
-   * preset: `failoverFenceMs` >= 400 for the default permit; a witness setup wants 300-500 anyway) means a
-   * frozen or cut-off primary has stopped acknowledging alone before its peer's copy becomes the reference.
-   * Replies acked by the secondary (in sync) never need the permit. 0 disables the permit (`permit: "always"`:
-   * unsafe for HA).
+   * `permitMs / 4` while this node may be primary alone. Default 450 = 0.75 x the LAN preset's `lossTimeoutMs`
+   * (600): set 0.75 x your membership's `lossTimeoutMs`. Why it is safe: acknowledgements alone end at most
+   * `permitMs` after this node's last renewal, which came before it froze or was cut off; the peer detects the
+   * loss at the earliest `lossTimeoutMs - pulseMs` after this node went silent (500 ms on LAN) and then stops
+   * its secondary helper at once (the `failoverFenceMs` wait comes after that stop, before the mount: it does
+   * not extend the window in which this node's acks still reach the peer's copy). So the condition is
+   * `permitMs < lossTimeoutMs - pulseMs` (the presets have `pulseMs <= lossTimeoutMs / 6`, so 0.75 x leaves
+   * >= 50 ms on LAN); 1.5 x `lossTimeoutMs` (900) would leave a 400 ms window after the peer's secondary
+   * stopped in which a primary resumed from a 0.5-0.9 s freeze could acknowledge writes alone. Renewals every
+   * `permitMs / 4` tolerate two late ticks of a busy event loop; a longer stall of this process blocks writes
+   * only while degraded (replies acked by the secondary never need the permit). 0 disables the permit
+   * (`permit: "always"`: unsafe for HA).
    */
   readonly permitMs?: number;
   /** Extra time granted to `start_prim` for the helper's start on top of the application's timeout, ms. Default 15000. */
@@ -463,7 +465,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
         ...(t.helperPath !== undefined ? { helperPath: t.helperPath } : {}),
         ...(t.extentLog !== undefined ? { extentLog: t.extentLog } : {}),
         ...(t.startTimeoutMs !== undefined ? { startTimeoutMs: t.startTimeoutMs } : {}),
-        permit: (o.permitMs ?? 900) > 0 ? "renewed" : "always",
+        permit: (o.permitMs ?? 450) > 0 ? "renewed" : "always",
       });
       rep.on("ready", (e) => this.note(`primary helper ready (pid ${e.pid}${e.uncleanStart ? ", previous run crashed: first resync by checksum" : ""})`));
       rep.on("degraded", (e) => {
@@ -648,7 +650,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   private startPermitRenewal(rep: ReplicatorLike): void {
     this.stopPermitRenewal();
-    const permit = this.options.permitMs ?? 900;
+    const permit = this.options.permitMs ?? 450;
     if (permit <= 0 || typeof rep.renewPermit !== "function") return;
     const every = Math.max(1, Math.floor(permit / 4));
     const mono = (): number => performance.now();
