@@ -1174,6 +1174,16 @@ export class ModuleCore {
       if (mayHave) {
         this.setP({ soleOwner: false });
         this.steppedDownFor = who;
+        if (this.p.aloneWrites) {
+          // The in-sync secondary takes over with the witness's agreement (it reaches it, this node does not): the
+          // role is handed over by arbitration, so what this node acknowledged alone since it lost the peer (the
+          // window the replication permit bounds) is not on the new primary. Said loudly, then forfeited.
+          this.decision(
+            "warn",
+            `writes acknowledged alone since ${who} was lost (generation ${this.p.generation}) are not on ${who}, which may take over with the witness's agreement: they will be discarded when this node resyncs from it`,
+          );
+          this.setP({ aloneWrites: false, diverged: true });
+        }
       }
       const then = mayHave
         ? `${who} left as an in-sync secondary and may take over: waiting for it (or \`prim\`)`
