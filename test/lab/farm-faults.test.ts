@@ -117,6 +117,15 @@ describe.skipIf(!root)("farm faults (eBPF, address+port): no RST from any node t
     expect(rst.lines).toEqual([]);
   };
 
+  it("steady state: once sole, the owned buckets stay sole (no flap back to strict lookups) while nothing fails", async () => {
+    const marks = cluster.marks();
+    await new Promise((r) => setTimeout(r, 5000)); // an observation window, not a synchronisation
+    const flaps = cluster.nodes.flatMap((n) =>
+      n.lines.slice(marks.get(n)).filter((l) => (l.type === "buckets" || l.type === "contested" || l.type === "stall") && l.sole !== l.owned).map((l) => `${n.id}: ${JSON.stringify(l)}`),
+    );
+    expect(flaps).toEqual([]);
+  }, 30_000);
+
   it("partition of one node from its peers (clients reach all): every stream completes, no RST", async () => {
     const others = (h: LabHost) => lab.nodes.filter((x) => x.ns !== h.ns);
     await run(
