@@ -1019,8 +1019,8 @@ export class ModuleCore {
     }
     const gate = peer ? undefined : this.aloneBlocker();
     if (gate) {
-      const holder = this.leaseHolder();
-      if (holder !== undefined && holder !== this.nodeId) {
+      const holder = this.arbiterGate() ? (this.leaseHolder() ?? "the lost primary") : undefined;
+      if (holder !== undefined) {
         // The witness arbiter's lease names the (lost) primary. If it died, the lease lapses within its ttl and is
         // granted here: failover. If it is still held `peerWait` later, the primary lives on (it renews) and may
         // acknowledge writes alone: this copy is outdated like below. (peerWait must exceed the ttl + the check.)
@@ -1070,6 +1070,18 @@ export class ModuleCore {
     const v = this.splitBrainFailing();
     const m = v ? /lease held by (\S+) for/.exec(v.reason) : null;
     return m ? m[1] : undefined;
+  }
+
+  /**
+   * The failing split-brain checker is a witness arbiter (its entry has `arbiter`, or its verdict speaks of a lease):
+   * a denial there may be "held by the peer, until it lapses", which a failover must be allowed to wait out. (Its
+   * verdict's reason is the one of its first failure and may be stale, e.g. `lease ending ...` on a former primary.)
+   */
+  private arbiterGate(): boolean {
+    const v = this.splitBrainFailing();
+    if (!v) return false;
+    const entry = this.module.checkers.find((c) => c.name === v.checker) as (Record<string, unknown> & { name?: string }) | undefined;
+    return (entry !== undefined && entry["arbiter"] !== undefined) || /\blease\b/.test(v.reason);
   }
 
   /** A node decides not to become primary: logged once per distinct reason (the state does not change). */
