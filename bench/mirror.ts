@@ -318,7 +318,7 @@ let pair: LoopbackPair | undefined;
 let alone: FileReplicator | undefined;
 if (values.only === "pgbench") {
   try {
-    pair = await startLoopbackPair("bench", { statsIntervalMs: 0, ...helperOpt }, helperOpt);
+    pair = await startLoopbackPair("bench", { statsIntervalMs: 0, permit: "always", ...helperOpt }, helperOpt);
     const pg = await pgTps(pair);
     console.log(
       JSON.stringify({
@@ -338,7 +338,7 @@ if (values.only === "pgbench") {
 try {
   log("data path: local directory");
   const local0 = micro(root);
-  pair = await startLoopbackPair("bench", { statsIntervalMs: 0, ...helperOpt }, helperOpt);
+  pair = await startLoopbackPair("bench", { statsIntervalMs: 0, permit: "always", ...helperOpt }, helperOpt);
   log("data path: replicated mount");
   const repl = micro(pair.primary.mountPath());
   // ALONE: a primary whose secondary never answers (a closed port): every change is logged.
@@ -346,7 +346,7 @@ try {
   mkdirSync(join(aloneRoot, "data"));
   mkdirSync(join(aloneRoot, "mnt"));
   writeFileSync(join(aloneRoot, "key"), randomBytes(32), { mode: 0o600 });
-  alone = new FileReplicator({ role: "primary", backingDir: join(aloneRoot, "data"), mountPoint: join(aloneRoot, "mnt"), keyFile: join(aloneRoot, "key"), peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0 });
+  alone = new FileReplicator({ role: "primary", backingDir: join(aloneRoot, "data"), mountPoint: join(aloneRoot, "mnt"), keyFile: join(aloneRoot, "key"), peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0, permit: "always" });
   await alone.start();
   log("data path: mount without a secondary (ALONE)");
   const aloneM = micro(alone.mountPath());

@@ -58,7 +58,7 @@ async function setup(tag: string, encrypt = false): Promise<Env> {
 }
 
 function api(env: { a: string; key: string; port: () => number }, extra: Partial<ConstructorParameters<typeof ApiReplicator>[0]> = {}): ApiReplicator {
-  const r = new ApiReplicator({ baseDir: env.a, keyFile: env.key, peer: { host: "127.0.0.1", port: env.port() }, reconnectMs: 100, ...extra });
+  const r = new ApiReplicator({ baseDir: env.a, keyFile: env.key, peer: { host: "127.0.0.1", port: env.port() }, reconnectMs: 100, permit: "always", ...extra });
   cleanups.push(() => r.stop());
   return r;
 }
@@ -200,7 +200,7 @@ describe("encrypted stream", () => {
       const proxy = await tap(env.port);
       const mnt = join(env.root, "mnt");
       mkdirSync(mnt);
-      const prim = new FileReplicator({ role: "primary", backingDir: env.a, mountPoint: mnt, keyFile: env.key, peer: { host: "127.0.0.1", port: proxy.port }, restart: false, encrypt });
+      const prim = new FileReplicator({ role: "primary", backingDir: env.a, mountPoint: mnt, keyFile: env.key, peer: { host: "127.0.0.1", port: proxy.port }, restart: false, encrypt, permit: "always" });
       cleanups.push(() => prim.stop());
       const synced = prim.waitFor("synced", 15_000);
       await prim.start();
