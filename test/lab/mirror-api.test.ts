@@ -301,15 +301,22 @@ describe("encrypted stream", () => {
 
 describe("secondary stream verification", () => {
 
-  it("refuses a path that escapes the directory (EPERM), and keeps serving", async () => {
+  it("refuses a path that escapes the directory (EPERM), ends that stream, and keeps serving new ones", async () => {
     const env = await setup("escape");
-    const { conn, frames } = await dial(env);
-    conn.send(Op.CREATE, 0, 1n, encodeOp({ mode: 0o644 }, "/../escaped"));
-    conn.send(Op.CREATE, 0, 2n, encodeOp({ mode: 0o644 }, "/inside"));
-    await pollUntil(() => frames.length >= 2, 5000, "two acks");
-    expect(frames[0]?.payload.readInt32LE(0)).toBe(1); // EPERM
-    expect(frames[1]?.payload.readInt32LE(0)).toBe(0);
+    const d1 = await dial(env);
+    d1.conn.send(Op.CREATE, 0, 1n, encodeOp({ mode: 0o644 }, "/../escaped"));
+    d1.conn.send(Op.CREATE, 0, 2n, encodeOp({ mode: 0o644 }, "/after"));
+    await pollUntil(() => d1.frames.length >= 1, 5000, "the refusal");
+    expect(d1.frames[0]?.payload.readInt32LE(0)).toBe(1); // EPERM
+    // Any refused operation ends the stream (nothing after it is applied: the copy is marked inconsistent).
+    await pollUntil(() => d1.closed() !== undefined, 5000, "connection ended");
+    expect(d1.frames).toHaveLength(1);
     expect(existsSync(join(env.root, "escaped"))).toBe(false);
+    expect(existsSync(join(env.b, "after"))).toBe(false);
+    const d2 = await dial(env);
+    d2.conn.send(Op.CREATE, 0, 1n, encodeOp({ mode: 0o644 }, "/inside"));
+    await pollUntil(() => d2.frames.length >= 1, 5000, "ack");
+    expect(d2.frames[0]?.payload.readInt32LE(0)).toBe(0);
     expect(existsSync(join(env.b, "inside"))).toBe(true);
   });
 
