@@ -257,7 +257,7 @@ await m.start();
 
 // ---- Split brain: the secondary that loses the network reaches no witness and does not go ALONE ------------
 describe.skipIf(!isRoot)("split-brain witness in namespaces", () => {
-  it("n1 (secondary) has its link cut: it loses n0 and the witness; it stays SECOND while n0 carries on ALONE", async () => {
+  it("n1 (secondary) has its link cut: it loses n0 and the witness; it never goes ALONE, marks its copy outdated (WAIT) while n0 carries on ALONE", async () => {
     const lab = await Lab.create({ nodes: 2, clients: 1 });
     try {
       const [n0, n1, c0] = [lab.nodes[0]!, lab.nodes[1]!, lab.clients[0]!];
@@ -299,7 +299,8 @@ await m.start();
 
       await lab.linkDown(n1);
       await p1.waitForLine(/^LOG checker split-brain:witness failed .* this node will not go ALONE$/, 10_000);
-      await p1.waitForLine(/^LOG WARN: primary lost; split-brain witness unreachable .*: not going ALONE$/, 10_000);
+      await p1.waitForLine(/^LOG WARN: primary lost; split-brain witness unreachable .*: the primary may go on alone -> this copy is outdated /, 10_000);
+      await p1.waitForLine(/^STATE WAIT /, 10_000);
       await p0.waitForLine(/^STATE ALONE ready \| secondary lost -> alone$/, 10_000);
       // An observation window well past membership's loss detection (about 0.6 s): n1 must not move.
       await new Promise((r) => setTimeout(r, 2000));
@@ -310,7 +311,11 @@ await m.start();
       const cut = lines.findIndex((l) => l.includes("this node will not go ALONE"));
       expect(cut).toBeGreaterThan(0);
       const after = lines.slice(cut);
-      expect(after.filter((l) => l.startsWith("STATE "))).toEqual([]);
+      // DRBD's "outdated": n0 may go on alone on the other side of the cut, so n1 leaves the SECOND role for WAIT and
+      // must never become primary (ALONE or PRIM) on its copy.
+      const states = after.filter((l) => l.startsWith("STATE "));
+      expect(states.some((l) => l.startsWith("STATE WAIT "))).toBe(true);
+      expect(states.filter((l) => /^STATE (ALONE|PRIM) /.test(l))).toEqual([]);
       expect(after.some((l) => /ALONE \[|-> ALONE\]|transient -> ALONE/.test(l))).toBe(false);
       await lab.linkUp(n1);
       p0.kill("SIGKILL");
