@@ -51,7 +51,12 @@ describe("OwnershipPlanner", () => {
             history.push({ at: c.at, set: [...serving] });
           }
           const truthAt = (t: number) => [...history].reverse().find((h) => h.at <= t)?.set ?? [];
+          // A node that went down is a dead process: whatever the sampling saw, it comes back with a fresh planner
+          // (an empty table), as a restarted daemon does. Without this, a down/up shorter than one step would leave
+          // it serving its old table after its peers had taken it over (a model artefact, not a planner property).
+          const downs = changes.filter((c) => !c.up);
           for (let t = 0; t <= 3000; t += 20) {
+            for (const id of ids) if (downs.some((d) => d.node === id && d.at > t - 20 && d.at <= t)) planners.set(id, new OwnershipPlanner(id, settleMs));
             const live = new Set(truthAt(t));
             const owners = new Array<number>(BUCKET_COUNT).fill(0);
             ids.forEach((id, i) => {
