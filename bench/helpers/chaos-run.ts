@@ -495,32 +495,34 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
 
 // ---- fault injection --------------------------------------------------------------------------------------
 
+/** The faults a farm node and a mirror node share: kill (then restart), stop/cont, link down/up. */
+async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode, kind: "kill" | "stop" | "linkDown", holdMs: number): Promise<void> {
+  const h = node.host;
+  if (kind === "kill") {
+    lab.signalHost(h, "SIGKILL");
+    await sleep(holdMs);
+    await cluster.restart(node);
+    return;
+  }
+  if (kind === "stop") lab.signalHost(h, "SIGSTOP");
+  else await lab.linkDown(h);
+  try {
+    await sleep(holdMs);
+  } finally {
+    if (kind === "stop") lab.signalHost(h, "SIGCONT");
+    else await lab.linkUp(h);
+  }
+}
+
 async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log: (s: string) => void): Promise<void> {
   const node = cluster.node(f.node);
   const h = node.host;
   const peers = lab.nodes.filter((x) => x.ns !== h.ns);
   switch (f.kind) {
     case "kill":
-      lab.signalHost(h, "SIGKILL");
-      await sleep(f.holdMs);
-      await cluster.restart(node);
-      return;
     case "stop":
-      lab.signalHost(h, "SIGSTOP");
-      try {
-        await sleep(f.holdMs);
-      } finally {
-        lab.signalHost(h, "SIGCONT");
-      }
-      return;
     case "linkDown":
-      await lab.linkDown(h);
-      try {
-        await sleep(f.holdMs);
-      } finally {
-        await lab.linkUp(h);
-      }
-      return;
+      return nodeFault(lab, cluster, node, f.kind, f.holdMs);
     case "oneWay":
     case "partition":
       for (const p of peers) {
@@ -552,26 +554,9 @@ async function mirrorFault(
   const h = node.host;
   switch (f.kind) {
     case "kill":
-      lab.signalHost(h, "SIGKILL");
-      await sleep(f.holdMs);
-      await cluster.restart(node);
-      return;
     case "stop":
-      lab.signalHost(h, "SIGSTOP");
-      try {
-        await sleep(f.holdMs);
-      } finally {
-        lab.signalHost(h, "SIGCONT");
-      }
-      return;
     case "linkDown":
-      await lab.linkDown(h);
-      try {
-        await sleep(f.holdMs);
-      } finally {
-        await lab.linkUp(h);
-      }
-      return;
+      return nodeFault(lab, cluster, node, f.kind, f.holdMs);
     case "oneWay":
       if (f.direction === "in") await lab.drop(peer.host, h, { oneWay: true });
       else await lab.drop(h, peer.host, { oneWay: true });
