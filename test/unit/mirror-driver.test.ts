@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
+import { FakeMembership } from "./helpers/fake-membership.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { Module, type VipDriver } from "../../src/runtime/module.js";
 import type { ModuleReport } from "../../src/core/module/types.js";
@@ -60,20 +61,6 @@ class FakeRep extends EventEmitter<FileReplicatorEvents> implements ReplicatorLi
   }
 }
 
-class FakeMembership {
-  view: { members: { id: string }[] } = { members: [] };
-  private readonly ee = new EventEmitter<{ viewChange: [{ view: { members: { id: string }[] } }] }>();
-  set(ids: string[]): void {
-    this.view = { members: ids.map((id) => ({ id })) };
-    this.ee.emit("viewChange", { view: this.view });
-  }
-  on(_e: "viewChange", fn: (e: { view: { members: { id: string }[] } }) => void): void {
-    this.ee.on("viewChange", fn);
-  }
-  off(_e: "viewChange", fn: (e: { view: { members: { id: string }[] } }) => void): void {
-    this.ee.off("viewChange", fn);
-  }
-}
 
 const dirs: string[] = [];
 afterEach(() => {
