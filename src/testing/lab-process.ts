@@ -45,6 +45,12 @@ export interface LabProcess {
    * {@link LabError} that quotes the tail of stdout and stderr on timeout or when stdout ends without a match.
    */
   waitForLine(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+  /**
+   * Resolves once the leader exited and no process of its group is left (polled; rejects with a
+   * {@link LabError} after `timeoutMs`, default 10 s). `exited` alone is not "gone": a killed leader is reaped
+   * before the group members that still hold its sockets (e.g. `tsx` runs the script in a child process).
+   */
+  gone(timeoutMs?: number): Promise<void>;
   /** Signals the whole process group (default SIGKILL, a crash). No-op once the group is gone. */
   kill(signal?: NodeJS.Signals): void;
   /** SIGSTOP to the whole process group: the process freezes (a hung node) but keeps its sockets. */
@@ -314,6 +320,16 @@ export class TrackedProcess implements LabProcess {
       };
       void loop();
     });
+  }
+
+  async gone(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    await this.exited;
+    // Signal 0 probes the group without touching it: false (ESRCH) once every member has been reaped.
+    while (signalGroup(this.pid, 0 as unknown as NodeJS.Signals)) {
+      if (Date.now() > deadline) throw new LabError("HOLDFAST_LAB_WAIT", `process group ${this.pid} (${this.argv.join(" ")}) still has members ${timeoutMs} ms after its leader exited`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   kill(signal: NodeJS.Signals = "SIGKILL"): void {

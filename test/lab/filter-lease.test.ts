@@ -166,7 +166,7 @@ describe.skipIf(!root)("PacketFilter lease: a dead or frozen process stops its n
   it("control, without a lease (leaseMs 0) nor the SYN rule: after SIGKILL the node answers SYNs with RST", async () => {
     const p = await startChild("ebpf", 0, false);
     p.kill("SIGKILL");
-    await p.exited;
+    await p.gone();
     await new Promise((r) => setTimeout(r, LEASE_MS + MARGIN_MS)); // as long as the lease runs would have waited
     expect(await probe(2)).toBe("refused");
     expect(await probe(2)).toBe("refused");
@@ -175,7 +175,7 @@ describe.skipIf(!root)("PacketFilter lease: a dead or frozen process stops its n
   it("without a lease but with the SYN rule (dropSynWithoutListener, the default): the dead app's SYNs get no RST", async () => {
     const p = await startChild("ebpf", 0);
     p.kill("SIGKILL"); // the app (a server in the same process) dies with it: no listener
-    await p.exited;
+    await p.gone(); // every process of the group reaped (tsx runs the script in a child: its listener goes last)
     expect(await probe(2)).toBe("silent");
   });
 });
