@@ -11,7 +11,9 @@
  * turns) before the timeout counts. A daemon starved of CPU must not restart a healthy application.
  *
  * Events (typed, eventemitter3), in this order for each run: `result` (every probe run), then `verdict`
- * (only when the hysteresis flips). Listeners run synchronously; a throwing listener does not stop the
+ * (when the hysteresis flips; for split-brain checkers, whose last verdict's reason the module reads, also when
+ * the reason changes while the decision stays, e.g. a witness arbiter's denial going from `witness unreachable` to
+ * `lease held by n0`: see {@link CheckerRunnerOptions.reasonChanges}). Listeners run synchronously; a throwing listener does not stop the
  * schedule (the error is re-emitted as `error` when there is a listener for it).
  */
 import { EventEmitter } from "eventemitter3";
@@ -42,6 +44,18 @@ export interface CheckerRunnerOptions {
   readonly initial?: HysteresisState;
   /** Time source for the schedule, the timeouts and the durations. Default: the system clock (a fake in tests). */
   readonly clock?: Clock;
+  /**
+   * Also emit a verdict (same ok, new reason) when the decision stays but the probe's detail changes in kind (numbers
+   * in it, such as `for 1840 ms`, are ignored for the comparison). Default: true for the `split-brain` kind, whose last verdict the module keeps as a state and reads (its rules parse
+   * the reason: witness unreachable, or the lease held by a named node); false otherwise: for an app checker the
+   * module counts each failed verdict as a fresh failure (a restart), and a `wait` checker's reason is only logged.
+   */
+  readonly reasonChanges?: boolean;
+}
+
+/** A probe detail with its numbers blanked: what a reason change is judged on (`lease held by n0 for # ms`). */
+export function reasonClass(detail: string): string {
+  return detail.replace(/\b\d+(?:\.\d+)?\b/g, "#");
 }
 
 /** One probe run, as emitted by the runner. */
@@ -85,6 +99,9 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   /** Bumped by start/stop so that a run finishing after a stop (and a new start) cannot schedule twice. */
   #generation = 0;
   #last: CheckerVerdict | undefined;
+  /** The probe detail behind {@link #last} (its reason without the streak). */
+  #lastDetail = "";
+  readonly #reasonChanges: boolean;
 
   constructor(options: CheckerRunnerOptions) {
     super();
@@ -94,6 +111,7 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     }
     this.options = options;
     this.#clock = options.clock ?? systemClock;
+    this.#reasonChanges = options.reasonChanges ?? (options.kind === "split-brain" || options.kind === "splitbrain");
     this.name = options.name ?? options.probe.name;
     this.#hysteresis = new Hysteresis({
       checker: this.name,
@@ -233,7 +251,8 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     }
     const durationMs = this.#clock.now() - began;
     const stopped = ac.signal.aborted && !hitTimeout;
-    const verdict = stopped ? undefined : this.#hysteresis.observe({ ok, detail });
+    let verdict = stopped ? undefined : this.#hysteresis.observe({ ok, detail });
+    if (!stopped && verdict === undefined) verdict = this.#reasonChange(ok, detail);
     const result: CheckerResult = {
       type: "result",
       checker: this.name,
@@ -247,9 +266,21 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     this.#emitSafely("result", result);
     if (verdict !== undefined) {
       this.#last = verdict;
+      this.#lastDetail = detail;
       this.#emitSafely("verdict", verdict);
     }
     return result;
+  }
+
+  /** The decision stays (`ok` agrees with it and with the last verdict) but the detail changed in kind: a new verdict. */
+  #reasonChange(ok: boolean, detail: string): CheckerVerdict | undefined {
+    const last = this.#last;
+    if (!this.#reasonChanges || last === undefined || last.ok !== ok) return undefined;
+    if (this.#hysteresis.state !== (ok ? "ok" : "failed")) return undefined;
+    if (reasonClass(detail) === reasonClass(this.#lastDetail)) return undefined;
+    const streak = this.#hysteresis.streak;
+    const threshold = ok ? this.options.rise : this.options.fall;
+    return { ...last, reason: `${detail} (${streak.count}/${threshold})` };
   }
 
   #emitSafely<E extends "result" | "verdict">(event: E, arg: Parameters<CheckerRunnerEvents[E]>[0]): void {

@@ -243,6 +243,41 @@ describe("CheckerRunner", () => {
     await r.stop();
   });
 
+  it("a split-brain checker also reports a change of reason while it stays failed; numbers alone are no change", async () => {
+    // The witness arbiter's denial changes in kind (unreachable -> held by the peer -> unreachable) while the checker
+    // stays failed: the module's split-brain rules read the reason, so each change is a verdict. `for N ms` varies
+    // on every run and is not a change. An app checker (restart) keeps reporting flips only: each failed verdict
+    // would count as a fresh failure there.
+    const details = ["witness unreachable (no answer for 300 ms)", "witness unreachable (no answer for 350 ms)", "lease held by n0 for 1840 ms", "lease held by n0 for 1790 ms", "lease held by n1 for 900 ms", "witness unreachable (no answer for 500 ms)"];
+    const probeOf = (): Probe & { runs: number } => ({
+      name: "witness",
+      runs: 0,
+      run(): Promise<ProbeResult> {
+        const d = details[Math.min(this.runs++, details.length - 1)] as string;
+        return Promise.resolve({ ok: false, detail: d });
+      },
+    });
+    const reasons = async (extra: Partial<ConstructorParameters<typeof CheckerRunner>[0]>) => {
+      const r = new CheckerRunner({ probe: probeOf(), action: "restart", interval: 100, timeout: 50, rise: 1, fall: 1, initial: "ok", ...extra });
+      const got: string[] = [];
+      r.on("verdict", (v) => got.push(`${v.ok} ${v.reason}`));
+      r.start();
+      await vi.advanceTimersByTimeAsync(750);
+      await r.stop();
+      return got;
+    };
+    expect(await reasons({ kind: "split-brain" })).toEqual([
+      "false witness unreachable (no answer for 300 ms) (1/1)",
+      "false lease held by n0 for 1840 ms (3/1)",
+      "false lease held by n1 for 900 ms (5/1)",
+      "false witness unreachable (no answer for 500 ms) (6/1)",
+    ]);
+    expect((await reasons({ kind: "custom", action: "wait" })).length).toBe(1);
+    expect((await reasons({ kind: "custom", reasonChanges: true })).length).toBe(4);
+    expect(await reasons({ kind: "custom" })).toEqual(["false witness unreachable (no answer for 300 ms) (1/1)"]);
+    expect(await reasons({ kind: "split-brain", reasonChanges: false })).toEqual(["false witness unreachable (no answer for 300 ms) (1/1)"]);
+  });
+
   it("rejects non-positive interval or timeout", () => {
     expect(() => runner(["ok"], { interval: 0 })).toThrow(/interval/);
     expect(() => runner(["ok"], { timeout: -1 })).toThrow(/timeout/);
