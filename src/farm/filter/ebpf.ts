@@ -6,8 +6,8 @@
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import koffi from "koffi";
-import { existsSync, readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
+import { packageFile } from "../../native/self.js";
 import { BUCKET_COUNT, parseIp } from "../../core/buckets.js";
 import { NotSupportedError } from "../../core/errors.js";
 import {
@@ -84,17 +84,10 @@ function updateU32Entries(fd: number, entries: readonly [number, number][]): boo
   return Number(api.update(fd, keys, values, count, null)) === 0 && count[0] === entries.length;
 }
 
-/** Finds the committed BPF object (source tree or published package layout). */
+/** Finds the committed BPF object (source tree or published package layout, ESM or CJS build). */
 export function farmObjectPath(): string {
-  const candidates = [
-    new URL("../../native/farm.bpf.o", import.meta.url), // src/farm/filter/ebpf.ts
-    new URL("../src/native/farm.bpf.o", import.meta.url), // dist/index.js (package "files" ships src/native)
-    new URL("../../src/native/farm.bpf.o", import.meta.url),
-  ];
-  for (const u of candidates) {
-    const p = fileURLToPath(u);
-    if (existsSync(p)) return p;
-  }
+  const p = packageFile("native/farm.bpf.o", import.meta.url);
+  if (p !== undefined) return p;
   throw new NotSupportedError("ebpf", "farm.bpf.o not found next to the package (src/native/farm.bpf.o)");
 }
 

@@ -29,12 +29,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { NotSupportedError } from "../../core/errors.js";
 import { FileReplicator, type FileReplicatorOptions, type PrimaryReplicatorOptions } from "../FileReplicator.js";
-
-/** URL of the running module (`import.meta` is empty in the CJS bundle, where `__filename` is set instead). */
-function moduleUrl(): string {
-  if (typeof __filename === "string") return pathToFileURL(__filename).href;
-  return import.meta.url;
-}
+import { selfUrl } from "../../native/self.js";
 
 export { runJsFuseDaemon } from "./daemon.js";
 
@@ -86,7 +81,7 @@ function removeStaleLaunchers(): void {
  */
 export function jsFuseLauncher(): string {
   if (launcher) return launcher;
-  const self = moduleUrl();
+  const self = selfUrl(import.meta.url);
   let loader: string | undefined;
   if (/\.(c|m)?ts$/.test(new URL(self).pathname)) {
     loader = pathToFileURL(createRequire(self).resolve("tsx")).href;

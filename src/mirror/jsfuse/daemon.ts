@@ -15,7 +15,6 @@
 import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
 import { spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import type FuseClass from "fuse-native";
@@ -25,12 +24,7 @@ import { PathFilter } from "../pathFilter.js";
 import { Op } from "../wire.js";
 import { fullSync, type FullSyncStream } from "./fullsync.js";
 import { passthroughOps, type Replicate } from "./passthrough.js";
-
-/** URL of the running module (`import.meta` is empty in the CJS bundle, where `__filename` is set instead). */
-function moduleUrl(): string {
-  if (typeof __filename === "string") return pathToFileURL(__filename).href;
-  return import.meta.url;
-}
+import { selfUrl } from "../../native/self.js";
 
 /** The parsed command line (the helper's `primary` options; `--threads` is accepted and ignored). */
 export interface DaemonArgs {
@@ -147,7 +141,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     process.exit(2);
   }
   process.umask(0);
-  const require = createRequire(moduleUrl());
+  const require = createRequire(selfUrl(import.meta.url));
   const Fuse = require("fuse-native") as typeof FuseClass;
 
   const marker = `${args.log}.running`;

@@ -7,17 +7,11 @@
 import { accessSync, constants, existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
 import { NotSupportedError } from "../../core/errors.js";
 import { FileReplicator, type FileReplicatorOptions } from "../FileReplicator.js";
 import { helperPath } from "../helper.js";
 import { JsFuseReplicator } from "./JsFuseReplicator.js";
-
-/** URL of the running module (`import.meta` is empty in the CJS bundle, where `__filename` is set instead). */
-function moduleUrl(): string {
-  if (typeof __filename === "string") return pathToFileURL(__filename).href;
-  return import.meta.url;
-}
+import { selfUrl } from "../../native/self.js";
 
 export { JsFuseReplicator, jsFuseLauncher } from "./JsFuseReplicator.js";
 export { runJsFuseDaemon, parseDaemonArgs, type DaemonArgs } from "./daemon.js";
@@ -95,7 +89,7 @@ export function probeEngines(path?: string): EngineProbe {
   }
   let js: EngineProbe["js"] = true;
   try {
-    createRequire(moduleUrl())("fuse-native");
+    createRequire(selfUrl(import.meta.url))("fuse-native");
   } catch (err) {
     js = { missing: `fuse-native does not load (${(err as Error).message.split("\n")[0]}); it needs the Debian package libfuse2` };
   }
