@@ -30,6 +30,7 @@ import { FileModuleStore, Module, bindMembership } from "../src/runtime/module.j
 import { CheckerGroup } from "../src/checkers/group.js";
 import { MirrorDriver } from "../src/mirror/mirror.js";
 import { MirrorVip } from "../src/mirror/vip.js";
+import type { ArbiterProbe } from "../src/checkers/arbiter.js";
 import type { ModuleCommand } from "../src/core/module/types.js";
 import type { ResyncMode } from "../src/mirror/FileReplicator.js";
 
@@ -78,6 +79,8 @@ for (const d of ["data", "mnt", "state", "log"]) mkdirSync(join(dir, d), { recur
 const cfg = JSON.parse(readFileSync(a.config, "utf8")) as Record<string, unknown>;
 const membership = new Membership({ ...cfg, nodeId } as unknown as MembershipOptions);
 
+/** The arbiter's probe (the split-brain checker's, --arbiter): the replication permit never outlives its lease. */
+let arbiterProbe: ArbiterProbe | undefined;
 const driver = new MirrorDriver({
   nodeId,
   backingDir: join(dir, "data"),
@@ -86,8 +89,11 @@ const driver = new MirrorDriver({
   listen: endpoint(a.listen),
   peer: endpoint(a.peer),
   replicator: { statsIntervalMs: 500, ackTimeoutMs: Number(a["ack-timeout-ms"]) },
-  // With a witness: the peer's isolation check runs every 50 ms; 300 ms covers it and the spread of detection.
-  ...(a.witness || a.arbiter ? { failoverFenceMs: 300 } : {}),
+  // With a ping witness: the peer's isolation check runs every 100 ms; 300 ms covers it and the spread of detection.
+  // With the arbiter the lease is the fence (a cut-off primary leaves the role >= 350 ms before the witness can grant
+  // the peer: src/checkers/arbiter.ts, timing chain point 2), and the permit is bounded by the lease (permitCap).
+  ...(a.witness && !a.arbiter ? { failoverFenceMs: 300 } : {}),
+  ...(a.arbiter ? { permitCap: () => arbiterProbe?.permitBudgetMs() ?? 0 } : {}),
   log: (line) => out({ type: "log", line }),
 });
 driver.on("role", (e) => out({ type: "role", ...e }));
@@ -386,14 +392,10 @@ const checkers = a.arbiter
       {
         type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db",
         yieldWhen: () => module.status.state === "SECOND" && peerInView(),
-        // The replication permit (MirrorDriver permitMs, default 900) is renewed while this verdict is ok and lets the
-        // helper ack alone for 900 ms after: the verdict must turn failed 900 + interval + timeout before the lease
-        // ends, so that the permit ends first. ttl 2000 (client-side 1800), margin 1150, renewed every 200 ms: ok
-        // for 450 ms after the last renewal (two lost renewals tolerated). A failover waits for the dead primary's
-        // lease: up to 2 s after its last renewal.
-        ttl: 2000, renew: 200, reportMargin: 1150,
-        // The probe answers from its background lease (no packet per run): every 50 ms, fall 1.
-        interval: 50, timeout: 150, rise: 1, fall: 1,
+        // The SDK's defaults (src/checkers/arbiter.ts ARBITER_DEFAULTS and its timing chain): ttl 1000, renewed every
+        // 100 ms, report margin 400, the checker every 50 ms with fall 1. The replication permit is bounded by the
+        // lease (the driver's permitCap above), so it always ends before the witness can grant the peer.
+        onProbe: (p: ArbiterProbe) => (arbiterProbe = p),
       },
     ]
   : a.witness

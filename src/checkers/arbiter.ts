@@ -9,17 +9,40 @@
  * the primary stopped renewing for a ttl). The lease counts from the time a claim was SENT (see
  * `src/core/arbiter.ts`, and its clock-rate assumption). A run is ok only while the lease stays valid for at least
  * `reportMarginMs` more, so a holder cut from the witness reports the loss before the witness can grant the
- * lease elsewhere (the checker's interval + timeout must stay below that margin).
+ * lease elsewhere.
  *
  * `close()` (the checker stopped: clean stop or swap) and `shouldClaim()` turning false send a RELEASE, so the
  * other node is not kept waiting a ttl.
  *
- * Cost in failover time (measured, `test/lab/arbiter.test.ts`, LAN membership preset), the primary SIGKILLed:
- * - ttl 1000 ms: its secondary saw it down after 578 ms, was granted the lease after 1045 ms (the dead primary's
- *   last renewal + ttl), was ALONE after 1390 ms and acknowledged its first write after 1417 ms;
- * - ttl 2000 ms (examples/mirror-node.ts: the report margin must cover the replication permit, see there): down
- *   after 523 ms, granted after 1921 ms, ALONE after 2366 ms, first ack after 2425 ms.
- * The lease wait adds (last renewal + ttl) - detection, at most ttl.
+ * ## Timing chain and the defaults ({@link ARBITER_DEFAULTS})
+ *
+ * T = ttl 1000, m = margin 0.1, R = renew 100, M = reportMargin 400, G = permitGuard 100, the checker every
+ * I = 50 ms (timeout 150, rise 1, fall 1), a run waits A = 100 ms at most for its claim's answer; the mirror's
+ * permit P = 450 (MirrorDriver `permitMs`), membership LAN (a dead peer seen in D = 500-650 ms).
+ * A claim sent at s (holder's clock) and received at r >= s: the witness may grant another node from r + T on
+ * (its clock); the holder believes in the lease until V = s + T(1 - m) = s + 900 (its clock, at most as slow as
+ * the witness's by the factor 1 - m).
+ *
+ * 1. Permit (the helper acks writes alone): the MirrorDriver renews it for min(P, V - now - G) (`permitCap`, see
+ *    {@link ArbiterProbe.permitBudgetMs}), never on the verdict alone. It ends at renewal + ipc + min(P, V - renewal
+ *    - G) <= V - G + ipc < s + T <= r + T: before the witness can grant the peer, for ANY pattern of lost, late or
+ *    reordered claims and answers, any stall of the holder's event loop, and whatever its membership view says,
+ *    as long as the helper reads the command within G + mT = 200 ms. (The earlier chain through the verdict needed
+ *    M >= P + I + A + a stall of up to P: ttl 2000 and M 1150 with the old 900 ms permit, and failovers of 2.4 s.)
+ * 2. Fence (two applications): the last ok verdict at t0 had V - t0 > M; the next run, at most I (+ A while it
+ *    claims) later, fails and the engine steps a cut-off primary down then: before V - M + I + A = V - 250, at
+ *    least 250 + mT = 350 ms before the witness can grant the peer. That is the arbiter's failover fence:
+ *    mirror-node sets no `failoverFenceMs` with it (the ping witness needs 300 ms).
+ * 3. Load: the verdict stays ok while one claim of the last T(1 - m) - M = 500 ms was answered: 4 lost or late
+ *    renewals in a row (R = 100) are tolerated (the old ttl 2000 allowed 650 ms / 3 at R = 200). A failed verdict
+ *    never steps a primary down while its peer is in view (the engine's step-down needs no peer in view), and the
+ *    permit cap matters only while degraded (no secondary acking), so a loaded witness or node costs nothing more
+ *    than the no-witness mode unless membership also lost the peer.
+ * 4. A fresh grant is valid for about T(1 - m) - rtt = 900 > M + R: the new holder is ok at its first run.
+ * 5. Failover (primary killed at k, last renewal s in (k - R, k]): the peer is granted at its first claim after
+ *    r + T (a claim every R, and one per checker run while not held: <= I later), ok at that run, then ALONE,
+ *    mount, VIP, app: about T - U(0, R) + I + 150 = 1.0-1.2 s (detection D < T - R is hidden by the lease wait).
+ * 6. Constructor checks: 0 < R and M + R < T(1 - m); the mirror's peerWait (3000 in mirror-node) > T + I.
  */
 import { createSocket, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
@@ -27,6 +50,20 @@ import { ArbiterLease, decodeArbiter, encodeArbiter, type ArbiterMessage } from 
 import { hmacSha256 } from "../runtime/crypto.js";
 import { systemClock, type Clock } from "../runtime/clock.js";
 import type { Probe, ProbeResult } from "./probe.js";
+
+/**
+ * The arbiter's defaults, chosen by the timing chain of the module comment: failover about 1.0-1.2 s after a
+ * primary's death, and its replication permit always ending before the witness can grant the peer. The checker
+ * fields are the split-brain checker's defaults when it is given `arbiter` (src/checkers/config.ts).
+ */
+export const ARBITER_DEFAULTS = {
+  ttlMs: 1000,
+  renewMs: 100,
+  margin: 0.1,
+  reportMarginMs: 400,
+  permitGuardMs: 100,
+  checker: { interval: 50, timeout: 150, rise: 1, fall: 1 },
+} as const;
 
 export interface ArbiterProbeOptions {
   /** Witness address (IPv4 or IPv6 literal). */
@@ -41,15 +78,21 @@ export interface ArbiterProbeOptions {
   readonly lease?: string;
   /** Lease length asked for, ms. Default 1000. A failover waits up to this long after the primary's last renewal. */
   readonly ttlMs?: number;
-  /** Claim period, ms. Default ttl / 4 (three renewals may be lost before the lease lapses). */
+  /** Claim period, ms. Default 100 with the default ttl, else ttl / 10. */
   readonly renewMs?: number;
   /** Clock-rate safety margin, 0..1: the lease counts until send + ttl x (1 - margin). Default 0.1. */
   readonly margin?: number;
   /**
    * A run is ok only while the lease stays valid this much longer, ms, so that the module learns of the loss
-   * before the witness may grant it elsewhere. Default ttl / 4 (keep the checker's interval + timeout below it).
+   * (and a cut-off primary leaves the role) before the witness may grant it elsewhere. Default 400 with the
+   * default ttl, else 0.4 x ttl; keep the checker's interval + 100 ms well below it (see the module comment).
    */
   readonly reportMarginMs?: number;
+  /**
+   * {@link ArbiterProbe.permitBudgetMs} ends a permit this long before the lease ends on this node's clock, ms:
+   * it must cover the delay until the permit's holder (the replication helper) reads it. Default 100.
+   */
+  readonly permitGuardMs?: number;
   /** Whether this node wants the lease now (claims when true, releases once when it turns false). Default: always. */
   readonly shouldClaim?: () => boolean;
   /**
@@ -83,7 +126,10 @@ export class ArbiterProbe implements Probe {
   drops = 0;
 
   constructor(opts: ArbiterProbeOptions) {
-    const ttlMs = opts.ttlMs ?? 1000;
+    const d = ARBITER_DEFAULTS;
+    const ttlMs = opts.ttlMs ?? d.ttlMs;
+    // Proportional defaults for another ttl: the same chain scaled (renew ttl / 10, report margin 0.4 x ttl).
+    const scale = ttlMs / d.ttlMs;
     this.#o = {
       host: opts.host,
       port: opts.port,
@@ -91,19 +137,21 @@ export class ArbiterProbe implements Probe {
       node: opts.node,
       lease: opts.lease ?? "mirror",
       ttlMs,
-      renewMs: opts.renewMs ?? ttlMs / 4,
-      margin: opts.margin ?? 0.1,
-      reportMarginMs: opts.reportMarginMs ?? ttlMs / 4,
+      renewMs: opts.renewMs ?? d.renewMs * scale,
+      margin: opts.margin ?? d.margin,
+      reportMarginMs: opts.reportMarginMs ?? d.reportMarginMs * scale,
+      permitGuardMs: opts.permitGuardMs ?? d.permitGuardMs,
       shouldClaim: opts.shouldClaim ?? (() => true),
       yieldWhen: opts.yieldWhen ?? (() => false),
       clock: opts.clock ?? systemClock,
     };
+    if (!(this.#o.permitGuardMs >= 0)) throw new RangeError(`arbiter permitGuardMs must be >= 0, got ${this.#o.permitGuardMs}`);
     if (!(this.#o.renewMs > 0 && this.#o.renewMs < ttlMs * (1 - this.#o.margin))) throw new RangeError(`arbiter renewMs must be in (0, ttl x (1 - margin)), got ${this.#o.renewMs}`);
     if (!(this.#o.reportMarginMs >= 0 && this.#o.reportMarginMs + this.#o.renewMs < ttlMs * (1 - this.#o.margin)))
       throw new RangeError(`arbiter reportMarginMs + renewMs must stay below ttl x (1 - margin) (${ttlMs * (1 - this.#o.margin)} ms), got ${this.#o.reportMarginMs} + ${this.#o.renewMs}`);
     this.#lease = new ArbiterLease({ ttlMs, margin: this.#o.margin });
     this.#mac = hmacSha256(opts.key);
-    // Above any sequence a previous run of this node used (4 claims a second never catch up with 1000 a ms).
+    // Above any sequence a previous run of this node used (a few dozen claims a second never catch up with 1000 a ms).
     this.#seq = Date.now() * 1000;
     this.name = `arbiter:${opts.host}:${opts.port}`;
   }
@@ -111,6 +159,16 @@ export class ArbiterProbe implements Probe {
   /** The lease state, for status output and tests. */
   get lease(): ArbiterLease {
     return this.#lease;
+  }
+
+  /**
+   * The longest replication permit (ms) this node may grant now: it ends `permitGuardMs` before the lease ends on
+   * this node's clock, hence before the witness can grant the lease to the peer, whatever happens to the following
+   * renewals (0 when the lease is not held). Pass it as MirrorDriver `permitCap`: the permit then never outlives
+   * the lease, without relying on the verdict's report margin or on membership (see the module comment, point 1).
+   */
+  permitBudgetMs(): number {
+    return this.#lease.permitBudget(this.#o.clock.now(), this.#o.permitGuardMs);
   }
 
   #ensureStarted(): void {

@@ -31,7 +31,7 @@ import type { Probe } from "./probe.js";
 import { ProcessProbe } from "./process.js";
 import { CheckerRunner } from "./runner.js";
 import { SplitBrainProbe } from "./split-brain.js";
-import { ArbiterProbe } from "./arbiter.js";
+import { ARBITER_DEFAULTS, ArbiterProbe } from "./arbiter.js";
 import { readFileSync } from "node:fs";
 import { parseKey } from "../runtime/crypto.js";
 import { TcpProbe } from "./tcp.js";
@@ -174,14 +174,21 @@ export interface SplitBrainCheckerConfig extends CheckerCommon {
   readonly lease?: string;
   /** Lease length, ms (or `"1s"`). Default 1000: a failover waits up to this long after the primary's last renewal. */
   readonly ttl?: number;
-  /** Claim period, ms. Default ttl / 4. */
+  /** Claim period, ms. Default 100 (ttl / 10). */
   readonly renew?: number;
   /**
-   * A run is ok only while the lease stays valid this much longer, ms. Default ttl / 4. Anything that acts on an
-   * ok verdict for a while after it (a replication permit of `permitMs`) must fit in it: margin >= permit +
-   * checker interval + timeout, so the permit ends before the lease does.
+   * A run is ok only while the lease stays valid this much longer, ms: a cut-off primary leaves the role that long
+   * (minus a checker interval + 100 ms) before the witness may grant the peer. Default 400 (0.4 x ttl). With
+   * `arbiter`, the checker's own defaults are interval 50 ms, timeout 150 ms, rise 1, fall 1 (`ARBITER_DEFAULTS`,
+   * src/checkers/arbiter.ts: the timing chain). A replication permit is bounded by the lease itself, not by this
+   * verdict: see `onProbe`.
    */
   readonly reportMargin?: number;
+  /**
+   * Code only: called with the arbiter probe once built, e.g. to bound a MirrorDriver's replication permit by the
+   * lease (`permitCap: () => probe.permitBudgetMs()`), so the permit always ends before the witness can grant the peer.
+   */
+  readonly onProbe?: (probe: ArbiterProbe) => void;
   /** Code only: whether this node wants the lease now (default always). See `ArbiterProbeOptions.shouldClaim`. */
   readonly shouldClaim?: () => boolean;
   /** Code only: whether to hand a held lease back (default never). See `ArbiterProbeOptions.yieldWhen`. */
@@ -370,6 +377,7 @@ const BRANCH_PROPS: Record<CheckerType, Props> = {
     ttl: optional(PositiveDuration),
     shouldClaim: optional(Fn),
     yieldWhen: optional(Fn),
+    onProbe: optional(Fn),
     renew: optional(PositiveDuration),
     reportMargin: optional(PositiveDuration),
   },
@@ -446,6 +454,8 @@ export const CheckerConfigCodec = new t.Type<CheckerConfig, unknown, unknown>(
       for (const k of ["keyFile", "node"] as const) {
         if (v[k] === undefined) return t.failure(undefined, t.appendContext(c, k, NonEmptyString, undefined), `${k} (required with arbiter)`);
       }
+      // The arbiter's checker defaults (its timing chain), where the entry does not say otherwise.
+      for (const [k, d] of Object.entries(ARBITER_DEFAULTS.checker)) if ((u as Record<string, unknown>)[k] === undefined) v[k] = d;
     }
     if (type === "split-brain" && v.method === "tcp" && v.port === undefined) {
       return t.failure(undefined, t.appendContext(c, "port", Port, undefined), "a TCP port (required with method tcp)");
@@ -495,7 +505,7 @@ export function createProbe(config: CheckerConfig): Probe {
     case "split-brain":
       if (config.arbiter !== undefined) {
         const hp = parseHostPort(config.arbiter) as { host: string; port: number };
-        return new ArbiterProbe({
+        const probe = new ArbiterProbe({
           ...hp,
           key: readKeyFile(config.keyFile as string),
           node: config.node as string,
@@ -506,6 +516,8 @@ export function createProbe(config: CheckerConfig): Probe {
           ...(config.renew === undefined ? {} : { renewMs: config.renew }),
           ...(config.reportMargin === undefined ? {} : { reportMarginMs: config.reportMargin }),
         });
+        config.onProbe?.(probe);
+        return probe;
       }
       return new SplitBrainProbe({ witnesses: config.witnesses, method: config.method, ...(config.port === undefined ? {} : { port: config.port }) });
   }

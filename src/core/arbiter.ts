@@ -287,6 +287,17 @@ export class ArbiterLease {
     return Math.max(0, this.#validUntil - now);
   }
 
+  /**
+   * The longest fencing permit (ms) that may be granted at `now` on the strength of this lease: one that ends
+   * `guardMs` before the lease does on this clock, so before the witness may grant the lease elsewhere (see the
+   * module comment), whatever happens to later renewals. 0 when the lease is not held or ends within `guardMs`.
+   * `guardMs` must cover the delay between this call and the moment the permit's holder starts counting it (e.g.
+   * the replication helper reading the command).
+   */
+  permitBudget(now: number, guardMs: number): number {
+    return Math.max(0, Math.floor(this.#validUntil - now - guardMs));
+  }
+
   /** The last denial (holder and the remaining time the witness told), while no grant came after it. */
   get lastDeny(): { holder: string; remainingMs: number; at: number } | undefined {
     return this.#lastDeny;

@@ -174,6 +174,14 @@ export interface MirrorDriverOptions {
    * (`permit: "always"`: unsafe for HA).
    */
   readonly permitMs?: number;
+  /**
+   * The longest permit (ms) this node may grant now, asked at every renewal; the permit renewed is
+   * min(`permitMs`, this), none when it is <= 0. With the witness arbiter, pass its lease's budget
+   * (`ArbiterProbe.permitBudgetMs`, the split-brain checker's `onProbe`): the permit then always ends before the
+   * witness can grant the lease to the peer, whatever the renewals, stalls or membership view (src/checkers/arbiter.ts,
+   * timing chain point 1). It also applies while the peer is in view: with an arbiter, writes acked alone need the lease.
+   */
+  readonly permitCap?: () => number;
   /** Extra time granted to `start_prim` for the helper's start on top of the application's timeout, ms. Default 15000. */
   readonly helperStartMs?: number;
   /**
@@ -668,11 +676,13 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
         this.permitQuarantineUntil = now + permit;
         this.note(`permit: this process stalled ${Math.round(late)} ms; no renewal for ${permit} ms while the view catches up`);
       }
-      const ok = now >= this.permitQuarantineUntil && this.mayActAlone();
-      if (ok) rep.renewPermit?.(permit);
+      const cap = this.options.permitCap;
+      const ms = cap === undefined ? permit : Math.min(permit, Math.floor(cap()));
+      const ok = now >= this.permitQuarantineUntil && this.mayActAlone() && ms > 0;
+      if (ok) rep.renewPermit?.(ms);
       if (ok === this.permitRefused) {
         this.permitRefused = !ok;
-        this.note(ok ? `permit: renewing (${permit} ms every ${every} ms)` : "permit: not renewed (this node may not act alone): writes without the secondary wait");
+        this.note(ok ? `permit: renewing (${permit} ms every ${every} ms)` : `permit: not renewed (${ms > 0 ? "this node may not act alone" : "no lease budget (permitCap)"}): writes without the secondary wait`);
       }
     };
     rep.on("restarted", () => {
