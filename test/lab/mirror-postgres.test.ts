@@ -352,7 +352,15 @@ describe.skipIf(!canRun)("mirror module + PostgreSQL: pgbench through the VIP, 1
       }
       // pgbench works against the last primary too, and nothing reported committed is missing at the end.
       const last = new Pgbench(lab, client, ["-n", "-c", "2", "-j", "1", "-t", "100", "-f", script, "-D", `cycle=${CYCLES + 1}`, "-D", "n=0", "-l", `--log-prefix=pgb${CYCLES + 1}`], conn, keyDir);
-      expect((await last.proc.exited).code).toBe(0);
+      const lastExit = await last.proc.exited;
+      if (lastExit.code !== 0) {
+        // What the client resolves the VIP to, and who holds it: the facts a connection failure here needs.
+        const facts = await Promise.all([
+          lab.sh(client, "ip neigh show; ip route get " + vipAddr),
+          ...[n0, n1].map((h) => lab.sh(h, `echo ${h.name}: $(ip -br addr show; ip -br link show)`)),
+        ]);
+        throw new Error(`the last pgbench (against ${prim.name}) exited ${lastExit.code}:\n${last.out.slice(-2000)}\n${facts.map((f) => f.stdout).join("\n")}`);
+      }
       expect(loggedTransactions(keyDir, `pgb${CYCLES + 1}`).length).toBe(200);
       const present = new Set((await sql("SELECT cycle || '|' || client || '|' || n FROM commits")).split("\n"));
       expect([...expected].filter((k) => !present.has(k))).toEqual([]);
