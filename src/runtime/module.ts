@@ -8,7 +8,8 @@
  * advertise; VIP added before start_prim runs; stop_prim done before the VIP is removed). A hook is
  * launched and runs in the background; its end is fed back to the core, which then continues. Inputs that
  * arrive meanwhile (peer reports, checker verdicts, commands) are processed at once. Listeners of one
- * module are called synchronously in decision order and never concurrently.
+ * module are called synchronously in decision order and never concurrently; an input fed from inside a listener
+ * is decided at once, its effects carried out after those of the batch in progress (see `feed`).
  *
  * Inputs from the other layers: `view()` and `peerReport()` from membership (and `advertise` events go
  * back to it), `checker()` from the checker runner (and `resetCheckers` events go back to it),
@@ -183,6 +184,9 @@ export class Module extends EventEmitter<ModuleEvents> {
   private hooksCancelled = 0;
   private cancelTimer: (() => void) | null = null;
   private closed = false;
+  /** Effects produced by the core and not carried out yet (in production order), and whether a feed carries them out. */
+  private readonly pending: ModuleEffect[] = [];
+  private draining = false;
   private readonly iterators = new Set<{ push: (r: ModuleLogRecord | null) => void }>();
 
   private constructor(def: ResolvedModule, opts: ModuleOptions, persisted: PersistedModuleState | undefined) {
@@ -399,59 +403,73 @@ export class Module extends EventEmitter<ModuleEvents> {
 
   // ---- plumbing -------------------------------------------------------------------------------
 
+  /**
+   * Feeds one input to the core at once (so a refused command throws, and the core's state is current for the
+   * caller), and carries its effects out in the order the core produced them, across inputs. A listener that feeds
+   * an input while an effect is being carried out (the mirror driver reports `replication` from a `state` event)
+   * gets its effects queued behind the rest of the batch in progress, not carried out in the middle of it: done in
+   * the middle, the outer batch's remaining `advertise` and `persist` (older reports and states) would be carried
+   * out last, and the peers (and the store) would keep a stale report, e.g. SECOND not ready while this node is in
+   * sync, with nothing left to advertise the newer one.
+   */
   private feed(input: (c: ModuleCore) => ModuleEffect[]): void {
     if (this.closed) return;
-    this.carryOut(this.core.tick(this.clock.now()));
-    this.carryOut(input(this.core));
+    this.pending.push(...this.core.tick(this.clock.now()));
+    this.pending.push(...input(this.core));
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let e = this.pending.shift(); e !== undefined; e = this.pending.shift()) this.carryOut(e);
+    } finally {
+      this.draining = false;
+      this.armTimer();
+    }
   }
 
-  private carryOut(effects: ModuleEffect[]): void {
+  private carryOut(e: ModuleEffect): void {
     // Events are delivered at once and in order; effects with I/O are chained.
-    for (const e of effects) {
-      switch (e.type) {
-        case "emit":
-          this.onEvent(e.event);
-          break;
-        case "advertise":
-          this.emit("advertise", e.report);
-          break;
-        case "resync":
-          this.emit("resync", { mode: e.mode, cause: e.cause });
-          break;
-        case "resetCheckers":
-          this.emit("resetCheckers");
-          break;
-        case "persist": {
-          const state = e.state;
-          this.emit("persist", state);
-          this.chain = this.chain.then(() => this.store.save(this.name, state)).catch((err: unknown) => this.fail(err));
-          break;
+    switch (e.type) {
+      case "emit":
+        this.onEvent(e.event);
+        break;
+      case "advertise":
+        this.emit("advertise", e.report);
+        break;
+      case "resync":
+        this.emit("resync", { mode: e.mode, cause: e.cause });
+        break;
+      case "resetCheckers":
+        this.emit("resetCheckers");
+        break;
+      case "persist": {
+        const state = e.state;
+        this.emit("persist", state);
+        this.chain = this.chain.then(() => this.store.save(this.name, state)).catch((err: unknown) => this.fail(err));
+        break;
+      }
+      case "addVip":
+        for (const v of this.definition.vips) {
+          this.chain = this.chain.then(() => this.vip.add(v, this.name)).catch((err: unknown) => this.fail(err));
         }
-        case "addVip":
-          for (const v of this.definition.vips) {
-            this.chain = this.chain.then(() => this.vip.add(v, this.name)).catch((err: unknown) => this.fail(err));
-          }
-          break;
-        case "removeVip":
-          for (const v of this.definition.vips) {
-            this.chain = this.chain.then(() => this.vip.remove(v, this.name)).catch((err: unknown) => this.fail(err));
-          }
-          break;
-        case "cancelHook":
-          // Cancels the running hook and any still queued behind a VIP/persist effect; their results are not reported.
-          this.hooksCancelled = this.hooksIssued;
-          this.hookAbort?.abort();
-          this.hookAbort = null;
-          break;
-        case "runHook": {
-          const eff = e;
-          const token = ++this.hooksIssued;
-          this.chain = this.chain.then(() => this.launch(eff, token));
-          break;
+        break;
+      case "removeVip":
+        for (const v of this.definition.vips) {
+          this.chain = this.chain.then(() => this.vip.remove(v, this.name)).catch((err: unknown) => this.fail(err));
         }
+        break;
+      case "cancelHook":
+        // Cancels the running hook and any still queued behind a VIP/persist effect; their results are not reported.
+        this.hooksCancelled = this.hooksIssued;
+        this.hookAbort?.abort();
+        this.hookAbort = null;
+        break;
+      case "runHook": {
+        const eff = e;
+        const token = ++this.hooksIssued;
+        this.chain = this.chain.then(() => this.launch(eff, token));
+        break;
       }
     }
-    this.armTimer();
   }
 
   private launch(e: Extract<ModuleEffect, { type: "runHook" }>, seq: number): void {

@@ -254,6 +254,42 @@ describe("MirrorDriver", () => {
     await n.module.close();
   });
 
+  it("back in SECOND on a stream that resynced meanwhile: the in-sync report made from the state event is the last one advertised (chaos seed 208767711)", async () => {
+    // The driver reports "still in sync on the same stream" from inside the module's `state` event (SECOND, not
+    // ready). That input used to be carried out in the middle of the batch that emitted the event: its advertise
+    // (SECOND ready) went out first, the batch's own (SECOND not ready) last, and the peer, primary ALONE, never saw
+    // an in-sync secondary again (no further change to advertise): ALONE + SECOND in sync, for good.
+    const n = await node("n1", { witness: true });
+    const advertised: ModuleReport[] = [];
+    n.module.on("advertise", (r) => advertised.push(r));
+    const sb = (ok: boolean) => n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok, action: "wait", reason: ok ? "witness answers" : "no witness answered" });
+    sb(true);
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("PRIM"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    const sec = n.reps[0] as FakeRep;
+    sec.resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    // Cut off from the primary and the witness: outdated, WAIT. Meanwhile the primary's stream comes back on this
+    // very helper and a resync completes (the view has not caught up yet): the copy is consistent again.
+    sb(false);
+    n.setView(["n1"]);
+    await n.module.waitFor("WAIT", 1000);
+    sec.resynced();
+    // The view catches up: n0 is ALONE; this node becomes SECOND on the same, consistent stream.
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("ALONE", { generation: 2 }));
+    sb(true);
+    await n.module.waitFor((s) => s.state === "SECOND" && !s.transient && s.ready, 1000);
+    await n.module.idle();
+    expect(n.ops).toEqual(["listen"]); // the same helper all along
+    expect(n.syncs.at(-1)).toBe("in: still in sync on the same stream");
+    expect(advertised.at(-1)).toMatchObject({ state: "SECOND", ready: true, generation: 2 });
+    expect(advertised.at(-1)).toEqual(n.module.report);
+    await n.module.close();
+  });
+
   it("refuses to mount a copy whose resync did not finish, unless prim --force", async () => {
     const n = await node("n0", { defaultPrimary: "n0", maxloop: 0 });
     writeFileSync(join(n.dir, ".data.hfstate"), "inconsistent\n");
