@@ -15,6 +15,11 @@
 //    starts in about 1 ms, so "application start excluded" changes nothing here). Each trial the old primary
 //    returns, is resynced (bytes sent by the resync vs bytes written while it was away) and becomes SECOND;
 //    lost commits = records the writer saw acknowledged that the new primary does not have.
+//    --witness: the nodes' split-brain checker holds the witness arbiter's lease (examples/witness.ts in the client
+//    namespace, mirror-node --arbiter, the SDK's arbiter defaults): the failover then waits for the dead primary's
+//    lease. The JSON gets "failover_witness": "arbiter" (absent without it).
+//    --only failover: section 3 alone; its last line is {"bench":"mirror-failover","witness":...,"failover_p50_ms",
+//    "failover_p99_ms",...} and it writes bench/results/mirror-failover[-witness].json (not mirror.json).
 // Prints a table, then one JSON object as the very last line.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -39,7 +44,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { FileReplicator } from "../src/mirror/FileReplicator.js";
 import { startLoopbackPair, type LoopbackPair } from "../src/mirror/testing.js";
-import { Lab, type LabHost } from "../src/testing/lab.js";
+import { Lab, type LabHost, type LabProcess } from "../src/testing/lab.js";
 import { MembershipCluster, REPO, type ClusterNode, type NodeLine } from "../test/lab/helpers/membership-cluster.js";
 
 const { values } = parseArgs({
@@ -49,13 +54,20 @@ const { values } = parseArgs({
     fsyncs: { type: "string", default: "500" },
     files: { type: "string", default: "2000" },
     "pgbench-seconds": { type: "string", default: "10" },
-    // --only pgbench: just the pgbench comparison (to measure helper changes back to back); --helper PATH: the
-    // helper binary for both sides (default: the committed prebuilt)
+    // --only pgbench: just the pgbench comparison (to measure helper changes back to back); --only failover: just
+    // the failover trials (section 3); --helper PATH: the helper binary for both sides (default: the committed prebuilt)
     only: { type: "string" },
+    // --witness: failover trials with the witness arbiter (see section 3)
+    witness: { type: "boolean", default: false },
     helper: { type: "string" },
   },
 });
 const helperOpt = values.helper !== undefined ? { helperPath: values.helper } : {};
+if (values.only !== undefined && values.only !== "pgbench" && values.only !== "failover") {
+  console.error(`bench:mirror: --only pgbench or --only failover, not ${values.only}`);
+  process.exit(2);
+}
+const withWitness = values.witness === true;
 const trials = Math.max(1, Number(values.trials));
 const seqMib = Number(values["seq-mib"]);
 const fsyncs = Number(values.fsyncs);
@@ -181,6 +193,7 @@ async function pgTps(pair: LoopbackPair): Promise<{ local: number; mirror: numbe
 
 const RECORD_BYTES = 4096;
 const REPL_PORT = 7790;
+const ARBITER_PORT = 7799;
 const WRITER = `
 const http = require("http");
 const o = JSON.parse(process.argv[1]);
@@ -222,6 +235,7 @@ async function failoverTrials(): Promise<Trial[]> {
   const lab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
   const keyDir = mkdtempSync(join(tmpdir(), "holdfast-bench-mirror-"));
   let cluster: MembershipCluster | undefined;
+  let witness: LabProcess | undefined;
   const out: Trial[] = [];
   try {
     const [n0, n1] = lab.nodes as [LabHost, LabHost];
@@ -229,6 +243,13 @@ async function failoverTrials(): Promise<Trial[]> {
     const vip = lab.spareAddr(0);
     const key = join(keyDir, "repl.key");
     writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const arbiterAt = `${lab.addr(client)}:${ARBITER_PORT}`;
+    if (withWitness) {
+      // The witness arbiter in the client namespace (reachable by both nodes; a killed primary's link down leaves it
+      // alone). Max ttl 3 s: it grants nothing for 3 s after its start.
+      witness = lab.spawn(client, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: REPO });
+      await witness.waitForLine(/"type":"ready"/, 30_000);
+    }
     cluster = await MembershipCluster.start(lab, {
       program: "examples/mirror-node.ts",
       args: (h) => [
@@ -239,6 +260,7 @@ async function failoverTrials(): Promise<Trial[]> {
         "--key", key,
         "--default-primary", n0.name,
         "--record-bytes", String(RECORD_BYTES),
+        ...(withWitness ? ["--arbiter", arbiterAt] : []),
       ],
     });
     const settled = (state: string) => (l: NodeLine) => l.type === "state" && l.state === state && l.ready === true && l.transient === false;
@@ -305,6 +327,7 @@ async function failoverTrials(): Promise<Trial[]> {
     }
   } finally {
     await cluster?.stop();
+    witness?.kill("SIGTERM");
     await lab.destroy();
     rmSync(keyDir, { recursive: true, force: true });
   }
@@ -331,6 +354,35 @@ if (values.only === "pgbench") {
     );
   } finally {
     await pair?.close().catch(() => undefined);
+    rmSync(root, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
+if (values.only === "failover") {
+  try {
+    log(`failover trials: ${trials}${withWitness ? " (witness arbiter)" : ""}`);
+    const tr = await failoverTrials();
+    const fo = tr.map((x) => x.failoverMs).filter((x) => Number.isFinite(x));
+    const result = {
+      bench: "mirror-failover",
+      witness: withWitness ? "arbiter" : "none",
+      trials: tr.length,
+      failover_p50_ms: Math.round(pct(fo, 50)),
+      failover_p99_ms: Math.round(pct(fo, 99)),
+      failover_max_ms: Math.round(Math.max(...fo)),
+      failover_missing: tr.length - fo.length,
+      lost_commits: tr.reduce((a, x) => a + x.lost, 0),
+    };
+    console.log(`\n| module (namespaces, ${tr.length} trials${withWitness ? ", witness arbiter" : ""}) | value |\n|---|---|`);
+    console.log(`| failover (kill -> other node answers) p50 / p99 / max | ${result.failover_p50_ms} / ${result.failover_p99_ms} / ${result.failover_max_ms} ms |`);
+    console.log(`| acknowledged records lost | ${result.lost_commits} |`);
+    mkdirSync(join(REPO, "bench/results"), { recursive: true });
+    writeFileSync(
+      join(REPO, `bench/results/mirror-failover${withWitness ? "-witness" : ""}.json`),
+      JSON.stringify({ ...result, trialsDetail: tr, machine: { cpus: 2, node: process.version } }, null, 2) + "\n",
+    );
+    console.log(JSON.stringify(result));
+  } finally {
     rmSync(root, { recursive: true, force: true });
   }
   process.exit(0);
@@ -366,7 +418,7 @@ try {
   const pg = await pgTps(pair);
   await pair.close();
   pair = undefined;
-  log(`failover trials: ${trials}`);
+  log(`failover trials: ${trials}${withWitness ? " (witness arbiter)" : ""}`);
   const tr = await failoverTrials();
 
   const fo = tr.map((x) => x.failoverMs).filter((x) => Number.isFinite(x));
@@ -379,6 +431,7 @@ try {
     failover_p99_ms: Math.round(pct(fo, 99)),
     resync_bytes_ratio: Math.round(Math.max(...ratios) * 1000) / 1000,
     lost_commits: tr.reduce((a, x) => a + x.lost, 0),
+    ...(withWitness ? { failover_witness: "arbiter" } : {}),
   };
   const f = (x: number, d = 0) => x.toFixed(d);
   const rows: [string, string, string, string][] = [
