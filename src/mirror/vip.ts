@@ -19,6 +19,16 @@
  *
  * `remove(VIP/len)`: `ip addr del` on every interface that holds the address (idempotent).
  *
+ * The kernel's own dead man's switch (`leaseS`, default 3): the address is added with that lifetime
+ * (`valid_lft`/`preferred_lft`) and renewed every leaseS/3 s (`ip addr change`). A process that is killed or frozen
+ * stops renewing, and the kernel removes the VIP by itself within leaseS (measured here: 2.1 s for a 2 s lifetime),
+ * so a node whose daemon died (OOM kill, SIGKILL) while its kernel lives on does not keep answering ARP for the
+ * address the other node has taken over (the two would fight over clients' neighbour caches until someone removed
+ * it by hand). By then the peer has long detected the loss (under 1 s). A renewal that finds the address gone
+ * (the process stalled longer than the lease, or `ip` itself was that slow) puts it back without announcements:
+ * clients that still resolve it to this node keep working, and clients that moved to the peer are not pulled
+ * back; the engine steps a stalled primary down anyway. 0: a permanent address, as before.
+ *
  * `removeStale(vips)`: removes VIPs a crashed earlier run left on this node; call it before the module starts
  * (the {@link MirrorDriver} does when it binds the module): a node that comes back after a crash must not answer
  * for an address the other node now holds.
@@ -54,6 +64,11 @@ export interface MirrorVipOptions {
    * repeat, `count` 0 disables announcements altogether (for tests that show what they buy).
    */
   readonly announce?: { readonly count?: number; readonly intervalMs?: number; readonly repeatAfterMs?: number };
+  /**
+   * Lifetime of the address in seconds, renewed every leaseS/3 while held (see the file comment): the kernel
+   * removes the VIP of a dead or frozen process by itself. Default 3; 0 = a permanent address.
+   */
+  readonly leaseS?: number;
   /** Run everything in this network namespace (a path such as `/run/netns/NAME`); for labs and tests. */
   readonly netns?: string;
   /** Sink for one-line log messages. */
@@ -134,13 +149,23 @@ export class MirrorVip implements VipDriver {
   readonly #advertise: NeighbourAdvertiser;
   /** Background announcement bursts per address, aborted on removal. */
   readonly #bursts = new Map<string, AbortController>();
+  /** Addresses held (added and not removed), renewed while the lease runs. */
+  readonly #held = new Map<string, { v: ParsedVip; dev: string }>();
+  readonly #leaseS: number;
+  #renewTimer: ReturnType<typeof setInterval> | undefined;
+  /** Address changes run one at a time: a renewal must not put back an address that `remove` is taking away. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: MirrorVipOptions = {}) {
     const a = options.announce ?? {};
     const problems = (["count", "intervalMs", "repeatAfterMs"] as const)
       .filter((k) => a[k] !== undefined && !(Number.isInteger(a[k]) && (a[k] as number) >= 0))
       .map((k) => ({ path: `announce.${k}`, value: a[k], expected: "a non-negative integer" }));
+    if (options.leaseS !== undefined && !(Number.isInteger(options.leaseS) && options.leaseS >= 0)) {
+      problems.push({ path: "leaseS", value: options.leaseS, expected: "a whole number of seconds >= 0 (0: a permanent address)" });
+    }
     if (problems.length > 0) throw new ConfigError("mirror VIP options", problems);
+    this.#leaseS = options.leaseS ?? 3;
     this.options = options;
     const ns = options.netns;
     this.#run = options.run ?? (ns ? (argv) => defaultRun(["nsenter", `--net=${ns}`, "--", ...argv]) : defaultRun);
@@ -167,8 +192,10 @@ export class MirrorVip implements VipDriver {
   async add(vip: string, module = ""): Promise<void> {
     const v = parseVip(vip);
     const dev = await this.device(v.addr);
-    await this.#run(["ip", "addr", "replace", v.cidr, "dev", dev, ...(v.v6 ? ["nodad"] : [])]);
-    this.options.log?.(`vip: ${v.cidr} added on ${dev}${module ? ` (module ${module})` : ""}`);
+    await this.#exclusive(() => this.#run(["ip", "addr", "replace", ...this.#addrArgs(v, dev)]));
+    this.#held.set(v.addr, { v, dev });
+    this.#armRenewal();
+    this.options.log?.(`vip: ${v.cidr} added on ${dev}${this.#leaseS > 0 ? ` (lifetime ${this.#leaseS} s, renewed)` : ""}${module ? ` (module ${module})` : ""}`);
     const mac = await this.#mac(dev);
     this.#bursts.get(v.addr)?.abort();
     const ac = new AbortController();
@@ -184,11 +211,15 @@ export class MirrorVip implements VipDriver {
     const v = parseVip(vip);
     this.#bursts.get(v.addr)?.abort();
     this.#bursts.delete(v.addr);
+    this.#held.delete(v.addr);
+    this.#armRenewal();
     // Deleted with the prefix length it is held with (a stale one may come from an earlier configuration).
-    for (const h of await this.holders(v.addr)) {
-      await this.#run(["ip", "addr", "del", `${v.addr}/${h.len}`, "dev", h.dev]);
-      this.options.log?.(`vip: ${v.addr}/${h.len} removed from ${h.dev}${module ? ` (module ${module})` : ""}`);
-    }
+    await this.#exclusive(async () => {
+      for (const h of await this.holders(v.addr)) {
+        await this.#run(["ip", "addr", "del", `${v.addr}/${h.len}`, "dev", h.dev]);
+        this.options.log?.(`vip: ${v.addr}/${h.len} removed from ${h.dev}${module ? ` (module ${module})` : ""}`);
+      }
+    });
   }
 
   /** Removes `vips` from every interface of this node (left by a crashed earlier run). Returns those found. */
@@ -204,10 +235,57 @@ export class MirrorVip implements VipDriver {
     return found;
   }
 
-  /** Stops the background announcements (the addresses stay). */
+  /**
+   * Stops the background announcements and the lease renewal: the addresses stay, for at most leaseS seconds
+   * (for ever with leaseS 0).
+   */
   close(): void {
     for (const ac of this.#bursts.values()) ac.abort();
     this.#bursts.clear();
+    this.#held.clear();
+    this.#armRenewal();
+  }
+
+  /** `ip addr replace|change` arguments: the address, its device, its lifetime (and `nodad` for IPv6). */
+  #addrArgs(v: ParsedVip, dev: string): string[] {
+    const lft = this.#leaseS > 0 ? String(this.#leaseS) : "forever";
+    return [v.cidr, "dev", dev, ...(v.v6 ? ["nodad"] : []), "valid_lft", lft, "preferred_lft", lft];
+  }
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Renews while an address is held and the lease is on; stops otherwise. */
+  #armRenewal(): void {
+    const want = this.#leaseS > 0 && this.#held.size > 0;
+    if (want && this.#renewTimer === undefined) {
+      this.#renewTimer = setInterval(() => void this.#renew(), (this.#leaseS * 1000) / 3);
+      this.#renewTimer.unref?.();
+    } else if (!want && this.#renewTimer !== undefined) {
+      clearInterval(this.#renewTimer);
+      this.#renewTimer = undefined;
+    }
+  }
+
+  async #renew(): Promise<void> {
+    for (const [addr, { v, dev }] of [...this.#held]) {
+      await this.#exclusive(async () => {
+        if (this.#held.get(addr)?.dev !== dev) return; // removed (or moved) meanwhile
+        try {
+          // `ip addr change` creates a missing address as well: look first, to say when the lease had lapsed (this
+          // process or `ip` itself stalled for leaseS, or someone removed it). It goes back without announcements.
+          if (!(await this.holders(v.addr)).some((h) => h.dev === dev)) {
+            this.options.log?.(`vip: ${v.cidr} was gone from ${dev} at renewal (lease lapsed or removed by hand): adding it back, without announcements`);
+          }
+          await this.#run(["ip", "addr", "change", ...this.#addrArgs(v, dev)]);
+        } catch (e) {
+          this.options.log?.(`vip: renewing ${v.cidr} on ${dev} failed (retried at the next renewal): ${(e as Error).message.split("\n")[0]}`);
+        }
+      });
+    }
   }
 
   async #mac(dev: string): Promise<string> {

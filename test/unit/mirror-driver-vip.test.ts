@@ -24,7 +24,7 @@ function fakeHost(): Fake {
       return JSON.stringify([...byDev].map(([ifname, addr_info]) => ({ ifname, addr_info })));
     }
     if (line.startsWith("ip -j link show")) return JSON.stringify([{ ifname: argv[5], address: "02:48:46:00:00:0a" }]);
-    if (argv[1] === "addr" && argv[2] === "replace") {
+    if (argv[1] === "addr" && (argv[2] === "replace" || argv[2] === "change")) {
       const [addr, len] = (argv[3] as string).split("/");
       held.set(addr as string, { dev: argv[5] as string, len: Number(len) });
       return "";
@@ -55,7 +55,7 @@ describe("MirrorVip", () => {
     const f = fakeHost();
     const vip = new MirrorVip({ run: f.run, advertise: f.advertise, announce: { count: 1, repeatAfterMs: 0 } });
     await vip.add("198.18.0.100/24", "db");
-    const replace = f.calls.indexOf("ip addr replace 198.18.0.100/24 dev eth0");
+    const replace = f.calls.indexOf("ip addr replace 198.18.0.100/24 dev eth0 valid_lft 3 preferred_lft 3");
     expect(f.calls[0]).toBe("ip -j route get 198.18.0.100");
     expect(replace).toBeGreaterThan(0);
     expect(arpings(f)).toEqual(["announce eth0 02:48:46:00:00:0a 198.18.0.100"]);
@@ -87,7 +87,7 @@ describe("MirrorVip", () => {
     const f = fakeHost();
     const vip = new MirrorVip({ run: f.run, advertise: f.advertise, iface: "eth0", announce: { count: 1, repeatAfterMs: 0 } });
     await vip.add("fd00:4844::100/112");
-    expect(f.calls).toContain("ip addr replace fd00:4844::100/112 dev eth0 nodad");
+    expect(f.calls).toContain("ip addr replace fd00:4844::100/112 dev eth0 nodad valid_lft 3 preferred_lft 3");
     expect(arpings(f)).toEqual(["announce eth0 02:48:46:00:00:0a fd00:4844::100"]);
   });
 
@@ -127,5 +127,82 @@ describe("MirrorVip", () => {
     const vip = new MirrorVip({ run: fakeHost().run });
     await expect(vip.add("198.18.0.100")).rejects.toBeInstanceOf(ConfigError);
     expect(() => new MirrorVip({ announce: { count: -1 } })).toThrow(/announce\.count/);
+    expect(() => new MirrorVip({ leaseS: 1.5 })).toThrow(/leaseS/);
+  });
+
+  describe("lease (the address's kernel lifetime)", () => {
+    const renewals = (f: Fake): string[] => f.calls.filter((c) => c.startsWith("ip addr change"));
+
+    it("renews every leaseS/3 while held, and stops when the VIP is removed", async () => {
+      vi.useFakeTimers();
+      const f = fakeHost();
+      const vip = new MirrorVip({ run: f.run, advertise: f.advertise, iface: "eth0", leaseS: 3, announce: { count: 1, repeatAfterMs: 0 } });
+      await vip.add("198.18.0.100/24");
+      expect(renewals(f)).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(renewals(f)).toEqual(["ip addr change 198.18.0.100/24 dev eth0 valid_lft 3 preferred_lft 3"]);
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(renewals(f)).toHaveLength(3);
+      await vip.remove("198.18.0.100/24");
+      await vi.advanceTimersByTimeAsync(5000);
+      expect(renewals(f)).toHaveLength(3);
+      expect(f.held.has("198.18.0.100")).toBe(false);
+    });
+
+    it("close() stops the renewal: the kernel lets the address lapse", async () => {
+      vi.useFakeTimers();
+      const f = fakeHost();
+      const vip = new MirrorVip({ run: f.run, advertise: f.advertise, iface: "eth0", announce: { count: 1, repeatAfterMs: 0 } });
+      await vip.add("fd00:4844::100/112");
+      vip.close();
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(renewals(f)).toEqual([]);
+    });
+
+    it("an address found gone at renewal is logged and put back, without announcements", async () => {
+      vi.useFakeTimers();
+      const f = fakeHost();
+      const lines: string[] = [];
+      const vip = new MirrorVip({ run: f.run, advertise: f.advertise, iface: "eth0", leaseS: 3, announce: { count: 1, repeatAfterMs: 0 }, log: (l) => lines.push(l) });
+      await vip.add("198.18.0.100/24");
+      const announced = arpings(f).length;
+      f.held.delete("198.18.0.100"); // the kernel expired it (a stall longer than the lease)
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(lines.some((l) => l.includes("198.18.0.100/24 was gone from eth0 at renewal"))).toBe(true);
+      expect(f.held.get("198.18.0.100")).toEqual({ dev: "eth0", len: 24 });
+      expect(arpings(f)).toHaveLength(announced);
+    });
+
+    it("a renewal in flight does not put back an address remove() took away", async () => {
+      vi.useFakeTimers();
+      const f = fakeHost();
+      let release: (() => void) | undefined;
+      const run = async (argv: readonly string[]): Promise<string> => {
+        // the renewal's look at the addresses is slow: remove() is called meanwhile
+        if (argv.join(" ") === "ip -j addr show" && release === undefined && f.calls.some((c) => c.startsWith("ip addr replace"))) {
+          await new Promise<void>((r) => (release = r));
+        }
+        return f.run(argv);
+      };
+      const vip = new MirrorVip({ run, advertise: f.advertise, iface: "eth0", leaseS: 3, announce: { count: 1, repeatAfterMs: 0 } });
+      await vip.add("198.18.0.100/24");
+      await vi.advanceTimersByTimeAsync(1000); // the renewal starts and waits
+      expect(release).toBeDefined();
+      const removed = vip.remove("198.18.0.100/24");
+      release?.();
+      await removed;
+      await vi.advanceTimersByTimeAsync(5000);
+      expect(f.held.has("198.18.0.100")).toBe(false);
+    });
+
+    it("leaseS 0: a permanent address, never renewed", async () => {
+      vi.useFakeTimers();
+      const f = fakeHost();
+      const vip = new MirrorVip({ run: f.run, advertise: f.advertise, iface: "eth0", leaseS: 0, announce: { count: 1, repeatAfterMs: 0 } });
+      await vip.add("198.18.0.100/24");
+      expect(f.calls).toContain("ip addr replace 198.18.0.100/24 dev eth0 valid_lft forever preferred_lft forever");
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(renewals(f)).toEqual([]);
+    });
   });
 });
