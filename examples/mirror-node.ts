@@ -90,9 +90,13 @@ const driver = new MirrorDriver({
   peer: endpoint(a.peer),
   replicator: { statsIntervalMs: 500, ackTimeoutMs: Number(a["ack-timeout-ms"]) },
   // With a ping witness: the peer's isolation check runs every 100 ms; 300 ms covers it and the spread of detection.
-  // With the arbiter the lease is the fence (a cut-off primary leaves the role >= 350 ms before the witness can grant
-  // the peer: src/checkers/arbiter.ts, timing chain point 2), and the permit is bounded by the lease (permitCap).
-  ...(a.witness && !a.arbiter ? { failoverFenceMs: 300 } : {}),
+  // With the arbiter the lease is the fence when the primary holds it (a cut-off primary leaves the role >= 350 ms
+  // before the witness can grant the peer: src/checkers/arbiter.ts, timing chain point 2), and the permit is bounded
+  // by the lease (permitCap). But a secondary may hold the lease itself at the cut (granted while the primary held
+  // none, e.g. just after the witness restarted) and take over as soon as it sees the loss, up to ~150 ms before the
+  // primary does (chaos replay partition-primary: 25 ms of two primaries). The fence counts from the peer's departure,
+  // so after a lease wait (about a ttl) it has run out: it costs the ordinary failover nothing.
+  ...(a.witness || a.arbiter ? { failoverFenceMs: 300 } : {}),
   ...(a.arbiter ? { permitCap: () => arbiterProbe?.permitBudgetMs() ?? 0 } : {}),
   log: (line) => out({ type: "log", line }),
 });
@@ -203,8 +207,14 @@ const stopRecords = () =>
     const s = server;
     server = null;
     s.close(() => {
-      void appends.then(() => {
-        out({ type: "app", state: "stopped" });
+      // Every connection is closed: nothing more can be acknowledged. An append still in flight is waited for a
+      // moment only: on a primary leaving the role while cut off, it is blocked in the mount (the helper holds writes
+      // it may not acknowledge alone: no permit) until the mount goes or the role comes back, and waiting for it
+      // would hold the step-down for the whole stop_prim timeout (10 s) and the pair's convergence with it.
+      const settled = appends.then(() => true);
+      const bound = new Promise<boolean>((r) => setTimeout(() => r(false), 1000).unref());
+      void Promise.race([settled, bound]).then((done) => {
+        out({ type: "app", state: "stopped", ...(done ? {} : { pendingWrite: "blocked in the mount, its client gone" }) });
         resolve();
       });
     });

@@ -151,11 +151,14 @@ export interface MirrorDriverOptions {
    */
   readonly disconnectGraceMs?: number;
   /**
-   * Failover only (this node takes over a primary that left the view): wait this long before mounting and
-   * starting the application, ms. Default 0. With a witness, set it above the time a cut-off primary needs to
-   * notice that it is cut off and begin leaving the role (its split-brain check's interval plus the spread of the
-   * two nodes' loss detection, e.g. 300 ms for a 100 ms check): then the two nodes never run the application as
-   * primary at the same time. It adds to the failover time.
+   * Failover only (this node takes over a primary that left the view): mount and start the application no sooner
+   * than this long after the peer left the view, ms. Default 0. With a witness, set it above the time a cut-off
+   * primary needs to notice that it is cut off and begin leaving the role (its split-brain check's interval plus
+   * the spread of the two nodes' loss detection, e.g. 300 ms for a 100 ms check): then the two nodes never run the
+   * application as primary at the same time. It counts from the departure, not from the engine's decision: with the
+   * witness arbiter the lease wait (about a ttl) has usually covered it already and it costs nothing; it matters
+   * when this node held the lease before the cut (granted while the primary did not hold it, e.g. after the
+   * witness restarted), so that it may take over as soon as it sees the loss, possibly before the primary does.
    */
   readonly failoverFenceMs?: number;
   /**
@@ -255,6 +258,9 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private handoverSnapshot: boolean | undefined;
   /** The engine asked for a checksum resync (the secondary diverged) before the primary helper ran: its first pass. */
   private checksumPending = false;
+  /** When the peer last left the view (monotonic ms), and whether it is in the view now: the failover fence's start. */
+  private peerLeftAt: number | undefined;
+  private peerWasIn = false;
 
   constructor(options: MirrorDriverOptions) {
     super();
@@ -452,8 +458,12 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       this.checksumPending = false;
       const fence = this.options.failoverFenceMs ?? 0;
       if (wasSecond && !this.peerInView() && fence > 0) {
-        this.note(`failover: waiting ${fence} ms for a cut-off primary to leave the role`);
-        await new Promise((r) => setTimeout(r, fence));
+        const since = this.peerLeftAt === undefined ? 0 : performance.now() - this.peerLeftAt;
+        const wait = Math.ceil(fence - since);
+        if (wait > 0) {
+          this.note(`failover: waiting ${wait} ms (${fence} ms after the peer left the view) for a cut-off primary to leave the role`);
+          await new Promise((r) => setTimeout(r, wait));
+        }
       }
       const o = this.options;
       const t = o.replicator ?? {};
@@ -619,6 +629,8 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   /** Secondary: tracks the peer's presence; a peer back after an absence makes the stream suspect. */
   private onView(members: readonly { readonly id: string }[]): void {
     const peerIn = members.some((m) => m.id !== this.options.nodeId);
+    if (this.peerWasIn && !peerIn) this.peerLeftAt = performance.now();
+    this.peerWasIn = peerIn;
     if (!peerIn) {
       // Not reported now: if the primary died, this node must stay able to take over.
       if (this.sec) this.suspect = true;

@@ -324,4 +324,32 @@ describe("MirrorDriver", () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(195);
     await n.module.close();
   });
+
+  it("failover fence: it counts from the peer's departure, so a takeover decided later (a lease wait) waits only the rest", async () => {
+    // The arbiter's case: the lease still names the lost primary, the engine waits for it to lapse; the fence has
+    // partly run meanwhile. (A secondary that held the lease already takes over at once: the fence then runs whole,
+    // and the primary, which sees the loss up to ~150 ms later, has left the role when this node's app starts.)
+    const n = await node("n1", { fenceMs: 200, witness: true });
+    const lines: string[] = [];
+    n.driver.on("log", (l) => lines.push(l));
+    const sb = (ok: boolean, reason: string) => n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok, action: "wait", reason });
+    sb(true, "lease held for 900 ms");
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("PRIM"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    (n.reps[0] as FakeRep).resynced();
+    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    sb(false, "lease held by n0 for 300 ms");
+    const t0 = performance.now();
+    n.setView(["n1"]);
+    await new Promise((r) => setTimeout(r, 80)); // within peerWait (100): still waiting for the lease
+    expect(n.module.status).toMatchObject({ state: "SECOND", transient: false });
+    sb(true, "lease held for 900 ms");
+    await n.module.waitFor("ALONE", 2000);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(195);
+    const waited = lines.map((l) => /^failover: waiting (\d+) ms \(200 ms after the peer left the view\)/.exec(l)).find((m) => m !== null);
+    expect(Number(waited?.[1])).toBeLessThanOrEqual(121);
+    await n.module.close();
+  });
 });
