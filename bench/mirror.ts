@@ -18,6 +18,8 @@
 //    --witness: the nodes' split-brain checker holds the witness arbiter's lease (examples/witness.ts in the client
 //    namespace, mirror-node --arbiter, the SDK's arbiter defaults): the failover then waits for the dead primary's
 //    lease. The JSON gets "failover_witness": "arbiter" (absent without it).
+//    --only load [--load-seconds 120] [--witness]: the healthy pair under stress-ng on both cores with a writer;
+//    counts spurious membership losses, step-downs, failovers and failed witness verdicts ({"bench":"mirror-load"}).
 //    --only failover: section 3 alone; its last line is {"bench":"mirror-failover","witness":...,"failover_p50_ms",
 //    "failover_p99_ms",...} and it writes bench/results/mirror-failover[-witness].json (not mirror.json).
 // Prints a table, then one JSON object as the very last line.
@@ -59,12 +61,14 @@ const { values } = parseArgs({
     only: { type: "string" },
     // --witness: failover trials with the witness arbiter (see section 3)
     witness: { type: "boolean", default: false },
+    // --only load: the healthy pair under stress-ng on every core for --load-seconds (section 3b)
+    "load-seconds": { type: "string", default: "120" },
     helper: { type: "string" },
   },
 });
 const helperOpt = values.helper !== undefined ? { helperPath: values.helper } : {};
-if (values.only !== undefined && values.only !== "pgbench" && values.only !== "failover") {
-  console.error(`bench:mirror: --only pgbench or --only failover, not ${values.only}`);
+if (values.only !== undefined && values.only !== "pgbench" && values.only !== "failover" && values.only !== "load") {
+  console.error(`bench:mirror: --only pgbench, failover or load, not ${values.only}`);
   process.exit(2);
 }
 const withWitness = values.witness === true;
@@ -231,12 +235,28 @@ interface Trial {
   lost: number;
 }
 
-async function failoverTrials(): Promise<Trial[]> {
+const settled = (state: string) => (l: NodeLine) => l.type === "state" && l.state === state && l.ready === true && l.transient === false;
+
+interface MirrorLab {
+  readonly lab: Lab;
+  readonly cluster: MembershipCluster;
+  readonly client: LabHost;
+  readonly vip: string;
+  close(): Promise<void>;
+}
+
+/** Two mirror nodes (n0 PRIM, n1 SECOND in sync) and a client; with --witness, the arbiter in the client namespace. */
+async function mirrorLab(): Promise<MirrorLab> {
   const lab = await Lab.create({ nodes: 2, clients: 1, networks: 1 });
   const keyDir = mkdtempSync(join(tmpdir(), "holdfast-bench-mirror-"));
   let cluster: MembershipCluster | undefined;
   let witness: LabProcess | undefined;
-  const out: Trial[] = [];
+  const close = async (): Promise<void> => {
+    await cluster?.stop();
+    witness?.kill("SIGTERM");
+    await lab.destroy();
+    rmSync(keyDir, { recursive: true, force: true });
+  };
   try {
     const [n0, n1] = lab.nodes as [LabHost, LabHost];
     const client = lab.clients[0] as LabHost;
@@ -263,11 +283,23 @@ async function failoverTrials(): Promise<Trial[]> {
         ...(withWitness ? ["--arbiter", arbiterAt] : []),
       ],
     });
-    const settled = (state: string) => (l: NodeLine) => l.type === "state" && l.state === state && l.ready === true && l.transient === false;
+    await cluster.node(n0.name).waitFor(settled("PRIM"), 30_000, 0, "first primary");
+    await cluster.node(n1.name).waitFor(settled("SECOND"), 30_000, 0, "secondary in sync");
+    return { lab, cluster, client, vip, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+async function failoverTrials(): Promise<Trial[]> {
+  const ml = await mirrorLab();
+  const { lab, cluster, client, vip } = ml;
+  const out: Trial[] = [];
+  try {
+    const [n0, n1] = lab.nodes as [LabHost, LabHost];
     let prim: ClusterNode = cluster.node(n0.name);
     let sec: ClusterNode = cluster.node(n1.name);
-    await prim.waitFor(settled("PRIM"), 30_000, 0, "first primary");
-    await sec.waitFor(settled("SECOND"), 30_000, 0, "secondary in sync");
     let nextId = 1;
     for (let t = 0; t < trials; t++) {
       const primHost = prim.host;
@@ -326,12 +358,92 @@ async function failoverTrials(): Promise<Trial[]> {
       [prim, sec] = [sec, prim];
     }
   } finally {
-    await cluster?.stop();
-    witness?.kill("SIGTERM");
-    await lab.destroy();
-    rmSync(keyDir, { recursive: true, force: true });
+    await ml.close();
   }
   return out;
+}
+
+// ---- 3b. no false failover under load (--only load) -------------------------------------------
+
+interface LoadResult {
+  seconds: number;
+  nodeDown: number;
+  stepDowns: number;
+  failovers: number;
+  witnessFailures: number;
+  witnessReasons: string[];
+  acked: number;
+  lost: number;
+}
+
+/**
+ * The healthy pair for `seconds` while stress-ng loads every core and a writer appends through the VIP: membership
+ * losses (nodeDown), primary step-downs (a node leaving PRIM/ALONE), failovers (a node becoming ALONE) and failed
+ * witness verdicts of the primary are counted. Nothing fails, so every one of them is spurious.
+ */
+async function loadRun(seconds: number): Promise<LoadResult> {
+  const ml = await mirrorLab();
+  const { lab, cluster, client, vip } = ml;
+  let stress: ReturnType<typeof spawn> | undefined;
+  try {
+    const [n0, n1] = lab.nodes as [LabHost, LabHost];
+    const nodes = [cluster.node(n0.name), cluster.node(n1.name)];
+    const writer = lab.spawn(client, [process.execPath, "-e", WRITER, JSON.stringify({ vip, from: 1, count: 1_000_000, maxMs: (seconds + 5) * 1000 })]);
+    const acks: number[] = [];
+    const wDone = (async () => {
+      for await (const raw of writer.lines()) {
+        const l = JSON.parse(raw) as { acked?: number };
+        if (l.acked !== undefined) acks.push(l.acked);
+      }
+    })();
+    while (acks.length < 20) await sleep(20);
+    if (withWitness) {
+      // Settled first: the primary holds the lease (at start the secondary may have got it first, then yields it).
+      const lastVerdict = () => [...(nodes[0] as ClusterNode).lines].reverse().find((l) => l.type === "checker" && l.checker === "witness");
+      for (let i = 0; i < 300 && lastVerdict()?.ok !== true; i++) await sleep(50);
+    }
+    const marks = nodes.map((n) => n.mark());
+    const tStress = Date.now();
+    stress = spawn("stress-ng", ["--cpu", "2", "--cpu-load", "100", "--timeout", `${seconds}s`], { stdio: "ignore" });
+    const stressed = new Promise<void>((r) => stress?.once("exit", () => r()));
+    await Promise.race([stressed, sleep((seconds + 10) * 1000)]);
+    writer.kill("SIGTERM");
+    await wDone;
+    let nodeDown = 0;
+    let stepDowns = 0;
+    let failovers = 0;
+    let witnessFailures = 0;
+    const witnessReasons: string[] = [];
+    nodes.forEach((n, i) => {
+      let primary = i === 0;
+      for (const l of n.lines.slice(marks[i])) {
+        if (l.type === "nodeDown") nodeDown++;
+        // The primary's failed verdicts (the secondary is denied all along: its verdict is failed by design).
+        if (primary && l.type === "checker" && l.checker === "witness" && l.ok === false) {
+          witnessFailures++;
+          if (witnessReasons.length < 5) witnessReasons.push(`${n.id} +${Math.round(Number(l.t) - tStress)} ms: ${String(l.reason)}`);
+        }
+        if (l.type !== "state" || l.transient === true) continue;
+        const isPrim = l.state === "PRIM" || l.state === "ALONE";
+        if (primary && !isPrim) stepDowns++;
+        if (!primary && l.state === "ALONE") failovers++;
+        primary = isPrim;
+      }
+    });
+    // Lost: acknowledged records missing from both copies (no failover expected: the primary's copy).
+    const have = new Set<number>();
+    for (const h of [n0, n1]) {
+      const f = join(lab.dir(h), "data", "records.log");
+      if (existsSync(f)) for (const l of readFileSync(f, "utf8").split("\n")) if (l.length > 0) have.add(Number(l.split(" ")[0]));
+    }
+    const lost = acks.filter((a) => !have.has(a)).length;
+    const r = { seconds, nodeDown, stepDowns, failovers, witnessFailures, witnessReasons, acked: acks.length, lost };
+    log(`load ${seconds} s (stress-ng --cpu 2): ${JSON.stringify(r)}`);
+    return r;
+  } finally {
+    stress?.kill("SIGKILL");
+    await ml.close();
+  }
 }
 
 // ---- run ---------------------------------------------------------------------------------------
@@ -354,6 +466,15 @@ if (values.only === "pgbench") {
     );
   } finally {
     await pair?.close().catch(() => undefined);
+    rmSync(root, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
+if (values.only === "load") {
+  try {
+    const r = await loadRun(Math.max(10, Number(values["load-seconds"])));
+    console.log(JSON.stringify({ bench: "mirror-load", witness: withWitness ? "arbiter" : "none", stress: "stress-ng --cpu 2 --cpu-load 100", ...r }));
+  } finally {
     rmSync(root, { recursive: true, force: true });
   }
   process.exit(0);
