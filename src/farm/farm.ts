@@ -135,6 +135,8 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
   private readonly reports = new Map<string, ModuleReport>();
   private cancelRecheck: (() => void) | null = null;
   private owners: string[] = [];
+  /** The owner set of the last `buckets` event (a view change that leaves this node's share as it is still tells). */
+  private emittedOwners = "";
   private readonly contest: ContestTracker;
   private readonly held = new Map<string, Uint8Array>();
   /** The contested mask last applied (1 = strict), for the owned buckets. */
@@ -401,9 +403,21 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
         await this.options.filter.setOwned(mask, contested);
         this.filterOwned = mask;
         this.appliedContested = contested;
+        this.emittedOwners = ownersNow.join(",");
         this.emit("buckets", { type: "buckets", owned, sole: this.soleCount(mask), buckets: mask, owners: ownersNow, reason: `${why}: ${step.reason ?? ""}` });
         await this.prune(false); // flags read after the flip: a SYN passed before it is in them
         this.publishHeldSet(0);
+      });
+    } else if (this.installed && this.owners.join(",") !== this.emittedOwners) {
+      // The owner set changed and this node's share did not (e.g. a node joined while a take planned for the smaller
+      // set was pending, and the new set's share is the one held): say so, or the last event names the old set.
+      const ownersNow = this.owners;
+      this.enqueue(async () => {
+        if (this.removing || ownersNow.join(",") === this.emittedOwners) return;
+        const mask = this.filterOwned;
+        this.emittedOwners = ownersNow.join(",");
+        const owned = mask.reduce((a, b) => a + b, 0);
+        this.emit("buckets", { type: "buckets", owned, sole: this.soleCount(mask), buckets: mask, owners: ownersNow, reason: `${why}: owners now ${ownersNow.join("/")}, this node's share unchanged` });
       });
     }
     this.cancelRecheck?.();
