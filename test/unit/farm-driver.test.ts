@@ -40,17 +40,17 @@ class FakeFilter implements FarmFilterLike {
   }
 }
 
-function setup() {
+function setup(nodes: string[] = ["a", "b"]) {
   const clock = new FakeClock(0);
   const filter = new FakeFilter();
   const published: string[] = [];
   const driver = new FarmDriver({
     module: "web", nodeId: "a", vip: { start: async () => {}, stop: async () => {} }, filter, clock, settleMs: 150, contestGraceMs: 1000, pruneEveryMs: 0,
-    publishHeld: (h) => published.push(h), nodes: ["a", "b"],
+    publishHeld: (h) => published.push(h), nodes,
   });
   const module = Object.assign(new EventEmitter(), { status: { state: "UP", ready: true, transient: false } }) as unknown as Module;
   const metas = new Map<string, unknown>();
-  const members = ["a", "b"];
+  const members = nodes.slice(0, 2);
   const mem = Object.assign(new EventEmitter(), { nodeId: "a", peerMeta: (id: string) => metas.get(id), setMeta: () => undefined });
   Object.defineProperty(mem, "view", { get: () => ({ epoch: 1, members: members.map((id) => ({ id, weight: 1 })) }) });
   const membership = mem as unknown as ModuleMembership;
@@ -192,5 +192,36 @@ describe("FarmDriver contested buckets", () => {
     expect(s.filter.prunes).toBeGreaterThan(1); // flags are read (after a prune) after every table change
     await s.driver.remove();
     expect(s.published.at(-1)).toBe("");
+  });
+
+  it("an owner set that changes while this node's share stays is still reported (chaos seed 1579128077)", async () => {
+    // [a,b] -> [a] (a takes b's share, but only after the settle time: [a,b] had just formed) -> [a,c] (a releases
+    // c's share at once, the take still pending) -> [a,b,c]: a's share over the three is exactly what it holds now,
+    // so no table is applied; the last event must still name the three owners, not [a,c] (the chaos
+    // farm-convergence check and the farm lab's waits read it).
+    const s = setup(["a", "b", "c"]);
+    const events: { owners: string[]; owned: number }[] = [];
+    s.driver.on("buckets", (e) => events.push({ owners: [...e.owners], owned: e.owned }));
+    s.driver.bind(s.module, s.membership);
+    s.peer("b", undefined);
+    s.peer("c", undefined);
+    await s.driver.add();
+    const view = async (ids: string[], advanceMs = 0) => {
+      s.members.splice(0, s.members.length, ...ids);
+      s.mem.emit("viewChange", { view: s.membership.view, agreed: true });
+      await flush();
+      s.clock.advance(advanceMs);
+      await flush();
+    };
+    const share = (ids: string[]) => count(ownedMask(assignBuckets(ids.map((id) => ({ id, weight: 1 })))!, "a"));
+    await view(["a", "b", "c"], 150);
+    await view(["a", "b"]); // c left a settled set: a takes c's share at once
+    expect(events.at(-1)).toEqual({ owners: ["a", "b"], owned: share(["a", "b"]) });
+    await view(["a"]); // b left a set that had not settled: the take waits
+    await view(["a", "c"]); // c's share of a's is released at once, b's still to take
+    expect(events.at(-1)).toEqual({ owners: ["a", "c"], owned: share(["a", "b", "c"]) });
+    await view(["a", "b", "c"], 1000);
+    expect(count(s.filter.last.owned)).toBe(share(["a", "b", "c"]));
+    expect(events.at(-1)).toEqual({ owners: ["a", "b", "c"], owned: share(["a", "b", "c"]) });
   });
 });
