@@ -31,8 +31,10 @@
  *    M >= P + I + A + a stall of up to P: ttl 2000 and M 1150 with the old 900 ms permit, and failovers of 2.4 s.)
  * 2. Fence (two applications): the last ok verdict at t0 had V - t0 > M; the next run, at most I (+ A while it
  *    claims) later, fails and the engine steps a cut-off primary down then: before V - M + I + A = V - 250, at
- *    least 250 + mT = 350 ms before the witness can grant the peer. That is the arbiter's failover fence:
- *    mirror-node sets no `failoverFenceMs` with it (the ping witness needs 300 ms).
+ *    least 250 + mT = 350 ms before the witness can grant the peer. That fences a primary that held the lease. A
+ *    peer that already holds the lease at the cut (granted while the primary held none, e.g. after a witness
+ *    restart) needs no grant: mirror-node keeps `failoverFenceMs` 300, counted from the peer's departure, which the
+ *    ordinary lease wait (about T after the primary's last renewal) has already covered: it costs nothing then.
  * 3. Load: the verdict stays ok while one claim of the last T(1 - m) - M = 500 ms was answered: 4 lost or late
  *    renewals in a row (R = 100) are tolerated (the old ttl 2000 allowed 650 ms / 3 at R = 200). A failed verdict
  *    never steps a primary down while its peer is in view (the engine's step-down needs no peer in view), and the
