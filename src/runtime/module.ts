@@ -415,8 +415,15 @@ export class Module extends EventEmitter<ModuleEvents> {
   private feed(input: (c: ModuleCore) => ModuleEffect[]): void {
     if (this.closed) return;
     this.pending.push(...this.core.tick(this.clock.now()));
-    this.pending.push(...input(this.core));
-    if (this.draining) return;
+    try {
+      this.pending.push(...input(this.core));
+    } finally {
+      // Also when the input throws (a refused command): what the tick decided is carried out all the same.
+      if (!this.draining) this.drain();
+    }
+  }
+
+  private drain(): void {
     this.draining = true;
     try {
       for (let e = this.pending.shift(); e !== undefined; e = this.pending.shift()) this.carryOut(e);

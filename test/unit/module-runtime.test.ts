@@ -182,6 +182,28 @@ describe("Module driver", () => {
     await b.close();
   });
 
+  it("what a tick decides is carried out even when the input that came with it is refused", async () => {
+    // A clock whose timers never fire: the peerWait deadline passes unnoticed until the next input, a refused
+    // command. The tick before it decides ALONE (the last sole primary, no peer): that must still happen.
+    let now = 1000;
+    const clock = { now: () => now, setTimer: () => () => undefined };
+    const store = new MemoryModuleStore();
+    store.states.set("db", { initialized: true, upToDate: true, generation: 3, soleOwner: true, restarts: [] });
+    const m = await Module.create(
+      { name: "db", kind: "mirror", vips: [], hooks: { start_prim: async () => undefined }, mirror: { peerWait: 100 } },
+      { nodeId: "n0", store, clock },
+    );
+    m.view(view("n0"));
+    await m.start();
+    await m.waitFor("WAIT");
+    now += 500;
+    await expect(m.swap()).rejects.toBeInstanceOf(CommandRefusedError);
+    for (let i = 0; i < 100 && !(m.status.state === "ALONE" && !m.status.transient); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(m.status).toMatchObject({ state: "ALONE", transient: false });
+    expect(m.persisted.generation).toBe(4);
+    await m.close();
+  });
+
   it("loads several modules from a YAML file and runs them independently", async () => {
     const dir = mkdtempSync(join(tmpdir(), "hf-modfile-"));
     const path = join(dir, "modules.yaml");
