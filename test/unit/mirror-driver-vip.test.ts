@@ -61,6 +61,13 @@ describe("MirrorVip", () => {
     expect(arpings(f)).toEqual(["announce eth0 02:48:46:00:00:0a 198.18.0.100"]);
     for (const a of arpings(f)) expect(f.calls.indexOf(a)).toBeGreaterThan(replace);
     expect(f.held.get("198.18.0.100")).toEqual({ dev: "eth0", len: 24 });
+    // the node never names the VIP as the sender of its own ARP requests; set once per interface, before the address
+    const sysctl = f.calls.indexOf("sysctl -qw net/ipv4/conf/eth0/arp_announce=2");
+    expect(sysctl).toBeGreaterThanOrEqual(0);
+    expect(sysctl).toBeLessThan(replace);
+    await vip.remove("198.18.0.100/24");
+    await vip.add("198.18.0.100/24");
+    expect(f.calls.filter((c) => c.startsWith("sysctl"))).toHaveLength(1);
   });
 
   it("repeats the announcement count times, again after repeatAfterMs, and stops when the VIP is removed", async () => {
