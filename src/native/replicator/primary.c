@@ -245,7 +245,7 @@ void op_submit(struct op *o) {
     struct iovec v[4] = {{&o->a, sizeof o->a}, {(void *)o->path, o->a.path_len},
                          {(void *)o->path2, o->a.path2_len}, {(void *)o->data, o->a.data_len}};
     if (send_frame(G.c, o->type, o->flags, o->seq, v, 4) < 0) degrade_locked("send to secondary failed");
-    else G.bytes_sent += o->a.data_len;
+    else { G.bytes_sent += o->a.data_len; o->sent = 1; }
   } else if (o->type != HF_FSYNC && o->type != HF_FSYNCDIR && o->type != HF_BARRIER) {
     log_append(o);
     o->state = OP_LOG_SYNC;
@@ -700,7 +700,7 @@ static int f_write(const char *path, const char *buf, size_t size, off_t off, st
   if (!r && n > 0) {
     o.a.off = (uint64_t)off; o.a.len = (uint64_t)n; o.a.data_len = (uint32_t)n;
     op_submit(&o);
-    if (o.state == OP_PENDING) mt_note_locked((int)fi->fh, path);
+    if (o.sent) mt_note_locked((int)fi->fh, path); /* not o.state: the ack may have come already */
   }
   op_end(&o);
   if (!r && n > 0) r = op_wait(&o);

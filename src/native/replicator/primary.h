@@ -20,6 +20,7 @@ struct op {
   uint64_t seq, t0;
   int state, want_reply;
   int verify_on_loss;   /* completes content sent without waiters: if the link drops first, resync with verify */
+  int sent;             /* op_submit sent it (set by the submitting thread; state may change under G.wl at once) */
   uint8_t *reply;
   uint32_t reply_len;
   pthread_cond_t cv;
