@@ -493,6 +493,13 @@ static void *f_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   conn->congestion_threshold = 48;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* slower and weakens the guarantee here (DESIGN.md section 5) */
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;  /* truncation arrives as its own setattr, replicated as such */
+  /* Page cache kept across opens (keep_cache in open/create) and not dropped when a getattr shows a new mtime:
+   * only this mount changes the primary's backing files while it is mounted (resync.c only reads them; the
+   * secondary's copy is another directory, mounted only after a promotion, by a fresh mount), writes go
+   * through the kernel's cache (no writeback_cache) and truncate/fallocate invalidate their range. Before,
+   * every open by another process (PostgreSQL backends) and every getattr after a write dropped the file's
+   * cached pages, and the reads went to this helper again. */
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   return NULL;
 }
 
@@ -655,6 +662,7 @@ static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
   if (!r) {
     fi->fh = (uint64_t)fd;
+    fi->keep_cache = 1; /* see f_init: only this mount changes the backing files */
     o.a.mode = st.st_mode; o.a.uid = CTX->uid; o.a.gid = CTX->gid; o.a.flags = (uint32_t)(fi->flags & O_TRUNC);
     op_submit(&o);
   } else if (fd >= 0) close(fd);
@@ -671,6 +679,7 @@ static int f_open(const char *path, struct fuse_file_info *fi) {
     int fd = openat(G.bfd, rel(path), flags);
     if (fd < 0) return -errno;
     fi->fh = (uint64_t)fd;
+    fi->keep_cache = 1;
     return 0;
   }
   struct op o = {.type = HF_TRUNCATE, .path = path};
@@ -679,7 +688,7 @@ static int f_open(const char *path, struct fuse_file_info *fi) {
   int r = fd < 0 ? -errno : 0;
   struct stat st;
   if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
-  if (!r) { fi->fh = (uint64_t)fd; o.a.off = 0; op_submit(&o); }
+  if (!r) { fi->fh = (uint64_t)fd; fi->keep_cache = 1; o.a.off = 0; op_submit(&o); }
   op_end(&o);
   if (!r && (r = op_wait(&o)) != 0) close(fd);
   return r;
