@@ -103,6 +103,8 @@ function control(sock: string, method: "GET" | "POST", path: string, body?: obje
       res.on("end", () => resolve({ code: res.statusCode ?? 0, json: JSON.parse(s || "{}") as Record<string, unknown> }));
     });
     req.on("error", reject);
+    // Bounded: a node whose event loop hangs must fail the test with its logs, not hold it until the test timeout.
+    req.setTimeout(5000, () => req.destroy(new Error(`control ${method} ${path} on ${sock}: no answer within 5 s`)));
     req.end(body ? JSON.stringify(body) : undefined);
   });
 }
