@@ -44,7 +44,8 @@
  * 4. A fresh grant is valid for about T(1 - m) - rtt = 900 > M + R: the new holder is ok at its first run.
  * 5. Failover (primary killed at k, last renewal s in (k - R, k]): the peer is granted at its first claim after
  *    r + T (a claim every R, and one per checker run while not held: <= I later), ok at that run, then ALONE,
- *    mount, VIP, app: about T - U(0, R) + I + 150 = 1.0-1.2 s (detection D < T - R is hidden by the lease wait).
+ *    mount, VIP, app: about T - U(0, R) + I + 150 = 1.0-1.2 s (detection D < T - R is hidden by the lease wait,
+ *    and so is mirror-node's fence, D + 300 = 0.8-0.95 s: a shorter ttl would gain 100-150 ms at most).
  * 6. Constructor checks: 0 < R and M + R < T(1 - m); the mirror's peerWait (3000 in mirror-node) > T + I.
  *
  * Measured (2-vCPU VM, namespaces, LAN preset, examples/mirror-node.ts --arbiter): the primary SIGKILLed, its
