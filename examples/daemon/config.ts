@@ -280,7 +280,7 @@ export interface ReplicationSyncEntry {
   readonly reconnectMs?: number;
   /** See {@link MirrorDriverOptions.disconnectGraceMs}. Default 3000. */
   readonly disconnectGraceMs?: number;
-  /** See {@link MirrorDriverOptions.failoverFenceMs}. Default 0 (set it with a split-brain witness). */
+  /** See {@link MirrorDriverOptions.failoverFenceMs}. Default 300 when the module has a split-brain checker, else 0. */
   readonly failoverFenceMs?: number;
   /** FUSE worker threads of the primary helper. Default 16. */
   readonly threads?: number;

@@ -14,6 +14,11 @@
  * - `command`: `holdfast resync db` (a checksum pass: only blocks that differ are sent; when the extent log
  *   cannot be trusted) and `holdfast fullsync db` (the whole tree), on the primary; the app keeps running.
  * - `close` (daemon shutdown, after the module stopped): stops the helpers (unmounts) and the VIP announcer.
+ * - the witness arbiter (a `split-brain` checker with `arbiter`), wired as `examples/mirror-node.ts` does: the lease
+ *   bounds the replication permit (`permitCap`: a permit always ends before the witness can grant the peer), a
+ *   SECOND with its primary in view hands a lease it holds back (`yieldWhen`: the lease follows the primary, also
+ *   after a swap), and with any split-brain checker a failover waits `failoverFenceMs` (default 300 here) after the
+ *   peer left the view for a cut-off primary to leave the role.
  *
  * Replication states in the details (`replication.state`): primary `sync` (every write acked by the secondary),
  * `degraded` (no secondary: changes go to the extent log), `resyncing` (the secondary catches up: `percent`,
@@ -26,6 +31,7 @@ import { MirrorDriver } from "../../src/mirror/mirror.js";
 import { MirrorVip } from "../../src/mirror/vip.js";
 import type { ReplicatorMetrics, ResyncMode } from "../../src/mirror/FileReplicator.js";
 import type { Module } from "../../src/runtime/module.js";
+import type { ArbiterProbe } from "../../src/checkers/arbiter.js";
 import type { ReplicationSyncEntry } from "./config.js";
 import type { Daemon, DaemonExtension, MetricSample, ModuleExtension } from "./daemon.js";
 
@@ -48,10 +54,15 @@ interface Wiring {
   readonly entry: ReplicationSyncEntry;
   readonly driver: MirrorDriver;
   /** Where the driver's log lines go: the module, once it exists. */
-  readonly sink: { module?: Pick<Module, "note"> };
+  readonly sink: { module?: Pick<Module, "note" | "status"> };
 }
 
 const wirings = new WeakMap<Daemon, Map<string, Wiring>>();
+
+/** The replication driver the daemon made for `module` (sync replication on this node), for tools and tests. */
+export function mirrorDriverOf(daemon: Daemon, module: string): MirrorDriver | undefined {
+  return wirings.get(daemon)?.get(module)?.driver;
+}
 
 function syncEntry(config: { replication: Readonly<Record<string, { mode: string }>> }, name: string): ReplicationSyncEntry | undefined {
   const r = config.replication[name];
@@ -71,6 +82,20 @@ export const mirrorExtension: DaemonExtension = {
     mkdirSync(dir.path, { recursive: true });
     mkdirSync(dir.backing, { recursive: true });
     const sink: Wiring["sink"] = {};
+    // The arbiter's probe exists once the checkers run (the module left STOP); until then no lease, no permit.
+    let arbiter: ArbiterProbe | undefined;
+    const checkers = (definition.checkers ?? []).map((c) =>
+      c.type === "split-brain" && (c as { arbiter?: unknown }).arbiter !== undefined
+        ? {
+            ...c,
+            onProbe: (p: ArbiterProbe) => (arbiter = p),
+            yieldWhen: () => sink.module?.status.state === "SECOND" && daemon.membership.view.members.some((m) => m.id !== nodeId),
+          }
+        : c,
+    );
+    const withArbiter = checkers.some((c) => "onProbe" in c);
+    const withWitness = checkers.some((c) => c.type === "split-brain");
+    const fenceMs = entry.failoverFenceMs ?? (withWitness ? 300 : undefined);
     const driver = new MirrorDriver({
       nodeId,
       backingDir: dir.backing,
@@ -88,14 +113,15 @@ export const mirrorExtension: DaemonExtension = {
         ...(entry.options !== undefined ? { extra: entry.options } : {}),
       },
       ...(entry.disconnectGraceMs !== undefined ? { disconnectGraceMs: entry.disconnectGraceMs } : {}),
-      ...(entry.failoverFenceMs !== undefined ? { failoverFenceMs: entry.failoverFenceMs } : {}),
+      ...(fenceMs !== undefined ? { failoverFenceMs: fenceMs } : {}),
+      ...(withArbiter ? { permitCap: () => arbiter?.permitBudgetMs() ?? 0 } : {}),
       hookEnv: { HOLDFAST_NODE: nodeId, HOLDFAST_CLUSTER: config.clusterId },
       log: (line) => sink.module?.note(/^error|degraded/.test(line) ? "warn" : "info", `replication: ${line}`),
     });
     let map = wirings.get(daemon);
     if (!map) wirings.set(daemon, (map = new Map()));
     map.set(definition.name, { entry, driver, sink });
-    return { ...definition, hooks: driver.hooks(definition.hooks, definition.hookTimeout) };
+    return { ...definition, checkers, hooks: driver.hooks(definition.hooks, definition.hookTimeout) };
   },
 
   attach({ daemon, module }): ModuleExtension | undefined {
