@@ -125,6 +125,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return this.core.heartbeatRtt(nodeId);
   }
 
+  /** How long ago anything arrived from a peer, ms (Infinity if never heard). */
+  peerSilenceMs(nodeId: string): number {
+    return this.core.peerSilenceMs(nodeId, this.clock.now());
+  }
+
   /** Latest metadata a peer published (undefined if never heard). */
   peerMeta(nodeId: string): unknown {
     return this.core.peerMeta(nodeId);

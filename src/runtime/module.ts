@@ -217,6 +217,10 @@ export class Module extends EventEmitter<ModuleEvents> {
   get name(): string {
     return this.definition.name;
   }
+  /** The time source of this module's timers (for {@link bindMembership}'s timers). @internal */
+  get timers(): Clock {
+    return this.clock;
+  }
   get status(): ModuleStatus {
     return this.core.status;
   }
@@ -273,6 +277,10 @@ export class Module extends EventEmitter<ModuleEvents> {
   }
   checker(verdict: CheckerVerdict): void {
     this.feed((c) => c.checker(verdict));
+  }
+  /** A peer in the view has been silent longer than it needs to declare this node lost, or is heard again ({@link bindMembership}). */
+  peerSilence(node: string, silent: boolean): void {
+    this.feed((c) => c.peerSilence(node, silent));
   }
   replication(r: { inSync: boolean }): void {
     this.feed((c) => c.replication(r));
@@ -558,7 +566,8 @@ export class Module extends EventEmitter<ModuleEvents> {
 }
 
 /** The part of the membership driver that modules use (the {@link Membership} class fits). */
-export type ModuleMembership = Pick<Membership, "view" | "nodeId" | "setMeta" | "peerMeta" | "on" | "off">;
+export type ModuleMembership = Pick<Membership, "view" | "nodeId" | "setMeta" | "peerMeta" | "on" | "off"> &
+  Partial<Pick<Membership, "peerSilenceMs" | "settings">>;
 
 /**
  * Connects this node's modules to the membership protocol: each module gets the agreed view and its
@@ -616,7 +625,53 @@ export function bindMembership(membership: ModuleMembership, modules: readonly M
   membership.on("localStall", onStall);
   publish();
   onView({ view: membership.view });
+  // Silence of peers still in the view: a peer that has heard nothing from us for its loss timeout declares us lost,
+  // whatever our own (possibly raised) timeout says; from lossTimeoutMs - pulseMs of silence on it may do so. The
+  // modules hear of it (a mirror primary cut from its witness then steps down as if the peer had left the view).
+  let stopSilence = () => {};
+  const silenceOf = membership.peerSilenceMs?.bind(membership);
+  const timing = membership.settings?.timing;
+  if (silenceOf && timing) {
+    const after = timing.lossTimeoutMs - timing.pulseMs;
+    const silent = new Set<string>();
+    const poll = () => {
+      for (const x of membership.view.members) {
+        if (x.id === membership.nodeId) continue;
+        const now = silenceOf(x.id) > after;
+        if (now === silent.has(x.id)) continue;
+        if (now) silent.add(x.id);
+        else silent.delete(x.id);
+        for (const m of modules) m.peerSilence(x.id, now);
+      }
+      for (const id of [...silent]) if (!membership.view.members.some((x) => x.id === id)) silent.delete(id);
+    };
+    // On the modules' clock (virtual time in simulations), re-armed after each poll.
+    const clock = modules[0]?.timers;
+    const setTimer: Clock["setTimer"] =
+      clock !== undefined && clock !== wallClock
+        ? (ms, fn) => clock.setTimer(ms, fn)
+        : (ms, fn) => {
+            const h = setTimeout(fn, ms);
+            h.unref?.(); // never what keeps a process alive
+            return () => clearTimeout(h);
+          };
+    let cancel: () => void = () => {};
+    let stopped = false;
+    const arm = () => {
+      cancel = setTimer(timing.tickMs, () => {
+        if (stopped) return;
+        poll();
+        arm();
+      });
+    };
+    arm();
+    stopSilence = () => {
+      stopped = true;
+      cancel();
+    };
+  }
   return () => {
+    stopSilence();
     membership.off("viewChange", onView);
     membership.off("peerMeta", onMeta);
     membership.off("localStall", onStall);

@@ -189,6 +189,12 @@ export class MembershipCore {
     return [...(this.peers.get(id)?.rtt ?? [])];
   }
 
+  /** How long ago anything authenticated arrived from a peer, ms (Infinity if never heard, or not a configured node). */
+  peerSilenceMs(id: string, now: number): number {
+    const p = this.peers.get(id);
+    return p === undefined || p.lastRecvAt === NEVER ? Number.POSITIVE_INFINITY : now - p.lastRecvAt;
+  }
+
   /** Latest metadata advertised by a peer (undefined if never heard). */
   peerMeta(id: string): unknown {
     const p = this.peers.get(id);

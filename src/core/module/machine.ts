@@ -3,7 +3,8 @@
  *
  * Inputs (each returns the effects to carry out, in order): {@link ModuleCore.tick},
  * {@link ModuleCore.command}, {@link ModuleCore.view}, {@link ModuleCore.peerReport},
- * {@link ModuleCore.checker}, {@link ModuleCore.hookDone}, {@link ModuleCore.replication}.
+ * {@link ModuleCore.checker}, {@link ModuleCore.hookDone}, {@link ModuleCore.replication},
+ * {@link ModuleCore.stalled}, {@link ModuleCore.peerSilence}.
  * The driver must call `tick(now)` before feeding any other input at a later time (the core has no clock).
  *
  * Effects order contract: the driver carries effects out one after the other, in the order returned.
@@ -33,7 +34,8 @@
  *   taken over on its side: this node then stops counting as the last sole primary (persisted) and waits for
  *   the peer (the usual rank rules apply when it is back) or for `prim`. Otherwise no other node can hold
  *   the role, and it comes back when the witness answers again (the `peerWait` rule). A `prim` typed while
- *   cut off overrides the step-down until the witness or the peer is seen again.
+ *   cut off overrides the step-down until the witness or the peer is seen again. A peer still in the view but
+ *   silent as long as it needs to declare this node lost (`peerSilence`) counts as out of view for this rule.
  * - Generation: bumped whenever a node becomes primary, and when a primary loses its in-sync secondary;
  *   a secondary adopts the primary's generation when in sync. A peer with a higher generation than ours
  *   means our copy is stale.
@@ -130,6 +132,12 @@ export class ModuleCore {
   private peerMayHaveTakenOver = false;
   /** Id of the last peer that left the view (for log lines). */
   private lostPeer: string | null = null;
+  /**
+   * Peers in the view that have been silent longer than they take to declare this node lost (fed by the driver,
+   * {@link ModuleCore.peerSilence}): for the split-brain rules they count as out of view (our membership may keep a
+   * silent peer in the view much longer, e.g. after stalls of our own raised its loss timeout).
+   */
+  private readonly silentPeers = new Set<string>();
   /** This node stepped down as cut off while that peer could take over; cleared when a peer is in view. */
   private steppedDownFor: string | null = null;
   /** `prim` typed while cut off: do not step down until the witness is confirmed or a peer is seen again. */
@@ -237,6 +245,7 @@ export class ModuleCore {
   view(view: MembershipView): ModuleEffect[] {
     return this.input(() => {
       this.viewMembers = new Set(view.members.map((m) => m.id));
+      for (const id of [...this.silentPeers]) if (!this.viewMembers.has(id)) this.silentPeers.delete(id);
       const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
       for (const [id, r] of [...this.reports]) {
         if (this.viewMembers.has(id)) continue;
@@ -252,6 +261,7 @@ export class ModuleCore {
       if (node === this.nodeId || report.module !== this.module.name) return;
       if (this.viewMembers && !this.viewMembers.has(node)) return;
       this.reports.set(node, report);
+      this.silentPeers.delete(node); // a report is news from it
       this.leaseWaitUntil = 0;
       this.peerMayHaveTakenOver = false;
       this.steppedDownFor = null;
@@ -260,6 +270,32 @@ export class ModuleCore {
 
   checker(verdict: CheckerVerdict): ModuleEffect[] {
     return this.input(() => this.applyVerdict(verdict));
+  }
+
+  /**
+   * A peer in the view has been silent (nothing received from it) for longer than it needs to declare this node
+   * lost (`silent`), or is heard again. A primary whose split-brain checker failed treats a silent peer as out of
+   * view: it may be on the other side of a cut, declare this node lost and take over with the witness's agreement
+   * (the lease lapses about a ttl after the cut) while our own membership, with a loss timeout raised by stalls of
+   * ours, still shows it. While the witness answers (or with no split-brain checker) silence changes nothing.
+   */
+  peerSilence(node: string, silent: boolean): ModuleEffect[] {
+    return this.input(() => {
+      if (node === this.nodeId) return;
+      if (!silent) {
+        this.silentPeers.delete(node);
+        return;
+      }
+      if (this.viewMembers && !this.viewMembers.has(node)) return;
+      if (this.silentPeers.has(node)) return;
+      this.silentPeers.add(node);
+      const r = this.reports.get(node);
+      const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
+      if (r && primary && r.state === "SECOND" && r.ready) {
+        this.lostPeer = node;
+        this.peerMayHaveTakenOver = true;
+      }
+    });
   }
 
   /** The replication layer's report (mirror): the secondary's copy is in sync with the primary, or not. */
@@ -968,6 +1004,11 @@ export class ModuleCore {
       this.reason = "not up to date: waiting for a primary to resync from (or `prim --force`)";
       return;
     }
+    const cut = peer ? this.cutOff() : undefined;
+    if (peer && cut) {
+      // Every peer in view is silent and the witness does not confirm us: as cut off as with no peer in view.
+      return this.holdReason(`cut off: ${peer.id} silent and split-brain witness unreachable (${cut.reason}): waiting to hear from it (\`prim\` to make this node primary)`);
+    }
     if (peer) {
       if (peer.report.state === "SECOND" || !peer.report.candidate || this.beats(peer)) {
         const why = this.claimActive() && !this.p.initialized ? `first start, default primary` : `rank over ${peer.id}`;
@@ -1114,7 +1155,8 @@ export class ModuleCore {
 
   /** A split-brain checker failed and no peer is in view (none reports this module): this node may be the one cut off. */
   private cutOff(): CheckerVerdict | undefined {
-    if (this.module.kind !== "mirror" || this.reports.size > 0) return undefined;
+    if (this.module.kind !== "mirror") return undefined;
+    for (const id of this.reports.keys()) if (!this.silentPeers.has(id)) return undefined;
     return this.splitBrainFailing();
   }
 
