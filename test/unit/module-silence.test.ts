@@ -6,7 +6,9 @@
  * it as out of view for the split-brain rules: it steps down and waits to hear from it.
  */
 import { describe, expect, it } from "vitest";
-import { Module } from "../../src/runtime/module.js";
+import { EventEmitter } from "eventemitter3";
+import { Module, bindMembership, type ModuleMembership } from "../../src/runtime/module.js";
+import { FakeClock } from "../../src/testing/sim/clock.js";
 import type { ModuleReport } from "../../src/core/module/types.js";
 
 const view = (...ids: string[]) => ({ epoch: 1, members: ids.map((id) => ({ id, weight: 1 })) });
@@ -73,6 +75,38 @@ describe("mirror primary and a silent peer", () => {
     // The peer took over on its side: its report (news from it) ends the silence; this node follows it.
     m.peerReport("n1", report("ALONE", { generation: m.persisted.generation + 1 }));
     await m.waitFor("SECOND", 1000);
+    await m.close();
+  });
+
+  it("bindMembership reports a peer in view silent for lossTimeoutMs - pulseMs, and heard again, on the modules' clock", async () => {
+    const clock = new FakeClock(0);
+    let lastHeard = 0;
+    const mem = Object.assign(new EventEmitter(), {
+      nodeId: "n0",
+      view: { epoch: 1, hash: "h", members: [{ id: "n0", incarnation: 1, weight: 1 }, { id: "n1", incarnation: 1, weight: 1 }] },
+      setMeta: () => undefined,
+      peerMeta: () => undefined,
+      peerSilenceMs: () => clock.now() - lastHeard,
+      settings: { timing: { lossTimeoutMs: 600, pulseMs: 100, tickMs: 50 } },
+    }) as unknown as ModuleMembership;
+    const m = await Module.create({ name: "db", kind: "mirror", vips: [], mirror: {} }, { nodeId: "n0", clock });
+    const fed: string[] = [];
+    const orig = m.peerSilence.bind(m);
+    m.peerSilence = (node: string, silent: boolean) => {
+      fed.push(`${clock.now()} ${node} ${silent}`);
+      orig(node, silent);
+    };
+    const unbind = bindMembership(mem, [m]);
+    clock.advance(500);
+    expect(fed).toEqual([]); // 500 ms of silence: not yet more than lossTimeoutMs - pulseMs
+    clock.advance(200);
+    expect(fed).toEqual(["550 n1 true"]); // seen at the first poll after
+    lastHeard = clock.now();
+    clock.advance(50);
+    expect(fed).toEqual(["550 n1 true", "750 n1 false"]);
+    unbind();
+    clock.advance(1000);
+    expect(fed.length).toBe(2);
     await m.close();
   });
 });
