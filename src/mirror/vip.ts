@@ -232,7 +232,15 @@ export class MirrorVip implements VipDriver {
     // Deleted with the prefix length it is held with (a stale one may come from an earlier configuration).
     await this.#exclusive(async () => {
       for (const h of await this.holders(v.addr)) {
-        await this.#run(["ip", "addr", "del", `${v.addr}/${h.len}`, "dev", h.dev]);
+        try {
+          await this.#run(["ip", "addr", "del", `${v.addr}/${h.len}`, "dev", h.dev]);
+        } catch (e) {
+          // Gone between the look and the delete: its lifetime ran out (a stale VIP of a killed run) or someone
+          // else removed it. Removal is idempotent; anything else is an error.
+          if ((await this.holders(v.addr)).some((x) => x.dev === h.dev)) throw e;
+          this.options.log?.(`vip: ${v.addr}/${h.len} was already gone from ${h.dev}`);
+          continue;
+        }
         this.options.log?.(`vip: ${v.addr}/${h.len} removed from ${h.dev}${module ? ` (module ${module})` : ""}`);
       }
     });

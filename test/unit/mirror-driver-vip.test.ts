@@ -120,6 +120,24 @@ describe("MirrorVip", () => {
     await vip.remove("198.18.0.100/24"); // idempotent
   });
 
+  it("a VIP whose lifetime runs out between the look and the delete counts as removed (a stale VIP of a killed run)", async () => {
+    const f = fakeHost();
+    f.held.set("198.18.0.100", { dev: "eth0", len: 24 });
+    const lines: string[] = [];
+    const run = async (argv: readonly string[]): Promise<string> => {
+      if (argv[1] === "addr" && argv[2] === "del") f.held.delete("198.18.0.100"); // the kernel expired it just now
+      return f.run(argv);
+    };
+    const vip = new MirrorVip({ run, log: (l) => lines.push(l) });
+    expect(await vip.removeStale(["198.18.0.100/24"])).toEqual(["198.18.0.100/24"]);
+    expect(lines.some((l) => l.includes("already gone from eth0"))).toBe(true);
+    // any other failure of the delete still throws
+    const g = fakeHost();
+    g.held.set("198.18.0.101", { dev: "eth0", len: 24 });
+    const failing = new MirrorVip({ run: async (argv) => (argv[2] === "del" ? Promise.reject(new Error("RTNETLINK answers: Operation not permitted")) : g.run(argv)) });
+    await expect(failing.remove("198.18.0.101/24")).rejects.toThrow(/not permitted/);
+  });
+
   it("gratuitous ARP frames: an RFC 5227 announcement (request) and an unsolicited reply, both broadcast", () => {
     const mac = Uint8Array.from([2, 0x48, 0x46, 0, 0, 0x0a]);
     const ip = Uint8Array.from([198, 18, 0, 100]);
