@@ -1242,7 +1242,8 @@ export class ModuleCore {
       const then = mayHave
         ? `${who} left as an in-sync secondary and may take over: waiting for it (or \`prim\`)`
         : `no in-sync secondary could take over: back when the witness answers`;
-      const cause = `cut off: ${who} out of view and split-brain witness unreachable (${cut.reason}) -> wait (app stopped, VIP removed); ${then}`;
+      const gone = peer ? `${peer.id} silent (still in view)` : `${who} out of view`;
+      const cause = `cut off: ${gone} and split-brain witness unreachable (${cut.reason}) -> wait (app stopped, VIP removed); ${then}`;
       this.decision("warn", cause);
       this.beginLeave(cause);
       return;
