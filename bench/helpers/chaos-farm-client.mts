@@ -1,7 +1,7 @@
 // The chaos suite's farm client, run in a client namespace: a short request (new connection, rotating source
 // address) every `everyMs`, plus `streams` long-lived streams kept open back to back. Bounded: stops issuing after
 // `maxMs` or on SIGTERM, waits for what is in flight (each bounded by its timeout), prints {"type":"done"}.
-// Lines: {"type":"probe",t,addr,port,ok,node,err}, {"type":"stream",start,end,node,complete,err}.
+// Lines: {"type":"probe",t,end,addr,port,ok,node,err}, {"type":"stream",start,end,node,complete,err}.
 //   node --import tsx chaos-farm-client.mts '{"vip":"198.18.0.100","port":80,"addresses":[...],"everyMs":20,
 //                                             "timeoutMs":1000,"streams":6,"streamMs":3000,"maxMs":600000}'
 import { request } from "node:http";
@@ -80,7 +80,7 @@ while (live()) {
   const p = get("/", a, o.timeoutMs).then((r) => {
     // A short answer is exactly one line: the node id.
     const lines = r.body.split("\n").filter((l) => l.length > 0);
-    out({ type: "probe", t, addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err });
+    out({ type: "probe", t, end: Date.now(), addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err });
   });
   pending.push(p);
   if (pending.length > 500) await Promise.all(pending.splice(0, 250));

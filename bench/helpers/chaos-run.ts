@@ -277,7 +277,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       { cwd: REPO },
     );
     const farmClientDone = follow<{ type: string } & ProbeRecord & StreamRecord>(farmClientProc, (x) => {
-      if (x.type === "probe") probes.push({ t: x.t, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port });
+      if (x.type === "probe") probes.push({ t: x.t, end: x.end, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port });
       else if (x.type === "stream") streams.push({ node: x.node, addr: x.addr, port: x.port, start: x.start, end: x.end, complete: x.complete, err: x.err });
     });
     const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
