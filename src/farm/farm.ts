@@ -408,9 +408,12 @@ export class FarmDriver extends EventEmitter<FarmDriverEvents> implements VipDri
         await this.prune(false); // flags read after the flip: a SYN passed before it is in them
         this.publishHeldSet(0);
       });
-    } else if (this.installed && this.owners.join(",") !== this.emittedOwners) {
+    } else if (this.installed && step.recheckAt === undefined && this.agreed && this.owners.join(",") !== this.emittedOwners) {
       // The owner set changed and this node's share did not (e.g. a node joined while a take planned for the smaller
       // set was pending, and the new set's share is the one held): say so, or the last event names the old set.
+      // Only once the share is final for the new set (nothing to take later, the view agreed): at start, with a take
+      // still settling, the held share (none yet) is not the set's, and a `buckets` event naming all owners with it
+      // would read as "this node serves 0 of them" (the farm lab's partition check summed such events to 0).
       const ownersNow = this.owners;
       this.enqueue(async () => {
         if (this.removing || ownersNow.join(",") === this.emittedOwners) return;
