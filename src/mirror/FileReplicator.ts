@@ -120,6 +120,12 @@ const PrimaryOptions = t.intersection([
     mountNamespace: t.union([t.literal("private"), t.literal("host")]),
     /** FUSE worker threads. Default 16 (DESIGN.md section 5: enough for PostgreSQL's backends and WAL writer). */
     threads: t.number,
+    /**
+     * Experimental, default false: writes carry no mtime, the file's mtime follows on close, full fsync, a
+     * rename/unlink/link or within 1 s (halves the inode writes of write + fdatasync on Linux >= 6.13; see
+     * src/native/replicator/README.md, "lazy mtimes"). Not yet validated by the module's link-flap lab test.
+     */
+    lazyMtime: t.boolean,
     /** Interval of the metrics poll, ms. Default 1000; 0 disables it. */
     statsIntervalMs: t.number,
     /**
@@ -465,6 +471,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         ...(o.exclude ?? []).flatMap((p) => ["--exclude", p]),
         // renewed is the helper's default: said only when "always" (so a pre-permit helper still starts)
         ...(o.permit === "always" ? ["--permit", "always"] : []),
+        ...(o.lazyMtime === true ? ["--lazy-mtime"] : []),
       ];
     }
     return [

@@ -1,5 +1,5 @@
 /**
- * Lazy mtimes (src/native/replicator/README.md, "Semantics"): a write's frame carries no mtime; the file's
+ * Lazy mtimes (opt-in `lazyMtime`, src/native/replicator/README.md, "Semantics"): a write's frame carries no mtime; the file's
  * current mtime follows on close (before close() returns), before a rename/unlink/link, before a full fsync,
  * and at most ~1 s after the first unsent write while the file stays open. Data is never lazy. Also the page
  * cache the mount keeps across opens (keep_cache, no auto_inval_data): reads through the mount see every change
@@ -19,7 +19,7 @@ afterEach(async () => {
 });
 async function pair(tag: string): Promise<LoopbackPair> {
   // a long ack timeout: a load spike on a shared machine must not degrade the link (a degrade drops the notes)
-  const p = await startLoopbackPair(tag, { permit: "always", ackTimeoutMs: 20_000 });
+  const p = await startLoopbackPair(tag, { permit: "always", ackTimeoutMs: 20_000, lazyMtime: true });
   pairs.push(p);
   return p;
 }

@@ -37,6 +37,7 @@ struct primary {
   struct fuse *fuse;
   volatile int stopping;
   int standalone;        /* --standalone: passthrough without replication (benchmarks) */
+  int lazy_mtime;        /* --lazy-mtime: writes carry no mtime, it follows later (experimental, off by default) */
   int encrypt;           /* --encrypt: AES-256-GCM frames (the secondary must use it too) */
   pthread_mutex_t lk;    /* ordering: local apply + sequence number + send (or log append) */
   pthread_mutex_t wl;    /* waiter list and counters; never held while taking lk */
