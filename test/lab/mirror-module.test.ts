@@ -534,10 +534,7 @@ describe.skipIf(!root)("mirror module: faults during resync and a flapping repli
       const degraded = last.filter((l) => l.type === "degraded").length;
       const synced = last.filter((l) => l.type === "synced").length;
       console.log(`link flapping: ${degraded} degradations, ${synced} resyncs on ${n0.name}`);
-      // The flaps were felt: a cut that a write ran into degrades the primary. Usually one per cut (3-4), but on a
-      // loaded machine a resync still running at the next cut carries on through it as one episode (2 seen in CI at
-      // load 7-12): what is asserted is that it degraded and came back, with every write acked and both copies equal.
-      expect(degraded).toBeGreaterThanOrEqual(1);
+      expect(degraded).toBeGreaterThanOrEqual(3); // one per cut that a write ran into (the writer spans all four)
       expect(synced).toBeGreaterThanOrEqual(1);
       // At the end n1 is SECOND, ready and up to date (the engine's view, read through the control socket).
       const t0 = Date.now();
