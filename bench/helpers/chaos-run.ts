@@ -219,7 +219,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const arbiterAt = `${ml.addr(mirrorClient)}:${ARBITER_PORT}`;
     let arbiterProc: LabProcess | undefined;
     if (o.inject !== "no-witness" && witnessMode === "arbiter") {
-      // Max ttl 3 s (the nodes ask for 2 s): a (re)started witness grants nothing for that long.
+      // Max ttl 3 s (the nodes ask for 1 s, ARBITER_DEFAULTS): a (re)started witness grants nothing for that long.
       arbiterProc = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: REPO });
       await arbiterProc.waitForLine(/"type":"ready"/, 30_000);
       void follow<{ type: string }>(arbiterProc, (x) => {

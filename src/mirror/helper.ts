@@ -4,23 +4,15 @@
  * (forward compatibility), a known one with a wrong shape is reported as an error by the supervisor.
  */
 import { existsSync } from "node:fs";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import * as t from "io-ts";
 import { isLeft } from "fp-ts/lib/Either.js";
+import { selfUrl } from "../native/self.js";
 import { ReplicatorError } from "./errors.js";
-
-/**
- * URL of the running module: `import.meta.url` in ESM (src/*.ts, dist/index.js); in the CJS build
- * (dist/index.cjs) `import.meta` is empty, and `__filename` is the bundle's path instead.
- */
-function moduleUrl(): string {
-  if (typeof __filename === "string") return pathToFileURL(__filename).href;
-  return import.meta.url;
-}
 
 /** Finds `holdfast-replicator` for this platform (committed prebuilt: src/native/prebuilt/linux-x64/). */
 export function helperPath(): string {
-  const here = moduleUrl();
+  const here = selfUrl(import.meta.url);
   const arch = process.arch === "x64" ? "x64" : process.arch;
   const rel = `native/prebuilt/${process.platform}-${arch}/holdfast-replicator`;
   const candidates = [
