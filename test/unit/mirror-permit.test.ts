@@ -47,7 +47,6 @@ class FakeRep extends EventEmitter<FileReplicatorEvents> implements ReplicatorLi
   }
 }
 
-
 const dirs: string[] = [];
 afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
@@ -56,7 +55,8 @@ afterEach(() => {
 const PERMIT = 200;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function primaryNode() {
+/** A node that is ALONE (primary, no peer) with a fake replicator; `extra` goes to the driver's options. */
+async function primaryNode(extra: { permitCap?: () => number } = {}) {
   const reps: FakeRep[] = [];
   const dir = mkdtempSync(join(tmpdir(), "hf-mirror-permit-"));
   dirs.push(dir);
@@ -69,6 +69,7 @@ async function primaryNode() {
     listen: { host: "198.18.0.10", port: 7790 },
     peer: { host: "198.18.0.11", port: 7790 },
     permitMs: PERMIT,
+    ...extra,
     log: (l) => lines.push(l),
     createReplicator: (o) => {
       const r = new FakeRep(o);
@@ -147,5 +148,38 @@ describe("MirrorDriver permit renewals", () => {
     expect(n.lines.some((l) => /permit: this process stalled \d+ ms/.test(l))).toBe(true);
     await n.module.stop();
     await n.driver.close();
+  });
+});
+
+// The arbiter's lease budget (src/checkers/arbiter.ts timing chain point 1): every renewal is min(permitMs, cap());
+// none while the cap is <= 0, even with the peer in view (with an arbiter, writes acked alone need the lease).
+describe("MirrorDriver permitCap (the arbiter's lease budget)", () => {
+  it("renews min(permit, cap); nothing while the cap is <= 0, even with the peer in view", async () => {
+    let cap = 1000;
+    const { driver, module, membership, rep, lines } = await primaryNode({ permitCap: () => cap });
+    try {
+      await sleep(PERMIT);
+      expect(rep.renewals.length).toBeGreaterThan(0);
+      expect(new Set(rep.renewals.map((x) => x.ms))).toEqual(new Set([PERMIT])); // the cap is above the permit
+      cap = 120.7; // the lease ends soon: the permit shrinks to it
+      await sleep(PERMIT / 2);
+      const capped = rep.renewals.length;
+      await sleep(PERMIT);
+      expect(rep.renewals.slice(capped).map((x) => x.ms)).toContain(120);
+      expect(Math.max(...rep.renewals.slice(capped).map((x) => x.ms))).toBe(120);
+      cap = 0; // no lease: no renewal, whatever the view
+      membership.set(["n0", "n1"]);
+      await sleep(PERMIT / 2);
+      const none = rep.renewals.length;
+      await sleep(2 * PERMIT);
+      expect(rep.renewals.length).toBe(none);
+      expect(lines.some((l) => l.includes("no lease budget (permitCap)"))).toBe(true);
+      cap = 1000;
+      await sleep(PERMIT);
+      expect(rep.renewals.length).toBeGreaterThan(none);
+    } finally {
+      await module.stop();
+      await driver.close();
+    }
   });
 });
