@@ -13,6 +13,7 @@ import { Module, type VipDriver } from "../../src/runtime/module.js";
 import type { ModuleReport } from "../../src/core/module/types.js";
 import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
 import type { FileReplicatorEvents, FileReplicatorOptions, ReplicatorMetrics } from "../../src/mirror/FileReplicator.js";
+import { mirrorReport } from "./helpers/mirror-report.js";
 
 const METRICS: ReplicatorMetrics = { bytesReplicated: 0, acks: 0, ackLatencyAvgUs: 0, ackLatencyMaxUs: 0, queueDepth: 0, logRecords: 0, resyncBytes: 0, degradedCount: 0 };
 
@@ -117,15 +118,7 @@ async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: n
   return { ops, reps, dir, driver, module, setView, syncs };
 }
 
-const report = (state: ModuleReport["state"], extra: Partial<ModuleReport> = {}): ModuleReport => ({
-  module: "db",
-  state,
-  ready: state !== "WAIT",
-  upToDate: true,
-  generation: 1,
-  candidate: true,
-  ...extra,
-});
+const report = mirrorReport;
 
 describe("MirrorDriver", () => {
   it("primary: VIP, then mount, then the app; stop: app, VIP, then unmount", async () => {

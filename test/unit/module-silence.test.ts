@@ -9,18 +9,10 @@ import { describe, expect, it } from "vitest";
 import { EventEmitter } from "eventemitter3";
 import { Module, bindMembership, type ModuleMembership } from "../../src/runtime/module.js";
 import { FakeClock } from "../../src/testing/sim/clock.js";
-import type { ModuleReport } from "../../src/core/module/types.js";
+import { mirrorReport } from "./helpers/mirror-report.js";
 
 const view = (...ids: string[]) => ({ epoch: 1, members: ids.map((id) => ({ id, weight: 1 })) });
-const report = (state: ModuleReport["state"], extra: Partial<ModuleReport> = {}): ModuleReport => ({
-  module: "db",
-  state,
-  ready: state !== "WAIT",
-  upToDate: true,
-  generation: 1,
-  candidate: true,
-  ...extra,
-});
+const report = mirrorReport;
 const sb = (ok: boolean) => ({ type: "checker" as const, checker: "sb", kind: "split-brain", ok, action: "wait" as const, reason: ok ? "lease held for 900 ms" : "witness unreachable (no answer for 1000 ms)" });
 
 async function primary(): Promise<{ m: Module; ops: string[] }> {
