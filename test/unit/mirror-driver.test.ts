@@ -120,6 +120,16 @@ async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: n
 
 const report = mirrorReport;
 
+/** n1 joins n0 (PRIM) and becomes SECOND, resynced and ready. */
+async function secondInSync(n: Awaited<ReturnType<typeof node>>): Promise<void> {
+  n.setView(["n0", "n1"]);
+  n.module.peerReport("n0", report("PRIM"));
+  await n.module.start();
+  await n.module.waitFor("SECOND");
+  (n.reps[0] as FakeRep).resynced();
+  await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+}
+
 describe("MirrorDriver", () => {
   it("primary: VIP, then mount, then the app; stop: app, VIP, then unmount", async () => {
     const n = await node("n0", { defaultPrimary: "n0" });
@@ -166,12 +176,7 @@ describe("MirrorDriver", () => {
 
   it("failover: a stream that ended because the primary died is not reported; the takeover resyncs by checksum", async () => {
     const n = await node("n1");
-    n.setView(["n0", "n1"]);
-    n.module.peerReport("n0", report("PRIM"));
-    await n.module.start();
-    await n.module.waitFor("SECOND");
-    (n.reps[0] as FakeRep).resynced();
-    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    await secondInSync(n);
     const sec = n.reps[0] as FakeRep;
     sec.state = "degraded";
     sec.emit("disconnected", { reason: "connection reset" });
@@ -185,12 +190,7 @@ describe("MirrorDriver", () => {
 
   it("handover from a live peer (swap): the first resync uses the extent log", async () => {
     const n = await node("n1");
-    n.setView(["n0", "n1"]);
-    n.module.peerReport("n0", report("PRIM"));
-    await n.module.start();
-    await n.module.waitFor("SECOND");
-    (n.reps[0] as FakeRep).resynced();
-    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    await secondInSync(n);
     n.module.peerReport("n0", report("WAIT", { candidate: false, ready: false })); // n0 yielded: app stopped, VIP gone
     await n.module.waitFor("ALONE", 2000);
     expect(n.ops).toContain("mount (first resync log)");
@@ -220,12 +220,7 @@ describe("MirrorDriver", () => {
   it("after a partition the secondary's stream is suspect: out of sync, a fresh helper, in sync only after a new resync", async () => {
     const n = await node("n1", { witness: true });
     n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok: true, action: "wait", reason: "witness answers" });
-    n.setView(["n0", "n1"]);
-    n.module.peerReport("n0", report("PRIM"));
-    await n.module.start();
-    await n.module.waitFor("SECOND");
-    (n.reps[0] as FakeRep).resynced();
-    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    await secondInSync(n);
     // Cut off from the primary and the witness: no takeover (the engine's split-brain rule); the primary may go on
     // alone, so the engine marks this copy outdated and waits (DRBD's "outdated"); the driver reports nothing.
     n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok: false, action: "wait", reason: "no witness answered" });
@@ -305,12 +300,7 @@ describe("MirrorDriver", () => {
 
   it("failover fence: the mount and the app wait failoverFenceMs after the peer left the view", async () => {
     const n = await node("n1", { fenceMs: 200 });
-    n.setView(["n0", "n1"]);
-    n.module.peerReport("n0", report("PRIM"));
-    await n.module.start();
-    await n.module.waitFor("SECOND");
-    (n.reps[0] as FakeRep).resynced();
-    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    await secondInSync(n);
     const t0 = performance.now();
     n.setView(["n1"]);
     await n.module.waitFor("ALONE", 2000);
@@ -327,12 +317,7 @@ describe("MirrorDriver", () => {
     n.driver.on("log", (l) => lines.push(l));
     const sb = (ok: boolean, reason: string) => n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok, action: "wait", reason });
     sb(true, "lease held for 900 ms");
-    n.setView(["n0", "n1"]);
-    n.module.peerReport("n0", report("PRIM"));
-    await n.module.start();
-    await n.module.waitFor("SECOND");
-    (n.reps[0] as FakeRep).resynced();
-    await n.module.waitFor((s) => s.state === "SECOND" && s.ready);
+    await secondInSync(n);
     sb(false, "lease held by n0 for 300 ms");
     const t0 = performance.now();
     n.setView(["n1"]);
