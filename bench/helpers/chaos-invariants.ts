@@ -20,7 +20,8 @@ export interface FaultWindow {
    * The fault cuts the node off from its peers while it keeps running (partition, one-way drop, link down): both
    * sides then serve every bucket, as the design allows (DESIGN.md section 4), so a connection the cut-off node
    * answers too (after its link comes back, before the views merge) is reset by whichever node's socket does not
-   * know it. Resets from any node are excused during such a window (which ends `graceMs` after the heal). A frozen
+   * know it. Resets from any node, and two nodes answering one connection, are excused during such a window (the runner ends it
+   * once every node applies the merged bucket table again, and no sooner than `graceMs` after the heal). A frozen
    * node (SIGSTOP) is not a split: it was not cut off, and its return must not disturb the survivors.
    */
   split?: boolean;

@@ -90,6 +90,9 @@ const CLIENT_ADDRS = 40;
  * on the retransmission. A request not answered by then failed.
  */
 const PROBE_TIMEOUT_MS = 2_500;
+/** After a split's views have merged (every node prints the merged table), SYN-ACKs already sent under the old
+ *  tables may still arrive at the client for this long. */
+const MERGE_MARGIN_MS = 250;
 
 /** A request on a mirror node's control socket, bounded by `timeoutMs`; undefined when it does not answer. */
 function control(sock: string, method: "GET" | "POST", path: string, timeoutMs: number): Promise<Record<string, unknown> | undefined> {
@@ -363,7 +366,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         const w: FaultWindow = { node: f.node, from: Date.now(), to: Number.POSITIVE_INFINITY, label, split: f.kind === "partition" || f.kind === "oneWay" || f.kind === "linkDown" };
         farmWindows.push(w);
         await farmFault(fl, fc, f, log);
-        w.to = Date.now() + graceMs;
+        const healed = Date.now();
+        w.to = healed + graceMs;
+        if (w.split) {
+          // Until the views merge again both sides of a split serve every bucket (FaultWindow.split): the window
+          // lasts until every node applies the merged table, and at least graceMs after the heal. How long the
+          // merge took is logged: a slow merge shows here instead of as a violation.
+          const merged = await pollUntil(farmWhyNot, convergeMs);
+          w.to = Math.max(healed + graceMs, Date.now() + MERGE_MARGIN_MS);
+          log(`${rel(Date.now())}   ${merged.ok ? `views merged ${Date.now() - healed} ms after the heal` : `views not merged ${merged.ms} ms after the heal: ${merged.why}`}`);
+        }
         farmDone++;
         byKind[`farm.${f.kind}`] = (byKind[`farm.${f.kind}`] ?? 0) + 1;
       }
