@@ -30,7 +30,8 @@ import { FileModuleStore, Module, bindMembership } from "../src/runtime/module.j
 import { CheckerGroup } from "../src/checkers/group.js";
 import { MirrorDriver } from "../src/mirror/mirror.js";
 import { MirrorVip } from "../src/mirror/vip.js";
-import type { ArbiterProbe } from "../src/checkers/arbiter.js";
+import { mirrorSplitBrain } from "../src/mirror/splitBrain.js";
+import type { CheckerEntry } from "../src/core/module/config.js";
 import type { ModuleCommand } from "../src/core/module/types.js";
 import type { ResyncMode } from "../src/mirror/FileReplicator.js";
 
@@ -79,8 +80,37 @@ for (const d of ["data", "mnt", "state", "log"]) mkdirSync(join(dir, d), { recur
 const cfg = JSON.parse(readFileSync(a.config, "utf8")) as Record<string, unknown>;
 const membership = new Membership({ ...cfg, nodeId } as unknown as MembershipOptions);
 
-/** The arbiter's probe (the split-brain checker's, --arbiter): the replication permit never outlives its lease. */
-let arbiterProbe: ArbiterProbe | undefined;
+// With a witness: one split-brain checker. The engine does the rest (src/core/module/README.md, "Split brain"): a
+// secondary that lost its primary and the witness does not go ALONE, and a primary that sees neither its peer nor
+// the witness steps down (app stopped, VIP removed) and waits for its peer when the peer may have taken over.
+// With --arbiter HOST:PORT (examples/witness.ts, same --key): the split-brain checker holds the witness arbiter's
+// lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. Both
+// nodes claim all the time: the primary renews and keeps it; the secondary is denied with the holder named (the
+// engine reads that when its primary is lost: wait for the lease to lapse) and granted a ttl after the primary's
+// last renewal. A SECOND with its peer in view yields: if it holds the lease (it claimed first), the witness stops
+// renewing it once the primary asks, and the primary gets it after it lapsed.
+const witnessCheckers: CheckerEntry[] = a.arbiter
+  ? [
+      {
+        type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db",
+        // The SDK's defaults (src/checkers/arbiter.ts ARBITER_DEFAULTS and its timing chain): ttl 1000, renewed every
+        // 100 ms, report margin 400, the checker every 50 ms with fall 1. mirrorSplitBrain (below) bounds the
+        // replication permit by the lease and makes a SECOND with its primary in view yield the lease.
+      },
+    ]
+  : a.witness
+  ? [
+      // Judged within 300 ms of a cut, before membership declares the peer lost (0.5-0.75 s on the LAN preset):
+      // the witness's verdict must be known when the view changes, on both sides.
+      { type: "split-brain", name: "witness", witnesses: [a.witness], interval: 100, timeout: 200, rise: 1, fall: 1 },
+    ]
+  : [];
+// The checkers and the driver wired together (src/mirror/splitBrain.ts): the permit bounded by the arbiter's lease,
+// the SECOND's claims yielding while its primary is in view, and a 300 ms failover fence with any witness.
+const splitBrain = mirrorSplitBrain(witnessCheckers, {
+  secondWithPeer: () => module.status.state === "SECOND" && membership.view.members.some((m) => m.id !== nodeId),
+});
+const checkers = splitBrain.checkers;
 const driver = new MirrorDriver({
   nodeId,
   backingDir: join(dir, "data"),
@@ -89,15 +119,7 @@ const driver = new MirrorDriver({
   listen: endpoint(a.listen),
   peer: endpoint(a.peer),
   replicator: { statsIntervalMs: 500, ackTimeoutMs: Number(a["ack-timeout-ms"]) },
-  // With a ping witness: the peer's isolation check runs every 100 ms; 300 ms covers it and the spread of detection.
-  // With the arbiter the lease is the fence when the primary holds it (a cut-off primary leaves the role >= 350 ms
-  // before the witness can grant the peer: src/checkers/arbiter.ts, timing chain point 2), and the permit is bounded
-  // by the lease (permitCap). But a secondary may hold the lease itself at the cut (granted while the primary held
-  // none, e.g. just after the witness restarted) and take over as soon as it sees the loss, up to ~150 ms before the
-  // primary does (chaos replay partition-primary: 25 ms of two primaries). The fence counts from the peer's departure,
-  // so after a lease wait (about a ttl) it has run out: it costs the ordinary failover nothing.
-  ...(a.witness || a.arbiter ? { failoverFenceMs: 300 } : {}),
-  ...(a.arbiter ? { permitCap: () => arbiterProbe?.permitBudgetMs() ?? 0 } : {}),
+  ...splitBrain.driver,
   log: (line) => out({ type: "log", line }),
 });
 driver.on("role", (e) => out({ type: "role", ...e }));
@@ -387,34 +409,6 @@ const vip = new MirrorVip({ iface: a.iface, log: (line) => out({ type: "log", li
 const stale = await vip.removeStale([a.vip]);
 if (stale.length > 0) out({ type: "staleVip", removed: stale });
 
-// With a witness: one split-brain checker. The engine does the rest (src/core/module/README.md, "Split brain"): a
-// secondary that lost its primary and the witness does not go ALONE, and a primary that sees neither its peer nor
-// the witness steps down (app stopped, VIP removed) and waits for its peer when the peer may have taken over.
-// With --arbiter HOST:PORT (examples/witness.ts, same --key): the split-brain checker holds the witness arbiter's
-// lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. Both
-// nodes claim all the time: the primary renews and keeps it; the secondary is denied with the holder named (the
-// engine reads that when its primary is lost: wait for the lease to lapse) and granted a ttl after the primary's
-// last renewal. A SECOND with its peer in view yields: if it holds the lease (it claimed first), the witness stops
-// renewing it once the primary asks, and the primary gets it after it lapsed.
-const peerInView = () => membership.view.members.some((m) => m.id !== nodeId);
-const checkers = a.arbiter
-  ? [
-      {
-        type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db",
-        yieldWhen: () => module.status.state === "SECOND" && peerInView(),
-        // The SDK's defaults (src/checkers/arbiter.ts ARBITER_DEFAULTS and its timing chain): ttl 1000, renewed every
-        // 100 ms, report margin 400, the checker every 50 ms with fall 1. The replication permit is bounded by the
-        // lease (the driver's permitCap above), so it always ends before the witness can grant the peer.
-        onProbe: (p: ArbiterProbe) => (arbiterProbe = p),
-      },
-    ]
-  : a.witness
-  ? [
-      // Judged within 300 ms of a cut, before membership declares the peer lost (0.5-0.75 s on the LAN preset):
-      // the witness's verdict must be known when the view changes, on both sides.
-      { type: "split-brain", name: "witness", witnesses: [a.witness], interval: 100, timeout: 200, rise: 1, fall: 1 },
-    ]
-  : [];
 const module = await Module.create(
   {
     name: "db",

@@ -43,6 +43,7 @@ export type { ModuleHttpSource } from "./checkers/module.js";
 export { FarmVip, type FarmVipOptions } from "./farm/vip.js";
 export { MirrorVip, garpFrames, type MirrorVipOptions, type NeighbourAdvertiser, type CommandRunner as MirrorVipCommandRunner } from "./mirror/vip.js";
 export { MirrorDriver, MirrorError, type MirrorDriverOptions, type MirrorDriverEvents, type MirrorEndpoint, type MirrorMembership, type MirrorReplicatorTuning, type ReplicatorLike } from "./mirror/mirror.js";
+export { mirrorSplitBrain, SPLIT_BRAIN_FENCE_MS, type MirrorSplitBrainOptions, type MirrorSplitBrainWiring, type CheckerEntryLike } from "./mirror/splitBrain.js";
 export { helperPath } from "./mirror/helper.js";
 export { createFileReplicator, chooseEngine, probeEngines, JsFuseReplicator, runJsFuseDaemon, type ReplicatorEngine, type EngineProbe, type EngineChoice, type EngineReplicator, type CreateFileReplicatorOptions } from "./mirror/jsfuse/index.js";
 export { PathFilter, globMatch } from "./mirror/pathFilter.js";

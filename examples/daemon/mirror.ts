@@ -14,11 +14,10 @@
  * - `command`: `holdfast resync db` (a checksum pass: only blocks that differ are sent; when the extent log
  *   cannot be trusted) and `holdfast fullsync db` (the whole tree), on the primary; the app keeps running.
  * - `close` (daemon shutdown, after the module stopped): stops the helpers (unmounts) and the VIP announcer.
- * - the witness arbiter (a `split-brain` checker with `arbiter`), wired as `examples/mirror-node.ts` does: the lease
- *   bounds the replication permit (`permitCap`: a permit always ends before the witness can grant the peer), a
- *   SECOND with its primary in view hands a lease it holds back (`yieldWhen`: the lease follows the primary, also
- *   after a swap), and with any split-brain checker a failover waits `failoverFenceMs` (default 300 here) after the
- *   peer left the view for a cut-off primary to leave the role.
+ * - split-brain checkers (a witness, or the witness arbiter's lease) wired to the driver by the SDK's
+ *   `mirrorSplitBrain` (src/mirror/splitBrain.ts): the lease bounds the replication permit, a SECOND with its
+ *   primary in view hands a lease it holds back, and a failover waits `failoverFenceMs` (default 300 with any
+ *   split-brain checker) after the peer left the view for a cut-off primary to leave the role.
  *
  * Replication states in the details (`replication.state`): primary `sync` (every write acked by the secondary),
  * `degraded` (no secondary: changes go to the extent log), `resyncing` (the secondary catches up: `percent`,
@@ -31,7 +30,7 @@ import { MirrorDriver } from "../../src/mirror/mirror.js";
 import { MirrorVip } from "../../src/mirror/vip.js";
 import type { ReplicatorMetrics, ResyncMode } from "../../src/mirror/FileReplicator.js";
 import type { Module } from "../../src/runtime/module.js";
-import type { ArbiterProbe } from "../../src/checkers/arbiter.js";
+import { mirrorSplitBrain } from "../../src/mirror/splitBrain.js";
 import type { ReplicationSyncEntry } from "./config.js";
 import type { Daemon, DaemonExtension, MetricSample, ModuleExtension } from "./daemon.js";
 
@@ -82,20 +81,10 @@ export const mirrorExtension: DaemonExtension = {
     mkdirSync(dir.path, { recursive: true });
     mkdirSync(dir.backing, { recursive: true });
     const sink: Wiring["sink"] = {};
-    // The arbiter's probe exists once the checkers run (the module left STOP); until then no lease, no permit.
-    let arbiter: ArbiterProbe | undefined;
-    const checkers = (definition.checkers ?? []).map((c) =>
-      c.type === "split-brain" && (c as { arbiter?: unknown }).arbiter !== undefined
-        ? {
-            ...c,
-            onProbe: (p: ArbiterProbe) => (arbiter = p),
-            yieldWhen: () => sink.module?.status.state === "SECOND" && daemon.membership.view.members.some((m) => m.id !== nodeId),
-          }
-        : c,
-    );
-    const withArbiter = checkers.some((c) => "onProbe" in c);
-    const withWitness = checkers.some((c) => c.type === "split-brain");
-    const fenceMs = entry.failoverFenceMs ?? (withWitness ? 300 : undefined);
+    const splitBrain = mirrorSplitBrain(definition.checkers ?? [], {
+      secondWithPeer: () => sink.module?.status.state === "SECOND" && daemon.membership.view.members.some((m) => m.id !== nodeId),
+      ...(entry.failoverFenceMs !== undefined ? { failoverFenceMs: entry.failoverFenceMs } : {}),
+    });
     const driver = new MirrorDriver({
       nodeId,
       backingDir: dir.backing,
@@ -113,15 +102,14 @@ export const mirrorExtension: DaemonExtension = {
         ...(entry.options !== undefined ? { extra: entry.options } : {}),
       },
       ...(entry.disconnectGraceMs !== undefined ? { disconnectGraceMs: entry.disconnectGraceMs } : {}),
-      ...(fenceMs !== undefined ? { failoverFenceMs: fenceMs } : {}),
-      ...(withArbiter ? { permitCap: () => arbiter?.permitBudgetMs() ?? 0 } : {}),
+      ...splitBrain.driver,
       hookEnv: { HOLDFAST_NODE: nodeId, HOLDFAST_CLUSTER: config.clusterId },
       log: (line) => sink.module?.note(/^error|degraded/.test(line) ? "warn" : "info", `replication: ${line}`),
     });
     let map = wirings.get(daemon);
     if (!map) wirings.set(daemon, (map = new Map()));
     map.set(definition.name, { entry, driver, sink });
-    return { ...definition, checkers, hooks: driver.hooks(definition.hooks, definition.hookTimeout) };
+    return { ...definition, checkers: splitBrain.checkers, hooks: driver.hooks(definition.hooks, definition.hookTimeout) };
   },
 
   attach({ daemon, module }): ModuleExtension | undefined {
