@@ -597,12 +597,17 @@ export class ModuleCore {
     this.swapRequested = false;
   }
 
-  /** Leaves the current role (app stopped, VIP removed) and waits. */
+  /**
+   * Leaves the current role (VIP removed, app stopped) and waits. The VIP goes first, unlike an orderly stop or
+   * yield: this node leaves because it may no longer be the rightful holder (cut off, split brain, stalled, a
+   * wait checker failed), and its app's stop may block for its whole timeout (a database's shutdown checkpoint
+   * writing into a mount that may not acknowledge alone): clients must move to the peer now, not after that.
+   */
   private beginLeave(cause: string): void {
     const steps: Step[] = [];
+    steps.push({ k: "vip", op: "remove" });
     if (this.running) steps.push({ k: "hook", hook: `stop_${this.running}` as HookName, critical: false });
     steps.push({ k: "do", fn: () => (this.running = null) });
-    steps.push({ k: "vip", op: "remove" });
     steps.push({ k: "state", to: "WAIT" });
     this.inSync = false;
     this.begin("WAIT", cause, steps);
