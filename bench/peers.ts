@@ -9,7 +9,9 @@
 //    time = fault -> start of the first probe (a new connection every 10 ms) answered by the other node.
 // 2. The holdfast mirror (examples/mirror-node.ts, its records app, no witness): the same faults, the same probe,
 //    --trials each; then --loss-trials crashes (SIGKILL of every process + link down) while a client appends
-//    fdatasync'd records one at a time: acknowledged records missing on the survivor, and the write rate.
+//    fdatasync'd records one at a time: acknowledged records missing on the survivor, and the write rate. Without a
+//    witness a primary whose link went down goes on ALONE, and its rejoin is held as a split brain for an operator:
+//    the bench plays the operator (`second` on the old primary, which no client reached) and counts it.
 // 3. lsyncd (default.rsync to an rsync daemon on n1) behind the same records writer on a local directory of n0:
 //    the same crashes, --loss-trials each, with lsyncd's default delay (15 s) and with delay = 1 s.
 // 4. HAProxy against the farm: bench/farm.ts runs as part of this run (its own lab: 3 nodes + client; direct,
@@ -136,6 +138,7 @@ const out = {
   lsyncd_write_rate: Math.round(meanRate([...lsD, ...ls1])),
   holdfast_write_rate_ratio: round(rateRatio(hf.loss)),
   lsyncd_write_rate_ratio: round(rateRatio([...lsD, ...ls1])),
+  holdfast_split_brains_resolved: hf.splitBrainsResolved.kill + hf.splitBrainsResolved.link + hf.splitBrainsResolved.both,
   haproxy_ratio: haproxy,
   farm_ebpf_ratio: farm.ebpf_ratio ?? null,
   trials: TRIALS,
@@ -151,6 +154,7 @@ for (const f of ["kill", "link"] as const) {
   console.log(`| ${label} | ${ms(kaDefault[f])} | ${ms(kaTuned[f])} | ${ms(hf.failover[f])} | ${ms(hf.appStart[f])} | ${round(p99(hf.failover[f]) / p99(kaDefault[f]))} | ${round(p99(hf.failover[f]) / p99(kaTuned[f]))} |`);
 }
 console.log(`| both | ${ms(kaD)} | ${ms(kaT)} | ${ms(hfAll)} | ${ms(all(hf.appStart))} | **${out.failover_ratio_default}** | **${out.failover_ratio_tuned}** |`);
+console.log(`holdfast rejoins held as a split brain and resolved by \`second\` on the old primary (no witness in this bench; see bench/helpers/peers-mirror.ts): kill ${hf.splitBrainsResolved.kill}, link down ${hf.splitBrainsResolved.link}, crash under writes ${hf.splitBrainsResolved.both}`);
 console.log(`\nData loss at a crash (SIGKILL of every process + link down of the writer's node), ${LOSS_TRIALS} crashes each:`);
 console.log("| replication | acknowledged records | lost (missing on the survivor) | per crash | write rate, records/s | no replication, just before | ratio |");
 console.log("|---|---|---|---|---|---|---|");
