@@ -242,6 +242,8 @@ interface MirrorLab {
   readonly cluster: MembershipCluster;
   readonly client: LabHost;
   readonly vip: string;
+  /** With --witness: the witness's latest JSON lines (its answers to every claim). */
+  readonly witnessLines: readonly string[];
   close(): Promise<void>;
 }
 
@@ -251,6 +253,7 @@ async function mirrorLab(): Promise<MirrorLab> {
   const keyDir = mkdtempSync(join(tmpdir(), "holdfast-bench-mirror-"));
   let cluster: MembershipCluster | undefined;
   let witness: LabProcess | undefined;
+  const witnessLines: string[] = [];
   const close = async (): Promise<void> => {
     await cluster?.stop();
     witness?.kill("SIGTERM");
@@ -269,6 +272,14 @@ async function mirrorLab(): Promise<MirrorLab> {
       // alone). Max ttl 3 s: it grants nothing for 3 s after its start.
       witness = lab.spawn(client, [process.execPath, "--import", "tsx", join(REPO, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: REPO });
       await witness.waitForLine(/"type":"ready"/, 30_000);
+      const w = witness;
+      void (async () => {
+        // Its answers (a claim every 100 ms from each node): the last few thousand, for a slow trial's timeline.
+        for await (const raw of w.lines()) {
+          witnessLines.push(raw);
+          if (witnessLines.length > 4000) witnessLines.splice(0, 1000);
+        }
+      })();
     }
     cluster = await MembershipCluster.start(lab, {
       program: "examples/mirror-node.ts",
@@ -285,16 +296,23 @@ async function mirrorLab(): Promise<MirrorLab> {
     });
     await cluster.node(n0.name).waitFor(settled("PRIM"), 30_000, 0, "first primary");
     await cluster.node(n1.name).waitFor(settled("SECOND"), 30_000, 0, "secondary in sync");
-    return { lab, cluster, client, vip, close };
+    // A witness just started grants nothing for its max ttl (3 s: it cannot know whom it granted before a restart):
+    // a primary killed before it holds the lease is failed over only after that grace (the first trial took 1.9-2.0 s
+    // instead of ~1.05 s for that reason). Trials start once the primary holds the lease, as in steady operation.
+    if (withWitness) await cluster.node(n0.name).waitFor((l) => l.type === "checker" && l.checker === "witness" && l.ok === true, 30_000, 0, "primary holds the witness lease");
+    return { lab, cluster, client, vip, close, witnessLines };
   } catch (e) {
     await close();
     throw e;
   }
 }
 
+/** A failover trial slower than this prints the survivor's timeline (stderr). */
+const SLOW_FAILOVER_MS = 1_500;
+
 async function failoverTrials(): Promise<Trial[]> {
   const ml = await mirrorLab();
-  const { lab, cluster, client, vip } = ml;
+  const { lab, cluster, client, vip, witnessLines } = ml;
   const out: Trial[] = [];
   try {
     const [n0, n1] = lab.nodes as [LabHost, LabHost];
@@ -335,6 +353,20 @@ async function failoverTrials(): Promise<Trial[]> {
       await Promise.all([wDone, pDone]);
       const first = answers.filter((a) => a.ok && a.node === sec.id && a.t >= tKill).sort((a, b) => a.t - b.t)[0];
       const failoverMs = first ? first.t - tKill : NaN;
+      if (!(failoverMs <= SLOW_FAILOVER_MS)) {
+        // A slow (or missing) failover: the survivor's own account of it, to tell detection, witness and app apart.
+        log(`  slow failover (${failoverMs} ms): ${sec.id}'s timeline from the kill:`);
+        for (const l of sec.lines.slice(from)) {
+          if (!["state", "checker", "decision", "nodeDown", "viewChange", "role", "app"].includes(l.type)) continue;
+          const { t: lt, type, ...rest } = l;
+          log(`    +${Math.round(Number(lt) - tKill)} ms ${type} ${JSON.stringify(rest)}`);
+        }
+        const end = tKill + (Number.isFinite(failoverMs) ? failoverMs : 5_000);
+        for (const raw of witnessLines) {
+          const w = JSON.parse(raw) as { t: number; type: string };
+          if (w.t >= tKill - 300 && w.t <= end) log(`    +${Math.round(w.t - tKill)} ms witness ${raw}`);
+        }
+      }
       // Lost commits: acknowledged records missing from the new primary's copy.
       const have = new Set(
         readFileSync(join(lab.dir(secHost), "data", "records.log"), "utf8")
