@@ -11,7 +11,9 @@
 //    --trials each; then --loss-trials crashes (SIGKILL of every process + link down) while a client appends
 //    fdatasync'd records one at a time: acknowledged records missing on the survivor, and the write rate. Without a
 //    witness a primary whose link went down goes on ALONE, and its rejoin is held as a split brain for an operator:
-//    the bench plays the operator (`second` on the old primary, which no client reached) and counts it.
+//    the bench plays the operator (`second` on the old primary, which no client reached) and counts it. Then the
+//    same failover trials with the witness arbiter (examples/witness.ts in the client namespace, --arbiter): the
+//    recommended, split-brain-safe setup (a cut-off primary steps down; the survivor waits for the lease).
 // 3. lsyncd (default.rsync to an rsync daemon on n1) behind the same records writer on a local directory of n0:
 //    the same crashes, --loss-trials each, with lsyncd's default delay (15 s) and with delay = 1 s.
 // 4. HAProxy against the farm: bench/farm.ts runs as part of this run (its own lab: 3 nodes + client; direct,
@@ -76,6 +78,7 @@ const vip = lab.spareAddr(0);
 let kaDefault: KeepalivedTrials;
 let kaTuned: KeepalivedTrials;
 let hf: Awaited<ReturnType<typeof mirrorTrials>>;
+let hfw: Awaited<ReturnType<typeof mirrorTrials>>;
 let ls: Record<string, LossTrial[]>;
 const started = Date.now();
 try {
@@ -85,6 +88,8 @@ try {
   kaTuned = await keepalivedTrials(lab, REPO, vip, { name: "tuned", advertInt: 0.1, version: 3 }, TRIALS, log);
   log(`holdfast mirror, ${TRIALS} trials per fault, then ${LOSS_TRIALS} crashes under writes ...`);
   hf = await mirrorTrials(lab, REPO, vip, { failoverTrials: TRIALS, lossTrials: LOSS_TRIALS }, log);
+  log(`holdfast mirror with the witness arbiter, ${TRIALS} trials per fault ...`);
+  hfw = await mirrorTrials(lab, REPO, vip, { failoverTrials: TRIALS, lossTrials: 0, witness: true }, log);
   log(`lsyncd, ${LOSS_TRIALS} crashes under writes per setting ...`);
   ls = await lsyncdTrials(lab, REPO, [{ name: "default", delay: 15 }, { name: "delay1", delay: 1 }], LOSS_TRIALS, log);
 } finally {
@@ -97,6 +102,8 @@ const all = (r: Record<Fault, number[]>) => [...r.kill, ...r.link];
 const kaD = all(kaDefault);
 const kaT = all(kaTuned);
 const hfAll = all(hf.failover);
+const hfwAll = all(hfw.failover);
+const rejoins = (r: typeof hf) => r.splitBrainsResolved.kill + r.splitBrainsResolved.link + r.splitBrainsResolved.both;
 const p99 = (xs: number[]) => pct(xs, 99);
 const p50 = (xs: number[]) => pct(xs, 50);
 const failed = (xs: number[]) => xs.filter((x) => !Number.isFinite(x)).length;
@@ -138,7 +145,11 @@ const out = {
   lsyncd_write_rate: Math.round(meanRate([...lsD, ...ls1])),
   holdfast_write_rate_ratio: round(rateRatio(hf.loss)),
   lsyncd_write_rate_ratio: round(rateRatio([...lsD, ...ls1])),
-  holdfast_split_brains_resolved: hf.splitBrainsResolved.kill + hf.splitBrainsResolved.link + hf.splitBrainsResolved.both,
+  holdfast_split_brains_resolved: rejoins(hf),
+  holdfast_arbiter_failover_p99_ms: p99(hfwAll),
+  failover_ratio_arbiter_default: round(p99(hfwAll) / p99(kaD)),
+  failover_ratio_arbiter_tuned: round(p99(hfwAll) / p99(kaT)),
+  holdfast_arbiter_split_brains: rejoins(hfw),
   haproxy_ratio: haproxy,
   farm_ebpf_ratio: farm.ebpf_ratio ?? null,
   trials: TRIALS,
@@ -147,14 +158,14 @@ const out = {
 
 const ms = (xs: number[]) => `${p50(xs)} / ${p99(xs)} / ${Math.max(...xs.filter(Number.isFinite))}${failed(xs) ? ` (${failed(xs)} never answered)` : ""}`;
 console.log(`\nFailover, fault on the serving node -> first probe answered by the other (a new connection every ${PROBE_EVERY_MS} ms), ms, p50 / p99 / max of ${TRIALS}:`);
-console.log("| fault | keepalived advert_int 1 s | keepalived advert_int 0.1 s (v3) | holdfast mirror | holdfast app started | holdfast/keepalived p99, default | tuned |");
-console.log("|---|---|---|---|---|---|---|");
+console.log("| fault | keepalived advert_int 1 s | keepalived advert_int 0.1 s (v3) | holdfast mirror | holdfast app started | holdfast/keepalived p99, default | tuned | holdfast + witness arbiter | + witness / keepalived p99, default | tuned |");
+console.log("|---|---|---|---|---|---|---|---|---|---|");
 for (const f of ["kill", "link"] as const) {
   const label = f === "kill" ? "SIGKILL (all processes)" : "link down";
-  console.log(`| ${label} | ${ms(kaDefault[f])} | ${ms(kaTuned[f])} | ${ms(hf.failover[f])} | ${ms(hf.appStart[f])} | ${round(p99(hf.failover[f]) / p99(kaDefault[f]))} | ${round(p99(hf.failover[f]) / p99(kaTuned[f]))} |`);
+  console.log(`| ${label} | ${ms(kaDefault[f])} | ${ms(kaTuned[f])} | ${ms(hf.failover[f])} | ${ms(hf.appStart[f])} | ${round(p99(hf.failover[f]) / p99(kaDefault[f]))} | ${round(p99(hf.failover[f]) / p99(kaTuned[f]))} | ${ms(hfw.failover[f])} | ${round(p99(hfw.failover[f]) / p99(kaDefault[f]))} | ${round(p99(hfw.failover[f]) / p99(kaTuned[f]))} |`);
 }
-console.log(`| both | ${ms(kaD)} | ${ms(kaT)} | ${ms(hfAll)} | ${ms(all(hf.appStart))} | **${out.failover_ratio_default}** | **${out.failover_ratio_tuned}** |`);
-console.log(`holdfast rejoins held as a split brain and resolved by \`second\` on the old primary (no witness in this bench; see bench/helpers/peers-mirror.ts): kill ${hf.splitBrainsResolved.kill}, link down ${hf.splitBrainsResolved.link}, crash under writes ${hf.splitBrainsResolved.both}`);
+console.log(`| both | ${ms(kaD)} | ${ms(kaT)} | ${ms(hfAll)} | ${ms(all(hf.appStart))} | **${out.failover_ratio_default}** | **${out.failover_ratio_tuned}** | ${ms(hfwAll)} | **${out.failover_ratio_arbiter_default}** | **${out.failover_ratio_arbiter_tuned}** |`);
+console.log(`holdfast rejoins held as a split brain and resolved by \`second\` on the old primary (no witness in this bench; see bench/helpers/peers-mirror.ts): kill ${hf.splitBrainsResolved.kill}, link down ${hf.splitBrainsResolved.link}, crash under writes ${hf.splitBrainsResolved.both}; with the witness arbiter: ${rejoins(hfw)}`);
 console.log(`\nData loss at a crash (SIGKILL of every process + link down of the writer's node), ${LOSS_TRIALS} crashes each:`);
 console.log("| replication | acknowledged records | lost (missing on the survivor) | per crash | write rate, records/s | no replication, just before | ratio |");
 console.log("|---|---|---|---|---|---|---|");
@@ -170,6 +181,6 @@ console.log(`machine: ${machine.os}, kernel ${machine.kernel}, ${machine.cpus} C
 mkdirSync(join(REPO, "bench/results"), { recursive: true });
 writeFileSync(
   join(REPO, "bench/results/peers.json"),
-  JSON.stringify({ ...out, machine, detail: { keepalived_default: kaDefault, keepalived_tuned: kaTuned, holdfast: hf, lsyncd: ls, farm } }, null, 2) + "\n",
+  JSON.stringify({ ...out, machine, detail: { keepalived_default: kaDefault, keepalived_tuned: kaTuned, holdfast: hf, holdfast_arbiter: hfw, lsyncd: ls, farm } }, null, 2) + "\n",
 );
 console.log(JSON.stringify(out));

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
-import type { Lab, LabHost } from "../../src/testing/lab.js";
+import type { Lab, LabHost, LabProcess } from "../../src/testing/lab.js";
 import { MembershipCluster, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
 import { measureFailover, until } from "./peers-failover.js";
 import { idsIn, localRate, rate, RECORD_BYTES, startWriter, type Ack, type LossTrial } from "./peers-lsyncd.js";
@@ -47,7 +47,15 @@ function command(sock: string, cmd: { type: string }): Promise<Record<string, un
   });
 }
 
-export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { failoverTrials: number; lossTrials: number }, log: (s: string) => void): Promise<MirrorResults> {
+/** UDP port of the witness arbiter (examples/witness.ts) in the client namespace, with `witness`. */
+const ARBITER_PORT = 7799;
+
+/**
+ * `witness`: the nodes hold the witness arbiter's lease (`--arbiter`, examples/witness.ts in the client namespace,
+ * which every fault here leaves reachable by the survivor): the recommended setup, split-brain safe. A primary whose
+ * link goes down then loses the witness too and steps down, and the survivor takes over once the lease lapsed.
+ */
+export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { failoverTrials: number; lossTrials: number; witness?: boolean }, log: (s: string) => void): Promise<MirrorResults> {
   const [n0, n1] = lab.nodes as [LabHost, LabHost];
   const client = lab.clients[0] as LabHost;
   const dir = (h: LabHost) => join(lab.dir(h), "mirror");
@@ -59,7 +67,14 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
   writeFileSync(key, randomBytes(32), { mode: 0o600 });
   const out: MirrorResults = { failover: { kill: [], link: [] }, appStart: { kill: [], link: [] }, loss: [], splitBrainsResolved: { kill: 0, link: 0, both: 0 } };
   let cluster: MembershipCluster | undefined;
+  let witness: LabProcess | undefined;
+  const arbiterAt = `${lab.addr(client)}:${ARBITER_PORT}`;
   try {
+    if (o.witness) {
+      // Max ttl 3 s (the nodes ask for 1 s): a witness just started grants nothing for that long.
+      witness = lab.spawn(client, [process.execPath, "--import", "tsx", join(repo, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: repo });
+      await witness.waitForLine(/"type":"ready"/, 30_000);
+    }
     cluster = await MembershipCluster.start(lab, {
       program: "examples/mirror-node.ts",
       args: (h) => [
@@ -70,6 +85,7 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
         "--key", key,
         "--default-primary", n0.name,
         "--record-bytes", String(RECORD_BYTES),
+        ...(o.witness ? ["--arbiter", arbiterAt] : []),
       ],
     });
     const c = cluster;
@@ -77,6 +93,8 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
     let sec: ClusterNode = c.node(n1.name);
     await prim.waitFor(settled("PRIM"), 60_000, 0, "first primary");
     await sec.waitFor(settled("SECOND"), 60_000, 0, "secondary in sync");
+    // Trials start once the primary holds the lease (a witness just started grants nothing for its max ttl).
+    if (o.witness) await prim.waitFor((l) => l.type === "checker" && l.checker === "witness" && l.ok === true, 30_000, 0, "primary holds the witness lease");
 
     /**
      * Brings the failed primary back (killed first if it is still alive), resynced, as the secondary; swaps roles.
@@ -157,6 +175,7 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
     }
   } finally {
     await cluster?.stop();
+    witness?.kill("SIGTERM");
   }
   return out;
 }
