@@ -4,7 +4,6 @@
 // (chaos-invariants.ts) are checked on what was observed; see bench/chaos.ts for the command line.
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUCKET_COUNT } from "../../src/core/buckets.js";
@@ -31,6 +30,7 @@ import {
   type Violation,
 } from "./chaos-invariants.js";
 import { describeFault, FARM_NODES, type FarmFault, type MirrorFault, type Schedule } from "./chaos-schedule.js";
+import { mirrorControl } from "./mirror-control.js";
 
 export interface ChaosOptions {
   schedule: Schedule;
@@ -94,30 +94,8 @@ const PROBE_TIMEOUT_MS = 2_500;
  *  tables may still arrive at the client for this long. */
 const MERGE_MARGIN_MS = 250;
 
-/** A request on a mirror node's control socket, bounded by `timeoutMs`; undefined when it does not answer. */
-function control(sock: string, method: "GET" | "POST", path: string, timeoutMs: number): Promise<Record<string, unknown> | undefined> {
-  return new Promise((resolve) => {
-    const req = httpRequest({ socketPath: sock, method, path, timeout: timeoutMs }, (res) => {
-      let s = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => (s += d));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(s) as Record<string, unknown>);
-        } catch {
-          resolve(undefined);
-        }
-      });
-      res.on("error", () => resolve(undefined));
-    });
-    req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(undefined));
-    req.end();
-  });
-}
-
 async function mirrorStatus(sock: string, timeoutMs = 300): Promise<MirrorStatus & { next?: string } | undefined> {
-  const j = await control(sock, "GET", "/status", timeoutMs);
+  const j = await mirrorControl(sock, "GET", "/status", timeoutMs);
   const st = j?.status as { state?: string; ready?: boolean; transient?: boolean; next?: string } | undefined;
   if (!st) return undefined;
   const persisted = j?.persisted as { upToDate?: boolean } | undefined;

@@ -4,11 +4,11 @@
 // Roles alternate: after each trial the old primary is started again, resynced, and becomes the secondary.
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import type { Lab, LabHost, LabProcess } from "../../src/testing/lab.js";
 import { MembershipCluster, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
 import { measureFailover, until } from "./peers-failover.js";
+import { mirrorControl } from "./mirror-control.js";
 import { idsIn, localRate, rate, RECORD_BYTES, startWriter, type Ack, type LossTrial } from "./peers-lsyncd.js";
 import type { Fault } from "./peers-keepalived.js";
 
@@ -23,28 +23,6 @@ export interface MirrorResults {
   loss: LossTrial[];
   /** Trials whose rejoin was a split brain, resolved by `second` on the old primary (see `restore`), per fault. */
   splitBrainsResolved: Record<Fault | "both", number>;
-}
-
-/** `POST /command` on a mirror-node's control socket (examples/mirror-node.ts); the JSON answer. */
-function command(sock: string, cmd: { type: string }): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const body = JSON.stringify(cmd);
-    const req = httpRequest({ socketPath: sock, method: "POST", path: "/command", timeout: 30_000, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
-      let s = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => (s += d));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(s) as Record<string, unknown>);
-        } catch {
-          reject(new Error(`${sock}: not JSON: ${s.slice(0, 200)}`));
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error(`${sock}: no answer within 30 s`)));
-    req.on("error", reject);
-    req.end(body);
-  });
 }
 
 /** UDP port of the witness arbiter (examples/witness.ts) in the client namespace, with `witness`. */
@@ -116,8 +94,8 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
       {
         const first = await prim.waitFor((l) => settled("SECOND")(l) || (l.type === "decision" && String(l.cause).startsWith("split brain with")), 90_000, m0, "old primary back: SECOND or a split brain");
         if (first.type === "decision") {
-          const r = await command(join(dir(prim.host), "control.sock"), { type: "second" });
-          if (r.ok !== true) throw new Error(`${prim.id}: \`second\` refused: ${JSON.stringify(r)}`);
+          const r = await mirrorControl(join(dir(prim.host), "control.sock"), "POST", "/command", 30_000, { type: "second" });
+          if (r?.ok !== true) throw new Error(`${prim.id}: \`second\` refused or not answered: ${JSON.stringify(r)}`);
           out.splitBrainsResolved[fault]++;
         }
       }
