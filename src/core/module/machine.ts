@@ -207,7 +207,7 @@ export class ModuleCore {
       ...(this.swapRequested ? { swap: true } : {}),
       ...(this.p.aloneWrites ? { aloneWrites: true } : {}),
       ...(this.p.splitBrain ? { splitBrain: true } : {}),
-      ...(this.p.forced && (isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target))) ? { forced: true } : {}),
+      ...(this.p.forced && this.primaryOrBecoming() ? { forced: true } : {}),
       ...(this.p.diverged ? { diverged: true } : {}),
     };
     return r;
@@ -246,12 +246,11 @@ export class ModuleCore {
     return this.input(() => {
       this.viewMembers = new Set(view.members.map((m) => m.id));
       for (const id of [...this.silentPeers]) if (!this.viewMembers.has(id)) this.silentPeers.delete(id);
-      const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
       for (const [id, r] of [...this.reports]) {
         if (this.viewMembers.has(id)) continue;
         this.reports.delete(id);
         this.lostPeer = id;
-        if (primary && r.state === "SECOND" && r.ready) this.peerMayHaveTakenOver = true;
+        if (this.couldTakeOver(r)) this.peerMayHaveTakenOver = true;
       }
     });
   }
@@ -290,8 +289,7 @@ export class ModuleCore {
       if (this.silentPeers.has(node)) return;
       this.silentPeers.add(node);
       const r = this.reports.get(node);
-      const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
-      if (r && primary && r.state === "SECOND" && r.ready) {
+      if (r && this.couldTakeOver(r)) {
         this.lostPeer = node;
         this.peerMayHaveTakenOver = true;
       }
@@ -333,9 +331,8 @@ export class ModuleCore {
   stalled(gapMs: number, holdMs: number): ModuleEffect[] {
     return this.input(() => {
       if (this.module.kind !== "mirror") return;
-      const primary = isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
       const peer = this.peer();
-      if (!primary || !peer || !(peer.report.state === "SECOND" && peer.report.ready)) return;
+      if (!peer || !this.couldTakeOver(peer.report)) return;
       this.staleUntil = this.now + holdMs;
       const cause = `own event loop stalled ${Math.round(gapMs)} ms as primary: ${peer.id} (an in-sync secondary) may have taken over -> wait (app stopped, VIP removed), fresh reports within ${holdMs} ms decide`;
       this.decision("warn", cause);
@@ -857,6 +854,16 @@ export class ModuleCore {
       if (r && r.state !== "STOP") return { id, report: r };
     }
     return undefined;
+  }
+
+  /** This node is primary or on its way to it. */
+  private primaryOrBecoming(): boolean {
+    return isPrimaryState(this.st) || (this.plan !== null && isPrimaryState(this.plan.target));
+  }
+
+  /** A peer with this report could take over from this node if it were gone: we are (becoming) primary and it is our in-sync secondary. */
+  private couldTakeOver(r: ModuleReport): boolean {
+    return this.primaryOrBecoming() && r.state === "SECOND" && r.ready;
   }
 
   private isPeerPrimary(peer: PeerInfo): boolean {
