@@ -112,8 +112,8 @@ export interface ArbiterProbeOptions {
    * Whether this node's claims yield (e.g. a secondary with its primary in view): a yielding claim gets a free
    * lease, but is not renewed once another node asked for it; the witness then names that node as the holder, and
    * the lease passes to it after it lapsed. While the other node holds it, this node's claims are denied with the
-   * holder named (`lease held by n0 for 800 ms`), which the engine reads when its primary is lost: the lease still
-   * names the primary, so wait for it to lapse. Default: never.
+   * holder named (`lease held by n0 for 800 ms`; `lease.holder` in the result), which the engine reads when its
+   * primary is lost: the lease still names the primary, so wait for it to lapse. Default: never.
    */
   readonly yieldWhen?: () => boolean;
   /** Monotonic time source. Default: the system clock. */
@@ -262,18 +262,24 @@ export class ArbiterProbe implements Probe {
   #verdict(): ProbeResult {
     const now = this.#o.clock.now();
     const remaining = this.#lease.remaining(now);
-    if (remaining > this.#o.reportMarginMs) return { ok: true, detail: `lease held for ${Math.round(remaining)} ms` };
+    if (remaining > this.#o.reportMarginMs) return { ok: true, detail: `lease held for ${Math.round(remaining)} ms`, lease: {} };
     const deny = this.#lease.lastDeny;
     const last = this.#lease.lastAnswerAt;
-    // The engine reads `lease held by NODE for` in a failed verdict (src/core/module/machine.ts, leaseHolder): name
-    // the holder whenever the witness named one recently, also while this node's own lease runs out.
-    if (remaining > 0 && deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };
-    if (remaining > 0) return { ok: false, detail: `lease ending in ${Math.round(remaining)} ms, not renewed` };
-    if (!this.#o.shouldClaim()) return { ok: false, detail: "lease not claimed (not wanted in this role)" };
+    // The engine reads the holder from `lease` in a failed verdict (src/core/module/machine.ts, leaseHolder): name
+    // it whenever the witness named one recently, also while this node's own lease runs out.
+    const denied = (d: NonNullable<typeof deny>): ProbeResult => ({
+      ok: false,
+      detail: `lease held by ${d.holder} for ${d.remainingMs} ms`,
+      lease: { holder: d.holder, remainingMs: d.remainingMs },
+    });
+    if (remaining > 0 && deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return denied(deny);
+    if (remaining > 0) return { ok: false, detail: `lease ending in ${Math.round(remaining)} ms, not renewed`, lease: {} };
+    if (!this.#o.shouldClaim()) return { ok: false, detail: "lease not claimed (not wanted in this role)", lease: {} };
+    // No `lease` here: nothing is known of it (the engine then treats the witness as unreachable, not as denying).
     if (last === undefined || now - last > this.#o.ttlMs) return { ok: false, detail: `witness unreachable (no answer for ${last === undefined ? "ever" : `${Math.round(now - last)} ms`})` };
     // Only a recent denial names the holder (a node that stopped claiming for a while keeps an old one).
-    if (deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return { ok: false, detail: `lease held by ${deny.holder} for ${deny.remainingMs} ms` };
-    return { ok: false, detail: "lease not held" };
+    if (deny !== undefined && now - deny.at <= 2 * this.#o.renewMs) return denied(deny);
+    return { ok: false, detail: "lease not held", lease: {} };
   }
 
   /** Releases the lease if claimed, so the other node need not wait a ttl, and closes the socket. */

@@ -4,6 +4,7 @@
  * {@link CheckerRunner} (`runner.ts`) schedules probes, enforces their timeout and emits verdicts.
  */
 import { execFile } from "node:child_process";
+import type { LeaseView } from "../core/checker.js";
 
 /** The outcome of one probe run. */
 export interface ProbeResult {
@@ -11,6 +12,8 @@ export interface ProbeResult {
   readonly ok: boolean;
   /** What was seen, in a few words, e.g. `connect 198.18.0.10:8080 refused`. Ends up in verdict reasons. */
   readonly detail: string;
+  /** Witness arbiter probes only: what the witness said of the lease; becomes the verdict's `lease`. */
+  readonly lease?: LeaseView;
 }
 
 /** One health probe. */

@@ -11,13 +11,13 @@
  * turns) before the timeout counts. A daemon starved of CPU must not restart a healthy application.
  *
  * Events (typed, eventemitter3), in this order for each run: `result` (every probe run), then `verdict`
- * (when the hysteresis flips; for split-brain checkers, whose last verdict's reason the module reads, also when
- * the reason changes while the decision stays, e.g. a witness arbiter's denial going from `witness unreachable` to
- * `lease held by n0`: see {@link CheckerRunnerOptions.reasonChanges}). Listeners run synchronously; a throwing listener does not stop the
- * schedule (the error is re-emitted as `error` when there is a listener for it).
+ * (when the hysteresis flips; for split-brain checkers, whose last verdict the module reads, also when the reason
+ * changes while the decision stays, e.g. a witness arbiter's denial going from `witness unreachable` to `lease held
+ * by n0`, with `lease.holder` n0: see {@link CheckerRunnerOptions.reasonChanges}). Listeners run synchronously; a
+ * throwing listener does not stop the schedule (the error is re-emitted as `error` when there is a listener for it).
  */
 import { EventEmitter } from "eventemitter3";
-import type { CheckerAction, CheckerVerdict } from "../core/checker.js";
+import type { CheckerAction, CheckerVerdict, LeaseView } from "../core/checker.js";
 import { Hysteresis, type HysteresisState } from "../core/hysteresis.js";
 import { systemClock, type Clock } from "../runtime/clock.js";
 import { messageOf, type Probe } from "./probe.js";
@@ -46,9 +46,10 @@ export interface CheckerRunnerOptions {
   readonly clock?: Clock;
   /**
    * Also emit a verdict (same ok, new reason) when the decision stays but the probe's detail changes in kind (numbers
-   * in it, such as `for 1840 ms`, are ignored for the comparison). Default: true for the `split-brain` kind, whose last verdict the module keeps as a state and reads (its rules parse
-   * the reason: witness unreachable, or the lease held by a named node); false otherwise: for an app checker the
-   * module counts each failed verdict as a fresh failure (a restart), and a `wait` checker's reason is only logged.
+   * in it, such as `for 1840 ms`, are ignored for the comparison). Default: true for the `split-brain` kind, whose
+   * last verdict the module keeps as a state and reads (witness unreachable, or the lease held by a named node: the
+   * verdict's `lease`); false otherwise: for an app checker the module counts each failed verdict as a fresh failure
+   * (a restart), and a `wait` checker's reason is only logged. The new verdict carries the new result's `lease`.
    */
   readonly reasonChanges?: boolean;
 }
@@ -232,11 +233,13 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     timedOut.catch(() => {});
     let ok: boolean;
     let detail: string;
+    let lease: LeaseView | undefined;
     let hitTimeout = false;
     try {
       const r = await Promise.race([this.options.probe.run(ac.signal), timedOut]);
       ok = r.ok;
       detail = r.detail;
+      lease = r.lease;
     } catch (err) {
       ok = false;
       hitTimeout = err instanceof ProbeTimeout || ac.signal.reason instanceof ProbeTimeout;
@@ -251,8 +254,8 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
     }
     const durationMs = this.#clock.now() - began;
     const stopped = ac.signal.aborted && !hitTimeout;
-    let verdict = stopped ? undefined : this.#hysteresis.observe({ ok, detail });
-    if (!stopped && verdict === undefined) verdict = this.#reasonChange(ok, detail);
+    let verdict = stopped ? undefined : this.#hysteresis.observe({ ok, detail, ...(lease === undefined ? {} : { lease }) });
+    if (!stopped && verdict === undefined) verdict = this.#reasonChange(ok, detail, lease);
     const result: CheckerResult = {
       type: "result",
       checker: this.name,
@@ -273,14 +276,15 @@ export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   }
 
   /** The decision stays (`ok` agrees with it and with the last verdict) but the detail changed in kind: a new verdict. */
-  #reasonChange(ok: boolean, detail: string): CheckerVerdict | undefined {
+  #reasonChange(ok: boolean, detail: string, lease: LeaseView | undefined): CheckerVerdict | undefined {
     const last = this.#last;
     if (!this.#reasonChanges || last === undefined || last.ok !== ok) return undefined;
     if (this.#hysteresis.state !== (ok ? "ok" : "failed")) return undefined;
     if (reasonClass(detail) === reasonClass(this.#lastDetail)) return undefined;
     const streak = this.#hysteresis.streak;
     const threshold = ok ? this.options.rise : this.options.fall;
-    return { ...last, reason: `${detail} (${streak.count}/${threshold})` };
+    const { lease: _stale, ...rest } = last;
+    return { ...rest, reason: `${detail} (${streak.count}/${threshold})`, ...(lease === undefined ? {} : { lease }) };
   }
 
   #emitSafely<E extends "result" | "verdict">(event: E, arg: Parameters<CheckerRunnerEvents[E]>[0]): void {

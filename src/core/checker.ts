@@ -12,6 +12,18 @@ export type CheckerAction =
   | "stop" // stop the module on this node
   | "wait"; // go to WAIT until the checker succeeds again, then resume
 
+/**
+ * What a witness arbiter's probe knew of the lease (`src/checkers/arbiter.ts`). Present on all its results but
+ * `witness unreachable` (and a run that threw or timed out); `holder` only when the witness recently denied this
+ * node's claim and named the node that holds the lease.
+ */
+export interface LeaseView {
+  /** The node that holds the lease, as named by the witness in a recent denial of this node's claim. */
+  readonly holder?: string;
+  /** How long the holder's lease still ran, according to that denial, ms. */
+  readonly remainingMs?: number;
+}
+
 /** One checker's verdict changed (after hysteresis). Fed into the module core as an input. */
 export interface CheckerVerdict {
   readonly type: "checker";
@@ -27,4 +39,9 @@ export interface CheckerVerdict {
    * going ALONE) from the others.
    */
   readonly kind?: string;
+  /**
+   * Set by a witness-arbiter checker (see {@link LeaseView}): the module engine reads who holds the lease here (a
+   * failover waits for a lease that names the lost primary to lapse), never in {@link reason}.
+   */
+  readonly lease?: LeaseView;
 }

@@ -14,13 +14,15 @@
  * other. Any result of the opposite kind resets the streak: one lucky success among failures does not
  * restore a checker, one lost packet among successes does not fail it.
  */
-import type { CheckerAction, CheckerVerdict } from "./checker.js";
+import type { CheckerAction, CheckerVerdict, LeaseView } from "./checker.js";
 
 /** The outcome of one probe run, as the hysteresis sees it. */
 export interface ProbeOutcome {
   readonly ok: boolean;
   /** What the probe saw, e.g. `connect 198.18.0.10:8080 refused`. Becomes the verdict's reason. */
   readonly detail: string;
+  /** A witness arbiter's view of its lease, copied into the verdict. */
+  readonly lease?: LeaseView;
 }
 
 /** The decided state of a checker. `unknown` only before the first verdict. */
@@ -95,6 +97,7 @@ export class Hysteresis {
       action: this.options.action,
       reason: `${outcome.detail} (${this.#streak}/${threshold})`,
       ...(this.options.kind === undefined ? {} : { kind: this.options.kind }),
+      ...(outcome.lease === undefined ? {} : { lease: outcome.lease }),
     };
     return verdict;
   }

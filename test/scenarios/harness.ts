@@ -12,7 +12,9 @@
  *   tick <ms>                                        advance the clock
  *   lose <a> <b> | heal <a> <b>                      cut / restore connectivity between two nodes
  *   crash <node>... | boot <node>                    kill nodes at once (persisted state kept) / start one again
- *   checker <node> <name> ok [reason...] | checker <node> <name> fail <action> [reason...]
+ *   checker <node> <name> ok [lease=H] [reason...] | checker <node> <name> fail <action> [lease=H] [reason...]
+ *                                                    lease=H: a witness arbiter's verdict, whose lease H holds
+ *                                                    (as the witness named it in a denial); lease=- names none
  *   sync <node> | unsync <node>                      replication reports in sync / not in sync
  *   freeze <node> | resume <node> <gapMs>            SIGSTOP / SIGCONT: a frozen node gets no input and its peers
  *                                                    lose it; on resume it first learns of its stall (hold 1000 ms),
@@ -20,7 +22,7 @@
  *   status                                           print every node's status
  */
 import { CommandRefusedError } from "../../src/core/errors.js";
-import type { CheckerAction } from "../../src/core/checker.js";
+import type { CheckerAction, LeaseView } from "../../src/core/checker.js";
 import {
   ModuleCore,
   formatEffect,
@@ -109,11 +111,12 @@ export class Harness {
         return this.crash(...args);
       case "boot":
         return this.boot(args[0]!);
-      case "checker":
-        // ok: every further word is the reason; fail: the action, then the reason.
-        return args[2] === "ok"
-          ? this.checker(args[0]!, args[1]!, "ok", undefined, args.slice(3).join(" "))
-          : this.checker(args[0]!, args[1]!, args[2]!, args[3], args.slice(4).join(" "));
+      case "checker": {
+        // ok: [lease=H], then every further word is the reason; fail: the action, [lease=H], then the reason.
+        const rest = args.slice(args[2] === "ok" ? 3 : 4);
+        const lease = rest[0]?.startsWith("lease=") ? rest.shift()!.slice("lease=".length) : undefined;
+        return this.checker(args[0]!, args[1]!, args[2]!, args[2] === "ok" ? undefined : args[3], rest.join(" "), lease);
+      }
       case "sync":
       case "unsync":
         return this.apply(this.node(args[0]!), (c) => c.replication({ inSync: verb === "sync" }));
@@ -309,11 +312,12 @@ export class Harness {
     this.pushViews();
   }
 
-  private checker(id: string, name: string, result: string, action: string | undefined, reason: string): void {
+  private checker(id: string, name: string, result: string, action: string | undefined, reason: string, holder: string | undefined): void {
     const ok = result === "ok";
     const act = (action ?? (this.module.checkers.some((c) => c.name === name && c.type === "split-brain") ? "wait" : "restart")) as CheckerAction;
+    const lease: LeaseView | undefined = holder === undefined ? undefined : holder === "-" ? {} : { holder };
     this.apply(this.node(id), (c) =>
-      c.checker({ type: "checker", checker: name, ok, action: act, reason: reason || (ok ? "ok" : "failed") }),
+      c.checker({ type: "checker", checker: name, ok, action: act, reason: reason || (ok ? "ok" : "failed"), ...(lease ? { lease } : {}) }),
     );
   }
 

@@ -49,6 +49,7 @@ describe("witness arbiter over UDP", () => {
     const rb = await run(b);
     expect(rb.ok).toBe(false);
     expect(rb.detail).toMatch(/lease held by n0 for \d+ ms/);
+    expect(rb.lease).toEqual({ holder: "n0", remainingMs: expect.any(Number) }); // what the engine reads
     // a keeps renewing in the background: b stays denied well past one ttl.
     await new Promise((r) => setTimeout(r, 700));
     expect((await run(a)).ok).toBe(true);
@@ -73,7 +74,7 @@ describe("witness arbiter over UDP", () => {
     const got = await until(() => run(b), (r) => r.ok, 2000);
     expect(got.ok).toBe(true);
     expect(performance.now() - t0).toBeLessThan(300);
-    expect(await run(a)).toEqual({ ok: false, detail: "lease not claimed (not wanted in this role)" });
+    expect(await run(a)).toEqual({ ok: false, detail: "lease not claimed (not wanted in this role)", lease: {} });
   });
 
   it("yieldWhen: a held lease is not renewed once the other node wants it; it gets it, and this node is then denied with the holder named", async () => {
@@ -89,6 +90,7 @@ describe("witness arbiter over UDP", () => {
     expect(got.ok).toBe(true);
     const ra = await until(() => run(a), (r) => /lease held by n1 for/.test(r.detail), 1000);
     expect(ra.detail).toMatch(/^lease held by n1 for \d+ ms$/);
+    expect(ra.lease?.holder).toBe("n1");
   });
 
   it("a holder that stops renewing loses the lease to the other node after about one ttl, not before", async () => {
@@ -153,6 +155,7 @@ describe("witness arbiter over UDP", () => {
     const r = await run(p);
     expect(r).toMatchObject({ ok: false });
     expect(r.detail).toMatch(/witness unreachable/);
+    expect(r.lease).toBeUndefined();
   });
 
   it("config: split-brain with arbiter needs keyFile and node, builds an ArbiterProbe, and still needs witnesses without it", () => {

@@ -278,6 +278,32 @@ describe("CheckerRunner", () => {
     expect(await reasons({ kind: "split-brain", reasonChanges: false })).toEqual(["false witness unreachable (no answer for 300 ms) (1/1)"]);
   });
 
+  it("carries a witness arbiter's lease (the holder) from the probe into each verdict, also on a reason change", async () => {
+    const results: ProbeResult[] = [
+      { ok: false, detail: "witness unreachable (no answer for 300 ms)" },
+      { ok: false, detail: "lease held by n0 for 1840 ms", lease: { holder: "n0", remainingMs: 1840 } },
+      { ok: false, detail: "lease held by n1 for 900 ms", lease: { holder: "n1", remainingMs: 900 } },
+      { ok: false, detail: "witness unreachable (no answer for 500 ms)" },
+      { ok: true, detail: "lease held for 700 ms", lease: {} },
+    ];
+    let runs = 0;
+    const probe: Probe = { name: "arbiter", run: () => Promise.resolve(results[Math.min(runs++, results.length - 1)] as ProbeResult) };
+    const r = new CheckerRunner({ probe, kind: "split-brain", action: "wait", interval: 100, timeout: 50, rise: 1, fall: 1, initial: "ok" });
+    const got: CheckerVerdict[] = [];
+    r.on("verdict", (v) => got.push(v));
+    r.start();
+    await vi.advanceTimersByTimeAsync(450);
+    await r.stop();
+    expect(got.map((v) => [v.ok, v.lease])).toEqual([
+      [false, undefined],
+      [false, { holder: "n0", remainingMs: 1840 }],
+      [false, { holder: "n1", remainingMs: 900 }],
+      [false, undefined], // a reason change drops the previous verdict's lease
+      [true, {}],
+    ]);
+    expect(got.map((v) => "lease" in v)).toEqual([false, true, true, false, true]);
+  });
+
   it("rejects non-positive interval or timeout", () => {
     expect(() => runner(["ok"], { interval: 0 })).toThrow(/interval/);
     expect(() => runner(["ok"], { timeout: -1 })).toThrow(/timeout/);

@@ -315,10 +315,11 @@ describe("MirrorDriver", () => {
     const n = await node("n1", { fenceMs: 200, witness: true });
     const lines: string[] = [];
     n.driver.on("log", (l) => lines.push(l));
-    const sb = (ok: boolean, reason: string) => n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok, action: "wait", reason });
+    const sb = (ok: boolean, reason: string, holder?: string) =>
+      n.module.checker({ type: "checker", checker: "sb", kind: "split-brain", ok, action: "wait", reason, lease: holder === undefined ? {} : { holder } });
     sb(true, "lease held for 900 ms");
     await secondInSync(n);
-    sb(false, "lease held by n0 for 300 ms");
+    sb(false, "lease held by n0 for 300 ms", "n0");
     const t0 = performance.now();
     n.setView(["n1"]);
     await new Promise((r) => setTimeout(r, 80)); // within peerWait (100): still waiting for the lease

@@ -1115,18 +1115,15 @@ export class ModuleCore {
   }
 
   /**
-   * The node that holds the witness's lease according to a failed split-brain verdict (the arbiter's denial,
-   * `lease held by NODE ...`), or undefined (the witness is unreachable, or the checker is not an arbiter).
-   * Agreed with `src/checkers/arbiter.ts` through the verdict's reason.
+   * The node that holds the witness's lease according to a failed split-brain verdict (the arbiter's denial, its
+   * `lease.holder`), or undefined (the witness is unreachable, or the checker is not an arbiter).
    */
   private leaseHolder(): string | undefined {
-    const v = this.splitBrainFailing();
-    const m = v ? /lease held by (\S+) for/.exec(v.reason) : null;
-    return m ? m[1] : undefined;
+    return this.splitBrainFailing()?.lease?.holder;
   }
 
   /**
-   * The failing split-brain checker is a witness arbiter (its entry has `arbiter`, or its verdict speaks of a lease):
+   * The failing split-brain checker is a witness arbiter (its entry has `arbiter`, or its verdict carries `lease`):
    * a denial there may be "held by the peer, until it lapses", which a failover must be allowed to wait out. (Its
    * verdict's reason is the one of its first failure and may be stale, e.g. `lease ending ...` on a former primary.)
    */
@@ -1134,7 +1131,7 @@ export class ModuleCore {
     const v = this.splitBrainFailing();
     if (!v) return false;
     const entry = this.module.checkers.find((c) => c.name === v.checker) as (Record<string, unknown> & { name?: string }) | undefined;
-    return (entry !== undefined && entry["arbiter"] !== undefined) || /\blease\b/.test(v.reason);
+    return (entry !== undefined && entry["arbiter"] !== undefined) || v.lease !== undefined;
   }
 
   /** A node decides not to become primary: logged once per distinct reason (the state does not change). */
