@@ -37,6 +37,7 @@ import {
   decodeModuleReport,
 } from "../core/module/index.js";
 import { isPrimaryState } from "../core/module/types.js";
+import { ConfigError, type ConfigProblem } from "../core/errors.js";
 import type { CheckerGroup } from "../checkers/group.js";
 import type { Clock } from "./clock.js";
 import type { Membership } from "./membership.js";
@@ -121,10 +122,21 @@ export const wallClock: Clock = {
 export interface ModuleOptions {
   /** This node's id, as in the membership view. */
   readonly nodeId: string;
-  /** Default: a {@link MemoryVipDriver}. */
-  readonly vip?: VipDriver;
-  /** Default: a {@link MemoryModuleStore} (nothing survives a restart). */
-  readonly store?: ModuleStateStore;
+  /**
+   * Required: puts this module's VIPs on this node and takes them off. Production: `MirrorVip` for a
+   * mirror module (the VIP on the primary only), `FarmVip` (through the farm driver) for a farm module
+   * (the VIP on every node, the packet filter decides who answers), or the driver of another module kind.
+   * There is no default: a module without a real driver would hold no VIP at all. Tests and simulations pass a
+   * `MemoryVipDriver` from "holdfast/testing".
+   */
+  readonly vip: VipDriver;
+  /**
+   * Required: where the module's safety state lives (generation, up-to-date flag, last sole primary, writes
+   * acknowledged alone, restart history). Production: {@link FileModuleStore} on a persistent local directory
+   * (e.g. `/var/lib/holdfast`). There is no default: a module whose state does not survive a restart could
+   * become primary on stale data. Tests and simulations pass a `MemoryModuleStore` from "holdfast/testing".
+   */
+  readonly store: ModuleStateStore;
   /** Default: {@link wallClock}. */
   readonly clock?: Clock;
   /** Directory of the event log files; omit to keep the log in memory only. */
@@ -194,8 +206,8 @@ export class Module extends EventEmitter<ModuleEvents> {
     this.definition = def;
     this.nodeId = opts.nodeId;
     this.opts = opts;
-    this.vip = opts.vip ?? new MemoryVipDriver();
-    this.store = opts.store ?? new MemoryModuleStore();
+    this.vip = opts.vip;
+    this.store = opts.store;
     this.clock = opts.clock ?? wallClock;
     this.log = new EventLog(opts.nodeId, def.name, { ...(opts.logDir ? { dir: opts.logDir } : {}) });
     this.core = new ModuleCore({
@@ -206,10 +218,21 @@ export class Module extends EventEmitter<ModuleEvents> {
     });
   }
 
-  /** Validates the definition (path-precise ConfigError), loads the persisted state, and returns the module (STOP). */
+  /**
+   * Validates the definition (path-precise ConfigError), loads the persisted state, and returns the module (STOP).
+   * Throws a ConfigError naming `vip` or `store` when one is missing (a JavaScript caller): there are no
+   * in-memory defaults.
+   */
   static async create(definition: ModuleDefinition | ResolvedModule, opts: ModuleOptions): Promise<Module> {
+    const problems: ConfigProblem[] = [];
+    const o = (opts ?? {}) as Partial<ModuleOptions>;
+    if (typeof o.vip?.add !== "function" || typeof o.vip.remove !== "function")
+      problems.push({ path: "vip", value: o.vip, expected: "a VipDriver (MirrorVip, FarmVip, a module kind's driver; MemoryVipDriver from holdfast/testing in tests)" });
+    if (typeof o.store?.load !== "function" || typeof o.store.save !== "function")
+      problems.push({ path: "store", value: o.store, expected: "a ModuleStateStore (FileModuleStore; MemoryModuleStore from holdfast/testing in tests)" });
+    if (problems.length > 0) throw new ConfigError("module options", problems);
     const def = resolveModule(definition);
-    const persisted = await (opts.store ?? new MemoryModuleStore()).load(def.name);
+    const persisted = await opts.store.load(def.name);
     const m = new Module(def, opts, persisted);
     return m;
   }

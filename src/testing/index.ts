@@ -9,3 +9,5 @@ export { FakeNetwork, type FakeNetworkOptions, type LinkState } from "./sim/netw
 export { Rng } from "./sim/rng.js";
 export { randomSchedule, runMembershipSchedule, simMac, type MembershipSchedule, type SimFault, type SimResult, type SimViolation } from "./sim/membership-sim.js";
 export { MemoryFilterBackend, craftPacket, FrameSender, type PacketSpec } from "../farm/filter/index.js";
+// In-memory ports of a Module (`Module.create` requires `vip` and `store`; production: MirrorVip / FarmVip, FileModuleStore).
+export { MemoryVipDriver, MemoryModuleStore } from "../runtime/module.js";

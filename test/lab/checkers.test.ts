@@ -453,6 +453,7 @@ describe.skipIf(!isRoot)("checker verdicts drive a module (namespaces)", () => {
     const code = `
       import { spawn } from "node:child_process";
       import { Module, CheckerGroup } from ${JSON.stringify(join(repo, "src/index.ts"))};
+      import { MemoryModuleStore, MemoryVipDriver } from ${JSON.stringify(join(repo, "src/testing/index.ts"))};
       const out = (o) => process.stdout.write(JSON.stringify(o) + "\\n");
       let app;
       const hooks = {
@@ -468,7 +469,7 @@ describe.skipIf(!isRoot)("checker verdicts drive a module (namespaces)", () => {
         { type: "tcp", name: "app-port", host: ${JSON.stringify(appAddr)}, port: 8080, action: "restart", interval: 200, timeout: 300, rise: 1, fall: 2 },
         { type: "ping", name: "gw", host: ${JSON.stringify(lab.addr(c0))}, action: "wait", interval: 200, timeout: 300, rise: 1, fall: 2 },
       ];
-      const m = await Module.create({ name: "web", kind: "farm", hooks, checkers, restart: { maxloop: 3, loopInterval: 60000 } }, { nodeId: "n0" });
+      const m = await Module.create({ name: "web", kind: "farm", hooks, checkers, restart: { maxloop: 3, loopInterval: 60000 } }, { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
       const group = new CheckerGroup(m.definition.checkers, "module web");
       m.attachCheckers(group);
       m.on("state", (s) => out({ event: "state", state: s.state, transient: s.transient, reason: s.reason, at: Date.now() }));

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Module, generateKey, groupAlive, runHook } from "../../src/index.js";
 import { Lab } from "../../src/testing/lab.js";
+import { MemoryModuleStore, MemoryVipDriver } from "../../src/testing/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "hf-hooks-"));
 const marker = `hfhook${process.pid}x${Date.now().toString(36)}`;
@@ -107,7 +108,7 @@ describe("hook scripts", () => {
         hooks: { start_both: { path: hang, timeout: 300 }, stop_both: stop },
         restart: { maxloop: 1, loopInterval: 60_000 },
       },
-      { nodeId: "n0", logDir, killGraceMs: 200, hookEnv: { HF_MARK: marker } },
+      { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore(), logDir, killGraceMs: 200, hookEnv: { HF_MARK: marker } },
     );
     const hookResults: string[] = [];
     m.on("hook", (h, r) => hookResults.push(`${h} ${r.ok ? "ok" : r.detail}`));
@@ -153,6 +154,7 @@ describe.skipIf(!isRoot)("module in a namespace, real faults", () => {
       writeFileSync(
         program,
         `import { Module, CheckerGroup } from ${JSON.stringify(join(repo, "src", "index.ts"))};
+import { MemoryModuleStore, MemoryVipDriver } from ${JSON.stringify(join(repo, "src", "testing", "index.ts"))};
 const m = await Module.create({
   name: "web", kind: "farm",
   hooks: { start_both: ${JSON.stringify(start)}, stop_both: ${JSON.stringify(stop)} },
@@ -161,7 +163,7 @@ const m = await Module.create({
     { type: "interface", name: "intf:eth0", interface: "eth0", action: "wait", interval: 100, timeout: 500, rise: 2, fall: 2 },
     { type: "process", name: "proc:app", cmdline: ${JSON.stringify(appTag)}, action: "restart", interval: 100, timeout: 500, rise: 1, fall: 2 },
   ],
-}, { nodeId: "n0" });
+}, { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
 const group = new CheckerGroup(m.definition.checkers, "module web");
 m.attachCheckers(group);
 m.on("record", (r) => console.log("LOG " + r.text));
@@ -211,6 +213,7 @@ describe.skipIf(!isRoot)("mirror module over real membership in namespaces", () 
       writeFileSync(
         program,
         `import { Membership, Module, bindMembership } from ${JSON.stringify(join(repo, "src", "index.ts"))};
+import { MemoryModuleStore, MemoryVipDriver } from ${JSON.stringify(join(repo, "src", "testing", "index.ts"))};
 const id = process.env.NODE_ID!;
 const membership = new Membership({
   clusterId: "modlab", nodeId: id, key: process.env.KEY!,
@@ -221,7 +224,7 @@ const m = await Module.create({
   name: "db", kind: "mirror",
   hooks: { start_prim: hook, stop_prim: hook, start_second: hook, stop_second: hook },
   mirror: { defaultPrimary: "n0" },
-}, { nodeId: id });
+}, { nodeId: id, vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
 bindMembership(membership, [m]);
 m.on("state", (s) => {
   console.log("STATE " + s.state + " " + (s.ready ? "ready" : "-") + (s.transient ? " transient" : "") + " " + Date.now() + " | " + s.reason);
@@ -266,6 +269,7 @@ describe.skipIf(!isRoot)("split-brain witness in namespaces", () => {
       writeFileSync(
         program,
         `import { CheckerGroup, Membership, Module, bindMembership } from ${JSON.stringify(join(repo, "src", "index.ts"))};
+import { MemoryModuleStore, MemoryVipDriver } from ${JSON.stringify(join(repo, "src", "testing", "index.ts"))};
 const id = process.env.NODE_ID!;
 const membership = new Membership({
   clusterId: "sblab", nodeId: id, key: process.env.KEY!,
@@ -276,7 +280,7 @@ const m = await Module.create({
   hooks: { start_prim: async () => {}, start_second: async () => {} },
   checkers: [{ type: "split-brain", name: "split-brain:witness", witnesses: [${JSON.stringify(lab.addr(c0))}], interval: 100, timeout: 90, rise: 1, fall: 2 }],
   mirror: { defaultPrimary: "n0" },
-}, { nodeId: id });
+}, { nodeId: id, vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
 const group = new CheckerGroup(m.definition.checkers, "module db");
 m.attachCheckers(group);
 bindMembership(membership, [m]);

@@ -10,6 +10,7 @@ import { EventEmitter } from "eventemitter3";
 import { FakeMembership } from "./helpers/fake-membership.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { Module, type VipDriver } from "../../src/runtime/module.js";
+import { MemoryModuleStore } from "../../src/testing/index.js";
 import type { ModuleReport } from "../../src/core/module/types.js";
 import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
 import type { FileReplicatorEvents, FileReplicatorOptions, ReplicatorMetrics } from "../../src/mirror/FileReplicator.js";
@@ -105,7 +106,7 @@ async function node(nodeId: string, opts: { defaultPrimary?: string; maxloop?: n
       ...(opts.witness ? { checkers: [{ type: "split-brain", name: "sb", witnesses: ["198.18.0.1"] }] } : {}),
       mirror: { ...(opts.defaultPrimary ? { defaultPrimary: opts.defaultPrimary } : {}), peerWait: 100 },
     },
-    { nodeId, vip },
+    { nodeId, vip, store: new MemoryModuleStore() },
   );
   const membership = new FakeMembership();
   driver.bind(module, membership);

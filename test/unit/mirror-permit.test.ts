@@ -11,6 +11,7 @@ import { EventEmitter } from "eventemitter3";
 import { FakeMembership } from "./helpers/fake-membership.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { Module, type VipDriver } from "../../src/runtime/module.js";
+import { MemoryModuleStore } from "../../src/testing/index.js";
 import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
 import type { FileReplicatorEvents, FileReplicatorOptions, ReplicatorMetrics } from "../../src/mirror/FileReplicator.js";
 
@@ -80,7 +81,7 @@ async function primaryNode(extra: { permitCap?: () => number } = {}) {
   const vip: VipDriver = { add: async () => undefined, remove: async () => undefined };
   const module = await Module.create(
     { name: "db", kind: "mirror", vips: ["198.18.0.100/24"], hooks: driver.hooks({}), mirror: { defaultPrimary: "n0", peerWait: 100 } },
-    { nodeId: "n0", vip },
+    { nodeId: "n0", vip, store: new MemoryModuleStore() },
   );
   const membership = new FakeMembership();
   driver.bind(module, membership);

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { CheckerGroup, Module, type HookContext } from "../../src/index.js";
+import { MemoryModuleStore, MemoryVipDriver } from "../../src/testing/index.js";
 
 function app() {
   const s = { running: false, broken: false, fixOnRestart: true, starts: 0 };
@@ -27,7 +28,7 @@ async function setup(fixOnRestart: boolean) {
   const checkers = [
     { type: "custom", name: "custom:app", run: () => ({ ok: s.running && !s.broken, detail: s.broken ? "app answers 500" : "app ok" }), interval: 40, timeout: 30, rise: 1, fall: 2 },
   ];
-  const m = await Module.create({ name: "web", kind: "farm", hooks, checkers, restart: { maxloop: 2, loopInterval: 60_000 } }, { nodeId: "n0" });
+  const m = await Module.create({ name: "web", kind: "farm", hooks, checkers, restart: { maxloop: 2, loopInterval: 60_000 } }, { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
   const group = new CheckerGroup(m.definition.checkers, "module web");
   const detach = m.attachCheckers(group);
   group.start();

@@ -5,9 +5,9 @@
  * ALONE and ready is measured in virtual ms (detection + failover, the app start being an instant function).
  */
 import { describe, expect, it } from "vitest";
-import { MemoryVipDriver, Membership, Module, bindMembership, generateKey, type Transport } from "../../src/index.js";
+import { Membership, Module, bindMembership, generateKey, type Transport } from "../../src/index.js";
 import { isPrimaryState } from "../../src/core/module/types.js";
-import { FakeClock, FakeNetwork, Rng } from "../../src/testing/index.js";
+import { FakeClock, FakeNetwork, MemoryModuleStore, MemoryVipDriver, Rng } from "../../src/testing/index.js";
 
 const ADDR: Record<string, string> = { "198.18.0.10": "a", "198.18.0.11": "b" };
 
@@ -54,7 +54,7 @@ describe("modules over membership (virtual time)", () => {
         const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
         const module = await Module.create(
           { name: "db", kind: "mirror", vips: ["198.18.0.100/24"], hooks: { start_prim: async () => {}, start_second: async () => {} } },
-          { nodeId: id, clock },
+          { nodeId: id, clock, vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
         );
         const unbind = bindMembership(membership, [module]);
         await membership.start();
@@ -159,7 +159,7 @@ describe("modules over membership (virtual time)", () => {
             checkers: [{ type: "split-brain", name: "witness", witnesses: ["198.18.0.1"] }],
             mirror: { peerWait: 2000 },
           },
-          { nodeId: id, clock, vip },
+          { nodeId: id, clock, vip, store: new MemoryModuleStore() },
         );
         const unbind = bindMembership(membership, [module]);
         await membership.start();
@@ -247,7 +247,7 @@ describe("modules over membership (virtual time)", () => {
         const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
         const module = await Module.create(
           { name: "db", kind: "mirror", vips: [], hooks: { start_prim: async () => {}, start_second: async () => {} } },
-          { nodeId: id, clock },
+          { nodeId: id, clock, vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
         );
         const unbind = bindMembership(membership, [module]);
         await membership.start();
@@ -289,7 +289,7 @@ describe("modules over membership (virtual time)", () => {
 
   it("a malformed report from the network is logged and ignored", async () => {
     const clock = new FakeClock(0);
-    const m = await Module.create({ name: "db", kind: "mirror" }, { nodeId: "a", clock });
+    const m = await Module.create({ name: "db", kind: "mirror" }, { nodeId: "a", clock, vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
     const handlers: Record<string, (e: never) => void> = {};
     const fake = {
       view: { epoch: 1, members: [{ id: "a", weight: 1, incarnation: 1 }, { id: "b", weight: 1, incarnation: 1 }], hash: "x" },

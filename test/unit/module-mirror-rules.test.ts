@@ -10,6 +10,7 @@ import { EventEmitter } from "eventemitter3";
 import { FakeMembership } from "./helpers/fake-membership.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { Module } from "../../src/runtime/module.js";
+import { MemoryModuleStore, MemoryVipDriver } from "../../src/testing/index.js";
 import type { ModuleReport } from "../../src/core/module/types.js";
 import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
 import { ReplicatorError } from "../../src/mirror/errors.js";
@@ -93,7 +94,7 @@ async function node(nodeId: string, defaultPrimary?: string) {
       hooks: driver.hooks({ start_prim: async () => void ops.push("app start"), stop_prim: async () => void ops.push("app stop") }),
       mirror: { ...(defaultPrimary ? { defaultPrimary } : {}), peerWait: 100 },
     },
-    { nodeId },
+    { nodeId, vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
   );
   const membership = new FakeMembership();
   driver.bind(module, membership);

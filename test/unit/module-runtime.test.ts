@@ -10,14 +10,13 @@ import { describe, expect, it } from "vitest";
 import {
   CommandRefusedError,
   FileModuleStore,
-  MemoryModuleStore,
-  MemoryVipDriver,
   ConfigError,
   Module,
   loadModulesFile,
   type HookContext,
   type ModuleDefinition,
 } from "../../src/index.js";
+import { MemoryModuleStore, MemoryVipDriver } from "../../src/testing/index.js";
 
 function recorder() {
   const calls: string[] = [];
@@ -43,7 +42,7 @@ describe("Module driver", () => {
       hooks: { start_both: hook("start_both"), stop_both: hook("stop_both") },
       restart: { maxloop: 1, loopInterval: 60_000 },
     };
-    const m = await Module.create(def, { nodeId: "n0", vip, logDir: dir });
+    const m = await Module.create(def, { nodeId: "n0", vip, store: new MemoryModuleStore(), logDir: dir });
     let resets = 0;
     m.on("resetCheckers", () => resets++);
     await m.start();
@@ -122,7 +121,7 @@ describe("Module driver", () => {
         },
         restart: { maxloop: 0, loopInterval: 1000 },
       },
-      { nodeId: "n0" },
+      { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
     );
     await m.start();
     const s = await m.waitFor("STOP", 5000);
@@ -130,17 +129,28 @@ describe("Module driver", () => {
     await m.close();
   });
 
+  it("has no in-memory defaults: a missing vip or store (a JavaScript caller) is a ConfigError naming the option", async () => {
+    const def: ModuleDefinition = { name: "web", kind: "farm" };
+    const create = (opts: object) => Module.create(def, opts as Parameters<typeof Module.create>[1]);
+    await expect(create({ nodeId: "n0", store: new MemoryModuleStore() })).rejects.toThrow(/module options: vip: expected a VipDriver/);
+    await expect(create({ nodeId: "n0", vip: new MemoryVipDriver() })).rejects.toThrow(/module options: store: expected a ModuleStateStore/);
+    const both = await create({ nodeId: "n0" }).catch((e: unknown) => e);
+    expect(both).toBeInstanceOf(ConfigError);
+    expect((both as ConfigError).problems.map((p) => p.path)).toEqual(["vip", "store"]);
+    await expect(create({ nodeId: "n0", vip: {}, store: new MemoryModuleStore() })).rejects.toThrow(ConfigError);
+  });
+
   it("persists to files and a restarted module remembers its generation", async () => {
     const dir = mkdtempSync(join(tmpdir(), "hf-store-"));
     const def: ModuleDefinition = { name: "db", kind: "mirror", mirror: { defaultPrimary: "n0", peerWait: 50 } };
-    const m1 = await Module.create(def, { nodeId: "n0", store: new FileModuleStore(dir) });
+    const m1 = await Module.create(def, { nodeId: "n0", vip: new MemoryVipDriver(), store: new FileModuleStore(dir) });
     m1.view(view("n0"));
     await m1.start();
     await m1.waitFor("ALONE");
     await m1.stop();
     await m1.waitFor("STOP");
     await m1.close();
-    const m2 = await Module.create(def, { nodeId: "n0", store: new FileModuleStore(dir) });
+    const m2 = await Module.create(def, { nodeId: "n0", vip: new MemoryVipDriver(), store: new FileModuleStore(dir) });
     expect(m2.persisted).toMatchObject({ initialized: true, generation: 1, soleOwner: true, upToDate: true });
     m2.view(view("n0"));
     await m2.start();
@@ -157,7 +167,7 @@ describe("Module driver", () => {
     for (const id of ["n0", "n1"]) {
       const vip = new MemoryVipDriver();
       vips.set(id, vip);
-      const m = await Module.create({ name: "db", kind: "mirror", vips: ["198.18.0.102/24"], hooks: { start_prim: async () => {}, start_second: async () => {} } }, { nodeId: id, vip });
+      const m = await Module.create({ name: "db", kind: "mirror", vips: ["198.18.0.102/24"], hooks: { start_prim: async () => {}, start_second: async () => {} } }, { nodeId: id, vip, store: new MemoryModuleStore() });
       mods.set(id, m);
     }
     const [a, b] = [mods.get("n0")!, mods.get("n1")!];
@@ -191,7 +201,7 @@ describe("Module driver", () => {
     store.states.set("db", { initialized: true, upToDate: true, generation: 3, soleOwner: true, restarts: [] });
     const m = await Module.create(
       { name: "db", kind: "mirror", vips: [], hooks: { start_prim: async () => undefined }, mirror: { peerWait: 100 } },
-      { nodeId: "n0", store, clock },
+      { nodeId: "n0", vip: new MemoryVipDriver(), store, clock },
     );
     m.view(view("n0"));
     await m.start();
@@ -209,7 +219,7 @@ describe("Module driver", () => {
     const path = join(dir, "modules.yaml");
     writeFileSync(path, "modules:\n  - { name: web, kind: farm }\n  - { name: db, kind: mirror, mirror: { defaultPrimary: n0, peerWait: 10ms } }\n");
     const defs = loadModulesFile(path);
-    const mods = await Promise.all(defs.map((d) => Module.create(d, { nodeId: "n0" })));
+    const mods = await Promise.all(defs.map((d) => Module.create(d, { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() })));
     for (const m of mods) m.view(view("n0"));
     await Promise.all(mods.map((m) => m.start()));
     await mods[0]!.waitFor("UP");
@@ -230,7 +240,7 @@ describe("Module driver", () => {
     const calls: string[] = [];
     const m = await Module.create(
       { name: "db", kind: "mirror", vips: ["198.18.0.103/24"], hooks: { start_prim: async () => void calls.push("start_prim") } },
-      { nodeId: "n0", vip: slowVip },
+      { nodeId: "n0", vip: slowVip, store: new MemoryModuleStore() },
     );
     m.view(view("n0"));
     await m.start();
@@ -251,7 +261,7 @@ describe("Module driver", () => {
         kind: "farm",
         hooks: { start_both: (ctx) => new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => ((aborted = true), resolve()))) },
       },
-      { nodeId: "n0" },
+      { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
     );
     await f.start();
     await f.waitFor((s) => s.transient && s.next === "UP");

@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { EventEmitter } from "eventemitter3";
 import { Module, bindMembership, type ModuleMembership } from "../../src/runtime/module.js";
 import { FakeClock } from "../../src/testing/sim/clock.js";
+import { MemoryModuleStore, MemoryVipDriver } from "../../src/testing/index.js";
 import { mirrorReport } from "./helpers/mirror-report.js";
 
 const view = (...ids: string[]) => ({ epoch: 1, members: ids.map((id) => ({ id, weight: 1 })) });
@@ -26,7 +27,7 @@ async function primary(): Promise<{ m: Module; ops: string[] }> {
       checkers: [{ type: "split-brain", name: "sb", witnesses: ["198.18.0.1"] }],
       mirror: { defaultPrimary: "n0", peerWait: 100 },
     },
-    { nodeId: "n0" },
+    { nodeId: "n0", vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
   );
   m.checker(sb(true));
   m.view(view("n0", "n1"));
@@ -81,7 +82,7 @@ describe("mirror primary and a silent peer", () => {
       peerSilenceMs: () => clock.now() - lastHeard,
       settings: { timing: { lossTimeoutMs: 600, pulseMs: 100, tickMs: 50 } },
     }) as unknown as ModuleMembership;
-    const m = await Module.create({ name: "db", kind: "mirror", vips: [], mirror: {} }, { nodeId: "n0", clock });
+    const m = await Module.create({ name: "db", kind: "mirror", vips: [], mirror: {} }, { nodeId: "n0", clock, vip: new MemoryVipDriver(), store: new MemoryModuleStore() });
     const fed: string[] = [];
     const orig = m.peerSilence.bind(m);
     m.peerSilence = (node: string, silent: boolean) => {
