@@ -18,7 +18,7 @@ export interface FaultWindow {
   label: string;
   /**
    * The fault cuts the node off from its peers while it keeps running (partition, one-way drop, link down): both
-   * sides then serve every bucket, as the design allows (DESIGN.md section 4), so a connection the cut-off node
+   * sides then serve every bucket, as the farm allows (each side owns every bucket of its own view until the views merge), so a connection the cut-off node
    * answers too (after its link comes back, before the views merge) is reset by whichever node's socket does not
    * know it. Resets from any node, and two nodes answering one connection, are excused during such a window (the runner ends it
    * once every node applies the merged bucket table again, and no sooner than `graceMs` after the heal). A frozen

@@ -1,7 +1,7 @@
 /**
  * The VIP of a farm, on every node: layer-2 delivery of every VIP packet to every node.
  *
- * What start() sets up (DESIGN.md section 4, "L2 delivery", all verified on this kind of machine):
+ * What start() sets up (the farm's layer-2 delivery, docs/architecture.md; all verified on this kind of machine):
  * - the VIP on the interface of every node (IPv4 /32; IPv6 /128 `nodad`, since all nodes hold it, with
  *   `keep_addr_on_down=1` so a link flap does not delete it);
  * - `arp_announce=2` (all and the interface): the node never uses the VIP as the sender of its own ARP

@@ -30,9 +30,9 @@
  *
  * Mount namespace: by default the primary's mount lives in a **private mount namespace** created for the helper
  * (`unshare --mount --propagation private`). Other processes started meanwhile (e.g. `ip netns exec`) would
- * otherwise inherit a copy of the mount, and a later unmount would leave the helper hanging (DESIGN.md
- * section 5). Run the application inside it with {@link commandInMount}; reach files from outside with
- * {@link mountPath} (`/proc/<pid>/root/<mountPoint>`).
+ * otherwise inherit a copy of the mount, and a later unmount would leave the helper hanging. Run the
+ * application inside it with {@link commandInMount}; reach files from outside with {@link mountPath}
+ * (`/proc/<pid>/root/<mountPoint>`).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { statSync } from "node:fs";
@@ -118,7 +118,7 @@ const PrimaryOptions = t.intersection([
     initialSync: t.union([t.literal("log"), t.literal("verify"), t.literal("checksum"), t.literal("full")]),
     /** `private` (default): mount in a private mount namespace. `host`: mount in the caller's namespace. */
     mountNamespace: t.union([t.literal("private"), t.literal("host")]),
-    /** FUSE worker threads. Default 16 (DESIGN.md section 5: enough for PostgreSQL's backends and WAL writer). */
+    /** FUSE worker threads. Default 16: enough for PostgreSQL's backends and WAL writer in flight at once. */
     threads: t.number,
     /**
      * Experimental, default false: writes carry no mtime, the file's mtime follows on close, full fsync, a

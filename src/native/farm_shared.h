@@ -99,7 +99,7 @@ struct farm_global_stats {
 /*
  * Value of the `farm_nd` hash map (key: an IPv6 VIP, 16 bytes): the shared MAC that the egress program
  * writes into the link-layer address option of neighbour advertisements for the VIP and of neighbour
- * solicitations sent from the VIP (IPv6 has no arp_announce; DESIGN.md section 4).
+ * solicitations sent from the VIP (IPv6 has no arp_announce sysctl; see src/farm/vip.ts).
  */
 struct farm_nd {
 	__u8 mac[6];

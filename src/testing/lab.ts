@@ -1,7 +1,7 @@
 /**
  * The network-namespace lab: several "machines" on one Linux host, with the real kernel network stack.
  *
- * Layout (DESIGN.md section 6): one network namespace per node (`<prefix>n0`, `<prefix>n1`, ...) and per
+ * Layout (test layers: docs/architecture.md): one network namespace per node (`<prefix>n0`, `<prefix>n1`, ...) and per
  * client (`<prefix>c0`, ...), and a switch namespace `<prefix>sw` holding one Linux bridge per network
  * (`<prefix>br0`, ...; multicast snooping off, no STP). Each host has one veth pair per network: `eth<net>` in
  * the host, `<host ns>e<net>` on the bridge. Addresses come only from 198.18.0.0/15 and fd00:4844::/64:

@@ -3,7 +3,7 @@
  * the persisted state, and the effects/events the pure core emits. No I/O here.
  */
 
-/** The states of a module on one node (MISSION.md, "Module kinds and their states"). */
+/** The states of a module on one node (meanings and kinds: the "States" table of src/core/module/README.md). */
 export type ModuleState = "STOP" | "WAIT" | "UP" | "ALONE" | "PRIM" | "SECOND";
 
 export const MODULE_STATES: readonly ModuleState[] = ["STOP", "WAIT", "UP", "ALONE", "PRIM", "SECOND"];

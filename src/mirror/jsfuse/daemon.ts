@@ -325,7 +325,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     force: true,
     allowOther: true,
     defaultPermissions: true,
-    // fuse-native has no option for these: they ride in fsname's -o string (10x faster writes, DESIGN.md s.5)
+    // fuse-native has no option for these: they ride in fsname's -o string (without them libfuse 2 sends 4 KiB write requests: ~10x slower)
     fsname: "holdfast-js,big_writes,max_write=131072",
   });
 

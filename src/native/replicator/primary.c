@@ -495,7 +495,7 @@ static void *f_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
    * checkpointer, bgwriter all at once); the kernel blocks new background requests above the threshold */
   conn->max_background = 64;
   conn->congestion_threshold = 48;
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* slower and weakens the guarantee here (DESIGN.md section 5) */
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* slower, and the kernel would ack writes the secondary has not seen */
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;  /* truncation arrives as its own setattr, replicated as such */
   /* Page cache kept across opens (keep_cache in open/create) and not dropped when a getattr shows a new mtime:
    * only this mount changes the primary's backing files while it is mounted (resync.c only reads them; the
