@@ -4,10 +4,11 @@ export default defineConfig({
   entry: {
     index: "src/index.ts",
     "testing/index": "src/testing/index.ts",
+    config: "src/config.ts",
     cli: "examples/daemon/cli.ts",
   },
   format: ["esm", "cjs"],
-  dts: { entry: { index: "src/index.ts", "testing/index": "src/testing/index.ts" } },
+  dts: { entry: { index: "src/index.ts", "testing/index": "src/testing/index.ts", config: "src/config.ts" } },
   sourcemap: true,
   clean: true,
   target: "node20",

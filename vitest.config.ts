@@ -1,4 +1,15 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
+
+// The package's own name inside the repository, as tsconfig.json's paths (examples and tests import "holdfast").
+const src = (p: string) => fileURLToPath(new URL(`./src/${p}`, import.meta.url));
+const resolve = {
+  alias: [
+    { find: /^holdfast$/, replacement: src("index.ts") },
+    { find: /^holdfast\/testing$/, replacement: src("testing/index.ts") },
+    { find: /^holdfast\/config$/, replacement: src("config.ts") },
+  ],
+};
 
 // Two projects: "unit" (pure logic, properties, deterministic simulation: fast, no privileges)
 // and "lab" (real network namespaces, real kernel, real processes: root, run one file at a time).
@@ -6,6 +17,7 @@ export default defineConfig({
   test: {
     projects: [
       {
+        resolve,
         test: {
           name: "unit",
           include: ["test/unit/**/*.test.ts", "test/sim/**/*.test.ts"],
@@ -13,6 +25,7 @@ export default defineConfig({
         },
       },
       {
+        resolve,
         test: {
           name: "lab",
           include: ["test/lab/**/*.test.ts"],

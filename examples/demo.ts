@@ -1,8 +1,8 @@
 // The README's first command (`npm run demo`): a 3-node holdfast cluster in network namespaces on this
 // machine. One node is killed; the others report it with the time it took; it comes back and rejoins.
 // Everything is cleaned up at the end, also on failure or Ctrl-C. Needs root (namespaces).
-import { Lab } from "../src/testing/lab.js";
-import { LAN } from "../src/core/membership/config.js";
+import { Lab } from "holdfast/testing";
+import { LAN } from "holdfast";
 import { MembershipCluster } from "../test/lab/helpers/membership-cluster.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,22 +1,21 @@
 #!/usr/bin/env node
-// One node of a farm: membership + the module engine (kind farm) + the VIP on every node + the in-kernel
-// packet filter, serving a small HTTP app started by the module's start_both hook. Prints JSON lines.
+// One node of a farm, built with the SDK's Host: membership + the module engine (kind farm) + the VIP on every
+// node + the in-kernel packet filter, serving a small HTTP app started by the module's start_both hook. Prints
+// JSON lines.
 //
 //   tsx examples/farm-node.ts --config cluster.json --node n0 --iface eth0 --vip 198.18.0.100 \
 //       --mac 02:bf:00:00:00:64 [--port 80] [--by address+port|address] [--backend auto|ebpf|nftables|userspace]
 //
-// The app answers `GET /` with this node's id, and `GET /stream?ms=N` with one line every 100 ms for N ms
-// (a long-lived connection). SIGTERM stops the module (stop_both, buckets released, VIP and filter removed)
-// and leaves the cluster; SIGUSR2 prints the filter counters.
+// cluster.json: `{ clusterId, key, port?, preset?, timing?, nodes: [{ id, addresses }] }`. The app answers `GET /`
+// with this node's id, and `GET /stream?ms=N` with one line every 100 ms for N ms (a long-lived connection).
+// SIGTERM stops the module (stop_both, buckets released, VIP and filter removed) and leaves the cluster; SIGUSR2
+// prints the filter counters. Module state and event logs live under $TMPDIR/holdfast-farm-node/<cluster>/<node>.
 import { createServer, type Server } from "node:http";
 import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Membership, type MembershipOptions } from "../src/runtime/membership.js";
-import { Module, bindMembership } from "../src/runtime/module.js";
-import { FarmVip } from "../src/farm/vip.js";
-import { DEFAULT_LEASE_MS, PacketFilter } from "../src/farm/filter/index.js";
-import { FarmDriver } from "../src/farm/farm.js";
-import { withMetaFields } from "../src/farm/meta.js";
+import { Host, farmOf } from "holdfast";
 
 const { values: a } = parseArgs({
   options: {
@@ -45,9 +44,7 @@ const out = (o: object) => process.stdout.write(JSON.stringify({ t: Math.round(n
 const nodeId = a.node;
 const port = Number(a.port);
 
-const cfg = JSON.parse(readFileSync(a.config, "utf8")) as Record<string, unknown>;
-const membership = new Membership({ ...cfg, nodeId } as unknown as MembershipOptions);
-
+// ---- the app ------------------------------------------------------------------------------------
 let server: Server | null = null;
 const startApp = () =>
   new Promise<void>((resolve, reject) => {
@@ -84,68 +81,46 @@ const stopApp = () =>
     server = null;
   });
 
-const filter = new PacketFilter({
-  iface: a.iface,
-  vips: [a.vip],
-  rules: [`${port}`, ...(a["extra-ports"] ? a["extra-ports"].split(",") : [])].map((spec) => {
-    const [p, by] = spec.split(":");
-    return { protocol: "tcp" as const, port: Number(p), by: (by ?? a.by) as "address" | "address+port" };
-  }),
-  backend: a.backend as "auto",
-  ...(a.avoid ? { avoid: a.avoid.split(",") as ("ebpf" | "nftables" | "userspace")[] } : {}),
-  log: (line) => out({ type: "log", line }),
-  // After a freeze the old table must not come back with the lease: the peers took these buckets meanwhile.
-  releaseOnLapse: true,
+// ---- HA: one farm module on a Host ----------------------------------------------------------------
+const c = JSON.parse(readFileSync(a.config, "utf8")) as { clusterId: string; key: string; port?: number; preset?: "lan"; timing?: object; nodes: { id: string; addresses: string[] }[] };
+const dir = join(tmpdir(), "holdfast-farm-node", c.clusterId, nodeId);
+const rules = [`${port}`, ...(a["extra-ports"] ? a["extra-ports"].split(",") : [])].map((spec) => {
+  const [p, by] = spec.split(":");
+  return { protocol: "tcp" as const, port: Number(p), by: (by ?? a.by) as "address" | "address+port" };
 });
-filter.on("backend", (e) => out({ type: "backend", name: e.name, reason: e.reason }));
-const vip = new FarmVip({ iface: a.iface, addresses: [a.vip], mac: a.mac, log: (line) => out({ type: "log", line }) });
-// The heartbeat metadata carries the module reports (bindMembership) and this node's held set (the farm driver:
-// buckets it owns or may still hold connections in), so that each owner knows where it needs strict lookups.
-const meta = withMetaFields(membership);
-// `nodes`: the configured farm; a bucket is applied as sole (no strict lookup) only while all of them are in the agreed view.
-// `stallMinMs`: a stall shorter than this cannot have let the peers take this node's buckets (see FarmDriver).
-const timing = membership.settings.timing;
-const farm = new FarmDriver({ module: "web", nodeId, vip, filter, nodes: membership.settings.nodes.map((n) => n.id), stallMinMs: timing.lossTimeoutMs - timing.pulseMs, publishHeld: (held) => meta.set("held", { web: held }) });
-const leaseMs = filter.options.leaseMs ?? DEFAULT_LEASE_MS;
-filter.on("lease-lapsed", (e) => farm.stalled(`filter lease lapsed for ${e.lapsedMs} ms`, e.lapsedMs + leaseMs));
-farm.on("buckets", (e) => out({ type: "buckets", owned: e.owned, sole: e.sole, owners: e.owners, reason: e.reason }));
-farm.on("contested", (e) => out({ type: "contested", owned: e.owned, sole: e.sole, reason: e.reason }));
-farm.on("held", (e) => out({ type: "held", held: e.held, cleared: e.cleared }));
-membership.on("localStall", (e) => out({ type: "stall", gapMs: Math.round(e.gapMs) }));
-farm.on("error", (e) => out({ type: "error", message: e.message }));
-
-const module = await Module.create(
-  {
-    name: "web",
-    kind: "farm",
-    vips: [`${a.vip}/32`],
-    hooks: a.app === "none" ? {} : { start_both: { fn: startApp, timeout: 10_000 }, stop_both: { fn: stopApp, timeout: 10_000 } },
-  },
-  { nodeId, vip: farm },
-);
-module.on("state", (s) => out({ type: "state", state: s.state, ready: s.ready, transient: s.transient, reason: s.reason }));
-module.on("error", (e) => out({ type: "error", message: e.message }));
-membership.on("event", (e) => {
+const host = new Host({
+  cluster: { id: c.clusterId, key: c.key, nodes: c.nodes, ...(c.port ? { port: c.port } : {}), ...(c.preset ? { preset: c.preset } : {}), ...(c.timing ? { timing: c.timing } : {}) },
+  node: nodeId,
+  modules: [{ name: "web", kind: "farm", vips: [`${a.vip}/32`], hooks: a.app === "none" ? {} : { start_both: { fn: startApp, timeout: 10_000 }, stop_both: { fn: stopApp, timeout: 10_000 } } }],
+  farm: { web: { iface: a.iface, mac: a.mac, rules, backend: a.backend as "auto", ...(a.avoid ? { avoid: a.avoid.split(",") as "ebpf"[] } : {}) } },
+  stateDir: join(dir, "state"),
+  logDir: join(dir, "log"),
+});
+host.on("attached", ({ module }) => {
+  const { driver, filter } = farmOf(host, module.name)!;
+  filter.on("backend", (e) => out({ type: "backend", name: e.name, reason: e.reason }));
+  driver.on("buckets", (e) => out({ type: "buckets", owned: e.owned, sole: e.sole, owners: e.owners, reason: e.reason }));
+  driver.on("contested", (e) => out({ type: "contested", owned: e.owned, sole: e.sole, reason: e.reason }));
+  driver.on("held", (e) => out({ type: "held", held: e.held, cleared: e.cleared }));
+  module.on("state", (s) => out({ type: "state", state: s.state, ready: s.ready, transient: s.transient, reason: s.reason }));
+});
+host.on("error", (e) => out({ type: "error", message: e.message }));
+host.membership.on("localStall", (e) => out({ type: "stall", gapMs: Math.round(e.gapMs) }));
+host.membership.on("event", (e) => {
   if (e.type === "nodeDown" || e.type === "nodeUp") out({ type: e.type, node: e.node, reason: e.reason });
   else if (e.type === "viewChange") out({ type: "viewChange", members: e.view.members.map((m) => m.id), agreed: e.agreed });
 });
-
-bindMembership(meta.membership, [module]);
-farm.bind(module, membership);
-await membership.start();
-await module.start();
+await host.start();
 out({ type: "ready", node: nodeId, pid: process.pid });
 
 process.on("SIGUSR2", () => {
-  void filter.counters().then(
+  void farmOf(host, "web")!.filter.counters().then(
     (c) => out({ type: "counters", ...c, perBucket: undefined }),
     (e: Error) => out({ type: "error", message: e.message }),
   );
 });
 const bye = async () => {
-  await module.stop();
-  await farm.remove();
-  await membership.stop();
+  await host.stop();
   out({ type: "stopped" });
   process.exit(0);
 };

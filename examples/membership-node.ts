@@ -9,7 +9,7 @@
 // Signals: SIGTERM/SIGINT leave the cluster gracefully and exit 0; SIGUSR2 prints the counters.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { Membership, type MembershipOptions } from "../src/runtime/membership.js";
+import { Membership, type MembershipOptions } from "holdfast";
 
 const { values } = parseArgs({ options: { config: { type: "string" }, node: { type: "string" } } });
 if (!values.config || !values.node) {

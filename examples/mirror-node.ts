@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// One node of a mirror: membership + the module engine (kind mirror) + MirrorDriver (replicated directory)
-// + MirrorVip + a small app started by start_prim that appends fsync'd records to a file in the replicated
-// directory and serves them over HTTP. Prints JSON lines.
+// One node of a mirror, built with the SDK's Host (membership + the module engine, kind mirror, + the replicated
+// directory + the VIP on the primary), running a small app started by start_prim that appends fsync'd records to a
+// file in the replicated directory and serves them over HTTP. Prints JSON lines.
+//
+// cluster.json: `{ clusterId, key, port?, preset?, timing?, nodes: [{ id, addresses }] }` (two nodes).
 //
 //   tsx examples/mirror-node.ts --config cluster.json --node n0 --dir /srv/n0 --vip 198.18.0.100/24 \
 //       --listen 198.18.0.10:7790 --peer 198.18.0.11:7790 --key repl.key [--default-primary n0] \
@@ -25,15 +27,7 @@ import { open, readFile } from "node:fs/promises";
 import { join, resolve as resolvePath } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { Membership, type MembershipOptions } from "../src/runtime/membership.js";
-import { FileModuleStore, Module, bindMembership } from "../src/runtime/module.js";
-import { CheckerGroup } from "../src/checkers/group.js";
-import { MirrorDriver } from "../src/mirror/mirror.js";
-import { MirrorVip } from "../src/mirror/vip.js";
-import { mirrorSplitBrain } from "../src/mirror/splitBrain.js";
-import type { CheckerEntry } from "../src/core/module/config.js";
-import type { ModuleCommand } from "../src/core/module/types.js";
-import type { ResyncMode } from "../src/mirror/FileReplicator.js";
+import { Host, mirrorDriverOf, type CheckerEntry, type MirrorDriver, type ModuleCommand, type ResyncMode } from "holdfast";
 
 const { values: a } = parseArgs({
   options: {
@@ -77,59 +71,9 @@ const endpoint = (s: string) => {
 const dir = a.dir;
 for (const d of ["data", "mnt", "state", "log"]) mkdirSync(join(dir, d), { recursive: true });
 
-const cfg = JSON.parse(readFileSync(a.config, "utf8")) as Record<string, unknown>;
-const membership = new Membership({ ...cfg, nodeId } as unknown as MembershipOptions);
-
-// With a witness: one split-brain checker. The engine does the rest (src/core/module/README.md, "Split brain"): a
-// secondary that lost its primary and the witness does not go ALONE, and a primary that sees neither its peer nor
-// the witness steps down (app stopped, VIP removed) and waits for its peer when the peer may have taken over.
-// With --arbiter HOST:PORT (examples/witness.ts, same --key): the split-brain checker holds the witness arbiter's
-// lease instead of pinging, so two nodes cut from each other that both reach the witness never both go ALONE. Both
-// nodes claim all the time: the primary renews and keeps it; the secondary is denied with the holder named (the
-// engine reads that when its primary is lost: wait for the lease to lapse) and granted a ttl after the primary's
-// last renewal. A SECOND with its peer in view yields: if it holds the lease (it claimed first), the witness stops
-// renewing it once the primary asks, and the primary gets it after it lapsed.
-const witnessCheckers: CheckerEntry[] = a.arbiter
-  ? [
-      {
-        type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db",
-        // The SDK's defaults (src/checkers/arbiter.ts ARBITER_DEFAULTS and its timing chain): ttl 1000, renewed every
-        // 100 ms, report margin 400, the checker every 50 ms with fall 1. mirrorSplitBrain (below) bounds the
-        // replication permit by the lease and makes a SECOND with its primary in view yield the lease.
-      },
-    ]
-  : a.witness
-  ? [
-      // Judged within 300 ms of a cut, before membership declares the peer lost (0.5-0.75 s on the LAN preset):
-      // the witness's verdict must be known when the view changes, on both sides.
-      { type: "split-brain", name: "witness", witnesses: [a.witness], interval: 100, timeout: 200, rise: 1, fall: 1 },
-    ]
-  : [];
-// The checkers and the driver wired together (src/mirror/splitBrain.ts): the permit bounded by the arbiter's lease,
-// the SECOND's claims yielding while its primary is in view, and a 300 ms failover fence with any witness.
-const splitBrain = mirrorSplitBrain(witnessCheckers, {
-  secondWithPeer: () => module.status.state === "SECOND" && membership.view.members.some((m) => m.id !== nodeId),
-});
-const checkers = splitBrain.checkers;
-const driver = new MirrorDriver({
-  nodeId,
-  backingDir: join(dir, "data"),
-  mountPoint: join(dir, "mnt"),
-  keyFile: a.key,
-  listen: endpoint(a.listen),
-  peer: endpoint(a.peer),
-  replicator: { statsIntervalMs: 500, ackTimeoutMs: Number(a["ack-timeout-ms"]) },
-  ...splitBrain.driver,
-  log: (line) => out({ type: "log", line }),
-});
-driver.on("role", (e) => out({ type: "role", ...e }));
-driver.on("sync", (e) => out({ type: "sync", ...e }));
-driver.on("degraded", (e) => out({ type: "degraded", ...e }));
-driver.on("resyncStart", (e) => out({ type: "resyncStart", ...e }));
-driver.on("resyncProgress", (e) => out({ type: "resyncProgress", ...e }));
-driver.on("synced", (e) => out({ type: "synced", ...e }));
-driver.on("metrics", (m) => out({ type: "metrics", ...m }));
-driver.on("error", (e) => out({ type: "error", message: e.message }));
+const c = JSON.parse(readFileSync(a.config, "utf8")) as { clusterId: string; key: string; port?: number; preset?: "lan"; timing?: object; nodes: { id: string; addresses: string[] }[] };
+/** The module's replication driver (the mount, the helper), known once the Host attached the module. */
+let driver: MirrorDriver;
 
 // ---- the app: fsync'd appends in the replicated directory ---------------------------------------
 let server: Server | null = null;
@@ -404,47 +348,48 @@ const app =
     ? { start: startPostgres, stop: stopPostgres, startMs: 120_000, stopMs: 30_000 }
     : { start: startRecords, stop: stopRecords, startMs: 10_000, stopMs: 10_000 };
 
-// ---- module ------------------------------------------------------------------------------------
-const vip = new MirrorVip({ iface: a.iface, log: (line) => out({ type: "log", line }) });
-const stale = await vip.removeStale([a.vip]);
-if (stale.length > 0) out({ type: "staleVip", removed: stale });
-
-const module = await Module.create(
-  {
-    name: "db",
-    kind: "mirror",
-    vips: [a.vip],
-    hooks: driver.hooks({ start_prim: { fn: app.start, timeout: app.startMs }, stop_prim: { fn: app.stop, timeout: app.stopMs } }),
-    checkers,
+// ---- HA: one mirror module on a Host ------------------------------------------------------------
+// With --witness ADDR: a split-brain checker that pings it, judged within 300 ms of a cut (before membership
+// declares the peer lost: 0.5-0.75 s on the LAN preset). With --arbiter HOST:PORT (examples/witness.ts, same --key):
+// the checker holds the witness arbiter's lease instead, so two nodes cut from each other that both reach the
+// witness never both go ALONE (the SDK's defaults; the mirror kind bounds the replication permit by the lease).
+const witness: CheckerEntry[] = a.arbiter
+  ? [{ type: "split-brain", name: "witness", arbiter: a.arbiter, keyFile: a.key, node: nodeId, lease: "mirror-db" }]
+  : a.witness ? [{ type: "split-brain", name: "witness", witnesses: [a.witness], interval: 100, timeout: 200, rise: 1, fall: 1 }] : [];
+const peerId = c.nodes.find((n) => n.id !== nodeId)?.id as string;
+const host = new Host({
+  cluster: { id: c.clusterId, key: c.key, nodes: c.nodes, ...(c.port ? { port: c.port } : {}), ...(c.preset ? { preset: c.preset } : {}), ...(c.timing ? { timing: c.timing } : {}) },
+  node: nodeId,
+  modules: [{
+    name: "db", kind: "mirror", vips: [a.vip], checkers: witness,
+    hooks: { start_prim: { fn: app.start, timeout: app.startMs }, stop_prim: { fn: app.stop, timeout: app.stopMs } },
     mirror: { ...(a["default-primary"] ? { defaultPrimary: a["default-primary"] } : {}), peerWait: 3000 },
+  }],
+  replication: {
+    db: {
+      mode: "sync", directories: [{ path: join(dir, "mnt"), backing: join(dir, "data") }], keyFile: a.key, iface: a.iface,
+      nodes: { [nodeId]: { address: endpoint(a.listen).host, port: endpoint(a.listen).port }, [peerId]: { address: endpoint(a.peer).host, port: endpoint(a.peer).port } },
+      ackTimeoutMs: Number(a["ack-timeout-ms"]), statsIntervalMs: 500,
+    },
   },
-  { nodeId, vip, store: new FileModuleStore(join(dir, "state")), logDir: join(dir, "log") },
-);
-module.on("state", (s) => out({ type: "state", state: s.state, ready: s.ready, transient: s.transient, next: s.next, reason: s.reason }));
-module.on("record", (r) => {
-  const ev = (r as { event?: { type?: string; level?: string; cause?: string } }).event;
-  if (ev && ev.type === "decision") out({ type: "decision", level: ev.level, cause: ev.cause });
+  stateDir: join(dir, "state"),
+  logDir: join(dir, "log"),
 });
-module.on("error", (e) => out({ type: "error", message: e.message }));
-membership.on("event", (e) => {
+host.on("attached", ({ module }) => {
+  driver = mirrorDriverOf(host, module.name)!;
+  for (const e of ["role", "sync", "degraded", "resyncStart", "resyncProgress", "synced", "metrics"] as const) driver.on(e, (x: object) => out({ type: e, ...x }));
+  driver.on("error", (e) => out({ type: "error", message: e.message }));
+  module.on("state", (s) => out({ type: "state", state: s.state, ready: s.ready, transient: s.transient, next: s.next, reason: s.reason }));
+  module.on("record", (r) => r.kind === "event" && r.event.type === "decision" && out({ type: "decision", level: r.event.level, cause: r.event.cause }));
+});
+host.on("verdict", (_m, v) => out({ type: "checker", checker: v.checker, ok: v.ok, reason: v.reason }));
+host.on("error", (e) => out({ type: "error", message: e.message }));
+host.membership.on("event", (e) => {
   if (e.type === "nodeDown" || e.type === "nodeUp") out({ type: e.type, node: e.node, reason: e.reason });
   else if (e.type === "viewChange") out({ type: "viewChange", members: e.view.members.map((m) => m.id), agreed: e.agreed });
 });
-
-let group: CheckerGroup | undefined;
-if (checkers.length > 0) {
-  group = new CheckerGroup(checkers, "module db");
-  module.attachCheckers(group);
-  group.on("verdict", (v) => {
-    out({ type: "checker", checker: v.checker, ok: v.ok, reason: v.reason });
-  });
-}
-
-bindMembership(membership, [module]);
-driver.bind(module, membership);
-await membership.start();
-group?.start();
-await module.start();
+await host.start();
+const module = host.module("db");
 
 // ---- control socket ----------------------------------------------------------------------------
 const body = (req: IncomingMessage) =>
@@ -487,12 +432,7 @@ await new Promise<void>((r) => control.listen(sock, r));
 out({ type: "ready", node: nodeId, pid: process.pid, control: sock });
 
 const bye = async () => {
-  await module.stop();
-  await module.waitFor("STOP", 30_000).catch(() => undefined);
-  await group?.stop();
-  await driver.close();
-  vip.close();
-  await membership.stop();
+  await host.stop();
   control.close();
   out({ type: "stopped" });
   process.exit(0);

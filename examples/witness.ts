@@ -8,8 +8,8 @@
 // Prints JSON lines: `ready`, then one `grant`/`deny`/`release` line per change of holder or answer kind (not one
 // per renewal), and `drop` lines (bad MAC, garbage, replays). SIGTERM/SIGINT stops it.
 import { parseArgs } from "node:util";
-import { WitnessServer } from "../src/checkers/witness-server.js";
-import { parseHostPort, readKeyFile } from "../src/checkers/config.js";
+import { WitnessServer } from "holdfast";
+import { parseHostPort, readKeyFile } from "holdfast/config";
 
 const { values: a } = parseArgs({ options: { listen: { type: "string" }, key: { type: "string" }, "max-ttl-ms": { type: "string", default: "5000" } } });
 const hp = a.listen === undefined ? undefined : parseHostPort(a.listen);

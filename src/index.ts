@@ -50,3 +50,10 @@ export { PathFilter, globMatch } from "./mirror/pathFilter.js";
 export { ArbiterProbe, type ArbiterProbeOptions } from "./checkers/arbiter.js";
 export { WitnessServer, type WitnessServerOptions, type WitnessServerEvents } from "./checkers/witness-server.js";
 export { ArbiterWitness, ArbiterLease, encodeArbiter, decodeArbiter, type ArbiterMessage, type ArbiterWitnessOptions, type ArbiterLeaseOptions } from "./core/arbiter.js";
+// The composition layer: one node of a cluster (membership, metadata, modules, checkers, VIPs, stores, shutdown).
+export { Host, COMMANDS, type HostOptions, type HostEvents, type HostState, type HostedModule, type HostExtension, type ModuleExtension, type ExtensionContext, type PrepareContext, type ExtensionCommand, type MetricSample, type ModuleView, type CommandName } from "./host/host.js";
+export { decodeHostConfig, loadHostConfig, isHostConfig, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, DEFAULT_REPLICATION_PORT, type HostConfig, type HostConfigInput, type HostNode, type FarmEntry, type ReplicationSyncEntry, type DecodeOptions } from "./host/config.js";
+export { farmKind, farmOf, defaultSharedMac } from "./farm/kind.js";
+export { FarmDriver, type FarmDriverOptions } from "./farm/farm.js";
+export { withMetaFields, type MetaFields } from "./farm/meta.js";
+export { mirrorKind, noReplicationKind, mirrorDriverOf, type ResyncInfo } from "./mirror/kind.js";

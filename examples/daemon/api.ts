@@ -22,9 +22,9 @@ import { createServer as createHttpsServer, request as httpsRequest } from "node
 import type { AddressInfo } from "node:net";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CommandRefusedError, HoldfastError } from "../../src/core/errors.js";
-import { isPrimaryState } from "../../src/core/module/types.js";
-import { formatLogLine, type ModuleLogRecord } from "../../src/runtime/event-log.js";
+import { CommandRefusedError, HoldfastError } from "holdfast";
+import { isPrimaryState } from "holdfast";
+import { formatLogLine, type ModuleLogRecord } from "holdfast";
 import { Authenticator, type Need, type TokenEntry } from "./auth.js";
 import { redactedConfig } from "./config.js";
 import { COMMANDS, type CommandName, type Daemon } from "./daemon.js";

@@ -11,7 +11,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import * as t from "io-ts";
-import { ConfigError, type ConfigProblem } from "../../src/core/errors.js";
+import { ConfigError, type ConfigProblem } from "holdfast";
 
 export type Role = "monitor" | "control" | "admin";
 export const ROLES: readonly Role[] = ["monitor", "control", "admin"];

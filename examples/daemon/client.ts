@@ -4,7 +4,7 @@
  */
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { HoldfastError } from "../../src/core/errors.js";
+import { HoldfastError } from "holdfast";
 
 export interface ClientOptions {
   readonly token?: string;

@@ -3,10 +3,10 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { ConfigError, describeValue } from "../../src/core/errors.js";
-import type { ModuleState } from "../../src/core/module/types.js";
-import { formatLogLine, type ModuleLogRecord } from "../../src/runtime/event-log.js";
-import { generateKey } from "../../src/runtime/crypto.js";
+import { ConfigError, describeValue } from "holdfast";
+import type { ModuleState } from "holdfast";
+import { formatLogLine, type ModuleLogRecord } from "holdfast";
+import { generateKey } from "holdfast";
 import { generateToken, hashToken } from "./auth.js";
 import { ApiClient, ApiError } from "./client.js";
 import { checkConfigFile, loadConfig, redactedConfig } from "./config.js";

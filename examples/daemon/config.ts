@@ -1,9 +1,8 @@
 /**
- * The daemon's configuration file (JSON or YAML): the cluster (id, nodes with one address per heartbeat
- * network, key file, timing preset), this node's id, the modules (each decoded by the module engine's own
- * codec, checkers by the checker codec), the control API (bind address, port, tokens, TLS) and the
- * directories. Decoded with io-ts through `decodeOrThrow`: every problem is reported with its dotted path
- * and the value found there, e.g. `cluster.nodes.1.addresses.0: expected an IPv4 or IPv6 address, got "x"`.
+ * The reference daemon's configuration file (JSON or YAML): a node's configuration exactly as a program passes
+ * it to the SDK's `Host` (cluster, node, modules, `farm:`, `replication:`, directories; decoded by the same
+ * codec), plus the daemon's control API (bind address, port, tokens, TLS). Every problem is reported with its
+ * dotted path and the value found there, e.g. `cluster.nodes.1.addresses.0: expected an IPv4 or IPv6 address, got "x"`.
  *
  * ```yaml
  * cluster:
@@ -26,301 +25,50 @@
  * Relative paths (key file, tokens file, TLS files, hook scripts, directories) are relative to the
  * directory of the configuration file.
  */
-import { accessSync, constants, readFileSync, statSync } from "node:fs";
-import { dirname, isAbsolute, relative, resolve } from "node:path";
-import { isIP } from "node:net";
+import { accessSync, constants, readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import * as t from "io-ts";
-import { parse as parseYaml } from "yaml";
-import { CheckerConfigCodec } from "../../src/checkers/config.js";
-import { decodeOrThrow } from "../../src/core/decode.js";
-import { ConfigError, type ConfigProblem } from "../../src/core/errors.js";
-import { MembershipTimingOverridesC, validateMembershipOptions, type MembershipSettings } from "../../src/core/membership/config.js";
-import { HOOK_NAMES } from "../../src/core/module/types.js";
-import { resolveModule, type ResolvedModule } from "../../src/core/module/config.js";
-import { parseKey } from "../../src/runtime/crypto.js";
-import { DEFAULT_HEARTBEAT_PORT } from "../../src/runtime/membership.js";
+import { ConfigError, DEFAULT_LOG_DIR, DEFAULT_REPLICATION_PORT, DEFAULT_STATE_DIR, decodeHostConfig, type ConfigProblem, type FarmEntry, type HostConfig, type HostNode, type ReplicationSyncEntry } from "holdfast";
+import { NonEmptyString, Port, optional, parseConfigText as parseNodeConfigText, requireNodeId as requireHostNodeId, strict } from "holdfast/config";
 import { parseTokensText, TokenEntryCodec, type TokenEntry } from "./auth.js";
+
+export { DEFAULT_LOG_DIR, DEFAULT_REPLICATION_PORT, DEFAULT_STATE_DIR, type FarmEntry, type ReplicationSyncEntry };
+
+const WHAT = "holdfast daemon config";
 
 /** Default TCP port of the control API (HTTP or HTTPS). */
 export const DEFAULT_API_PORT = 9453;
 /** Default bind address of the control API: loopback, so nothing is exposed unless configured. */
 export const DEFAULT_API_BIND = "127.0.0.1";
-/** Default directory of the per-module event logs. */
-export const DEFAULT_LOG_DIR = "/var/log/holdfast";
-/** Default directory of the persisted module states. */
-export const DEFAULT_STATE_DIR = "/var/lib/holdfast";
 
-// ---- codecs -------------------------------------------------------------------------------------
-
-const NonEmptyString = new t.Type<string, string, unknown>(
-  "non-empty string",
-  (u): u is string => typeof u === "string" && u.length > 0,
-  (u, c) => (typeof u === "string" && u.length > 0 ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
-
-const Port = new t.Type<number, number, unknown>(
-  "a port number in 1..65535",
-  (u): u is number => typeof u === "number" && Number.isInteger(u) && u >= 1 && u <= 65535,
-  (u, c) => (typeof u === "number" && Number.isInteger(u) && u >= 1 && u <= 65535 ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
-
-/** An optional field that adds no level to error paths. */
-function optional<C extends t.Mixed>(c: C): t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown> {
-  return new t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown>(
-    c.name,
-    (u): u is t.TypeOf<C> | undefined => u === undefined || c.is(u),
-    (u, ctx) => (u === undefined ? t.success(undefined) : c.validate(u, ctx)),
-    (a) => (a === undefined ? undefined : c.encode(a)),
-  );
-}
-
-/**
- * An object type that also refuses unknown keys (a misspelt option is reported at its path instead of
- * being silently ignored, which `t.exact` would do).
- */
-function strict<P extends t.Props>(props: P, name?: string): t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown> {
-  const inner = t.type(props);
-  const known = Object.keys(props);
-  return new t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown>(
-    name ?? inner.name,
-    inner.is,
-    (u, c) => {
-      const r = inner.validate(u, c);
-      const extra = typeof u === "object" && u !== null && !Array.isArray(u) ? Object.keys(u).filter((k) => !known.includes(k)) : [];
-      if (extra.length === 0) return r;
-      const errs: t.Errors = extra.map((k) => ({
-        value: (u as Record<string, unknown>)[k],
-        context: [...c, { key: k, type: t.never, actual: (u as Record<string, unknown>)[k] }],
-        message: `no such option: known options here are ${known.join(", ")}`,
-      }));
-      return r._tag === "Left" ? t.failures([...r.left, ...errs]) : t.failures(errs);
-    },
-    inner.encode,
-  );
-}
-
-const FarmEntryCodec = strict({
-  iface: NonEmptyString,
-  mac: optional(t.string),
-  rules: optional(
-    t.array(
-      strict({
-        protocol: t.keyof({ tcp: null, udp: null }),
-        port: Port,
-        by: t.keyof({ address: null, "address+port": null }),
-      }),
-    ),
-  ),
-  backend: optional(t.keyof({ auto: null, ebpf: null, nftables: null, userspace: null })),
-  seed: optional(t.number),
-});
-
-const ReplicationSyncCodec = strict({
-  mode: t.literal("sync"),
-  directories: t.array(strict({ path: NonEmptyString, backing: NonEmptyString })),
-  keyFile: optional(NonEmptyString),
+/** The daemon's own section: its control API. */
+export const ApiConfigCodec = strict({
+  /** Bind address. Default 127.0.0.1 (loopback only). */
+  bind: optional(NonEmptyString),
+  /** TCP port. Default 9453. */
   port: optional(Port),
-  nodes: optional(t.record(t.string, strict({ address: optional(NonEmptyString), port: optional(Port) }))),
-  ackTimeoutMs: optional(t.number),
-  reconnectMs: optional(t.number),
-  disconnectGraceMs: optional(t.number),
-  failoverFenceMs: optional(t.number),
-  threads: optional(t.number),
-  statsIntervalMs: optional(t.number),
-  mountNamespace: optional(t.keyof({ private: null, host: null })),
-  helperPath: optional(NonEmptyString),
-  options: optional(t.record(t.string, t.unknown)),
+  /** Tokens as sha256 hashes with a role. */
+  tokens: optional(t.array(TokenEntryCodec)),
+  /** A file of tokens, one per line: `ROLE SECRET [NAME]` where SECRET is `sha256:<hex>` or the token itself. */
+  tokensFile: optional(NonEmptyString),
+  /** Serve HTTPS with this certificate and key (PEM files). */
+  tls: optional(strict({ cert: NonEmptyString, key: NonEmptyString })),
 });
+type ApiConfigInput = t.TypeOf<typeof ApiConfigCodec>;
 
-const ReplicationNoneCodec = strict({ mode: t.literal("none") });
-
-/** `mode` picks the branch, so a mistake is reported against that branch only (not against every union member). */
-const ReplicationEntryCodec = new t.Type<t.TypeOf<typeof ReplicationNoneCodec> | t.TypeOf<typeof ReplicationSyncCodec>, unknown, unknown>(
-  "replication entry",
-  (u): u is t.TypeOf<typeof ReplicationNoneCodec> | t.TypeOf<typeof ReplicationSyncCodec> => ReplicationNoneCodec.is(u) || ReplicationSyncCodec.is(u),
-  (u, c) => {
-    const mode = typeof u === "object" && u !== null ? (u as { mode?: unknown }).mode : undefined;
-    if (mode === "none") return ReplicationNoneCodec.validate(u, c);
-    if (mode === "sync") return ReplicationSyncCodec.validate(u, c);
-    return t.failure(mode, [...c, { key: "mode", type: t.keyof({ none: null, sync: null }), actual: mode }]);
-  },
-  t.identity,
-);
-
-const NodeEntryCodec = strict({
-  /** Node id, unique in the cluster. */
-  id: t.string,
-  /** One address per heartbeat network, in the same order on every node. */
-  addresses: t.array(t.string),
-  /** Relative share of farm buckets. Default 1. */
-  weight: optional(t.number),
-  /**
-   * Where this node's control API listens: `bind` overrides `api.bind` on that node (e.g. its LAN
-   * address), `url` is what `holdfast --all` and the console use to reach it.
-   * Default url: `http(s)://<bind or first address>:<api.port>`.
-   */
-  api: optional(strict({ bind: optional(NonEmptyString), url: optional(NonEmptyString) })),
-});
-
-export const DaemonConfigCodec = strict(
-  {
-    cluster: strict({
-      /** Cluster name; heartbeats of another cluster are dropped. */
-      id: NonEmptyString,
-      /** File holding the cluster key (base64, from `holdfast keygen`), readable by root only. */
-      keyFile: NonEmptyString,
-      /** Timing preset: lan (default, detection < 1 s), wan, slow (SafeKit-compatible). */
-      preset: optional(t.keyof({ lan: null, wan: null, slow: null })),
-      /** Single timing overrides, ms. */
-      timing: optional(MembershipTimingOverridesC),
-      /** UDP heartbeat port on every heartbeat network. Default 4844. */
-      port: optional(Port),
-      nodes: t.array(NodeEntryCodec),
-    }),
-    /** This node's id (may also come from `--node` or HOLDFAST_NODE). */
-    node: optional(NonEmptyString),
-    /** The modules this daemon runs (module engine definitions; hooks are script paths). */
-    modules: optional(t.array(t.unknown)),
-    /** Start every module when the daemon starts (as SafeKit's boot start). Default true. */
-    autostart: optional(t.boolean),
-    api: optional(
-      strict({
-        /** Bind address. Default 127.0.0.1 (loopback only). */
-        bind: optional(NonEmptyString),
-        /** TCP port. Default 9453. */
-        port: optional(Port),
-        /** Tokens as sha256 hashes with a role. */
-        tokens: optional(t.array(TokenEntryCodec)),
-        /** A file of tokens, one per line: `ROLE SECRET [NAME]` where SECRET is `sha256:<hex>` or the token itself. */
-        tokensFile: optional(NonEmptyString),
-        /** Serve HTTPS with this certificate and key (PEM files). */
-        tls: optional(strict({ cert: NonEmptyString, key: NonEmptyString })),
-      }),
-    ),
-    /**
-     * Replication of mirror modules, by module name. `none`: the module has no replicated data (the app
-     * keeps its state elsewhere), so its secondary is in sync as soon as it sees the primary. `sync`:
-     * directories replicated synchronously by the FUSE helper ({@link ReplicationSyncEntry}, wired by
-     * examples/daemon/mirror.ts).
-     */
-    replication: optional(t.record(t.string, ReplicationEntryCodec)),
-    /**
-     * Farm modules, by module name: where the VIP lives and how the load is balanced (see
-     * examples/daemon/farm.ts). The VIPs are the module's `vips`; every node holds them.
-     */
-    farm: optional(t.record(t.string, FarmEntryCodec)),
-    /** Per-module event logs (`<module>.jsonl` + `<module>.log`). Default /var/log/holdfast. */
-    logDir: optional(NonEmptyString),
-    /** Persisted module states (generation, up-to-date flag, restart history). Default /var/lib/holdfast. */
-    stateDir: optional(NonEmptyString),
-  },
-  "holdfast daemon config",
-);
-export type DaemonConfigInput = t.TypeOf<typeof DaemonConfigCodec>;
-
-/** A farm module's data path (module `vips` are the farm's VIPs). */
-export interface FarmEntry {
-  /** The interface that carries the VIP on every node, e.g. `eth0`. */
-  readonly iface: string;
-  /**
-   * Shared MAC announced for the VIP by every node. Unicast (`02:bf:..`, flooded by switches) or multicast
-   * (`01:00:5e:..`, `03:bf:..`). Default `02:bf:` + the first VIP's IPv4 bytes.
-   */
-  readonly mac?: string;
-  /** Load-balancing rules; default one rule per port in `ports` on the client address and port. */
-  readonly rules?: readonly { readonly protocol: "tcp" | "udp"; readonly port: number; readonly by: "address" | "address+port" }[];
-  /** Filter backend: auto (default: ebpf, then nftables, then userspace), or one forced. */
-  readonly backend?: "auto" | "ebpf" | "nftables" | "userspace";
-  /** jhash seed, the same on every node. Default 0. */
-  readonly seed?: number;
-}
-
-/** Default TCP port of a mirror module's replication stream (each node's secondary listens on it). */
-export const DEFAULT_REPLICATION_PORT = 7790;
-
-/**
- * A mirror module's replicated data (`replication: { <module>: { mode: sync, ... } }`), decoded, with paths
- * made absolute and each of the module's two nodes resolved to its replication endpoint.
- *
- * ```yaml
- * replication:
- *   db:
- *     mode: sync
- *     directories: [{ path: /srv/db, backing: /srv/db.backing }]
- *     keyFile: /etc/holdfast/db.key          # default: the cluster key file
- *     nodes: { n1: {}, n2: { address: 198.18.1.11 } }   # needed when the cluster has more than 2 nodes
- *     ackTimeoutMs: 1000
- * ```
- */
-export interface ReplicationSyncEntry {
-  readonly mode: "sync";
-  /**
-   * The replicated directory: `path` is where the application sees it on the primary (a FUSE mount; an empty
-   * directory, created when missing), `backing` holds the real files on each node (any directory on any local
-   * file system, also the system disk; not inside `path`). One per module for now: put the module's data under
-   * one directory.
-   */
-  readonly directories: readonly { readonly path: string; readonly backing: string }[];
-  /** File whose bytes authenticate the replication stream (>= 16 bytes, the same on both nodes). Default: the cluster key file. */
-  readonly keyFile: string;
-  /**
-   * The module's two nodes and where each one's secondary listens for the primary: `address` (default: the
-   * node's first heartbeat address), `port` (default `port` of this section, else 7790).
-   */
-  readonly nodes: Readonly<Record<string, { readonly host: string; readonly port: number }>>;
-  /**
-   * Bounded wait for the secondary's ack before the primary goes degraded (ALONE: changes go to the extent
-   * log), ms. Default 2000 (FileReplicator's): a busy secondary's fsync fits; the app stalls at most this long
-   * when the secondary dies.
-   */
-  readonly ackTimeoutMs?: number;
-  /** Delay between the primary's connection attempts while degraded, ms. Default 500. */
-  readonly reconnectMs?: number;
-  /** See {@link MirrorDriverOptions.disconnectGraceMs}. Default 3000. */
-  readonly disconnectGraceMs?: number;
-  /** See {@link MirrorDriverOptions.failoverFenceMs}. Default 300 when the module has a split-brain checker, else 0. */
-  readonly failoverFenceMs?: number;
-  /** FUSE worker threads of the primary helper. Default 16. */
-  readonly threads?: number;
-  /** Interval of the replication counters (metrics, API), ms. Default 1000 here. */
-  readonly statsIntervalMs?: number;
-  /** Mount in a private mount namespace (`private`, default; hooks run inside it) or the daemon's (`host`). */
-  readonly mountNamespace?: "private" | "host";
-  /** The replication helper binary. Default: the committed prebuilt. */
-  readonly helperPath?: string;
-  /** Further FileReplicator options, passed as they are (it validates them). */
-  readonly options?: Readonly<Record<string, unknown>>;
-}
+export type DaemonConfigInput = Record<string, unknown>;
 
 /** A node of the cluster as the daemon and the CLI see it. */
-export interface DaemonNode {
-  readonly id: string;
-  readonly addresses: readonly string[];
-  readonly weight: number;
+export type DaemonNode = HostNode & {
   /** Bind address of this node's API. */
   readonly apiBind: string;
   /** URL of this node's API (for the CLI's `--all` and the console). */
   readonly apiUrl: string;
-}
+};
 
-/** A decoded, checked configuration with every default filled in and every path made absolute. */
-export interface DaemonConfig {
-  /** Absolute path of the file it was read from ("" when built in code). */
-  readonly file: string;
-  readonly clusterId: string;
-  /** This node's id; undefined when neither the file nor the caller named it (allowed for `config check` and the CLI). */
-  readonly nodeId: string | undefined;
+/** A decoded, checked configuration: the node's (as `Host` takes it) and the daemon's API, every default filled in. */
+export type DaemonConfig = Omit<HostConfig, "nodes"> & {
   readonly nodes: readonly DaemonNode[];
-  readonly keyFile: string;
-  readonly preset: "lan" | "wan" | "slow";
-  readonly timing: MembershipSettings["timing"];
-  readonly heartbeatPort: number;
-  readonly modules: readonly ResolvedModule[];
-  readonly autostart: boolean;
-  readonly replication: Readonly<Record<string, { readonly mode: "none" } | ReplicationSyncEntry>>;
-  readonly farm: Readonly<Record<string, FarmEntry>>;
   readonly api: {
     readonly bind: string;
     readonly port: number;
@@ -328,11 +76,7 @@ export interface DaemonConfig {
     readonly tokensFile: string | undefined;
     readonly tls: { readonly cert: string; readonly key: string } | undefined;
   };
-  readonly logDir: string;
-  readonly stateDir: string;
-  /** The raw decoded input (for the support snapshot, with secrets redacted). */
-  readonly raw: DaemonConfigInput;
-}
+};
 
 export interface LoadOptions {
   /** This node's id; overrides the file's `node`. */
@@ -343,14 +87,7 @@ export interface LoadOptions {
 
 /** Parses the text of a configuration file (`.json`, or YAML for anything else). */
 export function parseConfigText(text: string, file: string): unknown {
-  const json = file.endsWith(".json");
-  try {
-    return json ? JSON.parse(text) : parseYaml(text);
-  } catch (e) {
-    throw new ConfigError("holdfast daemon config", [
-      { path: "", value: undefined, expected: `valid ${json ? "JSON" : "YAML"} (${(e as Error).message.split("\n")[0]})` },
-    ]);
-  }
+  return parseNodeConfigText(text, file, WHAT);
 }
 
 /** Reads, decodes and checks a configuration file. Throws a {@link ConfigError} listing every problem. */
@@ -360,253 +97,63 @@ export function loadConfig(file: string, opts: LoadOptions = {}): DaemonConfig {
   try {
     text = readFileSync(abs, "utf8");
   } catch (e) {
-    throw new ConfigError("holdfast daemon config", [{ path: "", value: abs, expected: `a readable file (${(e as Error).message})` }]);
+    throw new ConfigError(WHAT, [{ path: "", value: abs, expected: `a readable file (${(e as Error).message})` }]);
   }
   return decodeConfig(parseConfigText(text, abs), { ...opts, file: abs });
 }
 
 /**
- * Decodes and checks a configuration object. Structure problems are reported all at once; then the
- * cross-checks (membership rules, modules, checkers, files) are reported all at once.
+ * Decodes and checks a configuration object: the node's part by the SDK's codec (`decodeHostConfig`), the `api`
+ * section here, every problem reported at once.
  */
 export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string } = {}): DaemonConfig {
-  const file = opts.file ?? "";
-  const base = file === "" ? process.cwd() : dirname(file);
-  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
-  const raw = decodeOrThrow(DaemonConfigCodec, input, "holdfast daemon config");
-  const problems: ConfigProblem[] = [];
   const checkFiles = opts.checkFiles ?? true;
-  const nodeId = opts.nodeId ?? raw.node;
-
-  // Membership rules (node ids, addresses, timing), with paths mapped onto this file's layout.
-  let timing = undefined as MembershipSettings["timing"] | undefined;
-  try {
-    const s = validateMembershipOptions({
-      clusterId: raw.cluster.id,
-      nodeId: nodeId ?? raw.cluster.nodes[0]?.id ?? "",
-      nodes: raw.cluster.nodes.map((n) => ({ id: n.id, addresses: n.addresses, ...(n.weight !== undefined ? { weight: n.weight } : {}) })),
-      ...(raw.cluster.preset ? { preset: raw.cluster.preset } : {}),
-      ...(raw.cluster.timing ? { timing: raw.cluster.timing } : {}),
-    });
-    timing = s.timing;
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    for (const p of e.problems) {
-      if (p.path === "nodeId") {
-        if (nodeId !== undefined) problems.push({ ...p, path: opts.nodeId !== undefined ? "(--node)" : "node" });
-      } else problems.push({ ...p, path: `cluster.${p.path}` });
-    }
-  }
-
-  // Key file.
-  const keyFile = abs(raw.cluster.keyFile);
-  if (checkFiles) {
-    try {
-      parseKey(readFileSync(keyFile, "utf8"), "cluster.keyFile");
-    } catch (e) {
-      if (e instanceof ConfigError) problems.push(...e.problems.map((p) => ({ ...p, value: keyFile })));
-      else problems.push({ path: "cluster.keyFile", value: keyFile, expected: `a readable key file (${(e as Error).message})` });
-    }
-  }
-
-  // Modules: hook script paths made absolute, then the module engine's own codec; checkers by the checker codec.
-  const rawModules = (raw.modules ?? []).map((m) => absolutiseHooks(m, abs));
-  // Each module on its own, so the problems of every module are reported at once.
-  const modules: ResolvedModule[] = [];
-  const moduleIndex: number[] = [];
-  const names = new Map<string, number>();
-  rawModules.forEach((m, i) => {
-    try {
-      const r = resolveModule(m);
-      const prev = names.get(r.name);
-      if (prev !== undefined) problems.push({ path: `modules.${i}.name`, value: r.name, expected: `a name not already used by modules.${prev}` });
-      names.set(r.name, i);
-      modules.push(r);
-      moduleIndex.push(i);
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      problems.push(...e.problems.map((p) => ({ ...p, path: p.path === "" ? `modules.${i}` : `modules.${i}.${p.path}` })));
-    }
-  });
-  const ids = new Set(raw.cluster.nodes.map((n) => n.id));
-  modules.forEach((m, k) => {
-    const i = moduleIndex[k] as number;
-    try {
-      decodeOrThrow(t.type({ checkers: t.array(CheckerConfigCodec) }), { checkers: m.checkers }, `module ${m.name} checkers`);
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      problems.push(...e.problems.map((p) => ({ ...p, path: `modules.${i}.${p.path}` })));
-    }
-    if (m.mirror.defaultPrimary !== undefined && !ids.has(m.mirror.defaultPrimary))
-      problems.push({ path: `modules.${i}.mirror.defaultPrimary`, value: m.mirror.defaultPrimary, expected: "the id of one of cluster.nodes" });
-    if (checkFiles) {
-      for (const [hook, spec] of Object.entries(m.hooks)) {
-        const path = typeof spec === "string" ? spec : typeof spec === "object" && spec !== null && "path" in spec ? spec.path : undefined;
-        if (path === undefined) continue;
+  let tokens: TokenEntry[] = [];
+  let tokensFile: string | undefined;
+  let tls: { cert: string; key: string } | undefined;
+  const host = decodeHostConfig(input, {
+    what: WHAT,
+    ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
+    ...(opts.checkFiles !== undefined ? { checkFiles: opts.checkFiles } : {}),
+    ...(opts.file !== undefined ? { file: opts.file } : {}),
+    extraProps: { api: optional(ApiConfigCodec) },
+    checkExtra: (raw, abs, problems: ConfigProblem[]) => {
+      const api = (raw.api ?? {}) as ApiConfigInput;
+      tokens = [...(api.tokens ?? [])];
+      tokensFile = api.tokensFile === undefined ? undefined : abs(api.tokensFile);
+      if (tokensFile !== undefined && checkFiles) {
         try {
-          accessSync(path, constants.X_OK);
-        } catch {
-          const where = typeof spec === "string" ? `modules.${i}.hooks.${hook}` : `modules.${i}.hooks.${hook}.path`;
-          problems.push({ path: where, value: path, expected: "an executable file" });
+          tokens.push(...parseTokensText(readFileSync(tokensFile, "utf8"), "api.tokensFile"));
+        } catch (e) {
+          if (e instanceof ConfigError) problems.push(...e.problems);
+          else problems.push({ path: "api.tokensFile", value: tokensFile, expected: `a readable tokens file (${(e as Error).message})` });
         }
       }
-    }
+      tls = api.tls ? { cert: abs(api.tls.cert), key: abs(api.tls.key) } : undefined;
+      if (tls && checkFiles) {
+        for (const k of ["cert", "key"] as const) {
+          try {
+            accessSync(tls[k], constants.R_OK);
+          } catch {
+            problems.push({ path: `api.tls.${k}`, value: tls[k], expected: "a readable PEM file" });
+          }
+        }
+      }
+    },
   });
-
-  for (const [name, f] of Object.entries(raw.farm ?? {})) {
-    const m = modules.find((x) => x.name === name);
-    if (!m || m.kind !== "farm") problems.push({ path: `farm.${name}`, value: f, expected: "the name of a farm module of this config" });
-    else if (m.vips.length === 0) problems.push({ path: `farm.${name}`, value: f, expected: `module ${name} to have vips (the farm's VIPs)` });
-  }
-  const replication: Record<string, { readonly mode: "none" } | ReplicationSyncEntry> = {};
-  for (const [name, r] of Object.entries(raw.replication ?? {})) {
-    const m = modules.find((x) => x.name === name);
-    if (!m || m.kind !== "mirror") problems.push({ path: `replication.${name}`, value: r, expected: "the name of a mirror module of this config" });
-    if (r.mode === "none") {
-      replication[name] = { mode: "none" };
-      continue;
-    }
-    const e = resolveSyncEntry(name, r, raw, abs, problems);
-    if (e) replication[name] = e;
-    // This node runs the module (it is in this file's modules), so it must be one of the module's two nodes.
-    if (e && nodeId !== undefined && ids.has(nodeId) && !(nodeId in e.nodes))
-      problems.push({ path: `replication.${name}.nodes`, value: r.nodes, expected: `to include this node (${nodeId}), which runs module ${name}` });
-    if (e && checkFiles) {
-      try {
-        if (statSync(e.keyFile).size < 16) problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: "a key file of at least 16 bytes" });
-      } catch (err) {
-        problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: `a readable key file (${(err as Error).message})` });
-      }
-    }
-  }
-
-  // API: tokens inline and from a file, TLS files.
-  const api: NonNullable<DaemonConfigInput["api"]> = raw.api ?? { bind: undefined, port: undefined, tokens: undefined, tokensFile: undefined, tls: undefined };
-  const tokens: TokenEntry[] = [...(api.tokens ?? [])];
-  const tokensFile = api.tokensFile === undefined ? undefined : abs(api.tokensFile);
-  if (tokensFile !== undefined && checkFiles) {
-    try {
-      tokens.push(...parseTokensText(readFileSync(tokensFile, "utf8"), "api.tokensFile"));
-    } catch (e) {
-      if (e instanceof ConfigError) problems.push(...e.problems);
-      else problems.push({ path: "api.tokensFile", value: tokensFile, expected: `a readable tokens file (${(e as Error).message})` });
-    }
-  }
-  const tls = api.tls ? { cert: abs(api.tls.cert), key: abs(api.tls.key) } : undefined;
-  if (tls && checkFiles) {
-    for (const k of ["cert", "key"] as const) {
-      try {
-        accessSync(tls[k], constants.R_OK);
-      } catch {
-        problems.push({ path: `api.tls.${k}`, value: tls[k], expected: "a readable PEM file" });
-      }
-    }
-  }
-  if (problems.length > 0) throw new ConfigError("holdfast daemon config", problems);
-
+  const api = (host.raw.api ?? {}) as ApiConfigInput;
   const port = api.port ?? DEFAULT_API_PORT;
   const scheme = tls ? "https" : "http";
   const apiBind = api.bind ?? DEFAULT_API_BIND;
   return {
-    file,
-    clusterId: raw.cluster.id,
-    nodeId,
-    nodes: raw.cluster.nodes.map((n) => {
+    ...host,
+    nodes: host.nodes.map((n) => {
       const bind = n.api?.bind ?? apiBind;
-      const host = n.api?.bind ?? (apiBind === "127.0.0.1" || apiBind === "0.0.0.0" || apiBind === "::" ? n.addresses[0] ?? "127.0.0.1" : apiBind);
-      return {
-        id: n.id,
-        addresses: n.addresses,
-        weight: n.weight ?? 1,
-        apiBind: bind,
-        apiUrl: n.api?.url ?? `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`,
-      };
+      const h = n.api?.bind ?? (apiBind === "127.0.0.1" || apiBind === "0.0.0.0" || apiBind === "::" ? n.addresses[0] ?? "127.0.0.1" : apiBind);
+      return { ...n, apiBind: bind, apiUrl: n.api?.url ?? `${scheme}://${h.includes(":") ? `[${h}]` : h}:${port}` };
     }),
-    keyFile,
-    preset: raw.cluster.preset ?? "lan",
-    timing: timing as MembershipSettings["timing"],
-    heartbeatPort: raw.cluster.port ?? DEFAULT_HEARTBEAT_PORT,
-    modules,
-    autostart: raw.autostart ?? true,
-    replication,
-    farm: (raw.farm ?? {}) as Record<string, FarmEntry>,
     api: { bind: apiBind, port, tokens, tokensFile, tls },
-    logDir: abs(raw.logDir ?? DEFAULT_LOG_DIR),
-    stateDir: abs(raw.stateDir ?? DEFAULT_STATE_DIR),
-    raw,
   };
-}
-
-/** Checks a `mode: sync` replication entry and resolves its paths and endpoints (problems go to `problems`). */
-function resolveSyncEntry(
-  name: string,
-  r: t.TypeOf<typeof ReplicationSyncCodec>,
-  raw: DaemonConfigInput,
-  abs: (p: string) => string,
-  problems: ConfigProblem[],
-): ReplicationSyncEntry | undefined {
-  const at = `replication.${name}`;
-  const n0 = problems.length;
-  if (r.directories.length !== 1)
-    problems.push({ path: `${at}.directories`, value: r.directories, expected: "exactly one directory (one replicated directory per module for now: put the module's data under it)" });
-  const directories = r.directories.map((d, i) => {
-    const path = abs(d.path);
-    const backing = abs(d.backing);
-    const inside = (a: string, b: string) => a === b || !relative(b, a).startsWith("..");
-    if (inside(path, backing) || inside(backing, path))
-      problems.push({ path: `${at}.directories.${i}.backing`, value: d.backing, expected: `a directory neither inside nor containing path ${path}` });
-    return { path, backing };
-  });
-  const all = raw.cluster.nodes.map((n) => n.id);
-  const named = r.nodes ? Object.keys(r.nodes) : all;
-  if (!r.nodes && all.length !== 2) problems.push({ path: `${at}.nodes`, value: undefined, expected: `the module's two nodes (the cluster has ${all.length}: ${all.join(", ")})` });
-  else if (named.length !== 2) problems.push({ path: `${at}.nodes`, value: r.nodes, expected: "exactly two nodes (a mirror module runs on two nodes)" });
-  for (const id of named) if (!all.includes(id)) problems.push({ path: `${at}.nodes.${id}`, value: r.nodes?.[id], expected: "the id of one of cluster.nodes" });
-  for (const k of ["ackTimeoutMs", "reconnectMs", "disconnectGraceMs", "failoverFenceMs", "threads", "statsIntervalMs"] as const) {
-    const v = r[k];
-    if (v !== undefined && !(Number.isInteger(v) && v >= (k === "failoverFenceMs" ? 0 : 1)))
-      problems.push({ path: `${at}.${k}`, value: v, expected: k === "failoverFenceMs" ? "an integer >= 0" : "an integer >= 1" });
-  }
-  const nodes: Record<string, { host: string; port: number }> = {};
-  for (const id of named) {
-    const own = r.nodes?.[id];
-    const host = own?.address ?? raw.cluster.nodes.find((n) => n.id === id)?.addresses[0];
-    if (host === undefined) continue;
-    if (isIP(host) === 0) problems.push({ path: `${at}.nodes.${id}.address`, value: host, expected: "an IPv4 or IPv6 address" });
-    nodes[id] = { host, port: own?.port ?? r.port ?? DEFAULT_REPLICATION_PORT };
-  }
-  if (problems.length > n0) return undefined;
-  return {
-    mode: "sync",
-    directories,
-    keyFile: abs(r.keyFile ?? raw.cluster.keyFile),
-    nodes,
-    ...(r.ackTimeoutMs !== undefined ? { ackTimeoutMs: r.ackTimeoutMs } : {}),
-    ...(r.reconnectMs !== undefined ? { reconnectMs: r.reconnectMs } : {}),
-    ...(r.disconnectGraceMs !== undefined ? { disconnectGraceMs: r.disconnectGraceMs } : {}),
-    ...(r.failoverFenceMs !== undefined ? { failoverFenceMs: r.failoverFenceMs } : {}),
-    ...(r.threads !== undefined ? { threads: r.threads } : {}),
-    ...(r.statsIntervalMs !== undefined ? { statsIntervalMs: r.statsIntervalMs } : {}),
-    ...(r.mountNamespace !== undefined ? { mountNamespace: r.mountNamespace } : {}),
-    ...(r.helperPath !== undefined ? { helperPath: abs(r.helperPath) } : {}),
-    ...(r.options !== undefined ? { options: r.options } : {}),
-  };
-}
-
-/** Makes the script paths of a module's hooks absolute (relative to the config file). */
-function absolutiseHooks(m: unknown, abs: (p: string) => string): unknown {
-  if (typeof m !== "object" || m === null || Array.isArray(m)) return m;
-  const hooks = (m as { hooks?: unknown }).hooks;
-  if (typeof hooks !== "object" || hooks === null || Array.isArray(hooks)) return m;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(hooks)) {
-    if (!(HOOK_NAMES as readonly string[]).includes(k)) out[k] = v;
-    else if (typeof v === "string" && v.length > 0) out[k] = abs(v);
-    else if (typeof v === "object" && v !== null && typeof (v as { path?: unknown }).path === "string" && (v as { path: string }).path.length > 0)
-      out[k] = { ...v, path: abs((v as { path: string }).path) };
-    else out[k] = v;
-  }
-  return { ...m, hooks: out };
 }
 
 /** The problems of a configuration file, or [] when it is valid (what `holdfast config check` prints). */
@@ -622,14 +169,13 @@ export function checkConfigFile(file: string, opts: LoadOptions = {}): ConfigPro
 
 /** The node this daemon runs as; throws a ConfigError naming the option when none was given. */
 export function requireNodeId(cfg: DaemonConfig): string {
-  if (cfg.nodeId === undefined)
-    throw new ConfigError("holdfast daemon config", [{ path: "node", value: undefined, expected: "this node's id (in the file, or --node / HOLDFAST_NODE)" }]);
-  return cfg.nodeId;
+  return requireHostNodeId(cfg, WHAT);
 }
 
 /** The configuration as plain data with every secret replaced (for the support snapshot). */
 export function redactedConfig(cfg: DaemonConfig): unknown {
-  const r = JSON.parse(JSON.stringify(cfg.raw)) as Record<string, unknown> & { api?: { tokens?: { sha256?: string }[] } };
+  const r = JSON.parse(JSON.stringify(cfg.raw)) as Record<string, unknown> & { api?: { tokens?: { sha256?: string }[] }; cluster?: { key?: string } };
   for (const tok of r.api?.tokens ?? []) tok.sha256 = "(redacted)";
+  if (r.cluster?.key !== undefined) r.cluster.key = "(redacted)";
   return r;
 }

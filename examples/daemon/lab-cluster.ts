@@ -6,8 +6,8 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { generateKey } from "../../src/runtime/crypto.js";
-import type { Lab, LabHost, LabProcess } from "../../src/testing/lab.js";
+import { generateKey } from "holdfast";
+import type { Lab, LabHost, LabProcess } from "holdfast/testing";
 import { generateToken, hashToken } from "./auth.js";
 
 export const REPO = resolve(import.meta.dirname, "../..");

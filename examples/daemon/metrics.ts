@@ -4,7 +4,7 @@
  * view size, and whatever the modules' extensions expose. Written by hand: the format is a few lines
  * and prom-client's registry would only mirror state the daemon already holds.
  */
-import { MODULE_STATES } from "../../src/core/module/types.js";
+import { MODULE_STATES } from "holdfast";
 import type { Daemon, MetricSample } from "./daemon.js";
 
 function esc(v: string): string {

@@ -36,6 +36,9 @@ export function withMetaFields(inner: ModuleMembership): MetaFields {
     peerMeta: (id: string) => inner.peerMeta(id),
     on: inner.on.bind(inner),
     off: inner.off.bind(inner),
+    // Peer silence and timing pass through: bindMembership's step-down of a cut-off primary needs them.
+    ...(inner.peerSilenceMs ? { peerSilenceMs: inner.peerSilenceMs.bind(inner) } : {}),
+    ...(inner.settings ? { settings: inner.settings } : {}),
   };
   return {
     membership,

@@ -1,14 +1,13 @@
 /**
- * The daemon's mirror wiring of the witness arbiter (examples/daemon/mirror.ts `prepare`): what mirror-node does by
- * hand, the daemon must do for a config-file checker, or a mirror with an arbiter would run with a permit the lease
+ * The mirror kind's wiring of the witness arbiter (src/mirror/kind.ts `prepare`, which the daemon and every Host
+ * run): a config-file checker must get it, or a mirror with an arbiter would run with a permit the lease
  * does not bound (acks alone after the witness granted the peer) and a lease that never follows the primary.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Daemon, PrepareContext } from "../../examples/daemon/daemon.js";
-import { mirrorDriverOf, mirrorExtension } from "../../examples/daemon/mirror.js";
+import { mirrorDriverOf, mirrorKind, type Host, type PrepareContext } from "holdfast";
 import type { ArbiterProbe } from "../../src/checkers/arbiter.js";
 import { resolveModule } from "../../src/core/module/config.js";
 
@@ -20,7 +19,7 @@ afterEach(() => {
 function prepare(checkers: unknown[], entryExtra: Record<string, unknown> = {}) {
   const dir = mkdtempSync(join(tmpdir(), "hf-dmirror-"));
   dirs.push(dir);
-  const daemon = { membership: { view: { members: [{ id: "a" }, { id: "b" }] } } } as unknown as Daemon;
+  const host = { membership: { view: { members: [{ id: "a" }, { id: "b" }] } } } as unknown as Host;
   const config = {
     clusterId: "unit",
     replication: {
@@ -34,9 +33,9 @@ function prepare(checkers: unknown[], entryExtra: Record<string, unknown> = {}) 
     },
   };
   const definition = resolveModule({ name: "db", kind: "mirror", vips: [], checkers });
-  const ctx = { daemon, definition, nodeId: "a", config } as unknown as PrepareContext;
-  const def = mirrorExtension.prepare?.(ctx) as ReturnType<typeof resolveModule>;
-  return { def, driver: mirrorDriverOf(daemon, "db") };
+  const ctx = { host, definition, nodeId: "a", config } as unknown as PrepareContext;
+  const def = mirrorKind.prepare?.(ctx) as ReturnType<typeof resolveModule>;
+  return { def, driver: mirrorDriverOf(host, "db") };
 }
 
 const arbiterChecker = { type: "split-brain", name: "witness", arbiter: "198.18.0.200:7799", keyFile: "/nonexistent", node: "a", lease: "db" };

@@ -1,5 +1,5 @@
 /**
- * The mirror wiring for the reference daemon: for each mirror module with `replication: { <module>: { mode:
+ * The mirror module kinds. With replicated data: for each mirror module with `replication: { <module>: { mode:
  * sync, ... } }` in the config, a {@link MirrorDriver} (the FUSE replication helper as primary or secondary,
  * following the module's states) and a {@link MirrorVip} (the VIP on the primary alone, announced by
  * gratuitous ARP / unsolicited NA).
@@ -11,9 +11,9 @@
  *   -> unmount.
  * - `attach`: binds the driver to the module and the membership, takes over the module's VIP, and exposes the
  *   replication state (details for `holdfast state --json`, the module's `GET`, the console) and metrics.
- * - `command`: `holdfast resync db` (a checksum pass: only blocks that differ are sent; when the extent log
+ * - `command`: `resync` (`holdfast resync db`) (a checksum pass: only blocks that differ are sent; when the extent log
  *   cannot be trusted) and `holdfast fullsync db` (the whole tree), on the primary; the app keeps running.
- * - `close` (daemon shutdown, after the module stopped): stops the helpers (unmounts) and the VIP announcer.
+ * - `close` (host shutdown, after the module stopped): stops the helpers (unmounts) and the VIP announcer.
  * - split-brain checkers (a witness, or the witness arbiter's lease) wired to the driver by the SDK's
  *   `mirrorSplitBrain` (src/mirror/splitBrain.ts): the lease bounds the replication permit, a SECOND with its
  *   primary in view hands a lease it holds back, and a failover waits `failoverFenceMs` (default 300 with any
@@ -25,14 +25,15 @@
  * `waiting for the primary`; `idle` when neither.
  */
 import { mkdirSync } from "node:fs";
-import { CommandRefusedError } from "../../src/core/errors.js";
-import { MirrorDriver } from "../../src/mirror/mirror.js";
-import { MirrorVip } from "../../src/mirror/vip.js";
-import type { ReplicatorMetrics, ResyncMode } from "../../src/mirror/FileReplicator.js";
-import type { Module } from "../../src/runtime/module.js";
-import { mirrorSplitBrain } from "../../src/mirror/splitBrain.js";
-import type { ReplicationSyncEntry } from "./config.js";
-import type { Daemon, DaemonExtension, MetricSample, ModuleExtension } from "./daemon.js";
+import { CommandRefusedError } from "../core/errors.js";
+import { isPrimaryState } from "../core/module/types.js";
+import type { ReplicationSyncEntry } from "../host/config.js";
+import type { HostExtension, MetricSample, ModuleExtension } from "../host/host.js";
+import type { Module } from "../runtime/module.js";
+import type { ReplicatorMetrics, ResyncMode } from "./FileReplicator.js";
+import { MirrorDriver } from "./mirror.js";
+import { mirrorSplitBrain } from "./splitBrain.js";
+import { MirrorVip } from "./vip.js";
 
 /** What the state API shows of the last (or current) resync pass, on the primary. */
 export interface ResyncInfo {
@@ -56,11 +57,11 @@ interface Wiring {
   readonly sink: { module?: Pick<Module, "note" | "status"> };
 }
 
-const wirings = new WeakMap<Daemon, Map<string, Wiring>>();
+const wirings = new WeakMap<object, Map<string, Wiring>>();
 
-/** The replication driver the daemon made for `module` (sync replication on this node), for tools and tests. */
-export function mirrorDriverOf(daemon: Daemon, module: string): MirrorDriver | undefined {
-  return wirings.get(daemon)?.get(module)?.driver;
+/** The replication driver the mirror kind made for module `module` of `host` (sync replication on this node). */
+export function mirrorDriverOf(host: object, module: string): MirrorDriver | undefined {
+  return wirings.get(host)?.get(module)?.driver;
 }
 
 function syncEntry(config: { replication: Readonly<Record<string, { mode: string }>> }, name: string): ReplicationSyncEntry | undefined {
@@ -68,9 +69,9 @@ function syncEntry(config: { replication: Readonly<Record<string, { mode: string
   return r?.mode === "sync" ? (r as ReplicationSyncEntry) : undefined;
 }
 
-export const mirrorExtension: DaemonExtension = {
+export const mirrorKind: HostExtension = {
   name: "mirror",
-  prepare({ daemon, definition, nodeId, config }) {
+  prepare({ host, definition, nodeId, config }) {
     const entry = syncEntry(config, definition.name);
     if (definition.kind !== "mirror" || !entry) return undefined;
     const self = entry.nodes[nodeId];
@@ -82,7 +83,7 @@ export const mirrorExtension: DaemonExtension = {
     mkdirSync(dir.backing, { recursive: true });
     const sink: Wiring["sink"] = {};
     const splitBrain = mirrorSplitBrain(definition.checkers ?? [], {
-      secondWithPeer: () => sink.module?.status.state === "SECOND" && daemon.membership.view.members.some((m) => m.id !== nodeId),
+      secondWithPeer: () => sink.module?.status.state === "SECOND" && host.membership.view.members.some((m) => m.id !== nodeId),
       ...(entry.failoverFenceMs !== undefined ? { failoverFenceMs: entry.failoverFenceMs } : {}),
     });
     const driver = new MirrorDriver({
@@ -106,18 +107,18 @@ export const mirrorExtension: DaemonExtension = {
       hookEnv: { HOLDFAST_NODE: nodeId, HOLDFAST_CLUSTER: config.clusterId },
       log: (line) => sink.module?.note(/^error|degraded/.test(line) ? "warn" : "info", `replication: ${line}`),
     });
-    let map = wirings.get(daemon);
-    if (!map) wirings.set(daemon, (map = new Map()));
+    let map = wirings.get(host);
+    if (!map) wirings.set(host, (map = new Map()));
     map.set(definition.name, { entry, driver, sink });
     return { ...definition, checkers: splitBrain.checkers, hooks: driver.hooks(definition.hooks, definition.hookTimeout) };
   },
 
-  attach({ daemon, module }): ModuleExtension | undefined {
-    const w = wirings.get(daemon)?.get(module.name);
+  attach({ host, module }): ModuleExtension | undefined {
+    const w = wirings.get(host)?.get(module.name);
     if (!w) return undefined;
     const { driver, entry } = w;
     w.sink.module = module;
-    const vip = new MirrorVip({ log: (line) => module.note("info", line) });
+    const vip = new MirrorVip({ ...(entry.iface !== undefined ? { iface: entry.iface } : {}), log: (line) => module.note("info", line) });
     let resync: ResyncInfo | undefined;
     let resyncBase = 0;
     let secondaryInSync = false;
@@ -151,7 +152,7 @@ export const mirrorExtension: DaemonExtension = {
       if (e.role !== "secondary") secondaryInSync = false;
     });
     driver.on("error", (e) => module.note("error", `replication: ${e.message}`));
-    const unbind = driver.bind(module, daemon.membership);
+    const unbind = driver.bind(module, host.membership);
 
     const state = (): string => {
       if (driver.role === "primary") {
@@ -174,6 +175,7 @@ export const mirrorExtension: DaemonExtension = {
 
     return {
       vip,
+      driver,
       command: (cmd) => {
         const mode: ResyncMode = cmd === "fullsync" ? "full" : "checksum";
         try {
@@ -245,7 +247,42 @@ export const mirrorExtension: DaemonExtension = {
         unbind();
         await driver.close().catch((e: unknown) => module.note("error", `replication: close: ${(e as Error).message}`));
         vip.close();
-        wirings.get(daemon)?.delete(module.name);
+        wirings.get(host)?.delete(module.name);
+      },
+    };
+  },
+};
+
+/**
+ * `replication: { <module>: { mode: none } }`: a mirror module with no replicated data. Its secondary is in
+ * sync as soon as it is SECOND with a primary in view, which the module engine learns through
+ * `module.replication({ inSync: true })` (the input the replication layer feeds otherwise).
+ */
+export const noReplicationKind: HostExtension = {
+  name: "replication-none",
+  attach({ host, module, config }): ModuleExtension | undefined {
+    if (module.definition.kind !== "mirror" || config.replication[module.name]?.mode !== "none") return undefined;
+    const check = () => {
+      const s = module.status;
+      if (s.state === "SECOND" && !s.transient && !s.ready) queueMicrotask(() => module.replication({ inSync: true }));
+    };
+    module.on("state", check);
+    host.membership.on("peerMeta", check);
+    host.membership.on("viewChange", check);
+    return {
+      details: () => {
+        const s = module.status;
+        return {
+          replication: {
+            state: s.state === "SECOND" ? (s.ready ? "in sync (no replicated data)" : "waiting for the primary") : isPrimaryState(s.state) ? "primary (no replicated data)" : "idle",
+            ...(s.state === "SECOND" ? { percent: s.ready ? 100 : 0 } : {}),
+          },
+        };
+      },
+      close: async () => {
+        module.off("state", check);
+        host.membership.off("peerMeta", check);
+        host.membership.off("viewChange", check);
       },
     };
   },
