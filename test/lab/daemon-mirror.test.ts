@@ -137,7 +137,7 @@ describe("replication: mode sync in the daemon config (no namespaces needed)", (
     ]);
     expect(problems({ ...base(3), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }] } } })).toEqual(["replication.db.nodes: the module's two nodes (the cluster has 3: n0, n1, n2)"]);
     expect(problems({ ...base(2), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], keyFile: join(tmp, "missing.key"), trheads: 4 } } })).toEqual([
-      "replication.db.trheads: no such option: known options here are mode, directories, keyFile, port, nodes, ackTimeoutMs, reconnectMs, disconnectGraceMs, failoverFenceMs, threads, statsIntervalMs, mountNamespace, helperPath, options",
+      "replication.db.trheads: no such option: known options here are mode, directories, keyFile, port, nodes, ackTimeoutMs, reconnectMs, disconnectGraceMs, failoverFenceMs, threads, statsIntervalMs, mountNamespace, helperPath, options, iface",
     ]);
     expect(problems({ ...base(2), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], keyFile: join(tmp, "missing.key") } } })[0]).toMatch(/^replication\.db\.keyFile: a readable key file/);
     expect(problems({ ...base(3), replication: { db: { mode: "sync", directories: [{ path: "/a", backing: "/b" }], nodes: { n1: {}, n2: {} } } } })).toEqual([
