@@ -10,6 +10,8 @@ npx eslint --no-warn-ignored .
 npx tsup --silent
 node --input-type=module -e "const m = await import('./dist/index.js'); if (typeof m.Membership !== 'function') throw new Error('dist/index.js lacks Membership');"
 node -e "const m = require('./dist/index.cjs'); if (typeof m.Membership !== 'function') throw new Error('dist/index.cjs lacks Membership');"
+# The packed package installed in a scratch project without a compiler, typechecked and loaded as a vendor would.
+HOLDFAST_VENDOR_SKIP_BUILD=1 bash scripts/vendor-test.sh
 if [ "$(id -u)" -eq 0 ]; then
   # One layer after the other: the simulation saturates both cores, and the lab's timing assertions
   # (detection, takeover within 1 s) must not run beside it.
