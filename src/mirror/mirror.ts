@@ -60,7 +60,7 @@ import { basename, dirname, join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import { HoldfastError } from "../core/errors.js";
 import type { FunctionHook, HookContext, HookFunction, HookSpec, ScriptHook } from "../core/module/config.js";
-import type { HookName, ModuleStatus } from "../core/module/types.js";
+import { isPrimaryState, type HookName, type ModuleEvent, type ModuleStatus } from "../core/module/types.js";
 import { runHook } from "../runtime/hooks.js";
 import type { Module } from "../runtime/module.js";
 import {
@@ -256,6 +256,12 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private suspect = false;
   /** Secondary taking over: whether the stream was up and in sync, with the peer alive, when the engine decided. */
   private handoverSnapshot: boolean | undefined;
+  /**
+   * The transition in progress towards primary was caused by `prim --force` (its state event's `forced`): the next
+   * start_prim may mount a copy whose resync did not finish. Taken (and cleared) by that start_prim, so a local
+   * restart after it, which may bring no new state event, is not forced.
+   */
+  private forcedPrimary = false;
   /** The engine asked for a checksum resync (the secondary diverged) before the primary helper ran: its first pass. */
   private checksumPending = false;
   /** When the peer last left the view (monotonic ms), and whether it is in the view now: the failover fence's start. */
@@ -396,7 +402,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   bind(module: Module, membership?: MirrorMembership): () => void {
     this.module = module;
     this.membership = membership;
-    const onState = (s: ModuleStatus): void => this.onModuleState(s);
+    const onState = (s: ModuleStatus, ev?: Extract<ModuleEvent, { type: "state" }>): void => this.onModuleState(s, ev?.forced === true);
     const onPersist = (p: { upToDate: boolean }): void => {
       // The primary moved its generation on (it saw this node not ready for a moment) after this node adopted
       // it: the engine now calls the copy stale. If the stream that made it consistent is still the one in
@@ -435,9 +441,10 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   // ---- transitions -------------------------------------------------------------------------------
 
   private async becomePrimary(ctx: HookContext): Promise<void> {
+    const forced = this.forcedPrimary;
+    this.forcedPrimary = false;
     await this.serial(async () => {
       if (this.prim) return; // a restart of the primary role: the mount stays
-      const forced = ctx.reason.includes("--force");
       const wasSecond = this.sec;
       // A handover: when the engine decided, the peer was alive and our stream from it was up after a finished
       // resync, so nothing had been logged past this node; its app was already stopped (it yielded), so nothing
@@ -607,9 +614,10 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     }
   }
 
-  private onModuleState(s: ModuleStatus): void {
+  private onModuleState(s: ModuleStatus, forced = false): void {
     this.lastStatus = s;
     if (s.transient) {
+      this.forcedPrimary = forced && isPrimaryState(s.next);
       if (s.state === "SECOND" && (s.next === "PRIM" || s.next === "ALONE")) {
         this.handoverSnapshot = !!this.sec && this.sec.state === "sync" && this.inSyncBelief && !this.suspect && this.peerInView();
       }

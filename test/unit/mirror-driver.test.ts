@@ -279,6 +279,30 @@ describe("MirrorDriver", () => {
     await n.module.close();
   });
 
+  it("a restart after that refusal refuses again: its reason quotes the error (`without prim --force`) but it is not forced", async () => {
+    const n = await node("n0", { defaultPrimary: "n0", maxloop: 2 });
+    writeFileSync(join(n.dir, ".data.hfstate"), "inconsistent\n");
+    const failed: string[] = [];
+    const states: { cause: string; forced: boolean }[] = [];
+    n.module.on("hook", (h, r) => {
+      if (h === "start_prim" && !r.ok) failed.push(r.detail);
+    });
+    n.module.on("state", (s, ev) => {
+      if (s.transient && s.next === "ALONE") states.push({ cause: ev.cause, forced: ev.forced === true });
+    });
+    n.setView(["n0"]);
+    await n.module.start();
+    await n.module.waitFor("STOP", 2000);
+    expect(failed).toHaveLength(3); // the first start and two restarts, each refused
+    expect(states.slice(1).every((x) => x.cause.includes("--force") && !x.forced)).toBe(true);
+    expect(n.ops.some((o) => o.startsWith("mount"))).toBe(false);
+    await n.module.prim({ force: true });
+    await n.module.waitFor("ALONE", 2000);
+    expect(states.at(-1)).toEqual({ cause: "command prim --force", forced: true });
+    expect(n.ops).toContain("mount (first resync checksum)");
+    await n.module.close();
+  });
+
   it("refuses to mount a copy whose resync did not finish, unless prim --force", async () => {
     const n = await node("n0", { defaultPrimary: "n0", maxloop: 0 });
     writeFileSync(join(n.dir, ".data.hfstate"), "inconsistent\n");

@@ -80,6 +80,8 @@ interface Plan {
   readonly cause: string;
   readonly steps: Step[];
   index: number;
+  /** Caused by `prim --force`: the state events of this transition say so (`forced`). */
+  readonly forced?: boolean;
 }
 
 export interface ModuleCoreOptions {
@@ -465,8 +467,8 @@ export class ModuleCore {
     return `${s.state}|${s.ready}|${s.transient}|${s.next ?? ""}`;
   }
 
-  /** Emits a state event if the visible status changed. */
-  private touch(): void {
+  /** Emits a state event if the visible status changed; `forced` when the transition was caused by `prim --force`. */
+  private touch(forced = this.plan?.forced === true): void {
     const key = this.statusKey();
     if (key === this.lastStatusKey) return;
     const [from] = this.lastStatusKey.split("|") as [ModuleState];
@@ -480,6 +482,7 @@ export class ModuleCore {
       transient: s.transient,
       ...(s.next !== undefined ? { next: s.next } : {}),
       cause: this.reason,
+      ...(forced ? { forced: true as const } : {}),
     });
   }
 
@@ -497,8 +500,8 @@ export class ModuleCore {
 
   // ---- plans ----------------------------------------------------------------------------------
 
-  private begin(target: ModuleState, cause: string, steps: Step[]): void {
-    this.plan = { target, cause, steps, index: 0 };
+  private begin(target: ModuleState, cause: string, steps: Step[], forced = false): void {
+    this.plan = { target, cause, steps, index: 0, ...(forced ? { forced } : {}) };
     this.reason = cause;
     this.touch();
     this.advance();
@@ -539,7 +542,7 @@ export class ModuleCore {
       const done = this.plan;
       this.plan = null;
       this.reason = done.cause;
-      this.touch();
+      this.touch(done.forced === true);
     }
   }
 
@@ -638,7 +641,7 @@ export class ModuleCore {
     steps.push({ k: "hook", hook: "start_prim", critical: true });
     steps.push({ k: "state", to });
     steps.push({ k: "do", fn: () => this.resetCheckers() });
-    this.begin(to, cause, steps);
+    this.begin(to, cause, steps, forced);
   }
 
   private beginSecond(cause: string): void {

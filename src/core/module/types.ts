@@ -153,6 +153,11 @@ export type ModuleEvent =
       readonly transient: boolean;
       readonly next?: ModuleState;
       readonly cause: string;
+      /**
+       * The transition was caused by `prim --force` (the operator made this copy win): e.g. the mirror driver then
+       * mounts a copy whose resync did not finish. Read this, not `cause`.
+       */
+      readonly forced?: true;
     }
   | { readonly type: "command"; readonly command: ModuleCommandName; readonly force?: boolean; readonly cause: string }
   | {
