@@ -8,6 +8,7 @@ const resolve = {
     { find: /^holdfast$/, replacement: src("index.ts") },
     { find: /^holdfast\/testing$/, replacement: src("testing/index.ts") },
     { find: /^holdfast\/config$/, replacement: src("config.ts") },
+    { find: /^holdfast\/internals$/, replacement: src("internals.ts") },
   ],
 };
 

@@ -16,3 +16,5 @@ export {
 } from "./host/config.js";
 export { decodeOrThrow } from "./core/decode.js";
 export { CheckerConfigCodec, decodeCheckerConfig, parseHostPort, readKeyFile } from "./checkers/config.js";
+export { ModuleDefinitionCodec, ModulesFileCodec, ModuleReportCodec, HookSpecCodec, HooksCodec, CheckerEntryCodec, CheckerActionCodec, DurationMs, VipCidr, resolveModules, parseModulesText } from "./core/module/index.js";
+export { MembershipOptionsC, MembershipTimingOverridesC, ClusterNodeC, validateMembershipOptions } from "./core/membership/config.js";

@@ -88,6 +88,9 @@ const LATE_TIMER_MS = 20;
 const LATE_GRACE_TURNS = 3;
 
 /** Schedules one probe and turns its results into verdicts. See the module comment. */
+/** One checker: a probe run on an interval, its outcomes turned into verdicts by hysteresis. */
+export type Checker = CheckerRunner;
+
 export class CheckerRunner extends EventEmitter<CheckerRunnerEvents> {
   readonly name: string;
   readonly options: CheckerRunnerOptions;

@@ -44,11 +44,17 @@ import type { Membership } from "./membership.js";
 import { EventLog, type ModuleLogRecord } from "./event-log.js";
 import { runHook, type HookResult } from "./hooks.js";
 
-/** Puts a module's VIPs on this node and takes them off (VIP move, gratuitous ARP / NA: the driver's job). */
-export interface VipDriver {
+/**
+ * A module's virtual IP on this node: `add` puts it here (and announces it: gratuitous ARP / unsolicited NA),
+ * `remove` takes it off. One interface for both kinds: {@link MirrorVip} (the VIP on the primary alone) and the
+ * farm's `FarmDriver` (the VIP on every node, behind the packet filter's buckets).
+ */
+export interface VirtualIp {
   add(vip: string, module: string): Promise<void>;
   remove(vip: string, module: string): Promise<void>;
 }
+/** The module engine's name for {@link VirtualIp}. */
+export type VipDriver = VirtualIp;
 
 /** An in-memory VIP driver (tests, simulations): records what is held. */
 export class MemoryVipDriver implements VipDriver {

@@ -8,7 +8,8 @@ import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Module, generateKey, groupAlive, runHook } from "../../src/index.js";
+import { Module, generateKey, runHook } from "holdfast";
+import { groupAlive } from "holdfast/internals";
 import { Lab } from "../../src/testing/lab.js";
 import { MemoryModuleStore, MemoryVipDriver } from "../../src/testing/index.js";
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import * as t from "io-ts";
-import { ConfigError, decodeOrThrow } from "../../src/index.js";
+import { ConfigError } from "holdfast";
+import { decodeOrThrow } from "holdfast/config";
 
 describe("decodeOrThrow", () => {
   const codec = t.type({ heartbeat: t.type({ port: t.number, networks: t.array(t.string) }) });
