@@ -53,9 +53,13 @@ node -e '
   const own = require(process.argv[1]);
   const app = { name: "holdfast-vendor-app", version: "1.0.0", private: true, type: "module", allowScripts: own.allowScripts ?? {} };
   require("fs").writeFileSync(process.argv[2], JSON.stringify(app, null, 2));' "$repo/package.json" "$app/package.json"
+# Under `npm run`, the outer npm's settings come as npm_config_* variables (its prefix, log level, an empty
+# allow-scripts list): clear them so this install is a plain one in the scratch project.
+clear=(-u CC -u CXX -u CPP -u LD)
+while IFS= read -r v; do clear+=(-u "$v"); done < <(compgen -e | grep -i '^npm_' || true)
 (
   cd "$app"
-  env -u CC -u CXX -u CPP -u LD -u npm_config_python PATH="$nobin" \
+  env "${clear[@]}" PATH="$nobin" \
     npm install --no-fund --no-audit --foreground-scripts "$tarball" "typescript@$tsVersion" "@types/node@$typesVersion"
 ) >"$work/install.log" 2>&1 || {
   cat "$work/install.log" >&2
@@ -63,10 +67,10 @@ node -e '
 }
 [ -d "$app/node_modules/holdfast/dist" ] || fail "holdfast is not installed"
 # raw-socket must not have been built: either npm dropped it (failed optional dependency) or it has no binary.
-rawlog="$(sed -n '/> raw-socket@.* install/,$p' "$work/install.log")" # its install script's output onwards
+rawlog="$(sed -n '/raw-socket/,$p' "$work/install.log")" # from its first mention (its install script) onwards
 if [ -f "$app/node_modules/raw-socket/build/Release/raw.node" ]; then
   fail "raw-socket was compiled: a compiler was reachable"
-elif grep -q "gyp ERR" <<<"$rawlog"; then
+elif grep -q "gyp ERR\|make: \*\*\*" <<<"$rawlog"; then
   why="$(grep -m1 -o "[a-z+]*: \(No such file or directory\|not found\)" <<<"$rawlog" || true)"
   say "raw-socket: node-gyp build failed without a compiler (${why:-see npm output}); $([ -d "$app/node_modules/raw-socket" ] && echo "left without its binary" || echo "dropped as optional")"
 else
