@@ -26,7 +26,7 @@ import * as t from "io-ts";
 import { decodeOrThrow } from "../core/decode.js";
 import { ReplicatorError } from "./errors.js";
 import { ExtentLogWriter, readExtentLog } from "./extentLog.js";
-import { encodeOp, F_RESYNC, Op, type Frame, type OpArgs, WireConnection, wirePath } from "./wire.js";
+import { encodeOp, F_RESYNC, HandshakeError, Op, type Frame, type OpArgs, WireConnection, wirePath } from "./wire.js";
 import type { ResyncMode } from "./FileReplicator.js";
 
 export const ApiReplicatorOptions = t.intersection([
@@ -65,7 +65,8 @@ export interface ApiReplicatorEvents {
   degraded: [{ reason: string; logged: number }];
   resyncProgress: [{ bytes: number; totalBytes: number; percent: number }];
   synced: [{ mode: ResyncMode }];
-  authFailed: [{ reason: string }];
+  /** As FileReplicator's `authFailed`. */
+  authFailed: [{ reason: string; refused: boolean }];
   /** An operation completed alone found no valid permit: it waits for a renewal. Once per expiry. */
   permitExpired: [{ waiting: number }];
 }
@@ -339,7 +340,7 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
         },
         (err: Error) => {
           sock.destroy();
-          this.emit("authFailed", { reason: err.message });
+          this.emit("authFailed", { reason: err.message, refused: err instanceof HandshakeError && err.refused });
           retry();
         },
       );

@@ -220,8 +220,11 @@ export interface FileReplicatorEvents {
   synced: [{ mode: ResyncMode }];
   /** Secondary: its copy became consistent (true) or a resync started (false). */
   consistency: [{ consistent: boolean }];
-  /** A peer failed authentication (either side). */
-  authFailed: [{ reason: string }];
+  /**
+   * A handshake did not complete (either side). `refused`: the peer is no holdfast peer or failed authentication (a
+   * wrong key); otherwise it was cut short (I/O) or the `encrypt` settings differ. `reason` is for logs.
+   */
+  authFailed: [{ reason: string; refused: boolean }];
   /**
    * Primary: an operation completed alone (degraded) found no valid permit: it waits for a renewal. Said once
    * per expiry.
@@ -620,7 +623,7 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         this.emit("consistency", { consistent: this._consistent });
         break;
       case "auth-failed":
-        this.emit("authFailed", { reason: ev.reason });
+        this.emit("authFailed", { reason: ev.reason, refused: ev.refused });
         break;
       case "apply-error":
         this.emit("error", new ReplicatorError("HOLDFAST_MIRROR_PEER", `secondary could not apply op ${ev.op} (seq ${ev.seq}): ${ev.message}`));

@@ -56,7 +56,7 @@ export const HelperEvent = t.union([
   t.type({ event: t.literal("peer"), state: t.string }),
   t.type({ event: t.literal("consistent") }),
   t.type({ event: t.literal("inconsistent") }),
-  t.type({ event: t.literal("auth-failed"), reason: t.string }),
+  t.type({ event: t.literal("auth-failed"), reason: t.string, refused: t.boolean }),
   t.type({ event: t.literal("apply-error"), seq: num, op: num, errno: num, message: t.string }),
   t.type({ event: t.literal("error"), message: t.string }),
   t.type({ event: t.literal("stopped"), rc: num }),

@@ -517,7 +517,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
         this.lastMetrics = m;
         this.emit("metrics", m);
       });
-      rep.on("authFailed", (e) => this.onHandshakeFailed(e.reason));
+      rep.on("authFailed", (e) => this.onHandshakeFailed(e));
       rep.on("error", (e) => this.fail(e));
       rep.on("exit", (e) => {
         if (!e.expected) this.note(`primary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
@@ -574,7 +574,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       if (e.consistent) this.suspect = false;
       this.report(e.consistent, e.consistent ? "resync finished: copy consistent" : "resync started: copy inconsistent");
     });
-    rep.on("authFailed", (e) => this.onHandshakeFailed(e.reason));
+    rep.on("authFailed", (e) => this.onHandshakeFailed(e));
     rep.on("error", (e) => {
       // An operation the secondary could not apply (ENOSPC, EIO...) or a helper failure: its copy misses an acked
       // write from now on. Say so at once (not at the next resync start or after the grace): a failover in that
@@ -793,12 +793,12 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   /**
    * The helper reports every handshake that did not complete as `authFailed`. A peer that proved the wrong key
-   * (or is no holdfast peer) is an error; a handshake cut short (a peer killed or a link cut mid-handshake) is
-   * ordinary weather and only logged.
+   * (or is no holdfast peer: `refused`) is an error; a handshake cut short (a peer killed or a link cut
+   * mid-handshake) is ordinary weather and only logged, as is an `encrypt` mismatch (its reason says so).
    */
-  private onHandshakeFailed(reason: string): void {
-    if (/authentication|not a holdfast/.test(reason)) this.fail(new Error(`replication peer refused: ${reason}`));
-    else this.note(`replication handshake did not complete: ${reason}`);
+  private onHandshakeFailed(e: { reason: string; refused: boolean }): void {
+    if (e.refused) this.fail(new Error(`replication peer refused: ${e.reason}`));
+    else this.note(`replication handshake did not complete: ${e.reason}`);
   }
 
   private discardExtentLog(): void {

@@ -147,6 +147,17 @@ function gcmIv(ctr: bigint): Buffer {
  * One authenticated (optionally encrypted) stream over a connected socket (primary side). `onFrame` gets every
  * verified frame; `onClose` once, with the reason, when the socket ends or a frame fails verification.
  */
+/** A handshake that did not complete; `refused`: the peer is no holdfast peer or failed authentication (a wrong key). */
+export class HandshakeError extends Error {
+  constructor(
+    message: string,
+    readonly refused: boolean,
+  ) {
+    super(message);
+    this.name = "HandshakeError";
+  }
+}
+
 export class WireConnection {
   private txCtr = 0n;
   private rxCtr = 0n;
@@ -191,7 +202,7 @@ export class WireConnection {
       };
       const onEnd = (): void => {
         cleanup();
-        reject(new Error(stage === 0 ? "no hello from secondary" : "secondary refused the key (connection closed)"));
+        reject(new HandshakeError(stage === 0 ? "no hello from secondary" : "secondary refused the key (connection closed)", false));
       };
       const onData = (d: Buffer): void => {
         acc = Buffer.concat([acc, d]);
@@ -199,7 +210,7 @@ export class WireConnection {
           const magic = acc.readUInt32LE(0);
           if (magic !== HF_MAGIC && magic !== HF_MAGIC_ENC) {
             cleanup();
-            reject(new Error("peer is not a holdfast secondary"));
+            reject(new HandshakeError("peer is not a holdfast secondary", true));
             return;
           }
           sn = Buffer.from(acc.subarray(4, 4 + NONCE_LEN));
@@ -209,10 +220,11 @@ export class WireConnection {
           if ((magic === HF_MAGIC_ENC) !== encrypt) {
             cleanup();
             reject(
-              new Error(
+              new HandshakeError(
                 encrypt
                   ? "encryption mismatch: this primary uses encrypt, the secondary does not (--encrypt)"
                   : "encryption mismatch: the secondary uses --encrypt, this primary does not",
+                false,
               ),
             );
             return;
@@ -223,7 +235,7 @@ export class WireConnection {
           cleanup();
           const want = derive(key, encrypt ? "hf-se" : "hf-s", sn, cn);
           if (!timingSafeEqual(acc.subarray(0, MAC_LEN), want)) {
-            reject(new Error("secondary failed authentication"));
+            reject(new HandshakeError("secondary failed authentication", true));
             return;
           }
           const k = sessionKeys(key, encrypt, sn, cn);

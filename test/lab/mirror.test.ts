@@ -214,7 +214,11 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
   it("refuses a primary with another key and a forged handshake; nothing is applied", async () => {
     const p = await pair("auth");
     const failures: string[] = [];
-    p.secondary.on("authFailed", (e) => failures.push(e.reason));
+    const refused: boolean[] = [];
+    p.secondary.on("authFailed", (e) => {
+      failures.push(e.reason);
+      refused.push(e.refused);
+    });
     // a raw client that answers the hello with random bytes
     const port = p.secondary.port as number;
     const closed = await new Promise<boolean>((resolve) => {
@@ -230,6 +234,7 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     expect(closed).toBe(true);
     await pollUntil(() => failures.length >= 1, 5000, "secondary authFailed");
     expect(failures[0]).toMatch(/authentication/);
+    expect(refused[0]).toBe(true); // what the mirror driver reads (an error, not a handshake cut short)
 
     // a second primary with a different key (the legitimate one stays connected and in sync)
     const badKey = join(p.root, "badkey");
@@ -246,6 +251,7 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
     writeFileSync(rogue.mountPath("evil"), "x");
     expect(existsSync(join(p.b, "evil"))).toBe(false);
     await pollUntil(() => failures.length >= 2, 5000, "second authFailed");
+    expect(refused[1]).toBe(true);
     // the legitimate stream still works
     writeFileSync(p.primary.mountPath("ok"), "fine");
     expect(readFileSync(join(p.b, "ok"), "utf8")).toBe("fine");

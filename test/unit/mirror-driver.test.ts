@@ -279,6 +279,24 @@ describe("MirrorDriver", () => {
     await n.module.close();
   });
 
+  it("a handshake failure is an error only when the replicator says the peer refused (typed flag, not its reason text)", async () => {
+    const n = await node("n1");
+    const errors: string[] = [];
+    const logs: string[] = [];
+    n.driver.on("error", (e) => errors.push(e.message));
+    n.driver.on("log", (l) => logs.push(l));
+    n.setView(["n0", "n1"]);
+    n.module.peerReport("n0", report("ALONE"));
+    await n.module.start();
+    await n.module.waitFor("SECOND");
+    const sec = n.reps[0] as FakeRep;
+    sec.emit("authFailed", { reason: "peer failed authentication", refused: false });
+    sec.emit("authFailed", { reason: "wrong key", refused: true });
+    expect(errors).toEqual(["replication peer refused: wrong key"]);
+    expect(logs).toContain("replication handshake did not complete: peer failed authentication");
+    await n.module.close();
+  });
+
   it("a restart after that refusal refuses again: its reason quotes the error (`without prim --force`) but it is not forced", async () => {
     const n = await node("n0", { defaultPrimary: "n0", maxloop: 2 });
     writeFileSync(join(n.dir, ".data.hfstate"), "inconsistent\n");

@@ -43,6 +43,7 @@ describe("helper events", () => {
   it("decodes known events, ignores unknown lines, reports malformed known events", () => {
     expect(parseHelperLine('{"event":"degraded","reason":"ack timeout","logged":3}')).toEqual({ event: "degraded", reason: "ack timeout", logged: 3 });
     expect(parseHelperLine('{"event":"resync-progress","bytes":5,"total":10,"percent":50.0}')).toMatchObject({ percent: 50 });
+    expect(parseHelperLine('{"event":"auth-failed","reason":"peer failed authentication","refused":true}')).toEqual({ event: "auth-failed", reason: "peer failed authentication", refused: true });
     expect(parseHelperLine("not json")).toBeUndefined();
     expect(parseHelperLine('{"event":"something-new","x":1}')).toBeUndefined();
     expect(parseHelperLine('{"event":"degraded","reason":7}')).toBeInstanceOf(Error);

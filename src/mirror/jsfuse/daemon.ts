@@ -194,7 +194,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
       state = "sync";
       emit({ event: "synced", mode: e.mode });
     });
-    rep.on("authFailed", (e) => emit({ event: "auth-failed", reason: e.reason }));
+    rep.on("authFailed", (e) => emit({ event: "auth-failed", reason: e.reason, refused: e.refused }));
     rep.on("permitExpired", (e) => emit({ event: "permit-expired", waiting: e.waiting }));
   }
 

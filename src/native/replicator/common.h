@@ -26,8 +26,10 @@ struct conn {
 size_t load_key(const char *path, uint8_t *key, size_t cap);
 int write_full(int fd, const void *buf, size_t len);
 int read_full(int fd, void *buf, size_t len);
-/* Handshake; returns 0 and fills c, or -1 (authentication failure, an --encrypt mismatch or an I/O error;
- * the reason in *why). encrypt: this side wants AES-256-GCM frames; both sides must agree. */
+/* Handshake; returns 0 and fills c, HS_REFUSED when the peer is no holdfast peer or failed authentication (a wrong
+ * key), or -1 (an --encrypt mismatch or an I/O error); the reason in *why. encrypt: this side wants AES-256-GCM
+ * frames; both sides must agree. */
+#define HS_REFUSED (-2)
 int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why);
 int handshake_secondary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why);
 /* Frees what a handshake allocated (cipher contexts, buffers); does not close the fd. */

@@ -855,8 +855,9 @@ static void *link_thread(void *arg) {
     }
     struct conn *c = calloc(1, sizeof *c);
     const char *why;
-    if (handshake_primary(fd, G.key, G.keylen, G.encrypt, c, &why) < 0) {
-      emit("{\"event\":\"auth-failed\",\"reason\":%s}", jstr(why));
+    int hs = handshake_primary(fd, G.key, G.keylen, G.encrypt, c, &why);
+    if (hs < 0) {
+      emit("{\"event\":\"auth-failed\",\"reason\":%s,\"refused\":%s}", jstr(why), hs == HS_REFUSED ? "true" : "false");
       conn_destroy(c); close(fd); free(c);
       usleep((useconds_t)G.reconnect_ms * 1000);
       continue;

@@ -411,8 +411,9 @@ int run_secondary(int argc, char **argv) {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct conn *c = calloc(1, sizeof *c);
     const char *why;
-    if (handshake_secondary(fd, S.key, S.keylen, S.encrypt, c, &why) < 0) {
-      emit("{\"event\":\"auth-failed\",\"reason\":%s}", jstr(why));
+    int hs = handshake_secondary(fd, S.key, S.keylen, S.encrypt, c, &why);
+    if (hs < 0) {
+      emit("{\"event\":\"auth-failed\",\"reason\":%s,\"refused\":%s}", jstr(why), hs == HS_REFUSED ? "true" : "false");
       close(fd);
       conn_destroy(c);
       free(c);

@@ -184,7 +184,7 @@ int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, st
   if (read_full(fd, hello, sizeof hello) < 0) { *why = "no hello from secondary"; return -1; }
   uint32_t magic;
   memcpy(&magic, hello, 4);
-  if (magic != HF_MAGIC && magic != HF_MAGIC_ENC) { *why = "peer is not a holdfast secondary"; return -1; }
+  if (magic != HF_MAGIC && magic != HF_MAGIC_ENC) { *why = "peer is not a holdfast secondary"; return HS_REFUSED; }
   const uint8_t *sn = hello + 4;
   if (getrandom(out, HF_NONCE_LEN, 0) != HF_NONCE_LEN) { *why = "getrandom failed"; return -1; }
   /* our proof carries our setting, so a secondary set differently can say so too */
@@ -197,7 +197,7 @@ int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, st
   }
   if (read_full(fd, mac, 32) < 0) { *why = "secondary refused the key (connection closed)"; return -1; }
   derive(key, keylen, encrypt ? "hf-se" : "hf-s", sn, out, want);
-  if (mac_differs(mac, want)) { *why = "secondary failed authentication"; return -1; }
+  if (mac_differs(mac, want)) { *why = "secondary failed authentication"; return HS_REFUSED; }
   if (conn_init(c, fd, key, keylen, sn, out, 1, encrypt) < 0) { *why = "cipher set-up failed"; return -1; }
   return 0;
 }
@@ -212,9 +212,9 @@ int handshake_secondary(int fd, const uint8_t *key, size_t keylen, int encrypt, 
   derive(key, keylen, encrypt ? "hf-pe" : "hf-p", hello + 4, in, want);
   if (mac_differs(in + HF_NONCE_LEN, want)) {
     derive(key, keylen, encrypt ? "hf-p" : "hf-pe", hello + 4, in, want);
-    *why = mac_differs(in + HF_NONCE_LEN, want) ? "peer failed authentication"
-           : encrypt ? "encryption mismatch: this secondary uses --encrypt, the primary does not"
-                     : "encryption mismatch: the primary uses --encrypt, this secondary does not";
+    if (mac_differs(in + HF_NONCE_LEN, want)) { *why = "peer failed authentication"; return HS_REFUSED; }
+    *why = encrypt ? "encryption mismatch: this secondary uses --encrypt, the primary does not"
+                   : "encryption mismatch: the primary uses --encrypt, this secondary does not";
     return -1;
   }
   derive(key, keylen, encrypt ? "hf-se" : "hf-s", hello + 4, in, want);
