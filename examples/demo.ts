@@ -14,7 +14,7 @@ const say = (s: string) => console.log(s);
 const fmt = (n: number) => (n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(2)} MiB`);
 const DB_PORT = 8090;
 const RECORD_BYTES = 512;
-/** The replication part of the mirror's details (examples/daemon/mirror.ts). */
+/** The replication part of the mirror's details (the mirror kind, src/mirror/kind.ts). */
 interface Replication {
   state: string;
   resync?: { mode: string; active: boolean; percent: number; totalBytes: number; sentBytes?: number; durationMs?: number };
