@@ -113,6 +113,7 @@ host.membership.on("event", (e) => {
 await host.start();
 out({ type: "ready", node: nodeId, pid: process.pid });
 
+// ---- the lab's hooks: filter counters on SIGUSR2, a line once stopped -----------------------------
 process.on("SIGUSR2", () => {
   void farmOf(host, "web")!.filter.counters().then(
     (c) => out({ type: "counters", ...c, perBucket: undefined }),

@@ -46,6 +46,7 @@ app="$work/app"
 mkdir -p "$app"
 tsVersion="$(node -p 'require("typescript/package.json").version')"
 typesVersion="$(node -p 'require("@types/node/package.json").version')"
+tsxVersion="$(node -p 'require("tsx/package.json").version')"
 # The install scripts the package itself approves (its allowScripts): raw-socket's build is attempted, and must
 # fail. (fuse-native's is not approved: its node-gyp-build compiles when the prebuild cannot load, i.e. without
 # libfuse2, and it is not optional.)
@@ -60,7 +61,7 @@ while IFS= read -r v; do clear+=(-u "$v"); done < <(compgen -e | grep -i '^npm_'
 (
   cd "$app"
   env "${clear[@]}" PATH="$nobin" \
-    npm install --no-fund --no-audit --foreground-scripts "$tarball" "typescript@$tsVersion" "@types/node@$typesVersion"
+    npm install --no-fund --no-audit --foreground-scripts "$tarball" "typescript@$tsVersion" "@types/node@$typesVersion" "tsx@$tsxVersion"
 ) >"$work/install.log" 2>&1 || {
   cat "$work/install.log" >&2
   fail "npm install of the tarball failed without a compiler"
@@ -78,7 +79,10 @@ else
 fi
 
 # ---- typecheck the vendor programs against the installed package --------------------------------------
-cp test/vendor/mirror.ts test/vendor/farm.ts test/vendor/cjs.cts "$app/"
+# The vendor programs are the repository's example nodes (they import "holdfast" alone) and a CJS program.
+cp examples/mirror-node.ts "$app/mirror.ts"
+cp examples/farm-node.ts "$app/farm.ts"
+cp test/vendor/cjs.cts "$app/"
 # Library files are checked too (skipLibCheck false) where the package's own declarations differ: index.d.ts
 # (nodenext) and index.d.cts (cjs); the bundler setting reads the same index.d.ts as nodenext.
 opts='"target": "ES2022", "lib": ["ES2023"], "types": ["node"], "strict": true, "noEmit": true'
@@ -116,11 +120,19 @@ console.log(`vendor: ${FORM}: Membership, Module, PacketFilter, FileReplicator a
   fail "require('holdfast') failed"
 
 # ---- size of the vendor programs ------------------------------------------------------------------------
-for f in test/vendor/mirror.ts test/vendor/farm.ts test/vendor/cjs.cts; do
+# A program with a `// ---- HA` section counts that section (to the next `// ----` heading): the rest is its demo
+# app and test harness; otherwise every line that is not blank or a comment.
+for f in examples/mirror-node.ts examples/farm-node.ts test/vendor/cjs.cts; do
   n="$(node -e '
-    const src = require("fs").readFileSync(process.argv[1], "utf8");
+    const src = require("fs").readFileSync(process.argv[1], "utf8").split("\n");
+    const start = src.findIndex((l) => l.startsWith("// ---- HA"));
+    let lines = src;
+    if (start >= 0) {
+      const end = src.findIndex((l, i) => i > start && l.startsWith("// ---- "));
+      lines = src.slice(start + 1, end < 0 ? undefined : end);
+    }
     let inBlock = false, n = 0;
-    for (let line of src.split("\n")) {
+    for (let line of lines) {
       line = line.trim();
       if (inBlock) { if (line.includes("*/")) { inBlock = false; line = line.slice(line.indexOf("*/") + 2).trim(); } else continue; }
       if (line.startsWith("/*")) { if (!line.includes("*/")) { inBlock = true; continue; } line = line.slice(line.indexOf("*/") + 2).trim(); }
@@ -130,4 +142,23 @@ for f in test/vendor/mirror.ts test/vendor/farm.ts test/vendor/cjs.cts; do
     console.log(n);' "$f")"
   say "$f: $n lines of HA code"
 done
+
+# ---- run them from the installed package, in network namespaces (root) ----------------------------------
+# The lab tests that start these programs run them from the scratch project (HOLDFAST_PROGRAM_ROOT): a 3-node farm
+# (settled, then a node killed: survivors' connections complete, new ones served within 1 s; it rejoins breaking nothing) and a
+# 2-node mirror (the primary crashes under writes: failover, every acknowledged record on the new primary, resync
+# and swap back).
+if [ "$(id -u)" -eq 0 ] && [ "${HOLDFAST_VENDOR_LAB:-1}" = 1 ]; then
+  mkdir -p "$app/examples" "$repo/.test-results"
+  cp examples/farm-node.ts examples/mirror-node.ts "$app/examples/"
+  HOLDFAST_PROGRAM_ROOT="$app" npx vitest run --project lab \
+    --reporter=default --reporter=json --outputFile="$repo/.test-results/vendor.json" \
+    test/lab/farm.test.ts test/lab/mirror-module.test.ts \
+    -t "settles with every owned bucket|SIGKILL of a node|acknowledged records survive a crash of the primary" ||
+    fail "the example programs run from the installed package failed their lab tests"
+  node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    if (r.numPassedTests < 3) { console.error(`vendor: only ${r.numPassedTests} lab tests passed`); process.exit(1); }
+    console.log(`vendor: from the installed package: ${r.numPassedTests} lab tests passed (3-node farm crash + rejoin, 2-node mirror crash)`);' "$repo/.test-results/vendor.json"
+fi
 say "ok"

@@ -1,9 +1,14 @@
-// A CommonJS consumer: `require("holdfast")` resolves to dist/index.cjs and its index.d.cts.
+// A CommonJS consumer: `require("holdfast")` resolves to dist/index.cjs and its index.d.cts. Typechecked only.
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the CommonJS form under test
 import holdfast = require("holdfast");
 
-const key: string = holdfast.generateKey();
-const membership = new holdfast.Membership({ clusterId: "c", nodeId: "a", key, nodes: [{ id: "a", addresses: ["127.0.0.1"] }] });
-const probe = new holdfast.PingProbe({ host: "127.0.0.1" });
-const names: string[] = [membership.nodeId, probe.name, typeof holdfast.PacketFilter, typeof holdfast.FileReplicator];
-console.log(names.join(" "));
+const host = new holdfast.Host({
+  cluster: { id: "c", key: holdfast.generateKey(), nodes: [{ id: "a", addresses: ["198.18.0.10"] }, { id: "b", addresses: ["198.18.0.11"] }] },
+  node: "a",
+  modules: [{ name: "web", kind: "farm", vips: ["198.18.0.100/32"], hooks: { start_both: () => undefined } }],
+  farm: { web: { iface: "eth0" } },
+  stateDir: "/tmp/holdfast-cjs/state",
+  logDir: "/tmp/holdfast-cjs/log",
+});
+host.on("moduleState", (name, s) => console.log(name, s.state));
+void host.start();

@@ -121,9 +121,12 @@ export class MembershipCluster {
   }
 
   spawn(n: ClusterNode): void {
-    const program = join(REPO, this.opts.program ?? "examples/membership-node.ts");
+    // HOLDFAST_PROGRAM_ROOT: run the programs from a vendor's project instead (scripts/vendor-test.sh copies the
+    // examples into one where "holdfast" is the installed tarball, and tsx is installed beside it).
+    const root = process.env.HOLDFAST_PROGRAM_ROOT ?? REPO;
+    const program = join(root, this.opts.program ?? "examples/membership-node.ts");
     const extra = this.opts.args?.(n.host) ?? [];
-    const proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", program, "--config", this.configPath, "--node", n.id, ...extra], { cwd: REPO });
+    const proc = this.lab.spawn(n.host, [process.execPath, "--import", "tsx", program, "--config", this.configPath, "--node", n.id, ...extra], { cwd: root });
     n.attach(proc);
   }
 
