@@ -15,7 +15,7 @@ import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Host, farmOf } from "holdfast";
+import { Host, farmOf, traceHost } from "holdfast";
 
 const { values: a } = parseArgs({
   options: {
@@ -96,20 +96,7 @@ const host = new Host({
   stateDir: join(dir, "state"),
   logDir: join(dir, "log"),
 });
-host.on("attached", ({ module }) => {
-  const { driver, filter } = farmOf(host, module.name)!;
-  filter.on("backend", (e) => out({ type: "backend", name: e.name, reason: e.reason }));
-  driver.on("buckets", (e) => out({ type: "buckets", owned: e.owned, sole: e.sole, owners: e.owners, reason: e.reason }));
-  driver.on("contested", (e) => out({ type: "contested", owned: e.owned, sole: e.sole, reason: e.reason }));
-  driver.on("held", (e) => out({ type: "held", held: e.held, cleared: e.cleared }));
-  module.on("state", (s) => out({ type: "state", state: s.state, ready: s.ready, transient: s.transient, reason: s.reason }));
-});
-host.on("error", (e) => out({ type: "error", message: e.message }));
-host.membership.on("localStall", (e) => out({ type: "stall", gapMs: Math.round(e.gapMs) }));
-host.membership.on("event", (e) => {
-  if (e.type === "nodeDown" || e.type === "nodeUp") out({ type: e.type, node: e.node, reason: e.reason });
-  else if (e.type === "viewChange") out({ type: "viewChange", members: e.view.members.map((m) => m.id), agreed: e.agreed });
-});
+traceHost(host, out); // every membership, module and farm event as a JSON line
 await host.start();
 out({ type: "ready", node: nodeId, pid: process.pid });
 

@@ -27,7 +27,7 @@ import { open, readFile } from "node:fs/promises";
 import { join, resolve as resolvePath } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { Host, mirrorDriverOf, type CheckerEntry, type MirrorDriver, type ModuleCommand, type ResyncMode } from "holdfast";
+import { Host, mirrorDriverOf, traceHost, type CheckerEntry, type MirrorDriver, type ModuleCommand, type ResyncMode } from "holdfast";
 
 const { values: a } = parseArgs({
   options: {
@@ -375,19 +375,8 @@ const host = new Host({
   stateDir: join(dir, "state"),
   logDir: join(dir, "log"),
 });
-host.on("attached", ({ module }) => {
-  driver = mirrorDriverOf(host, module.name)!;
-  for (const e of ["role", "sync", "degraded", "resyncStart", "resyncProgress", "synced", "metrics"] as const) driver.on(e, (x: object) => out({ type: e, ...x }));
-  driver.on("error", (e) => out({ type: "error", message: e.message }));
-  module.on("state", (s) => out({ type: "state", state: s.state, ready: s.ready, transient: s.transient, next: s.next, reason: s.reason }));
-  module.on("record", (r) => r.kind === "event" && r.event.type === "decision" && out({ type: "decision", level: r.event.level, cause: r.event.cause }));
-});
-host.on("verdict", (_m, v) => out({ type: "checker", checker: v.checker, ok: v.ok, reason: v.reason }));
-host.on("error", (e) => out({ type: "error", message: e.message }));
-host.membership.on("event", (e) => {
-  if (e.type === "nodeDown" || e.type === "nodeUp") out({ type: e.type, node: e.node, reason: e.reason });
-  else if (e.type === "viewChange") out({ type: "viewChange", members: e.view.members.map((m) => m.id), agreed: e.agreed });
-});
+host.on("attached", ({ module }) => (driver = mirrorDriverOf(host, module.name)!));
+traceHost(host, out); // every membership, module, checker and replication event as a JSON line
 await host.start();
 const module = host.module("db");
 

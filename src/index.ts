@@ -5,6 +5,7 @@
 // ---- a node, composed: the host and its module kinds ---------------------------------------------
 export { Host, COMMANDS, type HostOptions, type HostEvents, type HostState, type HostedModule, type HostExtension, type ModuleExtension, type ExtensionContext, type PrepareContext, type ExtensionCommand, type MetricSample, type ModuleView, type CommandName } from "./host/host.js";
 export { decodeHostConfig, loadHostConfig, isHostConfig, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, DEFAULT_REPLICATION_PORT, type HostConfig, type HostConfigInput, type HostNode, type FarmEntry, type ReplicationSyncEntry, type DecodeOptions, type Written } from "./host/config.js";
+export { traceHost, type TraceLine, type TraceOptions } from "./host/trace.js";
 export { farmKind, farmOf, defaultSharedMac } from "./farm/kind.js";
 export { mirrorKind, noReplicationKind, mirrorDriverOf, type ResyncInfo } from "./mirror/kind.js";
 

@@ -16,7 +16,10 @@ import { tarGz } from "./tar.js";
 export const USAGE = `usage: holdfast COMMAND [options]
 
 Daemon and setup:
-  daemon --config FILE [--node-id ID]      run this node's modules (systemd: Type=notify)
+  daemon --config FILE [--node-id ID] [--trace]
+                                           run this node's modules (systemd: Type=notify); --trace: every
+                                           membership, module, checker, farm and replication event as a
+                                           JSON line on stdout (kind "trace")
   config check FILE [--node-id ID]         print OK, or every problem with its path and value (exit 0/1)
   keygen                                   print a new cluster key (base64)
   token new ROLE [NAME]                    print a new API token and its config entry (role: admin|control|monitor)
@@ -71,11 +74,12 @@ const OPTIONS = {
   force: { type: "boolean" },
   output: { type: "string", short: "o" },
   help: { type: "boolean", short: "h" },
+  trace: { type: "boolean" },
 } as const;
 
 export type CliCommand =
   | { readonly kind: "help" }
-  | { readonly kind: "daemon"; readonly config: string; readonly nodeId?: string }
+  | { readonly kind: "daemon"; readonly config: string; readonly nodeId?: string; readonly trace?: boolean }
   | { readonly kind: "config-check"; readonly file: string; readonly nodeId?: string }
   | { readonly kind: "keygen" }
   | { readonly kind: "token-new"; readonly role: "admin" | "control" | "monitor"; readonly name: string }
@@ -129,7 +133,7 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
     case "daemon": {
       arity(0, "no arguments (daemon --config FILE)");
       if (v.config === undefined) throw new UsageError("daemon: --config FILE is required");
-      return { kind: "daemon", config: v.config, ...(nodeId !== undefined ? { nodeId } : {}) };
+      return { kind: "daemon", config: v.config, ...(nodeId !== undefined ? { nodeId } : {}), ...(v.trace ? { trace: true } : {}) };
     }
     case "config": {
       if (rest[0] !== "check" || rest.length !== 2) throw new UsageError("config: expected `config check FILE`");
@@ -271,7 +275,7 @@ async function execute(cmd: CliCommand, io: CliIO): Promise<number> {
     }
     case "daemon": {
       const { runDaemon } = await import("./run.js");
-      await runDaemon({ config: cmd.config, ...(cmd.nodeId !== undefined ? { nodeId: cmd.nodeId } : {}) });
+      await runDaemon({ config: cmd.config, ...(cmd.nodeId !== undefined ? { nodeId: cmd.nodeId } : {}), ...(cmd.trace ? { trace: true } : {}) });
       return -1; // keeps running; the signal handlers exit
     }
     case "state":

@@ -5,6 +5,7 @@
  * modules stopped (stop hooks run, VIPs removed), membership left, API closed, within `stopTimeoutMs`
  * (then exit code 1), as systemd's `TimeoutStopSec` expects.
  */
+import { traceHost } from "holdfast";
 import { loadConfig } from "./config.js";
 import { ApiServer } from "./api.js";
 import { Daemon } from "./daemon.js";
@@ -15,6 +16,8 @@ export interface RunOptions {
   readonly nodeId?: string;
   /** Overall bound of a clean shutdown, ms. Default 30 000 (below systemd's default TimeoutStopSec of 90 s). */
   readonly stopTimeoutMs?: number;
+  /** Print every event of the host (`traceHost`) as a JSON line of kind "trace" (labs, benches, debugging). */
+  readonly trace?: boolean;
 }
 
 export async function runDaemon(opts: RunOptions): Promise<void> {
@@ -24,6 +27,7 @@ export async function runDaemon(opts: RunOptions): Promise<void> {
   daemon.on("membership", (l) => out({ kind: "membership", ...l, ts: undefined }));
   daemon.on("moduleState", (m, s) => out({ kind: "module", node: daemon.nodeId, ...s, module: m }));
   daemon.on("error", (e) => out({ kind: "error", node: daemon.nodeId, error: e.message }));
+  if (opts.trace) traceHost(daemon, (l) => out({ kind: "trace", node: daemon.nodeId, ...l }));
   const api = new ApiServer({ daemon });
   const stopTimeoutMs = opts.stopTimeoutMs ?? 30_000;
 
