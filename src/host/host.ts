@@ -40,6 +40,7 @@ import type { ResolvedModule } from "../core/module/config.js";
 import type { ModuleCommand, ModuleState, ModuleStatus } from "../core/module/types.js";
 import { withMetaFields, type MetaFields } from "../farm/meta.js";
 import { MirrorVip } from "../mirror/vip.js";
+import { HookUnit, killLeftovers } from "../runtime/containment.js";
 import { Membership } from "../runtime/membership.js";
 import { bindMembership, FileModuleStore, Module, type ModuleStateStore, type VipDriver } from "../runtime/module.js";
 import { decodeHostConfig, isHostConfig, requireNodeId, type HostConfig, type HostConfigInput } from "./config.js";
@@ -209,6 +210,8 @@ export class Host extends EventEmitter<HostEvents> {
   private unbind: (() => void) | undefined;
   private readonly detachCheckers = new Map<string, () => void>();
   private readonly closers: (() => void)[] = [];
+  /** Each module's hook-process unit (cgroup or recorded process groups). */
+  private readonly units = new Map<string, HookUnit>();
   private running = false;
   private stopping: Promise<void> | undefined;
 
@@ -269,20 +272,31 @@ export class Host extends EventEmitter<HostEvents> {
     };
     const extensions = [...BUILTIN_EXTENSIONS, ...(this.opts.extensions ?? [])];
     for (const configured of this.config.modules) {
-      // A VIP left behind by a crashed run would answer for a node that is not primary: every module starts in
-      // STOP, so none of its VIPs may be here yet.
-      for (const v of configured.vips) await fallbackVip.remove(v, configured.name).catch((e: unknown) => this.fail(e));
       let def = configured;
       for (const ext of extensions) def = (await ext.prepare?.({ host: this, definition: def, nodeId: this.nodeId, config: this.config })) ?? def;
+      // The module's script hooks, and all they fork, run in a unit (cgroup) that the next run finds (containment.ts).
+      const unit = HookUnit.open({ cluster: this.config.clusterId, node: this.nodeId, module: def.name, stateDir: this.config.stateDir });
       const module = await Module.create(def, {
         nodeId: this.nodeId,
         store,
         vip,
         logDir: this.config.logDir,
-        hookEnv: { HOLDFAST_NODE: this.nodeId, HOLDFAST_CLUSTER: this.config.clusterId },
+        hookEnv: { HOLDFAST_NODE: this.nodeId, HOLDFAST_CLUSTER: this.config.clusterId, ...unit.env() },
         // A shorter own stall cannot have let a peer declare this node lost (the engine's default fits the LAN preset).
         ...(this.config.preset === "lan" ? {} : { stallStepDownMs: this.config.timing.lossTimeoutMs - this.config.timing.pulseMs }),
       });
+      const note = (level: "info" | "warn" | "error", line: string) => module.note(level, line);
+      note("info", unit.describe());
+      // An application a crashed run started may still answer: gone before this node reports anything or adds a VIP.
+      await unit.clean(note, "left by a previous run");
+      this.units.set(def.name, unit);
+      // After an orderly stop (stop hooks ran), nothing the hooks started may stay (a child a stop hook forgot).
+      module.on("state", (s) => {
+        if (s.state === "STOP" && !s.transient) killLeftovers(unit, note, "module stopped");
+      });
+      // A VIP left behind by a crashed run would answer for a node that is not primary: every module starts in
+      // STOP, so none of its VIPs may be here yet.
+      for (const v of configured.vips) await fallbackVip.remove(v, configured.name).catch((e: unknown) => this.fail(e));
       const h: HostedModule = { module, checkers: undefined, extensions: [], counts: { transitions: new Map(), failovers: 0, commands: new Map() } };
       this.modules.set(def.name, h);
       this.wireModule(h);
@@ -401,8 +415,12 @@ export class Host extends EventEmitter<HostEvents> {
           await m.forcestop().catch(() => undefined);
         }
         this.stopCheckers(h);
+        // Before the kinds close (the mirror unmounts): nothing the hooks started may hold the data or answer.
+        const unit = this.units.get(m.name);
+        await unit?.clean((level, line) => m.note(level, line), "module stopped at shutdown").catch((e: unknown) => this.fail(e));
         for (const x of h.extensions) await x.close?.().catch((e: unknown) => this.fail(e));
         await m.close();
+        unit?.remove();
       }),
     );
     this.unbind?.();

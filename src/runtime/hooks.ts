@@ -7,9 +7,17 @@
  * cancel) the whole group gets SIGTERM, then SIGKILL after `killGraceMs`, so that children the script
  * started (an app launched in the background by a start script that then hangs) go too. Every output
  * line is passed to `onOutput` (the module's event log) and the last lines are kept in the result.
+ *
+ * Containment (see containment.ts): when the environment names the module's cgroup (`HOLDFAST_CGROUP`), a script
+ * joins it before it runs (`sh -c 'echo $$ > cgroup.procs && exec "$@"'`), so everything it forks, daemonised or
+ * not, stays findable after a crash of the host; with `HOLDFAST_PGROUP_RECORD` its process group is recorded
+ * there instead. A function hook runs in the host's own process (not contained: the host dies with it); script
+ * hooks it runs through `runHook` inherit its unit.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { accessSync, constants, readFileSync, readdirSync } from "node:fs";
+import { CGROUP_ENV, PGROUP_ENV, recordGroup } from "./containment.js";
 import type { HookName, HookSpec, ModuleState } from "../core/module/index.js";
 
 export interface HookRunRequest {
@@ -48,13 +56,33 @@ export interface HookResult {
 const KEEP_LINES = 50;
 const MAX_LINE = 2000;
 
+/** The unit of the hook being run: a script joins it (cgroup) or records its process group in it (pgroup). */
+type Unit = { readonly cgroup: string } | { readonly pgroupFile: string };
+/** The unit of the function hook in progress, for the script hooks it runs (the mirror kind's script hooks). */
+const currentUnit = new AsyncLocalStorage<Unit | undefined>();
+
+function unitOf(req: HookRunRequest): Unit | undefined {
+  const cg = req.env?.[CGROUP_ENV];
+  if (cg) return { cgroup: cg };
+  const pg = req.env?.[PGROUP_ENV];
+  if (pg) return { pgroupFile: pg };
+  return currentUnit.getStore();
+}
+
+/**
+ * Joins the cgroup directory $0 (made again if something removed it), then runs the hook; a failed join fails the
+ * hook rather than run it uncontained.
+ */
+const JOIN_CGROUP = 'mkdir -p "$0" 2>/dev/null; echo $$ > "$0/cgroup.procs" || { echo "holdfast: cannot join cgroup $0" >&2; exit 126; }; exec "$@"';
+
 /** Runs one hook. Never throws: every failure is a result with `ok: false`. */
 export async function runHook(req: HookRunRequest): Promise<HookResult> {
   const spec = req.spec;
-  if (typeof spec === "function") return runFunction(req, spec, req.defaultTimeout);
-  if (typeof spec === "string") return runScript(req, spec, [], req.defaultTimeout);
-  if ("fn" in spec) return runFunction(req, spec.fn, spec.timeout ?? req.defaultTimeout);
-  return runScript(req, spec.path, spec.args ?? [], spec.timeout ?? req.defaultTimeout);
+  const unit = unitOf(req);
+  if (typeof spec === "function") return currentUnit.run(unit, () => runFunction(req, spec, req.defaultTimeout));
+  if (typeof spec === "string") return runScript(req, spec, [], req.defaultTimeout, unit);
+  if ("fn" in spec) return currentUnit.run(unit, () => runFunction(req, spec.fn, spec.timeout ?? req.defaultTimeout));
+  return runScript(req, spec.path, spec.args ?? [], spec.timeout ?? req.defaultTimeout, unit);
 }
 
 async function runFunction(
@@ -159,7 +187,7 @@ export function groupAlive(pgid: number): boolean {
   return false;
 }
 
-async function runScript(req: HookRunRequest, path: string, args: readonly string[], timeout: number): Promise<HookResult> {
+async function runScript(req: HookRunRequest, path: string, args: readonly string[], timeout: number, unit: Unit | undefined): Promise<HookResult> {
   const started = performance.now();
   const output: string[] = [];
   const grace = req.killGraceMs ?? 1000;
@@ -180,12 +208,29 @@ async function runScript(req: HookRunRequest, path: string, args: readonly strin
     let exitSignal: NodeJS.Signals | null = null;
     let killTimer: ReturnType<typeof setTimeout> | undefined;
     let spawnError: Error | undefined;
-    const child = spawn(path, [...args, req.state, req.nextState, req.reason], {
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env,
-    });
-    const pid = child.pid;
+    const argv = [...args, req.state, req.nextState, req.reason];
+    let cmd = path;
+    if (unit && "cgroup" in unit) {
+      // Through sh, a missing script would be sh's exit 127: say it as a direct spawn would.
+      if (path.includes("/")) {
+        try {
+          accessSync(path, constants.X_OK);
+        } catch (e) {
+          spawnError = e as Error;
+        }
+      }
+      cmd = "/bin/sh";
+      argv.unshift("-c", JOIN_CGROUP, unit.cgroup, path);
+    }
+    const child = spawnError
+      ? undefined
+      : spawn(cmd, argv, {
+          detached: true,
+          stdio: ["ignore", "pipe", "pipe"],
+          env,
+        });
+    const pid = child?.pid;
+    if (pid !== undefined && unit && "pgroupFile" in unit) recordGroup(unit.pgroupFile, pid);
     const partial = { stdout: "", stderr: "" };
     const onData = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
       const text = partial[stream] + chunk.toString("utf8");
@@ -196,8 +241,8 @@ async function runScript(req: HookRunRequest, path: string, args: readonly strin
         req.onOutput?.(line, stream);
       }
     };
-    child.stdout?.on("data", onData("stdout"));
-    child.stderr?.on("data", onData("stderr"));
+    child?.stdout?.on("data", onData("stdout"));
+    child?.stderr?.on("data", onData("stderr"));
 
     const terminate = () => {
       if (pid === undefined) return;
@@ -254,6 +299,10 @@ async function runScript(req: HookRunRequest, path: string, args: readonly strin
         ...(pid !== undefined ? { pid } : {}),
       });
     };
+    if (!child) {
+      queueMicrotask(() => void finish());
+      return;
+    }
     child.on("error", (e) => {
       spawnError = e;
       void finish();
