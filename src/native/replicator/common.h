@@ -53,6 +53,19 @@ const char *rel(const char *path);
 /* Rejects empty paths, paths not starting with '/', and any ".." component. */
 int path_ok(const char *p, size_t len);
 
+/* Parent liveness (main.c). The helper must not outlive the process that spawned it (its supervisor): an
+ * orphan primary would keep serving a copy that may no longer be primary and hold the extent-log lock.
+ * parent_watch_setup: from the main thread (which lives as long as the helper), before any other thread: blocks
+ * HF_PDEATH_SIG in every thread to come and asks the kernel for it when the parent dies (PR_SET_PDEATHSIG);
+ * returns 1 when the parent is already gone (it died before the request: the ppid changed since main started, or
+ * the supervisor named by HOLDFAST_PARENT_PID no longer exists).
+ * parent_watch_start: a thread that calls on_gone(why) once, when that signal arrives or, with watch_stdin, at
+ * the end of stdin (the supervisor's end of the pipe closed: it is gone). */
+int parent_watch_setup(void);
+void parent_watch_start(int watch_stdin, void (*on_gone)(const char *why));
+/* 1 when stdin is a pipe or socket: something holds its other end, so its end means that holder is gone. */
+int stdin_is_channel(void);
+
 int run_primary(int argc, char **argv);
 int run_secondary(int argc, char **argv);
 #endif

@@ -134,10 +134,23 @@ void degrade(const char *reason) {
 }
 
 /* ---------- op lifecycle used by every mutating FUSE operation ---------- */
-void op_begin(struct op *o) {
-  pthread_mutex_lock(&G.lk);
-  while (G.gate_closed) pthread_cond_wait(&G.gate_cv, &G.lk);
-  (void)o;
+static int permit_needed_locked(const struct op *o);
+static int permit_wait_cond(int or_connected);
+
+/* Takes G.lk (held until op_end) once the operation may touch the backing directory: never after the helper was
+ * told to stop or lost its parent (-EIO, nothing applied), and a data change (write, truncate, fallocate) of a
+ * replicated file, while degraded, only under a permit: without one it waits here, before its local apply, for
+ * a renewal or a reconnection (so a primary that lost its role changes no file content the peer never sees). */
+int op_begin(struct op *o) {
+  for (;;) {
+    pthread_mutex_lock(&G.lk);
+    while (G.gate_closed && !G.stopping) pthread_cond_wait(&G.gate_cv, &G.lk);
+    if (G.stopping) { pthread_mutex_unlock(&G.lk); return -EIO; }
+    if (!permit_needed_locked(o)) return 0;
+    pthread_mutex_unlock(&G.lk);
+    int r = permit_wait_cond(1);
+    if (r) return r;
+  }
 }
 
 int send_raw(uint8_t type, uint8_t flags, struct hf_args *a, const char *path, const char *path2, const void *data) {
@@ -311,12 +324,13 @@ static long long permit_remaining_ms(void) {
   return until > now ? (long long)((until - now) / 1000000u) : 0;
 }
 
-/* 0 once a permit covers now; -EIO if the helper stops first. */
-static int permit_wait(void) {
-  if (permit_always) return 0;
+/* 0 once a permit covers now (or, with or_connected, once the link is up: acks then need none); -EIO if the
+ * helper stops first (a standing permit acknowledges nothing alone after a stop either). */
+static int permit_wait_cond(int or_connected) {
+  if (permit_always) return G.stopping ? -EIO : 0;
   pthread_mutex_lock(&permit_lk);
   int waited = 0, r = 0;
-  while (mono_ns() >= permit_until_ns) {
+  while (mono_ns() >= permit_until_ns && !(or_connected && G.connected)) {
     if (G.stopping) { r = -EIO; break; }
     if (!waited) {
       waited = 1;
@@ -333,8 +347,21 @@ static int permit_wait(void) {
     pthread_cond_timedwait(&permit_cv, &permit_lk, &dl);
   }
   if (waited) permit_waiting--;
+  if (G.stopping) r = -EIO;
   pthread_mutex_unlock(&permit_lk);
   return r;
+}
+static int permit_wait(void) { return permit_wait_cond(0); }
+
+/* Whether o, about to be applied, must first wait for a permit (see op_begin). G.lk held. */
+static int permit_needed_locked(const struct op *o) {
+  if (permit_always || G.standalone || G.connected) return 0;
+  if (o->type != HF_WRITE && o->type != HF_TRUNCATE && o->type != HF_FALLOCATE) return 0;
+  if (filter_active() && !filter_replicated(o->path, 0)) return 0; /* excluded: never needs a permit */
+  pthread_mutex_lock(&permit_lk);
+  int expired = mono_ns() >= permit_until_ns;
+  pthread_mutex_unlock(&permit_lk);
+  return expired;
 }
 
 /* Waits for the ack (bounded), or for the log record to be durable. Returns 0, or -EIO if a reply was wanted
@@ -547,7 +574,8 @@ static int f_statfs(const char *path, struct statvfs *st) { (void)path; return R
 
 static int f_mknod(const char *path, mode_t mode, dev_t rdev) {
   struct op o = {.type = HF_MKNOD, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = RET(mknodat(G.bfd, rel(path), mode, rdev));
   if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
   if (!r) {
@@ -560,7 +588,8 @@ static int f_mknod(const char *path, mode_t mode, dev_t rdev) {
 }
 static int f_mkdir(const char *path, mode_t mode) {
   struct op o = {.type = HF_MKDIR, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = RET(mkdirat(G.bfd, rel(path), mode));
   if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
   struct stat st;
@@ -577,7 +606,8 @@ static int simple_path_op(uint8_t type, const char *path, const char *path2, int
                                                                                       unsigned),
                           unsigned flags) {
   struct op o = {.type = type, .path = path, .path2 = path2};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   mt_flush_locked(); /* unlink/rmdir/link/rename: the noted paths must still name their files */
   int r = fn(path, path2, flags);
   if (!r) { o.a.flags = flags; op_submit(&o); }
@@ -597,7 +627,8 @@ static int f_rename(const char *from, const char *to, unsigned flags) {
 }
 static int f_symlink(const char *target, const char *path) {
   struct op o = {.type = HF_SYMLINK, .path = path, .path2 = target};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = RET(symlinkat(target, G.bfd, rel(path)));
   if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
   if (!r) { o.a.uid = CTX->uid; o.a.gid = CTX->gid; op_submit(&o); }
@@ -607,7 +638,8 @@ static int f_symlink(const char *target, const char *path) {
 }
 static int f_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct op o = {.type = HF_CHMOD, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = fi ? RET(fchmod((int)fi->fh, mode)) : RET(fchmodat(G.bfd, rel(path), mode, 0));
   if (!r) { o.a.mode = mode; op_submit(&o); }
   op_end(&o);
@@ -616,7 +648,8 @@ static int f_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
 }
 static int f_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
   struct op o = {.type = HF_CHOWN, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = fi ? RET(fchown((int)fi->fh, uid, gid)) : RET(fchownat(G.bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW));
   if (!r) { o.a.uid = uid; o.a.gid = gid; op_submit(&o); }
   op_end(&o);
@@ -629,7 +662,8 @@ static void set_mtime(struct op *o, const struct stat *st) {
 }
 static int f_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   struct op o = {.type = HF_TRUNCATE, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int fd = fi ? (int)fi->fh : openat(G.bfd, rel(path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
   int r = fd < 0 ? -errno : RET(ftruncate(fd, size));
   struct stat st;
@@ -642,7 +676,8 @@ static int f_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
 }
 static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_file_info *fi) {
   struct op o = {.type = HF_UTIMENS, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = fi ? RET(futimens((int)fi->fh, ts)) : RET(utimensat(G.bfd, rel(path), ts, AT_SYMLINK_NOFOLLOW));
   struct stat st;
   /* UTIME_NOW must mean the same instant on both sides: send what the primary actually stored */
@@ -658,7 +693,8 @@ static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_
 }
 static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct op o = {.type = HF_CREATE, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int fd = openat(G.bfd, rel(path), (fi->flags & ~(O_APPEND | O_DIRECT)) | O_CREAT | O_CLOEXEC, mode);
   int r = fd < 0 ? -errno : 0;
   if (!r && fchown(fd, CTX->uid, CTX->gid) < 0) r = -errno;
@@ -687,7 +723,8 @@ static int f_open(const char *path, struct fuse_file_info *fi) {
     return 0;
   }
   struct op o = {.type = HF_TRUNCATE, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int fd = openat(G.bfd, rel(path), flags);
   int r = fd < 0 ? -errno : 0;
   struct stat st;
@@ -704,7 +741,8 @@ static int f_read(const char *path, char *buf, size_t size, off_t off, struct fu
 }
 static int f_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   struct op o = {.type = HF_WRITE, .path = path, .data = buf};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   ssize_t n = pwrite((int)fi->fh, buf, size, off);
   int r = n < 0 ? -errno : 0;
   if (G.lazy_mtime) {
@@ -757,7 +795,8 @@ static int f_release(const char *path, struct fuse_file_info *fi) {
 static int f_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   struct op o = {.type = HF_FSYNC, .path = path};
   o.a.flags = datasync ? 1 : 0;
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   if (!datasync) mt_flush_fd_locked((int)fi->fh); /* fsync makes the mtime durable too: on both sides */
   op_submit(&o); /* the secondary flushes while we flush */
   op_end(&o);
@@ -768,7 +807,8 @@ static int f_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {
   (void)datasync;
   struct op o = {.type = HF_FSYNCDIR, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   op_submit(&o);
   op_end(&o);
   int r = RET(fsync(dirfd((DIR *)(uintptr_t)fi->fh)));
@@ -777,7 +817,8 @@ static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 }
 static int f_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi) {
   struct op o = {.type = HF_FALLOCATE, .path = path};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = RET(fallocate((int)fi->fh, mode, off, len));
   struct stat st;
   if (!r && fstat((int)fi->fh, &st) == 0) set_mtime(&o, &st);
@@ -789,7 +830,8 @@ static int f_fallocate(const char *path, int mode, off_t off, off_t len, struct 
 static int f_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
   char a[8300];
   struct op o = {.type = HF_SETXATTR, .path = path, .path2 = name, .data = value};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = RET(lsetxattr(absp(path, a, sizeof a), name, value, size, flags));
   if (!r) { o.a.data_len = (uint32_t)size; o.a.flags = (uint32_t)flags; op_submit(&o); }
   op_end(&o);
@@ -809,7 +851,8 @@ static int f_listxattr(const char *path, char *list, size_t size) {
 static int f_removexattr(const char *path, const char *name) {
   char a[8300];
   struct op o = {.type = HF_REMOVEXATTR, .path = path, .path2 = name};
-  op_begin(&o);
+  int b0 = op_begin(&o);
+  if (b0) return b0;
   int r = RET(lremovexattr(absp(path, a, sizeof a), name));
   if (!r) op_submit(&o);
   op_end(&o);
@@ -867,6 +910,11 @@ static void *link_thread(void *arg) {
     struct timeval tv = {0, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     pthread_mutex_lock(&G.lk);
+    if (G.stopping) { /* stopped while dialling: no new link, no resync */
+      pthread_mutex_unlock(&G.lk);
+      conn_destroy(c); close(fd); free(c);
+      break;
+    }
     G.c = c;
     G.connected = 1;
     G.gen++;
@@ -875,6 +923,7 @@ static void *link_thread(void *arg) {
     uint64_t gen = G.gen;
     pthread_mutex_unlock(&G.lk);
     emit("{\"event\":\"connected\"}");
+    permit_wake_all(); /* data writes held for a permit may go now: the secondary acks them */
     pthread_t rt;
     pthread_create(&rt, NULL, resync_thread, (void *)(uintptr_t)gen);
     for (;;) {
@@ -918,10 +967,76 @@ int parse_mode(const char *s) {
   return !strcmp(s, "full") ? RS_FULL : !strcmp(s, "checksum") ? RS_CHECKSUM : !strcmp(s, "verify") ? RS_VERIFY : RS_LOG;
 }
 
+/* ---------- stop ----------
+ * Three ways in: the `stop` command, the end of stdin (the supervisor closed it or died) and the parent-death
+ * signal (parent_watch_start). In each: no operation touches the backing directory any more (op_begin refuses,
+ * G.stopping is set under G.lk), waiting operations get EIO, the mount is detached, and the helper exits.
+ * The FUSE loop ends by itself only when the detached mount is unused or a request comes; an application that
+ * still holds a file or its cwd in the mount (an orphan after its supervisor died) keeps it alive, so after a
+ * short grace the helper finishes here and exits: its /dev/fuse fds close, the kernel aborts the connection,
+ * and that application gets ENOTCONN instead of a copy that may no longer be primary; the extent-log lock goes
+ * with the process. */
+static pthread_mutex_t exit_lk = PTHREAD_MUTEX_INITIALIZER;
+
+/* The last step, taken once (by the main thread after the FUSE loop, or by the stopping thread). clean: every
+ * operation applied here is acked or in the log, so the next start need not verify. Does not return. */
+static void finish(int clean, int rc) {
+  pthread_mutex_lock(&exit_lk); /* never released: the process ends here */
+  fdatasync(G.logfd);
+  if (clean) unlink(G.marker);
+  emit("{\"event\":\"stopped\",\"rc\":%d}", rc);
+  fflush(stdout);
+  _exit(0); /* link/resync threads hold no state that needs an orderly end; the log is durable */
+}
+
+static int lock_within(pthread_mutex_t *m, int ms) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += ms / 1000;
+  dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+  return pthread_mutex_timedlock(m, &dl) == 0;
+}
+
+/* Sets G.stopping under G.lk (bounded wait: an operation holds it at most one send timeout). With degrade, the
+ * link is dropped too: unacked operations go to the log and their callers get EIO. 1 when G.lk was taken. */
+static int stop_locked_state(const char *why, int degrade_too, int wait_ms) {
+  int locked = lock_within(&G.lk, wait_ms);
+  G.stopping = 1;
+  if (locked) {
+    pthread_cond_broadcast(&G.gate_cv);
+    if (degrade_too && !G.standalone) degrade_locked(why);
+    fdatasync(G.logfd);
+    pthread_mutex_unlock(&G.lk);
+  }
+  permit_wake_all();
+  return locked;
+}
+
+/* parent_gone: the supervisor is gone (end of stdin, parent-death signal): out within ~0.5 s. Otherwise (the
+ * `stop` command) in-flight operations get their acks first, for up to ack timeout + 1 s. */
+static int stop_hurry; /* the parent went during a `stop`'s grace: cut it short */
+static void primary_stop(const char *why, int parent_gone) {
+  static int once;
+  if (parent_gone) __atomic_store_n(&stop_hurry, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_exchange_n(&once, 1, __ATOMIC_SEQ_CST)) return;
+  int locked = stop_locked_state(why, parent_gone, 200);
+  fuse_exit(G.fuse);
+  umount2(G.mount, MNT_DETACH);
+  /* the main thread finishes (and exits) if the FUSE loop ends meanwhile */
+  int grace_ms = parent_gone ? 150 : G.ack_timeout_ms + 1000;
+  for (int t = 0; t < grace_ms && !(t >= 150 && __atomic_load_n(&stop_hurry, __ATOMIC_SEQ_CST)); t += 10) usleep(10000);
+  if (!parent_gone || !locked) locked = stop_locked_state(why, 1, 200); /* drop the link: unacked ops logged */
+  finish(locked, -1);
+}
+
+static void primary_parent_gone(const char *why) { primary_stop(why, 1); }
+
 /* ---------- control channel (stdin) ---------- */
 static void *control_thread(void *arg) {
   (void)arg;
   char line[512];
+  int eof = 1;
   while (fgets(line, sizeof line, stdin)) {
     if (!strncmp(line, "stats", 5)) {
       pthread_mutex_lock(&G.wl);
@@ -946,14 +1061,12 @@ static void *control_thread(void *arg) {
     } else if (!strncmp(line, "permit ", 7)) {
       permit_set(strtol(line + 7, NULL, 10));
     } else if (!strncmp(line, "stop", 4)) {
+      eof = 0;
       break;
     }
   }
-  /* stop (or the supervisor is gone): unmount; the FUSE loop then ends; operations waiting for a permit get EIO */
-  G.stopping = 1;
-  permit_wake_all();
-  fuse_exit(G.fuse);
-  umount2(G.mount, MNT_DETACH);
+  /* the end of stdin is the liveness channel: the supervisor closed it or died */
+  primary_stop(eof ? "end of stdin: supervisor gone" : "stop", eof);
   return NULL;
 }
 
@@ -975,6 +1088,7 @@ int run_primary(int argc, char **argv) {
                                   {0, 0, 0, 0}};
   char *peer = NULL, *keyf = NULL, *logp = NULL;
   int o, threads = 16;
+  if (parent_watch_setup()) { fprintf(stderr, "holdfast-replicator: parent gone before start\n"); return 3; }
   G.next_mode = RS_LOG;
   permit_init();
   mtime_init();
@@ -1047,6 +1161,7 @@ int run_primary(int argc, char **argv) {
   if (!G.standalone) pthread_create(&lt, NULL, link_thread, NULL);
   if (!G.standalone && G.lazy_mtime) pthread_create(&mt, NULL, mtime_thread, NULL);
   pthread_create(&ct, NULL, control_thread, NULL);
+  parent_watch_start(0, primary_parent_gone); /* stdin is the control thread's: its end stops too */
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);
   fuse_loop_cfg_set_max_threads(cfg, (unsigned)threads);
@@ -1054,10 +1169,8 @@ int run_primary(int argc, char **argv) {
   G.stopping = 1;
   fuse_remove_signal_handlers(se);
   fuse_unmount(G.fuse);
-  /* a clean stop: every operation the application saw complete is on the secondary or in the log */
-  fdatasync(G.logfd);
-  unlink(G.marker);
-  emit("{\"event\":\"stopped\",\"rc\":%d}", rc);
-  fflush(stdout);
-  _exit(0); /* link/resync threads hold no state that needs an orderly end; the log is durable */
+  /* a clean stop: the loop's workers are done, so every operation the application saw complete is on the
+   * secondary or in the log */
+  finish(1, rc);
+  return 0;
 }

@@ -57,7 +57,8 @@ void degrade_locked(const char *reason);
 void degrade(const char *reason);
 /* Sends one frame with no waiter (its ack is ignored). G.lk held, connected. 0 or -1 (then degraded). */
 int send_raw(uint8_t type, uint8_t flags, struct hf_args *a, const char *path, const char *path2, const void *data);
-void op_begin(struct op *o);
+/* 0 with G.lk held, or -EIO (stopping; lock not held). */
+int op_begin(struct op *o);
 void op_submit(struct op *o);
 void op_end(struct op *o);
 int op_wait(struct op *o);

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct {
@@ -30,7 +31,10 @@ static struct {
   int encrypt;
   struct conn *c; /* current connection (one at a time) */
   uint64_t applied, bytes;
+  int stopping;   /* the supervisor is gone: nothing more is applied (under apply_lk) */
 } S;
+/* Held around each apply, so that once the supervisor is gone no operation starts on the backing directory. */
+static pthread_mutex_t apply_lk = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- fsync pool ---- */
 struct fjob { int fd; int datasync; uint64_t seq; struct conn *c; struct fjob *next; };
@@ -334,7 +338,10 @@ static void serve(struct conn *c) {
       break;
     }
     expect = h.seq + 1;
+    pthread_mutex_lock(&apply_lk);
+    if (S.stopping) { pthread_mutex_unlock(&apply_lk); free(pl); break; }
     int st = apply(c, &h, pl);
+    pthread_mutex_unlock(&apply_lk);
     free(pl);
     S.applied++;
     if (st >= 0) send_ack(c, h.seq, st, NULL, 0);
@@ -358,6 +365,21 @@ static void *serve_thread(void *arg) {
   return NULL;
 }
 
+/* The supervisor is gone (parent-death signal, end of stdin): apply nothing more and exit. The primary sees the
+ * connection end and goes degraded; an apply in progress (bounded wait for it) completes first. */
+static void secondary_parent_gone(const char *why) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_nsec += 500000000L;
+  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+  int locked = pthread_mutex_timedlock(&apply_lk, &dl) == 0;
+  S.stopping = 1;
+  (void)locked; /* kept: the process ends below, no apply starts after this point */
+  emit("{\"event\":\"stopped\",\"rc\":0,\"reason\":%s}", jstr(why));
+  fflush(stdout);
+  _exit(0);
+}
+
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator secondary --backing DIR --listen HOST:PORT --key-file F "
                   "[--state-file F] [--encrypt]\n");
@@ -369,6 +391,7 @@ int run_secondary(int argc, char **argv) {
                                  {"state-file", 1, 0, 's'}, {"encrypt", 0, 0, 'E'}, {0, 0, 0, 0}};
   char *listen_at = NULL, *keyf = NULL;
   int o;
+  if (parent_watch_setup()) { fprintf(stderr, "holdfast-replicator: parent gone before start\n"); return 3; }
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (o == 'b') S.backing = realpath(optarg, NULL);
     else if (o == 'l') listen_at = optarg;
@@ -399,6 +422,8 @@ int run_secondary(int argc, char **argv) {
   int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                             : ((struct sockaddr_in *)&ss)->sin_port);
   for (int i = 0; i < 4; i++) { pthread_t t; pthread_create(&t, NULL, fsync_worker, NULL); }
+  /* stdin: a pipe from the supervisor (FileReplicator) is a liveness channel; /dev/null or a tty is not */
+  parent_watch_start(stdin_is_channel(), secondary_parent_gone);
   emit("{\"event\":\"listening\",\"port\":%d}", port);
   struct conn *active = NULL;
   pthread_t active_thread;
