@@ -8,7 +8,8 @@
 //   direct   — client to node n0's own address (no VIP, no flooding, no filter)
 //   flooded  — the VIP with the shared MAC on every node (every frame flooded to all), no filter: only n0
 //              accepts (a plain nftables accept/drop), the baseline of the *_ratio figures
-//   ebpf / nftables / userspace — the farm (examples/farm-node.ts) with each filter backend
+//   ebpf / nftables / userspace — the farm run by the shipped daemon (`holdfast daemon`, dist/cli.js, one
+//              config file per node) with each filter backend
 //   haproxy  — HAProxy 2.6 (mode tcp, roundrobin) in c1 in front of the same three apps
 // Then, with the eBPF farm: 3,000 requests from 60 client addresses (spread over nodes), and --trials node
 // crashes (SIGKILL of the node's processes + its link down) with long-lived connections on the survivors:
@@ -59,10 +60,24 @@ async function wrk(target: string): Promise<number> {
 }
 
 async function startFarm(backend: string): Promise<MembershipCluster> {
-  const extra = backend === "ebpf" ? ["--backend", "ebpf"] : ["--backend", backend];
+  // The app and iperf3 run on their own (no hooks): the daemon only moves the buckets.
   const c = await MembershipCluster.start(lab, {
-    program: "examples/farm-node.ts",
-    args: () => ["--vip", vip, "--iface", "eth0", "--mac", MAC, "--port", "8080", "--extra-ports", "5201:address", "--app", "none", "--by", "address+port", ...extra],
+    daemon: (h) => ({
+      modules: [{ name: "web", kind: "farm", vips: [`${vip}/32`] }],
+      farm: {
+        web: {
+          iface: "eth0",
+          mac: MAC,
+          backend,
+          rules: [
+            { protocol: "tcp", port: 8080, by: "address+port" },
+            { protocol: "tcp", port: 5201, by: "address" }, // iperf3 opens several connections per test
+          ],
+        },
+      },
+      stateDir: join(lab.dir(h), `daemon-${backend}`, "state"),
+      logDir: join(lab.dir(h), `daemon-${backend}`, "log"),
+    }),
   });
   const three = await Promise.all(c.nodes.map((n) => n.waitFor((l) => l.type === "buckets" && (l.owners as string[]).length === 3, 30_000)));
   if (backend === "ebpf") {

@@ -1,5 +1,6 @@
-// Runs examples/membership-node.ts in lab namespaces and follows each node's JSON event lines.
-// Shared by the membership lab tests, the demo and bench/detect.ts.
+// Runs a program on each lab node and follows its JSON event lines: examples/membership-node.ts by default, an
+// example node (`program`), or the shipped daemon (`daemon`: dist/cli.js with a config file per node and --trace,
+// whose lines carry the same `type`s). Shared by the lab tests, the demo and the benches.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -40,6 +41,8 @@ export class ClusterNode {
         } catch {
           continue;
         }
+        // The daemon's own lines (kind "daemon") say `event`; its ready line is every program's `ready`.
+        if (l.type === undefined && (l as { kind?: unknown }).kind === "daemon" && (l as { event?: unknown }).event === "ready") l.type = "ready";
         this.lines.push(l);
         const idx = this.lines.length - 1;
         this.waiters = this.waiters.filter((w) => {
@@ -85,6 +88,12 @@ export interface ClusterOptions {
   program?: string;
   /** Extra arguments for a node's program. */
   args?: (host: LabHost) => string[];
+  /**
+   * Run the shipped daemon (`node dist/cli.js daemon --config FILE --trace`; build with `npx tsup` first) instead
+   * of a program: this gives each node's configuration beyond `cluster` and `node` (modules, farm, replication,
+   * directories, api), which the harness fills in from the cluster it made (id, key file, port, preset, nodes).
+   */
+  daemon?: (host: LabHost) => Record<string, unknown>;
 }
 
 /** A membership cluster of real processes, one per lab node. */
@@ -92,6 +101,7 @@ export class MembershipCluster {
   readonly nodes: ClusterNode[];
   readonly dir: string;
   readonly configPath: string;
+  private readonly cluster: { clusterId: string; key: string; port: number; preset: string; nodes: { id: string; addresses: string[] }[] };
 
   private constructor(
     readonly lab: Lab,
@@ -109,6 +119,8 @@ export class MembershipCluster {
       nodes: hosts.map((h) => ({ id: h.name, addresses: [...Array(networks).keys()].map((n) => lab.addr(h, n)) })),
     };
     writeFileSync(this.configPath, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+    writeFileSync(join(this.dir, "cluster.key"), cfg.key + "\n", { mode: 0o600 });
+    this.cluster = cfg;
     this.nodes = hosts.map((h) => new ClusterNode(h.name, h));
   }
 
@@ -121,6 +133,14 @@ export class MembershipCluster {
   }
 
   spawn(n: ClusterNode): void {
+    if (this.opts.daemon) {
+      const c = this.cluster;
+      const file = join(this.dir, `${n.id}.json`);
+      const cfg = { cluster: { id: c.clusterId, keyFile: join(this.dir, "cluster.key"), port: c.port, preset: c.preset, nodes: c.nodes }, node: n.id, ...this.opts.daemon(n.host) };
+      writeFileSync(file, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+      n.attach(this.lab.spawn(n.host, [process.execPath, join(REPO, "dist", "cli.js"), "daemon", "--config", file, "--trace"], { cwd: REPO }));
+      return;
+    }
     // HOLDFAST_PROGRAM_ROOT: run the programs from a vendor's project instead (scripts/vendor-test.sh copies the
     // examples into one where "holdfast" is the installed tarball, and tsx is installed beside it).
     const root = process.env.HOLDFAST_PROGRAM_ROOT ?? REPO;
