@@ -9,14 +9,15 @@
 //    helper, so the ALONE column stands for "FUSE without a secondary".
 // 2. pgbench (Debian's PostgreSQL 15, -c4 -j2 -s4), local directory vs replicated mount, as
 //    test/lab/mirror-postgres.test.ts sets it up; alternated, two runs each, the best of each kept.
-// 3. The mirror module in namespaces (examples/mirror-node.ts on 2 nodes + a client): --trials failovers
+// 3. The mirror module in namespaces (the shipped daemon, dist/cli.js, on 2 nodes + a client; the record app
+//    started by its start_prim hook): --trials failovers
 //    (SIGKILL of every process of the primary and its link down, while a writer appends fsync'd records through
 //    the VIP and a probe asks every 20 ms). Failover time = kill -> first answer from the other node (the app
 //    starts in about 1 ms, so "application start excluded" changes nothing here). Each trial the old primary
 //    returns, is resynced (bytes sent by the resync vs bytes written while it was away) and becomes SECOND;
 //    lost commits = records the writer saw acknowledged that the new primary does not have.
 //    --witness: the nodes' split-brain checker holds the witness arbiter's lease (examples/witness.ts in the client
-//    namespace, mirror-node --arbiter, the SDK's arbiter defaults): the failover then waits for the dead primary's
+//    namespace, the daemon's split-brain checker holding its lease, the SDK's arbiter defaults): the failover then waits for the dead primary's
 //    lease. The JSON gets "failover_witness": "arbiter" (absent without it).
 //    --only load [--load-seconds 120] [--witness]: the healthy pair under stress-ng on both cores with a writer;
 //    counts spurious membership losses, step-downs, failovers and failed witness verdicts ({"bench":"mirror-load"}).
@@ -47,6 +48,7 @@ import { parseArgs } from "node:util";
 import { FileReplicator } from "../src/mirror/FileReplicator.js";
 import { startLoopbackPair, type LoopbackPair } from "../src/mirror/testing.js";
 import { Lab, type LabHost, type LabProcess } from "../src/testing/lab.js";
+import { mirrorDaemonConfig } from "./helpers/mirror-daemon.js";
 import { MembershipCluster, REPO, type ClusterNode, type NodeLine } from "../test/lab/helpers/membership-cluster.js";
 
 const { values } = parseArgs({
@@ -281,18 +283,10 @@ async function mirrorLab(): Promise<MirrorLab> {
         }
       })();
     }
+    // The shipped daemon on each node (dist/cli.js, a config file per node): module db, the record app started by
+    // start_prim inside the replication mount, the witness arbiter's lease with --witness.
     cluster = await MembershipCluster.start(lab, {
-      program: "examples/mirror-node.ts",
-      args: (h) => [
-        "--dir", lab.dir(h),
-        "--vip", `${vip}/24`,
-        "--listen", `${lab.addr(h)}:${REPL_PORT}`,
-        "--peer", `${lab.addr(h === n0 ? n1 : n0)}:${REPL_PORT}`,
-        "--key", key,
-        "--default-primary", n0.name,
-        "--record-bytes", String(RECORD_BYTES),
-        ...(withWitness ? ["--arbiter", arbiterAt] : []),
-      ],
+      daemon: mirrorDaemonConfig({ lab, vip, key, replPort: REPL_PORT, appPort: 80, recordBytes: RECORD_BYTES, ...(withWitness ? { arbiter: arbiterAt } : {}) }),
     });
     await cluster.node(n0.name).waitFor(settled("PRIM"), 30_000, 0, "first primary");
     await cluster.node(n1.name).waitFor(settled("SECOND"), 30_000, 0, "secondary in sync");
