@@ -5,13 +5,14 @@
  * extent-log lock at once. And no write reaches the backing directory once the helper is stopping, nor (data
  * writes) while it is degraded without a permit. Needs root and /dev/fuse.
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { open as openP } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
+import { helperPath } from "../../src/mirror/helper.js";
 import { makePairDirs, pollUntil, startLoopbackPair, type LoopbackPair } from "../../src/mirror/testing.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
@@ -64,7 +65,7 @@ describe.skipIf(!canRun)("mirror: the C helper after its supervisor dies", () =>
     // started in the mount's namespace as a daemon would start it, in a process group of its own
     writeFileSync(
       script,
-      `import { spawn } from "node:child_process";
+      `import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { FileReplicator } from ${JSON.stringify(src)};
 const s = new FileReplicator({ role: "secondary", backingDir: ${JSON.stringify(b)}, keyFile: ${JSON.stringify(key)}, listen: { host: "127.0.0.1", port: 0 }, restart: false });
@@ -181,6 +182,51 @@ process.stdin.resume();
     } finally {
       p.primary.renewPermit(2000); // a write still held (a failed check above) must not hang the close
       await fh.close();
+    }
+  });
+  it.each(["primary", "secondary"] as const)("%s: the parent-death signal alone (stdin still open elsewhere) ends the helper within 1 s", async (role) => {
+    const { root, a, b, mnt, key } = makePairDirs(`pdeath-${role}`);
+    const log = join(root, "log");
+    const args =
+      role === "primary"
+        ? ["unshare", "--mount", "--propagation", "private", "--", helperPath(), "primary", "--backing", a, "--mount", mnt, "--peer", "127.0.0.1:1", "--key-file", key, "--log", log, "--permit", "always"]
+        : [helperPath(), "secondary", "--backing", b, "--listen", "127.0.0.1:0", "--key-file", key];
+    // the parent is this shell; the helper's stdin is the shell's (through fd 3: sh gives a background job
+    // /dev/null), a pipe whose write end this process keeps open, so only the parent-death signal can tell the
+    // helper (unshare execs: the shell stays its parent)
+    const sh = spawn("sh", ["-c", `exec 3<&0; ${args.map((x) => `'${x}'`).join(" ")} <&3 3<&- & echo '{"helper":'$!'}'; wait`], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines: string[] = [];
+    createInterface({ input: sh.stdout }).on("line", (l) => lines.push(l));
+    try {
+      await pollUntil(() => lines.some((l) => l.startsWith('{"helper"')) && lines.some((l) => /"event":"(ready|listening)"/.test(l)), 10_000, "the helper to start");
+      const pid = (JSON.parse(lines.find((l) => l.startsWith('{"helper"')) as string) as { helper: number }).helper;
+      expect(Number(readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ")[1])).toBe(sh.pid);
+      expect(readlinkSync(`/proc/${pid}/fd/0`)).toMatch(/^(pipe|socket):/); // still open here: no end of stdin
+      const t0 = performance.now();
+      sh.kill("SIGKILL");
+      await pollUntil(() => gone(pid), 3000, "the helper to exit");
+      expect(performance.now() - t0).toBeLessThan(1000);
+      if (role === "primary") expect(spawnSync("flock", ["-n", log, "true"]).status).toBe(0); // the extent-log lock is free
+    } finally {
+      sh.kill("SIGKILL");
+      sh.stdin.destroy();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("a helper whose supervisor (HOLDFAST_PARENT_PID) died before it could ask for the signal exits at once", () => {
+    const { root, b, key } = makePairDirs("pdeath-early");
+    try {
+      const dead = spawnSync("sh", ["-c", "echo $$"], { encoding: "utf8" }).stdout.trim();
+      const r = spawnSync(helperPath(), ["secondary", "--backing", b, "--listen", "127.0.0.1:0", "--key-file", key], {
+        encoding: "utf8",
+        timeout: 5000,
+        env: { ...process.env, HOLDFAST_PARENT_PID: dead },
+      });
+      expect(r.status).toBe(3);
+      expect(r.stderr).toContain("parent gone before start");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
