@@ -6,7 +6,10 @@
 //
 // and give both nodes' split-brain checker `arbiter: "198.18.0.200:7799"` (examples/mirror-node.ts: --arbiter).
 // Prints JSON lines: `ready`, then one `grant`/`deny`/`release` line per change of holder or answer kind (not one
-// per renewal), and `drop` lines (bad MAC, garbage, replays). SIGTERM/SIGINT stops it.
+// per renewal), and `drop` lines (bad MAC, garbage, replays, `staleBoot`: a claim without this run's nonce, i.e. a
+// client's first claim after a start of the witness, or one captured before it; answered with a denial naming the
+// nonce). No state file: claims captured before a restart are refused by the nonce, not by persisted sequence
+// numbers. SIGTERM/SIGINT stops it.
 import { parseArgs } from "node:util";
 import { WitnessServer } from "holdfast";
 import { parseHostPort, readKeyFile } from "holdfast/config";
@@ -29,7 +32,7 @@ server.on("answer", ({ request, answer, from }) => {
 });
 server.on("drop", (d) => out({ type: "drop", ...d }));
 await server.start();
-out({ type: "ready", listen: a.listen, port: server.port, pid: process.pid });
+out({ type: "ready", listen: a.listen, port: server.port, pid: process.pid, boot: server.witness?.boot });
 const bye = async () => {
   await server.close();
   out({ type: "stopped", answers: server.answers, drops: server.drops });

@@ -214,13 +214,15 @@ export class ArbiterProbe implements Probe {
   #sendClaim(): void {
     const seq = ++this.#seq;
     this.#lease.claimSent(seq, this.#o.clock.now());
-    this.#send({ t: "claim", module: this.#o.lease, node: this.#o.node, seq, ttl: this.#o.ttlMs, ...(this.#o.yieldWhen() ? { yield: true } : {}) });
+    const boot = this.#lease.boot;
+    this.#send({ t: "claim", module: this.#o.lease, node: this.#o.node, seq, ttl: this.#o.ttlMs, ...(this.#o.yieldWhen() ? { yield: true } : {}), ...(boot !== undefined ? { boot } : {}) });
   }
 
   #sendRelease(): void {
     const seq = ++this.#seq;
     this.#lease.release(seq);
-    this.#send({ t: "release", module: this.#o.lease, node: this.#o.node, seq });
+    const boot = this.#lease.boot;
+    this.#send({ t: "release", module: this.#o.lease, node: this.#o.node, seq, ...(boot !== undefined ? { boot } : {}) });
   }
 
   #onDatagram(bytes: Uint8Array): void {
@@ -229,7 +231,12 @@ export class ArbiterProbe implements Probe {
       this.drops++;
       return;
     }
-    this.#lease.receive(d.msg, this.#o.clock.now());
+    if (this.#lease.receive(d.msg, this.#o.clock.now())) {
+      // The witness (re)started or this probe just started: claim again with its nonce; a waiting run waits for
+      // that answer rather than report a denial that only asked for the nonce.
+      if (this.#claiming && !this.#closed) this.#sendClaim();
+      return;
+    }
     const w = this.#waiters;
     this.#waiters = [];
     for (const f of w) f();

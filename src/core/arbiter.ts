@@ -19,6 +19,15 @@
  * witness's clock). With the default margin 0.1, clock rates may differ by up to 10 % (NTP-slewed clocks differ
  * by 0.05 % at most; monotonic clocks are not stepped). Delay, loss, duplication and reordering of messages do
  * not matter: a late grant is dated by its claim's send time.
+ *
+ * Replays across a witness restart: within one run of the witness, per-node sequence numbers (kept in memory)
+ * refuse replays. A restarted witness has forgotten them, so every run has a boot nonce (`boot`, random, from
+ * the server): every answer carries it, and claims and releases must echo it. A claim without the current nonce
+ * (a client that has not heard this run yet, or a replay captured before the restart) changes nothing and is
+ * denied with the nonce; the client learns it from that answer (only from an answer to one of its own pending
+ * claims, so a replayed old answer cannot teach it a stale one) and claims again at once. Wire: `boot` is an
+ * optional field of version 1; a new client with an old witness never learns a nonce and sends none; an old
+ * client is always denied by a new witness (upgrade the witness after the nodes).
  */
 import type { MacFn } from "./membership/wire.js";
 import { MAC_BYTES } from "./membership/wire.js";
@@ -30,12 +39,13 @@ export const ARBITER_MAX_DATAGRAM = 512;
 /** Longest module or node name accepted. */
 export const ARBITER_MAX_NAME = 64;
 
+/** `boot`: the witness run's nonce, carried by answers and echoed by claims and releases (see the module comment). */
 export type ArbiterMessage =
-  | { readonly t: "claim"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number; readonly yield?: boolean }
-  | { readonly t: "grant"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number }
-  | { readonly t: "deny"; readonly module: string; readonly node: string; readonly seq: number; readonly holder: string; readonly remaining: number }
-  | { readonly t: "release"; readonly module: string; readonly node: string; readonly seq: number }
-  | { readonly t: "released"; readonly module: string; readonly node: string; readonly seq: number };
+  | { readonly t: "claim"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number; readonly yield?: boolean; readonly boot?: string }
+  | { readonly t: "grant"; readonly module: string; readonly node: string; readonly seq: number; readonly ttl: number; readonly boot?: string }
+  | { readonly t: "deny"; readonly module: string; readonly node: string; readonly seq: number; readonly holder: string; readonly remaining: number; readonly boot?: string }
+  | { readonly t: "release"; readonly module: string; readonly node: string; readonly seq: number; readonly boot?: string }
+  | { readonly t: "released"; readonly module: string; readonly node: string; readonly seq: number; readonly boot?: string };
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
@@ -81,7 +91,8 @@ export function decodeArbiter(datagram: Uint8Array, mac: MacFn): { ok: true; msg
   if (typeof o !== "object" || o === null) return { ok: false, reason: "malformed" };
   const m = o as Record<string, unknown>;
   if (!isName(m.module) || !isName(m.node) || !isCount(m.seq)) return { ok: false, reason: "malformed" };
-  const base = { module: m.module, node: m.node, seq: m.seq };
+  if (m.boot !== undefined && !isName(m.boot)) return { ok: false, reason: "malformed" };
+  const base = { module: m.module, node: m.node, seq: m.seq, ...(m.boot !== undefined ? { boot: m.boot } : {}) };
   switch (m.t) {
     case "claim":
     case "grant":
@@ -111,6 +122,12 @@ export interface ArbiterWitnessOptions {
   readonly maxModules?: number;
   /** Most nodes remembered per module (for replay protection). Default 16. */
   readonly maxNodesPerModule?: number;
+  /**
+   * This run's nonce (1-64 characters, random per start: `WitnessServer` draws 64 bits). When set, answers carry
+   * it and only claims and releases that echo it count, so messages captured before a restart are refused.
+   * Unset: no nonce (sequence numbers alone, which a restart forgets).
+   */
+  readonly boot?: string;
 }
 
 interface ModuleLease {
@@ -127,16 +144,21 @@ export class ArbiterWitness {
   readonly maxTtlMs: number;
   readonly maxModules: number;
   readonly maxNodesPerModule: number;
+  readonly boot: string | undefined;
   readonly #startedAt: number;
   readonly #leases = new Map<string, ModuleLease>();
   /** Replayed (old or duplicate sequence number) messages dropped. */
   replays = 0;
+  /** Claims and releases without this run's nonce (refused: claims denied with the nonce, releases ignored). */
+  staleBoot = 0;
 
   constructor(now: number, opts: ArbiterWitnessOptions = {}) {
     this.maxTtlMs = opts.maxTtlMs ?? 5000;
     this.maxModules = opts.maxModules ?? 1024;
     this.maxNodesPerModule = opts.maxNodesPerModule ?? 16;
     this.#startedAt = now;
+    this.boot = opts.boot;
+    if (this.boot !== undefined && !isName(this.boot)) throw new RangeError(`arbiter boot nonce must be 1..${ARBITER_MAX_NAME} characters`);
   }
 
   /** The current holder of `module` and its remaining ms, if any. */
@@ -148,7 +170,22 @@ export class ArbiterWitness {
 
   /** Handles one authenticated message; returns the answer to send back (none for a replay or an answer type). */
   receive(msg: ArbiterMessage, now: number): ArbiterMessage | undefined {
+    const a = this.#receive(msg, now);
+    return a === undefined || this.boot === undefined ? a : { ...a, boot: this.boot };
+  }
+
+  #receive(msg: ArbiterMessage, now: number): ArbiterMessage | undefined {
     if (msg.t !== "claim" && msg.t !== "release") return undefined;
+    if (this.boot !== undefined && msg.boot !== this.boot) {
+      // Not of this run (a replay from before a restart, or a client that has not heard this run yet): no state
+      // changes, not even the sequence number; a claim learns the nonce from the denial (holder as it stands).
+      this.staleBoot++;
+      if (msg.t === "release") return undefined;
+      const h = this.holder(msg.module, now);
+      const grace = this.#startedAt + this.maxTtlMs - now;
+      const [holder, remaining] = h !== undefined ? [h.node, Math.ceil(h.remainingMs)] : grace > 0 ? ["witness-restarting", Math.ceil(grace)] : ["(nonce required)", 0];
+      return { t: "deny", module: msg.module, node: msg.node, seq: msg.seq, holder, remaining };
+    }
     let l = this.#leases.get(msg.module);
     if (l === undefined) {
       if (this.#leases.size >= this.maxModules) this.#evictExpired(now);
@@ -229,11 +266,12 @@ export class ArbiterLease {
   readonly margin: number;
   readonly #maxPending: number;
   /** Sent claims (seq -> local send time). */
-  readonly #pending = new Map<number, number>();
+  readonly #pending = new Map<number, { at: number; boot: string | undefined }>();
   #validUntil = Number.NEGATIVE_INFINITY;
   #releasedAtSeq = -1;
   #lastDeny: { holder: string; remainingMs: number; at: number } | undefined;
   #lastAnswerAt: number | undefined;
+  #boot: string | undefined;
 
   constructor(opts: ArbiterLeaseOptions = {}) {
     this.ttlMs = opts.ttlMs ?? 1000;
@@ -243,9 +281,9 @@ export class ArbiterLease {
     if (!(this.margin > 0 && this.margin < 1)) throw new RangeError(`arbiter margin must be in (0, 1), got ${this.margin}`);
   }
 
-  /** Records a claim sent at `now` with sequence `seq` (sequences must increase). */
+  /** Records a claim sent at `now` with sequence `seq` (sequences must increase), echoing {@link boot}. */
   claimSent(seq: number, now: number): void {
-    this.#pending.set(seq, now);
+    this.#pending.set(seq, { at: now, boot: this.#boot });
     if (this.#pending.size > this.#maxPending) {
       const first = this.#pending.keys().next().value;
       if (first !== undefined) this.#pending.delete(first);
@@ -259,12 +297,24 @@ export class ArbiterLease {
     this.#pending.clear();
   }
 
-  /** Handles an authenticated answer addressed to this node and module. */
-  receive(msg: ArbiterMessage, now: number): void {
-    if (msg.t !== "grant" && msg.t !== "deny") return;
-    const sentAt = this.#pending.get(msg.seq);
-    if (sentAt === undefined || msg.seq <= this.#releasedAtSeq) return;
+  /**
+   * Handles an authenticated answer addressed to this node and module. Returns true when it is a denial that
+   * taught this client the witness's current boot nonce (a new witness run, or this client's first answer):
+   * claim again at once, echoing {@link boot}.
+   */
+  receive(msg: ArbiterMessage, now: number): boolean {
+    if (msg.t !== "grant" && msg.t !== "deny") return false;
+    const pending = this.#pending.get(msg.seq);
+    if (pending === undefined || msg.seq <= this.#releasedAtSeq) return false;
+    const sentAt = pending.at;
     this.#lastAnswerAt = now;
+    // Only an answer to a pending claim teaches the nonce: a replayed answer of an earlier run cannot.
+    if (msg.boot !== undefined) this.#boot = msg.boot;
+    if (msg.t === "deny" && msg.boot !== undefined && msg.boot !== pending.boot) {
+      // The claim did not carry this run's nonce and was refused for that alone: not a verdict on the lease.
+      this.#pending.delete(msg.seq);
+      return true;
+    }
     if (msg.t === "grant") {
       const until = sentAt + Math.min(msg.ttl, this.ttlMs) * (1 - this.margin);
       if (until > this.#validUntil) this.#validUntil = until;
@@ -275,6 +325,12 @@ export class ArbiterLease {
       this.#pending.delete(msg.seq);
       this.#lastDeny = { holder: msg.holder, remainingMs: msg.remaining, at: now };
     }
+    return false;
+  }
+
+  /** The witness run's nonce learned from the answers (undefined before the first, or with an older witness). */
+  get boot(): string | undefined {
+    return this.#boot;
   }
 
   /** Whether this node holds a valid lease at `now`. */

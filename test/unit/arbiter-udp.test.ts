@@ -37,7 +37,7 @@ async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number):
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-const sleepUntilGrace = (w: WitnessServer) => until(async () => w.witness?.receive({ t: "claim", module: "probe-grace", node: "x", seq: Date.now(), ttl: 1 }, performance.now()), (a) => a?.t === "grant", 2000);
+const sleepUntilGrace = (w: WitnessServer) => until(async () => w.witness?.receive({ t: "claim", module: "probe-grace", node: "x", seq: Date.now(), ttl: 1, boot: w.witness.boot }, performance.now()), (a) => a?.t === "grant", 2000);
 
 describe("witness arbiter over UDP", () => {
   it("one node holds the lease, the other is denied with the holder named; a clean close hands it over at once", async () => {
@@ -101,7 +101,7 @@ describe("witness arbiter over UDP", () => {
     closers.push(() => s.close());
     const answered = new Promise<void>((r) => s.once("message", () => r()));
     const t0 = performance.now();
-    s.send(encodeArbiter({ t: "claim", module: "db", node: "n0", seq: 1, ttl: 400 }, mac), w.port, "127.0.0.1");
+    s.send(encodeArbiter({ t: "claim", module: "db", node: "n0", seq: 1, ttl: 400, boot: w.witness?.boot }, mac), w.port, "127.0.0.1"); // a client that knows this run's nonce
     await answered;
     const b = probe(w, "n1");
     const first = await run(b);
@@ -120,7 +120,7 @@ describe("witness arbiter over UDP", () => {
     let answers = 0;
     s.on("message", () => answers++);
     const wrong = hmacSha256(parseKey(generateKey()));
-    const good = encodeArbiter({ t: "claim", module: "db", node: "n0", seq: 5, ttl: 400 }, hmacSha256(key));
+    const good = encodeArbiter({ t: "claim", module: "db", node: "n0", seq: 5, ttl: 400, boot: w.witness?.boot }, hmacSha256(key));
     s.send(encodeArbiter({ t: "claim", module: "db", node: "n0", seq: 1, ttl: 400 }, wrong), w.port, "127.0.0.1");
     s.send(Buffer.from("hello"), w.port, "127.0.0.1");
     s.send(Buffer.alloc(2000, 1), w.port, "127.0.0.1");
