@@ -22,7 +22,11 @@ export interface MembershipOptions {
   key: string | Uint8Array;
   /** UDP port on every heartbeat network. Default {@link DEFAULT_HEARTBEAT_PORT}. */
   port?: number;
-  /** Must grow at each start of this node. Default: the wall-clock time in ms at construction. */
+  /**
+   * Must grow at each start of this node. Default: the wall-clock time in ms at construction, which goes back
+   * when the clock steps back across a restart; pass `nextIncarnation(stateDir)` (./incarnation.ts) instead,
+   * monotonic across restarts and clock steps.
+   */
   incarnation?: number;
   clock?: Clock;
   transport?: Transport;
@@ -39,6 +43,8 @@ export interface MembershipEvents {
   networkUp: [Of<"networkUp">];
   peerMeta: [Of<"peerMeta">];
   localStall: [Of<"localStall">];
+  /** A peer's lower incarnation was accepted again after it kept proving live two-way contact (see the core). */
+  incarnationRecovered: [Of<"incarnationRecovered">];
   /** A datagram was dropped (forged, malformed, replayed, ...); see `counters` for totals. */
   dropped: [{ type: "dropped"; at: number; reason: DropReason; network: number; from: string }];
   /** Every event above, in order, as one stream. */

@@ -1,5 +1,5 @@
 import type { MembershipSettings } from "./config.js";
-import { decodeHeartbeat, encodeHeartbeatFast, MAX_DATAGRAM_BYTES, type DropReason, type MacFn } from "./wire.js";
+import { decodeHeartbeat, encodeHeartbeatFast, MAX_DATAGRAM_BYTES, type DropReason, type Heartbeat, type MacFn } from "./wire.js";
 
 /** A member of an agreed view. */
 export interface ViewMember {
@@ -27,7 +27,12 @@ export type MembershipEvent =
   | { readonly type: "networkDown"; readonly at: number; readonly node: string; readonly network: number; readonly reason: string }
   | { readonly type: "networkUp"; readonly at: number; readonly node: string; readonly network: number; readonly reason: string }
   | { readonly type: "peerMeta"; readonly at: number; readonly node: string; readonly meta: unknown }
-  | { readonly type: "localStall"; readonly at: number; readonly gapMs: number; readonly localHealth: number; readonly reason: string };
+  | { readonly type: "localStall"; readonly at: number; readonly gapMs: number; readonly localHealth: number; readonly reason: string }
+  /**
+   * A peer kept proving live two-way contact under an incarnation lower than the one recorded (a forged
+   * heartbeat, or a restart after its clock stepped back): the lower one is its incarnation again.
+   */
+  | { readonly type: "incarnationRecovered"; readonly at: number; readonly node: string; readonly from: number; readonly to: number; readonly reason: string };
 
 /**
  * Effects the driver carries out, in array order: `send` datagrams (best effort, UDP), then deliver `event`s
@@ -48,6 +53,10 @@ interface Peer {
   readonly id: string;
   readonly index: number;
   incarnation: number;
+  /** When (our clock) `incarnation` was recorded: only our heartbeats sent after it can vouch for a lower one. */
+  incarnationAt: number;
+  /** A lower incarnation proving two-way contact now, and its progress towards replacing `incarnation`. */
+  lower: LowerIncarnation | undefined;
   up: boolean;
   /** Newest sequence number accepted from this peer, per network (replay filter). */
   lastSeq: number[];
@@ -70,7 +79,22 @@ interface Peer {
   metaJson: string;
 }
 
+interface LowerIncarnation {
+  readonly incarnation: number;
+  /** Newest sequence number of the sender and newest echo of ours counted: each proof must be new on both. */
+  lastSeq: number;
+  lastEcho: number;
+  proofs: number;
+}
+
 const NEVER = Number.NEGATIVE_INFINITY;
+
+/**
+ * Heartbeats from a lower incarnation, each echoing a distinct fresh heartbeat of ours, that make it the peer's
+ * incarnation again. 3 = three of our rounds (about 3 x pulseMs on a working link): a forged or clock-stepped
+ * incarnation locks a live node out for about that long, not until it restarts.
+ */
+export const LOWER_INCARNATION_PROOFS = 3;
 
 /**
  * The membership protocol as a pure state machine (no I/O, no clock, no randomness).
@@ -89,6 +113,16 @@ const NEVER = Number.NEGATIVE_INFINITY;
  * View agreement: the view is this node plus every peer that is up. On a change the epoch becomes
  * 1 + the largest epoch known among the members; a node adopts a larger epoch advertised for the same
  * membership. The view is *agreed* when every member advertises the same membership hash.
+ *
+ * Incarnations: a heartbeat with a larger incarnation than recorded is a restart (the SWIM/Lifeguard rule: the
+ * larger incarnation supersedes); smaller ones are stale and dropped. That rule alone lets one forged heartbeat
+ * with a huge incarnation (or a restart after the node's clock stepped back, with wall-clock incarnations) lock
+ * a live node out until it restarts. So a lower incarnation is accepted again after
+ * {@link LOWER_INCARNATION_PROOFS} authenticated heartbeats that each echo a distinct heartbeat of ours sent
+ * *after* we recorded the higher incarnation and within the loss timeout: proof that the sender is alive and
+ * talks to us now. A replay of a dead predecessor's heartbeats cannot do that (it died before its successor's
+ * first heartbeat reached us, so it never saw our later sequence numbers); a fresh proof under the recorded
+ * incarnation cancels the count.
  */
 export class MembershipCore {
   readonly settings: MembershipSettings;
@@ -146,6 +180,8 @@ export class MembershipCore {
         id: n.id,
         index,
         incarnation: 0,
+        incarnationAt: NEVER,
+        lower: undefined,
         up: false,
         lastSeq: new Array<number>(nets).fill(0),
         lastSeqAt: new Array<number>(nets).fill(NEVER),
@@ -305,17 +341,24 @@ export class MembershipCore {
     if (hb.n !== network || network >= this.settings.networks) return this.drop("wrongNetwork", out);
     const p = this.peers.get(hb.f);
     if (!p) return this.drop("unknownSender", out);
-    if (hb.i < p.incarnation) return this.drop("staleIncarnation", out);
+    const recovered = hb.i < p.incarnation && this.lowerIncarnationProven(now, hb, p);
+    if (hb.i < p.incarnation && !recovered) return this.drop("staleIncarnation", out);
     if (hb.i === p.incarnation && hb.s <= (p.lastSeq[network] ?? 0)) return this.drop("replay", out);
     this.counters.accepted++;
 
     // Echo bookkeeping (what we will echo back) follows any authenticated, non-replayed datagram: it is how a
     // peer that has not heard us yet gets its first echo. Everything else needs a fresh two-way proof: the
     // datagram must echo one of our own recent heartbeats, which no replay can do.
-    const restarted = hb.i > p.incarnation && p.up;
-    if (hb.i > p.incarnation) {
-      if (p.up) this.markDown(p, now, "restarted", `${p.id} restarted (incarnation ${p.incarnation} -> ${hb.i})`, out);
+    const restarted = hb.i !== p.incarnation && p.up;
+    if (hb.i !== p.incarnation) {
+      if (recovered) {
+        const why = `${p.id} proved two-way contact ${LOWER_INCARNATION_PROOFS} times under incarnation ${hb.i}, lower than the recorded ${p.incarnation} (forged heartbeat or clock stepped back): ${hb.i} is its incarnation again`;
+        if (p.up) this.markDown(p, now, "restarted", why, out);
+        out.push(ev({ type: "incarnationRecovered", at: now, node: p.id, from: p.incarnation, to: hb.i, reason: why }));
+      } else if (p.up) this.markDown(p, now, "restarted", `${p.id} restarted (incarnation ${p.incarnation} -> ${hb.i})`, out);
       p.incarnation = hb.i;
+      p.incarnationAt = now;
+      p.lower = undefined;
       p.lastSeq.fill(0);
       p.lastSeqAt.fill(NEVER);
       p.lastSeqAny = 0;
@@ -331,6 +374,7 @@ export class MembershipCore {
       return out;
     }
     if (proofTime > (p.proof[network] ?? NEVER)) p.proof[network] = proofTime;
+    p.lower = undefined; // the recorded incarnation is alive: a lower one's count starts over
     if (hb.ah !== undefined) {
       const sample = now - proofTime - hb.ah;
       if (sample >= 0 && sample <= this.settings.timing.lossTimeoutMs) {
@@ -371,6 +415,26 @@ export class MembershipCore {
     }
     this.reconcileView(now, `heartbeat from ${p.id}`, out);
     return out;
+  }
+
+  /**
+   * Counts `hb` (authenticated, incarnation lower than recorded) towards that incarnation's recovery; true when
+   * it is the {@link LOWER_INCARNATION_PROOFS}th proof. A proof echoes our incarnation and a heartbeat of ours
+   * sent after the recorded incarnation was adopted and within the loss timeout, with a newer sequence number
+   * and a newer echo than the previous proof. No state changes unless it is such a proof.
+   */
+  private lowerIncarnationProven(now: number, hb: Heartbeat, p: Peer): boolean {
+    if (hb.k !== "hb" || hb.ai !== this.incarnation) return false;
+    const sent = this.sentAt.get(hb.a);
+    if (sent === undefined || sent <= p.incarnationAt || now - sent > this.effectiveTimeoutMs) return false;
+    let c = p.lower;
+    if (c === undefined || c.incarnation !== hb.i) c = { incarnation: hb.i, lastSeq: 0, lastEcho: 0, proofs: 0 };
+    if (hb.s <= c.lastSeq || hb.a <= c.lastEcho) return false;
+    c.lastSeq = hb.s;
+    c.lastEcho = hb.a;
+    c.proofs++;
+    p.lower = c;
+    return c.proofs >= LOWER_INCARNATION_PROOFS;
   }
 
   private drop(reason: DropReason, out: MembershipEffect[]): MembershipEffect[] {
