@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import fc from "fast-check";
 import { createHmac } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { ArbiterLease, ArbiterWitness, decodeArbiter, encodeArbiter, type ArbiterMessage } from "../../src/core/arbiter.js";
@@ -116,5 +117,89 @@ describe("arbiter boot nonce over UDP", () => {
       await w2.close();
       s.close();
     }
+  });
+});
+
+describe("arbiter boot nonce: property", () => {
+  type Step =
+    | { k: "claim"; c: number }
+    | { k: "advance"; ms: number }
+    | { k: "deliver"; i: number }
+    | { k: "replay"; i: number }
+    | { k: "drop"; i: number }
+    | { k: "restart" };
+  const stepArb: fc.Arbitrary<Step> = fc.oneof(
+    { weight: 4, arbitrary: fc.record({ k: fc.constant("claim" as const), c: fc.nat(2) }) },
+    { weight: 4, arbitrary: fc.record({ k: fc.constant("advance" as const), ms: fc.integer({ min: 1, max: 1500 }) }) },
+    { weight: 8, arbitrary: fc.record({ k: fc.constant("deliver" as const), i: fc.nat(3) }) },
+    { weight: 2, arbitrary: fc.record({ k: fc.constant("replay" as const), i: fc.nat(1000) }) },
+    { weight: 1, arbitrary: fc.record({ k: fc.constant("drop" as const), i: fc.nat(20) }) },
+    { weight: 1, arbitrary: fc.constant({ k: "restart" as const }) },
+  );
+
+  it("every grant answers a claim sent during the witness's current run, whatever is replayed; never two holders", () => {
+    let grants = 0;
+    let refusedReplays = 0;
+    fc.assert(
+      fc.property(fc.array(stepArb, { minLength: 20, maxLength: 300 }), (steps) => {
+        let T = 0;
+        const maxTtl = 1000;
+        let run = 0;
+        let startedAt = T - maxTtl;
+        let witness = new ArbiterWitness(startedAt, { maxTtlMs: maxTtl, boot: `run${run}` });
+        const names = ["n0", "n1", "n2"];
+        const leases = names.map(() => new ArbiterLease({ ttlMs: 1000 }));
+        const seqs = names.map(() => 0);
+        const sentAt = new Map<string, number>(); // node/seq -> T of the claim's send
+        const flight: { to: number; msg: ArbiterMessage }[] = [];
+        const captured: ArbiterMessage[] = []; // every claim ever sent, for replays across restarts
+        const claimNow = (c: number) => {
+          const seq = ++seqs[c]!;
+          leases[c]!.claimSent(seq, T);
+          const boot = leases[c]!.boot;
+          const msg: ArbiterMessage = { t: "claim", module: "db", node: names[c]!, seq, ttl: 1000, ...(boot !== undefined ? { boot } : {}) };
+          sentAt.set(`${msg.node}/${seq}`, T);
+          flight.push({ to: -1, msg });
+          captured.push(msg);
+        };
+        const toWitness = (msg: ArbiterMessage, replay: boolean) => {
+          const answer = witness.receive(msg, T);
+          if (answer?.t === "grant") {
+            grants++;
+            expect(sentAt.get(`${msg.node}/${msg.seq}`)).toBeGreaterThanOrEqual(startedAt);
+          } else if (replay && msg.boot !== witness.boot) refusedReplays++;
+          if (answer) flight.push({ to: names.indexOf(answer.node), msg: answer });
+        };
+        for (const s of steps) {
+          switch (s.k) {
+            case "claim":
+              claimNow(s.c % names.length);
+              break;
+            case "advance":
+              T += s.ms;
+              break;
+            case "restart":
+              startedAt = T;
+              witness = new ArbiterWitness(T, { maxTtlMs: maxTtl, boot: `run${++run}` });
+              break;
+            case "replay":
+              if (captured.length > 0) toWitness(captured[s.i % captured.length]!, true);
+              break;
+            default: {
+              if (flight.length === 0) break;
+              const i = s.i % flight.length;
+              const f = flight.splice(i, 1)[0]!;
+              if (s.k !== "deliver") break;
+              if (f.to === -1) toWitness(f.msg, false);
+              else if (leases[f.to]!.receive(f.msg, T)) claimNow(f.to); // the probe claims again with the nonce
+            }
+          }
+          expect(leases.filter((l) => l.holds(T)).length).toBeLessThanOrEqual(1);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    expect(grants).toBeGreaterThan(1000);
+    expect(refusedReplays).toBeGreaterThan(100);
   });
 });
