@@ -90,7 +90,12 @@ function writeDurably(file: string, text: string, dir: string): void {
   }
 }
 
-/** An exclusive lock file holding the owner's pid; a lock of a dead process (or older than STALE_LOCK_MS) is taken over. */
+/**
+ * An exclusive lock file (O_EXCL) holding the owner's pid; a lock of a dead process (or older than STALE_LOCK_MS)
+ * is taken over. Limit: two processes that find the same dead owner's lock at the same instant could both take
+ * it over (unlink + create is not atomic); that needs a crash inside this few-ms critical section and two
+ * starts of the same node racing, and the heartbeat sockets (no SO_REUSEADDR) let only one of them run anyway.
+ */
 function lock(path: string, timeoutMs: number): () => void {
   const deadline = Date.now() + timeoutMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));
