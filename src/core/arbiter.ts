@@ -265,7 +265,7 @@ export class ArbiterLease {
   readonly ttlMs: number;
   readonly margin: number;
   readonly #maxPending: number;
-  /** Sent claims (seq -> local send time). */
+  /** Sent claims: seq -> local send time and the witness nonce the claim echoed. */
   readonly #pending = new Map<number, { at: number; boot: string | undefined }>();
   #validUntil = Number.NEGATIVE_INFINITY;
   #releasedAtSeq = -1;
