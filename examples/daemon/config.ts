@@ -25,7 +25,7 @@
  * Relative paths (key file, tokens file, TLS files, hook scripts, directories) are relative to the
  * directory of the configuration file.
  */
-import { accessSync, constants, readFileSync } from "node:fs";
+import { accessSync, constants, readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import * as t from "io-ts";
 import { ConfigError, DEFAULT_LOG_DIR, DEFAULT_REPLICATION_PORT, DEFAULT_STATE_DIR, decodeHostConfig, type ConfigProblem, type FarmEntry, type HostConfig, type HostNode, type ReplicationSyncEntry } from "holdfast";
@@ -47,8 +47,8 @@ export const ApiConfigCodec = strict({
   bind: optional(NonEmptyString),
   /** TCP port. Default 9453. */
   port: optional(Port),
-  /** Tokens as sha256 hashes with a role. */
-  tokens: optional(t.array(TokenEntryCodec)),
+  /** Tokens as sha256 hashes with a role (exact: a misspelt key is an error, not dropped). */
+  tokens: optional(t.array(strict(TokenEntryCodec.type.props, "token entry"))),
   /** A file of tokens, one per line: `ROLE SECRET [NAME]` where SECRET is `sha256:<hex>` or the token itself. */
   tokensFile: optional(NonEmptyString),
   /** Serve HTTPS with this certificate and key (PEM files). */
@@ -134,6 +134,10 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
         for (const k of ["cert", "key"] as const) {
           try {
             accessSync(tls[k], constants.R_OK);
+            // The private key, as ssh does: nobody but its owner may read it.
+            const mode = statSync(tls[k]).mode & 0o777;
+            if (k === "key" && (mode & 0o077) !== 0)
+              problems.push({ path: "api.tls.key", value: tls.key, expected: `a key file only its owner may read (mode ${mode.toString(8).padStart(4, "0")} here: chmod 600 ${tls.key})` });
           } catch {
             problems.push({ path: `api.tls.${k}`, value: tls[k], expected: "a readable PEM file" });
           }
@@ -158,11 +162,18 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
 
 /** The problems of a configuration file, or [] when it is valid (what `holdfast config check` prints). */
 export function checkConfigFile(file: string, opts: LoadOptions = {}): ConfigProblem[] {
+  return checkConfigFileFully(file, opts).problems;
+}
+
+/**
+ * The problems of a configuration file and, when it is valid, its warnings (accepted, but probably a mistake:
+ * a VIP in no node's subnet). `holdfast config check` prints both; only problems make it fail.
+ */
+export function checkConfigFileFully(file: string, opts: LoadOptions = {}): { readonly problems: ConfigProblem[]; readonly warnings: ConfigProblem[] } {
   try {
-    loadConfig(file, opts);
-    return [];
+    return { problems: [], warnings: [...loadConfig(file, opts).warnings] };
   } catch (e) {
-    if (e instanceof ConfigError) return [...e.problems];
+    if (e instanceof ConfigError) return { problems: [...e.problems], warnings: [] };
     throw e;
   }
 }

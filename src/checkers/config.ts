@@ -20,6 +20,7 @@ import { isLeft } from "fp-ts/lib/Either.js";
 import { isIP } from "node:net";
 import type { CheckerAction } from "../core/checker.js";
 import { decodeOrThrow } from "../core/decode.js";
+import { unknownOptionMessage } from "../core/module/config.js";
 import type { HysteresisState } from "../core/hysteresis.js";
 import type { Clock } from "../runtime/clock.js";
 import { CustomProbe, type CustomCheckFunction } from "./custom.js";
@@ -389,7 +390,7 @@ const ONE_OF: Partial<Record<CheckerType, readonly string[]>> = {
   custom: ["run", "script", "shell"],
 };
 
-/** A `t.type` that also rejects unknown keys and leaves out undefined optionals. */
+/** A `t.type` that also rejects unknown keys (the message of every config codec) and leaves out undefined optionals. */
 function strictType(props: Props): t.Type<Record<string, unknown>, unknown, unknown> {
   const inner = t.type(props);
   const known = Object.keys(props);
@@ -404,7 +405,7 @@ function strictType(props: Props): t.Type<Record<string, unknown>, unknown, unkn
           extra.map((k) => ({
             value: (u as Record<string, unknown>)[k],
             context: t.appendContext(c, k, t.never, (u as Record<string, unknown>)[k]),
-            message: `no such option "${k}" (known: ${known.join(", ")})`,
+            message: unknownOptionMessage(known),
           })),
         );
       }

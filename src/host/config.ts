@@ -29,7 +29,7 @@
  */
 import { accessSync, constants, readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
-import { isIP } from "node:net";
+import { BlockList, isIP } from "node:net";
 import * as t from "io-ts";
 import { parse as parseYaml } from "yaml";
 import { CheckerConfigCodec } from "../checkers/config.js";
@@ -37,7 +37,7 @@ import { decodeOrThrow } from "../core/decode.js";
 import { ConfigError, type ConfigProblem } from "../core/errors.js";
 import { MembershipTimingOverridesC, validateMembershipOptions, type MembershipSettings } from "../core/membership/config.js";
 import { HOOK_NAMES } from "../core/module/types.js";
-import { resolveModule, type ModuleDefinition, type ResolvedModule } from "../core/module/config.js";
+import { resolveModule, strict, type ModuleDefinition, type ResolvedModule } from "../core/module/config.js";
 import { parseKey } from "../runtime/crypto.js";
 import { DEFAULT_HEARTBEAT_PORT } from "../runtime/membership.js";
 
@@ -74,30 +74,8 @@ export function optional<C extends t.Mixed>(c: C): t.Type<t.TypeOf<C> | undefine
   );
 }
 
-/**
- * An object type that also refuses unknown keys (a misspelt option is reported at its path instead of
- * being silently ignored, which `t.exact` would do).
- */
-export function strict<P extends t.Props>(props: P, name?: string): t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown> {
-  const inner = t.type(props);
-  const known = Object.keys(props);
-  return new t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown>(
-    name ?? inner.name,
-    inner.is,
-    (u, c) => {
-      const r = inner.validate(u, c);
-      const extra = typeof u === "object" && u !== null && !Array.isArray(u) ? Object.keys(u).filter((k) => !known.includes(k)) : [];
-      if (extra.length === 0) return r;
-      const errs: t.Errors = extra.map((k) => ({
-        value: (u as Record<string, unknown>)[k],
-        context: [...c, { key: k, type: t.never, actual: (u as Record<string, unknown>)[k] }],
-        message: `no such option: known options here are ${known.join(", ")}`,
-      }));
-      return r._tag === "Left" ? t.failures([...r.left, ...errs]) : t.failures(errs);
-    },
-    inner.encode,
-  );
-}
+/** An object type that also refuses unknown keys (the one of the module codec, shared by every config codec). */
+export { strict };
 
 export const FarmEntryCodec = strict({
   iface: NonEmptyString,
@@ -310,6 +288,11 @@ export interface HostConfig {
   readonly stateDir: string;
   /** The raw decoded input (for support snapshots, with secrets redacted). */
   readonly raw: Record<string, unknown>;
+  /**
+   * What is accepted but probably a mistake (a VIP in no node's subnet), in the shape of the problems of a
+   * ConfigError; `holdfast config check` prints them. Empty when there is nothing to say.
+   */
+  readonly warnings: readonly ConfigProblem[];
 }
 
 export interface DecodeOptions {
@@ -392,6 +375,17 @@ export function decodeHostConfig(input: unknown, opts: DecodeOptions = {}): Host
       } else problems.push({ ...p, path: `cluster.${p.path}` });
     }
   }
+  // Two nodes (or two networks) with one address: heartbeats would be sent to the wrong node.
+  const addressAt = new Map<string, string>();
+  raw.cluster.nodes.forEach((n, i) =>
+    n.addresses.forEach((a, j) => {
+      const key = canonicalIp(a);
+      if (key === undefined) return;
+      const prev = addressAt.get(key);
+      if (prev !== undefined) problems.push({ path: `cluster.nodes.${i}.addresses.${j}`, value: a, expected: `an address not already used by ${prev}` });
+      else addressAt.set(key, `cluster.nodes.${i}.addresses.${j}`);
+    }),
+  );
 
   // The key: a file, or inline.
   const keyFile = raw.cluster.keyFile === undefined ? undefined : abs(raw.cluster.keyFile);
@@ -407,6 +401,7 @@ export function decodeHostConfig(input: unknown, opts: DecodeOptions = {}): Host
   } else if (keyFile !== undefined && checkFiles) {
     try {
       parseKey(readFileSync(keyFile, "utf8"), "cluster.keyFile");
+      ownerOnly(keyFile, "cluster.keyFile", problems);
     } catch (e) {
       if (e instanceof ConfigError) problems.push(...e.problems.map((p) => ({ ...p, value: keyFile })));
       else problems.push({ path: "cluster.keyFile", value: keyFile, expected: `a readable key file (${(e as Error).message})` });
@@ -432,10 +427,32 @@ export function decodeHostConfig(input: unknown, opts: DecodeOptions = {}): Host
     }
   });
   const ids = new Set(raw.cluster.nodes.map((n) => n.id));
+  const warnings: ConfigProblem[] = [];
+  const vipAt = new Map<string, string>();
   modules.forEach((m, k) => {
     const i = moduleIndex[k] as number;
+    m.vips.forEach((vip, j) => {
+      // One VIP in two modules: both would add it and remove it, each for its own reasons.
+      const key = canonicalIp(vip.split("/")[0] ?? "");
+      const prev = key === undefined ? undefined : vipAt.get(key);
+      if (prev !== undefined) problems.push({ path: `modules.${i}.vips.${j}`, value: vip, expected: `a VIP not already used by ${prev}` });
+      else if (key !== undefined) vipAt.set(key, `modules.${i}.vips.${j}`);
+      if (!vipNearNodes(vip, raw.cluster.nodes))
+        warnings.push({ path: `modules.${i}.vips.${j}`, value: vip, expected: "a VIP whose subnet holds an address of one of cluster.nodes (else it answers only where it is routed to the nodes)" });
+    });
     try {
-      decodeOrThrow(t.type({ checkers: t.array(CheckerConfigCodec) }), { checkers: m.checkers }, `module ${m.name} checkers`);
+      const decoded = decodeOrThrow(t.type({ checkers: t.array(CheckerConfigCodec) }), { checkers: m.checkers }, `module ${m.name} checkers`);
+      if (checkFiles)
+        decoded.checkers.forEach((c, n) => {
+          if (c.type === "split-brain" && c.keyFile !== undefined) {
+            const path = abs(c.keyFile);
+            try {
+              ownerOnly(path, `modules.${i}.checkers.${n}.keyFile`, problems);
+            } catch (err) {
+              problems.push({ path: `modules.${i}.checkers.${n}.keyFile`, value: path, expected: `a readable key file (${(err as Error).message})` });
+            }
+          }
+        });
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       problems.push(...e.problems.map((p) => ({ ...p, path: `modules.${i}.${p.path}` })));
@@ -477,6 +494,8 @@ export function decodeHostConfig(input: unknown, opts: DecodeOptions = {}): Host
     if (e && checkFiles) {
       try {
         if (statSync(e.keyFile).size < 16) problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: "a key file of at least 16 bytes" });
+        // The cluster key file (the default) is reported once, at cluster.keyFile.
+        else if (e.keyFile !== keyFile) ownerOnly(e.keyFile, `replication.${name}.keyFile`, problems);
       } catch (err) {
         problems.push({ path: `replication.${name}.keyFile`, value: e.keyFile, expected: `a readable key file (${(err as Error).message})` });
       }
@@ -503,6 +522,7 @@ export function decodeHostConfig(input: unknown, opts: DecodeOptions = {}): Host
     logDir: abs(raw.logDir ?? DEFAULT_LOG_DIR),
     stateDir: abs(raw.stateDir ?? DEFAULT_STATE_DIR),
     raw,
+    warnings,
   };
   // Enumerable, so that a caller's extension of the object (`{ ...cfg, api }`) stays a decoded configuration.
   (cfg as unknown as Record<symbol, unknown>)[BRAND] = true;
@@ -567,6 +587,47 @@ function resolveSyncEntry(
     ...(r.options !== undefined ? { options: r.options } : {}),
     ...(r.iface !== undefined ? { iface: r.iface } : {}),
   };
+}
+
+/**
+ * Refuses a key file that its group or others may read or write (as ssh does with a private key): the key
+ * authenticates heartbeats, the replication stream or arbiter claims, so whoever reads it can forge them.
+ * Throws when the file cannot be stat'ed (the caller reports that as unreadable).
+ */
+function ownerOnly(file: string, path: string, problems: ConfigProblem[]): void {
+  const mode = statSync(file).mode & 0o777;
+  if ((mode & 0o077) !== 0)
+    problems.push({ path, value: file, expected: `a key file only its owner may read (mode ${mode.toString(8).padStart(4, "0")} here: chmod 600 ${file})` });
+}
+
+/** A canonical text of an IP literal (IPv6 compressed and lower-case), or undefined when it is none. */
+function canonicalIp(a: string): string | undefined {
+  const family = isIP(a);
+  if (family === 4) return a;
+  if (family !== 6) return undefined;
+  try {
+    return new URL(`http://[${a}]/`).hostname;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True when the VIP's subnet holds an address of one of the nodes, or when the VIP has a host prefix (/32,
+ * /128): such a VIP names no subnet, the interface and its routes decide, so there is nothing to compare.
+ */
+function vipNearNodes(vip: string, nodes: readonly { readonly addresses: readonly string[] }[]): boolean {
+  const [addr = "", len = ""] = vip.split("/");
+  const family = isIP(addr);
+  if (family === 0 || (family === 4 ? Number(len) >= 32 : Number(len) >= 128)) return true;
+  const type = family === 4 ? "ipv4" : "ipv6";
+  const list = new BlockList();
+  try {
+    list.addSubnet(addr, Number(len), type);
+  } catch {
+    return true;
+  }
+  return nodes.some((n) => n.addresses.some((a) => isIP(a) === family && list.check(a, type)));
 }
 
 /** Makes the script paths of a module's hooks absolute (relative to the configuration file). */

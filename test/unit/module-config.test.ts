@@ -56,7 +56,7 @@ describe("module definitions", () => {
       ["checkers.0.action", "explode"],
     ]);
     expect(problems(() => resolveModule({ name: "m", kind: "farm", mirror: { defaultPrimary: "a" } }))).toEqual([
-      ["mirror", { defaultPrimary: "a", peerWait: undefined }],
+      ["mirror", { defaultPrimary: "a" }],
     ]);
     const hookProblems = problems(() => resolveModule({ name: "m", kind: "mirror", hooks: { start_prim: 42 } }));
     expect(hookProblems.every(([p, v]) => p.startsWith("hooks.start_prim") && v === 42)).toBe(true);

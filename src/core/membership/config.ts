@@ -1,6 +1,8 @@
 import * as t from "io-ts";
 import { decodeOrThrow } from "../decode.js";
 import { ConfigError } from "../errors.js";
+import { strict } from "../module/config.js";
+import { optional } from "../module/codec-util.js";
 
 /**
  * Membership timing. Every timeout is derived from the pulse; the formulas are documented here once and
@@ -93,50 +95,52 @@ const PositiveInt = (what: string, max: number) =>
     t.identity,
   );
 
-export const MembershipTimingOverridesC = t.partial({
-  pulseMs: PositiveInt("an integer number of ms in 1..60000", 60_000),
-  tickMs: PositiveInt("an integer number of ms in 1..60000", 60_000),
-  lossTimeoutMs: PositiveInt("an integer number of ms in 1..600000", 600_000),
-  stallMs: PositiveInt("an integer number of ms in 1..600000", 600_000),
-  maxLocalHealth: PositiveInt("an integer in 1..16", 16),
-  healthDecayMs: PositiveInt("an integer number of ms in 1..3600000", 3_600_000),
+/** Single timing overrides; exact, so that a misspelt one (`pulsems`) is an error instead of the preset's value. */
+export const MembershipTimingOverridesC = strict({
+  pulseMs: optional(PositiveInt("an integer number of ms in 1..60000", 60_000)),
+  tickMs: optional(PositiveInt("an integer number of ms in 1..60000", 60_000)),
+  lossTimeoutMs: optional(PositiveInt("an integer number of ms in 1..600000", 600_000)),
+  stallMs: optional(PositiveInt("an integer number of ms in 1..600000", 600_000)),
+  maxLocalHealth: optional(PositiveInt("an integer in 1..16", 16)),
+  healthDecayMs: optional(PositiveInt("an integer number of ms in 1..3600000", 3_600_000)),
 });
 
-/** One cluster node as every member knows it (static configuration, as SafeKit's node list). */
-export const ClusterNodeC = t.intersection([
-  t.type({
+/** One cluster node as every member knows it (static configuration, as SafeKit's node list). Exact. */
+export const ClusterNodeC = strict(
+  {
     id: NodeIdC,
     /** One address per heartbeat network, in the same order on every node (IPv4 or IPv6). */
     addresses: t.array(t.string),
-  }),
-  t.partial({
     /** Relative share of farm buckets, default 1. 0 = member that takes no farm load. */
-    weight: new t.Type<number, number, unknown>(
-      "a number in 0..1000",
-      (u): u is number => typeof u === "number" && u >= 0 && u <= 1000,
-      (u, c) => (typeof u === "number" && u >= 0 && u <= 1000 ? t.success(u) : t.failure(u, c)),
-      t.identity,
+    weight: optional(
+      new t.Type<number, number, unknown>(
+        "a number in 0..1000",
+        (u): u is number => typeof u === "number" && u >= 0 && u <= 1000,
+        (u, c) => (typeof u === "number" && u >= 0 && u <= 1000 ? t.success(u) : t.failure(u, c)),
+        t.identity,
+      ),
     ),
-  }),
-]);
+  },
+  "cluster node",
+);
 export type ClusterNode = t.TypeOf<typeof ClusterNodeC>;
 
-export const MembershipOptionsC = t.intersection([
-  t.type({
+/** Exact (a misspelt option is an error), and one object type, so that error paths carry no intersection index. */
+export const MembershipOptionsC = strict(
+  {
     /** Cluster name; messages of another cluster are dropped. */
     clusterId: t.string,
     /** This node's id: must be one of `nodes`. */
     nodeId: NodeIdC,
     /** All nodes of the cluster, this one included. */
     nodes: t.array(ClusterNodeC),
-  }),
-  t.partial({
     /** Timing preset, default "lan". */
-    preset: t.keyof({ lan: null, wan: null, slow: null }),
+    preset: optional(t.keyof({ lan: null, wan: null, slow: null })),
     /** Overrides of single timings (ms). */
-    timing: MembershipTimingOverridesC,
-  }),
-]);
+    timing: optional(MembershipTimingOverridesC),
+  },
+  "membership options",
+);
 export type MembershipOptionsInput = t.TypeOf<typeof MembershipOptionsC>;
 
 /** Validated membership options with every default filled in. */

@@ -221,20 +221,77 @@ function compact<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
-export const HookSpecCodec = t.union([
-  NonEmptyString,
-  t.exact(t.type({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(DurationMs) })),
-  HookFn,
-  t.exact(t.type({ fn: HookFn, timeout: optional(DurationMs) })),
-]);
+/**
+ * An object type that also refuses unknown keys: a misspelt option (`checker:` for `checkers:`, `hooktimeout`)
+ * is reported at its path with the known options, instead of being dropped silently as `t.exact` would.
+ * Every configuration codec of holdfast uses it (re-exported by "holdfast/config").
+ */
+export function strict<P extends t.Props>(props: P, name?: string): t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown> {
+  const inner = t.type(props);
+  const known = Object.keys(props);
+  return new t.Type<t.TypeOf<t.TypeC<P>>, t.OutputOf<t.TypeC<P>>, unknown>(
+    name ?? inner.name,
+    inner.is,
+    (u, c) => {
+      const r = inner.validate(u, c);
+      const extra = typeof u === "object" && u !== null && !Array.isArray(u) ? Object.keys(u).filter((k) => !known.includes(k)) : [];
+      if (extra.length === 0) {
+        if (r._tag === "Left") return r;
+        // An optional key left undefined is left out (t.type would add it as undefined, which spreads over defaults).
+        const out = r.right as Record<string, unknown>;
+        const absent = known.filter((k) => k in out && out[k] === undefined);
+        if (absent.length === 0) return r;
+        const copy = { ...out };
+        for (const k of absent) delete copy[k];
+        return t.success(copy as t.TypeOf<t.TypeC<P>>);
+      }
+      const errs: t.Errors = extra.map((k) => ({
+        value: (u as Record<string, unknown>)[k],
+        context: [...c, { key: k, type: t.never, actual: (u as Record<string, unknown>)[k] }],
+        message: unknownOptionMessage(known),
+      }));
+      return r._tag === "Left" ? t.failures([...r.left, ...errs]) : t.failures(errs);
+    },
+    inner.encode,
+  );
+}
 
-const hookProps: Record<string, typeof HookSpecCodec> = {};
-for (const h of HOOK_NAMES) hookProps[h] = HookSpecCodec;
-export const HooksCodec = t.exact(t.partial(hookProps));
+/** The message of an unknown key, the same in every codec. */
+export function unknownOptionMessage(known: readonly string[]): string {
+  return `no such option: known options here are ${known.join(", ")}`;
+}
+
+const ScriptHookCodec = strict({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(DurationMs) }, "{ path, args?, timeout? }");
+const FunctionHookCodec = strict({ fn: HookFn, timeout: optional(DurationMs) }, "{ fn, timeout? }");
+const HOOK_SPEC_NAME = "script path, { path, args?, timeout? }, function or { fn, timeout? }";
+
+/**
+ * A hook: the form is picked from the value (string, function, object with `fn`, other object), so that a
+ * mistake is reported against that form only (an unknown key of `{ path, timout }` at its own path).
+ */
+export const HookSpecCodec = new t.Type<HookSpec, HookSpec, unknown>(
+  HOOK_SPEC_NAME,
+  (u): u is HookSpec => NonEmptyString.is(u) || HookFn.is(u) || ScriptHookCodec.is(u) || FunctionHookCodec.is(u),
+  (u, c) => {
+    if (typeof u === "string") return NonEmptyString.validate(u, c);
+    if (typeof u === "function") return HookFn.validate(u, c);
+    if (typeof u !== "object" || u === null || Array.isArray(u)) return t.failure(u, c, HOOK_SPEC_NAME);
+    return (("fn" in u ? FunctionHookCodec : ScriptHookCodec) as t.Type<HookSpec, unknown, unknown>).validate(u, c);
+  },
+  t.identity,
+);
+
+const hookProps: Record<string, t.Type<HookSpec | undefined, HookSpec | undefined, unknown>> = {};
+for (const h of HOOK_NAMES) hookProps[h] = optional(HookSpecCodec);
+/** The hooks of a module, by hook name; an unknown hook name (`start_prm`) is an error. */
+export const HooksCodec = strict(hookProps);
 
 export const CheckerActionCodec = t.keyof({ restart: null, stopstart: null, failover: null, stop: null, wait: null });
 
-/** A checker entry: known fields checked here; other keys are the probe's options (kept as they are). */
+/**
+ * A checker entry: known fields checked here; other keys are the probe's options (kept as they are, and checked
+ * exactly by the checker codec of "holdfast/checkers" when the checker is created, or by the host's config).
+ */
 export const CheckerEntryCodec = t.type({
   type: NonEmptyString,
   name: optional(NonEmptyString),
@@ -245,21 +302,26 @@ export const CheckerEntryCodec = t.type({
   fall: optional(PosInt),
 });
 
-export const ModuleDefinitionCodec = t.exact(
-  t.type({
+/**
+ * A module definition. Exact: an unknown key is an error. A resolved module has the same keys (with defaults
+ * filled in), so it decodes too (`Module.create` resolves what the host already resolved).
+ */
+export const ModuleDefinitionCodec = strict(
+  {
     name: ModuleName,
     kind: t.keyof({ farm: null, mirror: null }),
     vips: optional(t.array(VipCidr)),
     hooks: optional(HooksCodec),
     hookTimeout: optional(DurationMs),
-    restart: optional(t.exact(t.type({ maxloop: optional(NonNegInt), loopInterval: optional(DurationMs) }))),
+    restart: optional(strict({ maxloop: optional(NonNegInt), loopInterval: optional(DurationMs) })),
     checkers: optional(t.array(CheckerEntryCodec)),
-    mirror: optional(t.exact(t.type({ defaultPrimary: optional(NonEmptyString), peerWait: optional(DurationMs) }))),
-  }),
+    mirror: optional(strict({ defaultPrimary: optional(NonEmptyString), peerWait: optional(DurationMs) })),
+  },
+  "module definition",
 );
 
 /** A file holding several modules: `{ modules: [ ... ] }`. */
-export const ModulesFileCodec = t.exact(t.type({ modules: t.array(ModuleDefinitionCodec) }));
+export const ModulesFileCodec = strict({ modules: t.array(ModuleDefinitionCodec) }, "modules file");
 
 /**
  * Validates one definition (code or file) and fills defaults. Throws a path-precise ConfigError.
