@@ -80,7 +80,8 @@ export const mirrorKind: HostExtension = {
     if (!self || !peer) throw new Error(`module ${definition.name}: node ${nodeId} is not one of replication.${definition.name}.nodes (${Object.keys(entry.nodes).join(", ")})`);
     const dir = entry.directories[0] as { path: string; backing: string };
     mkdirSync(dir.path, { recursive: true });
-    mkdirSync(dir.backing, { recursive: true });
+    // The backing directory holds the real files: only root may read them behind the mount (an existing one is left as it is).
+    mkdirSync(dir.backing, { recursive: true, mode: 0o700 });
     const sink: Wiring["sink"] = {};
     const splitBrain = mirrorSplitBrain(definition.checkers ?? [], {
       secondWithPeer: () => sink.module?.status.state === "SECOND" && host.membership.view.members.some((m) => m.id !== nodeId),

@@ -8,6 +8,11 @@ import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { formatEvent, type HookName, type ModuleEvent } from "../core/module/index.js";
 
+/** Mode of a log directory the event log creates (owner only). */
+export const LOG_DIR_MODE = 0o700;
+/** Mode of the log files the event log creates (owner only). */
+export const LOG_FILE_MODE = 0o600;
+
 /** One record of the event log. */
 export type ModuleLogRecord =
   | {
@@ -58,7 +63,8 @@ export class EventLog {
     this.keep = opts.keep ?? 1000;
     this.now = opts.now ?? Date.now;
     if (opts.dir) {
-      mkdirSync(opts.dir, { recursive: true });
+      // Owner only, set at creation (not chmod'ed after); an existing directory is left as it is.
+      mkdirSync(opts.dir, { recursive: true, mode: LOG_DIR_MODE });
       this.jsonPath = join(opts.dir, `${module}.jsonl`);
       this.textPath = join(opts.dir, `${module}.log`);
     }
@@ -97,8 +103,9 @@ export class EventLog {
     this.records.push(r);
     if (this.records.length > this.keep) this.records.shift();
     // Synchronous appends keep the files in decision order; the volume is a few lines per decision.
-    if (this.jsonPath) appendFileSync(this.jsonPath, JSON.stringify(r) + "\n");
-    if (this.textPath) appendFileSync(this.textPath, formatLogLine(r) + "\n");
+    // The mode applies when the append creates the file: hook output may hold anything, so owner only.
+    if (this.jsonPath) appendFileSync(this.jsonPath, JSON.stringify(r) + "\n", { mode: LOG_FILE_MODE });
+    if (this.textPath) appendFileSync(this.textPath, formatLogLine(r) + "\n", { mode: LOG_FILE_MODE });
     return r;
   }
 }

@@ -15,7 +15,7 @@
  * back to it), `checker()` from the checker runner (and `resetCheckers` events go back to it),
  * `replication()` from the replication layer.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { CheckerVerdict } from "../core/checker.js";
@@ -88,6 +88,10 @@ export class MemoryModuleStore implements ModuleStateStore {
 
 /** One JSON file per module in `dir`, replaced atomically (write + rename). */
 export class FileModuleStore implements ModuleStateStore {
+  /** Mode of a state directory the store creates (owner only). */
+  static readonly DIR_MODE = 0o700;
+  /** Mode of the state files the store creates (owner only). */
+  static readonly FILE_MODE = 0o600;
   constructor(readonly dir: string) {}
   async load(module: string): Promise<PersistedModuleState | undefined> {
     try {
@@ -98,9 +102,13 @@ export class FileModuleStore implements ModuleStateStore {
     }
   }
   async save(module: string, state: PersistedModuleState): Promise<void> {
-    mkdirSync(this.dir, { recursive: true });
+    // Created owner-only (0700 directory, 0600 files), not chmod'ed after: no moment where others may read.
+    // An existing directory is left as it is.
+    mkdirSync(this.dir, { recursive: true, mode: FileModuleStore.DIR_MODE });
     const path = join(this.dir, `${module}.state.json`);
-    writeFileSync(`${path}.tmp`, JSON.stringify(state));
+    // A leftover temporary file (a crash between write and rename) would keep its old mode: start afresh.
+    rmSync(`${path}.tmp`, { force: true });
+    writeFileSync(`${path}.tmp`, JSON.stringify(state), { mode: FileModuleStore.FILE_MODE });
     renameSync(`${path}.tmp`, path);
   }
 }
