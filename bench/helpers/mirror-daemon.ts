@@ -18,12 +18,14 @@ export interface MirrorDaemonOptions {
   readonly arbiter?: string;
   /** Bounded wait for the secondary's ack, ms. Default 1000 (the example node's). */
   readonly ackTimeoutMs?: number;
+  /** A node's directory (data/, mnt/, state/, log/, hooks/ go under it). Default: the lab's directory of the node. */
+  readonly dir?: (h: LabHost) => string;
 }
 
 export function mirrorDaemonConfig(o: MirrorDaemonOptions): (h: LabHost) => Record<string, unknown> {
   const [n0, n1] = o.lab.nodes as [LabHost, LabHost];
   return (h) => {
-    const dir = o.lab.dir(h);
+    const dir = o.dir?.(h) ?? o.lab.dir(h);
     const app = writeRecordAppHooks(dir, o.appPort, o.recordBytes);
     return {
       modules: [

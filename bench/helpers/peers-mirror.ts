@@ -1,5 +1,5 @@
-// bench:peers — the holdfast side: examples/mirror-node.ts (membership + mirror module + MirrorDriver + MirrorVip,
-// its records app, no witness) on the lab's two nodes. Failover trials with the same faults and the same probe as
+// bench:peers — the holdfast side: the shipped daemon (dist/cli.js) with a mirror module on the lab's two nodes
+// (the record app started by its start_prim hook; no witness unless asked). Failover trials with the same faults and the same probe as
 // keepalived (peers-keepalived.ts), then data-loss trials with the same writer as lsyncd (peers-lsyncd.ts).
 // Roles alternate: after each trial the old primary is started again, resynced, and becomes the secondary.
 import { randomBytes } from "node:crypto";
@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Lab, LabHost, LabProcess } from "../../src/testing/lab.js";
 import { MembershipCluster, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
 import { measureFailover, until } from "./peers-failover.js";
-import { mirrorControl } from "./mirror-control.js";
+import { mirrorDaemonConfig } from "./mirror-daemon.js";
 import { idsIn, localRate, rate, RECORD_BYTES, startWriter, type Ack, type LossTrial } from "./peers-lsyncd.js";
 import type { Fault } from "./peers-keepalived.js";
 
@@ -53,18 +53,9 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
       witness = lab.spawn(client, [process.execPath, "--import", "tsx", join(repo, "examples/witness.ts"), "--listen", arbiterAt, "--key", key, "--max-ttl-ms", "3000"], { cwd: repo });
       await witness.waitForLine(/"type":"ready"/, 30_000);
     }
+    // The shipped daemon on each node (dist/cli.js, a config file per node), the record app started by start_prim.
     cluster = await MembershipCluster.start(lab, {
-      program: "examples/mirror-node.ts",
-      args: (h) => [
-        "--dir", dir(h),
-        "--vip", `${vip}/24`,
-        "--listen", `${lab.addr(h)}:${REPL_PORT}`,
-        "--peer", `${lab.addr(h === n0 ? n1 : n0)}:${REPL_PORT}`,
-        "--key", key,
-        "--default-primary", n0.name,
-        "--record-bytes", String(RECORD_BYTES),
-        ...(o.witness ? ["--arbiter", arbiterAt] : []),
-      ],
+      daemon: mirrorDaemonConfig({ lab, vip, key, dir, replPort: REPL_PORT, appPort: 80, recordBytes: RECORD_BYTES, ...(o.witness ? { arbiter: arbiterAt } : {}) }),
     });
     const c = cluster;
     let prim: ClusterNode = c.node(n0.name);
@@ -94,8 +85,7 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
       {
         const first = await prim.waitFor((l) => settled("SECOND")(l) || (l.type === "decision" && String(l.cause).startsWith("split brain with")), 90_000, m0, "old primary back: SECOND or a split brain");
         if (first.type === "decision") {
-          const r = await mirrorControl(join(dir(prim.host), "control.sock"), "POST", "/command", 30_000, { type: "second" });
-          if (r?.ok !== true) throw new Error(`${prim.id}: \`second\` refused or not answered: ${JSON.stringify(r)}`);
+          await c.command(prim, "db", "second"); // rejects when refused or not answered
           out.splitBrainsResolved[fault]++;
         }
       }
@@ -123,7 +113,7 @@ export async function mirrorTrials(lab: Lab, repo: string, vip: string, o: { fai
           },
         });
         await sec.waitFor(settled("ALONE"), 20_000, m, "takeover");
-        const app = sec.lines.slice(m).find((l) => l.type === "app" && l.state === "started");
+        const app = sec.lines.slice(m).find((l) => l.type === "hook" && l.hook === "start_prim" && l.ok === true);
         const appMs = app ? Math.round(app.t - tFault) : NaN;
         out.failover[fault].push(ms);
         out.appStart[fault].push(appMs);

@@ -27,7 +27,8 @@ export async function runDaemon(opts: RunOptions): Promise<void> {
   daemon.on("membership", (l) => out({ kind: "membership", ...l, ts: undefined }));
   daemon.on("moduleState", (m, s) => out({ kind: "module", node: daemon.nodeId, ...s, module: m }));
   daemon.on("error", (e) => out({ kind: "error", node: daemon.nodeId, error: e.message }));
-  if (opts.trace) traceHost(daemon, (l) => out({ kind: "trace", node: daemon.nodeId, ...l }));
+  // Trace lines also carry `t` (ms since the epoch, sub-ms), for tools that time events against each other.
+  if (opts.trace) traceHost(daemon, (l) => out({ kind: "trace", node: daemon.nodeId, t: Math.round((performance.timeOrigin + performance.now()) * 10) / 10, ...l }));
   const api = new ApiServer({ daemon });
   const stopTimeoutMs = opts.stopTimeoutMs ?? 30_000;
 

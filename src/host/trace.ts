@@ -1,6 +1,6 @@
 /**
  * `traceHost`: every event of a host as one flat JSON-able object per event — membership (nodeUp, nodeDown,
- * viewChange, stall), each module (state, decision, checker) and each kind's driver (farm: backend, buckets,
+ * viewChange, stall), each module (state, decision, checker, hook: one ended) and each kind's driver (farm: backend, buckets,
  * contested, held; mirror: role, sync, degraded, resyncStart, resyncProgress, synced, metrics). Programs print it
  * as JSON lines (the example nodes, `holdfast daemon --trace`), tests and benches read those lines. Call it before
  * `host.start()`, so that no module's first events are missed.
@@ -37,6 +37,7 @@ export function traceHost(host: Host, write: (line: TraceLine) => void, opts: Tr
       mirror.on("error", (e) => write({ type: "error", module: m, message: e.message }));
     }
     module.on("state", (s) => write({ type: "state", module: m, state: s.state, ready: s.ready, transient: s.transient, next: s.next, reason: s.reason }));
+    module.on("hook", (hook, r) => write({ type: "hook", module: m, hook, ok: r.ok, ms: r.durationMs, detail: r.detail }));
     module.on("record", (r) => {
       if (r.kind === "event" && r.event.type === "decision") write({ type: "decision", module: m, level: r.event.level, cause: r.event.cause });
     });

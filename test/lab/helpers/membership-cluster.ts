@@ -1,6 +1,7 @@
 // Runs a program on each lab node and follows its JSON event lines: examples/membership-node.ts by default, an
 // example node (`program`), or the shipped daemon (`daemon`: dist/cli.js with a config file per node and --trace,
 // whose lines carry the same `type`s). Shared by the lab tests, the demo and the benches.
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -102,6 +103,8 @@ export class MembershipCluster {
   readonly dir: string;
   readonly configPath: string;
   private readonly cluster: { clusterId: string; key: string; port: number; preset: string; nodes: { id: string; addresses: string[] }[] };
+  /** Daemon mode: the admin token of every node's control API (127.0.0.1:9453 in its namespace). */
+  readonly token = randomBytes(16).toString("hex");
 
   private constructor(
     readonly lab: Lab,
@@ -136,7 +139,8 @@ export class MembershipCluster {
     if (this.opts.daemon) {
       const c = this.cluster;
       const file = join(this.dir, `${n.id}.json`);
-      const cfg = { cluster: { id: c.clusterId, keyFile: join(this.dir, "cluster.key"), port: c.port, preset: c.preset, nodes: c.nodes }, node: n.id, ...this.opts.daemon(n.host) };
+      const api = { tokens: [{ name: "lab", role: "admin", sha256: createHash("sha256").update(this.token).digest("hex") }] };
+      const cfg = { cluster: { id: c.clusterId, keyFile: join(this.dir, "cluster.key"), port: c.port, preset: c.preset, nodes: c.nodes }, node: n.id, api, ...this.opts.daemon(n.host) };
       writeFileSync(file, JSON.stringify(cfg, null, 2), { mode: 0o600 });
       n.attach(this.lab.spawn(n.host, [process.execPath, join(REPO, "dist", "cli.js"), "daemon", "--config", file, "--trace"], { cwd: REPO }));
       return;
@@ -156,6 +160,23 @@ export class MembershipCluster {
     this.spawn(n);
     await n.waitFor((l) => l.type === "ready", 30_000, from, "ready after restart");
     return from;
+  }
+
+  /**
+   * Daemon mode: runs a module command through the node's control API (as `holdfast CMD MODULE` would). Resolves
+   * with the API's answer; rejects when it refused or did not answer within `timeoutMs`.
+   */
+  async command(n: ClusterNode, module: string, cmd: string, timeoutMs = 30_000): Promise<unknown> {
+    const r = await this.lab.exec(n.host, ["curl", "-sS", "-m", String(Math.ceil(timeoutMs / 1000)), "-X", "POST", "-H", `Authorization: Bearer ${this.token}`, `http://127.0.0.1:9453/api/v1/modules/${module}/commands/${cmd}`], { timeoutMs: timeoutMs + 5_000 });
+    const body = r.stdout.trim();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      throw new Error(`${n.id}: ${cmd} ${module}: no JSON answer (curl exit ${r.code}): ${body || r.stderr.trim()}`);
+    }
+    if ((parsed as { error?: unknown }).error !== undefined) throw new Error(`${n.id}: ${cmd} ${module} refused: ${JSON.stringify(parsed)}`);
+    return parsed;
   }
 
   node(id: string): ClusterNode {
