@@ -154,6 +154,7 @@ describe("membership incarnations (forged or stepped back)", () => {
 
 const ADDR: Record<string, string> = { "198.18.0.10": "a", "198.18.0.11": "b", "198.18.1.10": "a", "198.18.1.11": "b" };
 class SimTransport implements Transport {
+  sendErrors = 0;
   private readonly handlers = new Map<number, (bytes: Uint8Array, from: string) => void>();
   constructor(
     private readonly net: FakeNetwork,
