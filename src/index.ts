@@ -18,6 +18,7 @@ export type { MembershipOptions, MembershipEvents } from "./runtime/membership.j
 export { LAN, WAN, SLOW, PRESETS } from "./core/membership/config.js";
 export type * from "./core/membership/index.js";
 export { generateKey, parseKey, MIN_KEY_BYTES } from "./runtime/crypto.js";
+export { nextIncarnation, INCARNATION_FILE, type IncarnationOptions } from "./runtime/incarnation.js";
 export { UdpTransport, type Transport } from "./runtime/transport.js";
 export { systemClock, type Clock } from "./runtime/clock.js";
 

@@ -41,6 +41,7 @@ import type { ModuleCommand, ModuleState, ModuleStatus } from "../core/module/ty
 import { withMetaFields, type MetaFields } from "../farm/meta.js";
 import { MirrorVip } from "../mirror/vip.js";
 import { HookUnit, killLeftovers } from "../runtime/containment.js";
+import { nextIncarnation } from "../runtime/incarnation.js";
 import { Membership } from "../runtime/membership.js";
 import { bindMembership, FileModuleStore, Module, type ModuleStateStore, type VipDriver } from "../runtime/module.js";
 import { decodeHostConfig, isHostConfig, requireNodeId, type HostConfig, type HostConfigInput } from "./config.js";
@@ -117,7 +118,11 @@ export interface HostOptions {
   readonly vip?: VipDriver;
   /** Where module states persist. Default: a {@link FileModuleStore} in the configuration's `stateDir`. */
   readonly store?: ModuleStateStore;
-  /** Membership incarnation (must grow at each start). Default: wall-clock ms. */
+  /**
+   * Membership incarnation (must grow at each start). Default: {@link nextIncarnation} on the configuration's
+   * `stateDir`: max(the last one + 1, wall-clock ms), persisted before use, so that a restart after a clock step
+   * backwards is still a restart to the peers.
+   */
   readonly incarnation?: number;
   /** This node's id, overriding the configuration's `node`. */
   readonly nodeId?: string;
@@ -228,10 +233,16 @@ export class Host extends EventEmitter<HostEvents> {
       timing: this.config.timing,
       key: this.config.key(),
       port: this.config.heartbeatPort,
-      ...(opts.incarnation !== undefined ? { incarnation: opts.incarnation } : {}),
+      incarnation: opts.incarnation ?? this.incarnation(),
     });
     this.meta = withMetaFields(this.membership);
     if (opts.signals) this.handleSignals();
+  }
+
+  /** The next persisted incarnation (the state directory is created for it, 0700 like the host's other directories). */
+  private incarnation(): number {
+    mkdirSync(this.config.stateDir, { recursive: true, mode: 0o700 });
+    return nextIncarnation(this.config.stateDir);
   }
 
   /** The module named `name`. Throws a HoldfastError (HOLDFAST_NO_SUCH_MODULE) when this node runs none. */
