@@ -16,6 +16,8 @@ export interface MirrorDaemonOptions {
   readonly recordBytes: number;
   /** The witness arbiter `HOST:PORT`, for a split-brain checker holding its lease. */
   readonly arbiter?: string;
+  /** Or a witness address to ping (judged within 300 ms of a cut, before membership declares the peer lost). */
+  readonly witness?: string;
   /** Bounded wait for the secondary's ack, ms. Default 1000 (the example node's). */
   readonly ackTimeoutMs?: number;
   /** A node's directory (data/, mnt/, state/, log/, hooks/ go under it). Default: the lab's directory of the node. */
@@ -35,7 +37,11 @@ export function mirrorDaemonConfig(o: MirrorDaemonOptions): (h: LabHost) => Reco
           vips: [`${o.vip}/24`],
           mirror: { defaultPrimary: n0.name, peerWait: 3000 },
           hooks: { start_prim: app.start, stop_prim: app.stop },
-          checkers: o.arbiter ? [{ type: "split-brain", name: "witness", arbiter: o.arbiter, keyFile: o.key, node: h.name, lease: "mirror-db" }] : [],
+          checkers: o.arbiter
+            ? [{ type: "split-brain", name: "witness", arbiter: o.arbiter, keyFile: o.key, node: h.name, lease: "mirror-db" }]
+            : o.witness
+              ? [{ type: "split-brain", name: "witness", witnesses: [o.witness], interval: 100, timeout: 200, rise: 1, fall: 1 }]
+              : [],
         },
       ],
       replication: {

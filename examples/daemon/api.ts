@@ -5,7 +5,7 @@
  * | --------------------------------------------- | ------- | ---- |
  * | `GET /health/:module`                          | none    | 200 when the module is UP, PRIM or ALONE and ready on this node, else 404 (cloud load balancer health check) |
  * | `GET /api/v1/state`                            | monitor | nodes, view, modules (state, ready, transient, reason, details), checkers |
- * | `GET /api/v1/modules/:m`                       | monitor | this node's status of one module (`{ state, ready, ... }`, what the `module` checker reads) |
+ * | `GET /api/v1/modules/:m`                       | monitor | this node's status of one module (`{ state, ready, ..., upToDate, generation }`, what the `module` checker reads) |
  * | `GET /api/v1/modules/:m/logs?n=100&follow=1`   | monitor | event log as JSON lines; `follow=1` keeps streaming; `Accept: text/event-stream` gives SSE |
  * | `POST /api/v1/modules/:m/commands/:cmd?force=1`| control | start, stop, restart, stopstart, swap, prim (force=1 for stale data), second, forcestop, resync, fullsync |
  * | `GET /api/v1/snapshot`                         | admin   | logs, redacted config, state and metrics as `{ files: { name: text } }` (the CLI archives it) |
@@ -16,7 +16,7 @@
  * Errors are JSON `{ error, code }`: 401 without a known token, 403 when the role does not allow it,
  * 404 unknown module/route, 409 command refused by the module's state, 400 bad request.
  */
-import { appendFileSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -49,6 +49,7 @@ export class ApiServer {
   readonly daemon: Daemon;
   readonly auth: Authenticator;
   private server: Server | undefined;
+  private socketServer: Server | undefined;
   private readonly streams = new Set<ServerResponse>();
   private readonly opts: ApiServerOptions;
 
@@ -78,7 +79,23 @@ export class ApiServer {
         resolve();
       });
     });
+    if (cfg.api.socket !== undefined) await this.listenSocket(cfg.api.socket, handler);
     return server.address() as AddressInfo;
+  }
+
+  /** The same API on a unix socket (plain HTTP: it never leaves the machine), readable by root only. */
+  private async listenSocket(path: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<void> {
+    rmSync(path, { force: true });
+    const server = createHttpServer(handler);
+    this.socketServer = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o600);
   }
 
   get address(): AddressInfo | undefined {
@@ -88,6 +105,8 @@ export class ApiServer {
   async close(): Promise<void> {
     for (const s of this.streams) s.end();
     this.streams.clear();
+    const sock = this.socketServer;
+    if (sock) await new Promise<void>((r) => sock.close(() => r()));
     const server = this.server;
     if (!server) return;
     await new Promise<void>((r) => server.close(() => r()));
@@ -134,7 +153,8 @@ export class ApiServer {
     if (path === "/api/v1/snapshot") return this.json(res, 200, this.snapshot());
     if ((m = /^\/api\/v1\/modules\/([^/]+)$/.exec(path))) {
       const h = this.daemon.host(decodeURIComponent(m[1] as string));
-      return this.json(res, 200, { node: this.daemon.nodeId, kind: h.module.definition.kind, ...h.module.status });
+      const p = h.module.persisted;
+      return this.json(res, 200, { node: this.daemon.nodeId, kind: h.module.definition.kind, ...h.module.status, upToDate: p.upToDate, generation: p.generation });
     }
     if ((m = /^\/api\/v1\/modules\/([^/]+)\/logs$/.exec(path))) return this.logs(req, res, decodeURIComponent(m[1] as string), url);
     if ((m = /^\/api\/v1\/modules\/([^/]+)\/commands\/([^/]+)$/.exec(path))) {

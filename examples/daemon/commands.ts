@@ -9,7 +9,7 @@ import { formatLogLine, type ModuleLogRecord } from "holdfast";
 import { generateKey } from "holdfast";
 import { generateToken, hashToken } from "./auth.js";
 import { ApiClient, ApiError } from "./client.js";
-import { checkConfigFile, loadConfig, redactedConfig } from "./config.js";
+import { checkConfigFileFully, loadConfig, redactedConfig } from "./config.js";
 import { COMMANDS, type ClusterState } from "./daemon.js";
 import { tarGz } from "./tar.js";
 
@@ -265,7 +265,9 @@ async function execute(cmd: CliCommand, io: CliIO): Promise<number> {
       return EXIT.ok;
     }
     case "config-check": {
-      const problems = checkConfigFile(cmd.file, cmd.nodeId !== undefined ? { nodeId: cmd.nodeId } : {});
+      const { problems, warnings } = checkConfigFileFully(cmd.file, cmd.nodeId !== undefined ? { nodeId: cmd.nodeId } : {});
+      // Warnings are printed but do not fail the check.
+      for (const w of warnings) io.out(`${cmd.file}: warning: ${w.path}: expected ${w.expected}, got ${describeValue(w.value)}\n`);
       if (problems.length === 0) {
         io.out(`OK ${cmd.file}\n`);
         return EXIT.ok;

@@ -26,7 +26,7 @@
  * directory of the configuration file.
  */
 import { accessSync, constants, readFileSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import * as t from "io-ts";
 import { ConfigError, DEFAULT_LOG_DIR, DEFAULT_REPLICATION_PORT, DEFAULT_STATE_DIR, decodeHostConfig, type ConfigProblem, type FarmEntry, type HostConfig, type HostNode, type ReplicationSyncEntry } from "holdfast";
 import { NonEmptyString, Port, optional, parseConfigText as parseNodeConfigText, requireNodeId as requireHostNodeId, strict } from "holdfast/config";
@@ -53,6 +53,8 @@ export const ApiConfigCodec = strict({
   tokensFile: optional(NonEmptyString),
   /** Serve HTTPS with this certificate and key (PEM files). */
   tls: optional(strict({ cert: NonEmptyString, key: NonEmptyString })),
+  /** Also serve the API (plain HTTP, same tokens) on this unix socket, created 0600: local tools, no network. */
+  socket: optional(NonEmptyString),
 });
 type ApiConfigInput = t.TypeOf<typeof ApiConfigCodec>;
 
@@ -75,6 +77,8 @@ export type DaemonConfig = Omit<HostConfig, "nodes"> & {
     readonly tokens: readonly TokenEntry[];
     readonly tokensFile: string | undefined;
     readonly tls: { readonly cert: string; readonly key: string } | undefined;
+    /** Unix socket the API is also served on (absolute path), if any. */
+    readonly socket: string | undefined;
   };
 };
 
@@ -156,7 +160,7 @@ export function decodeConfig(input: unknown, opts: LoadOptions & { file?: string
       const h = n.api?.bind ?? (apiBind === "127.0.0.1" || apiBind === "0.0.0.0" || apiBind === "::" ? n.addresses[0] ?? "127.0.0.1" : apiBind);
       return { ...n, apiBind: bind, apiUrl: n.api?.url ?? `${scheme}://${h.includes(":") ? `[${h}]` : h}:${port}` };
     }),
-    api: { bind: apiBind, port, tokens, tokensFile, tls },
+    api: { bind: apiBind, port, tokens, tokensFile, tls, socket: api.socket === undefined ? undefined : resolve(opts.file === undefined ? process.cwd() : dirname(opts.file), api.socket) },
   };
 }
 

@@ -49,22 +49,21 @@ export function writeHookScripts(dir: string): void {
 }
 
 /**
- * Hooks of a small HTTP app for farm demos and tests: `web_start.sh` starts a detached HTTP server on `port`
- * answering this node's id (`$HOLDFAST_NODE`) and waits until it listens; `web_stop.sh` stops it.
- * Returns the two paths.
+ * Hooks of a small HTTP app for farm demos and tests ({@link WEB_APP}: `GET /` answers this node's id, `GET
+ * /stream?ms=N` a long-lived connection): `web_start.sh` starts it detached on `port` and waits until it listens;
+ * `web_stop.sh` stops it. Returns the two paths.
  */
 export function writeHttpAppHooks(dir: string, port = 8080): { start: string; stop: string } {
   mkdirSync(join(dir, "hooks"), { recursive: true });
   const start = join(dir, "hooks", "web_start.sh");
   const stop = join(dir, "hooks", "web_stop.sh");
-  const server = `require("http").createServer((q,s)=>s.end(process.env.HOLDFAST_NODE+"\\n")).listen(${port})`;
   writeFileSync(
     start,
     `#!/bin/sh
-setsid ${process.execPath} -e '${server}' >/dev/null 2>&1 < /dev/null &
+setsid ${process.execPath} ${WEB_APP} ${port} >/dev/null 2>&1 < /dev/null &
 echo $! > "${dir}/$HOLDFAST_NODE.web.pid"
 ` +
-      `for i in $(seq 1 50); do ss -ltn | grep -q ':${port} ' && exit 0; sleep 0.1; done; exit 1
+      `for i in $(seq 1 100); do ss -ltn | grep -q ':${port} ' && exit 0; sleep 0.05; done; exit 1
 `,
   );
   writeFileSync(stop, `#!/bin/sh
@@ -78,6 +77,8 @@ kill "$(cat "${dir}/$HOLDFAST_NODE.web.pid")" 2>/dev/null; exit 0
 /** Where the record app and its writer live (plain Node scripts, see examples/daemon/apps/). */
 export const RECORDS_APP = join(REPO, "examples/daemon/apps/records-app.mjs");
 export const RECORDS_WRITER = join(REPO, "examples/daemon/apps/records-writer.mjs");
+/** The farm's demo app (examples/daemon/apps/web-app.mjs). */
+export const WEB_APP = join(REPO, "examples/daemon/apps/web-app.mjs");
 
 /**
  * Hooks of the replicated record app ({@link RECORDS_APP}) for a mirror module with `mode: sync`: `records_start.sh`

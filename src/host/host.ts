@@ -265,8 +265,9 @@ export class Host extends EventEmitter<HostEvents> {
   /** Creates the modules (loading their persisted state), starts membership, then (autostart) the modules. */
   async start(): Promise<void> {
     if (this.running || this.stopping) return;
-    mkdirSync(this.config.logDir, { recursive: true });
-    mkdirSync(this.config.stateDir, { recursive: true });
+    // Logs and states are the node's own business: 0700 when created (existing directories keep their mode).
+    mkdirSync(this.config.logDir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.config.stateDir, { recursive: true, mode: 0o700 });
     const store = this.opts.store ?? new FileModuleStore(this.config.stateDir);
     let fallback = this.opts.vip;
     if (!fallback) {
@@ -509,7 +510,7 @@ export class Host extends EventEmitter<HostEvents> {
             : { ts: new Date().toISOString(), node: this.nodeId, ...e, at: undefined };
       if (e.type !== "peerMeta") {
         try {
-          appendFileSync(logPath, JSON.stringify(line) + "\n");
+          appendFileSync(logPath, JSON.stringify(line) + "\n", { mode: 0o600 });
         } catch (err) {
           this.fail(err);
         }

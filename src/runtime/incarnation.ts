@@ -37,7 +37,7 @@ const STALE_LOCK_MS = 30_000;
  */
 export function nextIncarnation(stateDir: string, opts: IncarnationOptions = {}): number {
   const now = opts.now ?? Date.now;
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const file = join(stateDir, INCARNATION_FILE);
   const release = lock(`${file}.lock`, opts.lockTimeoutMs ?? 5000);
   try {

@@ -99,7 +99,7 @@ const backing = (node: string) => join(cluster.dir, node, "db.backing");
 describe("replication: mode sync in the daemon config (no namespaces needed)", () => {
   const tmp = mkdtempSync(join(tmpdir(), "hf-repl-config-"));
   const key = join(tmp, "cluster.key");
-  writeFileSync(key, "a".repeat(44) + "\n");
+  writeFileSync(key, "a".repeat(44) + "\n", { mode: 0o600 });
   const base = (nodes: number) => ({
     cluster: { id: "c", keyFile: key, nodes: Array.from({ length: nodes }, (_, i) => ({ id: `n${i}`, addresses: [`198.18.0.${10 + i}`] })) },
     node: "n0",

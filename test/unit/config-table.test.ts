@@ -124,7 +124,7 @@ const ROWS: readonly Row[] = [
   { name: "replication: key file readable by others", input: dbSync({ keyFile: LOOSE }), problems: [`replication.db.keyFile: a key file only its owner may read (mode 0644 here: chmod 600 ${dir}/loose.key)`] },
   { name: "replication: key file too short", input: dbSync({ keyFile: KEY.replace("cluster", "short") }), problems: ["replication.db.keyFile: a key file of at least 16 bytes"] },
   // ---- the daemon's api section
-  { name: "api: misspelt port", input: base({ api: { prot: 9000 } }), problems: ["api.prot: no such option: known options here are bind, port, tokens, tokensFile, tls"], daemonOnly: true },
+  { name: "api: misspelt port", input: base({ api: { prot: 9000 } }), problems: ["api.prot: no such option: known options here are bind, port, tokens, tokensFile, tls, socket"], daemonOnly: true },
   { name: "api: token entry with a misspelt key", input: base({ api: { tokens: [{ name: "ops", rol: "admin", sha256: "a".repeat(64) }] } }), problems: ["api.tokens.0.role: \"monitor\" | \"control\" | \"admin\"", "api.tokens.0.rol: no such option: known options here are name, role, sha256"], daemonOnly: true },
   { name: "api: tls with a misspelt key", input: base({ api: { tls: { cert: CERT, keyfile: KEY } } }), problems: ["api.tls.key: non-empty string", "api.tls.keyfile: no such option: known options here are cert, key"], daemonOnly: true },
   { name: "api: tls key readable by others", input: base({ api: { tls: { cert: CERT, key: LOOSE } } }), problems: [`api.tls.key: a key file only its owner may read (mode 0644 here: chmod 600 ${dir}/loose.key)`], daemonOnly: true },

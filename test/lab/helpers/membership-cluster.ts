@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { generateKey } from "../../../src/runtime/crypto.js";
 import type { Lab, LabHost, LabProcess } from "../../../src/testing/lab.js";
+import { daemonApi } from "../../../bench/helpers/mirror-control.js";
 
 export const REPO = resolve(import.meta.dirname, "../../..");
 
@@ -139,7 +140,7 @@ export class MembershipCluster {
     if (this.opts.daemon) {
       const c = this.cluster;
       const file = join(this.dir, `${n.id}.json`);
-      const api = { tokens: [{ name: "lab", role: "admin", sha256: createHash("sha256").update(this.token).digest("hex") }] };
+      const api = { tokens: [{ name: "lab", role: "admin", sha256: createHash("sha256").update(this.token).digest("hex") }], socket: this.apiSocket(n) };
       const cfg = { cluster: { id: c.clusterId, keyFile: join(this.dir, "cluster.key"), port: c.port, preset: c.preset, nodes: c.nodes }, node: n.id, api, ...this.opts.daemon(n.host) };
       writeFileSync(file, JSON.stringify(cfg, null, 2), { mode: 0o600 });
       n.attach(this.lab.spawn(n.host, [process.execPath, join(REPO, "dist", "cli.js"), "daemon", "--config", file, "--trace"], { cwd: REPO }));
@@ -162,21 +163,20 @@ export class MembershipCluster {
     return from;
   }
 
+  /** Daemon mode: the unix socket a node's control API is also served on (reachable from outside its namespace). */
+  apiSocket(n: ClusterNode): string {
+    return join(this.dir, `${n.id}.api.sock`);
+  }
+
   /**
    * Daemon mode: runs a module command through the node's control API (as `holdfast CMD MODULE` would). Resolves
    * with the API's answer; rejects when it refused or did not answer within `timeoutMs`.
    */
-  async command(n: ClusterNode, module: string, cmd: string, timeoutMs = 30_000): Promise<unknown> {
-    const r = await this.lab.exec(n.host, ["curl", "-sS", "-m", String(Math.ceil(timeoutMs / 1000)), "-X", "POST", "-H", `Authorization: Bearer ${this.token}`, `http://127.0.0.1:9453/api/v1/modules/${module}/commands/${cmd}`], { timeoutMs: timeoutMs + 5_000 });
-    const body = r.stdout.trim();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body);
-    } catch {
-      throw new Error(`${n.id}: ${cmd} ${module}: no JSON answer (curl exit ${r.code}): ${body || r.stderr.trim()}`);
-    }
-    if ((parsed as { error?: unknown }).error !== undefined) throw new Error(`${n.id}: ${cmd} ${module} refused: ${JSON.stringify(parsed)}`);
-    return parsed;
+  async command(n: ClusterNode, module: string, cmd: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const r = await daemonApi(this.apiSocket(n), this.token, "POST", `/api/v1/modules/${encodeURIComponent(module)}/commands/${encodeURIComponent(cmd)}`, timeoutMs);
+    if (r === undefined) throw new Error(`${n.id}: ${cmd} ${module}: no answer within ${timeoutMs} ms`);
+    if (r.error !== undefined) throw new Error(`${n.id}: ${cmd} ${module} refused: ${JSON.stringify(r)}`);
+    return r;
   }
 
   node(id: string): ClusterNode {
