@@ -3,7 +3,15 @@
  *
  * Scripts are started in their own process group (`detached`), with the current state, the next state
  * and the reason appended to their arguments and set in the environment (`HOLDFAST_MODULE`,
- * `HOLDFAST_HOOK`, `HOLDFAST_STATE`, `HOLDFAST_NEXT_STATE`, `HOLDFAST_REASON`). At the timeout (or on
+ * `HOLDFAST_HOOK`, `HOLDFAST_STATE`, `HOLDFAST_NEXT_STATE`, `HOLDFAST_REASON`).
+ *
+ * A script's environment is built, never inherited whole (see {@link hookEnvironment}): the fixed list
+ * {@link HOOK_ENV_KEEP} from this process's environment, the variables the module's `hookEnv` passes or sets, the
+ * request's `env` (the host's `HOLDFAST_NODE`, `HOLDFAST_CLUSTER` and containment variable, the mirror kind's
+ * `HOLDFAST_MOUNT`), and the five above. So a secret of the daemon (`HOLDFAST_TOKEN`) never reaches a hook.
+ * A script run through `runHook` from inside a function hook gets the function hook's environment too.
+ *
+ * At the timeout (or on
  * cancel) the whole group gets SIGTERM, then SIGKILL after `killGraceMs`, so that children the script
  * started (an app launched in the background by a start script that then hangs) go too. Every output
  * line is passed to `onOutput` (the module's event log) and the last lines are kept in the result.
@@ -18,7 +26,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { spawn } from "node:child_process";
 import { accessSync, constants, readFileSync, readdirSync } from "node:fs";
 import { CGROUP_ENV, PGROUP_ENV, recordGroup } from "./containment.js";
-import type { HookName, HookSpec, ModuleState } from "../core/module/index.js";
+import type { HookEnv, HookName, HookSpec, ModuleState } from "../core/module/index.js";
 
 export interface HookRunRequest {
   readonly module: string;
@@ -31,7 +39,7 @@ export interface HookRunRequest {
   readonly defaultTimeout: number;
   /** SIGTERM -> SIGKILL delay, ms. Default 1000. */
   readonly killGraceMs?: number;
-  /** Extra environment for scripts. */
+  /** Variables set for scripts on purpose (the host's `HOLDFAST_NODE`, ...); the rest is built by {@link hookEnvironment}. */
   readonly env?: Readonly<Record<string, string>>;
   /** Aborting cancels the hook (forcestop): the process group is killed. */
   readonly signal?: AbortSignal;
@@ -58,16 +66,54 @@ const MAX_LINE = 2000;
 
 /** The unit of the hook being run: a script joins it (cgroup) or records its process group in it (pgroup). */
 type Unit = { readonly cgroup: string } | { readonly pgroupFile: string };
-/** The unit of the function hook in progress, for the script hooks it runs (the mirror kind's script hooks). */
-const currentUnit = new AsyncLocalStorage<Unit | undefined>();
+/** What the script hooks a function hook runs inherit from it: its unit, its request's env, its module's hookEnv. */
+interface Outer {
+  readonly unit: Unit | undefined;
+  readonly env: Readonly<Record<string, string>>;
+  readonly hookEnv: HookEnv | undefined;
+}
+/** The function hook in progress, for the script hooks it runs (the mirror kind's script hooks). */
+const outerHook = new AsyncLocalStorage<Outer | undefined>();
 
 function unitOf(req: HookRunRequest): Unit | undefined {
   const cg = req.env?.[CGROUP_ENV];
   if (cg) return { cgroup: cg };
   const pg = req.env?.[PGROUP_ENV];
   if (pg) return { pgroupFile: pg };
-  return currentUnit.getStore();
+  return outerHook.getStore()?.unit;
 }
+
+/**
+ * The variables every script hook gets from this process's environment (when set there): what a shell script needs
+ * to find its commands and to read and print text the way the machine is set up. `LC_*` is every locale variable.
+ */
+export const HOOK_ENV_KEEP: readonly string[] = ["PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*"];
+/** PATH when this process has none (as a login shell of root would have). */
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+const matches = (pattern: string, name: string) => (pattern.endsWith("*") ? name.startsWith(pattern.slice(0, -1)) : name === pattern);
+
+/**
+ * A script hook's whole environment: from `from` (the daemon's environment) only the {@link HOOK_ENV_KEEP} variables
+ * and those `hookEnv.pass` names (never a `HOLDFAST_*` one), then `hookEnv.set`, then `holdfast` (holdfast's own
+ * variables, set on purpose by the runner, the host and the kinds).
+ */
+export function hookEnvironment(
+  from: NodeJS.ProcessEnv,
+  hookEnv: HookEnv | undefined,
+  holdfast: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  const patterns = [...HOOK_ENV_KEEP, ...(hookEnv?.pass ?? [])];
+  for (const [k, v] of Object.entries(from)) {
+    if (v === undefined || k.startsWith("HOLDFAST_")) continue;
+    if (patterns.some((p) => matches(p, k))) out[k] = v;
+  }
+  out.PATH ??= DEFAULT_PATH;
+  return { ...out, ...(hookEnv?.set ?? {}), ...holdfast };
+}
+
+const envOf = (spec: HookSpec): HookEnv | undefined => (typeof spec === "object" ? spec.env : undefined);
 
 /**
  * Joins the cgroup directory $0 (made again if something removed it), then runs the hook; a failed join fails the
@@ -79,10 +125,15 @@ const JOIN_CGROUP = 'mkdir -p "$0" 2>/dev/null; echo $$ > "$0/cgroup.procs" || {
 export async function runHook(req: HookRunRequest): Promise<HookResult> {
   const spec = req.spec;
   const unit = unitOf(req);
-  if (typeof spec === "function") return currentUnit.run(unit, () => runFunction(req, spec, req.defaultTimeout));
-  if (typeof spec === "string") return runScript(req, spec, [], req.defaultTimeout, unit);
-  if ("fn" in spec) return currentUnit.run(unit, () => runFunction(req, spec.fn, spec.timeout ?? req.defaultTimeout));
-  return runScript(req, spec.path, spec.args ?? [], spec.timeout ?? req.defaultTimeout, unit);
+  const outer = outerHook.getStore();
+  // The enclosing function hook's variables and hookEnv, unless this request names its own.
+  const env = { ...(outer?.env ?? {}), ...(req.env ?? {}) };
+  const hookEnv = envOf(spec) ?? outer?.hookEnv;
+  const inner: Outer = { unit, env, hookEnv };
+  if (typeof spec === "function") return outerHook.run(inner, () => runFunction(req, spec, req.defaultTimeout));
+  if (typeof spec === "string") return runScript(req, spec, [], req.defaultTimeout, inner);
+  if ("fn" in spec) return outerHook.run(inner, () => runFunction(req, spec.fn, spec.timeout ?? req.defaultTimeout));
+  return runScript(req, spec.path, spec.args ?? [], spec.timeout ?? req.defaultTimeout, inner);
 }
 
 async function runFunction(
@@ -187,19 +238,21 @@ export function groupAlive(pgid: number): boolean {
   return false;
 }
 
-async function runScript(req: HookRunRequest, path: string, args: readonly string[], timeout: number, unit: Unit | undefined): Promise<HookResult> {
+async function runScript(req: HookRunRequest, path: string, args: readonly string[], timeout: number, ctx: Outer): Promise<HookResult> {
   const started = performance.now();
   const output: string[] = [];
   const grace = req.killGraceMs ?? 1000;
-  const env = {
-    ...process.env,
-    ...(req.env ?? {}),
+  const unit = ctx.unit;
+  const env = hookEnvironment(process.env, ctx.hookEnv, {
+    // The unit the script runs in, also when inherited from an enclosing function hook.
+    ...(unit ? ("cgroup" in unit ? { [CGROUP_ENV]: unit.cgroup } : { [PGROUP_ENV]: unit.pgroupFile }) : {}),
+    ...ctx.env,
     HOLDFAST_MODULE: req.module,
     HOLDFAST_HOOK: req.hook,
     HOLDFAST_STATE: req.state,
     HOLDFAST_NEXT_STATE: req.nextState,
     HOLDFAST_REASON: req.reason,
-  };
+  });
   return new Promise<HookResult>((resolve) => {
     let settled = false;
     let timedOut = false;

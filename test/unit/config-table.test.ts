@@ -61,12 +61,12 @@ interface Row {
 
 const ROWS: readonly Row[] = [
   // ---- module definitions: unknown keys at every level
-  { name: "module: checker instead of checkers", input: mods(web({ checker: [{ type: "tcp", host: "127.0.0.1", port: 80 }] })), problems: ["modules.0.checker: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror"] },
-  { name: "module: hooktimeout instead of hookTimeout", input: mods(web({ hooktimeout: "5s" })), problems: ["modules.0.hooktimeout: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror"] },
-  { name: "module: vip instead of vips", input: mods({ name: "web", kind: "farm", vip: ["198.18.0.100/24"] }), problems: ["modules.0.vip: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror"] },
+  { name: "module: checker instead of checkers", input: mods(web({ checker: [{ type: "tcp", host: "127.0.0.1", port: 80 }] })), problems: ["modules.0.checker: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror, hookEnv"] },
+  { name: "module: hooktimeout instead of hookTimeout", input: mods(web({ hooktimeout: "5s" })), problems: ["modules.0.hooktimeout: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror, hookEnv"] },
+  { name: "module: vip instead of vips", input: mods({ name: "web", kind: "farm", vip: ["198.18.0.100/24"] }), problems: ["modules.0.vip: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror, hookEnv"] },
   { name: "hooks: unknown hook name", input: mods(web({ hooks: { start_bth: HOOK } })), problems: ["modules.0.hooks.start_bth: no such option: known options here are prestart, start_prim, stop_prim, start_second, stop_second, start_both, stop_both, poststop"] },
-  { name: "hooks: unknown key of a script hook", input: mods(web({ hooks: { start_both: { path: HOOK, timout: "5s" } } })), problems: ["modules.0.hooks.start_both.timout: no such option: known options here are path, args, timeout"] },
-  { name: "hooks: unknown key of a function hook", input: mods(web({ hooks: { start_both: { fn: () => undefined, timeot: 5 } } })), problems: ["modules.0.hooks.start_both.timeot: no such option: known options here are fn, timeout"] },
+  { name: "hooks: unknown key of a script hook", input: mods(web({ hooks: { start_both: { path: HOOK, timout: "5s" } } })), problems: ["modules.0.hooks.start_both.timout: no such option: known options here are path, args, timeout, env"] },
+  { name: "hooks: unknown key of a function hook", input: mods(web({ hooks: { start_both: { fn: () => undefined, timeot: 5 } } })), problems: ["modules.0.hooks.start_both.timeot: no such option: known options here are fn, timeout, env"] },
   { name: "hooks: a number", input: mods(web({ hooks: { start_both: 42 } })), problems: ["modules.0.hooks.start_both: script path, { path, args?, timeout? }, function or { fn, timeout? }"] },
   { name: "hooks: a script hook without path", input: mods(web({ hooks: { start_both: { args: ["x"] } } })), problems: ["modules.0.hooks.start_both.path: non-empty string"] },
   { name: "restart: unknown key", input: mods(web({ restart: { maxloops: 2 } })), problems: ["modules.0.restart.maxloops: no such option: known options here are maxloop, loopInterval"] },
@@ -182,7 +182,7 @@ describe("exact codecs and definitions in code", () => {
 
   it("an unknown key of a definition in code is refused too", () => {
     expect(problemsOf(() => resolveModule({ name: "web", kind: "farm", checker: [] }))).toEqual([
-      "checker: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror",
+      "checker: no such option: known options here are name, kind, vips, hooks, hookTimeout, restart, checkers, mirror, hookEnv",
     ]);
   });
 

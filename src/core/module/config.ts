@@ -39,6 +39,8 @@ export interface ScriptHook {
   readonly args?: readonly string[];
   /** Timeout, ms; default: the module's `hookTimeout`. At the timeout the whole process group is killed. */
   readonly timeout?: number;
+  /** Filled in by {@link resolveModule} from the module's `hookEnv` (write that instead; if given, it must be equal). */
+  readonly env?: HookEnv;
 }
 
 /** A hook in code with its own timeout. */
@@ -46,6 +48,23 @@ export interface FunctionHook {
   readonly fn: HookFunction;
   /** Timeout, ms; default: the module's `hookTimeout`. At the timeout the hook's signal is aborted. */
   readonly timeout?: number;
+  /** As {@link ScriptHook.env}: the environment of the scripts this function runs through `runHook`. */
+  readonly env?: HookEnv;
+}
+
+/**
+ * What a module's script hooks see of the daemon's environment beyond the fixed list (`PATH`, `HOME`, `TMPDIR`, `TZ`,
+ * `LANG`, `LC_*`) and holdfast's own `HOLDFAST_*` variables: nothing else reaches a hook unless named here, so a
+ * secret of the daemon (`HOLDFAST_TOKEN`) never does.
+ */
+export interface HookEnv {
+  /**
+   * Variables passed through from the daemon's environment when set there: names, or a prefix ending with `*`
+   * (`MY_*`). `HOLDFAST_*` names are never passed (holdfast sets its own). Default: none.
+   */
+  readonly pass?: readonly string[];
+  /** Variables set to fixed values (over a passed or fixed-list one); names not starting with `HOLDFAST_`. Default: none. */
+  readonly set?: Readonly<Record<string, string>>;
 }
 
 /** A hook: a script path, a script with args/timeout, a function, or a function with a timeout. */
@@ -112,6 +131,8 @@ export interface ModuleDefinition {
   readonly restart?: Partial<RestartPolicy>;
   readonly checkers?: readonly CheckerEntry[];
   readonly mirror?: MirrorOptions;
+  /** The hooks' environment beyond the fixed list ({@link HookEnv}). Default: the fixed list only. */
+  readonly hookEnv?: HookEnv;
 }
 
 /** A definition with every default filled in (output of {@link resolveModule}). */
@@ -124,6 +145,8 @@ export interface ResolvedModule {
   readonly restart: RestartPolicy;
   readonly checkers: readonly CheckerEntry[];
   readonly mirror: { readonly defaultPrimary?: string; readonly peerWait: number };
+  /** Present when the definition has one; then also copied into every hook as `env` (the runner reads it there). */
+  readonly hookEnv?: HookEnv;
 }
 
 /** Defaults and named presets. */
@@ -261,8 +284,43 @@ export function unknownOptionMessage(known: readonly string[]): string {
   return `no such option: known options here are ${known.join(", ")}`;
 }
 
-const ScriptHookCodec = strict({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(DurationMs) }, "{ path, args?, timeout? }");
-const FunctionHookCodec = strict({ fn: HookFn, timeout: optional(DurationMs) }, "{ fn, timeout? }");
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const ENV_PASS_RE = /^[A-Za-z_][A-Za-z0-9_]*\*?$/;
+const notHoldfast = (u: string) => !u.toUpperCase().startsWith("HOLDFAST_");
+/** A variable name a module may set: not one of holdfast's own (`HOLDFAST_*`). */
+const EnvName = new t.Type<string, string, unknown>(
+  "environment variable name ([A-Za-z_][A-Za-z0-9_]*, not HOLDFAST_*)",
+  (u): u is string => typeof u === "string" && ENV_NAME_RE.test(u) && notHoldfast(u),
+  (u, c) => (typeof u === "string" && ENV_NAME_RE.test(u) && notHoldfast(u) ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+/** A variable name or a prefix ending with `*`, not `HOLDFAST_*`. */
+const EnvPattern = new t.Type<string, string, unknown>(
+  "environment variable name or prefix* ([A-Za-z_][A-Za-z0-9_]*, optionally ending with *; not HOLDFAST_*)",
+  (u): u is string => typeof u === "string" && ENV_PASS_RE.test(u) && notHoldfast(u),
+  (u, c) => (typeof u === "string" && ENV_PASS_RE.test(u) && notHoldfast(u) ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+/** `{ pass?, set? }`: a bad name is reported at its own path (`hookEnv.pass.1`, `hookEnv.set.<name>`). */
+const EnvSet = new t.Type<Record<string, string>, Record<string, string>, unknown>(
+  "{ NAME: string value }",
+  (u): u is Record<string, string> => typeof u === "object" && u !== null && !Array.isArray(u) && Object.entries(u).every(([k, v]) => EnvName.is(k) && typeof v === "string"),
+  (u, c) => {
+    if (typeof u !== "object" || u === null || Array.isArray(u)) return t.failure(u, c);
+    const errs: t.Errors = [];
+    for (const [k, v] of Object.entries(u)) {
+      const at = [...c, { key: k, type: EnvName, actual: v }];
+      if (!EnvName.is(k)) errs.push({ value: v, context: at, message: `${JSON.stringify(k)} is not a name a module may set: ${EnvName.name}` });
+      else if (typeof v !== "string") errs.push({ value: v, context: at, message: "a string value" });
+    }
+    return errs.length > 0 ? t.failures(errs) : t.success(u as Record<string, string>);
+  },
+  (a) => a,
+);
+export const HookEnvCodec = strict({ pass: optional(t.array(EnvPattern)), set: optional(EnvSet) }, "{ pass?, set? }");
+
+const ScriptHookCodec = strict({ path: NonEmptyString, args: optional(t.array(t.string)), timeout: optional(DurationMs), env: optional(HookEnvCodec) }, "{ path, args?, timeout? }");
+const FunctionHookCodec = strict({ fn: HookFn, timeout: optional(DurationMs), env: optional(HookEnvCodec) }, "{ fn, timeout? }");
 const HOOK_SPEC_NAME = "script path, { path, args?, timeout? }, function or { fn, timeout? }";
 
 /**
@@ -316,6 +374,7 @@ export const ModuleDefinitionCodec = strict(
     restart: optional(strict({ maxloop: optional(NonNegInt), loopInterval: optional(DurationMs) })),
     checkers: optional(t.array(CheckerEntryCodec)),
     mirror: optional(strict({ defaultPrimary: optional(NonEmptyString), peerWait: optional(DurationMs) })),
+    hookEnv: optional(HookEnvCodec),
   },
   "module definition",
 );
@@ -338,15 +397,29 @@ function fillDefaults(d: ModuleDefinition): ResolvedModule {
       { path: "mirror", value: d.mirror, expected: "no mirror options on a farm module" },
     ]);
   }
+  const env = d.hookEnv === undefined ? undefined : compact({ pass: d.hookEnv.pass, set: d.hookEnv.set });
+  const hooks = Object.entries(d.hooks ?? {})
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => [k, typeof v === "object" ? compact(v) : v] as [string, HookSpec]);
+  // Each hook carries the module's environment option: the hook runner gets the spec only.
+  const bad = hooks.filter(([, v]) => typeof v === "object" && v.env !== undefined && canonical(v.env) !== canonical(env ?? {}));
+  if (bad.length > 0) {
+    throw new ConfigError(
+      "module definition",
+      bad.map(([k, v]) => ({ path: `hooks.${k}.env`, value: (v as ScriptHook).env, expected: "no env on a hook: set the module's hookEnv (every hook of a module gets the same environment)" })),
+    );
+  }
+  const withEnv = (v: HookSpec): HookSpec => {
+    if (env === undefined) return v;
+    if (typeof v === "string") return { path: v, env };
+    if (typeof v === "function") return { fn: v, env };
+    return { ...v, env };
+  };
   return {
     name: d.name,
     kind: d.kind,
     vips: d.vips ?? [],
-    hooks: Object.fromEntries(
-      Object.entries(d.hooks ?? {})
-        .filter(([, v]) => v !== undefined)
-        .map(([k, v]) => [k, typeof v === "object" ? compact(v) : v]),
-    ) as ResolvedModule["hooks"],
+    hooks: Object.fromEntries(hooks.map(([k, v]) => [k, withEnv(v)])) as ResolvedModule["hooks"],
     hookTimeout: d.hookTimeout ?? ModuleDefaults.hookTimeout,
     restart: { ...ModuleDefaults.restart, ...compact(d.restart ?? {}) },
     checkers: (d.checkers ?? []).map((c) => compact(c)),
@@ -354,7 +427,13 @@ function fillDefaults(d: ModuleDefinition): ResolvedModule {
       ...(d.mirror?.defaultPrimary !== undefined ? { defaultPrimary: d.mirror.defaultPrimary } : {}),
       peerWait: d.mirror?.peerWait ?? ModuleDefaults.peerWait,
     },
+    ...(env !== undefined ? { hookEnv: env } : {}),
   };
+}
+
+/** JSON with sorted keys (compares two hook environment options). */
+function canonical(e: HookEnv): string {
+  return JSON.stringify({ pass: e.pass ?? [], set: Object.fromEntries(Object.entries(e.set ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) });
 }
 
 /** Validates several modules of one node; names must be unique. */
