@@ -14,6 +14,8 @@
  *
  * The unit's name is stable per (cluster, node, module, state directory), and the state directory records where
  * the unit lives (`<module>.hooks-unit.json`), so a run started in another cgroup still finds the previous one.
+ * A host started by the namespace lab (`HOLDFAST_LAB_PREFIX` in its environment) adds `.lab-<prefix>` to the name,
+ * so that the lab can remove the empty cgroups its killed daemons left (src/testing/lab-cleanup.ts).
  *
  * The host hands the unit to the hook runner through the hooks' environment (`HOLDFAST_CGROUP`, or
  * `HOLDFAST_PGROUP_RECORD` in pgroup mode), which {@link runHook} reads; function hooks run in the host's own
@@ -27,6 +29,15 @@ import { join } from "node:path";
 export const CGROUP_ENV = "HOLDFAST_CGROUP";
 /** Environment variable naming the file where hook process groups are recorded (pgroup mode). */
 export const PGROUP_ENV = "HOLDFAST_PGROUP_RECORD";
+/** Set by the namespace lab (src/testing/lab.ts) for the processes it starts: the lab's prefix. */
+export const LAB_ENV = "HOLDFAST_LAB_PREFIX";
+/** A lab prefix (the lab's own rule): anything else in {@link LAB_ENV} is ignored. */
+const LAB_PREFIX_RE = /^[a-z][a-z0-9]{1,7}$/;
+
+/** True when `name` is a unit's cgroup directory named for the lab `prefix` (see {@link unitName}). */
+export function isLabUnitOf(prefix: string, name: string): boolean {
+  return name.startsWith("holdfast.") && name.endsWith(`.lab-${prefix}`);
+}
 
 /** Undoes mountinfo's octal escapes (`\040` for a space). */
 function unescapeMount(s: string): string {
@@ -68,12 +79,14 @@ export function cgroupDirOf(mount: { mountPoint: string; root: string }, own: st
 /**
  * The unit's name: `holdfast.<cluster>.<node>.<module>.<hash of the state directory>` (characters other than
  * letters, digits, `_` and `-` become `_`): the same for every run of one host, distinct for two hosts of the same
- * node id on one machine (labs) with different state directories.
+ * node id on one machine (labs) with different state directories. With `lab` (a lab prefix), `.lab-<lab>` is
+ * appended: the lab removes such cgroups when it is destroyed.
  */
-export function unitName(cluster: string, node: string, module: string, stateDir: string): string {
+export function unitName(cluster: string, node: string, module: string, stateDir: string, lab?: string): string {
   const clean = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 40);
   const hash = createHash("sha256").update(stateDir).digest("hex").slice(0, 8);
-  return `holdfast.${clean(cluster)}.${clean(node)}.${clean(module)}.${hash}`;
+  const marker = lab !== undefined && LAB_PREFIX_RE.test(lab) ? `.lab-${lab}` : "";
+  return `holdfast.${clean(cluster)}.${clean(node)}.${clean(module)}.${hash}${marker}`;
 }
 
 /** A process left in a module's unit. */
@@ -137,6 +150,8 @@ export interface HookUnitOptions {
   readonly procCgroup?: string;
   /** Force pgroup mode (tests, or hosts where cgroups must not be touched). */
   readonly noCgroup?: boolean;
+  /** The namespace lab's prefix, marked in the unit's name. Default: `HOLDFAST_LAB_PREFIX` from the environment. */
+  readonly lab?: string;
 }
 
 /** One module's unit: where its hook processes run, found again by the next run. */
@@ -179,7 +194,7 @@ export class HookUnit {
         if (!mount) why = "no cgroup2 mount in /proc/self/mountinfo";
         else if (!parent) why = `own cgroup ${own ?? "(no 0:: line)"} not under the cgroup2 mount ${mount.mountPoint}`;
         else {
-          dir = join(parent, unitName(o.cluster, o.node, o.module, o.stateDir));
+          dir = join(parent, unitName(o.cluster, o.node, o.module, o.stateDir, o.lab ?? process.env[LAB_ENV]));
           mkdirSync(dir, { recursive: true });
           if (!existsSync(join(dir, "cgroup.procs"))) throw new Error(`${dir} is not a cgroup`);
         }

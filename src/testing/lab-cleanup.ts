@@ -1,9 +1,10 @@
 // Teardown machinery of the namespace lab (see lab.ts): ownership markers, finding the processes that
 // live in a namespace, deleting namespaces, process-exit handlers, and the clean-up of abandoned labs.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join, resolve, sep } from "node:path";
+import { findCgroup2Mount, isLabUnitOf } from "../runtime/containment.js";
 
 /** Where each lab writes `<prefix>.pid` ("<creator pid> <creator start time>") while it exists. */
 export const MARKER_DIR = "/run/holdfast-lab";
@@ -156,6 +157,97 @@ export function removeScratchAndMarker(prefix: string): void {
   }
 }
 
+/** The cgroup2 mount point of this machine (undefined when there is none). */
+function cgroup2Mount(): string | undefined {
+  try {
+    return findCgroup2Mount(readFileSync("/proc/self/mountinfo", "utf8"))?.mountPoint;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every `holdfast.*` cgroup directory under `mount` (not inside one: a unit's own subtree is the hook's business). */
+function unitCgroups(mount: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string, depth: number) => {
+    let entries;
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      if (e.name.startsWith("holdfast.")) found.push(join(d, e.name));
+      else if (depth < 8) walk(join(d, e.name), depth + 1);
+    }
+  };
+  walk(mount, 0);
+  return found;
+}
+
+/** Lab prefixes named by hook-unit cgroups (`holdfast.*.lab-<prefix>`). */
+function unitLabPrefixes(): Set<string> {
+  const mount = cgroup2Mount();
+  const out = new Set<string>();
+  if (mount === undefined) return out;
+  for (const d of unitCgroups(mount)) {
+    const p = /\.lab-([a-z][a-z0-9]{1,7})$/.exec(basename(d))?.[1];
+    if (p !== undefined) out.add(p);
+  }
+  return out;
+}
+
+/**
+ * The hook-unit cgroups of the lab `prefix` (src/runtime/containment.ts): directories under the cgroup2 mount named
+ * `holdfast.*.lab-<prefix>` (hosts the lab started), and the `holdfast.*` cgroups recorded in a
+ * `<module>.hooks-unit.json` under the lab's scratch directory (hosts whose state directory lies there).
+ */
+export function labCgroups(prefix: string): string[] {
+  const mount = cgroup2Mount();
+  if (mount === undefined) return [];
+  const found = new Set(unitCgroups(mount).filter((d) => isLabUnitOf(prefix, basename(d))));
+  const scan = (d: string, depth: number) => {
+    let entries;
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory() && depth < 6) scan(p, depth + 1);
+      else if (e.isFile() && e.name.endsWith(".hooks-unit.json")) {
+        try {
+          const cg = (JSON.parse(readFileSync(p, "utf8")) as { cgroup?: unknown }).cgroup;
+          // Only a unit's directory under the cgroup2 mount, whatever the record says.
+          if (typeof cg === "string" && basename(cg).startsWith("holdfast.") && resolve(cg).startsWith(mount + sep) && existsSync(cg)) found.add(resolve(cg));
+        } catch {
+          // unreadable record: nothing to go by
+        }
+      }
+    }
+  };
+  scan(join(SCRATCH_ROOT, prefix), 0);
+  return [...found];
+}
+
+/**
+ * Removes the lab's empty hook-unit cgroups ({@link labCgroups}) with rmdir, which the kernel refuses for a cgroup
+ * that still has processes or child cgroups: nothing is killed here. Returns those still present.
+ */
+export function removeLabCgroups(prefix: string): string[] {
+  const left: string[] = [];
+  for (const dir of labCgroups(prefix)) {
+    try {
+      rmdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") left.push(dir);
+    }
+  }
+  return left;
+}
+
 /** Everything a lab must undo, even from a synchronous exit handler. */
 export interface Teardown {
   /** Synchronous, idempotent, never throws. */
@@ -211,8 +303,9 @@ function defaultPrefixOf(ns: string): string | undefined {
 
 /**
  * Deletes what abandoned labs left behind and returns the namespaces it deleted. A lab is abandoned when its
- * marker's creator process is dead, or when its namespaces (default-named `hf??????...`) have no marker at
- * all (a lab writes its marker before creating anything and removes it last). With `prefix`, only that lab.
+ * marker's creator process is dead, or when its namespaces (default-named `hf??????...`) or hook-unit cgroups
+ * (`holdfast.*.lab-<prefix>`) have no marker at all (a lab writes its marker before creating anything and removes it
+ * last). With `prefix`, only that lab.
  * Labs of live processes are never touched.
  */
 export function cleanStaleLabsSync(opts: { prefix?: string } = {}): string[] {
@@ -232,6 +325,9 @@ export function cleanStaleLabsSync(opts: { prefix?: string } = {}): string[] {
     const p = defaultPrefixOf(ns);
     if (p !== undefined && !marked.has(p)) stale.add(p);
   }
+  // A lab's processes exist only while its marker does (written first, removed last): a unit cgroup named for a
+  // lab without one is a leftover.
+  for (const p of unitLabPrefixes()) if (!marked.has(p)) stale.add(p);
   const deleted: string[] = [];
   for (const p of stale) {
     if (opts.prefix !== undefined && p !== opts.prefix) continue;
@@ -239,6 +335,7 @@ export function cleanStaleLabsSync(opts: { prefix?: string } = {}): string[] {
     killNamespaceProcesses(mine);
     deleteNamespacesSync(mine);
     for (const ns of mine) if (!existsSync(join(NETNS_DIR, ns))) deleted.push(ns);
+    removeLabCgroups(p);
     removeScratchAndMarker(p);
   }
   return deleted;

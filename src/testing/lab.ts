@@ -29,7 +29,11 @@
  *
  * Teardown: {@link Lab.destroy} in a `finally`; an exit/SIGINT/SIGTERM handler deletes the namespaces of a lab
  * still alive when the process ends; a marker `/run/holdfast-lab/<prefix>.pid` lets {@link cleanStaleLabs}
- * (and `scripts/lab-clean.sh`) delete the labs of processes that died without either.
+ * (and `scripts/lab-clean.sh`) delete the labs of processes that died without either. Hook-unit cgroups
+ * (src/runtime/containment.ts) that the lab's killed daemons left go too, by rmdir only (the kernel refuses it for a
+ * cgroup that still has processes): those named `holdfast.*.lab-<prefix>` (exec and spawn set `HOLDFAST_LAB_PREFIX`
+ * for the processes they start, and a host marks its units' names with it) and those recorded in a state directory
+ * under the lab's scratch directory.
  *
  * Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2, nftables, util-linux (nsenter), procps (sysctl).
  *
@@ -57,11 +61,13 @@ import {
   pidsInNamespaces,
   processGroupOf,
   registerLive,
+  removeLabCgroups,
   removeScratchAndMarker,
   unregisterLive,
   writeMarker,
   type Teardown,
 } from "./lab-cleanup.js";
+import { LAB_ENV } from "../runtime/containment.js";
 import { LabError, TrackedProcess, mustRun, runCommand, signalGroup, type ExecResult, type LabHost, type LabProcess } from "./lab-process.js";
 
 export { LabError, MAX_RETAINED_LINES } from "./lab-process.js";
@@ -506,7 +512,7 @@ export class Lab implements Teardown {
     const [cmd, ...args] = this.wrap(host, argv, opts);
     return runCommand(cmd as string, args, {
       timeoutMs: opts.timeoutMs ?? 30_000,
-      env: { ...process.env, ...opts.env },
+      env: { ...process.env, [LAB_ENV]: this.prefix, ...opts.env },
       ...(opts.input === undefined ? {} : { input: opts.input }),
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
     });
@@ -525,7 +531,7 @@ export class Lab implements Teardown {
     this.check(host, 0);
     if (argv.length === 0) throw new RangeError("spawn needs a command");
     const [cmd, ...args] = this.wrap(host, argv, opts);
-    const p = new TrackedProcess(host, argv, cmd as string, args, { env: { ...process.env, ...opts.env }, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
+    const p = new TrackedProcess(host, argv, cmd as string, args, { env: { ...process.env, [LAB_ENV]: this.prefix, ...opts.env }, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
     this.procs.add(p);
     this.spawnOptions.set(p, { ...opts });
     void p.exited.then(() => {
@@ -711,8 +717,8 @@ export class Lab implements Teardown {
 
   /**
    * Kills every spawned process group and every other process left in the lab's namespaces, then deletes
-   * the namespaces (with every link and rule in them), the scratch directories and the marker. Idempotent,
-   * never throws.
+   * the namespaces (with every link and rule in them), the lab's empty hook-unit cgroups, the scratch directories
+   * and the marker. Idempotent, never throws.
    */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
@@ -725,6 +731,8 @@ export class Lab implements Teardown {
       }
       killNamespaceProcesses(this.created);
       await Promise.race([Promise.all(waits), new Promise((r) => setTimeout(r, 3_000).unref())]);
+      // A killed process leaves its cgroup a moment after SIGKILL: retry the rmdir of the lab's hook units briefly.
+      for (let i = 0; i < 20 && this.ownsMarker && removeLabCgroups(this.prefix).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
     } catch {
       // carry on: the namespaces must go whatever happened
     }
@@ -741,6 +749,8 @@ export class Lab implements Teardown {
       // leaves nothing behind): never a namespace that merely shares the prefix.
       killNamespaceProcesses(this.created);
       deleteNamespacesSync(this.created);
+      // Before the scratch directory goes: its state directories record where their units live.
+      if (this.ownsMarker) removeLabCgroups(this.prefix);
       if (this.ownsMarker) removeScratchAndMarker(this.prefix);
       this.ownsMarker = false;
     } catch {
