@@ -29,6 +29,92 @@ import { ExtentLogWriter, readExtentLog } from "./extentLog.js";
 import { encodeOp, F_RESYNC, HandshakeError, Op, type Frame, type OpArgs, WireConnection, wirePath } from "./wire.js";
 import type { ResyncMode } from "./FileReplicator.js";
 
+/** Linux O_PATH (not in `fs.constants`): an fd that only names a directory entry, for the walk below. */
+const O_PATH = 0o10000000;
+
+/**
+ * Resolves `path` (a {@link wirePath}, "/a/b/c") beneath `baseDir` without following a symlink in any directory
+ * component: each directory is opened from the previous one's fd, with O_NOFOLLOW, through `/proc/self/fd/N/name`
+ * (Node has no openat). Returns `at`, a path that names the last component inside the last directory fd (the
+ * magic link names exactly that directory, so a component swapped for a symlink after the walk cannot redirect
+ * the operation), and `release`, to call once the operation is done. The last component itself is not
+ * followed by the walk: callers pass O_NOFOLLOW or use an l*() call on it. A symlink as a directory component
+ * throws ELOOP with a message saying which one: `open("link/file")` with `link -> /elsewhere` would otherwise
+ * write outside `baseDir` (and the secondary, which refuses the same path, would end the stream).
+ * Linux only (/proc). The root itself ("/") is `baseDir`.
+ */
+export function beneath(baseDir: string, path: string): { at: string; release: () => void } {
+  const comps = path.split("/").filter((c) => c !== "" && c !== ".");
+  if (comps.includes("..")) throw Object.assign(new Error(`path escapes the replicated directory: ${path}`), { code: "EPERM" });
+  const leaf = comps.pop();
+  if (leaf === undefined) return { at: baseDir, release: () => undefined };
+  let fd = openSync(baseDir, O_PATH | constants.O_DIRECTORY);
+  try {
+    for (let i = 0; i < comps.length; i++) {
+      let next: number;
+      try {
+        next = openSync(`/proc/self/fd/${fd}/${comps[i]}`, O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // O_PATH | O_NOFOLLOW on a symlink opens the link, then O_DIRECTORY fails: ENOTDIR (ELOOP without O_PATH)
+        if ((code === "ENOTDIR" || code === "ELOOP") && lstatSync(`/proc/self/fd/${fd}/${comps[i]}`, { throwIfNoEntry: false })?.isSymbolicLink()) {
+          const where = "/" + comps.slice(0, i + 1).join("/");
+          throw Object.assign(new Error(`${path}: ${where} is a symlink; a path through a symlink is refused (it could lead outside ${baseDir}): only a last component may be one`), { code: "ELOOP" });
+        }
+        throw err;
+      }
+      closeSync(fd);
+      fd = next;
+    }
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  const dirFd = fd;
+  return { at: `/proc/self/fd/${dirFd}/${leaf}`, release: () => closeSync(dirFd) };
+}
+
+/**
+ * Throws ELOOP (as {@link beneath}) when a directory component of `path` is a symlink, by lstat of each one.
+ * For callers that cannot hold fds across their operation (the JS FUSE engine's asynchronous calls). Residual
+ * race: a directory swapped for a symlink between this check and the operation is followed by it.
+ */
+export function checkBeneath(baseDir: string, path: string): void {
+  const comps = path.split("/").filter((c) => c !== "" && c !== ".");
+  if (comps.includes("..")) throw Object.assign(new Error(`path escapes the replicated directory: ${path}`), { code: "EPERM" });
+  let cur = baseDir;
+  for (let i = 0; i < comps.length - 1; i++) {
+    cur = join(cur, comps[i] as string);
+    const st = lstatSync(cur, { throwIfNoEntry: false });
+    if (!st) return; // the operation fails with ENOENT
+    if (st.isSymbolicLink()) {
+      const where = "/" + comps.slice(0, i + 1).join("/");
+      throw Object.assign(new Error(`${path}: ${where} is a symlink; a path through a symlink is refused (it could lead outside ${baseDir}): only a last component may be one`), { code: "ELOOP" });
+    }
+  }
+}
+
+/** Runs `fn` on `path` resolved by {@link beneath}, then releases it. */
+export function atBeneath<T>(baseDir: string, path: string, fn: (at: string) => T): T {
+  const b = beneath(baseDir, path);
+  try {
+    return fn(b.at);
+  } finally {
+    b.release();
+  }
+}
+
+/** `fs.open` string flags as numbers, so that O_NOFOLLOW can be added (the last component is never followed). */
+const OPEN_FLAGS = {
+  r: constants.O_RDONLY,
+  "r+": constants.O_RDWR,
+  w: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
+  "w+": constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC,
+  wx: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_EXCL,
+  a: constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND,
+  "a+": constants.O_RDWR | constants.O_CREAT | constants.O_APPEND,
+} as const;
+
 export const ApiReplicatorOptions = t.intersection([
   t.type({
     /** The replicated directory on this node; paths given to `open` are relative to it. */
@@ -238,16 +324,12 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
    */
   async open(rel: string, flags: "r" | "r+" | "w" | "w+" | "wx" | "a" | "a+" = "r+", mode = 0o644): Promise<ReplicatedFile> {
     const path = wirePath(rel);
-    const abs = join(this.options.baseDir, path);
-    const existed = (() => {
-      try {
-        lstatSync(abs);
-        return true;
-      } catch {
-        return false;
-      }
-    })();
-    const fd = openSync(abs, flags, mode);
+    // directories walked without following symlinks, the file opened with O_NOFOLLOW: a symlink anywhere in
+    // the path is refused (ELOOP), so nothing outside baseDir is written
+    const { fd, existed } = atBeneath(this.options.baseDir, path, (at) => {
+      const existed = lstatSync(at, { throwIfNoEntry: false }) !== undefined;
+      return { fd: openSync(at, OPEN_FLAGS[flags] | constants.O_NOFOLLOW, mode), existed };
+    });
     const append = flags.startsWith("a");
     const st = fstatSync(fd, { bigint: true });
     const mt = { mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) };
@@ -261,26 +343,27 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
   }
 
   /** mkdir, replicated. */
-  mkdir(rel: string, mode = 0o755): Promise<void> {
+  async mkdir(rel: string, mode = 0o755): Promise<void> {
     const path = wirePath(rel);
-    const abs = join(this.options.baseDir, path);
-    mkdirSync(abs, mode);
-    const st = lstatSync(abs);
+    const st = atBeneath(this.options.baseDir, path, (at) => {
+      mkdirSync(at, mode);
+      return lstatSync(at);
+    });
     return this.submit(Op.MKDIR, 0, { mode: st.mode, uid: st.uid, gid: st.gid }, path);
   }
 
   /** rename, replicated. */
-  rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string): Promise<void> {
     const p1 = wirePath(from);
     const p2 = wirePath(to);
-    renameSync(join(this.options.baseDir, p1), join(this.options.baseDir, p2));
+    atBeneath(this.options.baseDir, p1, (a1) => atBeneath(this.options.baseDir, p2, (a2) => renameSync(a1, a2)));
     return this.submit(Op.RENAME, 0, {}, p1, p2);
   }
 
   /** unlink, replicated. */
-  unlink(rel: string): Promise<void> {
+  async unlink(rel: string): Promise<void> {
     const path = wirePath(rel);
-    unlinkSync(join(this.options.baseDir, path));
+    atBeneath(this.options.baseDir, path, (at) => unlinkSync(at));
     return this.submit(Op.UNLINK, 0, {}, path);
   }
 
@@ -454,7 +537,7 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
           // read + send in one tick: no live write can come between them
           let fd: number;
           try {
-            fd = openSync(join(this.options.baseDir, path), "r");
+            fd = atBeneath(this.options.baseDir, path, (at) => openSync(at, constants.O_RDONLY | constants.O_NOFOLLOW));
           } catch {
             break;
           }
@@ -479,7 +562,7 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
         }
       }
       try {
-        const st = lstatSync(join(this.options.baseDir, path), { bigint: true });
+        const st = atBeneath(this.options.baseDir, path, (at) => lstatSync(at, { bigint: true }));
         if (Number(st.ino) === ino) this.sendRaw(Op.TRUNCATE, { off: Number(st.size), mtimeS: Number(st.mtimeNs / 1_000_000_000n), mtimeNs: Number(st.mtimeNs % 1_000_000_000n) }, path);
       } catch {
         /* deleted meanwhile: its unlink was replicated live */

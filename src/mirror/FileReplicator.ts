@@ -199,6 +199,14 @@ export interface ReplicatorMetrics {
   permitWaiting?: number;
   /** What the permit still held at the last poll, ms (0: none or expired, -1: standing permit). */
   permitMs?: number;
+  /**
+   * Secondary: connections to the replication port whose handshake failed since start (wrong key, no holdfast
+   * peer, cut at the 2 s handshake deadline, or turned away when all handshake slots were busy). Carried by
+   * the secondary's stats line, sent at most once a second when it changes.
+   */
+  handshakeFailures?: number;
+  /** Secondary: handshakes in progress at that line (at most 64). */
+  handshakesPending?: number;
 }
 
 export interface FileReplicatorEvents {
@@ -639,6 +647,14 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         this.emit("error", new ReplicatorError("HOLDFAST_MIRROR_PEER", ev.message));
         break;
       case "stats": {
+        // the secondary's line (role "secondary") carries the primary's fields too; only its own counters count
+        const sec = ev as { role?: unknown; handshakeFailures?: unknown; handshakesPending?: unknown };
+        if (sec.role === "secondary") {
+          if (typeof sec.handshakeFailures === "number") this._metrics.handshakeFailures = sec.handshakeFailures;
+          if (typeof sec.handshakesPending === "number") this._metrics.handshakesPending = sec.handshakesPending;
+          this.emit("metrics", this.metrics());
+          break;
+        }
         const dAcks = ev.acks - this.lastAcks;
         const dUs = ev.ackUsSum - this.lastAckUs;
         this.lastAcks = ev.acks;

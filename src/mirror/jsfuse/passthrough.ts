@@ -45,6 +45,7 @@ import { spawnSync } from "node:child_process";
 import { constants as osConstants } from "node:os";
 import { dirname, join } from "node:path";
 import type { FuseOps, FuseStat } from "fuse-native";
+import { checkBeneath } from "../ApiReplicator.js";
 import { Op, type OpArgs } from "../wire.js";
 
 /** Hands one locally applied operation to the stream; resolves when acked (or durably logged). */
@@ -74,7 +75,25 @@ function mtimeArgs(st: BigIntStats): { mtimeS: number; mtimeNs: number } {
  * created inodes are chowned to their parent directory's owner (see the file comment).
  */
 export function passthroughOps(backing: string, replicate: Replicate, isRoot = process.getuid?.() === 0): FuseOps {
-  const abs = (p: string): string => (p === "/" ? backing : join(backing, p));
+  // The kernel resolved symlinks before asking, so a path with a symlink as a directory component can only come
+  // from a race (a directory swapped for a symlink meanwhile): refused (ELOOP), so that no operation lands
+  // outside the backing directory. Checked by lstat (checkBeneath): a swap between the check and the
+  // operation is still followed (the compiled helper has no such window: openat2 RESOLVE_BENEATH).
+  const abs = (p: string): string => {
+    if (p === "/") return backing;
+    checkBeneath(backing, p);
+    return join(backing, p);
+  };
+  /** abs(p) for the asynchronous calls: a refusal is their callback's error, not a throw. */
+  const absOr = (p: string, cb: (code: number) => void, fn: (a: string) => void): void => {
+    let a: string;
+    try {
+      a = abs(p);
+    } catch (err) {
+      return cb(fuseErrno(err));
+    }
+    fn(a);
+  };
   const owner = (p: string): { uid: number; gid: number } => {
     if (!isRoot) return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
     const st = lstatSync(dirname(abs(p)));
@@ -106,18 +125,20 @@ export function passthroughOps(backing: string, replicate: Replicate, isRoot = p
     init: (cb) => cb(0),
     access: (_p, _m, cb) => cb(0),
     statfs: (p, cb) =>
-      statfs(abs(p), (err, s) => {
-        if (err) return cb(fuseErrno(err));
-        cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 });
-      }),
-    getattr: (p, cb) => lstat(abs(p), (err, st) => (err ? cb(fuseErrno(err)) : cb(0, st as unknown as FuseStat))),
-    readdir: (p, cb) => readdir(abs(p), (err, names) => (err ? cb(fuseErrno(err)) : cb(0, names))),
-    readlink: (p, cb) => readlink(abs(p), (err, target) => (err ? cb(fuseErrno(err)) : cb(0, target))),
+      absOr(p, cb, (a) =>
+        statfs(a, (err, s) => {
+          if (err) return cb(fuseErrno(err));
+          cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 });
+        }),
+      ),
+    getattr: (p, cb) => absOr(p, cb, (a) => lstat(a, (err, st) => (err ? cb(fuseErrno(err)) : cb(0, st as unknown as FuseStat)))),
+    readdir: (p, cb) => absOr(p, cb, (a) => readdir(a, (err, names) => (err ? cb(fuseErrno(err)) : cb(0, names)))),
+    readlink: (p, cb) => absOr(p, cb, (a) => readlink(a, (err, target) => (err ? cb(fuseErrno(err)) : cb(0, target)))),
     open: (p, flags, cb) => {
       const f = backingOpenFlags(flags);
       let fd: number;
       try {
-        fd = openSync(abs(p), f.flags);
+        fd = openSync(abs(p), f.flags | C.O_NOFOLLOW);
       } catch (err) {
         return cb(fuseErrno(err));
       }
@@ -135,7 +156,7 @@ export function passthroughOps(backing: string, replicate: Replicate, isRoot = p
         (code) => (code < 0 ? cb(code) : cb(0, fd)),
         () => {
           const own = owner(p);
-          fd = openSync(abs(p), C.O_RDWR | C.O_CREAT, mode & 0o7777);
+          fd = openSync(abs(p), C.O_RDWR | C.O_CREAT | C.O_NOFOLLOW, mode & 0o7777);
           if (isRoot) fchownSync(fd, own.uid, own.gid);
           fchmodSync(fd, mode & 0o7777);
           const st = fstatSync(fd, { bigint: true });

@@ -53,6 +53,30 @@ const char *rel(const char *path);
 /* Rejects empty paths, paths not starting with '/', and any ".." component. */
 int path_ok(const char *p, size_t len);
 
+/* Path operations relative to a root directory fd, every component resolved beneath it (wire.c: openat2 with
+ * RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); the last component is never followed (b_open adds O_NOFOLLOW).
+ * p is relative ("a/b", "."), as rel() gives. -1 and errno (EXDEV: the path leads out of the root). */
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+int b_open(int root, const char *p, int flags, mode_t mode);
+int b_fstatat(int root, const char *p, struct stat *st);
+int b_faccessat(int root, const char *p, int mask);
+ssize_t b_readlinkat(int root, const char *p, char *buf, size_t n);
+int b_mkdirat(int root, const char *p, mode_t mode);
+int b_mknodat(int root, const char *p, mode_t mode, dev_t dev);
+int b_unlinkat(int root, const char *p, int flags);
+int b_symlinkat(const char *target, int root, const char *p);
+int b_fchmodat(int root, const char *p, mode_t mode);
+int b_fchownat(int root, const char *p, uid_t u, gid_t g);
+int b_utimensat(int root, const char *p, const struct timespec ts[2]);
+int b_linkat(int root, const char *p1, const char *p2);
+int b_renameat2(int root, const char *p1, const char *p2, unsigned flags);
+int b_lsetxattr(int root, const char *p, const char *name, const void *v, size_t n, int flags);
+ssize_t b_lgetxattr(int root, const char *p, const char *name, void *v, size_t n);
+ssize_t b_llistxattr(int root, const char *p, char *list, size_t n);
+int b_lremovexattr(int root, const char *p, const char *name);
+
 /* Parent liveness (main.c). The helper must not outlive the process that spawned it (its supervisor): an
  * orphan primary would keep serving a copy that may no longer be primary and hold the extent-log lock.
  * parent_watch_setup: from the main thread (which lives as long as the helper), before any other thread: blocks

@@ -167,7 +167,7 @@ int send_raw(uint8_t type, uint8_t flags, struct hf_args *a, const char *path, c
 /* ---------- include/exclude (filter.h) ---------- */
 static int is_dir_at(const char *path) {
   struct stat st;
-  return fstatat(G.bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+  return b_fstatat(G.bfd, rel(path), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* `path` just entered the replicated set (a rename or link from an excluded name). A regular file, while
@@ -176,7 +176,7 @@ static int is_dir_at(const char *path) {
  * connected, chosen for the next resync when degraded). Returns 1 when o now describes the waited operation. */
 static int send_into(struct op *o, const char *path) {
   struct stat st;
-  int fd = openat(G.bfd, rel(path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = b_open(G.bfd, rel(path), O_RDONLY, 0);
   if (!G.connected || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
     if (fd >= 0) close(fd);
     if (G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
@@ -511,7 +511,6 @@ static void mtime_init(void) {
 /* ---------- FUSE operations ---------- */
 #define CTX fuse_get_context()
 #define RET(x) ((x) < 0 ? -errno : 0)
-static char *absp(const char *path, char *buf, size_t n) { snprintf(buf, n, "%s%s", G.backing, path); return buf; }
 
 static void *f_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   cfg->use_ino = 1;
@@ -536,17 +535,17 @@ static void *f_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
 
 static int f_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
   if (fi) return RET(fstat((int)fi->fh, st));
-  return RET(fstatat(G.bfd, rel(path), st, AT_SYMLINK_NOFOLLOW));
+  return RET(b_fstatat(G.bfd, rel(path), st));
 }
-static int f_access(const char *path, int mask) { return RET(faccessat(G.bfd, rel(path), mask, AT_EACCESS)); }
+static int f_access(const char *path, int mask) { return RET(b_faccessat(G.bfd, rel(path), mask)); }
 static int f_readlink(const char *path, char *buf, size_t size) {
-  ssize_t n = readlinkat(G.bfd, rel(path), buf, size - 1);
+  ssize_t n = b_readlinkat(G.bfd, rel(path), buf, size - 1);
   if (n < 0) return -errno;
   buf[n] = 0;
   return 0;
 }
 static int f_opendir(const char *path, struct fuse_file_info *fi) {
-  int fd = openat(G.bfd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = b_open(G.bfd, rel(path), O_RDONLY | O_DIRECTORY, 0);
   if (fd < 0) return -errno;
   DIR *d = fdopendir(fd);
   if (!d) { close(fd); return -errno; }
@@ -576,8 +575,8 @@ static int f_mknod(const char *path, mode_t mode, dev_t rdev) {
   struct op o = {.type = HF_MKNOD, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = RET(mknodat(G.bfd, rel(path), mode, rdev));
-  if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
+  int r = RET(b_mknodat(G.bfd, rel(path), mode, rdev));
+  if (!r) r = RET(b_fchownat(G.bfd, rel(path), CTX->uid, CTX->gid));
   if (!r) {
     o.a.mode = mode; o.a.uid = CTX->uid; o.a.gid = CTX->gid; o.a.off = rdev;
     op_submit(&o);
@@ -590,10 +589,10 @@ static int f_mkdir(const char *path, mode_t mode) {
   struct op o = {.type = HF_MKDIR, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = RET(mkdirat(G.bfd, rel(path), mode));
-  if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
+  int r = RET(b_mkdirat(G.bfd, rel(path), mode));
+  if (!r) r = RET(b_fchownat(G.bfd, rel(path), CTX->uid, CTX->gid));
   struct stat st;
-  if (!r) r = RET(fstatat(G.bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW));
+  if (!r) r = RET(b_fstatat(G.bfd, rel(path), &st));
   if (!r) {
     o.a.mode = st.st_mode; o.a.uid = CTX->uid; o.a.gid = CTX->gid;
     op_submit(&o);
@@ -615,10 +614,10 @@ static int simple_path_op(uint8_t type, const char *path, const char *path2, int
   if (!r) r = op_wait(&o);
   return r;
 }
-static int do_unlink(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(unlinkat(G.bfd, rel(p), 0)); }
-static int do_rmdir(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(unlinkat(G.bfd, rel(p), AT_REMOVEDIR)); }
-static int do_link(const char *p, const char *q, unsigned f) { (void)f; return RET(linkat(G.bfd, rel(p), G.bfd, rel(q), 0)); }
-static int do_rename(const char *p, const char *q, unsigned f) { return RET(renameat2(G.bfd, rel(p), G.bfd, rel(q), f)); }
+static int do_unlink(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(b_unlinkat(G.bfd, rel(p), 0)); }
+static int do_rmdir(const char *p, const char *q, unsigned f) { (void)q; (void)f; return RET(b_unlinkat(G.bfd, rel(p), AT_REMOVEDIR)); }
+static int do_link(const char *p, const char *q, unsigned f) { (void)f; return RET(b_linkat(G.bfd, rel(p), rel(q))); }
+static int do_rename(const char *p, const char *q, unsigned f) { return RET(b_renameat2(G.bfd, rel(p), rel(q), f)); }
 static int f_unlink(const char *path) { return simple_path_op(HF_UNLINK, path, NULL, do_unlink, 0); }
 static int f_rmdir(const char *path) { return simple_path_op(HF_RMDIR, path, NULL, do_rmdir, 0); }
 static int f_link(const char *from, const char *to) { return simple_path_op(HF_LINK, from, to, do_link, 0); }
@@ -629,8 +628,8 @@ static int f_symlink(const char *target, const char *path) {
   struct op o = {.type = HF_SYMLINK, .path = path, .path2 = target};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = RET(symlinkat(target, G.bfd, rel(path)));
-  if (!r) r = RET(fchownat(G.bfd, rel(path), CTX->uid, CTX->gid, AT_SYMLINK_NOFOLLOW));
+  int r = RET(b_symlinkat(target, G.bfd, rel(path)));
+  if (!r) r = RET(b_fchownat(G.bfd, rel(path), CTX->uid, CTX->gid));
   if (!r) { o.a.uid = CTX->uid; o.a.gid = CTX->gid; op_submit(&o); }
   op_end(&o);
   if (!r) r = op_wait(&o);
@@ -640,7 +639,7 @@ static int f_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct op o = {.type = HF_CHMOD, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = fi ? RET(fchmod((int)fi->fh, mode)) : RET(fchmodat(G.bfd, rel(path), mode, 0));
+  int r = fi ? RET(fchmod((int)fi->fh, mode)) : RET(b_fchmodat(G.bfd, rel(path), mode));
   if (!r) { o.a.mode = mode; op_submit(&o); }
   op_end(&o);
   if (!r) r = op_wait(&o);
@@ -650,7 +649,7 @@ static int f_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info
   struct op o = {.type = HF_CHOWN, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = fi ? RET(fchown((int)fi->fh, uid, gid)) : RET(fchownat(G.bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW));
+  int r = fi ? RET(fchown((int)fi->fh, uid, gid)) : RET(b_fchownat(G.bfd, rel(path), uid, gid));
   if (!r) { o.a.uid = uid; o.a.gid = gid; op_submit(&o); }
   op_end(&o);
   if (!r) r = op_wait(&o);
@@ -664,7 +663,7 @@ static int f_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   struct op o = {.type = HF_TRUNCATE, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int fd = fi ? (int)fi->fh : openat(G.bfd, rel(path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = fi ? (int)fi->fh : b_open(G.bfd, rel(path), O_WRONLY, 0);
   int r = fd < 0 ? -errno : RET(ftruncate(fd, size));
   struct stat st;
   if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
@@ -678,10 +677,10 @@ static int f_utimens(const char *path, const struct timespec ts[2], struct fuse_
   struct op o = {.type = HF_UTIMENS, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = fi ? RET(futimens((int)fi->fh, ts)) : RET(utimensat(G.bfd, rel(path), ts, AT_SYMLINK_NOFOLLOW));
+  int r = fi ? RET(futimens((int)fi->fh, ts)) : RET(b_utimensat(G.bfd, rel(path), ts));
   struct stat st;
   /* UTIME_NOW must mean the same instant on both sides: send what the primary actually stored */
-  if (!r) r = fi ? RET(fstat((int)fi->fh, &st)) : RET(fstatat(G.bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW));
+  if (!r) r = fi ? RET(fstat((int)fi->fh, &st)) : RET(b_fstatat(G.bfd, rel(path), &st));
   if (!r) {
     o.a.atime_s = st.st_atim.tv_sec; o.a.atime_ns = st.st_atim.tv_nsec;
     o.a.mtime_s = st.st_mtim.tv_sec; o.a.mtime_ns = st.st_mtim.tv_nsec;
@@ -695,7 +694,7 @@ static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct op o = {.type = HF_CREATE, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int fd = openat(G.bfd, rel(path), (fi->flags & ~(O_APPEND | O_DIRECT)) | O_CREAT | O_CLOEXEC, mode);
+  int fd = b_open(G.bfd, rel(path), (fi->flags & ~(O_APPEND | O_DIRECT)) | O_CREAT, mode);
   int r = fd < 0 ? -errno : 0;
   if (!r && fchown(fd, CTX->uid, CTX->gid) < 0) r = -errno;
   struct stat st;
@@ -716,7 +715,7 @@ static int f_open(const char *path, struct fuse_file_info *fi) {
    * not aligned for it, and it promises no durability anyway (fsync does, on both sides). */
   int flags = (fi->flags & ~(O_APPEND | O_DIRECT)) | O_CLOEXEC;
   if (!(fi->flags & O_TRUNC)) {
-    int fd = openat(G.bfd, rel(path), flags);
+    int fd = b_open(G.bfd, rel(path), flags, 0);
     if (fd < 0) return -errno;
     fi->fh = (uint64_t)fd;
     fi->keep_cache = 1;
@@ -725,7 +724,7 @@ static int f_open(const char *path, struct fuse_file_info *fi) {
   struct op o = {.type = HF_TRUNCATE, .path = path};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int fd = openat(G.bfd, rel(path), flags);
+  int fd = b_open(G.bfd, rel(path), flags, 0);
   int r = fd < 0 ? -errno : 0;
   struct stat st;
   if (!r && fstat(fd, &st) == 0) set_mtime(&o, &st);
@@ -828,32 +827,28 @@ static int f_fallocate(const char *path, int mode, off_t off, off_t len, struct 
   return r;
 }
 static int f_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
-  char a[8300];
   struct op o = {.type = HF_SETXATTR, .path = path, .path2 = name, .data = value};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = RET(lsetxattr(absp(path, a, sizeof a), name, value, size, flags));
+  int r = RET(b_lsetxattr(G.bfd, rel(path), name, value, size, flags));
   if (!r) { o.a.data_len = (uint32_t)size; o.a.flags = (uint32_t)flags; op_submit(&o); }
   op_end(&o);
   if (!r) r = op_wait(&o);
   return r;
 }
 static int f_getxattr(const char *path, const char *name, char *value, size_t size) {
-  char a[8300];
-  ssize_t n = lgetxattr(absp(path, a, sizeof a), name, value, size);
+  ssize_t n = b_lgetxattr(G.bfd, rel(path), name, value, size);
   return n < 0 ? -errno : (int)n;
 }
 static int f_listxattr(const char *path, char *list, size_t size) {
-  char a[8300];
-  ssize_t n = llistxattr(absp(path, a, sizeof a), list, size);
+  ssize_t n = b_llistxattr(G.bfd, rel(path), list, size);
   return n < 0 ? -errno : (int)n;
 }
 static int f_removexattr(const char *path, const char *name) {
-  char a[8300];
   struct op o = {.type = HF_REMOVEXATTR, .path = path, .path2 = name};
   int b0 = op_begin(&o);
   if (b0) return b0;
-  int r = RET(lremovexattr(absp(path, a, sizeof a), name));
+  int r = RET(b_lremovexattr(G.bfd, rel(path), name));
   if (!r) op_submit(&o);
   op_end(&o);
   if (!r) r = op_wait(&o);

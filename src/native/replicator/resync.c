@@ -220,7 +220,7 @@ static int prune_extras(uint64_t gen) {
       R = realloc(R, (Rn + 1) * sizeof *R);
       R[Rn++] = (struct remote){strdup(p), e.size, e.mtime_s, e.mtime_ns};
     }
-    int gone = fstatat(G.bfd, rel(p), &st, AT_SYMLINK_NOFOLLOW) < 0 && (errno == ENOENT || errno == ENOTDIR);
+    int gone = b_fstatat(G.bfd, rel(p), &st) < 0 && (errno == ENOENT || errno == ENOTDIR);
     int kind_differs = !gone && ((st.st_mode & S_IFMT) != (e.mode & S_IFMT));
     if (gone || kind_differs) {
       struct hf_args a = {0};
@@ -237,7 +237,7 @@ static int prune_extras(uint64_t gen) {
 static long send_chunk(uint64_t gen, struct dirty *d, uint64_t off, uint64_t len, uint8_t *buf) {
   pthread_mutex_lock(&G.lk);
   if (!G.connected || G.gen != gen) { pthread_mutex_unlock(&G.lk); return -1; }
-  int fd = openat(G.bfd, rel(d->path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = b_open(G.bfd, rel(d->path), O_RDONLY, 0);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != d->ino) {
     if (fd >= 0) close(fd);
@@ -261,7 +261,7 @@ static int send_size(uint64_t gen, struct dirty *d) {
   int r = 0;
   struct stat st;
   if (!G.connected || G.gen != gen) r = -1;
-  else if (fstatat(G.bfd, rel(d->path), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == d->ino) {
+  else if (b_fstatat(G.bfd, rel(d->path), &st) == 0 && st.st_ino == d->ino) {
     struct hf_args a = {.off = (uint64_t)st.st_size, .mtime_s = st.st_mtim.tv_sec, .mtime_ns = st.st_mtim.tv_nsec};
     r = send_nowait(HF_TRUNCATE, &a, d->path, NULL, NULL);
   }
@@ -290,7 +290,7 @@ static int compare_file(uint64_t gen, struct dirty *d, uint8_t *buf, uint64_t *d
   for (uint64_t off = 0;; off += BLOCK) {
     /* read and decide under the lock so a concurrent write cannot slip between read and decision */
     pthread_mutex_lock(&G.lk);
-    int fd = openat(G.bfd, rel(d->path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = b_open(G.bfd, rel(d->path), O_RDONLY, 0);
     struct stat st;
     ssize_t n = -1;
     if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == d->ino) n = pread(fd, buf, BLOCK, (off_t)off);
@@ -324,7 +324,7 @@ static int data_phase(uint64_t gen, int mode) {
     struct dirty *d = &D[i];
     merge(d);
     struct stat st;
-    if (d->path && fstatat(G.bfd, rel(d->path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (d->path && b_fstatat(G.bfd, rel(d->path), &st) == 0) {
       if (d->whole) { d->nex = 0; dirty_add(d->ino, 0, (uint64_t)st.st_size); d = &D[i]; }
       for (int k = 0; k < d->nex; k++) {
         uint64_t end = d->ex[k].off + d->ex[k].len;

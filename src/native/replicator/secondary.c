@@ -13,6 +13,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,6 @@ static struct {
   uint8_t key[4096];
   size_t keylen;
   int encrypt;
-  struct conn *c; /* current connection (one at a time) */
   uint64_t applied, bytes;
   int stopping;   /* the supervisor is gone: nothing more is applied (under apply_lk) */
 } S;
@@ -116,7 +116,7 @@ static int wc_open(const char *r) {
   for (const char *q = r; *q; q++) h = (h ^ (uint8_t)*q) * 16777619u;
   int k = (int)(h % WC_SLOTS);
   if (wc[k].path && !strcmp(wc[k].path, r)) return wc[k].fd;
-  int fd = openat(S.bfd, r, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = b_open(S.bfd, r, O_WRONLY, 0);
   if (fd < 0) return -1;
   if (wc[k].path) { close(wc[k].fd); free(wc[k].path); }
   wc[k].path = strdup(r);
@@ -150,6 +150,20 @@ static int list_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
   return 0;
 }
 
+/* The path of the operation being applied, for apply-error lines (apply thread only). */
+static char apply_path[4097];
+static const char *apply_why(int st) {
+  static char m[4400];
+  if (st == EXDEV || st == ELOOP)
+    /* b_* (wire.c): a path through a symlink leading out of the backing directory, or a /proc magic link, or
+     * O_NOFOLLOW on a last component that is a symlink */
+    snprintf(m, sizeof m, "%s: %s: refused, resolving it would leave the backing directory (symlink)", apply_path,
+             strerror(st));
+  else
+    snprintf(m, sizeof m, "%s: %s", apply_path, strerror(st));
+  return m;
+}
+
 /* Applies one operation; returns 0 or a positive errno. May take ownership of the ack (returns -1). */
 static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
   if (h->type == HF_BARRIER) return 0;
@@ -173,6 +187,7 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     send_ack(c, h->seq, 0, list_buf.p, (uint32_t)list_buf.n);
     return -1;
   }
+  apply_path[0] = 0;
   if (h->len < sizeof(struct hf_args)) return EPROTO;
   struct hf_args a;
   memcpy(&a, pl, sizeof a);
@@ -185,10 +200,10 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
   if (!path_ok(path, a.path_len)) return EPERM;
   memcpy(p1, path, a.path_len); p1[a.path_len] = 0;
   memcpy(p2, path2, a.path2_len); p2[a.path2_len] = 0;
+  memcpy(apply_path, p1, a.path_len + 1);
   const char *r1 = rel(p1), *r2 = rel(p2);
   int tolerant = h->flags & HF_F_RESYNC;
   int fd, r = 0;
-  char abs[8300];
   switch (h->type) {
   case HF_UNLINK: case HF_RMDIR: case HF_RENAME: case HF_LINK: case HF_CREATE: case HF_SYMLINK: case HF_MKNOD:
     wc_clear();
@@ -214,7 +229,7 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     return r;
   }
   case HF_CREATE:
-    fd = openat(S.bfd, r1, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (a.flags & O_TRUNC), a.mode & 07777);
+    fd = b_open(S.bfd, r1, O_WRONLY | O_CREAT | (a.flags & O_TRUNC), a.mode & 07777);
     if (fd < 0) return errno;
     if (fchown(fd, a.uid, a.gid) < 0 || fchmod(fd, a.mode & 07777) < 0) r = errno;
     if (!r && (a.mtime_s || a.mtime_ns) && a.mtime_ns != UTIME_OMIT) {
@@ -224,36 +239,36 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     close(fd);
     return r;
   case HF_MKNOD:
-    if (mknodat(S.bfd, r1, a.mode, (dev_t)a.off) < 0 && !(tolerant && errno == EEXIST)) return errno;
-    return fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0 ? errno : 0;
+    if (b_mknodat(S.bfd, r1, a.mode, (dev_t)a.off) < 0 && !(tolerant && errno == EEXIST)) return errno;
+    return b_fchownat(S.bfd, r1, a.uid, a.gid) < 0 ? errno : 0;
   case HF_MKDIR:
-    if (mkdirat(S.bfd, r1, a.mode & 07777) < 0 && !(tolerant && errno == EEXIST)) return errno;
-    if (fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
-    return fchmodat(S.bfd, r1, a.mode & 07777, 0) < 0 ? errno : 0;
+    if (b_mkdirat(S.bfd, r1, a.mode & 07777) < 0 && !(tolerant && errno == EEXIST)) return errno;
+    if (b_fchownat(S.bfd, r1, a.uid, a.gid) < 0) return errno;
+    return b_fchmodat(S.bfd, r1, a.mode & 07777) < 0 ? errno : 0;
   case HF_UNLINK:
-    if (unlinkat(S.bfd, r1, 0) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    if (b_unlinkat(S.bfd, r1, 0) < 0 && !(tolerant && errno == ENOENT)) return errno;
     return 0;
   case HF_RMDIR:
-    if (unlinkat(S.bfd, r1, AT_REMOVEDIR) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    if (b_unlinkat(S.bfd, r1, AT_REMOVEDIR) < 0 && !(tolerant && errno == ENOENT)) return errno;
     return 0;
   case HF_SYMLINK:
     if (!path_ok(path, a.path_len)) return EPERM;
-    if (symlinkat(p2, S.bfd, r1) < 0 && !(tolerant && errno == EEXIST)) return errno;
-    return fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0 ? errno : 0;
+    if (b_symlinkat(p2, S.bfd, r1) < 0 && !(tolerant && errno == EEXIST)) return errno;
+    return b_fchownat(S.bfd, r1, a.uid, a.gid) < 0 ? errno : 0;
   case HF_LINK:
     if (!path_ok(path2, a.path2_len)) return EPERM;
-    if (linkat(S.bfd, r1, S.bfd, r2, 0) < 0 && !(tolerant && (errno == EEXIST || errno == ENOENT))) return errno;
+    if (b_linkat(S.bfd, r1, r2) < 0 && !(tolerant && (errno == EEXIST || errno == ENOENT))) return errno;
     return 0;
   case HF_RENAME:
     if (!path_ok(path2, a.path2_len)) return EPERM;
-    if (renameat2(S.bfd, r1, S.bfd, r2, a.flags) < 0 && !(tolerant && (errno == ENOENT || errno == EEXIST)))
+    if (b_renameat2(S.bfd, r1, r2, a.flags) < 0 && !(tolerant && (errno == ENOENT || errno == EEXIST)))
       return errno;
     return 0;
   case HF_CHMOD:
-    if (fchmodat(S.bfd, r1, a.mode & 07777, 0) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    if (b_fchmodat(S.bfd, r1, a.mode & 07777) < 0 && !(tolerant && errno == ENOENT)) return errno;
     return 0;
   case HF_CHOWN:
-    if (fchownat(S.bfd, r1, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    if (b_fchownat(S.bfd, r1, a.uid, a.gid) < 0 && !(tolerant && errno == ENOENT)) return errno;
     return 0;
   case HF_TRUNCATE:
     fd = wc_open(r1);
@@ -266,16 +281,14 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     return r;
   case HF_UTIMENS: {
     struct timespec ts[2] = {{a.atime_s, a.atime_ns}, {a.mtime_s, a.mtime_ns}};
-    if (utimensat(S.bfd, r1, ts, AT_SYMLINK_NOFOLLOW) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    if (b_utimensat(S.bfd, r1, ts) < 0 && !(tolerant && errno == ENOENT)) return errno;
     return 0;
   }
   case HF_SETXATTR:
-    snprintf(abs, sizeof abs, "%s%s", S.backing, p1);
-    if (lsetxattr(abs, p2, data, a.data_len, (int)a.flags) < 0 && !(tolerant && errno == ENOENT)) return errno;
+    if (b_lsetxattr(S.bfd, r1, p2, data, a.data_len, (int)a.flags) < 0 && !(tolerant && errno == ENOENT)) return errno;
     return 0;
   case HF_REMOVEXATTR:
-    snprintf(abs, sizeof abs, "%s%s", S.backing, p1);
-    if (lremovexattr(abs, p2) < 0 && !(tolerant && (errno == ENOENT || errno == ENODATA))) return errno;
+    if (b_lremovexattr(S.bfd, r1, p2) < 0 && !(tolerant && (errno == ENOENT || errno == ENODATA))) return errno;
     return 0;
   case HF_FALLOCATE:
     fd = wc_open(r1);
@@ -284,7 +297,7 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     return r;
   case HF_FSYNC:
   case HF_FSYNCDIR: {
-    fd = openat(S.bfd, r1, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    fd = b_open(S.bfd, r1, O_RDONLY, 0);
     if (fd < 0) return tolerant && errno == ENOENT ? 0 : errno;
     struct fjob *j = calloc(1, sizeof *j);
     *j = (struct fjob){.fd = fd, .datasync = (int)(a.flags & 1), .seq = h->seq, .c = c};
@@ -296,7 +309,7 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     return -1;
   }
   case HF_CHECKSUM: {
-    fd = openat(S.bfd, r1, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    fd = b_open(S.bfd, r1, O_RDONLY, 0);
     struct buf b = {0};
     uint64_t size = 0;
     struct stat st;
@@ -351,7 +364,7 @@ static void serve(struct conn *c) {
        * So: this copy is inconsistent, and nothing more is applied from this stream. */
       set_state("inconsistent");
       emit("{\"event\":\"apply-error\",\"seq\":%llu,\"op\":%u,\"errno\":%d,\"message\":%s}",
-           (unsigned long long)h.seq, h.type, st, jstr(strerror(st)));
+           (unsigned long long)h.seq, h.type, st, jstr(apply_why(st)));
       break;
     }
   }
@@ -360,9 +373,177 @@ static void serve(struct conn *c) {
   shutdown(c->fd, SHUT_RDWR); /* the primary sees the end at once; the fd is closed when replaced */
 }
 
-static void *serve_thread(void *arg) {
-  serve(arg);
-  return NULL;
+/* ---- accepting and handshakes ----
+ * The replication port needs no key to connect to, so nothing a connection does before it has authenticated
+ * may hold up another one. The accept loop only accepts: each handshake runs in its own (detached) thread, at
+ * most HS_MAX at once, each cut off HS_DEADLINE_MS after its accept (the accept loop shuts the socket down).
+ * When all slots are busy, the oldest pending handshake is cut to make room: a flood of silent or slow
+ * connections cannot starve a real primary, whose handshake takes a round trip (it would have to be followed
+ * by HS_MAX newer connections within that round trip to be cut). Each failure is counted; the `auth-failed`
+ * lines are rate-limited (HS_LOG_PER_S a second, the rest counted in the next line's `suppressed`), and a
+ * `stats` line with the counters follows changes at most once a second. */
+#define HS_MAX 64
+#define HS_DEADLINE_MS 2000
+#define HS_LOG_PER_S 5
+struct session {
+  struct conn c;
+  int finished; /* serve() returned (under act_lk) */
+};
+static pthread_mutex_t hs_lk = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hs_cv = PTHREAD_COND_INITIALIZER;
+static struct { int fd; int cut; uint64_t t0; } hs_slot[HS_MAX]; /* fd -1: free */
+static int hs_busy;
+static uint64_t hs_failures, hs_cut, hs_overflow, hs_log_window, hs_suppressed, hs_stats_at;
+static int hs_logged_in_window;
+static pthread_mutex_t act_lk = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t act_cv = PTHREAD_COND_INITIALIZER;
+static struct session *active;
+
+static void hs_failed(const char *why, int refused) {
+  pthread_mutex_lock(&hs_lk);
+  hs_failures++;
+  uint64_t now = now_us(), win = now / 1000000u;
+  if (win != hs_log_window) { hs_log_window = win; hs_logged_in_window = 0; }
+  int log = hs_logged_in_window < HS_LOG_PER_S;
+  uint64_t sup = hs_suppressed;
+  if (log) { hs_logged_in_window++; hs_suppressed = 0; } else hs_suppressed++;
+  pthread_mutex_unlock(&hs_lk);
+  if (log)
+    emit("{\"event\":\"auth-failed\",\"reason\":%s,\"refused\":%s,\"suppressed\":%llu}", jstr(why),
+         refused ? "true" : "false", (unsigned long long)sup);
+}
+
+/* The secondary's stats line: the primary's fields (the supervisor's decoder wants them; bytesReplicated = data
+ * bytes applied, acks = operations applied, the rest 0) plus role and the handshake counters. */
+static void hs_stats_locked(void) {
+  emit("{\"event\":\"stats\",\"role\":\"secondary\",\"state\":\"%s\",\"bytesReplicated\":%llu,\"acks\":%llu,"
+       "\"ackUsSum\":0,\"ackUsMax\":0,\"inflight\":0,\"logRecords\":0,\"resyncBytes\":0,\"degradedCount\":0,"
+       "\"handshakeFailures\":%llu,\"handshakesCut\":%llu,\"handshakesRefusedBusy\":%llu,\"handshakesPending\":%d}",
+       active ? "connected" : "listening", (unsigned long long)S.bytes, (unsigned long long)S.applied,
+       (unsigned long long)(hs_failures + hs_overflow), (unsigned long long)hs_cut, (unsigned long long)hs_overflow,
+       hs_busy);
+}
+
+static void *session_thread(void *arg) {
+  int k = (int)(intptr_t)arg;
+  pthread_mutex_lock(&hs_lk);
+  int fd = hs_slot[k].fd;
+  pthread_mutex_unlock(&hs_lk);
+  struct session *se = calloc(1, sizeof *se);
+  const char *why = "out of memory";
+  int hs = se ? handshake_secondary(fd, S.key, S.keylen, S.encrypt, &se->c, &why) : -1;
+  pthread_mutex_lock(&hs_lk);
+  int cut = hs_slot[k].cut;
+  hs_slot[k].fd = -1; /* from here the accept loop no longer touches fd */
+  hs_busy--;
+  pthread_cond_broadcast(&hs_cv);
+  pthread_mutex_unlock(&hs_lk);
+  if (hs < 0 || cut) {
+    hs_failed(cut ? "handshake cut: not done within its deadline (or evicted by newer connections)" : why,
+              !cut && hs == HS_REFUSED);
+    close(fd);
+    if (se) { conn_destroy(&se->c); free(se); }
+    return NULL;
+  }
+  struct timeval tv = {0, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  /* A primary that reconnects wins: the old stream (maybe half-dead after a crash or a cut link) is shut down
+   * and its serve() waited for before this one is served, so operations never interleave. */
+  pthread_mutex_lock(&act_lk);
+  struct session *old = active;
+  active = se;
+  if (old) {
+    shutdown(old->c.fd, SHUT_RDWR);
+    while (!old->finished) pthread_cond_wait(&act_cv, &act_lk);
+    close(old->c.fd);
+    conn_destroy(&old->c);
+    free(old);
+  }
+  pthread_mutex_unlock(&act_lk);
+  emit("{\"event\":\"peer\",\"state\":\"connected\"}");
+  serve(&se->c);
+  pthread_mutex_lock(&act_lk);
+  se->finished = 1;
+  pthread_cond_broadcast(&act_cv);
+  pthread_mutex_unlock(&act_lk);
+  return NULL; /* the next session frees se and closes its fd */
+}
+
+static __attribute__((noreturn)) void accept_loop(int ls) {
+  int one = 1;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&at, 256 * 1024);
+  for (int i = 0; i < HS_MAX; i++) hs_slot[i].fd = -1;
+  uint64_t reported = 0;
+  for (;;) {
+    /* wake for a connection, the next handshake deadline, or the next stats line */
+    int wait_ms = 1000;
+    uint64_t now = now_us();
+    pthread_mutex_lock(&hs_lk);
+    for (int i = 0; i < HS_MAX; i++) {
+      if (hs_slot[i].fd < 0 || hs_slot[i].cut) continue;
+      uint64_t dl = hs_slot[i].t0 + HS_DEADLINE_MS * 1000u;
+      if (dl <= now) {
+        hs_slot[i].cut = 1; /* the handshake's read fails at once; its thread counts and logs it */
+        hs_cut++;
+        shutdown(hs_slot[i].fd, SHUT_RDWR);
+      } else if ((int)((dl - now) / 1000u) + 1 < wait_ms) wait_ms = (int)((dl - now) / 1000u) + 1;
+    }
+    uint64_t total = hs_failures + hs_overflow;
+    if (total != reported && now - hs_stats_at >= 1000000u) {
+      reported = total;
+      hs_stats_at = now;
+      hs_stats_locked();
+    }
+    pthread_mutex_unlock(&hs_lk);
+    struct pollfd pf = {.fd = ls, .events = POLLIN};
+    if (poll(&pf, 1, wait_ms) <= 0) continue;
+    int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    struct timeval tv = {HS_DEADLINE_MS / 1000 + 1, 0}; /* a backstop: the deadline above cuts first */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    pthread_mutex_lock(&hs_lk);
+    if (hs_busy == HS_MAX) {
+      /* full: cut the oldest pending handshake and wait (briefly) for its thread to free the slot */
+      int o = -1;
+      for (int i = 0; i < HS_MAX; i++)
+        if (hs_slot[i].fd >= 0 && !hs_slot[i].cut && (o < 0 || hs_slot[i].t0 < hs_slot[o].t0)) o = i;
+      if (o >= 0) { hs_slot[o].cut = 1; hs_cut++; shutdown(hs_slot[o].fd, SHUT_RDWR); }
+      struct timespec dl;
+      clock_gettime(CLOCK_REALTIME, &dl);
+      dl.tv_nsec += 200000000L;
+      if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+      while (hs_busy == HS_MAX && pthread_cond_timedwait(&hs_cv, &hs_lk, &dl) == 0) {}
+    }
+    int k = -1;
+    for (int i = 0; i < HS_MAX && k < 0; i++)
+      if (hs_slot[i].fd < 0) k = i;
+    if (k < 0) {
+      hs_overflow++;
+      pthread_mutex_unlock(&hs_lk);
+      close(fd);
+      continue;
+    }
+    hs_slot[k].fd = fd;
+    hs_slot[k].cut = 0;
+    hs_slot[k].t0 = now_us();
+    hs_busy++;
+    pthread_mutex_unlock(&hs_lk);
+    pthread_t t;
+    if (pthread_create(&t, &at, session_thread, (void *)(intptr_t)k) != 0) {
+      pthread_mutex_lock(&hs_lk);
+      hs_slot[k].fd = -1;
+      hs_busy--;
+      hs_overflow++;
+      pthread_mutex_unlock(&hs_lk);
+      close(fd);
+    }
+  }
 }
 
 /* The supervisor is gone (parent-death signal, end of stdin): apply nothing more and exit. The primary sees the
@@ -415,7 +596,7 @@ int run_secondary(int argc, char **argv) {
   if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) { fprintf(stderr, "bad listen address\n"); return 2; }
   int ls = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(ls, ai->ai_addr, ai->ai_addrlen) < 0 || listen(ls, 4) < 0) { perror("listen"); return 2; }
+  if (bind(ls, ai->ai_addr, ai->ai_addrlen) < 0 || listen(ls, 128) < 0) { perror("listen"); return 2; }
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   getsockname(ls, (struct sockaddr *)&ss, &sl);
@@ -425,38 +606,5 @@ int run_secondary(int argc, char **argv) {
   /* stdin: a pipe from the supervisor (FileReplicator) is a liveness channel; /dev/null or a tty is not */
   parent_watch_start(stdin_is_channel(), secondary_parent_gone);
   emit("{\"event\":\"listening\",\"port\":%d}", port);
-  struct conn *active = NULL;
-  pthread_t active_thread;
-  for (;;) {
-    int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct conn *c = calloc(1, sizeof *c);
-    const char *why;
-    int hs = handshake_secondary(fd, S.key, S.keylen, S.encrypt, c, &why);
-    if (hs < 0) {
-      emit("{\"event\":\"auth-failed\",\"reason\":%s,\"refused\":%s}", jstr(why), hs == HS_REFUSED ? "true" : "false");
-      close(fd);
-      conn_destroy(c);
-      free(c);
-      continue;
-    }
-    tv.tv_sec = 0;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    /* A primary that reconnects wins: the old stream (maybe half-dead after a crash or a cut link) is shut
-     * down and its reader joined before the new one is served, so operations never interleave. */
-    if (active) {
-      shutdown(active->fd, SHUT_RDWR);
-      pthread_join(active_thread, NULL);
-      close(active->fd);
-      conn_destroy(active);
-      free(active);
-    }
-    active = c;
-    emit("{\"event\":\"peer\",\"state\":\"connected\"}");
-    pthread_create(&active_thread, NULL, serve_thread, c);
-  }
+  accept_loop(ls);
 }

@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -368,3 +371,102 @@ int path_ok(const char *p, size_t len) {
   }
   return 1;
 }
+
+/* ---------- paths resolved beneath a root directory fd ----------
+ * Every path the helper gets (from the stream on the secondary, from FUSE or a resync walk on the primary) is
+ * resolved with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): an absolute symlink, a ".." or a relative
+ * symlink leading out of the root fails with EXDEV, a /proc magic link with ELOOP, wherever they are in the
+ * path. A plain openat(root, "a/b") follows a symlink "a" -> /elsewhere (O_NOFOLLOW guards the last component
+ * only), which let a stream write outside the backing directory. Non-open operations open the parent beneath
+ * the root (O_PATH) and act on the last component with the *at() call, which does not follow it. In-tree
+ * symlinks that stay beneath the root are still followed in non-final components. */
+#define B_RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
+static int openat2_beneath(int root, const char *p, uint64_t flags, uint64_t mode) {
+  struct open_how how = {.flags = flags, .mode = mode, .resolve = B_RESOLVE};
+  for (int i = 0;; i++) {
+    long fd = syscall(SYS_openat2, root, p, &how, sizeof how);
+    /* EAGAIN: a concurrent rename somewhere in the tree; the kernel asks for a retry */
+    if (fd >= 0 || errno != EAGAIN || i >= 16) return (int)fd;
+  }
+}
+
+int b_open(int root, const char *p, int flags, mode_t mode) {
+  /* openat2 refuses bits it does not know (EINVAL); FUSE open flags can carry kernel-internal ones */
+  flags &= O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC | O_DIRECT |
+           O_LARGEFILE | O_DIRECTORY | O_NOATIME | O_PATH | __O_TMPFILE;
+  flags |= O_NOFOLLOW | O_CLOEXEC;
+  /* openat2 also refuses a mode with bits beyond 07777 (FUSE's create passes S_IFREG) or without O_CREAT */
+  return openat2_beneath(root, p, (uint64_t)(unsigned)flags, (flags & (O_CREAT | __O_TMPFILE)) ? (mode & 07777) : 0);
+}
+
+/* The directory holding p's last component, opened beneath root (root itself when p has no '/'); *leaf points
+ * into p. A ".." leaf is refused (it would name the parent's parent: outside for the root). */
+static int b_parent(int root, const char *p, const char **leaf) {
+  const char *s = strrchr(p, '/');
+  *leaf = s ? s + 1 : p;
+  if (!**leaf) *leaf = ".";
+  if (!strcmp(*leaf, "..")) { errno = EPERM; return -1; }
+  if (!s) return root;
+  char d[4097];
+  size_t n = (size_t)(s - p);
+  if (n >= sizeof d) { errno = ENAMETOOLONG; return -1; }
+  memcpy(d, p, n);
+  d[n] = 0;
+  return openat2_beneath(root, n ? d : ".", O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+}
+static void b_put(int root, int d) {
+  if (d != root) { int e = errno; close(d); errno = e; }
+}
+#define B_CALL(root, p, leaf, d, expr)                                                                         \
+  do {                                                                                                         \
+    const char *leaf;                                                                                          \
+    int d = b_parent(root, p, &leaf);                                                                          \
+    if (d < 0) return -1;                                                                                      \
+    long r_ = (long)(expr);                                                                                    \
+    b_put(root, d);                                                                                            \
+    return r_;                                                                                                 \
+  } while (0)
+
+int b_fstatat(int root, const char *p, struct stat *st) { B_CALL(root, p, l, d, fstatat(d, l, st, AT_SYMLINK_NOFOLLOW)); }
+int b_faccessat(int root, const char *p, int mask) { B_CALL(root, p, l, d, faccessat(d, l, mask, AT_EACCESS | AT_SYMLINK_NOFOLLOW)); }
+ssize_t b_readlinkat(int root, const char *p, char *buf, size_t n) { B_CALL(root, p, l, d, readlinkat(d, l, buf, n)); }
+int b_mkdirat(int root, const char *p, mode_t mode) { B_CALL(root, p, l, d, mkdirat(d, l, mode)); }
+int b_mknodat(int root, const char *p, mode_t mode, dev_t dev) { B_CALL(root, p, l, d, mknodat(d, l, mode, dev)); }
+int b_unlinkat(int root, const char *p, int flags) { B_CALL(root, p, l, d, unlinkat(d, l, flags)); }
+int b_symlinkat(const char *target, int root, const char *p) { B_CALL(root, p, l, d, symlinkat(target, d, l)); }
+/* a symlink's own mode cannot be changed on Linux: EOPNOTSUPP for one (never the target's mode) */
+int b_fchmodat(int root, const char *p, mode_t mode) { B_CALL(root, p, l, d, fchmodat(d, l, mode, AT_SYMLINK_NOFOLLOW)); }
+int b_fchownat(int root, const char *p, uid_t u, gid_t g) { B_CALL(root, p, l, d, fchownat(d, l, u, g, AT_SYMLINK_NOFOLLOW)); }
+int b_utimensat(int root, const char *p, const struct timespec ts[2]) { B_CALL(root, p, l, d, utimensat(d, l, ts, AT_SYMLINK_NOFOLLOW)); }
+
+static int b_two(int root, const char *p1, const char *p2, int op, int flags) {
+  const char *l1, *l2;
+  int d1 = b_parent(root, p1, &l1);
+  if (d1 < 0) return -1;
+  int d2 = b_parent(root, p2, &l2);
+  if (d2 < 0) { b_put(root, d1); return -1; }
+  int r = op ? renameat2(d1, l1, d2, l2, (unsigned)flags) : linkat(d1, l1, d2, l2, 0);
+  b_put(root, d1);
+  b_put(root, d2);
+  return r;
+}
+int b_linkat(int root, const char *p1, const char *p2) { return b_two(root, p1, p2, 0, 0); }
+int b_renameat2(int root, const char *p1, const char *p2, unsigned flags) { return b_two(root, p1, p2, 1, (int)flags); }
+
+/* xattrs have no *at() calls: the l*xattr() path goes through the parent opened beneath the root
+ * (/proc/self/fd/N/leaf: the magic link names exactly that directory; the leaf is not followed). */
+#define B_XATTR(root, p, expr)                                                                                 \
+  do {                                                                                                         \
+    const char *l;                                                                                             \
+    int d = b_parent(root, p, &l);                                                                             \
+    if (d < 0) return -1;                                                                                      \
+    char x[4200];                                                                                              \
+    snprintf(x, sizeof x, "/proc/self/fd/%d/%s", d, l);                                                        \
+    long r_ = (long)(expr);                                                                                    \
+    b_put(root, d);                                                                                            \
+    return r_;                                                                                                 \
+  } while (0)
+int b_lsetxattr(int root, const char *p, const char *name, const void *v, size_t n, int flags) { B_XATTR(root, p, lsetxattr(x, name, v, n, flags)); }
+ssize_t b_lgetxattr(int root, const char *p, const char *name, void *v, size_t n) { B_XATTR(root, p, lgetxattr(x, name, v, n)); }
+ssize_t b_llistxattr(int root, const char *p, char *list, size_t n) { B_XATTR(root, p, llistxattr(x, list, n)); }
+int b_lremovexattr(int root, const char *p, const char *name) { B_XATTR(root, p, lremovexattr(x, name)); }
