@@ -1,5 +1,5 @@
-// The chaos suite's runner: a farm of 3 nodes (examples/farm-node.ts) and a mirror of 2 nodes
-// (examples/mirror-node.ts, witness = its client namespace), each in a lab of its own (own bridge, own per-run
+// The chaos suite's runner: a farm of 3 nodes and a mirror of 2 nodes (witness = its client namespace), each node the
+// shipped daemon (dist/cli.js, a config file per node; the apps started by its hooks), each in a lab of its own (own bridge, own per-run
 // namespace prefix), real clients, and a fault schedule (chaos-schedule.ts) played on both at once. Invariants
 // (chaos-invariants.ts) are checked on what was observed; see bench/chaos.ts for the command line.
 import { randomBytes } from "node:crypto";
@@ -30,7 +30,9 @@ import {
   type Violation,
 } from "./chaos-invariants.js";
 import { describeFault, FARM_NODES, type FarmFault, type MirrorFault, type Schedule } from "./chaos-schedule.js";
-import { mirrorControl } from "./mirror-control.js";
+import { daemonApi } from "./mirror-control.js";
+import { mirrorDaemonConfig } from "./mirror-daemon.js";
+import { writeHttpAppHooks } from "../../examples/daemon/lab-cluster.js";
 
 export interface ChaosOptions {
   schedule: Schedule;
@@ -94,12 +96,11 @@ const PROBE_TIMEOUT_MS = 2_500;
  *  tables may still arrive at the client for this long. */
 const MERGE_MARGIN_MS = 250;
 
-async function mirrorStatus(sock: string, timeoutMs = 300): Promise<MirrorStatus & { next?: string } | undefined> {
-  const j = await mirrorControl(sock, "GET", "/status", timeoutMs);
-  const st = j?.status as { state?: string; ready?: boolean; transient?: boolean; next?: string } | undefined;
-  if (!st) return undefined;
-  const persisted = j?.persisted as { upToDate?: boolean } | undefined;
-  return { state: st.state, ready: st.ready, transient: st.transient, next: st.next, upToDate: persisted?.upToDate === true };
+/** A node's status of module db from its daemon's API (unix socket), or undefined when it does not answer in time. */
+async function mirrorStatus(sock: string, token: string, timeoutMs = 300): Promise<MirrorStatus & { next?: string } | undefined> {
+  const j = (await daemonApi(sock, token, "GET", "/api/v1/modules/db", timeoutMs)) as { state?: string; ready?: boolean; transient?: boolean; next?: string; upToDate?: boolean } | undefined;
+  if (!j?.state) return undefined;
+  return { state: j.state, ready: j.ready, transient: j.transient, next: j.next, upToDate: j.upToDate === true };
 }
 
 /** "primary" when PRIM/ALONE and not leaving the role (a node going to WAIT/SECOND has closed its app first). */
@@ -183,7 +184,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const addrs = Array.from({ length: CLIENT_ADDRS }, (_, i) => fl.spareAddr(40 + i));
     const ar = await fl.sh(farmClient, addrs.map((a) => `ip addr add ${a}/24 dev eth0`).join(" && "));
     if (ar.code !== 0) throw new Error(`client addresses: ${ar.stderr}`);
-    const fc = await MembershipCluster.start(fl, { program: "examples/farm-node.ts", args: () => ["--vip", farmVip, "--iface", "eth0", "--by", "address+port"] });
+    const fc = await MembershipCluster.start(fl, {
+      daemon: (h) => {
+        const app = writeHttpAppHooks(fl.dir(h), 80);
+        return {
+          modules: [{ name: "web", kind: "farm", vips: [`${farmVip}/32`], hooks: { start_both: app.start, stop_both: app.stop } }],
+          farm: { web: { iface: "eth0", rules: [{ protocol: "tcp", port: 80, by: "address+port" }] } },
+          stateDir: join(fl.dir(h), "state"),
+          logDir: join(fl.dir(h), "log"),
+        };
+      },
+    });
     farmCluster = fc;
     const macToNode = new Map(fl.nodes.map((h) => [fl.mac(h), h.name]));
     log(`farm lab ${fl.prefix}: nodes ${fl.nodes.map((h) => h.name).join(",")}, VIP ${farmVip}`);
@@ -208,26 +219,25 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       });
     }
     const mc = await MembershipCluster.start(ml, {
-      program: "examples/mirror-node.ts",
-      args: (h) => [
-        "--dir", ml.dir(h),
-        "--vip", `${mirrorVip}/24`,
-        "--listen", `${ml.addr(h)}:${REPL_PORT}`,
-        "--peer", `${ml.addr(h === m0 ? m1 : m0)}:${REPL_PORT}`,
-        "--key", key,
-        "--default-primary", m0.name,
-        ...(o.inject === "no-witness" ? [] : arbiterProc !== undefined ? ["--arbiter", arbiterAt] : ["--witness", ml.addr(mirrorClient)]),
-      ],
+      daemon: mirrorDaemonConfig({
+        lab: ml,
+        vip: mirrorVip,
+        key,
+        replPort: REPL_PORT,
+        appPort: 80,
+        recordBytes: 256,
+        ...(o.inject === "no-witness" ? {} : arbiterProc !== undefined ? { arbiter: arbiterAt } : { witness: ml.addr(mirrorClient) }),
+      }),
     });
     mirrorCluster = mc;
-    const socks = [m0, m1].map((h) => join(ml.dir(h), "control.sock"));
+    const socks = [m0, m1].map((h) => mc.apiSocket(mc.node(h.name)));
     const dataFile = (i: number) => join(ml.dir(ml.nodes[i] as LabHost), "data", "records.log");
     log(`mirror lab ${ml.prefix}: nodes ${m0.name},${m1.name}, VIP ${mirrorVip}, witness ${o.inject === "no-witness" ? "NONE (injected bug: no split-brain protection)" : arbiterProc !== undefined ? `arbiter ${arbiterAt}` : `ping ${ml.addr(mirrorClient)}`}`);
 
     // ---- convergence ------------------------------------------------------------------------------------------
     const farmTables = () => new Map<string, BucketTable | undefined>(fc.nodes.map((n) => [n.id, [...n.lines].reverse().find((l) => l.type === "buckets") as BucketTable | undefined]));
     const farmWhyNot = () => farmConverged(farmTables(), FARM_NODES, BUCKET_COUNT);
-    const mirrorStatuses = () => Promise.all(socks.map((s) => mirrorStatus(s)));
+    const mirrorStatuses = () => Promise.all(socks.map((s) => mirrorStatus(s, mc.token)));
     const pollUntil = async (why: () => Promise<string | null> | string | null, ms: number): Promise<{ ok: boolean; ms: number; why: string | null }> => {
       const start = Date.now();
       for (;;) {

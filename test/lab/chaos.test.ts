@@ -66,7 +66,9 @@ describe.skipIf(!root)("chaos: random faults over a farm of 3 and a mirror of 2"
     // and holds the split brain for the operator (n0 serving, n1 waiting, neither copy discarded), so the pair does
     // not converge and the runner, waiting for convergence, injects no further mirror fault.
     expect(r.faults.mirror).toBeGreaterThanOrEqual(1);
-    expect(r.dualPrimaryMs).toBeGreaterThan(1000); // a partition lasts 2.5-3.5 s
+    // A partition lasts 2.5-3.5 s; n1 serves from detection + failover (mount, app start by its hook) on, n0 until the
+    // heal: ~1.5 s on a quiet machine, ~0.5 s seen at load average 10 (detection raised to 1.2 s by local health).
+    expect(r.dualPrimaryMs).toBeGreaterThan(200);
     const seen = new Set(r.violations.map((v) => v.invariant));
     expect(seen).toContain("mirror-dual-primary");
     expect(seen).toContain("mirror-convergence");
