@@ -38,6 +38,7 @@ import { ConfigError, type ConfigProblem } from "../core/errors.js";
 import { MembershipTimingOverridesC, validateMembershipOptions, type MembershipSettings } from "../core/membership/config.js";
 import { HOOK_NAMES } from "../core/module/types.js";
 import { resolveModule, strict, type ModuleDefinition, type ResolvedModule } from "../core/module/config.js";
+import { optional } from "../core/module/codec-util.js";
 import { parseKey } from "../runtime/crypto.js";
 import { DEFAULT_HEARTBEAT_PORT } from "../runtime/membership.js";
 
@@ -64,18 +65,8 @@ export const Port = new t.Type<number, number, unknown>(
   t.identity,
 );
 
-/** An optional field that adds no level to error paths. */
-export function optional<C extends t.Mixed>(c: C): t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown> {
-  return new t.Type<t.TypeOf<C> | undefined, t.OutputOf<C> | undefined, unknown>(
-    c.name,
-    (u): u is t.TypeOf<C> | undefined => u === undefined || c.is(u),
-    (u, ctx) => (u === undefined ? t.success(undefined) : c.validate(u, ctx)),
-    (a) => (a === undefined ? undefined : c.encode(a)),
-  );
-}
-
-/** An object type that also refuses unknown keys (the one of the module codec, shared by every config codec). */
-export { strict };
+/** The module codec's helpers, shared by every config codec: an object that refuses unknown keys, an optional field. */
+export { strict, optional };
 
 export const FarmEntryCodec = strict({
   iface: NonEmptyString,
