@@ -36,7 +36,6 @@ import {
   rmdirSync,
   statfs,
   symlinkSync,
-  truncateSync,
   unlinkSync,
   writeSync,
   type BigIntStats,
@@ -221,7 +220,12 @@ export function passthroughOps(backing: string, replicate: Replicate, isRoot = p
     },
     truncate: (p, size, cb) =>
       withOp(Op.TRUNCATE, cb, () => {
-        truncateSync(abs(p), size);
+        const tfd = openSync(abs(p), C.O_WRONLY | C.O_NOFOLLOW); // never a symlink's target
+        try {
+          ftruncateSync(tfd, size);
+        } finally {
+          closeSync(tfd);
+        }
         const st = lstatSync(abs(p), { bigint: true });
         return { ino: Number(st.ino), args: { off: size, ...mtimeArgs(st) }, path: p };
       }),
