@@ -115,6 +115,25 @@ kill -9 "$pid" 2>/dev/null; exit 0
   return { start, stop };
 }
 
+/**
+ * Polls `f` every `everyMs` until it returns a value (errors count as "not yet"); rejects after `ms` naming `what`
+ * and the last error. For state reached through an API, where no event can be awaited.
+ */
+export async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 30_000, everyMs = 150): Promise<T> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      const v = await f();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`${what}: not within ${ms} ms${last ? ` (${(last as Error).message})` : ""}`);
+}
+
 export class DaemonCluster {
   readonly dir: string;
   readonly nodes: DaemonNodeRun[];
@@ -162,6 +181,14 @@ export class DaemonCluster {
       throw e;
     }
     return c;
+  }
+
+  /** GET on a node's API from inside its namespace with the monitor token (curl): JSON, or text for /metrics. */
+  async get<T>(node: string, path: string): Promise<T> {
+    const n = this.node(node);
+    const r = await this.lab.exec(n.host, ["curl", "-sf", "-m", "3", "-H", `Authorization: Bearer ${this.tokens.monitor}`, `${n.url}${path}`]);
+    if (r.code !== 0) throw new Error(`GET ${path} on ${node}: curl exit ${r.code}`);
+    return (path === "/metrics" ? r.stdout : JSON.parse(r.stdout)) as T;
   }
 
   node(id: string): DaemonNodeRun {

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DaemonCluster, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
+import { DaemonCluster, until, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
 
@@ -18,27 +18,8 @@ let cluster: DaemonCluster;
 let client: LabHost;
 let vip: string;
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_000, everyMs = 150): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`${what}: not within ${ms} ms${last ? ` (${(last as Error).message})` : ""}`);
-}
 
-async function api<T>(node: string, path: string): Promise<T> {
-  const n = cluster.node(node);
-  const r = await lab.exec(n.host, ["curl", "-sf", "-m", "3", "-H", `Authorization: Bearer ${cluster.tokens.monitor}`, `${n.url}${path}`]);
-  if (r.code !== 0) throw new Error(`GET ${path} on ${node}: curl exit ${r.code}`);
-  return JSON.parse(r.stdout) as T;
-}
+const api = <T>(node: string, path: string): Promise<T> => cluster.get<T>(node, path);
 
 const dbOf = (s: ClusterState, node: string) => s.nodes.find((n) => n.id === node)?.modules.db;
 

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DaemonCluster, RECORDS_WRITER, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
+import { DaemonCluster, RECORDS_WRITER, until, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
 import { decodeConfig, type ReplicationSyncEntry } from "../../examples/daemon/config.js";
 import { ConfigError } from "../../src/core/errors.js";
@@ -27,28 +27,9 @@ let vip: string;
 const acked = new Set<number>();
 let nextId = 1;
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_000, everyMs = 150): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`${what}: not within ${ms} ms${last ? ` (${(last as Error).message})` : ""}`);
-}
 
 /** GET on a node's API from inside its namespace (curl: fast enough to poll). */
-async function api<T>(node: string, path: string): Promise<T> {
-  const n = cluster.node(node);
-  const r = await lab.exec(n.host, ["curl", "-sf", "-m", "3", "-H", `Authorization: Bearer ${cluster.tokens.monitor}`, `${n.url}${path}`]);
-  if (r.code !== 0) throw new Error(`GET ${path} on ${node}: curl exit ${r.code}`);
-  return (path === "/metrics" ? r.stdout : JSON.parse(r.stdout)) as T;
-}
+const api = <T>(node: string, path: string): Promise<T> => cluster.get<T>(node, path);
 
 interface Replication {
   role: string;
