@@ -3,7 +3,7 @@
 // namespace prefix), real clients, and a fault schedule (chaos-schedule.ts) played on both at once. Invariants
 // (chaos-invariants.ts) are checked on what was observed; see bench/chaos.ts for the command line.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUCKET_COUNT } from "../../src/core/buckets.js";
@@ -289,7 +289,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         const idx = st.findIndex((s) => roleOf(s) === "primary");
         if (idx < 0 || st.filter((s) => roleOf(s) === "primary").length !== 1) return;
         const file = dataFile(idx);
-        const ids = idsOf(existsSync(file) ? readFileSync(file, "utf8") : "");
+        const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+        const ids = idsOf(text);
         lostChecks++;
         const missing = lostWrites(ackedNow, ids).filter((id) => !lost.has(id));
         if (missing.length > 0) {
@@ -297,6 +298,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
           const active = mirrorWindows.filter((w) => w.to >= Date.now() - 10_000).map((w) => w.label);
           const by = missing.slice(0, 10).map((id) => `${id} (acked by ${ackedBy.get(id)?.node} at ${rel(ackedBy.get(id)?.t ?? 0)})`);
           violate("mirror-lost-write", `${missing.length} acknowledged record(s) missing on primary ${ml.nodes[idx]?.name} (${why}; recent faults: ${active.join("; ") || "none"}): ${by.join(", ")}`);
+          // The evidence, as found: the copy the check read and the other node's, and both nodes' module logs.
+          const at = join(o.outDir, `lost-${Date.now() - t0}`);
+          mkdirSync(at, { recursive: true });
+          writeFileSync(join(at, `records-${ml.nodes[idx]?.name}.log`), text);
+          for (const [i, h] of ml.nodes.entries()) {
+            const other = dataFile(i);
+            if (i !== idx && existsSync(other)) writeFileSync(join(at, `records-${h.name}.log`), readFileSync(other));
+            const logs = join(ml.dir(h), "log");
+            if (existsSync(logs)) cpSync(logs, join(at, `log-${h.name}`), { recursive: true });
+          }
+          log(`  evidence of the lost write in ${at}`);
         }
       };
       checks = checks.then(run, run);
