@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DaemonCluster } from "../../examples/daemon/lab-cluster.js";
+import { DaemonCluster, until as untilShared } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
 import { Lab } from "../../src/testing/lab.js";
 
@@ -16,20 +16,8 @@ const isRoot = process.getuid?.() === 0;
 let lab: Lab;
 let cluster: DaemonCluster;
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${what}: not within ${ms} ms${last ? ` (${(last as Error).message})` : ""}`);
-}
+/** Polls as the shared until() does, with this file's 20 s default bound. */
+const until = <T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> => untilShared(what, f, ms, 200);
 
 async function stateOf(node: string, token = cluster.tokens.monitor): Promise<ClusterState> {
   const r = await cluster.cli(cluster.node(node), ["state", "--json"], { token });
