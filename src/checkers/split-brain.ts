@@ -1,7 +1,8 @@
 /**
  * Split-brain probe (mirror modules): at least one witness is reachable. A witness is an address that both
  * nodes of a mirror should see when their network is fine, e.g. the router. A node that has lost sight of
- * its peer *and* of every witness is the one cut off: it must not go ALONE (MISSION.md, mirror point 6).
+ * its peer *and* of every witness is the one cut off: it must not go ALONE (docs/architecture.md, "Split-brain
+ * arbitration").
  *
  * Witnesses are probed in parallel (ping or TCP connect); the probe is ok as soon as one answers.
  */

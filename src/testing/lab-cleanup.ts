@@ -1,7 +1,7 @@
 // Teardown machinery of the namespace lab (see lab.ts): ownership markers, finding the processes that
 // live in a namespace, deleting namespaces, process-exit handlers, and the clean-up of abandoned labs.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { type Dirent, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve, sep } from "node:path";
 import { findCgroup2Mount, isLabUnitOf } from "../runtime/containment.js";
@@ -166,23 +166,35 @@ function cgroup2Mount(): string | undefined {
   }
 }
 
-/** Every `holdfast.*` cgroup directory under `mount` (not inside one: a unit's own subtree is the hook's business). */
-function unitCgroups(mount: string): string[] {
-  const found: string[] = [];
-  const walk = (d: string, depth: number) => {
-    let entries;
+/**
+ * Walks the tree under `root` to `maxDepth`: `visit` gets each entry and says whether to descend into it (a
+ * directory only). Unreadable directories are skipped.
+ */
+function walk(root: string, maxDepth: number, visit: (path: string, e: Dirent) => boolean): void {
+  const go = (d: string, depth: number) => {
+    let entries: Dirent[];
     try {
       entries = readdirSync(d, { withFileTypes: true });
     } catch {
       return;
     }
     for (const e of entries) {
-      if (!e.isDirectory()) continue;
-      if (e.name.startsWith("holdfast.")) found.push(join(d, e.name));
-      else if (depth < 8) walk(join(d, e.name), depth + 1);
+      const p = join(d, e.name);
+      if (visit(p, e) && e.isDirectory() && depth < maxDepth) go(p, depth + 1);
     }
   };
-  walk(mount, 0);
+  go(root, 0);
+}
+
+/** Every `holdfast.*` cgroup directory under `mount` (not inside one: a unit's own subtree is the hook's business). */
+function unitCgroups(mount: string): string[] {
+  const found: string[] = [];
+  walk(mount, 8, (p, e) => {
+    if (!e.isDirectory()) return false;
+    if (!e.name.startsWith("holdfast.")) return true;
+    found.push(p);
+    return false;
+  });
   return found;
 }
 
@@ -207,28 +219,18 @@ export function labCgroups(prefix: string): string[] {
   const mount = cgroup2Mount();
   if (mount === undefined) return [];
   const found = new Set(unitCgroups(mount).filter((d) => isLabUnitOf(prefix, basename(d))));
-  const scan = (d: string, depth: number) => {
-    let entries;
-    try {
-      entries = readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = join(d, e.name);
-      if (e.isDirectory() && depth < 6) scan(p, depth + 1);
-      else if (e.isFile() && e.name.endsWith(".hooks-unit.json")) {
-        try {
-          const cg = (JSON.parse(readFileSync(p, "utf8")) as { cgroup?: unknown }).cgroup;
-          // Only a unit's directory under the cgroup2 mount, whatever the record says.
-          if (typeof cg === "string" && basename(cg).startsWith("holdfast.") && resolve(cg).startsWith(mount + sep) && existsSync(cg)) found.add(resolve(cg));
-        } catch {
-          // unreadable record: nothing to go by
-        }
+  walk(join(SCRATCH_ROOT, prefix), 6, (p, e) => {
+    if (e.isFile() && e.name.endsWith(".hooks-unit.json")) {
+      try {
+        const cg = (JSON.parse(readFileSync(p, "utf8")) as { cgroup?: unknown }).cgroup;
+        // Only a unit's directory under the cgroup2 mount, whatever the record says.
+        if (typeof cg === "string" && basename(cg).startsWith("holdfast.") && resolve(cg).startsWith(mount + sep) && existsSync(cg)) found.add(resolve(cg));
+      } catch {
+        // unreadable record: nothing to go by
       }
     }
-  };
-  scan(join(SCRATCH_ROOT, prefix), 0);
+    return true;
+  });
   return [...found];
 }
 
