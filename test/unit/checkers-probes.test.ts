@@ -13,6 +13,7 @@ import { InterfaceProbe } from "../../src/checkers/interface.js";
 import { IpProbe, canonicalAddress } from "../../src/checkers/ip.js";
 import { CheckerRunner } from "../../src/checkers/runner.js";
 import type { Probe, ProbeResult } from "../../src/checkers/probe.js";
+import { runUnprivileged } from "./helpers/unprivileged.js";
 
 const children: ChildProcess[] = [];
 afterEach(() => {
@@ -227,20 +228,8 @@ describe("PingProbe without CAP_NET_RAW", () => {
       `try { await p.run(AbortSignal.timeout(1000)); console.log("no error"); }`,
       `catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, feature: e.feature, message: e.message })); }`,
     ].join("\n");
-    const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn(
-        "setpriv",
-        ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", process.execPath, "--import", "tsx", "--input-type=module", "-e", code],
-        { cwd: join(import.meta.dirname, "../.."), env: { ...process.env, HOME: "/tmp" }, stdio: ["ignore", "pipe", "pipe"] },
-      );
-      let s = "";
-      let e = "";
-      c.stdout.on("data", (d: Buffer) => (s += d.toString()));
-      c.stderr.on("data", (d: Buffer) => (e += d.toString()));
-      c.once("error", reject);
-      c.once("exit", () => (s.trim() === "" ? reject(new Error(e)) : resolve(s.trim())));
-    });
-    expect(JSON.parse(out.split("\n").pop() ?? "")).toMatchObject({
+    const out = await runUnprivileged(code);
+    expect(JSON.parse(out)).toMatchObject({
       name: "NotSupportedError",
       code: "HOLDFAST_NOT_SUPPORTED",
       feature: "raw ICMP socket",

@@ -2,11 +2,11 @@
 // (src/checkers/ping.ts). The loaders are injected to simulate a missing raw-socket. Real echoes go to the
 // loopback addresses only.
 import { afterEach, describe, expect, it } from "vitest";
-import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_PING_LOADERS, PingProbe, pingMethod, setPingLoaders, type PingLoaders, type PingMethod } from "../../src/checkers/ping.js";
 import { NotSupportedError } from "../../src/core/errors.js";
+import { runUnprivileged } from "./helpers/unprivileged.js";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 if (!isRoot) console.warn("skipping the real-echo ping tests: raw ICMP sockets need root (CAP_NET_RAW)");
@@ -141,20 +141,8 @@ describe("PingProbe over a koffi raw socket", () => {
       `try { await p.run(AbortSignal.timeout(1000)); console.log("no error"); }`,
       `catch (e) { console.log(JSON.stringify({ name: e.name, feature: e.feature, message: e.message })); }`,
     ].join("\n");
-    const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn(
-        "setpriv",
-        ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", process.execPath, "--import", "tsx", "--input-type=module", "-e", code],
-        { cwd: join(import.meta.dirname, "../.."), env: { ...process.env, HOME: "/tmp" }, stdio: ["ignore", "pipe", "pipe"] },
-      );
-      let s = "";
-      let e = "";
-      c.stdout.on("data", (d: Buffer) => (s += d.toString()));
-      c.stderr.on("data", (d: Buffer) => (e += d.toString()));
-      c.once("error", reject);
-      c.once("exit", () => (s.trim() === "" ? reject(new Error(e)) : resolve(s.trim())));
-    });
-    expect(JSON.parse(out.split("\n").pop() ?? "")).toEqual({
+    const out = await runUnprivileged(code);
+    expect(JSON.parse(out)).toEqual({
       name: "NotSupportedError",
       feature: "raw ICMP socket",
       message: expect.stringMatching(/Operation not permitted \(EPERM\).*needs CAP_NET_RAW/),
