@@ -3,13 +3,13 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Membership } from "../../src/runtime/membership.js";
-import type { Transport } from "../../src/runtime/transport.js";
 import { nextIncarnation } from "../../src/runtime/incarnation.js";
 import { FakeClock, FakeNetwork, Rng } from "../../src/testing/index.js";
 import { LAN, validateMembershipOptions, type MembershipSettings } from "../../src/core/membership/config.js";
 import { LOWER_INCARNATION_PROOFS, MembershipCore, type MembershipEffect, type MembershipEvent } from "../../src/core/membership/membership.js";
 import { decodeHeartbeat, encodeHeartbeat } from "../../src/core/membership/wire.js";
 import { generateKey, hmacSha256, parseKey } from "../../src/runtime/crypto.js";
+import { SimTransport } from "./helpers/sim-transport.js";
 
 // Issue "Hardening", item 3: one forged heartbeat with a larger incarnation (or a restart after the clock
 // stepped back) must not lock a live node out until it restarts; replays of a dead incarnation must not revive it.
@@ -153,25 +153,6 @@ describe("membership incarnations (forged or stepped back)", () => {
 // ---- the driver on virtual time (FakeClock, FakeNetwork with delay, reordering, duplication and loss) ----
 
 const ADDR: Record<string, string> = { "198.18.0.10": "a", "198.18.0.11": "b", "198.18.1.10": "a", "198.18.1.11": "b" };
-class SimTransport implements Transport {
-  sendErrors = 0;
-  private readonly handlers = new Map<number, (bytes: Uint8Array, from: string) => void>();
-  constructor(
-    private readonly net: FakeNetwork,
-    private readonly id: string,
-  ) {}
-  async bind(network: number, _address: string, _port: number, onDatagram: (bytes: Uint8Array, from: string) => void): Promise<void> {
-    this.handlers.set(network, onDatagram);
-    this.net.attach(this.id, (nw, from, bytes) => this.handlers.get(nw)?.(bytes, from));
-  }
-  send(network: number, address: string, _port: number, bytes: Uint8Array): void {
-    const to = ADDR[address];
-    if (to) this.net.send(this.id, to, network, bytes);
-  }
-  async close(): Promise<void> {
-    this.net.detach(this.id);
-  }
-}
 
 describe("membership driver: forged incarnation and clock steps (virtual time)", () => {
   const key = parseKey(generateKey());
@@ -182,7 +163,7 @@ describe("membership driver: forged incarnation and clock steps (virtual time)",
   const setup = (seed: number) => {
     const clock = new FakeClock(1_000_000);
     const net = new FakeNetwork(clock, new Rng(seed), { networks: 2, minDelayMs: 0.2, maxDelayMs: 3, duplicate: 0.05 });
-    const node = (id: string, incarnation: number) => new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation });
+    const node = (id: string, incarnation: number) => new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id, ADDR), incarnation });
     return { clock, net, node };
   };
 

@@ -5,32 +5,13 @@
  * ALONE and ready is measured in virtual ms (detection + failover, the app start being an instant function).
  */
 import { describe, expect, it } from "vitest";
-import { Membership, Module, bindMembership, generateKey, type Transport } from "../../src/index.js";
+import { Membership, Module, bindMembership, generateKey } from "../../src/index.js";
 import { isPrimaryState } from "../../src/core/module/types.js";
 import { FakeClock, FakeNetwork, MemoryModuleStore, MemoryVipDriver, Rng } from "../../src/testing/index.js";
+import { SimTransport } from "./helpers/sim-transport.js";
 
 const ADDR: Record<string, string> = { "198.18.0.10": "a", "198.18.0.11": "b" };
 
-/** A Transport on the fake network: addresses map to node ids. */
-class SimTransport implements Transport {
-  sendErrors = 0;
-  private readonly handlers = new Map<number, (bytes: Uint8Array, from: string) => void>();
-  constructor(
-    private readonly net: FakeNetwork,
-    private readonly id: string,
-  ) {}
-  async bind(network: number, _address: string, _port: number, onDatagram: (bytes: Uint8Array, from: string) => void): Promise<void> {
-    this.handlers.set(network, onDatagram);
-    this.net.attach(this.id, (nw, from, bytes) => this.handlers.get(nw)?.(bytes, from));
-  }
-  send(network: number, address: string, _port: number, bytes: Uint8Array): void {
-    const to = ADDR[address];
-    if (to) this.net.send(this.id, to, network, bytes);
-  }
-  async close(): Promise<void> {
-    this.net.detach(this.id);
-  }
-}
 
 const flush = () => new Promise<void>((r) => setImmediate(r));
 
@@ -51,7 +32,7 @@ describe("modules over membership (virtual time)", () => {
     };
     const sides = await Promise.all(
       ["a", "b"].map(async (id, i) => {
-        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
+        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id, ADDR), incarnation: 1 + i });
         const module = await Module.create(
           { name: "db", kind: "mirror", vips: ["198.18.0.100/24"], hooks: { start_prim: async () => {}, start_second: async () => {} } },
           { nodeId: id, clock, vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
@@ -148,7 +129,7 @@ describe("modules over membership (virtual time)", () => {
     ];
     const sides = await Promise.all(
       ["a", "b"].map(async (id, i) => {
-        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
+        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id, ADDR), incarnation: 1 + i });
         const vip = new MemoryVipDriver();
         const module = await Module.create(
           {
@@ -244,7 +225,7 @@ describe("modules over membership (virtual time)", () => {
     };
     const sides = await Promise.all(
       ["a", "b"].map(async (id, i) => {
-        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id), incarnation: 1 + i });
+        const membership = new Membership({ clusterId: "c1", nodeId: id, nodes, key, clock, transport: new SimTransport(net, id, ADDR), incarnation: 1 + i });
         const module = await Module.create(
           { name: "db", kind: "mirror", vips: [], hooks: { start_prim: async () => {}, start_second: async () => {} } },
           { nodeId: id, clock, vip: new MemoryVipDriver(), store: new MemoryModuleStore() },
