@@ -36,6 +36,7 @@ import { FileReplicator, type PrimaryReplicatorOptions } from "../../src/mirror/
 import { createFileReplicator, JsFuseReplicator, probeEngines } from "../../src/mirror/jsfuse/index.js";
 import { PathFilter } from "../../src/mirror/pathFilter.js";
 import { killMountNamespace, makePairDirs, mountNamespaceOf, pollUntil, snapshotTree, treeDiff } from "../../src/mirror/testing.js";
+import { settledWithin } from "./helpers/settled.js";
 
 const probe = probeEngines();
 const canRun = process.getuid?.() === 0 && probe.devFuse && probe.js === true && probe.helperRuns;
@@ -549,18 +550,6 @@ describe.skipIf(!canRun)("mirror: JavaScript FUSE primary + compiled secondary",
 });
 
 /** Resolves with the time (performance.now) at which `p` settled, or undefined if it has not within `ms`. */
-async function settledWithin(p: Promise<unknown>, ms: number): Promise<number | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const r = await Promise.race([
-    p.then(
-      () => performance.now(),
-      () => performance.now(),
-    ),
-    new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), ms))),
-  ]);
-  clearTimeout(timer);
-  return r;
-}
 
 describe.skipIf(!canRun)("mirror: the permit (fencing) of the JavaScript engine", () => {
   it("with the secondary gone and no renewal a write waits past the deadline and returns at the renewal; with renewals it acks alone", async () => {

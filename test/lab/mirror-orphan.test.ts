@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { FileReplicator } from "../../src/mirror/FileReplicator.js";
 import { helperPath } from "../../src/mirror/helper.js";
 import { makePairDirs, pollUntil, startLoopbackPair, type LoopbackPair } from "../../src/mirror/testing.js";
+import { settledWithin } from "./helpers/settled.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
 const pairs: LoopbackPair[] = [];
@@ -42,19 +43,6 @@ const errCode = (f: () => unknown): string | undefined => {
     return (e as NodeJS.ErrnoException).code ?? String(e);
   }
 };
-/** The time at which `p` settles, or undefined if it has not within `ms`. */
-async function settledWithin(p: Promise<unknown>, ms: number): Promise<number | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const r = await Promise.race([
-    p.then(
-      () => performance.now(),
-      () => performance.now(),
-    ),
-    new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), ms))),
-  ]);
-  clearTimeout(timer);
-  return r;
-}
 
 describe.skipIf(!canRun)("mirror: the C helper after its supervisor dies", () => {
   it("SIGKILL of the supervisor with the mount idle: both helpers gone within 1 s, the mount gone, the lock free", async () => {

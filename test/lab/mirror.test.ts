@@ -34,6 +34,7 @@ import { FileReplicator } from "../../src/mirror/FileReplicator.js";
 import { helperPath } from "../../src/mirror/helper.js";
 import { PathFilter } from "../../src/mirror/pathFilter.js";
 import { makePairDirs, pollUntil, snapshotTree, startLoopbackPair, treeDiff, type LoopbackPair } from "../../src/mirror/testing.js";
+import { settledWithin } from "./helpers/settled.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/dev/fuse");
 const pairs: LoopbackPair[] = [];
@@ -525,18 +526,6 @@ describe.skipIf(!canRun)("mirror: FUSE helper with synchronous replication", () 
 });
 
 /** Resolves with the time (performance.now) at which `p` settled, or undefined if it has not within `ms`. */
-async function settledWithin(p: Promise<unknown>, ms: number): Promise<number | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const r = await Promise.race([
-    p.then(
-      () => performance.now(),
-      () => performance.now(),
-    ),
-    new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), ms))),
-  ]);
-  clearTimeout(timer);
-  return r;
-}
 
 describe.skipIf(!canRun)("mirror: the permit (fencing) of the C helper", () => {
   it("with the secondary gone and no renewal a write waits past the deadline and returns at the renewal; with renewals it acks alone", async () => {
