@@ -484,6 +484,9 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
         // renewed is the helper's default: said only when "always" (so a pre-permit helper still starts)
         ...(o.permit === "always" ? ["--permit", "always"] : []),
         ...(o.lazyMtime === true ? ["--lazy-mtime"] : []),
+        // in its private namespace, a read-only empty tmpfs under the FUSE mount: the mount point never resolves
+        // to a writable directory there, even once the FUSE mount is detached while an application still runs
+        ...(this.privateNs() ? ["--guard"] : []),
       ];
     }
     return [
@@ -499,9 +502,9 @@ export class FileReplicator extends EventEmitter<FileReplicatorEvents> {
     const argv = this.privateNs() ? ["unshare", "--mount", "--propagation", "private", "--", bin, ...args] : [bin, ...args];
     // Its own process group (detached): a Ctrl-C in the daemon's terminal (SIGINT to the foreground group) must not
     // reach the helper before the application is stopped. The supervisor still owns it: when this process dies
-    // (its stdin ends, and the parent-death signal the helper asks for fires) the helper stops applying writes,
-    // unmounts and exits within about 1 s, even with the mount idle; stop() kills its whole group after the
-    // timeout. HOLDFAST_PARENT_PID lets it notice a death that came before it could ask for that signal.
+    // (its stdin ends, and the parent-death signal the helper asks for fires) the helper stops applying writes
+    // and exits at once, leaving the mount dead (ENOTCONN) for whatever the hooks started; stop() kills its whole
+    // group after the timeout. HOLDFAST_PARENT_PID lets it notice a death that came before it could ask for that signal.
     const child = spawn(argv[0] as string, argv.slice(1), {
       stdio: ["pipe", "pipe", "pipe"],
       detached: true,

@@ -45,7 +45,7 @@ const errCode = (f: () => unknown): string | undefined => {
 };
 
 describe.skipIf(!canRun)("mirror: the C helper after its supervisor dies", () => {
-  it("SIGKILL of the supervisor with the mount idle: both helpers gone within 1 s, the mount gone, the lock free", async () => {
+  it("SIGKILL of the supervisor with the mount idle: both helpers gone within 1 s, the mount dead (ENOTCONN, never the directory underneath), the lock free", async () => {
     const { root, a, b, mnt, key } = makePairDirs("orphan");
     const src = new URL("../../src/mirror/FileReplicator.ts", import.meta.url).pathname;
     const script = join(root, "supervisor.mts");
@@ -94,10 +94,14 @@ process.stdin.resume();
       console.log(`orphan lab: helpers gone ${Math.round(took)} ms after the supervisor's SIGKILL`);
       expect(took).toBeLessThan(1000);
       expect(gone(app)).toBe(false);
-      // the mount is gone from the application's namespace, and its cwd in it no longer serves anything
-      expect(holdfastMounts(app)).not.toContain(mnt);
+      // The mount stays in the application's namespace, dead: neither its cwd nor a fresh open by path serves
+      // anything. Detached, the path would resolve to the directory underneath, and a write there would
+      // succeed without ever being replicated.
+      expect(holdfastMounts(app)).toContain(mnt);
       expect(errCode(() => statSync(`/proc/${app}/cwd/data.txt`))).toBe("ENOTCONN");
       expect(errCode(() => readFileSync(`/proc/${app}/cwd/data.txt`))).toBe("ENOTCONN");
+      expect(errCode(() => writeFileSync(`/proc/${app}/root${mnt}/after.txt`, "lost"))).toBe("ENOTCONN");
+      expect(existsSync(join(mnt, "after.txt"))).toBe(false);
       // a clean stop: the next helper takes the extent-log lock at once and needs no verify pass
       const next = new FileReplicator({ role: "primary", backingDir: a, mountPoint: mnt, keyFile: key, peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0, permit: "always", startTimeoutMs: 3000 });
       others.push(next);
@@ -148,6 +152,33 @@ process.stdin.resume();
     }
     expect(readFileSync(join(p.a, "f.txt"), "utf8")).toBe("before");
     expect(readFileSync(join(p.a, "g.txt"), "utf8")).toBe("before");
+  });
+
+  it("in the private namespace, a detached mount reveals a read-only guard, never the writable directory underneath", async () => {
+    const p = await startLoopbackPair("guard", { permit: "always" });
+    pairs.push(p);
+    writeFileSync(p.primary.mountPath("f.txt"), "replicated");
+    // An application in the mount's namespace that outlives an orderly stop (or anyone's umount) sees this; it
+    // also keeps the namespace alive once the helper, its mount detached and unused, exits.
+    const [hc, ...ha] = p.primary.commandInMount(["sleep", "30"]);
+    const holder = spawn(hc, ha, { stdio: "ignore" });
+    try {
+      await pollUntil(() => readlinkSync(`/proc/${holder.pid}/exe`).endsWith("/sleep"), 3000, "the holder in the namespace");
+      const inNs = (script: string) => spawnSync("nsenter", [`--mount=/proc/${holder.pid}/ns/mnt`, "--", "sh", "-c", script], { encoding: "utf8" });
+      expect(inNs(`cat ${p.mnt}/f.txt`).stdout).toBe("replicated");
+      expect(inNs(`umount -l ${p.mnt}`).status).toBe(0);
+      const w = inNs(`echo lost > ${p.mnt}/g.txt`);
+      expect(w.status).not.toBe(0);
+      expect(w.stderr).toMatch(/Read-only file system/);
+      expect(inNs(`grep -c holdfast-guard /proc/self/mountinfo`).stdout.trim()).toBe("1");
+    } finally {
+      holder.kill("SIGKILL");
+    }
+    // nothing landed anywhere: not in the directory under the mount point, not in the backing directory
+    expect(existsSync(join(p.mnt, "g.txt"))).toBe(false);
+    expect(existsSync(join(p.a, "g.txt"))).toBe(false);
+    // the host namespace never sees the guard (private propagation)
+    expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain("holdfast-guard");
   });
 
   it("degraded without a permit, a data write waits before it reaches the backing file; a renewal applies it", async () => {

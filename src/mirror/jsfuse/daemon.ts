@@ -47,6 +47,8 @@ export interface DaemonArgs {
    * `permit <ms>` on stdin (ApiReplicator `permit`), as the helper's.
    */
   permit: "renewed" | "always";
+  /** `--guard`: a read-only mount under the FUSE mount (private mount namespace only), as the helper's. */
+  guard: boolean;
 }
 
 /** Parses the helper's `primary` command line. Throws a RangeError naming what is wrong. */
@@ -56,6 +58,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
   const include: string[] = [];
   const exclude: string[] = [];
   let standalone = false;
+  let guard = false;
   let encrypt = false;
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -65,6 +68,10 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
     }
     if (a === "--encrypt") {
       encrypt = true;
+      continue;
+    }
+    if (a === "--guard") {
+      guard = true;
       continue;
     }
     if (a === "--include" || a === "--exclude") {
@@ -118,6 +125,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonArgs {
     exclude,
     encrypt,
     permit,
+    guard,
   };
 }
 
@@ -354,16 +362,32 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     ackUsMax = 0;
   };
 
-  const stop = (): void => {
+  // `stop` (orderly: the stop hook ran) detaches the mount. When the supervisor is gone (end of stdin, a signal)
+  // the mount is left dead instead (this process exits, the kernel aborts the connection: ENOTCONN), as the C
+  // helper does: an application it started may still run, and a detached mount would let its next open()
+  // resolve to the directory underneath, where writes are never replicated.
+  const stop = (detach: boolean): void => {
     if (stopping) return;
     stopping = true;
-    detachMount(args.mount);
+    if (detach) detachMount(args.mount);
     rep?.stop();
     rmSync(marker, { force: true });
     emit({ event: "stopped", rc: 0 });
     process.exit(0);
   };
 
+  if (args.guard) {
+    // The mount point bound onto itself read-only (the C helper mounts an empty tmpfs; fuse-native refuses a mount
+    // point on another device than its parent, and a bind keeps the device).
+    for (const a of [["--bind", args.mount, args.mount], ["-o", "remount,bind,ro,nosuid,nodev,noexec", args.mount]]) {
+      const g = spawnSync("mount", a, { encoding: "utf8" });
+      if (g.status !== 0) {
+        emit({ event: "error", message: `cannot mount the read-only guard on ${args.mount}: ${(g.stderr || g.error?.message || "").trim()}` });
+        rmSync(marker, { force: true });
+        process.exit(2);
+      }
+    }
+  }
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve()))).catch((err: Error) => {
     emit({ event: "error", message: `mount failed: ${err.message}` });
     rmSync(marker, { force: true });
@@ -385,7 +409,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     .on("line", (line) => {
       const cmd = line.trim();
       if (cmd === "stats") stats();
-      else if (cmd === "stop") stop();
+      else if (cmd === "stop") stop(true);
       else if (/^permit \d+$/.test(cmd)) rep?.renewPermit(Number(cmd.slice(7)));
       else if (cmd === "resync log") {
         if (state === "sync") emit({ event: "synced", mode: "log" });
@@ -395,7 +419,7 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
         if (state === "sync") runFull();
       }
     })
-    .on("close", stop);
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
+    .on("close", () => stop(false));
+  process.on("SIGTERM", () => stop(false));
+  process.on("SIGINT", () => stop(false));
 }

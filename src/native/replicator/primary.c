@@ -965,12 +965,15 @@ int parse_mode(const char *s) {
 /* ---------- stop ----------
  * Three ways in: the `stop` command, the end of stdin (the supervisor closed it or died) and the parent-death
  * signal (parent_watch_start). In each: no operation touches the backing directory any more (op_begin refuses,
- * G.stopping is set under G.lk), waiting operations get EIO, the mount is detached, and the helper exits.
- * The FUSE loop ends by itself only when the detached mount is unused or a request comes; an application that
- * still holds a file or its cwd in the mount (an orphan after its supervisor died) keeps it alive, so after a
- * short grace the helper finishes here and exits: its /dev/fuse fds close, the kernel aborts the connection,
- * and that application gets ENOTCONN instead of a copy that may no longer be primary; the extent-log lock goes
- * with the process. */
+ * G.stopping is set under G.lk), waiting operations get EIO, and the helper exits.
+ * The `stop` command (an orderly stop: the stop hook ran) detaches the mount and lets in-flight operations get
+ * their acks first. When the supervisor is gone, the mount is NOT detached: an application it started may still
+ * be alive, and a detached mount would let its next open() resolve to the directory underneath, where a write
+ * succeeds and is never replicated. The helper exits at once instead: its /dev/fuse fds close, the kernel aborts
+ * the connection, and every access to the mount (open files, cwd, new opens) fails with ENOTCONN. The dead mount
+ * goes with the private namespace's last process, or (host mode) the supervisor's next start detaches it. In
+ * private mode a read-only empty tmpfs lies under the FUSE mount (--guard), so even a detached mount reveals no
+ * writable directory. The extent-log lock goes with the process. */
 static pthread_mutex_t exit_lk = PTHREAD_MUTEX_INITIALIZER;
 
 /* The last step, taken once (by the main thread after the FUSE loop, or by the stopping thread). clean: every
@@ -1008,20 +1011,21 @@ static int stop_locked_state(const char *why, int degrade_too, int wait_ms) {
   return locked;
 }
 
-/* parent_gone: the supervisor is gone (end of stdin, parent-death signal): out within ~0.5 s. Otherwise (the
- * `stop` command) in-flight operations get their acks first, for up to ack timeout + 1 s. */
+/* parent_gone: the supervisor is gone (end of stdin, parent-death signal): out at once, the mount left dead (see
+ * above). Otherwise (the `stop` command) in-flight operations get their acks first, for up to ack timeout + 1 s. */
 static int stop_hurry; /* the parent went during a `stop`'s grace: cut it short */
 static void primary_stop(const char *why, int parent_gone) {
   static int once;
   if (parent_gone) __atomic_store_n(&stop_hurry, 1, __ATOMIC_SEQ_CST);
   if (__atomic_exchange_n(&once, 1, __ATOMIC_SEQ_CST)) return;
   int locked = stop_locked_state(why, parent_gone, 200);
+  if (parent_gone) finish(locked, -1);
   fuse_exit(G.fuse);
   umount2(G.mount, MNT_DETACH);
   /* the main thread finishes (and exits) if the FUSE loop ends meanwhile */
-  int grace_ms = parent_gone ? 150 : G.ack_timeout_ms + 1000;
+  int grace_ms = G.ack_timeout_ms + 1000;
   for (int t = 0; t < grace_ms && !(t >= 150 && __atomic_load_n(&stop_hurry, __ATOMIC_SEQ_CST)); t += 10) usleep(10000);
-  if (!parent_gone || !locked) locked = stop_locked_state(why, 1, 200); /* drop the link: unacked ops logged */
+  locked = stop_locked_state(why, 1, 200); /* drop the link: unacked ops logged */
   finish(locked, -1);
 }
 
@@ -1068,7 +1072,7 @@ static void *control_thread(void *arg) {
 static void usage(void) {
   fprintf(stderr, "usage: holdfast-replicator primary --backing DIR --mount DIR --peer HOST:PORT --key-file F "
                   "--log FILE [--ack-timeout-ms N] [--reconnect-ms N] [--initial log|verify|checksum|full] [--threads N] "
-                  "[--encrypt] [--include PATTERN]... [--exclude PATTERN]... [--permit renewed|always] [--lazy-mtime]\n"
+                  "[--encrypt] [--include PATTERN]... [--exclude PATTERN]... [--permit renewed|always] [--lazy-mtime] [--guard]\n"
                   "       holdfast-replicator primary --standalone --backing DIR --mount DIR --log FILE (no replication)\n");
   exit(2);
 }
@@ -1080,9 +1084,10 @@ int run_primary(int argc, char **argv) {
                                   {"standalone", 0, 0, 'S'},      {"encrypt", 0, 0, 'E'},
                                   {"include", 1, 0, 'I'},         {"exclude", 1, 0, 'X'},
                                   {"permit", 1, 0, 'P'},           {"lazy-mtime", 0, 0, 'L'},
+                                  {"guard", 0, 0, 'g'},
                                   {0, 0, 0, 0}};
   char *peer = NULL, *keyf = NULL, *logp = NULL;
-  int o, threads = 16;
+  int o, threads = 16, guard = 0;
   if (parent_watch_setup()) { fprintf(stderr, "holdfast-replicator: parent gone before start\n"); return 3; }
   G.next_mode = RS_LOG;
   permit_init();
@@ -1107,6 +1112,7 @@ int run_primary(int argc, char **argv) {
       else if (strcmp(optarg, "renewed")) usage();
       break;
     case 'L': G.lazy_mtime = 1; break;
+    case 'g': guard = 1; break;
     case 'S': G.standalone = 1; break; /* FUSE passthrough only, no replication: to measure FUSE's own cost */
     case 'i': G.next_mode = parse_mode(optarg); break;
     default: usage();
@@ -1145,6 +1151,13 @@ int run_primary(int argc, char **argv) {
   struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
   G.fuse = fuse_new(&args, &ops, sizeof ops, NULL);
   if (!G.fuse) return 2;
+  /* --guard (a private mount namespace only: the mount would show in the host's otherwise): an empty read-only
+   * tmpfs under the FUSE mount, so that the mount point never resolves to a writable directory here, even once
+   * the FUSE mount is detached while an application still runs (see "stop"). */
+  if (guard && mount("holdfast-guard", G.mount, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") != 0) {
+    fprintf(stderr, "holdfast-replicator: cannot mount the read-only guard on %s: %s\n", G.mount, strerror(errno));
+    return 2;
+  }
   if (fuse_mount(G.fuse, G.mount) != 0) { fprintf(stderr, "holdfast-replicator: mount failed\n"); return 2; }
   struct fuse_session *se = fuse_get_session(G.fuse);
   fuse_set_signal_handlers(se);
