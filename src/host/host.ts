@@ -40,7 +40,7 @@ import type { ResolvedModule } from "../core/module/config.js";
 import type { ModuleCommand, ModuleState, ModuleStatus } from "../core/module/types.js";
 import { withMetaFields, type MetaFields } from "../farm/meta.js";
 import { MirrorVip } from "../mirror/vip.js";
-import { HookUnit, killLeftovers } from "../runtime/containment.js";
+import { HookUnit, killLeftovers, type HookGuard } from "../runtime/containment.js";
 import { nextIncarnation } from "../runtime/incarnation.js";
 import { Membership } from "../runtime/membership.js";
 import { bindMembership, FileModuleStore, Module, type ModuleStateStore, type VipDriver } from "../runtime/module.js";
@@ -217,6 +217,8 @@ export class Host extends EventEmitter<HostEvents> {
   private readonly closers: (() => void)[] = [];
   /** Each module's hook-process unit (cgroup or recorded process groups). */
   private readonly units = new Map<string, HookUnit>();
+  /** Each module's guard: kills its unit if this process dies without an orderly stop. */
+  private readonly guards = new Map<string, HookGuard>();
   private running = false;
   private stopping: Promise<void> | undefined;
 
@@ -302,6 +304,8 @@ export class Host extends EventEmitter<HostEvents> {
       // An application a crashed run started may still answer: gone before this node reports anything or adds a VIP.
       await unit.clean(note, "left by a previous run");
       this.units.set(def.name, unit);
+      // From now on until an orderly stop, the unit dies with this process (its guard: containment.ts).
+      this.guards.set(def.name, unit.guard(note));
       // After an orderly stop (stop hooks ran), nothing the hooks started may stay (a child a stop hook forgot).
       module.on("state", (s) => {
         if (s.state === "STOP" && !s.transient) killLeftovers(unit, note, "module stopped");
@@ -432,6 +436,8 @@ export class Host extends EventEmitter<HostEvents> {
         await unit?.clean((level, line) => m.note(level, line), "module stopped at shutdown").catch((e: unknown) => this.fail(e));
         for (const x of h.extensions) await x.close?.().catch((e: unknown) => this.fail(e));
         await m.close();
+        this.guards.get(m.name)?.release();
+        this.guards.delete(m.name);
         unit?.remove();
       }),
     );

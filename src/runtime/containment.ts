@@ -17,10 +17,15 @@
  * A host started by the namespace lab (`HOLDFAST_LAB_PREFIX` in its environment) adds `.lab-<prefix>` to the name,
  * so that the lab can remove the empty cgroups its killed daemons left (src/testing/lab-cleanup.ts).
  *
+ * While the host runs, a guard ({@link HookUnit.guard}) kills the unit the moment the host's process dies (SIGKILL,
+ * OOM kill, crash): an application its hooks started must not outlive it and answer from a mount that is gone or
+ * from its own caches while the peer takes over. The next run's cleaning stays for the case the guard died too.
+ *
  * The host hands the unit to the hook runner through the hooks' environment (`HOLDFAST_CGROUP`, or
  * `HOLDFAST_PGROUP_RECORD` in pgroup mode), which {@link runHook} reads; function hooks run in the host's own
  * process and are not contained, but script hooks they run through {@link runHook} inherit their unit.
  */
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -279,6 +284,50 @@ export class HookUnit {
     return found;
   }
 
+  /**
+   * Starts the unit's guard: a small shell, outside the unit and in a process group of its own, whose stdin is a
+   * pipe that only this process holds (libuv opens it close-on-exec, so hooks and helpers do not inherit it). When
+   * this process dies the pipe ends and the guard kills the unit at once (`cgroup.kill`, or the recorded process
+   * groups); {@link HookGuard.release} ends it without killing (an orderly shutdown, after the module stopped). A
+   * guard that dies while this process runs is started again (at most once a second), with a warning.
+   */
+  guard(note: (level: "warn" | "error", line: string) => void): HookGuard {
+    let released = false;
+    let child: ReturnType<typeof spawn> | undefined;
+    let lastStart = 0;
+    const start = (): void => {
+      lastStart = Date.now();
+      const args = this.mode === "cgroup" ? ["cgroup", ...this.cgroups] : ["pgroup", this.pgroupFile];
+      const c = spawn("/bin/sh", ["-c", GUARD_SCRIPT, GUARD_NAME, ...args], { stdio: ["pipe", "ignore", "ignore"], detached: true });
+      child = c;
+      c.on("error", (e) => note("error", `hook guard: cannot run /bin/sh: ${e.message}: an application the hooks start outlives a killed daemon until its next start`));
+      c.stdin?.on("error", () => undefined); // EPIPE when it is gone: said by its exit
+      c.on("exit", (code, signal) => {
+        if (released || child !== c) return;
+        child = undefined;
+        note("warn", `hook guard ${c.pid ?? "?"} ended (${signal ?? `code ${code}`}): started again`);
+        const wait = Math.max(0, lastStart + 1000 - Date.now());
+        setTimeout(() => {
+          if (!released) start();
+        }, wait).unref();
+      });
+      c.unref();
+      (c.stdin as { unref?: () => void } | null)?.unref?.();
+    };
+    start();
+    return {
+      get pid() {
+        return child?.pid;
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        child?.stdin?.end("release\n");
+        child = undefined;
+      },
+    };
+  }
+
   /** Removes this run's cgroup once empty (an orderly shutdown of the host). */
   remove(): void {
     if (!this.cgroup) return;
@@ -306,6 +355,27 @@ export class HookUnit {
     }
   }
 }
+
+/** A running guard of a unit ({@link HookUnit.guard}). */
+export interface HookGuard {
+  /** The guard's pid (while it runs). */
+  readonly pid: number | undefined;
+  /** Ends the guard without killing anything. */
+  release(): void;
+}
+
+/** `$0` of the guard's shell: how it shows in `ps`. */
+export const GUARD_NAME = "holdfast-hook-guard";
+/**
+ * The guard: waits for a line or the end of stdin; `release` ends it quietly, anything else (this process died)
+ * kills the unit: `cgroup DIR...` writes each directory's cgroup.kill (kernels before 5.14: SIGKILL to its
+ * processes), `pgroup FILE` SIGKILLs the process groups recorded in FILE (first field of each line).
+ */
+const GUARD_SCRIPT = `read -r line; [ "$line" = release ] && exit 0
+mode=$1; shift
+if [ "$mode" = cgroup ]; then for d in "$@"; do echo 1 > "$d/cgroup.kill" || kill -9 $(cat "$d/cgroup.procs"); done 2>/dev/null
+else while read -r g _; do [ "$g" -gt 1 ] 2>/dev/null && kill -9 "-$g"; done < "$1" 2>/dev/null; fi
+exit 0`;
 
 function sigkill(pid: number): void {
   try {

@@ -1,14 +1,17 @@
 /**
  * Only the daemon dies: `kill -9` of the holdfast daemon on a mirror primary (replicated data, `mode: sync`),
- * while the node and the record app its `start_prim` hook started stay alive. The app is an orphan still listening;
- * the restarted daemon kills it (named in the module's log) before the node reports anything, so the node becomes
- * SECOND with no app of the previous run answering, and a swap back brings the VIP with a fresh app.
+ * while the node and the record app its `start_prim` hook started stay alive. The daemon's hook guard (which kills
+ * the app the moment the daemon dies: test/lab/daemon-mirror-postgres-orphan.test.ts) is killed with it here, so
+ * the app is an orphan still listening; the restarted daemon kills it (named in the module's log) before the node
+ * reports anything, so the node becomes SECOND with no app of the previous run answering, and a swap back brings the
+ * VIP with a fresh app.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DaemonCluster, until, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
+import { GUARD_NAME } from "../../src/runtime/containment.js";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -44,9 +47,25 @@ function appPid(node: string): number | undefined {
   }
 }
 
-/** The first line of GET / on the app at `addr` from the client (the node id it answers), or undefined. */
-async function appAnswer(addr: string): Promise<string | undefined> {
-  const r = await lab.exec(client, ["curl", "-sf", "-m", "2", `http://${addr}:${APP_PORT}/records`]);
+/** The hook guards (containment.ts) among the children of `pid`. */
+function hookGuardsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid && readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").includes(GUARD_NAME)) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** The first line of GET `path` on the app at `addr` from the client (the node id it answers), or undefined. */
+async function appAnswer(addr: string, path = "/records"): Promise<string | undefined> {
+  const r = await lab.exec(client, ["curl", "-sf", "-m", "2", `http://${addr}:${APP_PORT}${path}`]);
   return r.code === 0 ? r.stdout.split("\n")[0] : undefined;
 }
 
@@ -96,21 +115,28 @@ describe.skipIf(!isRoot)("kill -9 of the daemon alone on a mirror primary: its o
     const orphan = await until("the app on n0", async () => appPid("n0"));
     expect(await appAnswer(vip)).toBe("n0");
 
-    // Only the daemon: the app (in the module's cgroup, its own session) and the node stay.
+    // Only the daemon and its guard: the app (in the module's cgroup, its own session) and the node stay. Frozen
+    // first, so that it cannot start its guard again in between.
     const n0 = cluster.node("n0");
-    process.kill((n0.proc as { pid: number }).pid, "SIGKILL");
+    const daemonPid = (n0.proc as { pid: number }).pid;
+    process.kill(daemonPid, "SIGSTOP");
+    const guards = hookGuardsOf(daemonPid);
+    expect(guards.length, "the daemon's hook guard").toBe(1);
+    for (const g of guards) process.kill(g, "SIGKILL");
+    process.kill(daemonPid, "SIGKILL");
     await (n0.proc as { exited: Promise<unknown> }).exited;
     n0.proc = null;
     await until("n1 ALONE", async () => (dbOf(await api<ClusterState>("n1", "/api/v1/state"), "n1")?.state === "ALONE" ? true : undefined));
-    // The problem being guarded against: the orphan still answers on n0's own address.
+    // The problem being guarded against: the orphan still answers on n0's own address (GET /: its data went with
+    // the helper, /records fails).
     expect(appPid("n0")).toBe(orphan);
-    expect(await appAnswer(lab.addr(n0.host, 0))).toBe("n0");
+    expect(await appAnswer(lab.addr(n0.host, 0), "/")).toBe("n0");
 
     const before = moduleLog("n0").length;
     await cluster.startNode(n0);
     // Gone by the time the daemon is ready, and named in the module's log.
     expect(appPid("n0")).toBeUndefined();
-    expect(await appAnswer(lab.addr(n0.host, 0))).toBeUndefined();
+    expect(await appAnswer(lab.addr(n0.host, 0), "/")).toBeUndefined();
     const run2 = moduleLog("n0").slice(before);
     const killed = run2.findIndex((r) => /left by a previous run: killing \d+ leftover hook process(es)?: .*records-app\.mjs/.test(r.cause ?? "") && r.cause?.includes(String(orphan)));
     expect(killed, JSON.stringify(run2.slice(0, 4))).toBeGreaterThanOrEqual(0);
