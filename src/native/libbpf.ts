@@ -233,15 +233,31 @@ function hook(ifindex: number, attachPoint: number): Record<string, unknown> {
   return { sz: koffi.sizeof(TcHook), ifindex, attach_point: attachPoint, parent: 0 };
 }
 
+/**
+ * Runs a libbpf call whose failure is an expected answer here (the qdisc already there, no filter at that
+ * handle) with libbpf's printing off: libbpf logs the kernel's extack message for every failed netlink request
+ * ("Exclusivity flag on, cannot modify", "Cannot find specified filter chain") to stderr, where it reads as an
+ * error at every start. A real failure still throws, with its errno, from the caller's check.
+ */
+function expectedFailure(call: () => unknown): number {
+  const api = bind();
+  const previous = api.set_print(null);
+  try {
+    return Number(call());
+  } finally {
+    api.set_print(previous);
+  }
+}
+
 /** Creates the clsact qdisc on an interface (EEXIST is fine: it may already be there); one call serves both hooks. */
 export function tcHookCreate(ifindex: number, attachPoint = BPF_TC_INGRESS): void {
-  const rc = Number(bind().hook_create(hook(ifindex, attachPoint)));
+  const rc = expectedFailure(() => bind().hook_create(hook(ifindex, attachPoint)));
   if (rc < 0 && rc !== -17) check("bpf_tc_hook_create", rc);
 }
 
 /** Removes the clsact qdisc with every filter in it (use only when this run created it). */
 export function tcHookDestroy(ifindex: number): void {
-  const rc = Number(bind().hook_destroy(hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)));
+  const rc = expectedFailure(() => bind().hook_destroy(hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)));
   if (rc < 0 && rc !== -2 && rc !== -22) check("bpf_tc_hook_destroy", rc);
 }
 
@@ -255,7 +271,7 @@ export function tcAttach(ifindex: number, progFd: number, handle: number, priori
 /** Detaches the tc filter at (handle, priority). Returns false when there was none. */
 export function tcDetach(ifindex: number, handle: number, priority: number, attachPoint = BPF_TC_INGRESS): boolean {
   const opts = { sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, handle, priority };
-  const rc = Number(bind().detach(hook(ifindex, attachPoint), opts));
+  const rc = expectedFailure(() => bind().detach(hook(ifindex, attachPoint), opts));
   if (rc === -2 || rc === -22) return false;
   check("bpf_tc_detach", rc);
   return true;
@@ -264,7 +280,7 @@ export function tcDetach(ifindex: number, handle: number, priority: number, atta
 /** The program id attached at (handle, priority), or undefined. */
 export function tcQuery(ifindex: number, handle: number, priority: number, attachPoint = BPF_TC_INGRESS): number | undefined {
   const opts = { sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, handle, priority };
-  const rc = Number(bind().query(hook(ifindex, attachPoint), opts));
+  const rc = expectedFailure(() => bind().query(hook(ifindex, attachPoint), opts));
   if (rc === -2 || rc === -22) return undefined;
   check("bpf_tc_query", rc);
   return opts.prog_id;
