@@ -2,7 +2,7 @@
 //
 // The chaos suite: a farm of 3 nodes and a mirror of 2 nodes (real processes, real kernel, in network namespaces;
 // bench/helpers/chaos-run.ts), a seeded random schedule of faults played on both for N minutes (SIGKILL then
-// restart, SIGSTOP/SIGCONT, link down/up, one-way drops, partitions, a restart during a resync; each bounded and
+// restart, SIGKILL of the daemon alone, SIGSTOP/SIGCONT, link down/up, one-way drops, partitions, a restart during a resync; each bounded and
 // healed; bench/helpers/chaos-schedule.ts), invariants checked all along (bench/helpers/chaos-invariants.ts), then
 // a convergence check. The seed is printed first; the schedule is written to DIR/schedule.json (default
 // /tmp/holdfast-chaos-<seed>); `--seed S` or `--replay DIR/schedule.json` plays it again. Prints a summary, then as

@@ -31,15 +31,20 @@ interface Got {
   body: string;
   err?: string;
   port?: number;
+  /** The answering process (the demo app's x-holdfast-app header: "PID START"). */
+  app?: string;
 }
 function get(path: string, localAddress: string, timeoutMs: number, onFirstLine?: (node: string) => void): Promise<Got> {
   return new Promise((resolve) => {
     let body = "";
     let node: string | undefined;
     let port: number | undefined;
-    const done = (g: Omit<Got, "body" | "node" | "port">) => resolve({ ...g, body, ...(node ? { node } : {}), ...(port ? { port } : {}) });
+    let app: string | undefined;
+    const done = (g: Omit<Got, "body" | "node" | "port" | "app">) => resolve({ ...g, body, ...(node ? { node } : {}), ...(port ? { port } : {}), ...(app ? { app } : {}) });
     const req = request({ host: o.vip, port: o.port, path, localAddress, agent: false, timeout: timeoutMs, headers: { connection: "close" } }, (res) => {
       res.setEncoding("utf8");
+      const h = res.headers["x-holdfast-app"];
+      if (typeof h === "string") app = h;
       res.on("data", (d: string) => {
         body += d;
         if (node === undefined && body.includes("\n")) {
@@ -68,7 +73,7 @@ async function streamLoop(): Promise<void> {
     const r = await get(`/stream?ms=${o.streamMs}`, a, o.streamMs + 5_000);
     // A stream is complete when its body is the node id, the dots, then "done <same node>".
     const complete = r.ok && r.node !== undefined && r.body.endsWith(`done ${r.node}\n`);
-    out({ type: "stream", start, end: Date.now(), node: r.node, addr: a, port: r.port, complete, err: r.err });
+    out({ type: "stream", start, end: Date.now(), node: r.node, addr: a, port: r.port, complete, err: r.err, app: r.app });
     if (!r.ok) await new Promise((s) => setTimeout(s, 100));
   }
 }
@@ -80,7 +85,7 @@ while (live()) {
   const p = get("/", a, o.timeoutMs).then((r) => {
     // A short answer is exactly one line: the node id.
     const lines = r.body.split("\n").filter((l) => l.length > 0);
-    out({ type: "probe", t, end: Date.now(), addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err });
+    out({ type: "probe", t, end: Date.now(), addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err, app: r.app });
   });
   pending.push(p);
   if (pending.length > 500) await Promise.all(pending.splice(0, 250));

@@ -97,6 +97,8 @@ export interface ProbeRecord {
   err?: string;
   addr?: string;
   port?: number;
+  /** The answering process (`PID START`, the demo app's header), when it answered. */
+  app?: string;
 }
 
 /**
@@ -128,6 +130,8 @@ export interface StreamRecord {
   end: number;
   complete: boolean;
   err?: string;
+  /** The serving process (`PID START`, the demo app's header). */
+  app?: string;
 }
 
 /** A stream that did not complete is a violation unless the node serving it was under a fault during its life. */
@@ -240,4 +244,48 @@ export function mirrorConverged(statuses: readonly (MirrorStatus | undefined)[])
   const second = ss.filter((s) => s.state === "SECOND" && s.ready && !s.transient && s.upToDate);
   if (prim.length === 1 && second.length === 1 && ss.length === 2) return null;
   return `states ${ss.map((s) => `${s.state}${s.ready ? "" : "(not ready)"}${s.transient ? "(transient)" : ""}${s.state === "SECOND" && !s.upToDate ? "(behind)" : ""}`).join(" / ")}`;
+}
+
+// ---- both: no answer from a process of a previous role -------------------------------------------------
+
+/** An answer that names the process that gave it (the demo apps' `x-holdfast-app: PID START` header). */
+export interface ProcessAnswer {
+  /** When the answer was seen (for a stream: its end, the last time it was still answering). */
+  t: number;
+  app: string;
+  what: string;
+}
+
+/** A process a node's daemon had started (through its hooks) when that daemon was killed alone (`killDaemon`). */
+export interface PreviousRoleProcess {
+  node: string;
+  pid: number;
+  /** The process's start, epoch ms (from /proc: 10 ms resolution). */
+  start: number;
+  /** When its daemon was killed: from then on its role is over. */
+  from: number;
+  label: string;
+}
+
+/** `PID START` (the header) names `p` when the pid matches and the two start times agree within `slackMs`. */
+export function sameProcess(app: string, p: Pick<PreviousRoleProcess, "pid" | "start">, slackMs = 1_000): boolean {
+  const [pid, start] = app.split(" ").map(Number);
+  return pid === p.pid && start !== undefined && Number.isFinite(start) && Math.abs(start - p.start) <= slackMs;
+}
+
+/**
+ * "No answer from a process of a previous role": once a node's daemon is dead, what its hooks started is an orphan
+ * and must be gone within `graceMs` (the peer takes over meanwhile); an answer from it later than that is a
+ * violation, one per process (its first such answer). Processes are matched by pid and start time, so a pid
+ * reused later in the run does not count.
+ */
+export function checkPreviousRoles(answers: readonly ProcessAnswer[], previous: readonly PreviousRoleProcess[], graceMs = 1_000): Violation[] {
+  const v: Violation[] = [];
+  for (const p of previous) {
+    const late = answers.filter((a) => a.t > p.from + graceMs && sameProcess(a.app, p)).sort((a, b) => a.t - b.t)[0];
+    if (late) {
+      v.push({ invariant: "previous-role-answer", at: late.t, detail: `${p.node}: process ${p.pid} started by the daemon killed at ${p.from} (${p.label}) answered ${late.t - p.from} ms later (${late.what})` });
+    }
+  }
+  return v;
 }

@@ -8,9 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUCKET_COUNT } from "../../src/core/buckets.js";
 import { Lab, type LabHost, type LabProcess } from "../../src/testing/lab.js";
+import { pidsInNamespaces } from "../../src/testing/lab-cleanup.js";
 import { MembershipCluster, REPO, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
 import {
   checkPackets,
+  checkPreviousRoles,
   checkProbes,
   checkStreams,
   connectionHolders,
@@ -24,6 +26,7 @@ import {
   type FaultWindow,
   type MirrorStatus,
   type PacketRecord,
+  type PreviousRoleProcess,
   type ProbeRecord,
   type RoleSample,
   type StreamRecord,
@@ -168,7 +171,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const packets: PacketRecord[] = [];
   const acked: number[] = [];
   /** Who acknowledged each record, and when: what a lost write is traced back to. */
-  const ackedBy = new Map<number, { node: string; t: number }>();
+  const ackedBy = new Map<number, { node: string; t: number; app?: string }>();
+  /** What the daemons killed alone (killDaemon) had started: none of it may answer after the grace. */
+  const previousRoles: PreviousRoleProcess[] = [];
   const samples: RoleSample[] = [];
   const lost = new Set<number>();
   let lostChecks = 0;
@@ -268,15 +273,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       { cwd: REPO },
     );
     const farmClientDone = follow<{ type: string } & ProbeRecord & StreamRecord>(farmClientProc, (x) => {
-      if (x.type === "probe") probes.push({ t: x.t, end: x.end, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port });
-      else if (x.type === "stream") streams.push({ node: x.node, addr: x.addr, port: x.port, start: x.start, end: x.end, complete: x.complete, err: x.err });
+      if (x.type === "probe") probes.push({ t: x.t, end: x.end, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port, app: x.app });
+      else if (x.type === "stream") streams.push({ node: x.node, addr: x.addr, port: x.port, start: x.start, end: x.end, complete: x.complete, err: x.err, app: x.app });
     });
     const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
     let writerFailed = 0;
-    const writerDone = follow<{ acked?: number; failed?: number; node?: string; t: number }>(writer, (x) => {
+    const writerDone = follow<{ acked?: number; failed?: number; node?: string; app?: string; t: number }>(writer, (x) => {
       if (x.acked !== undefined) {
         acked.push(x.acked);
-        ackedBy.set(x.acked, { node: x.node ?? "?", t: x.t });
+        ackedBy.set(x.acked, { node: x.node ?? "?", t: x.t, ...(x.app !== undefined ? { app: x.app } : {}) });
       } else if (x.failed !== undefined) writerFailed++;
     });
 
@@ -365,7 +370,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         log(`${rel(Date.now())} ${label}`);
         const w: FaultWindow = { node: f.node, from: Date.now(), to: Number.POSITIVE_INFINITY, label, split: f.kind === "partition" || f.kind === "oneWay" || f.kind === "linkDown" };
         farmWindows.push(w);
-        await farmFault(fl, fc, f, log);
+        await farmFault(fl, fc, f, log, (p) => previousRoles.push(...p.map((x) => ({ ...x, label }))));
         const healed = Date.now();
         w.to = healed + graceMs;
         if (w.split) {
@@ -401,7 +406,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         const w: FaultWindow = { node: node.id, from: Date.now(), to: Number.POSITIVE_INFINITY, label };
         mirrorWindows.push(w);
         const peer = mc.nodes[1 - idx] as ClusterNode;
-        await mirrorFault(ml, mc, f, node, peer, mirrorClient, mirrorVip, log);
+        await mirrorFault(ml, mc, f, node, peer, mirrorClient, mirrorVip, log, (p) => previousRoles.push(...p.map((x) => ({ ...x, label }))));
         w.to = Date.now() + graceMs;
         mirrorDone++;
         byKind[`mirror.${f.kind}`] = (byKind[`mirror.${f.kind}`] ?? 0) + 1;
@@ -440,7 +445,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await Promise.race([captureDone, sleep(3_000)]);
 
     const windows = [...farmWindows];
-    for (const v of [...checkProbes(probes, windows, FARM_NODES), ...checkStreams(streams, windows), ...checkPackets(packets, windows, 2_000, connectionHolders(probes, streams))]) {
+    // Every answer that names its process: the writer's acknowledgements, the farm's requests and streams.
+    const answers = [
+      ...[...ackedBy].flatMap(([id, a]) => (a.app ? [{ t: a.t, app: a.app, what: `mirror append ${id} acknowledged by ${a.node}` }] : [])),
+      ...probes.flatMap((p) => (p.ok && p.app ? [{ t: p.end ?? p.t, app: p.app, what: `farm request answered by ${p.node}` }] : [])),
+      ...streams.flatMap((x) => (x.app ? [{ t: x.end, app: x.app, what: `farm stream served by ${x.node} (${x.complete ? "complete" : "broken"})` }] : [])),
+    ];
+    if (previousRoles.length > 0) log(`previous-role check: ${previousRoles.length} process(es) left by daemons killed alone, ${answers.length} answers`);
+    for (const v of [...checkProbes(probes, windows, FARM_NODES), ...checkStreams(streams, windows), ...checkPackets(packets, windows, 2_000, connectionHolders(probes, streams)), ...checkPreviousRoles(answers, previousRoles)]) {
       violations.push(v);
       log(`VIOLATION ${v.invariant} ${rel(v.at)}: ${v.detail}`);
     }
@@ -507,11 +519,39 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
 
 // ---- fault injection --------------------------------------------------------------------------------------
 
-/** The faults a farm node and a mirror node share: kill (then restart), stop/cont, link down/up. */
-async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode, kind: "kill" | "stop" | "linkDown", holdMs: number): Promise<void> {
+/** The demo applications a node's hooks started (web-app.mjs, records-app.mjs), with their start times. */
+function appProcesses(host: LabHost): { pid: number; start: number }[] {
+  const btime = Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))?.[1] ?? 0) * 1000;
+  const out: { pid: number; start: number }[] = [];
+  for (const pid of pidsInNamespaces([host.ns])) {
+    try {
+      if (!/-app\.mjs\0/.test(readFileSync(`/proc/${pid}/cmdline`, "latin1"))) continue;
+      const ticks = Number(readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[19]);
+      out.push({ pid, start: btime + ticks * 10 }); // USER_HZ is 100 on Linux
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+type PreviousRoles = (p: Omit<PreviousRoleProcess, "label">[]) => void;
+
+/** The faults a farm node and a mirror node share: kill (then restart), the daemon alone killed, stop/cont, link down/up. */
+async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode, kind: "kill" | "killDaemon" | "stop" | "linkDown", holdMs: number, previous: PreviousRoles): Promise<void> {
   const h = node.host;
   if (kind === "kill") {
     lab.signalHost(h, "SIGKILL");
+    await sleep(holdMs);
+    await cluster.restart(node);
+    return;
+  }
+  if (kind === "killDaemon") {
+    // The daemon process alone: its helper and the application its hooks started live on unless holdfast ends them.
+    const apps = appProcesses(h);
+    const from = Date.now();
+    if (node.proc) process.kill(node.proc.pid, "SIGKILL"); // the process only, not its group
+    previous(apps.map((a) => ({ node: node.id, pid: a.pid, start: a.start, from })));
     await sleep(holdMs);
     await cluster.restart(node);
     return;
@@ -526,15 +566,16 @@ async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode
   }
 }
 
-async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log: (s: string) => void): Promise<void> {
+async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log: (s: string) => void, previous: PreviousRoles): Promise<void> {
   const node = cluster.node(f.node);
   const h = node.host;
   const peers = lab.nodes.filter((x) => x.ns !== h.ns);
   switch (f.kind) {
     case "kill":
+    case "killDaemon":
     case "stop":
     case "linkDown":
-      return nodeFault(lab, cluster, node, f.kind, f.holdMs);
+      return nodeFault(lab, cluster, node, f.kind, f.holdMs, previous);
     case "oneWay":
     case "partition":
       for (const p of peers) {
@@ -562,13 +603,15 @@ async function mirrorFault(
   client: LabHost,
   vip: string,
   log: (s: string) => void,
+  previous: PreviousRoles,
 ): Promise<void> {
   const h = node.host;
   switch (f.kind) {
     case "kill":
+    case "killDaemon":
     case "stop":
     case "linkDown":
-      return nodeFault(lab, cluster, node, f.kind, f.holdMs);
+      return nodeFault(lab, cluster, node, f.kind, f.holdMs, previous);
     case "oneWay":
       if (f.direction === "in") await lab.drop(peer.host, h, { oneWay: true });
       else await lab.drop(h, peer.host, { oneWay: true });

@@ -12,6 +12,8 @@ export type FarmNode = (typeof FARM_NODES)[number];
 
 /**
  * - kill: SIGKILL of every process of the node, restarted after the hold.
+ * - killDaemon: SIGKILL of the holdfast daemon alone (the host, the replication helper and the application it
+ *   started stay alive), the daemon restarted after the hold: nothing of its role may answer meanwhile.
  * - stop: SIGSTOP of every process of the node (a frozen machine), SIGCONT after the hold.
  * - linkDown: the node's interface down, up after the hold.
  * - oneWay: the node's frames to its peers dropped (`out`) or its peers' frames to it (`in`); clients unaffected.
@@ -19,7 +21,7 @@ export type FarmNode = (typeof FARM_NODES)[number];
  * - restartDuringResync (mirror only): the secondary killed, a bulk write on the lone primary, the secondary
  *   restarted and killed again as soon as its resync has started, then restarted for good after the hold.
  */
-export type FaultKind = "kill" | "stop" | "linkDown" | "oneWay" | "partition" | "restartDuringResync";
+export type FaultKind = "kill" | "killDaemon" | "stop" | "linkDown" | "oneWay" | "partition" | "restartDuringResync";
 
 export interface FarmFault {
   system: "farm";
@@ -57,8 +59,8 @@ export interface Schedule {
 /** Bounds of every generated fault (ms). A fault is always healed after at most `holdMax`. */
 export const SCHEDULE_BOUNDS = { holdMin: 1_000, holdMax: 5_000, gapMin: 500, gapMax: 3_000, mibMin: 64, mibMax: 160 } as const;
 
-const FARM_KINDS: FarmFault["kind"][] = ["kill", "stop", "linkDown", "oneWay", "partition"];
-const MIRROR_KINDS: FaultKind[] = ["kill", "stop", "linkDown", "oneWay", "partition", "restartDuringResync"];
+const FARM_KINDS: FarmFault["kind"][] = ["kill", "killDaemon", "stop", "linkDown", "oneWay", "partition"];
+const MIRROR_KINDS: FaultKind[] = ["kill", "killDaemon", "stop", "linkDown", "oneWay", "partition", "restartDuringResync"];
 
 /**
  * The schedule for `seed`: more faults than `minutes` can hold (the runner stops injecting when the time is up),

@@ -1,7 +1,8 @@
 // The chaos suite's mirror writer, run in the client namespace (the witness): appends records through the VIP
 // (POST /append?id=N, acknowledged by examples/mirror-node.ts only after fdatasync and replication), one at a
 // time. Bounded: stops after `maxMs` or on SIGTERM (after the request in flight), prints {"type":"done"}.
-// Lines: {"acked":id,"node":..,"t":..} or {"failed":id,"err":..,"t":..}.
+// Lines: {"acked":id,"node":..,"app":"PID START","t":..} or {"failed":id,"err":..,"t":..} (`app`: the answering
+// process, from the demo app's x-holdfast-app header).
 //   node --import tsx chaos-writer.mts '{"vip":"198.18.0.100","port":80,"pauseMs":5,"timeoutMs":2000,"maxMs":600000}'
 import { request } from "node:http";
 
@@ -17,13 +18,16 @@ const started = Date.now();
 let running = true;
 process.on("SIGTERM", () => (running = false));
 
-function post(id: number): Promise<{ ok: boolean; node?: string; err?: string }> {
+function post(id: number): Promise<{ ok: boolean; node?: string; app?: string; err?: string }> {
   return new Promise((resolve) => {
     const req = request({ host: o.vip, port: o.port, method: "POST", path: `/append?id=${id}`, agent: false, timeout: o.timeoutMs }, (r) => {
       let b = "";
       r.setEncoding("utf8");
       r.on("data", (d: string) => (b += d));
-      r.on("end", () => resolve(r.statusCode === 200 && b.startsWith(`ok ${id} `) ? { ok: true, node: b.trim().split(" ")[2] as string } : { ok: false, err: `status ${r.statusCode}` }));
+      const app = r.headers["x-holdfast-app"];
+      r.on("end", () =>
+        resolve(r.statusCode === 200 && b.startsWith(`ok ${id} `) ? { ok: true, node: b.trim().split(" ")[2] as string, ...(typeof app === "string" ? { app } : {}) } : { ok: false, err: `status ${r.statusCode}` }),
+      );
       r.on("error", (e: NodeJS.ErrnoException) => resolve({ ok: false, err: e.code ?? e.message }));
     });
     req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
@@ -35,7 +39,7 @@ function post(id: number): Promise<{ ok: boolean; node?: string; err?: string }>
 let id = 1;
 while (running && Date.now() - started < o.maxMs) {
   const r = await post(id);
-  process.stdout.write(JSON.stringify(r.ok ? { acked: id, node: r.node, t: Date.now() } : { failed: id, err: r.err, t: Date.now() }) + "\n");
+  process.stdout.write(JSON.stringify(r.ok ? { acked: id, node: r.node, app: r.app, t: Date.now() } : { failed: id, err: r.err, t: Date.now() }) + "\n");
   id++;
   await new Promise((s) => setTimeout(s, r.ok ? o.pauseMs : 50)); // the write rate, not a synchronisation
 }

@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import {
   checkPackets,
+  checkPreviousRoles,
   checkProbes,
   checkStreams,
   connectionHolders,
@@ -13,6 +14,7 @@ import {
   lostWrites,
   mirrorConverged,
   parseTcpdump,
+  sameProcess,
   type FaultWindow,
   type RoleSample,
 } from "../../bench/helpers/chaos-invariants.js";
@@ -173,5 +175,31 @@ describe("farm invariants", () => {
     expect(farmConverged(new Map([["n0", t(["n0", "n1"], 2048)], ["n1", t(NODES, 1365)], ["n2", t(NODES, 1365)]]), NODES, 4096)).toMatch(/n0 owners/);
     expect(farmConverged(new Map([["n0", t(NODES, 1366)], ["n1", t(NODES, 1366)], ["n2", t(NODES, 1365)]]), NODES, 4096)).toMatch(/4097/);
     expect(farmConverged(new Map([["n0", t(NODES, 1366)], ["n1", t(NODES, 1365)]]), NODES, 4096)).toMatch(/n2 has no bucket table/);
+  });
+});
+
+describe("previous-role invariant (kill the daemon only)", () => {
+  const orphan = { node: "n1", pid: 4242, start: 10_000, from: 50_000, label: "mirror#3 killDaemon primary" };
+
+  it("matches an answer to a process by pid and start time, so that a reused pid does not count", () => {
+    expect(sameProcess("4242 10003", orphan)).toBe(true);
+    expect(sameProcess("4242 70000", orphan)).toBe(false); // the same pid, a later process
+    expect(sameProcess("4243 10000", orphan)).toBe(false);
+    expect(sameProcess("garbage", orphan)).toBe(false);
+  });
+
+  it("excuses the orphan's answers within the grace after its daemon's death, catches the first one after it", () => {
+    const answers = [
+      { t: 49_000, app: "4242 10000", what: "append 1" },
+      { t: 50_900, app: "4242 10000", what: "append 2" },
+      { t: 51_200, app: "4242 10000", what: "append 3" },
+      { t: 51_500, app: "4242 10000", what: "append 4" },
+      { t: 52_000, app: "5000 51000", what: "append 5" }, // the new role's process
+    ];
+    const v = checkPreviousRoles(answers, [orphan]);
+    expect(v.map((x) => [x.invariant, x.at])).toEqual([["previous-role-answer", 51_200]]);
+    expect(v[0]?.detail).toMatch(/process 4242 .* answered 1200 ms later \(append 3\)/);
+    expect(checkPreviousRoles(answers.slice(0, 2), [orphan])).toEqual([]);
+    expect(checkPreviousRoles(answers, [{ ...orphan, start: 40_000 }])).toEqual([]); // another process with that pid
   });
 });

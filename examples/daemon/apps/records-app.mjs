@@ -1,4 +1,4 @@
-/* global process, console, URL */
+/* global process, console, URL, performance */
 // A small replicated application for the daemon's demo and lab tests (plain Node, no build step). Started by
 // a mirror module's start_prim hook inside the replication mount's namespace; keeps its data in the replicated
 // directory ($HOLDFAST_MOUNT):
@@ -9,6 +9,8 @@
 //                          of modified data for the resync to carry
 //   GET  /records          this node's id, then the ids present in records.log, one a line
 //   GET  /                 this node's id
+// Every answer names the process that gave it: header `x-holdfast-app: PID START` (START = this process's start,
+// epoch ms), so a client can tell an answer of a process left from an earlier role.
 // Usage: node records-app.mjs PORT [RECORD_BYTES]
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
@@ -25,6 +27,7 @@ if (!dir) {
   process.exit(2);
 }
 const records = join(dir, "records.log");
+const me = `${process.pid} ${Math.round(performance.timeOrigin)}`;
 let chain = Promise.resolve();
 const serial = (fn) => {
   const p = chain.then(fn, fn);
@@ -67,7 +70,7 @@ async function list() {
 const server = createServer((req, res) => {
   const u = new URL(req.url ?? "/", "http://x");
   const reply = (code, body) => {
-    res.writeHead(code, { "content-type": "text/plain", connection: "close" });
+    res.writeHead(code, { "content-type": "text/plain", connection: "close", "x-holdfast-app": me });
     res.end(body);
   };
   const fail = (e) => reply(500, `error ${e.message}\n`);
