@@ -50,7 +50,8 @@ export { createFileReplicator, JsFuseReplicator, type ReplicatorEngine, type Eng
 export { ReplicatorError } from "./mirror/errors.js";
 export { generateReplicationKey } from "./mirror/key.js";
 export { PathFilter } from "./mirror/pathFilter.js";
-export { MirrorDriver, MirrorError, type MirrorDriverOptions, type MirrorDriverEvents, type MirrorEndpoint, type MirrorMembership, type MirrorReplicatorTuning, type ReplicatorLike } from "./mirror/mirror.js";
+export { MARKER_FILE, MARKER_SOURCE } from "./mirror/marker.js";
+export { MirrorDriver, MirrorError, type MountNamespaceInfo, type MirrorDriverOptions, type MirrorDriverEvents, type MirrorEndpoint, type MirrorMembership, type MirrorReplicatorTuning, type ReplicatorLike } from "./mirror/mirror.js";
 export { mirrorSplitBrain, SPLIT_BRAIN_FENCE_MS, type MirrorSplitBrainOptions, type MirrorSplitBrainWiring, type CheckerEntryLike } from "./mirror/splitBrain.js";
 
 // ---- Checker: probe + hysteresis, in groups per module ------------------------------------------

@@ -7,6 +7,7 @@
  * | `GET /api/v1/state`                            | monitor | nodes, view, modules (state, ready, transient, reason, details), checkers |
  * | `GET /api/v1/modules/:m`                       | monitor | this node's status of one module (`{ state, ready, ..., upToDate, generation }`, what the `module` checker reads) |
  * | `GET /api/v1/modules/:m/logs?n=100&follow=1`   | monitor | event log as JSON lines; `follow=1` keeps streaming; `Accept: text/event-stream` gives SSE |
+ * | `GET /api/v1/modules/:m/namespace`             | monitor | where the replicated directory is mounted on this node, for `holdfast exec`: `{ mode: "private", pid, mountPoint, mntNs, bootId }` or `{ mode: "host", ... }`; 409 unless primary here (entering the namespace needs root on the node: the token only tells where it is) |
  * | `POST /api/v1/modules/:m/commands/:cmd?force=1`| control | start, stop, restart, stopstart, swap, prim (force=1 for stale data), second, forcestop, resync, fullsync |
  * | `GET /api/v1/snapshot`                         | admin   | logs, redacted config, state and metrics as `{ files: { name: text } }` (the CLI archives it) |
  * | `* /api/v1/nodes/:node/...`                    | (peer)  | the same API of another node of the cluster, proxied (the console uses it) |
@@ -16,13 +17,13 @@
  * Errors are JSON `{ error, code }`: 401 without a known token, 403 when the role does not allow it,
  * 404 unknown module/route, 409 command refused by the module's state, 400 bad request.
  */
-import { appendFileSync, chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CommandRefusedError, HoldfastError } from "holdfast";
+import { CommandRefusedError, HoldfastError, mirrorDriverOf } from "holdfast";
 import { isPrimaryState } from "holdfast";
 import { formatLogLine, type ModuleLogRecord } from "holdfast";
 import { Authenticator, type Need, type TokenEntry } from "./auth.js";
@@ -157,6 +158,7 @@ export class ApiServer {
       return this.json(res, 200, { node: this.daemon.nodeId, kind: h.module.definition.kind, ...h.module.status, upToDate: p.upToDate, generation: p.generation });
     }
     if ((m = /^\/api\/v1\/modules\/([^/]+)\/logs$/.exec(path))) return this.logs(req, res, decodeURIComponent(m[1] as string), url);
+    if ((m = /^\/api\/v1\/modules\/([^/]+)\/namespace$/.exec(path))) return this.namespace(res, decodeURIComponent(m[1] as string));
     if ((m = /^\/api\/v1\/modules\/([^/]+)\/commands\/([^/]+)$/.exec(path))) {
       return this.command(res, decodeURIComponent(m[1] as string), decodeURIComponent(m[2] as string), url.searchParams.get("force") === "1", a.token);
     }
@@ -168,6 +170,40 @@ export class ApiServer {
     const s = h?.module.status;
     const ok = !!s && s.ready && !s.transient && (s.state === "UP" || isPrimaryState(s.state));
     this.text(res, ok ? 200 : 404, ok ? `OK ${name} ${s.state}\n` : `NOT SERVING ${name} ${s ? s.state : "(no such module)"}\n`, "text/plain; charset=utf-8");
+  }
+
+  /**
+   * Where module `name`'s replicated directory is mounted on this node (`holdfast exec`). `mntNs` (the namespace's
+   * id) and `bootId` let the CLI check that it runs on this machine and enters the namespace it was told about.
+   */
+  private namespace(res: ServerResponse, name: string): void {
+    const h = this.daemon.host(name);
+    const node = this.daemon.nodeId;
+    const driver = mirrorDriverOf(this.daemon, name);
+    if (!driver) {
+      throw new CommandRefusedError(`module ${name} has no replicated directory on node ${node} (kind ${h.module.definition.kind}, not replication mode sync): there is no mount namespace to enter`);
+    }
+    const s = h.module.status;
+    let ns;
+    try {
+      ns = driver.mountNamespace();
+    } catch (e) {
+      const st = s.transient && s.next ? `${s.state} -> ${s.next}` : s.state;
+      throw new CommandRefusedError(
+        `module ${name} is ${st} on node ${node}: its replicated directory is mounted on the primary only (${(e as Error).message}); run holdfast exec on the primary's node`,
+        { cause: e },
+      );
+    }
+    const read = (p: string, f: (p: string) => string): string | undefined => {
+      try {
+        return f(p).trim();
+      } catch {
+        return undefined;
+      }
+    };
+    const bootId = read("/proc/sys/kernel/random/boot_id", (p) => readFileSync(p, "utf8"));
+    const mntNs = ns.mode === "private" ? read(`/proc/${ns.pid}/ns/mnt`, readlinkSync) : undefined;
+    this.json(res, 200, { node, module: name, state: s.state, ...ns, ...(mntNs !== undefined ? { mntNs } : {}), ...(bootId !== undefined ? { bootId } : {}) });
   }
 
   private async command(res: ServerResponse, name: string, cmd: string, force: boolean, token: TokenEntry): Promise<void> {

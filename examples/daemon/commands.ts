@@ -1,7 +1,9 @@
 /**
  * The `holdfast` command line: parsing (node:util parseArgs) and the commands. `cli.ts` is the bin.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { parseArgs } from "node:util";
 import { ConfigError, describeValue } from "holdfast";
 import type { ModuleState } from "holdfast";
@@ -33,6 +35,9 @@ Operation (against the control API):
   resync|fullsync MODULE                   mirror with replicated data, on its primary: send the secondary
                                            every block that differs (resync) or the whole tree (fullsync)
   logs MODULE [-f] [-n N] [--json]         the module's event log (-f: follow)
+  exec MODULE -- CMD [ARGS...]             mirror with replicated data, on its primary's machine, as root: run
+                                           CMD in the mount's namespace (where the application sees the
+                                           replicated directory; HOLDFAST_MOUNT names it); exit code: CMD's
   snapshot [-o FILE]                       logs, config (secrets redacted) and states as one .tar.gz
 
 Which node (default http://127.0.0.1:9453, or HOLDFAST_URL):
@@ -87,7 +92,8 @@ export type CliCommand =
   | { readonly kind: "state"; readonly module?: string; readonly json: boolean; readonly target: Target }
   | { readonly kind: "command"; readonly command: (typeof COMMANDS)[number]; readonly module: string; readonly force: boolean; readonly target: Target }
   | { readonly kind: "logs"; readonly module: string; readonly follow: boolean; readonly n: number; readonly json: boolean; readonly target: Target }
-  | { readonly kind: "snapshot"; readonly output?: string; readonly target: Target };
+  | { readonly kind: "snapshot"; readonly output?: string; readonly target: Target }
+  | { readonly kind: "exec"; readonly module: string; readonly argv: readonly [string, ...string[]]; readonly target: Target };
 
 /** Where and how to reach the API. */
 export interface Target {
@@ -107,12 +113,17 @@ export class UsageError extends Error {}
 export function parseCli(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}): CliCommand {
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { values: v, positionals: p } = parsed;
+  const { values: v, tokens } = parsed;
+  // What follows `--` is a command line of its own (exec), never options of this one.
+  const end = tokens.find((t) => t.kind === "option-terminator")?.index ?? argv.length;
+  const p = parsed.positionals.slice(0, tokens.filter((t) => t.kind === "positional" && t.index < end).length);
+  const afterTerminator = argv.slice(end + 1);
   if (v.help || p.length === 0 || p[0] === "help") return { kind: "help" };
+  if (p[0] !== "exec" && end < argv.length) throw new UsageError(`\`--\` only applies to exec, got ${JSON.stringify(afterTerminator.join(" "))} after it`);
   const [cmd, ...rest] = p as [string, ...string[]];
   const nodeId = v["node-id"] ?? env.HOLDFAST_NODE;
   const target: Target = {
@@ -163,6 +174,16 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
     case "snapshot":
       arity(0, "no arguments (snapshot [-o FILE])");
       return { kind: "snapshot", ...(v.output !== undefined ? { output: v.output } : {}), target };
+    case "exec": {
+      const usage = "exec MODULE -- CMD [ARGS...]";
+      if (rest.length === 0) throw new UsageError(`exec: expected ${usage}`);
+      if (end === argv.length) throw new UsageError(`exec: expected \`--\` between MODULE and the command (${usage}), got ${JSON.stringify(rest.slice(1).join(" ") || "nothing")} after ${rest[0]}`);
+      if (rest.length > 1) throw new UsageError(`exec: expected one MODULE before \`--\` (${usage}), got ${rest.map((x) => JSON.stringify(x)).join(", ")}`);
+      const [cmd0, ...args] = afterTerminator;
+      if (cmd0 === undefined || cmd0 === "") throw new UsageError(`exec: expected a command after \`--\` (${usage})`);
+      if (target.all) throw new UsageError("exec: --all does not apply: the command runs on one machine, the primary's (give --node or run it there)");
+      return { kind: "exec", module: rest[0] as string, argv: [cmd0, ...args], target };
+    }
     default:
       if ((COMMANDS as readonly string[]).includes(cmd)) {
         arity(1, `${cmd} MODULE`);
@@ -288,6 +309,8 @@ async function execute(cmd: CliCommand, io: CliIO): Promise<number> {
       return logs(cmd, io);
     case "snapshot":
       return snapshot(cmd, io);
+    case "exec":
+      return exec(cmd, io);
   }
 }
 
@@ -384,6 +407,72 @@ async function logs(cmd: Extract<CliCommand, { kind: "logs" }>, io: CliIO): Prom
     }),
   );
   return EXIT.ok;
+}
+
+/** What `GET /api/v1/modules/:m/namespace` answers. */
+interface NamespaceAnswer {
+  readonly node: string;
+  readonly mode: "private" | "host";
+  readonly pid?: number;
+  readonly mountPoint: string;
+  readonly mntNs?: string;
+  readonly bootId?: string;
+}
+
+function readTrim(path: string, f: (p: string) => string): string | undefined {
+  try {
+    return f(path).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `exec MODULE -- CMD`: asks the node's API where the module's mount is, checks that it is on this machine (boot
+ * id) and that the namespace is the one named (its id), then runs CMD there (nsenter, in the caller's working
+ * directory), or plainly when the mount is in the host namespace. Resolves with CMD's exit code (128 + the
+ * signal's number when a signal ended it); failures before CMD runs are errors (exit 10).
+ */
+async function exec(cmd: Extract<CliCommand, { kind: "exec" }>, io: CliIO): Promise<number> {
+  const targets = clients(cmd.target, io);
+  const { label, client } = targets[0] as (typeof targets)[number];
+  let ns: NamespaceAnswer;
+  try {
+    ns = await client.call<NamespaceAnswer>("GET", `api/v1/modules/${encodeURIComponent(cmd.module)}/namespace`);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) throw new Error(`exec ${cmd.module}: ${e.message.replace(/^\S+: 409 /, "")}`, { cause: e });
+    throw e;
+  }
+  const bootId = readTrim("/proc/sys/kernel/random/boot_id", (p) => readFileSync(p, "utf8"));
+  if (ns.bootId !== undefined && bootId !== undefined && ns.bootId !== bootId) {
+    throw new Error(`exec ${cmd.module}: the daemon at ${label} (node ${ns.node}) runs on another machine: run holdfast exec on that machine`);
+  }
+  let argv: string[] = [...cmd.argv];
+  if (ns.mode === "private") {
+    if (typeof ns.pid !== "number") throw new Error(`exec ${cmd.module}: the daemon at ${label} named no namespace pid (answer: ${JSON.stringify(ns)})`);
+    const link = `/proc/${ns.pid}/ns/mnt`;
+    const here = readTrim(link, readlinkSync);
+    if (ns.mntNs !== undefined && here !== ns.mntNs) {
+      throw new Error(`exec ${cmd.module}: ${link} is ${here ?? "absent"} here, not the namespace ${ns.mntNs} node ${ns.node} named (another pid namespace, or the helper just restarted: try again)`);
+    }
+    if (process.geteuid?.() !== 0) throw new Error(`exec ${cmd.module}: entering the mount namespace of pid ${ns.pid} needs root (run it with sudo)`);
+    argv = ["nsenter", `--mount=${link}`, `--wd=${process.cwd()}`, "--", ...argv];
+  }
+  const child = spawn(argv[0] as string, argv.slice(1), { stdio: "inherit", env: { ...io.env, HOLDFAST_MOUNT: ns.mountPoint, HOLDFAST_MODULE: cmd.module } });
+  // As system(3): a terminal's Ctrl-C / Ctrl-\ reach CMD (same process group), not this process; a SIGTERM or
+  // SIGHUP sent to this process is passed on.
+  const ignore = (): void => undefined;
+  const pass = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const handlers: [NodeJS.Signals, () => void][] = [["SIGINT", ignore], ["SIGQUIT", ignore], ["SIGTERM", pass("SIGTERM")], ["SIGHUP", pass("SIGHUP")]];
+  for (const [sig, h] of handlers) process.on(sig, h);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.on("error", (e) => reject(new Error(`exec ${cmd.module}: cannot run ${argv[0]}: ${e.message}`)));
+      child.on("exit", (code, signal) => resolve(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 0) : 0)));
+    });
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  }
 }
 
 async function snapshot(cmd: Extract<CliCommand, { kind: "snapshot" }>, io: CliIO): Promise<number> {

@@ -3,10 +3,11 @@
  * state directories: lab nodes share the file system), one shared cluster key and token set, each node's
  * API bound to its own lab address. Used by the daemon lab test, the browser test and the demo.
  */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { generateKey } from "holdfast";
+import { generateKey, MARKER_SOURCE } from "holdfast";
 import type { Lab, LabHost, LabProcess } from "holdfast/testing";
 import { generateToken, hashToken } from "./auth.js";
 
@@ -245,6 +246,12 @@ export class DaemonCluster {
         clearTimeout(t);
       }),
     );
+    // A daemon killed and not restarted leaves its read-only marker over the replicated path: unmount it first.
+    for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+      const f = line.split(" ");
+      const sep = f.indexOf("-", 6);
+      if (sep > 0 && f[sep + 2] === MARKER_SOURCE && f[4]?.startsWith(`${this.dir}/`)) spawnSync("umount", ["-l", f[4]], { stdio: "ignore" });
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -14,6 +14,9 @@
  * - `command`: `resync` (`holdfast resync db`) (a checksum pass: only blocks that differ are sent; when the extent log
  *   cannot be trusted) and `holdfast fullsync db` (the whole tree), on the primary; the app keeps running.
  * - `close` (host shutdown, after the module stopped): stops the helpers (unmounts) and the VIP announcer.
+ * - the mount point in the daemon's namespace carries a read-only marker (`HOLDFAST-NOT-HERE`) while this node is
+ *   secondary, or primary with the mount in the helper's private namespace: nothing written there would be
+ *   replicated (`MirrorDriverOptions.marker`). A crashed run's marker is removed at `prepare`, before any mount.
  * - split-brain checkers (a witness, or the witness arbiter's lease) wired to the driver by the SDK's
  *   `mirrorSplitBrain` (src/mirror/splitBrain.ts): the lease bounds the replication permit, a SECOND with its
  *   primary in view hands a lease it holds back, and a failover waits `failoverFenceMs` (default 300 with any
@@ -55,6 +58,8 @@ interface Wiring {
   readonly driver: MirrorDriver;
   /** Where the driver's log lines go: the module, once it exists. */
   readonly sink: { module?: Pick<Module, "note" | "status"> };
+  /** What the start's stale-marker removal did, for the module's log. */
+  readonly stale?: string;
 }
 
 const wirings = new WeakMap<object, Map<string, Wiring>>();
@@ -107,10 +112,19 @@ export const mirrorKind: HostExtension = {
       ...splitBrain.driver,
       hookEnv: { HOLDFAST_NODE: nodeId, HOLDFAST_CLUSTER: config.clusterId },
       log: (line) => sink.module?.note(/^error|degraded/.test(line) ? "warn" : "info", `replication: ${line}`),
+      marker: true,
     });
+    // A marker a crashed run left over the path goes before anything is mounted (said in the log at attach).
+    let stale: string | undefined;
+    try {
+      const n = driver.removeStaleMarker();
+      if (n > 0) stale = `replication: removed ${n} stale read-only marker(s) over ${dir.path} (left by a previous run)`;
+    } catch (e) {
+      stale = `replication: could not remove the stale marker over ${dir.path}: ${(e as Error).message}`;
+    }
     let map = wirings.get(host);
     if (!map) wirings.set(host, (map = new Map()));
-    map.set(definition.name, { entry, driver, sink });
+    map.set(definition.name, { entry, driver, sink, ...(stale !== undefined ? { stale } : {}) });
     return { ...definition, checkers: splitBrain.checkers, hooks: driver.hooks(definition.hooks, definition.hookTimeout) };
   },
 
@@ -119,6 +133,7 @@ export const mirrorKind: HostExtension = {
     if (!w) return undefined;
     const { driver, entry } = w;
     w.sink.module = module;
+    if (w.stale !== undefined) module.note(w.stale.includes("could not") ? "error" : "warn", w.stale);
     const vip = new MirrorVip({ ...(entry.iface !== undefined ? { iface: entry.iface } : {}), log: (line) => module.note("info", line) });
     let resync: ResyncInfo | undefined;
     let resyncBase = 0;

@@ -71,6 +71,7 @@ import {
   type ResyncMode,
 } from "./FileReplicator.js";
 import { createFileReplicator, type ReplicatorEngine } from "./jsfuse/index.js";
+import { markerAt, markerText, MARKER_FILE, mountMarker, removeMarkers } from "./marker.js";
 
 /** A refusal or failure of the mirror driver. Codes: `HOLDFAST_MIRROR_STALE_DATA`, `HOLDFAST_MIRROR_NOT_PRIMARY`. */
 export class MirrorError extends HoldfastError {
@@ -196,6 +197,16 @@ export interface MirrorDriverOptions {
   /** Sink for one-line log messages (also emitted as `log` events). */
   readonly log?: (line: string) => void;
   /**
+   * Guard the mount point in this process's mount namespace with a read-only marker (src/mirror/marker.ts: a
+   * small tmpfs holding `HOLDFAST-NOT-HERE`) whenever a write there would not be replicated: while this node is
+   * secondary, and while it is primary with the mount in the helper's private namespace. Removed when the data
+   * path stops (module STOP, {@link MirrorDriver.close}) and before a `host`-namespace mount; a marker left by a
+   * crashed run is removed before the next one is mounted ({@link MirrorDriver.removeStaleMarker}). Needs
+   * CAP_SYS_ADMIN; a marker that cannot be mounted is an `error` event, not a failed start. Default false (the
+   * host's mirror kind, i.e. the daemon, turns it on).
+   */
+  readonly marker?: boolean;
+  /**
    * The primary's data path: `native` (the compiled helper), `js` (the JavaScript FUSE engine) or `auto`
    * (default: the helper when it runs here, else the JS engine); the secondary is always the helper. Chosen by
    * `createFileReplicator` at each start of a helper, its choice logged in the module log.
@@ -228,6 +239,13 @@ export interface MirrorDriverEvents {
 }
 
 type AppHook = HookFunction | FunctionHook;
+
+/**
+ * Where the replicated directory is mounted while this node is primary ({@link MirrorDriver.mountNamespace}):
+ * `private`: only inside the mount namespace of the helper `pid` (`nsenter --mount=/proc/<pid>/ns/mnt`); `host`:
+ * at `mountPoint` in this process's namespace.
+ */
+export type MountNamespaceInfo = { readonly mode: "private"; readonly pid: number; readonly mountPoint: string } | { readonly mode: "host"; readonly mountPoint: string };
 
 /** The secondary helper's state file default (as FileReplicator computes it). */
 function sideFile(backingDir: string, suffix: string): string {
@@ -267,6 +285,8 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   /** When the peer last left the view (monotonic ms), and whether it is in the view now: the failover fence's start. */
   private peerLeftAt: number | undefined;
   private peerWasIn = false;
+  /** A marker this driver mounted is over the mount point (see {@link MirrorDriverOptions.marker}). */
+  private markerUp = false;
 
   constructor(options: MirrorDriverOptions) {
     super();
@@ -301,6 +321,29 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   /** The argv that runs `argv` inside the mount's namespace (see {@link FileReplicator.commandInMount}). */
   commandInMount(argv: readonly string[]): [string, ...string[]] {
     return this.requirePrimary("commandInMount").commandInMount(argv);
+  }
+
+  /**
+   * Where the replicated directory is mounted now (this node primary), to run a command beside the application:
+   * `holdfast exec` uses it. Throws {@link MirrorError} `HOLDFAST_MIRROR_NOT_PRIMARY` when this node is not primary
+   * or its helper is restarting.
+   */
+  mountNamespace(): MountNamespaceInfo {
+    const p = this.requirePrimary("mountNamespace");
+    const mountPoint = this.options.mountPoint;
+    if (!this.privateNs()) return { mode: "host", mountPoint };
+    if (p.pid === undefined) throw new MirrorError("HOLDFAST_MIRROR_NOT_PRIMARY", "mountNamespace: the primary helper is not running (restarting): try again");
+    return { mode: "private", pid: p.pid, mountPoint };
+  }
+
+  /**
+   * Removes markers left over `mountPoint` by a crashed run (and by this one); returns how many. Call before
+   * the module starts (the host's mirror kind does); {@link MirrorDriverOptions.marker} drivers also do it
+   * before mounting a marker of their own.
+   */
+  removeStaleMarker(): number {
+    this.markerUp = false;
+    return removeMarkers(this.options.mountPoint);
   }
 
   /** Runs a resync pass now (`fullsync` is `resync("full")`; `checksum` when the log cannot be trusted). */
@@ -522,7 +565,15 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       rep.on("exit", (e) => {
         if (!e.expected) this.note(`primary helper exited (code ${e.code}, signal ${e.signal})${e.restarting ? ", restarting" : ""}`);
       });
+      // The path in this namespace: a read-only marker while the mount lives in the helper's namespace, nothing
+      // over it when the mount comes here. The compiled helper's namespace copies the marker and mounts over it, so
+      // it goes up first (the path is never writable meanwhile); fuse-native (the JS engine) refuses a mount point
+      // that is a mount of its own or not empty, so there it goes up once the mount is ready.
+      const privateNs = this.privateNs();
+      const markerFirst = (rep as { engine?: unknown }).engine !== "js";
+      this.guard(privateNs && markerFirst);
       await rep.start();
+      if (privateNs && !markerFirst) this.guard(true);
       this.prim = rep;
       this.startPermitRenewal(rep);
       // This node's copy is now the reference: a later start as primary must not be refused for a resync it
@@ -536,6 +587,8 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private async becomeSecondary(ctx: HookContext): Promise<void> {
     await this.serial(async () => {
       if (this.prim) await this.stopPrimary("becoming secondary");
+      // Writes here reach no copy: the primary's node holds the data (after the unmount: never over a host mount).
+      this.guard(true);
       // What this node logged as a primary is void now: the peer's copy wins and its resync overwrites ours. Left
       // in place, the records would be replayed the next time this node is primary.
       this.discardExtentLog();
@@ -623,7 +676,7 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
       }
       return;
     }
-    if (s.state === "STOP" && (this.prim || this.sec)) {
+    if (s.state === "STOP" && (this.prim || this.sec || this.markerUp)) {
       // stop_prim ran and the VIP is gone (both come before the state in the engine's plans): unmount now
       // (poststop did already, unless the module was force-stopped).
       void this.serial(() => this.stopAll(`module STOP: ${s.reason}`)).catch((e: unknown) => this.fail(e));
@@ -778,6 +831,34 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
   private async stopAll(why: string): Promise<void> {
     await this.stopPrimary(why);
     await this.stopSecondary(why);
+    this.guard(false);
+  }
+
+  /** Whether the primary's mount lives in the helper's private namespace (the replicator's default). */
+  private privateNs(): boolean {
+    const t = this.options.replicator ?? {};
+    return (t.mountNamespace ?? (t.extra?.mountNamespace as string | undefined) ?? "private") === "private";
+  }
+
+  /** Puts the read-only marker over the mount point in this namespace (`on`) or removes it ({@link MirrorDriverOptions.marker}). */
+  private guard(on: boolean): void {
+    if (this.options.marker !== true) return;
+    const path = this.options.mountPoint;
+    try {
+      if (!on) {
+        const n = removeMarkers(path);
+        this.markerUp = false;
+        if (n > 0) this.note(`marker removed: ${path} is an ordinary directory again`);
+        return;
+      }
+      if (this.markerUp && markerAt(path)) return;
+      const stale = removeMarkers(path);
+      mountMarker(path, markerText(this.module?.name ?? basename(path), path));
+      this.markerUp = true;
+      this.note(`marker: ${path} is read-only outside the mount's namespace (${MARKER_FILE})${stale > 0 ? `; ${stale} stale marker(s) removed` : ""}`);
+    } catch (e) {
+      this.fail(new Error(`marker over ${path}: ${(e as Error).message}`, { cause: e }));
+    }
   }
 
   private create(options: FileReplicatorOptions): ReplicatorLike {

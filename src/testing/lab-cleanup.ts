@@ -5,6 +5,7 @@ import { type Dirent, existsSync, mkdirSync, readFileSync, readdirSync, readlink
 import { tmpdir } from "node:os";
 import { basename, join, resolve, sep } from "node:path";
 import { findCgroup2Mount, isLabUnitOf } from "../runtime/containment.js";
+import { removeMarkersUnder } from "../mirror/marker.js";
 
 /** Where each lab writes `<prefix>.pid` ("<creator pid> <creator start time>") while it exists. */
 export const MARKER_DIR = "/run/holdfast-lab";
@@ -146,6 +147,8 @@ export function deleteNamespacesSync(namespaces: readonly string[]): void {
 
 export function removeScratchAndMarker(prefix: string): void {
   try {
+    // A mirror daemon killed with its node leaves a read-only marker over its replicated path (src/mirror/marker.ts).
+    removeMarkersUnder(join(SCRATCH_ROOT, prefix));
     rmSync(join(SCRATCH_ROOT, prefix), { recursive: true, force: true });
   } catch {
     // best effort
