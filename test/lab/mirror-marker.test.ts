@@ -6,13 +6,22 @@
  * (the file it writes is on the secondary's disk, CMD's exit code is the CLI's) and is refused on the secondary.
  * A daemon killed with SIGKILL leaves its marker; the restarted daemon removes it before mounting anything (one
  * marker, not two, and said in the module's log). A clean stop (SIGTERM) leaves an ordinary directory.
+ *
+ * The driver's transitions on fake replicators (no namespaces): the marker is up before the compiled helper
+ * starts and stays from secondary to primary; with `mountNamespace: host` it goes before the mount; with the JS
+ * engine it goes up once the mount is ready; poststop removes it; removeStaleMarker() finds a crashed run's.
  */
-import { existsSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { EventEmitter } from "eventemitter3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DaemonCluster, until } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
-import { MARKER_FILE, MARKER_SOURCE, removeMarkers } from "../../src/mirror/marker.js";
+import type { HookContext, HookFunction } from "../../src/core/module/config.js";
+import type { FileReplicatorEvents, FileReplicatorOptions, ReplicatorMetrics } from "../../src/mirror/FileReplicator.js";
+import { MARKER_FILE, MARKER_SOURCE, markerAt, mountMarker, removeMarkers } from "../../src/mirror/marker.js";
+import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
 import { Lab } from "../../src/testing/lab.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -167,5 +176,141 @@ describe.skipIf(!isRoot)("the replicated path outside the mount's namespace: a r
       expect(existsSync(join(mountDir(id), MARKER_FILE)), id).toBe(false);
       expect(writeError(mountDir(id)), id).toBeUndefined();
     }
+  });
+});
+
+/** A replicator that records, at start and after it, whether the marker is over the mount point. */
+class FakeRep extends EventEmitter<FileReplicatorEvents> implements ReplicatorLike {
+  state = "starting";
+  consistent: boolean | undefined;
+  pid: number | undefined;
+  constructor(
+    readonly options: FileReplicatorOptions,
+    readonly engine: "native" | "js",
+    private readonly ops: string[],
+    private readonly mnt: string,
+  ) {
+    super();
+  }
+  async start(): Promise<void> {
+    this.pid = process.pid;
+    this.ops.push(`${this.options.role} start (marker ${markerAt(this.mnt) ? "up" : "down"})`);
+  }
+  async stop(): Promise<void> {
+    this.pid = undefined;
+    this.ops.push(`${this.options.role} stop`);
+  }
+  resync(): void {}
+  metrics(): ReplicatorMetrics {
+    return { bytesReplicated: 0, acks: 0, ackLatencyAvgUs: 0, ackLatencyMaxUs: 0, queueDepth: 0, logRecords: 0, resyncBytes: 0, degradedCount: 0 };
+  }
+  mountPath(): string {
+    return this.mnt;
+  }
+  commandInMount(argv: readonly string[]): [string, ...string[]] {
+    return [...argv] as [string, ...string[]];
+  }
+}
+
+describe.skipIf(!isRoot)("MirrorDriver's marker through its role changes (fake replicators)", () => {
+  const root = mkdtempSync(join(tmpdir(), "hf-marker-driver-"));
+  afterAll(() => {
+    removeMarkers(join(root, "mnt"));
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  function driver(engine: "native" | "js", mountNamespace?: "host") {
+    const mnt = join(root, "mnt");
+    mkdirSync(mnt, { recursive: true });
+    const ops: string[] = [];
+    const d = new MirrorDriver({
+      nodeId: "n0",
+      backingDir: join(root, "data"),
+      mountPoint: mnt,
+      keyFile: join(root, "key"),
+      listen: { host: "198.18.0.10", port: 7790 },
+      peer: { host: "198.18.0.11", port: 7790 },
+      marker: true,
+      ...(mountNamespace ? { replicator: { mountNamespace } } : {}),
+      createReplicator: (o) => new FakeRep(o, engine, ops, mnt),
+    });
+    d.on("log", (l) => {
+      if (l.startsWith("marker")) ops.push(l.replace(mnt, "MNT").replace(/ \(.*$/, ""));
+    });
+    d.on("error", (e) => ops.push(`error: ${e.message}`));
+    const hooks = d.hooks();
+    const ctx = { module: "db", hook: "start_prim", state: "SECOND", nextState: "PRIM", reason: "test", signal: new AbortController().signal, log: () => undefined } as unknown as HookContext;
+    const run = async (name: "start_prim" | "start_second" | "poststop") => {
+      const h = hooks[name] as { fn: HookFunction };
+      await h.fn(ctx);
+      ops.push(`${name} done (marker ${markerAt(mnt) ? "up" : "down"})`);
+    };
+    return { d, ops, run, mnt };
+  }
+
+  it("compiled helper, private namespace: up before the helper starts, kept from secondary to primary, removed by poststop", async () => {
+    const { ops, run } = driver("native");
+    await run("start_second");
+    await run("start_prim");
+    await run("poststop");
+    expect(ops).toEqual([
+      "marker: MNT is read-only outside the mount's namespace",
+      "secondary start (marker up)",
+      "start_second done (marker up)",
+      "secondary stop",
+      "primary start (marker up)",
+      "start_prim done (marker up)",
+      "primary stop",
+      "marker removed: MNT is an ordinary directory again",
+      "poststop done (marker down)",
+    ]);
+  });
+
+  it("host namespace: no marker over the primary's mount (removed before it), one while secondary", async () => {
+    const { ops, run } = driver("native", "host");
+    await run("start_second");
+    await run("start_prim");
+    await run("start_second");
+    await run("poststop");
+    expect(ops).toEqual([
+      "marker: MNT is read-only outside the mount's namespace",
+      "secondary start (marker up)",
+      "start_second done (marker up)",
+      "secondary stop",
+      "marker removed: MNT is an ordinary directory again",
+      "primary start (marker down)",
+      "start_prim done (marker down)",
+      "primary stop",
+      "marker: MNT is read-only outside the mount's namespace",
+      "secondary start (marker up)",
+      "start_second done (marker up)",
+      "secondary stop",
+      "marker removed: MNT is an ordinary directory again",
+      "poststop done (marker down)",
+    ]);
+  });
+
+  it("JS engine: the marker goes up once its mount is ready (fuse-native refuses a mount point that is a mount)", async () => {
+    const { ops, run } = driver("js");
+    await run("start_prim");
+    await run("poststop");
+    expect(ops).toEqual([
+      "primary start (marker down)",
+      "marker: MNT is read-only outside the mount's namespace",
+      "start_prim done (marker up)",
+      "primary stop",
+      "marker removed: MNT is an ordinary directory again",
+      "poststop done (marker down)",
+    ]);
+  });
+
+  it("removeStaleMarker() removes what a crashed run left, stacked or not", () => {
+    const { d, mnt } = driver("native");
+    mountMarker(mnt, "stale\n");
+    mountMarker(mnt, "stale\n");
+    expect(markerAt(mnt)).toBe(true);
+    expect(d.removeStaleMarker()).toBe(2);
+    expect(markersAt(mnt)).toBe(0);
+    expect(d.removeStaleMarker()).toBe(0);
   });
 });
