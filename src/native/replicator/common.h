@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 #include "proto.h"
 #include "sha256.h"
 
@@ -25,6 +26,8 @@ struct conn {
 /* Key file: its raw bytes are the key (at least 16). Exits with a message when unusable. */
 size_t load_key(const char *path, uint8_t *key, size_t cap);
 int write_full(int fd, const void *buf, size_t len);
+/* fsyncs the directory holding path (so a create or rename of path is durable). 0, or -1 and errno. */
+int fsync_parent(const char *path);
 int read_full(int fd, void *buf, size_t len);
 /* Handshake; returns 0 and fills c, HS_REFUSED when the peer is no holdfast peer or failed authentication (a wrong
  * key), or -1 (an --encrypt mismatch or an I/O error); the reason in *why. encrypt: this side wants AES-256-GCM
@@ -48,6 +51,12 @@ void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* JSON-escapes s into a static-per-thread buffer. */
 const char *jstr(const char *s);
 uint64_t now_us(void);
+/* Timeouts never follow the wall clock: condition variables with a timed wait are created with mono_cond
+ * (CLOCK_MONOTONIC, set up by mono_setup() at the start of main), and mono_deadline gives their deadlines (and
+ * pthread_mutex_clocklock's). */
+extern pthread_condattr_t mono_cond;
+void mono_setup(void);
+struct timespec mono_deadline(long ms);
 /* "/a/b" -> "a/b", "/" -> "." (paths relative to the backing directory fd). */
 const char *rel(const char *path);
 /* Rejects empty paths, paths not starting with '/', and any ".." component. */
@@ -58,7 +67,6 @@ int path_ok(const char *p, size_t len);
  * p is relative ("a/b", "."), as rel() gives. -1 and errno (EXDEV: the path leads out of the root). */
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <time.h>
 int b_open(int root, const char *p, int flags, mode_t mode);
 int b_fstatat(int root, const char *p, struct stat *st);
 int b_faccessat(int root, const char *p, int mask);
@@ -91,5 +99,10 @@ void parent_watch_start(int watch_stdin, void (*on_gone)(const char *why));
 int stdin_is_channel(void);
 
 int run_primary(int argc, char **argv);
+/* selftest parts (primary.c, secondary.c): failures, 0 when all pass */
+int durability_selftest(void);
+int state_selftest(void);
+/* 1: emit() prints nothing (selftest runs failure paths that report themselves) */
+extern int emit_quiet;
 int run_secondary(int argc, char **argv);
 #endif

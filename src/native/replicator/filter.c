@@ -18,6 +18,7 @@ int filter_add(int include, const char *pattern) {
   if (n == 0 || n > 4000) return -1;
   if ((include ? ninc : nexc) >= MAXPAT) return -1;
   char *p = malloc(n + 4);
+  if (!p) return -1;
   int dir_only = 0;
   const char *s = pattern;
   if (n > 1 && s[n - 1] == '/') { dir_only = 1; n--; }

@@ -73,11 +73,13 @@ void parent_watch_start(int watch_stdin, void (*on_gone)(const char *why)) {
 int main(int argc, char **argv) {
   /* a peer that vanishes must show up as EPIPE on the stream, not kill the helper */
   signal(SIGPIPE, SIG_IGN);
+  mono_setup();
   start_ppid = getppid();
   if (argc >= 2 && !strcmp(argv[1], "primary")) return run_primary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "secondary")) return run_secondary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "selftest")) {
-    int f = sha256_selftest(), a = aead_selftest();
+    emit_quiet = 1;
+    int f = sha256_selftest() + durability_selftest() + state_selftest(), a = aead_selftest();
     if (a > 0) f += a;
     printf("{\"event\":\"selftest\",\"failures\":%d,\"sha256\":\"%s\",\"aead\":%s,\"hdr\":%zu,\"args\":%zu}\n", f,
            sha256_impl(), a < 0 ? "false" : "true", sizeof(struct hf_hdr), sizeof(struct hf_args));

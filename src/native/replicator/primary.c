@@ -43,12 +43,22 @@ struct primary G = {.lk = PTHREAD_MUTEX_INITIALIZER, .wl = PTHREAD_MUTEX_INITIAL
 /* Record: u32 magic, u32 body length, 32-byte SHA-256 of the body, body = u8 type, u8 flags, u64 ino,
  * hf_args, path, path2, data. A torn or corrupt tail (crash mid-append) ends the log at the last good record. */
 #define LOG_MAGIC 0x524c4648u
-void log_append(const struct op *o) {
+static uint64_t log_failures;
+void log_lost(int err, const char *what) {
+  G.log_incomplete = 1;
+  if (G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
+  /* one line per run of failures (a full disk fails every append; the supervisor reads these lines) */
+  if (log_failures++ == 0)
+    emit("{\"event\":\"error\",\"message\":%s,\"errno\":%d}", jstr(what), err);
+}
+
+int log_append(const struct op *o) {
   struct hf_args a = o->a;
   uint32_t dlen = o->type == HF_WRITE ? 0 : a.data_len; /* data extents are re-read from the file at resync */
   a.data_len = dlen;
   uint32_t blen = 2 + 8 + sizeof a + a.path_len + a.path2_len + dlen;
   uint8_t *rec = malloc(8 + 32 + blen), *b = rec + 40;
+  if (!rec) { log_lost(ENOMEM, "extent log append failed: out of memory"); return ENOMEM; }
   b[0] = o->type; b[1] = o->flags;
   memcpy(b + 2, &o->ino, 8);
   memcpy(b + 10, &a, sizeof a);
@@ -61,10 +71,48 @@ void log_append(const struct op *o) {
   memcpy(rec, &m, 4);
   memcpy(rec + 4, &blen, 4);
   sha256(b, blen, rec + 8);
-  if (write_full(G.logfd, rec, 40 + blen) < 0)
-    emit("{\"event\":\"error\",\"message\":%s}", jstr("extent log append failed"));
-  G.log_records++;
+  off_t end = lseek(G.logfd, 0, SEEK_END);
+  int err = 0;
+  if (write_full(G.logfd, rec, 40 + blen) < 0) {
+    err = errno ? errno : EIO;
+    /* a torn record would end the replay there, hiding the records appended after it */
+    if (end >= 0 && ftruncate(G.logfd, end) < 0) {}
+    log_lost(err, "extent log append failed: the operation is not acknowledged");
+  } else {
+    G.log_records++;
+    log_failures = 0; /* the next failure is reported again */
+  }
   free(rec);
+  return err;
+}
+
+/* Known-answer checks of the failure paths (`selftest`): an append to a full disk (/dev/full) is an error, never
+ * success; it makes the next resync a verify pass and fails the operation with its errno. 0 or failures. */
+int durability_selftest(void) {
+  int fails = 0, saved = G.logfd, mode = G.next_mode, inc = G.log_incomplete;
+  G.logfd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+  if (G.logfd < 0) return 0; /* no /dev/full here: nothing to check against */
+  G.next_mode = RS_LOG;
+  G.log_incomplete = 0;
+  struct op o = {.type = HF_WRITE, .path = "/f", .path2 = ""};
+  o.a.path_len = 2;
+  pthread_mutex_lock(&G.lk);
+  o.err = log_append(&o);
+  o.state = OP_LOG_SYNC;
+  pthread_mutex_unlock(&G.lk);
+  fails += o.err != ENOSPC;
+  fails += !G.log_incomplete || G.next_mode != RS_VERIFY;
+  fails += op_wait(&o) != -ENOSPC;
+  close(G.logfd);
+  G.logfd = saved;
+  G.next_mode = mode;
+  G.log_incomplete = inc;
+  log_failures = 0;
+  clockid_t clk = CLOCK_REALTIME;
+  pthread_condattr_getclock(&mono_cond, &clk);
+  fails += clk != CLOCK_MONOTONIC;
+  if (fails) fprintf(stderr, "selftest durability: %d failures\n", fails);
+  return fails;
 }
 
 /* ---------- waiters ---------- */
@@ -110,11 +158,17 @@ void degrade_locked(const char *reason) {
   pthread_mutex_lock(&G.wl);
   int n = 0;
   for (struct op *o = G.whead; o; o = o->next) {
-    log_append(o);
+    int e = log_append(o);
+    if (e) o->err = e;
     n++;
     if (o->verify_on_loss && G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
   }
-  fdatasync(G.logfd);
+  if (n && fdatasync(G.logfd) < 0) {
+    int e = errno;
+    log_lost(e, "extent log fdatasync failed: the operations it held are not acknowledged");
+    for (struct op *o = G.whead; o; o = o->next)
+      if (!o->err) o->err = e;
+  }
   while (G.whead) {
     struct op *o = G.whead;
     o->state = OP_LOGGED;
@@ -186,6 +240,7 @@ static int send_into(struct op *o, const char *path) {
   struct hf_args a = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid, .flags = O_TRUNC, .mtime_ns = UTIME_OMIT};
   int ok = send_raw(HF_CREATE, 0, &a, path, NULL, NULL) == 0;
   uint8_t *buf = ok && st.st_size ? malloc(1u << 20) : NULL;
+  if (st.st_size && !buf) ok = 0; /* not sent: a verify pass below */
   for (off_t off = 0; ok && off < st.st_size;) {
     ssize_t n = pread(fd, buf, 1u << 20, off);
     if (n <= 0) break;
@@ -253,14 +308,14 @@ void op_submit(struct op *o) {
     o->seq = ++G.seq;
     o->state = OP_PENDING;
     o->t0 = now_us();
-    pthread_cond_init(&o->cv, NULL);
+    pthread_cond_init(&o->cv, &mono_cond); /* op_wait's timed wait runs on CLOCK_MONOTONIC */
     wl_add(o);
     struct iovec v[4] = {{&o->a, sizeof o->a}, {(void *)o->path, o->a.path_len},
                          {(void *)o->path2, o->a.path2_len}, {(void *)o->data, o->a.data_len}};
     if (send_frame(G.c, o->type, o->flags, o->seq, v, 4) < 0) degrade_locked("send to secondary failed");
     else { G.bytes_sent += o->a.data_len; o->sent = 1; }
   } else if (o->type != HF_FSYNC && o->type != HF_FSYNCDIR && o->type != HF_BARRIER) {
-    log_append(o);
+    o->err = log_append(o); /* applied here but not logged: op_wait fails it */
     o->state = OP_LOG_SYNC;
   } else {
     o->state = OP_NONE;
@@ -292,13 +347,7 @@ static uint64_t mono_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void permit_init(void) {
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&permit_cv, &ca);
-  pthread_condattr_destroy(&ca);
-}
+static void permit_init(void) { pthread_cond_init(&permit_cv, &mono_cond); }
 
 /* `permit <ms>`: a deadline ms from now (0 revokes). */
 static void permit_set(long ms) {
@@ -341,9 +390,7 @@ static int permit_wait_cond(int or_connected) {
         emit("{\"event\":\"permit-expired\",\"waiting\":%llu}", (unsigned long long)permit_waiting);
       }
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += 1; /* renewals and stop broadcast; the bound only re-checks G.stopping */
+    struct timespec dl = mono_deadline(1000); /* renewals and stop broadcast; the bound only re-checks G.stopping */
     pthread_cond_timedwait(&permit_cv, &permit_lk, &dl);
   }
   if (waited) permit_waiting--;
@@ -368,14 +415,22 @@ static int permit_needed_locked(const struct op *o) {
  * but the secondary is gone, or if the helper stops while the operation waits for a permit. A success that is
  * not the secondary's ack (logged alone) is returned only under a permit. */
 int op_wait(struct op *o) {
-  if (o->state == OP_LOG_SYNC) { fdatasync(G.logfd); return permit_wait(); }
+  if (o->state == OP_LOG_SYNC) {
+    if (o->err) return -o->err;
+    if (fdatasync(G.logfd) < 0) {
+      /* after a failed fdatasync the kernel may have dropped the dirty pages: the record is not durable, and a
+       * later fdatasync that succeeds would not say so; the next resync verifies instead */
+      int e = errno;
+      pthread_mutex_lock(&G.lk);
+      log_lost(e, "extent log fdatasync failed: the operation is not acknowledged");
+      pthread_mutex_unlock(&G.lk);
+      return -e;
+    }
+    return permit_wait();
+  }
   if (o->state == OP_NONE) return o->want_reply ? -EIO : 0;
   pthread_mutex_lock(&G.wl);
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += G.ack_timeout_ms / 1000;
-  dl.tv_nsec += (long)(G.ack_timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+  struct timespec dl = mono_deadline(G.ack_timeout_ms);
   while (o->state == OP_PENDING) {
     if (pthread_cond_timedwait(&o->cv, &G.wl, &dl) == ETIMEDOUT && o->state == OP_PENDING) {
       pthread_mutex_unlock(&G.wl);
@@ -386,6 +441,7 @@ int op_wait(struct op *o) {
   pthread_mutex_unlock(&G.wl);
   pthread_cond_destroy(&o->cv);
   if (o->state == OP_ACKED) return 0;
+  if (o->err) return -o->err; /* degraded while waiting, and its log record failed */
   if (o->want_reply) return -EIO;
   return (o->flags & HF_F_RESYNC) ? 0 : permit_wait();
 }
@@ -467,13 +523,21 @@ static void mt_note_locked(int fd, const char *path) {
   if (!G.lazy_mtime) return;
   pthread_mutex_lock(&mtl);
   int i = mt_find(fd);
-  if (i >= 0) {
-    if (strcmp(mtp[i].path, path)) { free(mtp[i].path); mtp[i].path = strdup(path); }
+  char *p = NULL;
+  if (i >= 0 && !strcmp(mtp[i].path, path)) {
+    /* noted already */
+  } else if (!(p = strdup(path))) {
+    /* out of memory: the note is lost, the secondary keeps its own write time; the verify quick check sees it */
+    if (i >= 0) { free(mtp[i].path); mtp[i] = mtp[--mtp_n]; }
+    if (G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
+  } else if (i >= 0) {
+    free(mtp[i].path);
+    mtp[i].path = p;
   } else {
     if (mtp_n == MT_SLOTS) while (mtp_n) mt_send(mtp_n - 1);
     if (!mtp_n) { mtp_since_us = now_us(); pthread_cond_signal(&mtp_cv); }
     mtp[mtp_n].fd = fd;
-    mtp[mtp_n].path = strdup(path);
+    mtp[mtp_n].path = p;
     mtp_n++;
   }
   pthread_mutex_unlock(&mtl);
@@ -490,23 +554,13 @@ static void *mtime_thread(void *arg) {
     if (!n) { pthread_cond_wait(&mtp_cv, &G.lk); continue; }
     if (age_us >= MT_LAZY_MS * 1000u && G.connected && !G.gate_closed) { mt_flush_locked(); continue; }
     uint64_t wait_us = age_us >= MT_LAZY_MS * 1000u ? MT_LAZY_MS * 1000u : MT_LAZY_MS * 1000u - age_us;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += (time_t)(wait_us / 1000000u);
-    dl.tv_nsec += (long)(wait_us % 1000000u) * 1000L;
-    if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+    struct timespec dl = mono_deadline((long)(wait_us / 1000u) + 1);
     pthread_cond_timedwait(&mtp_cv, &G.lk, &dl);
   }
   pthread_mutex_unlock(&G.lk);
   return NULL;
 }
-static void mtime_init(void) {
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&mtp_cv, &ca);
-  pthread_condattr_destroy(&ca);
-}
+static void mtime_init(void) { pthread_cond_init(&mtp_cv, &mono_cond); }
 
 /* ---------- FUSE operations ---------- */
 #define CTX fuse_get_context()
@@ -893,6 +947,12 @@ static void *link_thread(void *arg) {
     }
     struct conn *c = calloc(1, sizeof *c);
     const char *why;
+    if (!c) {
+      emit("{\"event\":\"error\",\"message\":%s}", jstr("out of memory: cannot set up the link"));
+      close(fd);
+      usleep((useconds_t)G.reconnect_ms * 1000);
+      continue;
+    }
     int hs = handshake_primary(fd, G.key, G.keylen, G.encrypt, c, &why);
     if (hs < 0) {
       emit("{\"event\":\"auth-failed\",\"reason\":%s,\"refused\":%s}", jstr(why), hs == HS_REFUSED ? "true" : "false");
@@ -937,7 +997,7 @@ static void *link_thread(void *arg) {
       }
       uint8_t *data = NULL; /* a plain ack (the common case) carries nothing: no allocation */
       if (h.len > 4) {
-        data = malloc(h.len - 4 + 1);
+        if (!(data = malloc(h.len - 4 + 1))) { free(pl); why = "out of memory for a reply from the secondary"; break; }
         memcpy(data, pl + 4, h.len - 4);
       }
       free(pl);
@@ -980,20 +1040,17 @@ static pthread_mutex_t exit_lk = PTHREAD_MUTEX_INITIALIZER;
  * operation applied here is acked or in the log, so the next start need not verify. Does not return. */
 static void finish(int clean, int rc) {
   pthread_mutex_lock(&exit_lk); /* never released: the process ends here */
-  fdatasync(G.logfd);
-  if (clean) unlink(G.marker);
+  if (fdatasync(G.logfd) < 0) clean = 0;
+  /* the marker stays when a change applied here may be missing from the log: the next start verifies */
+  if (clean && !G.log_incomplete) unlink(G.marker);
   emit("{\"event\":\"stopped\",\"rc\":%d}", rc);
   fflush(stdout);
   _exit(0); /* link/resync threads hold no state that needs an orderly end; the log is durable */
 }
 
 static int lock_within(pthread_mutex_t *m, int ms) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += ms / 1000;
-  dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
-  return pthread_mutex_timedlock(m, &dl) == 0;
+  struct timespec dl = mono_deadline(ms);
+  return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl) == 0;
 }
 
 /* Sets G.stopping under G.lk (bounded wait: an operation holds it at most one send timeout). With degrade, the
@@ -1094,8 +1151,10 @@ int run_primary(int argc, char **argv) {
   mtime_init();
   while ((o = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
     switch (o) {
-    case 'b': G.backing = realpath(optarg, NULL); break;
-    case 'm': G.mount = strdup(optarg); break;
+    case 'b': G.backing = realpath(optarg, NULL); break; /* NULL (not found): usage() below */
+    case 'm':
+      if (!(G.mount = strdup(optarg))) { perror("holdfast-replicator"); return 2; }
+      break;
     case 'p': peer = optarg; break;
     case 'k': keyf = optarg; break;
     case 'l': logp = optarg; break;
@@ -1124,6 +1183,7 @@ int run_primary(int argc, char **argv) {
   char *colon = strrchr(peer, ':');
   if (!colon) usage();
   G.peer_host = strndup(peer[0] == '[' ? peer + 1 : peer, (size_t)(colon - peer) - (peer[0] == '[' ? 2 : 0));
+  if (!G.peer_host) { perror("holdfast-replicator"); return 2; }
   G.peer_port = colon + 1;
   if (!G.standalone) G.keylen = load_key(keyf, G.key, sizeof G.key);
   if (G.encrypt && !G.standalone && aead_unavailable()) {
@@ -1144,8 +1204,13 @@ int run_primary(int argc, char **argv) {
   snprintf(G.marker, sizeof G.marker, "%s.running", logp);
   int unclean = access(G.marker, F_OK) == 0;
   if (unclean && G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
+  /* the marker must be durable before any operation: without it a crash would go unnoticed at the next start */
   int mfd = open(G.marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (mfd >= 0) { fsync(mfd); close(mfd); }
+  if (mfd < 0 || fsync(mfd) < 0 || fsync_parent(G.marker) < 0) {
+    fprintf(stderr, "holdfast-replicator: cannot create %s durably: %s\n", G.marker, strerror(errno));
+    return 2;
+  }
+  close(mfd);
   G.state = ST_DEGRADED;
   char *fargv[] = {argv[0], "-o", "allow_other,default_permissions,fsname=holdfast,subtype=holdfast", NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, fargv);

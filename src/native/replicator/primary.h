@@ -21,6 +21,7 @@ struct op {
   int state, want_reply;
   int verify_on_loss;   /* completes content sent without waiters: if the link drops first, resync with verify */
   int sent;             /* op_submit sent it (set by the submitting thread; state may change under G.wl at once) */
+  int err;              /* its extent-log record could not be made durable: the reply is this errno, never success */
   uint8_t *reply;
   uint32_t reply_len;
   pthread_cond_t cv;
@@ -45,6 +46,7 @@ struct primary {
   int gate_closed;       /* set while a resync replays the namespace: new operations wait */
   struct conn *c;
   int connected, state, next_mode;
+  int log_incomplete;    /* an operation applied here is in neither the log nor the secondary: verify next (log_lost) */
   uint64_t gen, seq;
   struct op *whead, *wtail;
   int inflight;
@@ -52,7 +54,11 @@ struct primary {
 };
 extern struct primary G;
 
-void log_append(const struct op *o);
+/* Appends o's record (G.lk held); 0, or a positive errno (then the log ends where it was, log_lost was called). */
+int log_append(const struct op *o);
+/* A change applied here may be missing from the log: the next resync is a verify pass, and the marker stays (so a
+ * restart verifies too). G.lk held. */
+void log_lost(int err, const char *what);
 void degrade_locked(const char *reason);
 void degrade(const char *reason);
 /* Sends one frame with no waiter (its ack is ignored). G.lk held, connected. 0 or -1 (then degraded). */

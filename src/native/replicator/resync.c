@@ -42,20 +42,41 @@ struct dirty {
 };
 static struct dirty *D;
 static size_t Dn, Dcap;
+/* An allocation failed during this pass: it ends (the link is cycled, the log kept) and the next one starts over. */
+static int oom;
+static void *grow(void *p, size_t n) {
+  void *q = realloc(p, n);
+  if (!q) oom = 1;
+  return q;
+}
 
+/* NULL when create and out of memory (oom set). */
 static struct dirty *dirty_get(uint64_t ino, int create) {
   for (size_t i = 0; i < Dn; i++) if (D[i].ino == ino) return &D[i]; /* few files per outage: linear is fine */
   if (!create) return NULL;
-  if (Dn == Dcap) { Dcap = Dcap * 2 + 64; D = realloc(D, Dcap * sizeof *D); }
+  if (Dn == Dcap) {
+    struct dirty *n = grow(D, (Dcap * 2 + 64) * sizeof *D);
+    if (!n) return NULL;
+    D = n;
+    Dcap = Dcap * 2 + 64;
+  }
   memset(&D[Dn], 0, sizeof *D);
   D[Dn].ino = ino;
   return &D[Dn++];
 }
-static void dirty_add(uint64_t ino, uint64_t off, uint64_t len) {
+/* 0, or -1 when out of memory. */
+static int dirty_add(uint64_t ino, uint64_t off, uint64_t len) {
   struct dirty *d = dirty_get(ino, 1);
-  if (!len) return;
-  if (d->nex == d->cap) { d->cap = d->cap * 2 + 8; d->ex = realloc(d->ex, (size_t)d->cap * sizeof *d->ex); }
+  if (!d) return -1;
+  if (!len) return 0;
+  if (d->nex == d->cap) {
+    struct ext *n = grow(d->ex, ((size_t)d->cap * 2 + 8) * sizeof *d->ex);
+    if (!n) return -1;
+    d->ex = n;
+    d->cap = d->cap * 2 + 8;
+  }
   d->ex[d->nex++] = (struct ext){off, len};
+  return 0;
 }
 static void dirty_free(void) {
   for (size_t i = 0; i < Dn; i++) { free(D[i].path); free(D[i].ex); }
@@ -152,8 +173,15 @@ static int walk_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
           if (walk_mode != RS_FULL) send_nowait(HF_UNLINK, &u, r, NULL, NULL);
           return send_nowait(HF_LINK, &u, seen[i].path, r, NULL) < 0;
         }
-      if (seen_n == seen_cap) { seen_cap = seen_cap * 2 + 16; seen = realloc(seen, seen_cap * sizeof *seen); }
-      seen[seen_n++] = (struct seen){sb->st_ino, strdup(r)};
+      if (seen_n == seen_cap) {
+        struct seen *n = grow(seen, (seen_cap * 2 + 16) * sizeof *seen);
+        if (!n) return FTW_STOP;
+        seen = n;
+        seen_cap = seen_cap * 2 + 16;
+      }
+      char *sp = strdup(r);
+      if (!sp) { oom = 1; return FTW_STOP; }
+      seen[seen_n++] = (struct seen){sb->st_ino, sp};
       if (send_nowait(HF_CREATE, &a, r, NULL, NULL) < 0) return 1;
     } else if (S_ISREG(sb->st_mode)) {
       if (send_nowait(HF_CREATE, &a, r, NULL, NULL) < 0) return 1;
@@ -163,20 +191,22 @@ static int walk_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
     }
     if (!S_ISLNK(sb->st_mode)) send_nowait(HF_CHOWN, &a, r, NULL, NULL);
     if (S_ISREG(sb->st_mode)) {
-      if (walk_mode == RS_FULL) dirty_get(sb->st_ino, 1)->whole = 1;
-      else if (walk_mode == RS_CHECKSUM) dirty_get(sb->st_ino, 1)->compare = 1;
+      struct dirty *d = NULL;
+      if (walk_mode == RS_FULL) { if ((d = dirty_get(sb->st_ino, 1))) d->whole = 1; }
+      else if (walk_mode == RS_CHECKSUM) { if ((d = dirty_get(sb->st_ino, 1))) d->compare = 1; }
       else { /* verify: the quick check, plus every file the log names */
         const struct remote *rm = remote_find(r);
-        struct dirty *d = dirty_get(sb->st_ino, 0);
+        d = dirty_get(sb->st_ino, 0);
         if (d || !rm || rm->size != (uint64_t)sb->st_size || rm->mt_s != sb->st_mtim.tv_sec ||
             rm->mt_ns != sb->st_mtim.tv_nsec)
-          dirty_get(sb->st_ino, 1)->compare = 1;
+          if ((d = dirty_get(sb->st_ino, 1))) d->compare = 1;
       }
+      if (oom) return FTW_STOP;
     }
   }
   if (S_ISREG(sb->st_mode)) {
     struct dirty *d = dirty_get(sb->st_ino, 0);
-    if (d && !d->path) d->path = strdup(r);
+    if (d && !d->path && !(d->path = strdup(r))) { oom = 1; return FTW_STOP; }
   }
   return 0;
 }
@@ -186,6 +216,7 @@ static int walk(int mode, int send) {
   walk_send = send;
   bprefix = strlen(G.backing);
   int r = nftw(G.backing, walk_cb, 64, FTW_PHYS | FTW_ACTIONRETVAL);
+  if (oom) r = -1;
   for (size_t i = 0; i < seen_n; i++) free(seen[i].path);
   free(seen); seen = NULL; seen_n = seen_cap = 0;
   return r;
@@ -205,7 +236,12 @@ static int prune_extras(uint64_t gen) {
   for (size_t o = 0; o + sizeof(struct hf_list_entry) <= rlen;) {
     struct hf_list_entry e;
     memcpy(&e, rep + o, sizeof e);
-    if (n == cap) { cap = cap * 2 + 64; offs = realloc(offs, cap * sizeof *offs); }
+    if (n == cap) {
+      size_t *no = grow(offs, (cap * 2 + 64) * sizeof *offs);
+      if (!no) { free(offs); free(rep); return -1; }
+      offs = no;
+      cap = cap * 2 + 64;
+    }
     offs[n++] = o;
     o += sizeof e + e.path_len + e.target_len;
   }
@@ -217,8 +253,11 @@ static int prune_extras(uint64_t gen) {
     struct stat st;
     if (!filter_replicated(p, S_ISDIR(e.mode))) continue; /* the secondary's excluded paths are left alone */
     if (S_ISREG(e.mode)) {
-      R = realloc(R, (Rn + 1) * sizeof *R);
-      R[Rn++] = (struct remote){strdup(p), e.size, e.mtime_s, e.mtime_ns};
+      struct remote *nr = grow(R, (Rn + 1) * sizeof *R);
+      char *rp = nr ? strdup(p) : NULL;
+      if (!rp) { oom = 1; if (nr) R = nr; free(offs); free(rep); return -1; }
+      R = nr;
+      R[Rn++] = (struct remote){rp, e.size, e.mtime_s, e.mtime_ns};
     }
     int gone = b_fstatat(G.bfd, rel(p), &st) < 0 && (errno == ENOENT || errno == ENOTDIR);
     int kind_differs = !gone && ((st.st_mode & S_IFMT) != (e.mode & S_IFMT));
@@ -319,13 +358,18 @@ static int compare_file(uint64_t gen, struct dirty *d, uint8_t *buf, uint64_t *d
 /* Data phase: every dirty file's extents (whole files in full mode), then the block comparison if asked. */
 static int data_phase(uint64_t gen, int mode) {
   uint8_t *buf = malloc(CHUNK);
+  if (!buf) { oom = 1; return -1; }
   uint64_t total = 0, done = 0, since_barrier = 0;
   for (size_t i = 0; i < Dn; i++) {
     struct dirty *d = &D[i];
     merge(d);
     struct stat st;
     if (d->path && b_fstatat(G.bfd, rel(d->path), &st) == 0) {
-      if (d->whole) { d->nex = 0; dirty_add(d->ino, 0, (uint64_t)st.st_size); d = &D[i]; }
+      if (d->whole) {
+        d->nex = 0;
+        if (dirty_add(d->ino, 0, (uint64_t)st.st_size) < 0) { free(buf); return -1; }
+        d = &D[i];
+      }
       for (int k = 0; k < d->nex; k++) {
         uint64_t end = d->ex[k].off + d->ex[k].len;
         if (end > (uint64_t)st.st_size) end = (uint64_t)st.st_size;
@@ -370,7 +414,9 @@ static int data_phase(uint64_t gen, int mode) {
 /* Reads the extent log: replays its namespace records (G.lk held) and collects the dirty extents. */
 static int replay_log(void) {
   off_t size = lseek(G.logfd, 0, SEEK_END);
+  if (size < 0) return -1;
   uint8_t *L = malloc((size_t)size + 1);
+  if (!L) { oom = 1; return -1; }
   if (pread(G.logfd, L, (size_t)size, 0) != size) { free(L); return -1; }
   int replayed = 0;
   for (off_t o = 0; o + 40 <= size;) {
@@ -391,10 +437,13 @@ static int replay_log(void) {
     snprintf(path, sizeof path, "%.*s", (int)a.path_len, p1);
     snprintf(path2, sizeof path2, "%.*s", (int)a.path2_len, p1 + a.path_len);
     const uint8_t *data = (uint8_t *)p1 + a.path_len + a.path2_len;
-    if (type == HF_WRITE) dirty_add(ino, a.off, a.len);
-    else {
-      if (type == HF_FALLOCATE) dirty_add(ino, a.off, a.len);
-      if (type == HF_CREATE || type == HF_TRUNCATE) dirty_get(ino, 1);
+    if (type == HF_WRITE || type == HF_FALLOCATE) {
+      if (dirty_add(ino, a.off, a.len) < 0) { free(L); return -1; }
+    } else if ((type == HF_CREATE || type == HF_TRUNCATE) && !dirty_get(ino, 1)) {
+      free(L);
+      return -1;
+    }
+    if (type != HF_WRITE) {
       if (send_nowait(type, &a, path, path2, data) < 0) { free(L); return -1; }
       replayed++;
     }
@@ -409,6 +458,9 @@ void *resync_thread(void *arg) {
   uint64_t gen = (uint64_t)(uintptr_t)arg;
   pthread_mutex_lock(&G.lk);
   int mode = G.next_mode, rc = 0;
+  oom = 0;
+  /* a change applied here is missing from the log (log_lost): the log alone cannot bring the secondary level */
+  if (mode == RS_LOG && G.log_incomplete) mode = RS_VERIFY;
   struct hf_args z = {0};
   if (!G.connected || G.gen != gen) rc = -1;
   if (!rc) rc = send_nowait(HF_RESYNC_BEGIN, &z, "/", NULL, NULL);
@@ -433,11 +485,20 @@ void *resync_thread(void *arg) {
   dirty_free();
   remote_free();
   if (!rc) rc = send_wait(gen, HF_RESYNC_DONE, NULL, NULL, NULL, NULL);
-  if (rc) return NULL; /* the link failed: the log still holds everything; the next connection starts over */
+  if (rc) {
+    /* the link failed (the log still holds everything; the next connection starts over), or this pass could not
+     * go on (out of memory, the log unreadable): then the link is cycled so that a new pass runs */
+    pthread_mutex_lock(&G.lk);
+    if (G.connected && G.gen == gen) degrade_locked(oom ? "resync failed: out of memory" : "resync failed");
+    pthread_mutex_unlock(&G.lk);
+    return NULL;
+  }
   pthread_mutex_lock(&G.lk);
   if (G.connected && G.gen == gen) {
-    /* everything logged is now on the secondary, and everything since was acked live */
+    /* everything logged is now on the secondary, and everything since was acked live; a log that cannot be
+     * emptied is replayed again next time (idempotent), so its errors only cost time */
     if (ftruncate(G.logfd, 0) == 0) fdatasync(G.logfd);
+    G.log_incomplete = 0; /* this pass was a verify (at least): what the log lacked is on the secondary now */
     G.log_records = 0;
     G.state = ST_SYNC;
     G.next_mode = RS_LOG;

@@ -79,18 +79,47 @@ static void fsync_drain(void) {
   pthread_mutex_unlock(&fq_lock);
 }
 
-static void set_state(const char *st) {
-  if (!S.state_path) { emit("{\"event\":\"%s\"}", st); return; }
+/* Records the copy's state durably: a temporary file written and fsync'd, renamed over the state file, and the
+ * directory fsync'd (the rename itself is durable only then). This file decides whether the node may become
+ * primary (mirror.ts refuses an inconsistent copy), so a failure is never ignored: 0, or a positive errno (an
+ * `error` line says which step failed; the caller ends the stream instead of acknowledging). */
+static int set_state(const char *st) {
+  if (!S.state_path) { emit("{\"event\":\"%s\"}", st); return 0; }
   char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", S.state_path);
+  const char *step = "open";
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", S.state_path) >= sizeof tmp) { errno = ENAMETOOLONG; goto fail; }
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd >= 0) {
-    dprintf(fd, "%s\n", st);
-    fsync(fd);
-    close(fd);
-    rename(tmp, S.state_path);
-  }
+  if (fd < 0) goto fail;
+  char line[32];
+  int n = snprintf(line, sizeof line, "%s\n", st);
+  step = "write";
+  if (write_full(fd, line, (size_t)n) < 0) { int e = errno; close(fd); errno = e; goto fail; }
+  step = "fsync";
+  if (fsync(fd) < 0) { int e = errno; close(fd); errno = e; goto fail; }
+  step = "close";
+  if (close(fd) < 0) goto fail;
+  step = "rename";
+  if (rename(tmp, S.state_path) < 0) goto fail;
+  step = "fsync of the directory";
+  if (fsync_parent(S.state_path) < 0) goto fail;
   emit("{\"event\":\"%s\"}", st);
+  return 0;
+fail:;
+  int e = errno ? errno : EIO;
+  char m[4400];
+  snprintf(m, sizeof m, "state file %s: cannot record \"%s\" (%s failed: %s)", S.state_path, st, step, strerror(e));
+  emit("{\"event\":\"error\",\"message\":%s,\"errno\":%d}", jstr(m), e);
+  return e;
+}
+
+/* `selftest`: a state file that cannot be written is an error, never a silent success. 0 or failures. */
+int state_selftest(void) {
+  char *saved = S.state_path;
+  S.state_path = "/nonexistent-holdfast-dir/state";
+  int fails = set_state("consistent") != ENOENT;
+  S.state_path = saved;
+  if (fails) fprintf(stderr, "selftest state file: a failed write was not reported\n");
+  return fails;
 }
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -118,18 +147,28 @@ static int wc_open(const char *r) {
   if (wc[k].path && !strcmp(wc[k].path, r)) return wc[k].fd;
   int fd = b_open(S.bfd, r, O_WRONLY, 0);
   if (fd < 0) return -1;
+  char *p = strdup(r);
+  if (!p) { close(fd); errno = ENOMEM; return -1; }
   if (wc[k].path) { close(wc[k].fd); free(wc[k].path); }
-  wc[k].path = strdup(r);
+  wc[k].path = p;
   wc[k].fd = fd;
   return fd;
 }
 
 /* ---- HF_CHECKSUM / HF_LIST replies ---- */
 struct buf { uint8_t *p; size_t n, cap; };
-static void buf_add(struct buf *b, const void *d, size_t n) {
-  if (b->n + n > b->cap) { b->cap = (b->n + n) * 2 + 4096; b->p = realloc(b->p, b->cap); }
-  memcpy(b->p + b->n, d, n);
+/* 0, or -1 with errno ENOMEM (b unchanged). */
+static int buf_add(struct buf *b, const void *d, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t cap = (b->n + n) * 2 + 4096;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p) { errno = ENOMEM; return -1; }
+    b->p = p;
+    b->cap = cap;
+  }
+  if (n) memcpy(b->p + b->n, d, n);
   b->n += n;
+  return 0;
 }
 static struct buf list_buf;
 static size_t list_prefix;
@@ -144,9 +183,9 @@ static int list_cb(const char *p, const struct stat *sb, int flag, struct FTW *f
                             .path_len = (uint32_t)strlen(r), .target_len = (uint32_t)tl,
                             .size = (uint64_t)sb->st_size, .mtime_s = sb->st_mtim.tv_sec,
                             .mtime_ns = sb->st_mtim.tv_nsec};
-  buf_add(&list_buf, &e, sizeof e);
-  buf_add(&list_buf, r, e.path_len);
-  buf_add(&list_buf, target, (size_t)tl);
+  if (buf_add(&list_buf, &e, sizeof e) < 0 || buf_add(&list_buf, r, e.path_len) < 0 ||
+      buf_add(&list_buf, target, (size_t)tl) < 0)
+    return -1; /* nftw returns it, errno ENOMEM */
   return 0;
 }
 
@@ -167,17 +206,19 @@ static const char *apply_why(int st) {
 /* Applies one operation; returns 0 or a positive errno. May take ownership of the ack (returns -1). */
 static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
   if (h->type == HF_BARRIER) return 0;
-  if (h->type == HF_RESYNC_BEGIN) { set_state("inconsistent"); return 0; }
+  /* state changes: a failure answers with its errno, which ends the stream (serve) */
+  if (h->type == HF_RESYNC_BEGIN) return set_state("inconsistent");
   if (h->type == HF_RESYNC_DONE) {
     fsync_drain();
-    syncfs(S.bfd);
-    set_state("consistent");
-    return 0;
+    wc_clear(); /* close(2) of a written fd can report a late write error too: before syncfs, not after */
+    if (syncfs(S.bfd) < 0) return errno; /* a lost writeback: the copy is not what was acked */
+    return set_state("consistent");
   }
   if (h->type == HF_RESET) {
     fsync_drain();
     wc_clear();
-    set_state("inconsistent");
+    int e = set_state("inconsistent");
+    if (e) return e;
     return nftw(S.backing, rm_cb, 32, FTW_DEPTH | FTW_PHYS) < 0 ? errno : 0;
   }
   if (h->type == HF_LIST) {
@@ -300,6 +341,7 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     fd = b_open(S.bfd, r1, O_RDONLY, 0);
     if (fd < 0) return tolerant && errno == ENOENT ? 0 : errno;
     struct fjob *j = calloc(1, sizeof *j);
+    if (!j) { close(fd); return ENOMEM; }
     *j = (struct fjob){.fd = fd, .datasync = (int)(a.flags & 1), .seq = h->seq, .c = c};
     pthread_mutex_lock(&fq_lock);
     if (fq_tail) fq_tail->next = j; else fq_head = j;
@@ -314,17 +356,18 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     uint64_t size = 0;
     struct stat st;
     if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) size = (uint64_t)st.st_size;
-    buf_add(&b, &size, 8);
     size_t bs = a.len ? a.len : 65536;
     uint8_t *blk = malloc(bs), sum[32];
-    for (uint64_t off = 0; fd >= 0 && off < size; off += bs) {
+    r = !blk || buf_add(&b, &size, 8) < 0 ? ENOMEM : 0;
+    for (uint64_t off = 0; !r && fd >= 0 && off < size; off += bs) {
       ssize_t n = pread(fd, blk, bs, (off_t)off);
       if (n <= 0) break;
       sha256(blk, (size_t)n, sum);
-      buf_add(&b, sum, 32);
+      if (buf_add(&b, sum, 32) < 0) r = ENOMEM;
     }
     free(blk);
     if (fd >= 0) close(fd);
+    if (r) { free(b.p); return r; }
     send_ack(c, h->seq, 0, b.p, (uint32_t)b.n);
     free(b.p);
     return -1;
@@ -362,7 +405,7 @@ static void serve(struct conn *c) {
       /* The primary drops the link on this ack and logs what follows, but frames already in flight would still
        * be applied here, a RESYNC_DONE among them marking this copy consistent while it lacks an acked write.
        * So: this copy is inconsistent, and nothing more is applied from this stream. */
-      set_state("inconsistent");
+      set_state("inconsistent"); /* its own failure says so in an error line; the stream ends either way */
       emit("{\"event\":\"apply-error\",\"seq\":%llu,\"op\":%u,\"errno\":%d,\"message\":%s}",
            (unsigned long long)h.seq, h.type, st, jstr(apply_why(st)));
       break;
@@ -390,7 +433,7 @@ struct session {
   int finished; /* serve() returned (under act_lk) */
 };
 static pthread_mutex_t hs_lk = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t hs_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t hs_cv; /* timed wait: CLOCK_MONOTONIC (initialised in run_secondary) */
 static struct { int fd; int cut; uint64_t t0; } hs_slot[HS_MAX]; /* fd -1: free */
 static int hs_busy;
 static uint64_t hs_failures, hs_cut, hs_overflow, hs_log_window, hs_suppressed, hs_stats_at;
@@ -514,10 +557,7 @@ static __attribute__((noreturn)) void accept_loop(int ls) {
       for (int i = 0; i < HS_MAX; i++)
         if (hs_slot[i].fd >= 0 && !hs_slot[i].cut && (o < 0 || hs_slot[i].t0 < hs_slot[o].t0)) o = i;
       if (o >= 0) { hs_slot[o].cut = 1; hs_cut++; shutdown(hs_slot[o].fd, SHUT_RDWR); }
-      struct timespec dl;
-      clock_gettime(CLOCK_REALTIME, &dl);
-      dl.tv_nsec += 200000000L;
-      if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+      struct timespec dl = mono_deadline(200);
       while (hs_busy == HS_MAX && pthread_cond_timedwait(&hs_cv, &hs_lk, &dl) == 0) {}
     }
     int k = -1;
@@ -549,11 +589,8 @@ static __attribute__((noreturn)) void accept_loop(int ls) {
 /* The supervisor is gone (parent-death signal, end of stdin): apply nothing more and exit. The primary sees the
  * connection end and goes degraded; an apply in progress (bounded wait for it) completes first. */
 static void secondary_parent_gone(const char *why) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_nsec += 500000000L;
-  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
-  int locked = pthread_mutex_timedlock(&apply_lk, &dl) == 0;
+  struct timespec dl = mono_deadline(500);
+  int locked = pthread_mutex_clocklock(&apply_lk, CLOCK_MONOTONIC, &dl) == 0;
   S.stopping = 1;
   (void)locked; /* kept: the process ends below, no apply starts after this point */
   emit("{\"event\":\"stopped\",\"rc\":0,\"reason\":%s}", jstr(why));
@@ -573,6 +610,7 @@ int run_secondary(int argc, char **argv) {
   char *listen_at = NULL, *keyf = NULL;
   int o;
   if (parent_watch_setup()) { fprintf(stderr, "holdfast-replicator: parent gone before start\n"); return 3; }
+  pthread_cond_init(&hs_cv, &mono_cond);
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (o == 'b') S.backing = realpath(optarg, NULL);
     else if (o == 'l') listen_at = optarg;

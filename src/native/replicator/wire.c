@@ -33,6 +33,22 @@ int write_full(int fd, const void *buf, size_t len) {
   return 0;
 }
 
+int fsync_parent(const char *path) {
+  char d[4200];
+  const char *s = strrchr(path, '/');
+  if (!s) snprintf(d, sizeof d, ".");
+  else if (s == path) snprintf(d, sizeof d, "/");
+  else if ((size_t)(s - path) >= sizeof d) { errno = ENAMETOOLONG; return -1; }
+  else snprintf(d, sizeof d, "%.*s", (int)(s - path), path);
+  int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int r = fsync(fd);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return r;
+}
+
 int read_full(int fd, void *buf, size_t len) {
   uint8_t *p = buf;
   while (len) {
@@ -324,7 +340,9 @@ int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char *
 }
 
 static pthread_mutex_t emit_lock = PTHREAD_MUTEX_INITIALIZER;
+int emit_quiet;
 void emit(const char *fmt, ...) {
+  if (emit_quiet) return;
   va_list ap;
   va_start(ap, fmt);
   pthread_mutex_lock(&emit_lock);
@@ -356,6 +374,20 @@ uint64_t now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+pthread_condattr_t mono_cond;
+void mono_setup(void) {
+  pthread_condattr_init(&mono_cond);
+  pthread_condattr_setclock(&mono_cond, CLOCK_MONOTONIC);
+}
+struct timespec mono_deadline(long ms) {
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += ms / 1000;
+  dl.tv_nsec += (ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+  return dl;
 }
 
 const char *rel(const char *path) { return path[0] == '/' && path[1] ? path + 1 : "."; }
