@@ -1,4 +1,4 @@
-// npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR] [--inject no-witness]
+// npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR] [--inject no-witness|no-hook-guard]
 //
 // The chaos suite: a farm of 3 nodes and a mirror of 2 nodes (real processes, real kernel, in network namespaces;
 // bench/helpers/chaos-run.ts), a seeded random schedule of faults played on both for N minutes (SIGKILL then
@@ -7,7 +7,9 @@
 // a convergence check. The seed is printed first; the schedule is written to DIR/schedule.json (default
 // /tmp/holdfast-chaos-<seed>); `--seed S` or `--replay DIR/schedule.json` plays it again. Prints a summary, then as
 // the very last line one JSON object {"bench":"chaos",...}. Exit code 1 on any violation.
-// `--inject no-witness` starts the mirror without its split-brain protection: the suite must then report violations.
+// `--inject no-witness` starts the mirror without its split-brain protection, `--inject no-hook-guard` kills the hook
+// guards with the daemon in killDaemon faults (what the hooks started outlives it until its restart): the suite
+// must then report violations.
 import { randomInt } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,13 +24,13 @@ const { values } = parseArgs({
     seed: { type: "string" },
     replay: { type: "string" },
     out: { type: "string" },
-    /** A deliberate bug the suite must catch: "no-witness" (mirror nodes without split-brain protection). */
+    /** A deliberate bug the suite must catch: "no-witness" (mirror nodes without split-brain protection), "no-hook-guard". */
     inject: { type: "string" },
   },
 });
 const minutes = Number(values.minutes);
-if (!(minutes > 0 && minutes <= 600) || (values.inject !== undefined && values.inject !== "no-witness")) {
-  console.error("usage: npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR] [--inject no-witness]   (N in (0, 600])");
+if (!(minutes > 0 && minutes <= 600) || (values.inject !== undefined && values.inject !== "no-witness" && values.inject !== "no-hook-guard")) {
+  console.error("usage: npm run chaos -- --minutes N [--seed S] [--replay FILE] [--out DIR] [--inject no-witness|no-hook-guard]   (N in (0, 600])");
   process.exit(2);
 }
 const schedule = values.replay
@@ -40,7 +42,7 @@ const injected = values.inject ? ` --inject ${values.inject}` : "";
 const replay = `npm run chaos -- --minutes ${minutes} ${values.replay ? `--replay ${values.replay}` : `--seed ${seed}`}${injected}`;
 console.log(`chaos: seed ${seed}, ${minutes} min of faults; schedule in ${join(outDir, "schedule.json")}; replay: ${replay}`);
 
-const r = await runChaos({ schedule, runMs: minutes * 60_000, outDir, log: (s) => console.log(s), ...(values.inject === "no-witness" ? { inject: "no-witness" as const } : {}) });
+const r = await runChaos({ schedule, runMs: minutes * 60_000, outDir, log: (s) => console.log(s), ...(values.inject === "no-witness" || values.inject === "no-hook-guard" ? { inject: values.inject } : {}) });
 
 const row = (k: string, v: string | number) => console.log(`  ${k.padEnd(34)} ${v}`);
 console.log("\nchaos summary");

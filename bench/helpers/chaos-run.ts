@@ -52,9 +52,10 @@ export interface ChaosOptions {
   log?: (line: string) => void;
   /**
    * A deliberate bug, to show that the suite catches it: "no-witness" starts the mirror nodes without their witness
-   * (no split-brain checker), so a cut-off primary stays primary while its peer takes over.
+   * (no split-brain checker), so a cut-off primary stays primary while its peer takes over; "no-hook-guard" kills
+   * the hook guards with the daemon in killDaemon faults, so what the hooks started outlives it until its restart.
    */
-  inject?: "no-witness";
+  inject?: "no-witness" | "no-hook-guard";
   /**
    * How the mirror nodes' split-brain checker uses the witness (the client namespace): "arbiter" (default) runs
    * examples/witness.ts there and the nodes hold its lease (--arbiter), so two nodes cut from each other that both
@@ -370,7 +371,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         log(`${rel(Date.now())} ${label}`);
         const w: FaultWindow = { node: f.node, from: Date.now(), to: Number.POSITIVE_INFINITY, label, split: f.kind === "partition" || f.kind === "oneWay" || f.kind === "linkDown" };
         farmWindows.push(w);
-        await farmFault(fl, fc, f, log, (p) => previousRoles.push(...p.map((x) => ({ ...x, label }))));
+        await farmFault(fl, fc, f, log, (p) => previousRoles.push(...p.map((x) => ({ ...x, label }))), o.inject === "no-hook-guard");
         const healed = Date.now();
         w.to = healed + graceMs;
         if (w.split) {
@@ -406,7 +407,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         const w: FaultWindow = { node: node.id, from: Date.now(), to: Number.POSITIVE_INFINITY, label };
         mirrorWindows.push(w);
         const peer = mc.nodes[1 - idx] as ClusterNode;
-        await mirrorFault(ml, mc, f, node, peer, mirrorClient, mirrorVip, log, (p) => previousRoles.push(...p.map((x) => ({ ...x, label }))));
+        await mirrorFault(ml, mc, f, node, peer, mirrorClient, mirrorVip, log, (p) => previousRoles.push(...p.map((x) => ({ ...x, label }))), o.inject === "no-hook-guard");
         w.to = Date.now() + graceMs;
         mirrorDone++;
         byKind[`mirror.${f.kind}`] = (byKind[`mirror.${f.kind}`] ?? 0) + 1;
@@ -538,7 +539,15 @@ function appProcesses(host: LabHost): { pid: number; start: number }[] {
 type PreviousRoles = (p: Omit<PreviousRoleProcess, "label">[]) => void;
 
 /** The faults a farm node and a mirror node share: kill (then restart), the daemon alone killed, stop/cont, link down/up. */
-async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode, kind: "kill" | "killDaemon" | "stop" | "linkDown", holdMs: number, previous: PreviousRoles): Promise<void> {
+async function nodeFault(
+  lab: Lab,
+  cluster: MembershipCluster,
+  node: ClusterNode,
+  kind: "kill" | "killDaemon" | "stop" | "linkDown",
+  holdMs: number,
+  previous: PreviousRoles,
+  noHookGuard = false,
+): Promise<void> {
   const h = node.host;
   if (kind === "kill") {
     lab.signalHost(h, "SIGKILL");
@@ -549,8 +558,21 @@ async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode
   if (kind === "killDaemon") {
     // The daemon process alone: its helper and the application its hooks started live on unless holdfast ends them.
     const apps = appProcesses(h);
+    const daemon = node.proc?.pid;
+    if (noHookGuard && daemon !== undefined) {
+      // The injected bug: the hook guards go first (the daemon frozen, so that it cannot start them again), and
+      // what the hooks started outlives the daemon until its restart cleans it up.
+      process.kill(daemon, "SIGSTOP");
+      for (const pid of pidsInNamespaces([h.ns])) {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("holdfast-hook-guard")) process.kill(pid, "SIGKILL");
+        } catch {
+          /* gone meanwhile */
+        }
+      }
+    }
     const from = Date.now();
-    if (node.proc) process.kill(node.proc.pid, "SIGKILL"); // the process only, not its group
+    if (daemon !== undefined) process.kill(daemon, "SIGKILL"); // the process only, not its group
     previous(apps.map((a) => ({ node: node.id, pid: a.pid, start: a.start, from })));
     await sleep(holdMs);
     await cluster.restart(node);
@@ -566,7 +588,7 @@ async function nodeFault(lab: Lab, cluster: MembershipCluster, node: ClusterNode
   }
 }
 
-async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log: (s: string) => void, previous: PreviousRoles): Promise<void> {
+async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log: (s: string) => void, previous: PreviousRoles, noHookGuard: boolean): Promise<void> {
   const node = cluster.node(f.node);
   const h = node.host;
   const peers = lab.nodes.filter((x) => x.ns !== h.ns);
@@ -575,7 +597,7 @@ async function farmFault(lab: Lab, cluster: MembershipCluster, f: FarmFault, log
     case "killDaemon":
     case "stop":
     case "linkDown":
-      return nodeFault(lab, cluster, node, f.kind, f.holdMs, previous);
+      return nodeFault(lab, cluster, node, f.kind, f.holdMs, previous, noHookGuard);
     case "oneWay":
     case "partition":
       for (const p of peers) {
@@ -604,6 +626,7 @@ async function mirrorFault(
   vip: string,
   log: (s: string) => void,
   previous: PreviousRoles,
+  noHookGuard: boolean,
 ): Promise<void> {
   const h = node.host;
   switch (f.kind) {
@@ -611,7 +634,7 @@ async function mirrorFault(
     case "killDaemon":
     case "stop":
     case "linkDown":
-      return nodeFault(lab, cluster, node, f.kind, f.holdMs, previous);
+      return nodeFault(lab, cluster, node, f.kind, f.holdMs, previous, noHookGuard);
     case "oneWay":
       if (f.direction === "in") await lab.drop(peer.host, h, { oneWay: true });
       else await lab.drop(h, peer.host, { oneWay: true });
