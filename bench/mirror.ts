@@ -2,7 +2,8 @@
 //
 //   npm run bench:mirror [-- --trials 10 --seq-mib 256 --fsyncs 500 --files 2000 --pgbench-seconds 10]
 //
-// 1. Data path, one machine (the secondary on loopback, src/mirror/testing.ts; same disk): a local directory vs the
+// 1. Data path, one machine (the built package's FileReplicator, dist/, as a vendor's program uses it; the secondary
+//    on loopback, startLoopbackPair of holdfast/testing; same disk): a local directory vs the
 //    replicated FUSE mount (synchronous replication) vs the same mount with no secondary (ALONE: every
 //    change goes to the extent log): 1 MiB sequential writes (MB/s, fsync at the end), 4 KiB write + fdatasync
 //    latency (p50/p99), create+unlink rate. A FUSE mount without replication has no mode of its own in the
@@ -45,11 +46,17 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { FileReplicator } from "../src/mirror/FileReplicator.js";
-import { startLoopbackPair, type LoopbackPair } from "../src/mirror/testing.js";
+import type { FileReplicator } from "../src/mirror/FileReplicator.js";
+import type { LoopbackPair } from "../src/mirror/testing.js";
 import { Lab, type LabHost, type LabProcess } from "../src/testing/lab.js";
 import { mirrorDaemonConfig } from "./helpers/mirror-daemon.js";
 import { MembershipCluster, REPO, type ClusterNode, type NodeLine } from "../test/lab/helpers/membership-cluster.js";
+
+// The data path measured is the built package's (what `npm pack` ships; scripts/with-setup.sh builds it first),
+// typed from the source it is built from.
+const pkg = (await import(join(REPO, "dist", "index.js"))) as typeof import("../src/index.js");
+const pkgTesting = (await import(join(REPO, "dist", "testing", "index.js"))) as typeof import("../src/testing/index.js");
+const { startLoopbackPair } = pkgTesting;
 
 const { values } = parseArgs({
   options: {
@@ -545,7 +552,7 @@ try {
   mkdirSync(join(aloneRoot, "data"));
   mkdirSync(join(aloneRoot, "mnt"));
   writeFileSync(join(aloneRoot, "key"), randomBytes(32), { mode: 0o600 });
-  alone = new FileReplicator({ role: "primary", backingDir: join(aloneRoot, "data"), mountPoint: join(aloneRoot, "mnt"), keyFile: join(aloneRoot, "key"), peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0, permit: "always" });
+  alone = new pkg.FileReplicator({ role: "primary", backingDir: join(aloneRoot, "data"), mountPoint: join(aloneRoot, "mnt"), keyFile: join(aloneRoot, "key"), peer: { host: "127.0.0.1", port: 1 }, restart: false, statsIntervalMs: 0, permit: "always" });
   await alone.start();
   log("data path: mount without a secondary (ALONE)");
   const aloneM = micro(alone.mountPath());
