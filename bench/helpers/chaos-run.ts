@@ -279,11 +279,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     });
     const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
     let writerFailed = 0;
-    const writerDone = follow<{ acked?: number; failed?: number; node?: string; app?: string; t: number }>(writer, (x) => {
+    const writerErrorsFrom: { t: number; app: string; what: string }[] = [];
+    const writerDone = follow<{ acked?: number; failed?: number; node?: string; app?: string; err?: string; t: number }>(writer, (x) => {
       if (x.acked !== undefined) {
         acked.push(x.acked);
         ackedBy.set(x.acked, { node: x.node ?? "?", t: x.t, ...(x.app !== undefined ? { app: x.app } : {}) });
-      } else if (x.failed !== undefined) writerFailed++;
+      } else if (x.failed !== undefined) {
+        writerFailed++;
+        if (x.app !== undefined) writerErrorsFrom.push({ t: x.t, app: x.app, what: `mirror append ${x.failed} refused (${x.err})` });
+      }
     });
 
     // Lost writes: every id acknowledged so far must be in the current primary's copy. Serialised.
@@ -446,8 +450,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await Promise.race([captureDone, sleep(3_000)]);
 
     const windows = [...farmWindows];
-    // Every answer that names its process: the writer's acknowledgements, the farm's requests and streams.
+    // Every answer that names its process: the writer's acknowledgements and refusals, the farm's requests and streams.
     const answers = [
+      ...writerErrorsFrom,
       ...[...ackedBy].flatMap(([id, a]) => (a.app ? [{ t: a.t, app: a.app, what: `mirror append ${id} acknowledged by ${a.node}` }] : [])),
       ...probes.flatMap((p) => (p.ok && p.app ? [{ t: p.end ?? p.t, app: p.app, what: `farm request answered by ${p.node}` }] : [])),
       ...streams.flatMap((x) => (x.app ? [{ t: x.end, app: x.app, what: `farm stream served by ${x.node} (${x.complete ? "complete" : "broken"})` }] : [])),

@@ -1,8 +1,8 @@
 // The chaos suite's mirror writer, run in the client namespace (the witness): appends records through the VIP
 // (POST /append?id=N, acknowledged by examples/mirror-node.ts only after fdatasync and replication), one at a
 // time. Bounded: stops after `maxMs` or on SIGTERM (after the request in flight), prints {"type":"done"}.
-// Lines: {"acked":id,"node":..,"app":"PID START","t":..} or {"failed":id,"err":..,"t":..} (`app`: the answering
-// process, from the demo app's x-holdfast-app header).
+// Lines: {"acked":id,"node":..,"app":"PID START","t":..} or {"failed":id,"err":..,"app":..,"t":..} (`app`: the
+// answering process, from the demo app's x-holdfast-app header; on a failure, when an app answered at all).
 //   node --import tsx chaos-writer.mts '{"vip":"198.18.0.100","port":80,"pauseMs":5,"timeoutMs":2000,"maxMs":600000}'
 import { request } from "node:http";
 
@@ -26,7 +26,7 @@ function post(id: number): Promise<{ ok: boolean; node?: string; app?: string; e
       r.on("data", (d: string) => (b += d));
       const app = r.headers["x-holdfast-app"];
       r.on("end", () =>
-        resolve(r.statusCode === 200 && b.startsWith(`ok ${id} `) ? { ok: true, node: b.trim().split(" ")[2] as string, ...(typeof app === "string" ? { app } : {}) } : { ok: false, err: `status ${r.statusCode}` }),
+        resolve(r.statusCode === 200 && b.startsWith(`ok ${id} `) ? { ok: true, node: b.trim().split(" ")[2] as string, ...(typeof app === "string" ? { app } : {}) } : { ok: false, err: `status ${r.statusCode}`, ...(typeof app === "string" ? { app } : {}) }),
       );
       r.on("error", (e: NodeJS.ErrnoException) => resolve({ ok: false, err: e.code ?? e.message }));
     });
@@ -39,7 +39,7 @@ function post(id: number): Promise<{ ok: boolean; node?: string; app?: string; e
 let id = 1;
 while (running && Date.now() - started < o.maxMs) {
   const r = await post(id);
-  process.stdout.write(JSON.stringify(r.ok ? { acked: id, node: r.node, app: r.app, t: Date.now() } : { failed: id, err: r.err, t: Date.now() }) + "\n");
+  process.stdout.write(JSON.stringify(r.ok ? { acked: id, node: r.node, app: r.app, t: Date.now() } : { failed: id, err: r.err, app: r.app, t: Date.now() }) + "\n");
   id++;
   await new Promise((s) => setTimeout(s, r.ok ? o.pauseMs : 50)); // the write rate, not a synchronisation
 }
