@@ -28,6 +28,8 @@ for cmd in "${!NEED[@]}"; do
 done
 [ -f /usr/include/bpf/libbpf.h ] || missing+=(libbpf-dev)
 [ -f /usr/include/fuse3/fuse.h ] || missing+=(libfuse3-dev)
+# the replication helper's build links OpenSSL 3's libcrypto (headers, pkg-config file)
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
 # the mirror's JavaScript FUSE fallback (fuse-native loads libfuse.so.2)
 ls /usr/lib/*/libfuse.so.2 >/dev/null 2>&1 || missing+=(libfuse2)
 # the farm filter's userspace fallback (NFQUEUE through koffi)
@@ -51,5 +53,5 @@ fi
 # The mirror's replication helper is committed prebuilt; rebuild it when missing or older than its sources.
 helper=src/native/prebuilt/linux-x64/holdfast-replicator
 if [ ! -x "$helper" ] || [ -n "$(find src/native/replicator -newer "$helper" -type f \( -name "*.c" -o -name "*.h" \) 2>/dev/null | head -1)" ]; then
-  if command -v gcc >/dev/null 2>&1 && pkg-config --exists fuse3 2>/dev/null; then bash scripts/build-native.sh; fi
+  if command -v gcc >/dev/null 2>&1 && pkg-config --exists fuse3 libcrypto 2>/dev/null; then bash scripts/build-native.sh; fi
 fi

@@ -109,9 +109,15 @@ export function decodeOp(payload: Buffer): { args: Required<OpArgs>; path: strin
   };
 }
 
-function derive(key: Buffer, label: string, sn: Buffer, cn: Buffer): Buffer {
+/**
+ * HMAC-SHA256(key, label || snonce || cnonce): the handshake proofs (`hf-p`, `hf-s`, `hf-pe`, `hf-se`) and the
+ * session keys (`p2s`, `s2p`, `p2s-aead`, `s2p-aead`) of proto.h. Checked with the C helper against
+ * test/vectors/wire.json.
+ */
+export function deriveKey(key: Buffer, label: string, sn: Buffer, cn: Buffer): Buffer {
   return createHmac("sha256", key).update(label).update(sn).update(cn).digest();
 }
+const derive = deriveKey;
 
 /** A received frame. For acks, `status` is the secondary's errno (0 = applied) and `data` its reply. */
 export interface Frame {
@@ -141,6 +147,64 @@ function gcmIv(ctr: bigint): Buffer {
   const iv = Buffer.alloc(12);
   iv.writeBigUInt64LE(ctr, 4);
   return iv;
+}
+
+/**
+ * One frame as bytes on the wire (proto.h): header, then the payload and HMAC-SHA256(key, ctr64 || header ||
+ * payload), or with `encrypt` the AES-256-GCM ciphertext (iv = 4 zero bytes || ctr64 LE, aad = header) and its tag.
+ * `key` is the direction's session key, `ctr` that direction's frame counter.
+ */
+export function sealFrame(key: Buffer, encrypt: boolean, ctr: bigint, type: number, flags: number, seq: bigint, payload: Buffer): Buffer {
+  const h = Buffer.alloc(HDR_LEN);
+  h.writeUInt32LE(HF_MAGIC, 0);
+  h.writeUInt8(type, 4);
+  h.writeUInt8(flags, 5);
+  h.writeUInt32LE(payload.length, 8);
+  h.writeBigUInt64LE(seq, 16);
+  if (encrypt) {
+    const c = createCipheriv("aes-256-gcm", key, gcmIv(ctr));
+    c.setAAD(h);
+    const body = c.update(payload);
+    const fin = c.final();
+    return Buffer.concat([h, body, fin, c.getAuthTag()]);
+  }
+  const c8 = Buffer.alloc(8);
+  c8.writeBigUInt64LE(ctr);
+  const mac = createHmac("sha256", key).update(c8).update(h).update(payload).digest();
+  return Buffer.concat([h, payload, mac]);
+}
+
+/**
+ * The first frame in `buf` (the inverse of {@link sealFrame}): the frame and its length on the wire, `undefined`
+ * when `buf` does not hold all of it yet, or an error string (malformed, failed authentication).
+ */
+export function openFrame(key: Buffer, encrypt: boolean, ctr: bigint, buf: Buffer): { frame: Frame; size: number } | undefined | string {
+  if (buf.length < HDR_LEN) return undefined;
+  if (buf.readUInt32LE(0) !== HF_MAGIC) return "malformed frame";
+  const len = buf.readUInt32LE(8);
+  const tl = encrypt ? TAG_LEN : MAC_LEN;
+  if (buf.length < HDR_LEN + len + tl) return undefined;
+  const h = buf.subarray(0, HDR_LEN);
+  const body = buf.subarray(HDR_LEN, HDR_LEN + len);
+  const mac = buf.subarray(HDR_LEN + len, HDR_LEN + len + tl);
+  let payload: Buffer;
+  if (encrypt) {
+    try {
+      const d = createDecipheriv("aes-256-gcm", key, gcmIv(ctr));
+      d.setAAD(h);
+      d.setAuthTag(mac);
+      payload = Buffer.concat([d.update(body), d.final()]);
+    } catch {
+      return "frame failed authentication";
+    }
+  } else {
+    const c8 = Buffer.alloc(8);
+    c8.writeBigUInt64LE(ctr);
+    const want = createHmac("sha256", key).update(c8).update(h).update(body).digest();
+    if (!timingSafeEqual(mac, want)) return "frame failed authentication";
+    payload = Buffer.from(body);
+  }
+  return { frame: { type: h.readUInt8(4), flags: h.readUInt8(5), seq: h.readBigUInt64LE(16), payload }, size: HDR_LEN + len + tl };
 }
 
 /**
@@ -253,23 +317,7 @@ export class WireConnection {
 
   /** Encodes one frame (header + payload + MAC) and advances the counter. */
   encode(type: number, flags: number, seq: bigint, payload: Buffer): Buffer {
-    const h = Buffer.alloc(HDR_LEN);
-    h.writeUInt32LE(HF_MAGIC, 0);
-    h.writeUInt8(type, 4);
-    h.writeUInt8(flags, 5);
-    h.writeUInt32LE(payload.length, 8);
-    h.writeBigUInt64LE(seq, 16);
-    if (this.encrypted) {
-      const c = createCipheriv("aes-256-gcm", this.kTx, gcmIv(this.txCtr++));
-      c.setAAD(h);
-      const body = c.update(payload);
-      const fin = c.final();
-      return Buffer.concat([h, body, fin, c.getAuthTag()]);
-    }
-    const ctr = Buffer.alloc(8);
-    ctr.writeBigUInt64LE(this.txCtr++);
-    const mac = createHmac("sha256", this.kTx).update(ctr).update(h).update(payload).digest();
-    return Buffer.concat([h, payload, mac]);
+    return sealFrame(this.kTx, this.encrypted, this.txCtr++, type, flags, seq, payload);
   }
 
   /** Sends one frame; false when the connection is already closed. */
@@ -296,35 +344,13 @@ export class WireConnection {
 
   private onData(d: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    while (!this.closed && this.buf.length >= HDR_LEN) {
-      if (this.buf.readUInt32LE(0) !== HF_MAGIC) return this.fail("malformed frame");
-      const len = this.buf.readUInt32LE(8);
-      const tl = this.encrypted ? TAG_LEN : MAC_LEN;
-      if (this.buf.length < HDR_LEN + len + tl) return;
-      const h = this.buf.subarray(0, HDR_LEN);
-      const body = this.buf.subarray(HDR_LEN, HDR_LEN + len);
-      const mac = this.buf.subarray(HDR_LEN + len, HDR_LEN + len + tl);
-      let payload: Buffer;
-      if (this.encrypted) {
-        try {
-          const d = createDecipheriv("aes-256-gcm", this.kRx, gcmIv(this.rxCtr));
-          d.setAAD(h);
-          d.setAuthTag(mac);
-          payload = Buffer.concat([d.update(body), d.final()]);
-        } catch {
-          return this.fail("frame failed authentication");
-        }
-      } else {
-        const ctr = Buffer.alloc(8);
-        ctr.writeBigUInt64LE(this.rxCtr);
-        const want = createHmac("sha256", this.kRx).update(ctr).update(h).update(body).digest();
-        if (!timingSafeEqual(mac, want)) return this.fail("frame failed authentication");
-        payload = Buffer.from(body);
-      }
+    while (!this.closed) {
+      const r = openFrame(this.kRx, this.encrypted, this.rxCtr, this.buf);
+      if (r === undefined) return;
+      if (typeof r === "string") return this.fail(r);
       this.rxCtr++;
-      const frame: Frame = { type: h.readUInt8(4), flags: h.readUInt8(5), seq: h.readBigUInt64LE(16), payload };
-      this.buf = this.buf.subarray(HDR_LEN + len + tl);
-      this.onFrame(frame);
+      this.buf = this.buf.subarray(r.size);
+      this.onFrame(r.frame);
     }
   }
 }

@@ -8,13 +8,13 @@
 #include <sys/uio.h>
 #include <time.h>
 #include "proto.h"
-#include "sha256.h"
+#include "crypto.h"
 
 struct conn {
   int fd;
   int aead;               /* 1: frames are AES-256-GCM sealed (--encrypt), 0: HMAC-SHA256 only */
-  hmac_ctx tx, rx;        /* keyed session MAC contexts (copied per frame; plain mode) */
-  void *etx, *erx;        /* EVP_CIPHER_CTX with the direction's key set (aead mode) */
+  EVP_MAC_CTX *mtx, *mrx; /* HMAC-SHA256 keyed with the direction's session key (plain mode) */
+  EVP_CIPHER_CTX *etx, *erx; /* AES-256-GCM with the direction's key set (aead mode) */
   uint8_t *txbuf;         /* ciphertext of the frame being sent (aead mode; under tx_lock / the sender's lock) */
   size_t txcap;
   uint8_t *rbuf;          /* received bytes not yet consumed (one reader thread per connection) */
@@ -37,10 +37,6 @@ int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, st
 int handshake_secondary(int fd, const uint8_t *key, size_t keylen, int encrypt, struct conn *c, const char **why);
 /* Frees what a handshake allocated (cipher contexts, buffers); does not close the fd. */
 void conn_destroy(struct conn *c);
-/* NULL when AES-256-GCM is usable (libcrypto.so.3 found), else a message saying what is missing. */
-const char *aead_unavailable(void);
-/* Known-answer test of the AES-256-GCM wrapper (NIST GCM test case 16 style): failures, or 0; -1 = no libcrypto. */
-int aead_selftest(void);
 /* Sends one frame: header + the concatenation of iov + MAC. Caller holds c->tx_lock if shared. 0 or -1. */
 int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const struct iovec *iov, int iovcnt);
 /* Receives one frame; *payload is malloc'd (caller frees). 0, or -1 on EOF/error/bad MAC (*why says). */
@@ -101,6 +97,9 @@ int stdin_is_channel(void);
 int run_primary(int argc, char **argv);
 /* selftest parts (primary.c, secondary.c): failures, 0 when all pass */
 int durability_selftest(void);
+/* Checks the handshake proofs, session keys and frames of a test/vectors/wire.json file through the real code
+ * (derive, conn_init, send_frame, recv_frame); *checked = vectors checked. Failures, 0 when all pass. */
+int vectors_selftest(const char *path, int *checked);
 int state_selftest(void);
 /* 1: emit() prints nothing (selftest runs failure paths that report themselves) */
 extern int emit_quiet;

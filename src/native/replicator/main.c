@@ -79,10 +79,13 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "secondary")) return run_secondary(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "selftest")) {
     emit_quiet = 1;
-    int f = sha256_selftest() + durability_selftest() + state_selftest(), a = aead_selftest();
-    if (a > 0) f += a;
-    printf("{\"event\":\"selftest\",\"failures\":%d,\"sha256\":\"%s\",\"aead\":%s,\"hdr\":%zu,\"args\":%zu}\n", f,
-           sha256_impl(), a < 0 ? "false" : "true", sizeof(struct hf_hdr), sizeof(struct hf_args));
+    int f = crypto_selftest() + durability_selftest() + state_selftest(), nv = 0;
+    /* selftest --vectors FILE: also the shared wire vectors (test/vectors/wire.json) */
+    if (argc >= 4 && !strcmp(argv[2], "--vectors")) f += vectors_selftest(argv[3], &nv);
+    printf("{\"event\":\"selftest\",\"failures\":%d,\"crypto\":%s,\"hdr\":%zu,\"args\":%zu", f,
+           jstr(crypto_version()), sizeof(struct hf_hdr), sizeof(struct hf_args));
+    if (nv) printf(",\"vectors\":%d", nv);
+    printf("}\n");
     return f ? 1 : 0;
   }
   if (argc >= 2 && !strcmp(argv[1], "match")) return run_match(argc - 1, argv + 1);

@@ -70,7 +70,11 @@ int log_append(const struct op *o) {
   uint32_t m = LOG_MAGIC;
   memcpy(rec, &m, 4);
   memcpy(rec + 4, &blen, 4);
-  sha256(b, blen, rec + 8);
+  if (sha256(b, blen, rec + 8) < 0) {
+    free(rec);
+    log_lost(ENOMEM, "extent log append failed: SHA-256 failed");
+    return ENOMEM;
+  }
   off_t end = lseek(G.logfd, 0, SEEK_END);
   int err = 0;
   if (write_full(G.logfd, rec, 40 + blen) < 0) {
@@ -1186,10 +1190,6 @@ int run_primary(int argc, char **argv) {
   if (!G.peer_host) { perror("holdfast-replicator"); return 2; }
   G.peer_port = colon + 1;
   if (!G.standalone) G.keylen = load_key(keyf, G.key, sizeof G.key);
-  if (G.encrypt && !G.standalone && aead_unavailable()) {
-    fprintf(stderr, "holdfast-replicator: %s\n", aead_unavailable());
-    return 2;
-  }
   umask(0);
   G.bfd = open(G.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (G.bfd < 0) { perror(G.backing); return 2; }

@@ -336,8 +336,7 @@ static int compare_file(uint64_t gen, struct dirty *d, uint8_t *buf, uint64_t *d
     if (fd >= 0) close(fd);
     if (n <= 0) { pthread_mutex_unlock(&G.lk); break; }
     uint8_t h[32];
-    sha256(buf, (size_t)n, h);
-    int same = off / BLOCK < nsum && !memcmp(h, sums + (off / BLOCK) * 32, 32);
+    int same = sha256(buf, (size_t)n, h) == 0 && off / BLOCK < nsum && !memcmp(h, sums + (off / BLOCK) * 32, 32);
     if (!same) {
       struct hf_args w = {.off = off, .len = (uint64_t)n, .data_len = (uint32_t)n, .mtime_ns = UTIME_OMIT};
       if (!G.connected || G.gen != gen || send_nowait(HF_WRITE, &w, d->path, NULL, buf) < 0) rc = -1;
@@ -425,7 +424,7 @@ static int replay_log(void) {
     memcpy(&blen, L + o + 4, 4);
     if (m != 0x524c4648u || o + 40 + blen > size) break; /* torn tail */
     uint8_t *b = L + o + 40, h[32];
-    sha256(b, blen, h);
+    if (sha256(b, blen, h) < 0) { free(L); oom = 1; return -1; }
     if (memcmp(h, L + o + 8, 32)) break;
     uint8_t type = b[0];
     uint64_t ino;

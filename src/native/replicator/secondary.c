@@ -46,7 +46,8 @@ static int fq_busy;
 static void send_ack(struct conn *c, uint64_t seq, int32_t status, const void *data, uint32_t len) {
   struct iovec v[2] = {{&status, 4}, {(void *)data, len}};
   pthread_mutex_lock(&c->tx_lock);
-  send_frame(c, HF_ACK, 0, seq, v, len ? 2 : 1); /* a failed send shows up as EOF on the reader */
+  /* a failed send ends the stream (the reader sees EOF): an ack is never dropped silently */
+  if (send_frame(c, HF_ACK, 0, seq, v, len ? 2 : 1) < 0) shutdown(c->fd, SHUT_RDWR);
   pthread_mutex_unlock(&c->tx_lock);
 }
 
@@ -362,8 +363,7 @@ static int apply(struct conn *c, const struct hf_hdr *h, const uint8_t *pl) {
     for (uint64_t off = 0; !r && fd >= 0 && off < size; off += bs) {
       ssize_t n = pread(fd, blk, bs, (off_t)off);
       if (n <= 0) break;
-      sha256(blk, (size_t)n, sum);
-      if (buf_add(&b, sum, 32) < 0) r = ENOMEM;
+      if (sha256(blk, (size_t)n, sum) < 0 || buf_add(&b, sum, 32) < 0) r = ENOMEM;
     }
     free(blk);
     if (fd >= 0) close(fd);
@@ -621,7 +621,6 @@ int run_secondary(int argc, char **argv) {
   }
   if (!S.backing || !listen_at || !keyf) usage();
   S.keylen = load_key(keyf, S.key, sizeof S.key);
-  if (S.encrypt && aead_unavailable()) { fprintf(stderr, "holdfast-replicator: %s\n", aead_unavailable()); return 2; }
   umask(0);
   S.bfd = open(S.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (S.bfd < 0) { perror(S.backing); return 2; }

@@ -1,5 +1,4 @@
 #include "common.h"
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -13,6 +12,7 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 
 size_t load_key(const char *path, uint8_t *key, size_t cap) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -60,108 +60,12 @@ int read_full(int fd, void *buf, size_t len) {
   return 0;
 }
 
-/* ---------- AES-256-GCM through libcrypto (dlopen'ed: the helper links only libfuse3) ---------- */
-#define EVP_CTRL_GCM_GET_TAG 0x10
-#define EVP_CTRL_GCM_SET_TAG 0x11
-static struct {
-  void *(*ctx_new)(void);
-  void (*ctx_free)(void *);
-  const void *(*gcm)(void);
-  int (*einit)(void *, const void *, void *, const uint8_t *, const uint8_t *);
-  int (*eupd)(void *, uint8_t *, int *, const uint8_t *, int);
-  int (*efin)(void *, uint8_t *, int *);
-  int (*dinit)(void *, const void *, void *, const uint8_t *, const uint8_t *);
-  int (*dupd)(void *, uint8_t *, int *, const uint8_t *, int);
-  int (*dfin)(void *, uint8_t *, int *);
-  int (*ctrl)(void *, int, int, void *);
-  int ok;
-} E;
-static pthread_once_t e_once = PTHREAD_ONCE_INIT;
-static void e_load(void) {
-  const char *off = getenv("HF_NO_LIBCRYPTO"); /* tests: behave as on a machine without libcrypto */
-  if (off && *off && strcmp(off, "0")) return;
-  void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
-  if (!h) return;
-#define SYM(f, n) *(void **)(&E.f) = dlsym(h, n)
-  SYM(ctx_new, "EVP_CIPHER_CTX_new"); SYM(ctx_free, "EVP_CIPHER_CTX_free"); SYM(gcm, "EVP_aes_256_gcm");
-  SYM(einit, "EVP_EncryptInit_ex"); SYM(eupd, "EVP_EncryptUpdate"); SYM(efin, "EVP_EncryptFinal_ex");
-  SYM(dinit, "EVP_DecryptInit_ex"); SYM(dupd, "EVP_DecryptUpdate"); SYM(dfin, "EVP_DecryptFinal_ex");
-  SYM(ctrl, "EVP_CIPHER_CTX_ctrl");
-#undef SYM
-  E.ok = E.ctx_new && E.ctx_free && E.gcm && E.einit && E.eupd && E.efin && E.dinit && E.dupd && E.dfin && E.ctrl;
-}
-const char *aead_unavailable(void) {
-  pthread_once(&e_once, e_load);
-  return E.ok ? NULL : "--encrypt needs libcrypto.so.3 (OpenSSL 3; Debian package libssl3), which was not found";
-}
-static void *aead_ctx(const uint8_t key[32], int enc) {
-  void *x = E.ctx_new();
-  if (!x) return NULL;
-  if ((enc ? E.einit : E.dinit)(x, E.gcm(), NULL, key, NULL) != 1) { E.ctx_free(x); return NULL; }
-  return x;
-}
-static void aead_iv(uint64_t ctr, uint8_t iv[12]) {
-  memset(iv, 0, 4);
-  memcpy(iv + 4, &ctr, 8); /* little-endian (x86-64/arm64), as every integer on the wire */
-}
-/* Seals the concatenation of iov into out (same length) and writes the tag. 0 or -1. */
-static int aead_seal(void *x, uint64_t ctr, const void *aad, size_t aadlen, const struct iovec *iov, int iovcnt,
-                     uint8_t *out, uint8_t tag[HF_TAG_LEN]) {
-  uint8_t iv[12];
-  int n;
-  aead_iv(ctr, iv);
-  if (E.einit(x, NULL, NULL, NULL, iv) != 1 || E.eupd(x, NULL, &n, aad, (int)aadlen) != 1) return -1;
-  for (int i = 0; i < iovcnt; i++) {
-    if (!iov[i].iov_len) continue;
-    if (E.eupd(x, out, &n, iov[i].iov_base, (int)iov[i].iov_len) != 1) return -1;
-    out += n;
-  }
-  if (E.efin(x, out, &n) != 1) return -1;
-  return E.ctrl(x, EVP_CTRL_GCM_GET_TAG, HF_TAG_LEN, tag) == 1 ? 0 : -1;
-}
-/* Opens buf (len bytes, in place) against tag. 0, or -1 when the tag does not verify. */
-static int aead_open(void *x, uint64_t ctr, const void *aad, size_t aadlen, uint8_t *buf, size_t len,
-                     const uint8_t tag[HF_TAG_LEN]) {
-  uint8_t iv[12], t[HF_TAG_LEN];
-  int n;
-  aead_iv(ctr, iv);
-  memcpy(t, tag, HF_TAG_LEN);
-  if (E.dinit(x, NULL, NULL, NULL, iv) != 1 || E.dupd(x, NULL, &n, aad, (int)aadlen) != 1) return -1;
-  if (len && E.dupd(x, buf, &n, buf, (int)len) != 1) return -1;
-  if (E.ctrl(x, EVP_CTRL_GCM_SET_TAG, HF_TAG_LEN, t) != 1) return -1;
-  return E.dfin(x, buf + len, &n) == 1 ? 0 : -1;
-}
-int aead_selftest(void) {
-  if (aead_unavailable()) return -1;
-  /* NIST SP 800-38D / McGrew-Viega GCM test case 14: AES-256, zero key, zero IV, one zero block */
-  static const uint8_t ct[16] = {0xce, 0xa7, 0x40, 0x3d, 0x4d, 0x60, 0x6b, 0x6e, 0x07, 0x4e, 0xc5, 0xd3, 0xba, 0xf3, 0x9d, 0x18};
-  static const uint8_t tg[16] = {0xd0, 0xd1, 0xc8, 0xa7, 0x99, 0x99, 0x6b, 0xf0, 0x26, 0x5b, 0x98, 0xb5, 0xd4, 0x8a, 0xb9, 0x19};
-  uint8_t key[32] = {0}, pt[16] = {0}, out[16], tag[16];
-  int fails = 0;
-  void *e = aead_ctx(key, 1), *d = aead_ctx(key, 0);
-  struct iovec v = {pt, 16};
-  if (!e || !d || aead_seal(e, 0, "", 0, &v, 1, out, tag) < 0) fails++;
-  else {
-    fails += memcmp(out, ct, 16) != 0;
-    fails += memcmp(tag, tg, 16) != 0;
-    fails += aead_open(d, 0, "", 0, out, 16, tag) != 0 || memcmp(out, pt, 16) != 0;
-    out[3] ^= 1;
-    fails += aead_open(d, 0, "", 0, out, 16, tag) == 0; /* altered ciphertext must fail */
-  }
-  if (e) E.ctx_free(e);
-  if (d) E.ctx_free(d);
-  return fails;
-}
-
 /* ---------- handshake ---------- */
-static void derive(const uint8_t *key, size_t keylen, const char *label, const uint8_t *sn, const uint8_t *cn,
-                   uint8_t out[32]) {
-  hmac_ctx h;
-  hmac_init(&h, key, keylen);
-  hmac_update(&h, label, strlen(label));
-  hmac_update(&h, sn, HF_NONCE_LEN);
-  hmac_update(&h, cn, HF_NONCE_LEN);
-  hmac_final(&h, out);
+/* HMAC-SHA256(K, label || snonce || cnonce): handshake proofs and session keys (proto.h). 0 or -1. */
+static int derive(const uint8_t *key, size_t keylen, const char *label, const uint8_t *sn, const uint8_t *cn,
+                  uint8_t out[32]) {
+  struct iovec v[3] = {{(void *)label, strlen(label)}, {(void *)sn, HF_NONCE_LEN}, {(void *)cn, HF_NONCE_LEN}};
+  return hmac_sha256v(key, keylen, v, 3, out);
 }
 
 static int conn_init(struct conn *c, int fd, const uint8_t *key, size_t keylen, const uint8_t *sn,
@@ -170,26 +74,30 @@ static int conn_init(struct conn *c, int fd, const uint8_t *key, size_t keylen, 
   memset(c, 0, sizeof *c);
   c->fd = fd;
   c->aead = encrypt;
+  if (derive(key, keylen, encrypt ? "p2s-aead" : "p2s", sn, cn, kps) < 0 ||
+      derive(key, keylen, encrypt ? "s2p-aead" : "s2p", sn, cn, ksp) < 0)
+    return -1;
   if (encrypt) {
-    derive(key, keylen, "p2s-aead", sn, cn, kps);
-    derive(key, keylen, "s2p-aead", sn, cn, ksp);
-    c->etx = aead_ctx(primary ? kps : ksp, 1);
-    c->erx = aead_ctx(primary ? ksp : kps, 0);
-    if (!c->etx || !c->erx) { conn_destroy(c); return -1; }
+    c->etx = aead_new(primary ? kps : ksp, 1);
+    c->erx = aead_new(primary ? ksp : kps, 0);
   } else {
-    derive(key, keylen, "p2s", sn, cn, kps);
-    derive(key, keylen, "s2p", sn, cn, ksp);
-    hmac_init(&c->tx, primary ? kps : ksp, 32);
-    hmac_init(&c->rx, primary ? ksp : kps, 32);
+    c->mtx = mac_new(primary ? kps : ksp, 32);
+    c->mrx = mac_new(primary ? ksp : kps, 32);
   }
+  OPENSSL_cleanse(kps, sizeof kps);
+  OPENSSL_cleanse(ksp, sizeof ksp);
+  if (encrypt ? !c->etx || !c->erx : !c->mtx || !c->mrx) { conn_destroy(c); return -1; }
   c->tx_ctr = c->rx_ctr = 0;
   pthread_mutex_init(&c->tx_lock, NULL);
   return 0;
 }
 
 void conn_destroy(struct conn *c) {
-  if (c->etx) E.ctx_free(c->etx);
-  if (c->erx) E.ctx_free(c->erx);
+  aead_free(c->etx);
+  aead_free(c->erx);
+  mac_free(c->mtx);
+  mac_free(c->mrx);
+  c->mtx = c->mrx = NULL;
   free(c->txbuf);
   free(c->rbuf);
   c->rbuf = NULL;
@@ -207,7 +115,7 @@ int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, st
   const uint8_t *sn = hello + 4;
   if (getrandom(out, HF_NONCE_LEN, 0) != HF_NONCE_LEN) { *why = "getrandom failed"; return -1; }
   /* our proof carries our setting, so a secondary set differently can say so too */
-  derive(key, keylen, encrypt ? "hf-pe" : "hf-p", sn, out, out + HF_NONCE_LEN);
+  if (derive(key, keylen, encrypt ? "hf-pe" : "hf-p", sn, out, out + HF_NONCE_LEN) < 0) { *why = "HMAC failed"; return -1; }
   if (write_full(fd, out, sizeof out) < 0) { *why = "send failed"; return -1; }
   if ((magic == HF_MAGIC_ENC) != !!encrypt) {
     *why = encrypt ? "encryption mismatch: this primary uses --encrypt, the secondary does not"
@@ -215,7 +123,7 @@ int handshake_primary(int fd, const uint8_t *key, size_t keylen, int encrypt, st
     return -1;
   }
   if (read_full(fd, mac, 32) < 0) { *why = "secondary refused the key (connection closed)"; return -1; }
-  derive(key, keylen, encrypt ? "hf-se" : "hf-s", sn, out, want);
+  if (derive(key, keylen, encrypt ? "hf-se" : "hf-s", sn, out, want) < 0) { *why = "HMAC failed"; return -1; }
   if (mac_differs(mac, want)) { *why = "secondary failed authentication"; return HS_REFUSED; }
   if (conn_init(c, fd, key, keylen, sn, out, 1, encrypt) < 0) { *why = "cipher set-up failed"; return -1; }
   return 0;
@@ -228,15 +136,15 @@ int handshake_secondary(int fd, const uint8_t *key, size_t keylen, int encrypt, 
   if (getrandom(hello + 4, HF_NONCE_LEN, 0) != HF_NONCE_LEN) { *why = "getrandom failed"; return -1; }
   if (write_full(fd, hello, sizeof hello) < 0) { *why = "send failed"; return -1; }
   if (read_full(fd, in, sizeof in) < 0) { *why = "no answer from peer"; return -1; }
-  derive(key, keylen, encrypt ? "hf-pe" : "hf-p", hello + 4, in, want);
+  if (derive(key, keylen, encrypt ? "hf-pe" : "hf-p", hello + 4, in, want) < 0) { *why = "HMAC failed"; return -1; }
   if (mac_differs(in + HF_NONCE_LEN, want)) {
-    derive(key, keylen, encrypt ? "hf-p" : "hf-pe", hello + 4, in, want);
+    if (derive(key, keylen, encrypt ? "hf-p" : "hf-pe", hello + 4, in, want) < 0) { *why = "HMAC failed"; return -1; }
     if (mac_differs(in + HF_NONCE_LEN, want)) { *why = "peer failed authentication"; return HS_REFUSED; }
     *why = encrypt ? "encryption mismatch: this secondary uses --encrypt, the primary does not"
                    : "encryption mismatch: the primary uses --encrypt, this secondary does not";
     return -1;
   }
-  derive(key, keylen, encrypt ? "hf-se" : "hf-s", hello + 4, in, want);
+  if (derive(key, keylen, encrypt ? "hf-se" : "hf-s", hello + 4, in, want) < 0) { *why = "HMAC failed"; return -1; }
   if (write_full(fd, want, 32) < 0) { *why = "send failed"; return -1; }
   if (conn_init(c, fd, key, keylen, hello + 4, in, 0, encrypt) < 0) { *why = "cipher set-up failed"; return -1; }
   return 0;
@@ -271,12 +179,12 @@ int send_frame(struct conn *c, uint8_t type, uint8_t flags, uint64_t seq, const 
     struct iovec v[2] = {{&h, sizeof h}, {c->txbuf, len + HF_TAG_LEN}};
     return writev_all(c->fd, v, 2);
   }
-  hmac_ctx m = c->tx;
-  hmac_update(&m, &c->tx_ctr, 8);
-  hmac_update(&m, &h, sizeof h);
-  for (int i = 0; i < iovcnt; i++) hmac_update(&m, iov[i].iov_base, iov[i].iov_len);
+  /* MAC over ctr64 || header || payload (the payload's iovecs: at most 5) */
+  struct iovec mv[7] = {{&c->tx_ctr, 8}, {&h, sizeof h}};
+  int mn = 2;
+  for (int i = 0; i < iovcnt && mn < 7; i++) mv[mn++] = iov[i];
   uint8_t mac[32];
-  hmac_final(&m, mac);
+  if (iovcnt > 5 || mac_compute(c->mtx, mv, mn, mac) < 0) return -1;
   c->tx_ctr++;
   struct iovec v[8];
   int n = 0;
@@ -325,12 +233,9 @@ int recv_frame(struct conn *c, struct hf_hdr *h, uint8_t **payload, const char *
       free(p); *why = "frame failed authentication"; return -1;
     }
   } else {
-    hmac_ctx m = c->rx;
-    hmac_update(&m, &c->rx_ctr, 8);
-    hmac_update(&m, h, sizeof *h);
-    hmac_update(&m, p, h->len);
+    struct iovec mv[3] = {{&c->rx_ctr, 8}, {h, sizeof *h}, {p, h->len}};
     uint8_t mac[32];
-    hmac_final(&m, mac);
+    if (mac_compute(c->mrx, mv, 3, mac) < 0) { free(p); *why = "HMAC failed"; return -1; }
     if (mac_differs(mac, p + h->len)) { free(p); *why = "frame failed authentication"; return -1; }
   }
   c->rx_ctr++;
@@ -502,3 +407,166 @@ int b_lsetxattr(int root, const char *p, const char *name, const void *v, size_t
 ssize_t b_lgetxattr(int root, const char *p, const char *name, void *v, size_t n) { B_XATTR(root, p, lgetxattr(x, name, v, n)); }
 ssize_t b_llistxattr(int root, const char *p, char *list, size_t n) { B_XATTR(root, p, llistxattr(x, list, n)); }
 int b_lremovexattr(int root, const char *p, const char *name) { B_XATTR(root, p, lremovexattr(x, name)); }
+
+/* ---------- shared test vectors (test/vectors/wire.json; `selftest --vectors FILE`) ----------
+ * The same file is checked by test/unit/wire-vectors.test.ts against src/mirror/wire.ts, so both sides are held
+ * to one wire format. A scanner for that file's shape (objects, arrays, strings without escapes, integers), no
+ * general JSON parser. */
+static const char *vj_skip(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' || *p == ',' || *p == ':')) p++;
+  return p;
+}
+/* p at '{' or '[': the position after its matching close, or NULL. */
+static const char *vj_end(const char *p, const char *e) {
+  int depth = 0, str = 0;
+  for (; p < e; p++) {
+    if (str) { if (*p == '\\') p++; else if (*p == '"') str = 0; continue; }
+    if (*p == '"') str = 1;
+    else if (*p == '{' || *p == '[') depth++;
+    else if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
+  }
+  return NULL;
+}
+/* The value of "key" among the members of the object [p, e) (nested members skipped), or NULL. */
+static const char *vj_get(const char *p, const char *e, const char *key) {
+  size_t kl = strlen(key);
+  p = vj_skip(p + 1, e); /* after '{' */
+  while (p < e && *p == '"') {
+    const char *k = p + 1, *q = memchr(k, '"', (size_t)(e - k));
+    if (!q) return NULL;
+    const char *v = vj_skip(q + 1, e);
+    if ((size_t)(q - k) == kl && !memcmp(k, key, kl)) return v;
+    if (*v == '{' || *v == '[') v = vj_end(v, e);
+    else if (*v == '"') { const char *z = memchr(v + 1, '"', (size_t)(e - v - 1)); v = z ? z + 1 : NULL; }
+    else while (v < e && *v != ',' && *v != '}') v++;
+    if (!v) return NULL;
+    p = vj_skip(v, e);
+  }
+  return NULL;
+}
+/* A hex string member into out (at most cap bytes): its length, or -1. */
+static long vj_hex(const char *p, const char *e, const char *key, uint8_t *out, size_t cap) {
+  const char *v = vj_get(p, e, key);
+  if (!v || *v != '"') return -1;
+  size_t n = 0;
+  for (v++; v + 1 < e && *v != '"'; v += 2) {
+    unsigned x;
+    if (n >= cap || sscanf(v, "%2x", &x) != 1) return -1;
+    out[n++] = (uint8_t)x;
+  }
+  return (long)n;
+}
+static int vj_num(const char *p, const char *e, const char *key, uint64_t *out) {
+  const char *v = vj_get(p, e, key);
+  if (!v) return -1;
+  if (!strncmp(v, "true", 4)) { *out = 1; return 0; }
+  if (!strncmp(v, "false", 5)) { *out = 0; return 0; }
+  char *z;
+  *out = strtoull(v, &z, 10);
+  return z == v ? -1 : 0;
+}
+static int vj_fail(const char *what, const char *name) {
+  fprintf(stderr, "selftest vectors: %s (%s)\n", what, name);
+  return 1;
+}
+
+/* One frame: sent by the real send_frame from a connection set up by conn_init (the bytes must be the file's
+ * "wire"), received by recv_frame on the other side's connection (payload back), and with one bit flipped refused. */
+static int vectors_frame(const char *f, const char *fe, const uint8_t *key, size_t keylen, const uint8_t *sn,
+                         const uint8_t *cn, const char *name) {
+  static uint8_t payload[8192], wire[8192], got[8192];
+  uint64_t enc, ctr, type, flags, seq;
+  char dir[8] = "";
+  const char *d = vj_get(f, fe, "dir");
+  if (d && *d == '"') snprintf(dir, sizeof dir, "%.3s", d + 1);
+  long pl = vj_hex(f, fe, "payload", payload, sizeof payload), wl = vj_hex(f, fe, "wire", wire, sizeof wire);
+  if (pl < 0 || wl < 0 || vj_num(f, fe, "encrypt", &enc) || vj_num(f, fe, "ctr", &ctr) || vj_num(f, fe, "type", &type) ||
+      vj_num(f, fe, "flags", &flags) || vj_num(f, fe, "seq", &seq) || (strcmp(dir, "p2s") && strcmp(dir, "s2p")))
+    return vj_fail("malformed frame entry", name);
+  int from_primary = !strcmp(dir, "p2s"), fails = 0;
+  struct conn tx, rx;
+  if (conn_init(&tx, -1, key, keylen, sn, cn, from_primary, (int)enc) < 0 ||
+      conn_init(&rx, -1, key, keylen, sn, cn, !from_primary, (int)enc) < 0)
+    return vj_fail("conn_init failed", name);
+  int p[2];
+  if (pipe(p) < 0) return vj_fail("pipe", name);
+  tx.fd = p[1];
+  tx.tx_ctr = ctr;
+  struct iovec v = {payload, (size_t)pl};
+  if (send_frame(&tx, (uint8_t)type, (uint8_t)flags, seq, &v, 1) < 0) fails += vj_fail("send_frame failed", name);
+  ssize_t n = read(p[0], got, sizeof got);
+  if (n != wl || memcmp(got, wire, (size_t)wl)) fails += vj_fail("sent bytes differ from the vector's wire", name);
+  for (int flip = 0; flip < 2; flip++) {
+    if (flip) wire[wl / 2] ^= 0x10;
+    if (write_full(p[1], wire, (size_t)wl) < 0) { fails += vj_fail("pipe write", name); break; }
+    rx.fd = p[0];
+    rx.rx_ctr = ctr;
+    rx.rpos = rx.rlen = 0;
+    struct hf_hdr h;
+    uint8_t *body = NULL;
+    const char *why;
+    int r = recv_frame(&rx, &h, &body, &why);
+    if (!flip && (r < 0 || h.type != type || h.flags != flags || h.seq != seq || h.len != (uint32_t)pl ||
+                  memcmp(body, payload, (size_t)pl)))
+      fails += vj_fail("recv_frame did not return the vector's frame", name);
+    if (flip && r == 0) fails += vj_fail("recv_frame accepted an altered frame", name);
+    free(body);
+    if (flip && rx.rpos < rx.rlen) rx.rpos = rx.rlen; /* drop what the failed read left */
+  }
+  close(p[0]);
+  close(p[1]);
+  conn_destroy(&tx);
+  conn_destroy(&rx);
+  return fails;
+}
+
+int vectors_selftest(const char *path, int *checked) {
+  *checked = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return vj_fail(strerror(errno), path);
+  static char J[1 << 20];
+  ssize_t jn = read(fd, J, sizeof J - 1);
+  close(fd);
+  if (jn <= 0) return vj_fail("cannot read", path);
+  const char *e = J + jn, *root = vj_skip(J, e);
+  const char *cs = root < e && *root == '{' ? vj_get(root, vj_end(root, e), "cases") : NULL;
+  if (!cs || *cs != '[') return vj_fail("no \"cases\" array", path);
+  const char *cse = vj_end(cs, e);
+  int fails = 0;
+  for (const char *c = vj_skip(cs + 1, cse); c < cse && *c == '{'; c = vj_skip(c, cse)) {
+    const char *ce = vj_end(c, cse);
+    if (!ce) return fails + vj_fail("unterminated case", path);
+    uint8_t key[4096], sn[64], cn[64], want[64], out[32];
+    char name[128] = "?";
+    const char *nm = vj_get(c, ce, "name");
+    if (nm && *nm == '"') { const char *z = memchr(nm + 1, '"', (size_t)(ce - nm - 1)); if (z) snprintf(name, sizeof name, "%.*s", (int)(z - nm - 1), nm + 1); }
+    long kl = vj_hex(c, ce, "key", key, sizeof key);
+    if (kl < 16 || vj_hex(c, ce, "snonce", sn, sizeof sn) != HF_NONCE_LEN || vj_hex(c, ce, "cnonce", cn, sizeof cn) != HF_NONCE_LEN)
+      return fails + vj_fail("malformed case", name);
+    static const char *groups[2] = {"proofs", "keys"};
+    static const char *labels[2][4] = {{"hf-p", "hf-s", "hf-pe", "hf-se"}, {"p2s", "s2p", "p2s-aead", "s2p-aead"}};
+    for (int g = 0; g < 2; g++) {
+      const char *o = vj_get(c, ce, groups[g]);
+      const char *oe = o && *o == '{' ? vj_end(o, ce) : NULL;
+      if (!oe) { fails += vj_fail("missing proofs/keys", name); continue; }
+      for (int i = 0; i < 4; i++) {
+        if (vj_hex(o, oe, labels[g][i], want, sizeof want) != 32) { fails += vj_fail(labels[g][i], name); continue; }
+        if (derive(key, (size_t)kl, labels[g][i], sn, cn, out) < 0 || memcmp(out, want, 32)) fails += vj_fail(labels[g][i], name);
+        ++*checked;
+      }
+    }
+    const char *fs = vj_get(c, ce, "frames");
+    const char *fse = fs && *fs == '[' ? vj_end(fs, ce) : NULL;
+    if (!fse) { fails += vj_fail("no frames", name); c = ce; continue; }
+    for (const char *f = vj_skip(fs + 1, fse); f < fse && *f == '{'; f = vj_skip(f, fse)) {
+      const char *fe = vj_end(f, fse);
+      if (!fe) { fails += vj_fail("unterminated frame", name); break; }
+      fails += vectors_frame(f, fe, key, (size_t)kl, sn, cn, name);
+      ++*checked;
+      f = fe;
+    }
+    c = ce;
+  }
+  if (!*checked) fails += vj_fail("no vectors found", path);
+  return fails;
+}
