@@ -67,7 +67,11 @@ void parent_watch_start(int watch_stdin, void (*on_gone)(const char *why)) {
   gone_cb = on_gone;
   gone_stdin = watch_stdin;
   pthread_t t;
-  pthread_create(&t, NULL, parent_watch_thread, NULL);
+  if (pthread_create(&t, NULL, parent_watch_thread, NULL) != 0) {
+    /* without it the helper could outlive its supervisor: not started at all rather than unwatched */
+    fprintf(stderr, "holdfast-replicator: cannot start the parent watch thread\n");
+    _exit(2);
+  }
 }
 
 int main(int argc, char **argv) {

@@ -984,7 +984,8 @@ static void *link_thread(void *arg) {
     emit("{\"event\":\"connected\"}");
     permit_wake_all(); /* data writes held for a permit may go now: the secondary acks them */
     pthread_t rt;
-    pthread_create(&rt, NULL, resync_thread, (void *)(uintptr_t)gen);
+    int have_rt = pthread_create(&rt, NULL, resync_thread, (void *)(uintptr_t)gen) == 0;
+    if (!have_rt) degrade("cannot start the resync thread"); /* ends the link: the read below fails at once */
     for (;;) {
       struct hf_hdr h;
       uint8_t *pl;
@@ -1009,7 +1010,7 @@ static void *link_thread(void *arg) {
     }
     shutdown(fd, SHUT_RDWR);
     degrade(why);
-    pthread_join(rt, NULL);
+    if (have_rt) pthread_join(rt, NULL);
     pthread_mutex_lock(&G.lk);
     G.c = NULL;
     if (G.gate_closed) { G.gate_closed = 0; pthread_cond_broadcast(&G.gate_cv); }
@@ -1231,9 +1232,12 @@ int run_primary(int argc, char **argv) {
        (int)getpid(), (long long)logsize, unclean ? "true" : "false");
   if (!G.standalone) emit("{\"event\":\"degraded\",\"reason\":\"not connected yet\",\"logged\":0}");
   pthread_t lt, ct, mt;
-  if (!G.standalone) pthread_create(&lt, NULL, link_thread, NULL);
-  if (!G.standalone && G.lazy_mtime) pthread_create(&mt, NULL, mtime_thread, NULL);
-  pthread_create(&ct, NULL, control_thread, NULL);
+  if ((!G.standalone && pthread_create(&lt, NULL, link_thread, NULL) != 0) ||
+      (!G.standalone && G.lazy_mtime && pthread_create(&mt, NULL, mtime_thread, NULL) != 0) ||
+      pthread_create(&ct, NULL, control_thread, NULL) != 0) {
+    fprintf(stderr, "holdfast-replicator: cannot start the helper's threads\n");
+    _exit(2); /* the mount dies with the process; the marker stays: the next start verifies */
+  }
   parent_watch_start(0, primary_parent_gone); /* stdin is the control thread's: its end stops too */
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);

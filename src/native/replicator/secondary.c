@@ -639,7 +639,10 @@ int run_secondary(int argc, char **argv) {
   getsockname(ls, (struct sockaddr *)&ss, &sl);
   int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                             : ((struct sockaddr_in *)&ss)->sin_port);
-  for (int i = 0; i < 4; i++) { pthread_t t; pthread_create(&t, NULL, fsync_worker, NULL); }
+  for (int i = 0; i < 4; i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, fsync_worker, NULL) != 0) { fprintf(stderr, "holdfast-replicator: cannot start the fsync pool\n"); return 2; }
+  }
   /* stdin: a pipe from the supervisor (FileReplicator) is a liveness channel; /dev/null or a tty is not */
   parent_watch_start(stdin_is_channel(), secondary_parent_gone);
   emit("{\"event\":\"listening\",\"port\":%d}", port);
