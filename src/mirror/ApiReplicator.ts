@@ -247,7 +247,9 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
   private _resyncBytes = 0;
   /** The permit's end (performance.now() ms; 0: none), the operations waiting for one, counters. */
   private permitUntil = 0;
-  private permitWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private permitWaiters: { resolve: () => void; reject: (err: Error) => void; syncs0: number }[] = [];
+  /** Resync passes completed: an operation logged before one started is on the secondary once it completes. */
+  private syncs = 0;
   private permitExpiredSaid = false;
   private _permitWaits = 0;
 
@@ -288,12 +290,17 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     return { permitWaits: this._permitWaits, permitWaiting: this.permitWaiters.length, permitMs: left };
   }
 
-  /** Resolves once a permit covers now; rejects with EIO when stopped first. */
-  private whenPermitted(): Promise<void> {
-    if (this.options.permit === "always" || performance.now() < this.permitUntil) return Promise.resolve();
+  /**
+   * A logged operation (not acked by the secondary): resolves once a permit covers now, or once a resync pass that
+   * started after it was logged has completed (the secondary has it then: the supervisor withholds the permit
+   * while its peer still counts as an in-sync secondary, so a write logged across a short break of the stream
+   * waits for the reconnection's resync). Rejects with EIO when stopped first.
+   */
+  private whenPermitted(syncs0: number): Promise<void> {
+    if (this.options.permit === "always" || performance.now() < this.permitUntil || this.syncs > syncs0) return Promise.resolve();
     if (this.stopped) return Promise.reject(Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" }));
     this._permitWaits++;
-    const p = new Promise<void>((resolve, reject) => this.permitWaiters.push({ resolve, reject }));
+    const p = new Promise<void>((resolve, reject) => this.permitWaiters.push({ resolve, reject, syncs0 }));
     if (!this.permitExpiredSaid) {
       this.permitExpiredSaid = true;
       this.emit("permitExpired", { waiting: this.permitWaiters.length });
@@ -375,7 +382,8 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     if (!this.connected || !this.conn) {
       if (op === Op.FSYNC || op === Op.BARRIER) return Promise.resolve();
       this.log.append(op, 0, ino, { ...args, len: args.len ?? data?.length ?? 0 }, path, path2, data);
-      return this.log.sync().then(() => this.whenPermitted());
+      const syncs0 = this.syncs; // a resync that completes from now on started after this record was logged
+      return this.log.sync().then(() => this.whenPermitted(syncs0));
     }
     const seq = ++this.seq;
     return new Promise<void>((resolve, reject) => {
@@ -463,7 +471,7 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     // completed without the secondary: under a permit only (resync markers and flushes carry no write)
     for (const p of waiting) {
       const alone = !(p.op === Op.FSYNC || p.op === Op.BARRIER || p.op === Op.RESYNC_BEGIN || p.op === Op.RESYNC_DONE);
-      if (alone) this.whenPermitted().then(p.resolve, p.reject);
+      if (alone) this.whenPermitted(this.syncs).then(p.resolve, p.reject);
       else p.resolve();
     }
     this._state = "degraded";
@@ -572,6 +580,10 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     if (!(await this.sendWait(gen, Op.RESYNC_DONE))) return;
     this.log.clear();
     this._state = "sync";
+    this.syncs++;
+    const waiting = this.permitWaiters.splice(0);
+    this.permitWaiters.push(...waiting.filter((w) => w.syncs0 >= this.syncs));
+    for (const w of waiting) if (w.syncs0 < this.syncs) w.resolve();
     this.emit("synced", { mode: "log" });
   }
 }

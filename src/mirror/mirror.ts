@@ -42,16 +42,17 @@
  * Resync on reintegration is the helper's: when the peer comes back as secondary, the primary helper connects and
  * resyncs while the application keeps writing; progress and byte counters are re-emitted here.
  *
- * Known limit: the secondary learns that its primary went on alone (degraded, acking writes it logs) from the end
- * of the stream, `disconnectGraceMs` later, or from the primary leaving the view. A cut that TCP does not notice
- * (nothing in flight) reaches the secondary only when the primary reconnects. A failover of the primary inside
- * that window would start from a copy without what the primary logged meanwhile (DRBD without fencing has the
- * same window); the split-brain (witness) checker of the example keeps a cut-off primary from acking for long.
+ * The secondary learns that its primary went on alone (degraded) from the end of the stream, `disconnectGraceMs`
+ * later, or from the primary leaving the view; a cut that TCP does not notice (nothing in flight) only when the
+ * primary reconnects. So the primary does not acknowledge alone while its peer is in the view and still counts as
+ * an in-sync secondary (the module PRIM): no permit is renewed then (see {@link mayActAlone}); the last one
+ * lapses at most `permitMs` after the module became PRIM, so a stream that breaks later gets no write
+ * acknowledged alone until the peer's report (or its departure from the view) says it is no longer in sync.
  *
  * Permit (fencing; see {@link MirrorDriverOptions.permitMs}): the primary helper acknowledges writes without the
  * secondary's ack (degraded) only under a permit this driver renews every `permitMs / 4`, and only while the
- * module is primary (or becoming it) and may stay primary alone (the peer in the view, or else the engine's
- * split-brain rule: see {@link mayActAlone}). A driver that freezes stops renewing by itself; after a stall of
+ * module is primary (or becoming it) and may stay primary alone (the peer in the view and known out of sync, or
+ * the peer out of the view and the engine's split-brain rule: see {@link mayActAlone}). A driver that freezes stops renewing by itself; after a stall of
  * its own (a renewal tick late by more than the permit) it renews again only once the engine has had `permitMs`
  * to see the world as it is now, so a primary resumed after its peer took over does not acknowledge alone.
  */
@@ -712,10 +713,16 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
 
   /**
    * Whether this node may acknowledge writes without its secondary now: the module is primary (PRIM/ALONE) or
-   * on its way there, not leaving the role, and the peer is in the view, or else the engine's own rule for
-   * staying primary alone holds: a module exposing `mayStayPrimaryAlone()` (its split-brain checkers ok, or a
-   * `prim` override) is asked; without it, the engine's step-down shows as it leaving the state. A driver not
-   * bound to a module ({@link bind}) has no engine to ask and renews while it is primary.
+   * on its way there, not leaving the role, and then:
+   * - the peer in the view: only while the module is ALONE, i.e. the peer is known not to be an in-sync
+   *   secondary (it reported itself out of sync, or never was in sync). While the module is PRIM the peer still
+   *   counts as an in-sync secondary that may take over: a write acknowledged alone then (the stream broke, the
+   *   peer has not noticed yet) would be missing from its copy if this node died, so a degraded helper waits
+   *   (for its reconnection, or for the peer's report that moves the module to ALONE and the generation on);
+   * - the peer out of the view: the engine's own rule for staying primary alone: a module exposing
+   *   `mayStayPrimaryAlone()` (its split-brain checkers ok, or a `prim` override) is asked; without it, the
+   *   engine's step-down shows as it leaving the state.
+   * A driver not bound to a module ({@link bind}) has no engine to ask and renews while it is primary.
    */
   mayActAlone(): boolean {
     const m = this.module;
@@ -723,8 +730,9 @@ export class MirrorDriver extends EventEmitter<MirrorDriverEvents> {
     if (!m) return true;
     const s = m.status;
     const isPrim = (x: string | undefined): boolean => x === "PRIM" || x === "ALONE";
-    if (s.transient ? !isPrim(s.next) : !isPrim(s.state)) return false;
-    if (this.peerInView()) return true;
+    const role = s.transient ? s.next : s.state;
+    if (!isPrim(role)) return false;
+    if (this.peerInView()) return role === "ALONE";
     const probe = (m as unknown as { mayStayPrimaryAlone?: () => boolean }).mayStayPrimaryAlone;
     return typeof probe === "function" ? probe.call(m) : true;
   }

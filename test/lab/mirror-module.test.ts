@@ -557,6 +557,46 @@ describe.skipIf(!root)("mirror module: faults during resync and a flapping repli
   }, 600_000);
 });
 
+describe.skipIf(!root)("mirror module: the replication stream cut while the heartbeats pass", () => {
+  it("a silent cut, then the primary killed: no write was acknowledged alone while the peer still counted as in sync; nothing acknowledged lost", async () => {
+    const m = await mirrorLab("cutkill");
+    try {
+      const { lab, n0, n1, client, vipAddr, cluster } = m;
+      const c0 = cluster.node(n0.name);
+      const c1 = cluster.node(n1.name);
+      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
+      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 100_000, maxMs: 30_000, pauseMs: 3 });
+      await w.until(() => w.acked.length >= 100, 30_000, "100 acks");
+      // The replication port silently dropped both ways (no FIN, no RST reaches the secondary: it keeps believing
+      // itself in sync); membership heartbeats pass, so neither node leaves the other's view.
+      const rules = `table inet hfmirrorcut {\n chain input {\n  type filter hook input priority -300; policy accept;\n  tcp dport ${REPL_PORT} drop\n  tcp sport ${REPL_PORT} drop\n }\n}\n`;
+      const cut0 = c0.mark();
+      for (const h of [n0, n1]) expect((await lab.exec(h, ["nft", "-f", "-"], { input: rules })).code).toBe(0);
+      const tCut = Date.now();
+      // The primary notices after its ack timeout (2 s) and degrades; a write it acknowledged alone from then on
+      // would exist on n0 only. Hold the cut past that, then kill every process of n0.
+      await c0.waitFor((l) => l.type === "degraded", 10_000, cut0, "n0 degraded");
+      await new Promise((r) => setTimeout(r, 1500)); // a duration under test (acks alone would happen now), not a synchronisation
+      const from1 = c1.mark();
+      const tKill = Date.now();
+      lab.signalHost(n0, "SIGKILL");
+      await lab.linkDown(n0);
+      await lab.exec(n1, ["nft", "delete", "table", "inet", "hfmirrorcut"]);
+      await c1.waitFor(isState("ALONE"), 15_000, from1, "n1 ALONE");
+      await w.until(() => w.acked.some((l) => l.node === n1.name), 15_000, "an ack from n1");
+      const byN0 = w.acked.filter((l) => l.node === n0.name);
+      const duringCut = byN0.filter((l) => (l.t ?? 0) > tCut + 100);
+      console.log(`stream cut: ${byN0.length} acks from ${n0.name}, ${duringCut.length} of them after the cut; killed ${tKill - tCut} ms after it`);
+      const onN1 = idsIn(m.data(n1));
+      expect(byN0.filter((l) => !onN1.has(l.acked as number)).map((l) => l.acked)).toEqual([]);
+      await w.finished;
+    } finally {
+      await m.close();
+    }
+  });
+});
+
 describe.skipIf(!root)("mirror module: the secondary's disk full", () => {
   it("the secondary runs out of space: what it did not store is acked only once the primary declared it gone (degraded, logged), the module log says so; after space is freed it resyncs and is SECOND with every acked record", async () => {
     const DISK_MIB = 12;

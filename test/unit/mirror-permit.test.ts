@@ -14,6 +14,7 @@ import { Module, type VipDriver } from "../../src/runtime/module.js";
 import { MemoryModuleStore } from "../../src/testing/index.js";
 import { MirrorDriver, type ReplicatorLike } from "../../src/mirror/mirror.js";
 import type { FileReplicatorEvents, FileReplicatorOptions, ReplicatorMetrics } from "../../src/mirror/FileReplicator.js";
+import { mirrorReport } from "./helpers/mirror-report.js";
 
 const METRICS: ReplicatorMetrics = { bytesReplicated: 0, acks: 0, ackLatencyAvgUs: 0, ackLatencyMaxUs: 0, queueDepth: 0, logRecords: 0, resyncBytes: 0, degradedCount: 0 };
 
@@ -126,6 +127,32 @@ describe("MirrorDriver permit renewals", () => {
     expect(n.rep.renewals.length).toBeGreaterThan(before);
     n.membership.set(["n0"]);
     may = true;
+    const again = n.rep.renewals.length;
+    await sleep(PERMIT);
+    expect(n.rep.renewals.length).toBeGreaterThan(again);
+    await n.module.stop();
+    await n.driver.close();
+  });
+
+  it("with the peer in the view: no renewal while it is an in-sync secondary (PRIM), renewals once it reports out of sync (ALONE)", async () => {
+    // Acked alone while PRIM (the stream broke, the peer has not noticed yet), a write would be missing from the
+    // copy of a peer that may still take over: the helper must wait for its reconnection or the peer's report.
+    const n = await primaryNode();
+    n.membership.set(["n0", "n1"]);
+    n.module.view({ epoch: 2, members: [{ id: "n0", weight: 1 }, { id: "n1", weight: 1 }] });
+    n.module.peerReport("n1", mirrorReport("SECOND", { generation: n.module.persisted.generation }));
+    await n.module.waitFor("PRIM");
+    await sleep(PERMIT / 2); // the tick in flight
+    const before = n.rep.renewals.length;
+    await sleep(2 * PERMIT);
+    expect(n.rep.renewals.length).toBe(before);
+    expect(n.lines.some((l) => l.includes("permit: not renewed (this node may not act alone)"))).toBe(true);
+    // n1 reports its copy out of sync (its stream ended and this node is still alive): ALONE, the data moves on
+    // without it, and writes may be acknowledged alone again.
+    const gen = n.module.persisted.generation;
+    n.module.peerReport("n1", mirrorReport("SECOND", { generation: gen, ready: false }));
+    await n.module.waitFor("ALONE");
+    expect(n.module.persisted.generation).toBe(gen + 1);
     const again = n.rep.renewals.length;
     await sleep(PERMIT);
     expect(n.rep.renewals.length).toBeGreaterThan(again);

@@ -164,6 +164,7 @@ void degrade_locked(const char *reason) {
   for (struct op *o = G.whead; o; o = o->next) {
     int e = log_append(o);
     if (e) o->err = e;
+    o->syncs0 = G.syncs;
     n++;
     if (o->verify_on_loss && G.next_mode == RS_LOG) G.next_mode = RS_VERIFY;
   }
@@ -193,7 +194,7 @@ void degrade(const char *reason) {
 
 /* ---------- op lifecycle used by every mutating FUSE operation ---------- */
 static int permit_needed_locked(const struct op *o);
-static int permit_wait_cond(int or_connected);
+static int permit_wait_cond(int or_connected, const uint64_t *synced_after);
 
 /* Takes G.lk (held until op_end) once the operation may touch the backing directory: never after the helper was
  * told to stop or lost its parent (-EIO, nothing applied), and a data change (write, truncate, fallocate) of a
@@ -206,7 +207,7 @@ int op_begin(struct op *o) {
     if (G.stopping) { pthread_mutex_unlock(&G.lk); return -EIO; }
     if (!permit_needed_locked(o)) return 0;
     pthread_mutex_unlock(&G.lk);
-    int r = permit_wait_cond(1);
+    int r = permit_wait_cond(1, NULL);
     if (r) return r;
   }
 }
@@ -320,6 +321,7 @@ void op_submit(struct op *o) {
     else { G.bytes_sent += o->a.data_len; o->sent = 1; }
   } else if (o->type != HF_FSYNC && o->type != HF_FSYNCDIR && o->type != HF_BARRIER) {
     o->err = log_append(o); /* applied here but not logged: op_wait fails it */
+    o->syncs0 = G.syncs;
     o->state = OP_LOG_SYNC;
   } else {
     o->state = OP_NONE;
@@ -362,7 +364,7 @@ static void permit_set(long ms) {
   pthread_mutex_unlock(&permit_lk);
 }
 
-static void permit_wake_all(void) {
+void permit_wake_all(void) {
   pthread_mutex_lock(&permit_lk);
   pthread_cond_broadcast(&permit_cv);
   pthread_mutex_unlock(&permit_lk);
@@ -379,11 +381,12 @@ static long long permit_remaining_ms(void) {
 
 /* 0 once a permit covers now (or, with or_connected, once the link is up: acks then need none); -EIO if the
  * helper stops first (a standing permit acknowledges nothing alone after a stop either). */
-static int permit_wait_cond(int or_connected) {
+static int permit_wait_cond(int or_connected, const uint64_t *synced_after) {
   if (permit_always) return G.stopping ? -EIO : 0;
   pthread_mutex_lock(&permit_lk);
   int waited = 0, r = 0;
-  while (mono_ns() >= permit_until_ns && !(or_connected && G.connected)) {
+  while (mono_ns() >= permit_until_ns && !(or_connected && G.connected) &&
+         !(synced_after && __atomic_load_n(&G.syncs, __ATOMIC_ACQUIRE) > *synced_after)) {
     if (G.stopping) { r = -EIO; break; }
     if (!waited) {
       waited = 1;
@@ -402,7 +405,11 @@ static int permit_wait_cond(int or_connected) {
   pthread_mutex_unlock(&permit_lk);
   return r;
 }
-static int permit_wait(void) { return permit_wait_cond(0); }
+/* A logged operation (applied here, in the extent log, not acked by the secondary) returns success under a permit,
+ * or once a resync pass that started after it was logged has completed: the secondary has it then. The supervisor
+ * withholds the permit while its peer still counts as an in-sync secondary that may take over, so a write logged
+ * across a short break of the stream waits for the reconnection's resync instead of being acknowledged alone. */
+static int logged_wait(const struct op *o) { return permit_wait_cond(0, &o->syncs0); }
 
 /* Whether o, about to be applied, must first wait for a permit (see op_begin). G.lk held. */
 static int permit_needed_locked(const struct op *o) {
@@ -430,7 +437,7 @@ int op_wait(struct op *o) {
       pthread_mutex_unlock(&G.lk);
       return -e;
     }
-    return permit_wait();
+    return logged_wait(o);
   }
   if (o->state == OP_NONE) return o->want_reply ? -EIO : 0;
   pthread_mutex_lock(&G.wl);
@@ -447,7 +454,7 @@ int op_wait(struct op *o) {
   if (o->state == OP_ACKED) return 0;
   if (o->err) return -o->err; /* degraded while waiting, and its log record failed */
   if (o->want_reply) return -EIO;
-  return (o->flags & HF_F_RESYNC) ? 0 : permit_wait();
+  return (o->flags & HF_F_RESYNC) ? 0 : logged_wait(o);
 }
 
 /* ---------- lazy mtimes (writes) ----------

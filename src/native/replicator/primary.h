@@ -22,6 +22,7 @@ struct op {
   int verify_on_loss;   /* completes content sent without waiters: if the link drops first, resync with verify */
   int sent;             /* op_submit sent it (set by the submitting thread; state may change under G.wl at once) */
   int err;              /* its extent-log record could not be made durable: the reply is this errno, never success */
+  uint64_t syncs0;      /* logged: G.syncs then; once a later resync completes, the secondary has it */
   uint8_t *reply;
   uint32_t reply_len;
   pthread_cond_t cv;
@@ -48,6 +49,7 @@ struct primary {
   int connected, state, next_mode;
   int log_incomplete;    /* an operation applied here is in neither the log nor the secondary: verify next (log_lost) */
   uint64_t gen, seq;
+  uint64_t syncs;        /* resync passes completed (atomic): everything logged before one started is on the secondary */
   struct op *whead, *wtail;
   int inflight;
   uint64_t bytes_sent, ack_count, ack_us_sum, ack_us_max, log_records, resync_bytes, degraded_count;
@@ -70,4 +72,6 @@ void op_end(struct op *o);
 int op_wait(struct op *o);
 void ack_received(uint64_t seq, int32_t status, uint8_t *data, uint32_t len);
 void *resync_thread(void *arg);
+/* Wakes the operations waiting for a permit or a completed resync (after a renewal, a resync, a stop). */
+void permit_wake_all(void);
 #endif

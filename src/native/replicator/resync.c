@@ -501,8 +501,10 @@ void *resync_thread(void *arg) {
     G.log_records = 0;
     G.state = ST_SYNC;
     G.next_mode = RS_LOG;
+    __atomic_add_fetch(&G.syncs, 1, __ATOMIC_RELEASE); /* the operations logged before this pass may now return */
     emit("{\"event\":\"synced\",\"mode\":\"%s\"}", mode_name(mode));
   }
   pthread_mutex_unlock(&G.lk);
+  permit_wake_all();
   return NULL;
 }
