@@ -543,14 +543,14 @@ describe.skipIf(!canRun)("mirror: the permit (fencing) of the C helper", () => {
     await writeFile(p.primary.mountPath("alone-1.txt"), "logged under the permit");
     await degraded;
     expect(performance.now() - t0).toBeLessThan(1500);
-    // no renewal: the permit runs out; a write then is applied and logged but does not return
+    // no renewal: the permit runs out; a new file then waits before its create touches the backing directory
     const expired = p.primary.waitFor("permitExpired", 5000);
     await pollUntil(() => (p.primary.metrics().permitMs ?? 0) > 0, 3000, "the permit in the helper's stats");
     await pollUntil(() => p.primary.metrics().permitMs === 0, 5000, "the permit to run out (stats)");
     const blocked = writeFile(p.primary.mountPath("alone-2.txt"), "waits for a permit");
     expect(await expired).toMatchObject({ waiting: 1 });
     expect(await settledWithin(blocked, 1500)).toBeUndefined();
-    expect(existsSync(join(p.a, "alone-2.txt"))).toBe(true); // its create is applied and logged, just not acknowledged
+    expect(existsSync(join(p.a, "alone-2.txt"))).toBe(false); // nothing applied: a primary that lost its role changes nothing
     // a renewal releases it
     const renewedAt = performance.now();
     p.primary.renewPermit(1000);
@@ -558,6 +558,7 @@ describe.skipIf(!canRun)("mirror: the permit (fencing) of the C helper", () => {
     expect(doneAt).toBeDefined();
     expect((doneAt as number) - renewedAt).toBeLessThan(1000);
     await blocked;
+    expect(readFileSync(join(p.a, "alone-2.txt"), "utf8")).toBe("waits for a permit");
     // renewed every permit/4: writes alone keep returning for several permits' worth of time
     const timer = setInterval(() => p.primary.renewPermit(400), 100);
     try {

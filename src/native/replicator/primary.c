@@ -197,9 +197,9 @@ static int permit_needed_locked(const struct op *o);
 static int permit_wait_cond(int or_connected, const uint64_t *synced_after);
 
 /* Takes G.lk (held until op_end) once the operation may touch the backing directory: never after the helper was
- * told to stop or lost its parent (-EIO, nothing applied), and a data change (write, truncate, fallocate) of a
- * replicated file, while degraded, only under a permit: without one it waits here, before its local apply, for
- * a renewal or a reconnection (so a primary that lost its role changes no file content the peer never sees). */
+ * told to stop or lost its parent (-EIO, nothing applied), and any change of a replicated path (data, namespace,
+ * metadata), while degraded, only under a permit: without one it waits here, before its local apply, for a
+ * renewal or a reconnection (so a primary that lost its role changes nothing its peer never sees). */
 int op_begin(struct op *o) {
   for (;;) {
     pthread_mutex_lock(&G.lk);
@@ -411,11 +411,14 @@ static int permit_wait_cond(int or_connected, const uint64_t *synced_after) {
  * across a short break of the stream waits for the reconnection's resync instead of being acknowledged alone. */
 static int logged_wait(const struct op *o) { return permit_wait_cond(0, &o->syncs0); }
 
-/* Whether o, about to be applied, must first wait for a permit (see op_begin). G.lk held. */
+/* Whether o, about to be applied, must first wait for a permit (see op_begin): every change to the backing
+ * directory (data, namespace, metadata); flushes change nothing. An operation whose every path is excluded never
+ * needs one. G.lk held. */
 static int permit_needed_locked(const struct op *o) {
   if (permit_always || G.standalone || G.connected) return 0;
-  if (o->type != HF_WRITE && o->type != HF_TRUNCATE && o->type != HF_FALLOCATE) return 0;
-  if (filter_active() && !filter_replicated(o->path, 0)) return 0; /* excluded: never needs a permit */
+  if (o->type == HF_FSYNC || o->type == HF_FSYNCDIR || o->type == HF_BARRIER) return 0;
+  if (filter_active() && !filter_replicated(o->path, 0) && !(o->path2 && o->path2[0] == '/' && filter_replicated(o->path2, 0)))
+    return 0;
   pthread_mutex_lock(&permit_lk);
   int expired = mono_ns() >= permit_until_ns;
   pthread_mutex_unlock(&permit_lk);
