@@ -144,7 +144,7 @@ process.stdin.resume();
       await expect(held).rejects.toMatchObject({ code: "EIO" });
       // the mount leaves the helper's namespace after the stop state is set: a write issued now fails too
       await pollUntil(() => gone(pid) || !holdfastMounts(pid).includes(p.mnt), 3000, "the stop to be processed");
-      expect(errCode(() => writeSync(fd, "after stop", 0))).toMatch(/^(EIO|ENOTCONN)$/);
+      expect(errCode(() => writeSync(fd, "after stop", 0))).toMatch(/^(EIO|ENOTCONN|ECONNABORTED)$/);
       await stopped;
     } finally {
       errCode(() => closeSync(fd)); // ENOTCONN once the helper is gone
@@ -152,6 +152,19 @@ process.stdin.resume();
     }
     expect(readFileSync(join(p.a, "f.txt"), "utf8")).toBe("before");
     expect(readFileSync(join(p.a, "g.txt"), "utf8")).toBe("before");
+  });
+
+  it("SIGTERM, SIGINT and SIGHUP to the primary helper end nothing: the mount keeps serving and replicating", async () => {
+    // A service manager stopping the service signals all its processes at once, while the daemon's stop hook
+    // still needs the mount: only the supervisor (`stop`, or its death) or SIGKILL ends the helper.
+    const p = await startLoopbackPair("sigterm", { permit: "always" });
+    pairs.push(p);
+    const pid = p.primary.pid as number;
+    for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.kill(pid, sig);
+    writeFileSync(p.primary.mountPath("after-signals.txt"), "still replicated");
+    expect(gone(pid)).toBe(false);
+    expect(holdfastMounts(pid)).toContain(p.mnt);
+    expect(readFileSync(join(p.b, "after-signals.txt"), "utf8")).toBe("still replicated");
   });
 
   it("in the private namespace, a detached mount reveals a read-only guard, never the writable directory underneath", async () => {

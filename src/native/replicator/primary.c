@@ -18,6 +18,7 @@
 #include "primary.h"
 #include "filter.h"
 #include <dirent.h>
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -1235,8 +1236,13 @@ int run_primary(int argc, char **argv) {
     return 2;
   }
   if (fuse_mount(G.fuse, G.mount) != 0) { fprintf(stderr, "holdfast-replicator: mount failed\n"); return 2; }
-  struct fuse_session *se = fuse_get_session(G.fuse);
-  fuse_set_signal_handlers(se);
+  /* No libfuse signal handlers: SIGTERM/SIGINT/SIGHUP would end the loop and detach the mount under a running
+   * application. A service manager stopping the whole service signals every process of it at once, while the
+   * daemon still runs the stop hooks that need the mount: the supervisor ends this helper (`stop`, or its own
+   * death), nothing else does, short of SIGKILL. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
   off_t logsize = lseek(G.logfd, 0, SEEK_END);
   emit("{\"event\":\"ready\",\"mount\":%s,\"pid\":%d,\"logBytes\":%lld,\"uncleanStart\":%s}", jstr(G.mount),
        (int)getpid(), (long long)logsize, unclean ? "true" : "false");
@@ -1254,7 +1260,6 @@ int run_primary(int argc, char **argv) {
   fuse_loop_cfg_set_max_threads(cfg, (unsigned)threads);
   int rc = fuse_loop_mt(G.fuse, cfg);
   G.stopping = 1;
-  fuse_remove_signal_handlers(se);
   fuse_unmount(G.fuse);
   /* a clean stop: the loop's workers are done, so every operation the application saw complete is on the
    * secondary or in the log */
