@@ -242,19 +242,26 @@ async function mirrorLab(tag: string, opts: { witness?: boolean; secondaryDiskMi
     await lab.destroy();
     rmSync(keyDir, { recursive: true, force: true });
   };
-  return { lab, n0, n1, client, vipAddr, cluster, sock, data, close, smallDisk };
+  const c0 = cluster.node(n0.name);
+  const c1 = cluster.node(n1.name);
+  /** First start: n0 (the default primary) PRIM, n1 SECOND and in sync. */
+  const settled = async () => {
+    await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
+    await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+  };
+  return { lab, n0, n1, client, vipAddr, cluster, c0, c1, settled, sock, data, close, smallDisk };
 }
+
+/** An nftables table that drops the replication port's TCP both ways (the heartbeats, UDP, pass). */
+const replicationDrop = (table: string) =>
+  `table inet ${table} {\n chain input {\n  type filter hook input priority -300; policy accept;\n  tcp dport ${REPL_PORT} drop\n  tcp sport ${REPL_PORT} drop\n }\n}\n`;
 
 describe.skipIf(!root)("mirror module: failover, failback with resync, swap (2 nodes + 1 client)", () => {
   it("acknowledged records survive a crash of the primary, the old primary resyncs only what changed, swap brings the roles back", async () => {
     const m = await mirrorLab("failover");
     try {
-      const { lab, n0, n1, client, vipAddr, cluster } = m;
-      const c0 = cluster.node(n0.name);
-      const c1 = cluster.node(n1.name);
-      // First start: n0 is the default primary; n1 becomes SECOND and gets in sync.
-      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
-      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const { lab, n0, n1, client, vipAddr, cluster, c0, c1 } = m;
+      await m.settled();
 
       // Phase 1: records acknowledged by n0 (synchronous replication to n1).
       const w1 = new Writer(lab, client, { vip: vipAddr, from: 1, count: 500, maxMs: 90_000, pauseMs: 2 });
@@ -379,11 +386,8 @@ describe.skipIf(!root)("mirror module: split brain (witness = the client namespa
   it("a partition where only one side reaches the witness: only that side is primary, never both", async () => {
     const m = await mirrorLab("splitbrain", { witness: true });
     try {
-      const { lab, n0, n1, client, vipAddr, cluster } = m;
-      const c0 = cluster.node(n0.name);
-      const c1 = cluster.node(n1.name);
-      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
-      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const { lab, n0, n1, client, vipAddr, c0, c1 } = m;
+      await m.settled();
       const sampler = new Sampler([m.sock(n0), m.sock(n1)], 25);
 
       // A: the secondary n1 is cut from n0 and from the witness. It must not take over; n0 stays primary.
@@ -447,11 +451,8 @@ describe.skipIf(!root)("mirror module: faults during resync and a flapping repli
   it("secondary killed during resync, primary killed during resync, replication link flapping: each ends consistent, nothing acknowledged lost", async () => {
     const m = await mirrorLab("faults");
     try {
-      const { lab, n0, n1, client, vipAddr, cluster } = m;
-      const c0 = cluster.node(n0.name);
-      const c1 = cluster.node(n1.name);
-      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
-      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const { lab, n0, n1, client, vipAddr, cluster, c0, c1 } = m;
+      await m.settled();
       const sampler = new Sampler([m.sock(n0), m.sock(n1)], 50);
       const acked: number[] = [];
       const blob = async (mib: number) => {
@@ -521,7 +522,7 @@ describe.skipIf(!root)("mirror module: faults during resync and a flapping repli
       const fl0 = c0.mark();
       const fl1 = c1.mark();
       const w = new Writer(lab, client, { vip: vipAddr, from: 5001, count: 1000, maxMs: 90_000, pauseMs: 8 });
-      const rules = `table inet hfmirrorflap {\n chain input {\n  type filter hook input priority -300; policy accept;\n  tcp dport ${REPL_PORT} drop\n  tcp sport ${REPL_PORT} drop\n }\n}\n`;
+      const rules = replicationDrop("hfmirrorflap");
       for (let i = 0; i < 4; i++) {
         await new Promise((r) => setTimeout(r, 1500));
         for (const h of [n0, n1]) expect((await lab.exec(h, ["nft", "-f", "-"], { input: rules })).code).toBe(0);
@@ -561,16 +562,13 @@ describe.skipIf(!root)("mirror module: the replication stream cut while the hear
   it("a silent cut, then the primary killed: no write was acknowledged alone while the peer still counted as in sync; nothing acknowledged lost", async () => {
     const m = await mirrorLab("cutkill");
     try {
-      const { lab, n0, n1, client, vipAddr, cluster } = m;
-      const c0 = cluster.node(n0.name);
-      const c1 = cluster.node(n1.name);
-      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
-      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const { lab, n0, n1, client, vipAddr, c0, c1 } = m;
+      await m.settled();
       const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 100_000, maxMs: 30_000, pauseMs: 3 });
       await w.until(() => w.acked.length >= 100, 30_000, "100 acks");
       // The replication port silently dropped both ways (no FIN, no RST reaches the secondary: it keeps believing
       // itself in sync); membership heartbeats pass, so neither node leaves the other's view.
-      const rules = `table inet hfmirrorcut {\n chain input {\n  type filter hook input priority -300; policy accept;\n  tcp dport ${REPL_PORT} drop\n  tcp sport ${REPL_PORT} drop\n }\n}\n`;
+      const rules = replicationDrop("hfmirrorcut");
       const cut0 = c0.mark();
       for (const h of [n0, n1]) expect((await lab.exec(h, ["nft", "-f", "-"], { input: rules })).code).toBe(0);
       const tCut = Date.now();
@@ -602,11 +600,8 @@ describe.skipIf(!root)("mirror module: the secondary's disk full", () => {
     const DISK_MIB = 12;
     const m = await mirrorLab("diskfull", { secondaryDiskMiB: DISK_MIB });
     try {
-      const { lab, n0, n1, client, vipAddr, cluster } = m;
-      const c0 = cluster.node(n0.name);
-      const c1 = cluster.node(n1.name);
-      await c0.waitFor(isState("PRIM"), 30_000, 0, "n0 PRIM");
-      await c1.waitFor(isState("SECOND"), 30_000, 0, "n1 SECOND in sync");
+      const { lab, n0, n1, client, vipAddr, c0, c1 } = m;
+      await m.settled();
       const d0 = c0.mark();
       const d1 = c1.mark();
       const w = new Writer(lab, client, { vip: vipAddr, from: 1, count: 600, maxMs: 150_000, pauseMs: 5 });
