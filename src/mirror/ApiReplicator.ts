@@ -250,6 +250,8 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
   private permitWaiters: { resolve: () => void; reject: (err: Error) => void; syncs0: number }[] = [];
   /** Resync passes completed: an operation logged before one started is on the secondary once it completes. */
   private syncs = 0;
+  /** Changes waiting, before their local apply, for a permit or a connection ({@link beforeChange}). */
+  private changeWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private permitExpiredSaid = false;
   private _permitWaits = 0;
 
@@ -282,12 +284,30 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     if (ms <= 0) return;
     this.permitExpiredSaid = false;
     for (const w of this.permitWaiters.splice(0)) w.resolve();
+    for (const w of this.changeWaiters.splice(0)) w.resolve();
   }
 
   /** Counters of the permit: operations that waited since start, waiting now, and what the permit still holds (ms; -1 standing). */
   permitStats(): { permitWaits: number; permitWaiting: number; permitMs: number } {
     const left = this.options.permit === "always" ? -1 : Math.max(0, Math.floor(this.permitUntil - performance.now()));
-    return { permitWaits: this._permitWaits, permitWaiting: this.permitWaiters.length, permitMs: left };
+    return { permitWaits: this._permitWaits, permitWaiting: this.permitWaiters.length + this.changeWaiters.length, permitMs: left };
+  }
+
+  /**
+   * Before a change of the replicated tree is applied locally: undefined when it may go now (connected: the
+   * secondary will ack it; or a permit covers now), else a promise that resolves at the next renewal or
+   * connection and rejects with EIO when stopped first. A primary that lost its role changes nothing its peer
+   * never sees (the compiled helper's `op_begin`).
+   */
+  beforeChange(): Promise<void> | undefined {
+    if (this.options.permit === "always" || this.connected || performance.now() < this.permitUntil) return undefined;
+    if (this.stopped) return Promise.reject(Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" }));
+    this._permitWaits++;
+    if (!this.permitExpiredSaid) {
+      this.permitExpiredSaid = true;
+      this.emit("permitExpired", { waiting: this.permitWaiters.length + this.changeWaiters.length + 1 });
+    }
+    return new Promise<void>((resolve, reject) => this.changeWaiters.push({ resolve, reject }));
   }
 
   /**
@@ -323,6 +343,7 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     this.log.close();
     const eio = Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" });
     for (const w of this.permitWaiters.splice(0)) w.reject(eio);
+    for (const w of this.changeWaiters.splice(0)) w.reject(eio);
   }
 
   /**
@@ -428,6 +449,7 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
           this._state = "resyncing";
           this.emit("connected");
           void this.resync(this.gen);
+          for (const w of this.changeWaiters.splice(0)) w.resolve(); // the secondary acks them now
         },
         (err: Error) => {
           sock.destroy();

@@ -328,7 +328,9 @@ export async function runJsFuseDaemon(argv: readonly string[]): Promise<void> {
     return sendInto(path2);
   };
 
-  const fuse = new Fuse(args.mount, passthroughOps(args.backing, replicate), {
+  const beforeChange = (): Promise<void> | undefined =>
+    stopping ? Promise.reject(Object.assign(new Error("stopping"), { code: "EIO" })) : rep?.beforeChange();
+  const fuse = new Fuse(args.mount, passthroughOps(args.backing, replicate, undefined, beforeChange), {
     timeout: false,
     force: true,
     allowOther: true,

@@ -73,7 +73,7 @@ function mtimeArgs(st: BigIntStats): { mtimeS: number; mtimeNs: number } {
  * Builds the operations. `backing` is the backing directory; `replicate` the stream. `isRoot` decides whether
  * created inodes are chowned to their parent directory's owner (see the file comment).
  */
-export function passthroughOps(backing: string, replicate: Replicate, isRoot = process.getuid?.() === 0): FuseOps {
+export function passthroughOps(backing: string, replicate: Replicate, isRoot = process.getuid?.() === 0, beforeChange: () => Promise<void> | undefined = () => undefined): FuseOps {
   // The kernel resolved symlinks before asking, so a path with a symlink as a directory component can only come
   // from a race (a directory swapped for a symlink meanwhile): refused (ELOOP), so that no operation lands
   // outside the backing directory. Checked by lstat (checkBeneath): a swap between the check and the
@@ -104,6 +104,15 @@ export function passthroughOps(backing: string, replicate: Replicate, isRoot = p
    * `reply`, default 0) when the stream resolves. A local failure replies its errno and sends nothing.
    */
   const withOp = (op: number, cb: (code: number) => void, local: Local): void => {
+    // Degraded without a permit: the change waits before it touches the backing directory (beforeChange).
+    const wait = beforeChange();
+    if (wait) {
+      wait.then(
+        () => withOp(op, cb, local),
+        (err: unknown) => cb(fuseErrno(err)),
+      );
+      return;
+    }
     let p: Promise<void>;
     let reply = 0;
     try {
