@@ -33,6 +33,8 @@ interface Got {
   port?: number;
   /** The answering process (the demo app's x-holdfast-app header: "PID START"). */
   app?: string;
+  /** The last time the app wrote to this answer (its x-holdfast-at header, or the last ". MS" stream line), epoch ms. */
+  at?: number;
 }
 function get(path: string, localAddress: string, timeoutMs: number, onFirstLine?: (node: string) => void): Promise<Got> {
   return new Promise((resolve) => {
@@ -40,11 +42,17 @@ function get(path: string, localAddress: string, timeoutMs: number, onFirstLine?
     let node: string | undefined;
     let port: number | undefined;
     let app: string | undefined;
-    const done = (g: Omit<Got, "body" | "node" | "port" | "app">) => resolve({ ...g, body, ...(node ? { node } : {}), ...(port ? { port } : {}), ...(app ? { app } : {}) });
+    let at: number | undefined;
+    const done = (g: Omit<Got, "body" | "node" | "port" | "app" | "at">) => {
+      for (const m of body.matchAll(/^\. (\d+)$/gm)) at = Math.max(at ?? 0, Number(m[1]));
+      resolve({ ...g, body, ...(node ? { node } : {}), ...(port ? { port } : {}), ...(app ? { app } : {}), ...(at !== undefined ? { at } : {}) });
+    };
     const req = request({ host: o.vip, port: o.port, path, localAddress, agent: false, timeout: timeoutMs, headers: { connection: "close" } }, (res) => {
       res.setEncoding("utf8");
       const h = res.headers["x-holdfast-app"];
       if (typeof h === "string") app = h;
+      const a = res.headers["x-holdfast-at"];
+      if (typeof a === "string") at = Number(a);
       res.on("data", (d: string) => {
         body += d;
         if (node === undefined && body.includes("\n")) {
@@ -73,7 +81,7 @@ async function streamLoop(): Promise<void> {
     const r = await get(`/stream?ms=${o.streamMs}`, a, o.streamMs + 5_000);
     // A stream is complete when its body is the node id, the dots, then "done <same node>".
     const complete = r.ok && r.node !== undefined && r.body.endsWith(`done ${r.node}\n`);
-    out({ type: "stream", start, end: Date.now(), node: r.node, addr: a, port: r.port, complete, err: r.err, app: r.app });
+    out({ type: "stream", start, end: Date.now(), node: r.node, addr: a, port: r.port, complete, err: r.err, app: r.app, at: r.at });
     if (!r.ok) await new Promise((s) => setTimeout(s, 100));
   }
 }
@@ -85,7 +93,7 @@ while (live()) {
   const p = get("/", a, o.timeoutMs).then((r) => {
     // A short answer is exactly one line: the node id.
     const lines = r.body.split("\n").filter((l) => l.length > 0);
-    out({ type: "probe", t, end: Date.now(), addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err, app: r.app });
+    out({ type: "probe", t, end: Date.now(), addr: a, port: r.port, ok: r.ok && lines.length === 1, node: r.ok ? lines.join("|") : r.node, err: r.err, app: r.app, at: r.at });
   });
   pending.push(p);
   if (pending.length > 500) await Promise.all(pending.splice(0, 250));

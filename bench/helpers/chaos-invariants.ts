@@ -99,6 +99,8 @@ export interface ProbeRecord {
   port?: number;
   /** The answering process (`PID START`, the demo app's header), when it answered. */
   app?: string;
+  /** When that process answered (its x-holdfast-at header, epoch ms): a late arrival does not make it late. */
+  at?: number;
 }
 
 /**
@@ -132,6 +134,8 @@ export interface StreamRecord {
   err?: string;
   /** The serving process (`PID START`, the demo app's header). */
   app?: string;
+  /** The last time that process wrote to the stream (its ". MS" lines, epoch ms). */
+  at?: number;
 }
 
 /** A stream that did not complete is a violation unless the node serving it was under a fault during its life. */
@@ -250,7 +254,11 @@ export function mirrorConverged(statuses: readonly (MirrorStatus | undefined)[])
 
 /** An answer that names the process that gave it (the demo apps' `x-holdfast-app: PID START` header). */
 export interface ProcessAnswer {
-  /** When the answer was seen (for a stream: its end, the last time it was still answering). */
+  /**
+   * When the process gave the answer, by its own clock (the demo apps say it: x-holdfast-at, a stream's ". MS"
+   * lines); only when it does not, when the client saw it. An answer written before the role ended may arrive
+   * seconds later (TCP retransmissions after a link came back): the arrival would blame the process wrongly.
+   */
   t: number;
   app: string;
   what: string;

@@ -172,7 +172,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const packets: PacketRecord[] = [];
   const acked: number[] = [];
   /** Who acknowledged each record, and when: what a lost write is traced back to. */
-  const ackedBy = new Map<number, { node: string; t: number; app?: string }>();
+  const ackedBy = new Map<number, { node: string; t: number; app?: string; at?: number }>();
   /** What the daemons killed alone (killDaemon) had started: none of it may answer after the grace. */
   const previousRoles: PreviousRoleProcess[] = [];
   const samples: RoleSample[] = [];
@@ -274,19 +274,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       { cwd: REPO },
     );
     const farmClientDone = follow<{ type: string } & ProbeRecord & StreamRecord>(farmClientProc, (x) => {
-      if (x.type === "probe") probes.push({ t: x.t, end: x.end, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port, app: x.app });
-      else if (x.type === "stream") streams.push({ node: x.node, addr: x.addr, port: x.port, start: x.start, end: x.end, complete: x.complete, err: x.err, app: x.app });
+      if (x.type === "probe") probes.push({ t: x.t, end: x.end, ok: x.ok, node: x.node, err: x.err, addr: x.addr, port: x.port, app: x.app, at: x.at });
+      else if (x.type === "stream") streams.push({ node: x.node, addr: x.addr, port: x.port, start: x.start, end: x.end, complete: x.complete, err: x.err, app: x.app, at: x.at });
     });
     const writer = ml.spawn(mirrorClient, [process.execPath, "--import", "tsx", join(REPO, "bench/helpers/chaos-writer.mts"), JSON.stringify({ vip: mirrorVip, port: 80, pauseMs: 5, timeoutMs: 2000, maxMs })], { cwd: REPO });
     let writerFailed = 0;
     const writerErrorsFrom: { t: number; app: string; what: string }[] = [];
-    const writerDone = follow<{ acked?: number; failed?: number; node?: string; app?: string; err?: string; t: number }>(writer, (x) => {
+    const writerDone = follow<{ acked?: number; failed?: number; node?: string; app?: string; at?: number; err?: string; t: number }>(writer, (x) => {
       if (x.acked !== undefined) {
         acked.push(x.acked);
-        ackedBy.set(x.acked, { node: x.node ?? "?", t: x.t, ...(x.app !== undefined ? { app: x.app } : {}) });
+        ackedBy.set(x.acked, { node: x.node ?? "?", t: x.t, ...(x.app !== undefined ? { app: x.app } : {}), ...(x.at !== undefined ? { at: x.at } : {}) });
       } else if (x.failed !== undefined) {
         writerFailed++;
-        if (x.app !== undefined) writerErrorsFrom.push({ t: x.t, app: x.app, what: `mirror append ${x.failed} refused (${x.err})` });
+        if (x.app !== undefined) writerErrorsFrom.push({ t: x.at ?? x.t, app: x.app, what: `mirror append ${x.failed} refused (${x.err})` });
       }
     });
 
@@ -453,9 +453,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     // Every answer that names its process: the writer's acknowledgements and refusals, the farm's requests and streams.
     const answers = [
       ...writerErrorsFrom,
-      ...[...ackedBy].flatMap(([id, a]) => (a.app ? [{ t: a.t, app: a.app, what: `mirror append ${id} acknowledged by ${a.node}` }] : [])),
-      ...probes.flatMap((p) => (p.ok && p.app ? [{ t: p.end ?? p.t, app: p.app, what: `farm request answered by ${p.node}` }] : [])),
-      ...streams.flatMap((x) => (x.app ? [{ t: x.end, app: x.app, what: `farm stream served by ${x.node} (${x.complete ? "complete" : "broken"})` }] : [])),
+      ...[...ackedBy].flatMap(([id, a]) => (a.app ? [{ t: a.at ?? a.t, app: a.app, what: `mirror append ${id} acknowledged by ${a.node}` }] : [])),
+      ...probes.flatMap((p) => (p.ok && p.app ? [{ t: p.at ?? p.end ?? p.t, app: p.app, what: `farm request answered by ${p.node}` }] : [])),
+      ...streams.flatMap((x) => (x.app ? [{ t: x.at ?? x.end, app: x.app, what: `farm stream served by ${x.node} (${x.complete ? "complete" : "broken"}), last written then` }] : [])),
     ];
     if (previousRoles.length > 0) log(`previous-role check: ${previousRoles.length} process(es) left by daemons killed alone, ${answers.length} answers`);
     for (const v of [...checkProbes(probes, windows, FARM_NODES), ...checkStreams(streams, windows), ...checkPackets(packets, windows, 2_000, connectionHolders(probes, streams)), ...checkPreviousRoles(answers, previousRoles)]) {

@@ -10,7 +10,8 @@
 //   GET  /records          this node's id, then the ids present in records.log, one a line
 //   GET  /                 this node's id
 // Every answer names the process that gave it: header `x-holdfast-app: PID START` (START = this process's start,
-// epoch ms), so a client can tell an answer of a process left from an earlier role.
+// epoch ms), so a client can tell an answer of a process left from an earlier role; `x-holdfast-at`: when it
+// answered (epoch ms), whenever the client happens to receive it.
 // Usage: node records-app.mjs PORT [RECORD_BYTES]
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
@@ -70,7 +71,7 @@ async function list() {
 const server = createServer((req, res) => {
   const u = new URL(req.url ?? "/", "http://x");
   const reply = (code, body) => {
-    res.writeHead(code, { "content-type": "text/plain", connection: "close", "x-holdfast-app": me });
+    res.writeHead(code, { "content-type": "text/plain", connection: "close", "x-holdfast-app": me, "x-holdfast-at": String(Date.now()) });
     res.end(body);
   };
   const fail = (e) => reply(500, `error ${e.message}\n`);
