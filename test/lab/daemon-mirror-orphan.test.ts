@@ -6,13 +6,13 @@
  * reports anything, so the node becomes SECOND with no app of the previous run answering, and a swap back brings the
  * VIP with a fresh app.
  */
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DaemonCluster, until, writeRecordAppHooks } from "../../examples/daemon/lab-cluster.js";
 import type { ClusterState } from "../../examples/daemon/daemon.js";
-import { GUARD_NAME } from "../../src/runtime/containment.js";
 import { Lab, type LabHost } from "../../src/testing/lab.js";
+import { hookGuardsOf } from "./helpers/hook-guards.js";
 
 const isRoot = process.getuid?.() === 0;
 const APP_PORT = 8090;
@@ -45,22 +45,6 @@ function appPid(node: string): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The hook guards (containment.ts) among the children of `pid`. */
-function hookGuardsOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === pid && readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").includes(GUARD_NAME)) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
 
 /** The first line of GET `path` on the app at `addr` from the client (the node id it answers), or undefined. */

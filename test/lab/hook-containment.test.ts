@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Host, generateKey, runHook } from "holdfast";
-import { GUARD_NAME, HookUnit } from "../../src/runtime/containment.js";
+import { HookUnit } from "../../src/runtime/containment.js";
+import { hookGuardsOf } from "./helpers/hook-guards.js";
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(import.meta.dirname, "../..");
@@ -52,22 +53,6 @@ async function until<T>(what: string, f: () => T | undefined, ms = 20_000): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${what}: not within ${ms} ms`);
-}
-
-/** The hook guards (containment.ts) among the children of `pid`. */
-function guardsOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === pid && readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").includes(GUARD_NAME)) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
 
 /** Polls until none of `pids` is alive (zombies count as gone); the ms it took, or undefined after `ms`. */
@@ -137,7 +122,7 @@ describe.skipIf(!isRoot)("hook processes are contained per module", () => {
 
     // The host dies with its guard (frozen first, so that it cannot start the guard again): the app stays.
     child.kill("SIGSTOP");
-    const guards = guardsOf(child.pid as number);
+    const guards = hookGuardsOf(child.pid as number);
     expect(guards.length, "the host's hook guard").toBe(1);
     for (const g of guards) process.kill(g, "SIGKILL");
     child.kill("SIGKILL");
@@ -169,7 +154,7 @@ describe.skipIf(!isRoot)("hook processes are contained per module", () => {
     }
     expect(existsSync(cgroup)).toBe(false); // removed at an orderly shutdown
     // Its guard was released, not fired: it ends by itself.
-    await until("the guard ended", () => (guardsOf(process.pid).length === 0 ? true : undefined), 5000);
+    await until("the guard ended", () => (hookGuardsOf(process.pid).length === 0 ? true : undefined), 5000);
   });
 
   it("the guard: the app a start hook daemonised dies with the host (cgroup and process-group modes)", async () => {
@@ -197,7 +182,7 @@ describe.skipIf(!isRoot)("hook processes are contained per module", () => {
       child.kill("SIGKILL");
       throw new Error(`${(e as Error).message}; host output: ${out}`, { cause: e });
     }
-    expect(guardsOf(child.pid as number).length, "the host's hook guard").toBe(1);
+    expect(hookGuardsOf(child.pid as number).length, "the host's hook guard").toBe(1);
     const app = find(sleepArgv);
     child.kill("SIGKILL");
     const ms = await goneWithin(app, 1000);
