@@ -55,6 +55,26 @@ async function until<T>(what: string, f: () => T | undefined, ms = 20_000): Prom
   throw new Error(`${what}: not within ${ms} ms`);
 }
 
+/**
+ * Runs test/lab/helpers/containment-host.ts with `config` (module "app") in a child process and waits until its
+ * start_prim hook's app (`appArgv`) runs; on a timeout the host is killed and its output quoted.
+ */
+async function startHost(config: object, appArgv: string[]): Promise<{ child: ReturnType<typeof spawn>; exited: Promise<unknown> }> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(REPO, "test/lab/helpers/containment-host.ts"), JSON.stringify(config), "app"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout?.on("data", (b: Buffer) => (out += b.toString()));
+  child.stderr?.on("data", (b: Buffer) => (out += b.toString()));
+  const exited = new Promise((r) => child.once("exit", r));
+  try {
+    await until("the app started by start_prim", () => (find(appArgv).length === 1 ? true : undefined), 30_000);
+  } catch (e) {
+    child.kill("SIGKILL");
+    throw new Error(`${(e as Error).message}; host output: ${out}`, { cause: e });
+  }
+  return { child, exited };
+}
+
+
 /** Polls until none of `pids` is alive (zombies count as gone); the ms it took, or undefined after `ms`. */
 async function goneWithin(pids: number[], ms: number): Promise<number | undefined> {
   const t0 = performance.now();
@@ -103,17 +123,7 @@ describe.skipIf(!isRoot)("hook processes are contained per module", () => {
       stateDir: join(dir, "state"),
       logDir: join(dir, "logs"),
     };
-    const child = spawn(process.execPath, ["--import", "tsx", join(REPO, "test/lab/helpers/containment-host.ts"), JSON.stringify(config), "app"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
-    const exited = new Promise((r) => child.once("exit", r));
-    try {
-      await until("the app started by start_prim", () => (find(sleepArgv).length === 1 ? true : undefined), 30_000);
-    } catch (e) {
-      child.kill("SIGKILL");
-      throw new Error(`${(e as Error).message}; host output: ${out}`, { cause: e });
-    }
+    const { child, exited } = await startHost(config, sleepArgv);
     const [app] = find(sleepArgv) as [number];
     const log1 = logOf(config.logDir, "app");
     expect(log1).toMatch(/hook processes are contained in cgroup \/.*holdfast\.contain\.n1\.app\./);
@@ -171,17 +181,7 @@ describe.skipIf(!isRoot)("hook processes are contained per module", () => {
       stateDir: join(dir, "gstate"),
       logDir: join(dir, "glogs"),
     };
-    const child = spawn(process.execPath, ["--import", "tsx", join(REPO, "test/lab/helpers/containment-host.ts"), JSON.stringify(config), "app"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
-    const exited = new Promise((r) => child.once("exit", r));
-    try {
-      await until("the app started by start_prim", () => (find(sleepArgv).length === 1 ? true : undefined), 30_000);
-    } catch (e) {
-      child.kill("SIGKILL");
-      throw new Error(`${(e as Error).message}; host output: ${out}`, { cause: e });
-    }
+    const { child, exited } = await startHost(config, sleepArgv);
     expect(hookGuardsOf(child.pid as number).length, "the host's hook guard").toBe(1);
     const app = find(sleepArgv);
     child.kill("SIGKILL");
