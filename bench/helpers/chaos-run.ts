@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { BUCKET_COUNT } from "../../src/core/buckets.js";
 import { Lab, type LabHost, type LabProcess } from "../../src/testing/lab.js";
 import { pidsInNamespaces } from "../../src/testing/lab-cleanup.js";
+import { GUARD_NAME } from "../../src/runtime/containment.js";
 import { MembershipCluster, REPO, type ClusterNode, type NodeLine } from "../../test/lab/helpers/membership-cluster.js";
 import {
   checkPackets,
@@ -570,7 +571,7 @@ async function nodeFault(
       process.kill(daemon, "SIGSTOP");
       for (const pid of pidsInNamespaces([h.ns])) {
         try {
-          if (readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("holdfast-hook-guard")) process.kill(pid, "SIGKILL");
+          if (readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").includes(GUARD_NAME)) process.kill(pid, "SIGKILL");
         } catch {
           /* gone meanwhile */
         }

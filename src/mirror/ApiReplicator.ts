@@ -293,6 +293,14 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
     return { permitWaits: this._permitWaits, permitWaiting: this.permitWaiters.length + this.changeWaiters.length, permitMs: left };
   }
 
+  /** An operation began to wait for a permit: counted; the first one after an expiry is said (permitExpired). */
+  private waitStarted(): void {
+    this._permitWaits++;
+    if (this.permitExpiredSaid) return;
+    this.permitExpiredSaid = true;
+    this.emit("permitExpired", { waiting: this.permitWaiters.length + this.changeWaiters.length });
+  }
+
   /**
    * Before a change of the replicated tree is applied locally: undefined when it may go now (connected: the
    * secondary will ack it; or a permit covers now), else a promise that resolves at the next renewal or
@@ -302,12 +310,9 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
   beforeChange(): Promise<void> | undefined {
     if (this.options.permit === "always" || this.connected || performance.now() < this.permitUntil) return undefined;
     if (this.stopped) return Promise.reject(Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" }));
-    this._permitWaits++;
-    if (!this.permitExpiredSaid) {
-      this.permitExpiredSaid = true;
-      this.emit("permitExpired", { waiting: this.permitWaiters.length + this.changeWaiters.length + 1 });
-    }
-    return new Promise<void>((resolve, reject) => this.changeWaiters.push({ resolve, reject }));
+    const p = new Promise<void>((resolve, reject) => this.changeWaiters.push({ resolve, reject }));
+    this.waitStarted();
+    return p;
   }
 
   /**
@@ -319,12 +324,8 @@ export class ApiReplicator extends EventEmitter<ApiReplicatorEvents> {
   private whenPermitted(syncs0: number): Promise<void> {
     if (this.options.permit === "always" || performance.now() < this.permitUntil || this.syncs > syncs0) return Promise.resolve();
     if (this.stopped) return Promise.reject(Object.assign(new Error("stopped while waiting for a permit"), { code: "EIO" }));
-    this._permitWaits++;
     const p = new Promise<void>((resolve, reject) => this.permitWaiters.push({ resolve, reject, syncs0 }));
-    if (!this.permitExpiredSaid) {
-      this.permitExpiredSaid = true;
-      this.emit("permitExpired", { waiting: this.permitWaiters.length });
-    }
+    this.waitStarted();
     return p;
   }
 
